@@ -1,0 +1,105 @@
+import { Server, ServerCredentials, credentials, type ChannelOptions } from '@grpc/grpc-js';
+import { SkeinError } from './errors.js';
+
+/** Channel and server options every Skein link uses: no message size limit, a large window. */
+export const CHANNEL_OPTIONS: ChannelOptions = {
+  'grpc.max_receive_message_length': -1,
+  'grpc.max_send_message_length': -1,
+  'grpc-node.flow_control_window': 16 * 1024 * 1024,
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.http2.max_pings_without_data': 0,
+  'grpc.enable_retries': 0,
+};
+
+export const SERVER_OPTIONS: ChannelOptions = {
+  ...CHANNEL_OPTIONS,
+  'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+  'grpc.http2.min_time_between_pings_ms': 5_000,
+};
+
+export function insecureChannel() {
+  return credentials.createInsecure();
+}
+
+export function newServer(): Server {
+  return new Server(SERVER_OPTIONS);
+}
+
+/**
+ * Binds a gRPC server and returns the port. A port in use gets an error that says so and what to do.
+ */
+export function bindServer(server: Server, host: string, port: number, what: string): Promise<number> {
+  const target = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return new Promise((resolve, reject) => {
+    server.bindAsync(target, ServerCredentials.createInsecure(), (err, bound) => {
+      if (err) {
+        const inUse = /EADDRINUSE|address already in use|No address added/i.test(err.message);
+        reject(
+          new SkeinError(
+            inUse ? 'already_exists' : 'unavailable',
+            inUse
+              ? `Cannot start the ${what} on ${host}:${port}: the port is already in use. Stop the process using it or choose another port (--port 0 picks a free one).`
+              : `Cannot start the ${what} on ${host}:${port}: ${err.message}`,
+            { cause: err },
+          ),
+        );
+        return;
+      }
+      resolve(bound);
+    });
+  });
+}
+
+/** Shuts a server down, forcing it after `graceMs`. */
+export function shutdownServer(server: Server, graceMs = 2_000): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    timer.unref();
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Collects outgoing messages and sends them as one batch on the next turn of the event loop.
+ * Idle, a message leaves at once; under load, batches grow by themselves.
+ */
+export class Batcher<T> {
+  private queue: T[] = [];
+  private scheduled = false;
+  private closed = false;
+  constructor(private readonly send: (batch: T[]) => void) {}
+
+  push(item: T): void {
+    if (this.closed) return;
+    this.queue.push(item);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.queue.length === 0) return;
+    const batch = this.queue;
+    this.queue = [];
+    this.send(batch);
+  };
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  close(): void {
+    this.flush();
+    this.closed = true;
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * @module @skein/common
+ * Shared pieces of Skein used by the client, scheduler and worker: typed errors with codes,
+ * value codecs, addresses, defaults, gRPC helpers, the service lifecycle.
+ *
+ * @example
+ * import { encodeValue, decodeValue, parseAddress } from '@skein/common';
+ * decodeValue(encodeValue(new Map([[1, 2]])));   // Map { 1 => 2 }
+ * parseAddress('tcp://10.0.0.5:8786');           // { host: '10.0.0.5', port: 8786 }
+ */
+export {
+  SkeinError,
+  InvalidArgumentError,
+  CommClosedError,
+  ProtocolVersionError,
+  TaskError,
+  KilledWorkerError,
+  CancelledError,
+  TimeoutError,
+  toSkeinError,
+  toGrpcStatus,
+  fromGrpcStatus,
+  toRemoteError,
+  fromRemoteError,
+  type ErrorCode,
+  type SkeinErrorOptions,
+} from './errors.js';
+export {
+  REF_KEY,
+  makeRef,
+  isRef,
+  substituteRefs,
+  collectRefs,
+  encodeValue,
+  decodeValue,
+  encodingName,
+  typeName,
+  type EncodingName,
+  type TaskRef,
+} from './values.js';
+export { parseAddress, formatAddress, grpcTarget, interfaceAddress, contactHost, type Address } from './address.js';
+export { CHANNEL_OPTIONS, SERVER_OPTIONS, insecureChannel, newServer, bindServer, shutdownServer, Batcher } from './grpc.js';
+export { PROTOCOL_VERSION, checkProtocolVersion } from './version.js';
+export { skeinDefaults, type SkeinDefaults } from './config.js';
+export { functionName, functionSource, sha256, inlineFunction, compileFunction, explainReferenceError } from './functions.js';
+export { Lifecycle, type LifecycleStatus } from './lifecycle.js';
+export { parseBytes, parseMemoryLimit, formatBytes, cpuCount } from './units.js';
+export { createLogger, type Logger, type LogLevel } from './log.js';

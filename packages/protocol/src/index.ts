@@ -1,0 +1,83 @@
+/**
+ * @module @skein/protocol
+ * Generated ts-proto code for proto/skein/v1 (never edited by hand: run `pnpm gen`).
+ * This index is the only hand-written file.
+ *
+ * @example
+ * import { credentials } from '@grpc/grpc-js';
+ * import { SchedulerServiceClient } from '@skein/protocol';
+ * const c = new SchedulerServiceClient('127.0.0.1:8786', credentials.createInsecure());
+ */
+
+export {
+  Encoding,
+  FunctionRef,
+  InlineFunction,
+  RemoteError,
+  TaskSpec,
+  TaskSpec_ResourcesEntry,
+  Value,
+  WhoHas,
+} from './gen/skein/v1/common.js';
+
+export {
+  AcquireReplicas,
+  AddKeys,
+  CancelKeys,
+  ClientHello,
+  ClientMessage,
+  ClientSessionRequest,
+  ClientSessionResponse,
+  ClientUpdate,
+  CloseWorker,
+  ComputeTask,
+  ComputeTask_InlineInputsEntry,
+  FreeKeys,
+  GetInfoRequest,
+  GetInfoResponse,
+  GetInfoResponse_TasksByStateEntry,
+  GetStoryRequest,
+  GetStoryResponse,
+  Heartbeat,
+  KeyCancelled,
+  KeyErred,
+  KeyInMemory,
+  KeyLost,
+  KeysReleased,
+  MissingData,
+  ReleaseKeys,
+  RescheduleTask,
+  RetireWorkersRequest,
+  RetireWorkersResponse,
+  SchedulerServiceClient,
+  type SchedulerServiceServer,
+  SchedulerServiceService,
+  StealRequest,
+  StealResponse,
+  TaskErred,
+  TaskFinished,
+  Transition,
+  UpdateGraph,
+  WantKeys,
+  Welcome,
+  WorkerCommand,
+  WorkerHello,
+  WorkerHello_ResourcesEntry,
+  WorkerInfo,
+  WorkerInfo_ResourcesEntry,
+  WorkerMessage,
+  WorkerSessionRequest,
+  WorkerSessionResponse,
+} from './gen/skein/v1/scheduler.js';
+
+export {
+  GetDataRequest,
+  GetDataResponse,
+  GetStatusRequest,
+  GetStatusResponse,
+  RunRequest,
+  RunResponse,
+  WorkerServiceClient,
+  type WorkerServiceServer,
+  WorkerServiceService,
+} from './gen/skein/v1/worker.js';
