@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { Encoding } from '@skein/protocol';
+import { collectRefs, decodeValue, encodeValue, makeRef, substituteRefs } from '../src/values.js';
+import { parseAddress, formatAddress } from '../src/address.js';
+import { parseBytes, parseMemoryLimit } from '../src/units.js';
+import { InvalidArgumentError } from '../src/errors.js';
+
+describe('values', () => {
+  it('round-trips v8 values with typed arrays, Map, Set, BigInt and Date', () => {
+    const v = { a: new Float64Array([1.5, 2]), m: new Map([[1, 'x']]), s: new Set([3]), b: 10n ** 20n, d: new Date(5) };
+    const enc = encodeValue(v);
+    expect(enc.encoding).toBe(Encoding.ENCODING_V8);
+    expect(decodeValue(enc)).toEqual(v);
+  });
+  it('sends buffers raw and JSON on request', () => {
+    const b = Buffer.from('hello');
+    const enc = encodeValue(b);
+    expect(enc.encoding).toBe(Encoding.ENCODING_RAW);
+    expect(Buffer.compare(decodeValue(enc) as Buffer, b)).toBe(0);
+    const j = encodeValue({ x: [1, 2] }, 'json');
+    expect(Buffer.from(j.data).toString()).toBe('{"x":[1,2]}');
+    expect(() => encodeValue(new Map(), 'json')).toThrow(InvalidArgumentError);
+  });
+  it('substitutes references at any depth without copying reference-free parts', () => {
+    const inner = { keep: [1, 2] };
+    const t = [makeRef('a'), { deep: [makeRef('b'), inner] }, 7];
+    expect([...collectRefs(t)].sort()).toEqual(['a', 'b']);
+    const out = substituteRefs(t, (k) => k.toUpperCase()) as unknown[];
+    expect(out).toEqual(['A', { deep: ['B', inner] }, 7]);
+    expect((out[1] as { deep: unknown[] }).deep[1]).toBe(inner);
+    expect(substituteRefs(inner, () => 0)).toBe(inner);
+  });
+});
+
+describe('addresses and units', () => {
+  it('parses the address forms and rejects bad ones with a clear message', () => {
+    expect(parseAddress('tcp://10.0.0.5:8786')).toEqual({ host: '10.0.0.5', port: 8786 });
+    expect(parseAddress('localhost', 8786)).toEqual({ host: 'localhost', port: 8786 });
+    expect(parseAddress(':9000')).toEqual({ host: '0.0.0.0', port: 9000 });
+    expect(formatAddress({ host: '::1', port: 1 })).toBe('tcp://[::1]:1');
+    expect(() => parseAddress('udp://x:1')).toThrow(/Unsupported address scheme/);
+    expect(() => parseAddress('tcp://host:99999')).toThrow(/Bad port "99999"/);
+    expect(() => parseAddress('tcp://host')).toThrow(/has no port/);
+  });
+  it('parses sizes and memory limits', () => {
+    expect(parseBytes('4GB')).toBe(4e9);
+    expect(parseBytes('2GiB')).toBe(2 * 2 ** 30);
+    expect(() => parseBytes('lots')).toThrow(/Bad size "lots"/);
+    expect(parseMemoryLimit('0.5')).toBeGreaterThan(0);
+    expect(parseMemoryLimit('1GB')).toBe(1e9);
+    expect(parseMemoryLimit('none')).toBe(0);
+  });
+});
