@@ -1,0 +1,65 @@
+import yargs from 'yargs';
+import { SkeinError, toSkeinError } from '@skein/common';
+import { Scheduler } from './server/scheduler.js';
+
+/**
+ * `skein-scheduler` / `skein scheduler`: starts a scheduler and runs until SIGINT/SIGTERM.
+ * Returns the process exit code.
+ */
+export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'): Promise<number> {
+  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate: boolean };
+  try {
+    args = await yargs(argv)
+      .scriptName(prog)
+      .usage(`$0 [options]\n\nStart a Skein scheduler. Workers connect with: skein worker tcp://IP:PORT`)
+      .option('host', { type: 'string', describe: 'Address to listen on (default: all interfaces)' })
+      .option('port', { type: 'number', default: 8786, describe: 'Port to listen on (0: any free port)' })
+      .option('interface', { type: 'string', describe: 'Listen on this network interface (e.g. eth0, ib0)' })
+      .option('heartbeat-ms', { type: 'number', describe: 'Worker heartbeat interval in ms' })
+      .option('validate', { type: 'boolean', default: false, describe: 'Check state invariants after every event (slow)' })
+      .strict()
+      .help()
+      .version(false)
+      .exitProcess(false)
+      .fail((msg, err) => {
+        throw new SkeinError('invalid_argument', msg || err?.message || 'bad arguments');
+      })
+      .parseAsync();
+  } catch (err) {
+    process.stderr.write(`${prog}: ${(err as Error).message}. Run ${prog} --help for the options.\n`);
+    return 2;
+  }
+  if ((args as { help?: boolean }).help) return 0;
+  if (Number.isNaN(args.port)) {
+    process.stderr.write(`${prog}: --port must be a number from 0 to 65535.\n`);
+    return 2;
+  }
+  let scheduler: Scheduler;
+  try {
+    scheduler = await Scheduler.start({
+      host: args.host,
+      port: args.port,
+      interface: args.interface,
+      heartbeatMs: args.heartbeatMs,
+      validate: args.validate,
+    });
+  } catch (err) {
+    process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
+    return 1;
+  }
+  process.stdout.write(`Scheduler at:   ${scheduler.address}\n`);
+  return await new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      process.stderr.write(`${prog}: received ${signal}, closing\n`);
+      scheduler.close().then(
+        () => resolve(0),
+        (err) => {
+          process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+}

@@ -1,0 +1,537 @@
+import { randomUUID } from 'node:crypto';
+import { status as GrpcStatus, type Server, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import {
+  SchedulerServiceService,
+  type ClientSessionRequest,
+  type ClientSessionResponse,
+  type ClientUpdate,
+  type GetInfoRequest,
+  type GetInfoResponse,
+  type GetStoryRequest,
+  type GetStoryResponse,
+  type InlineFunction,
+  type RetireWorkersRequest,
+  type RetireWorkersResponse,
+  type SchedulerServiceServer,
+  type WorkerCommand,
+  type WorkerSessionRequest,
+  type WorkerSessionResponse,
+} from '@skein/protocol';
+import {
+  Batcher,
+  InvalidArgumentError,
+  Lifecycle,
+  PROTOCOL_VERSION,
+  ProtocolVersionError,
+  bindServer,
+  contactHost,
+  createLogger,
+  formatAddress,
+  interfaceAddress,
+  newServer,
+  shutdownServer,
+  skeinDefaults,
+  toGrpcStatus,
+  type Logger,
+} from '@skein/common';
+import { SchedulerState } from '../state/scheduler-state.js';
+import type { SchedulerAction, SchedulerEvent } from '../state/types.js';
+import {
+  clientUpdate,
+  computeMessage,
+  errorInfo,
+  taskDefFromSpec,
+  transitionMessage,
+  whoHasInfo,
+  workerInfo,
+  workerSpecFromHello,
+} from './convert.js';
+
+export interface SchedulerOptions {
+  /** Address to listen on (default 0.0.0.0; 127.0.0.1 for a LocalCluster). */
+  host?: string;
+  /** Port (default 8786; 0 picks a free one). */
+  port?: number;
+  /** Listen on this network interface's address instead of host. */
+  interface?: string;
+  /** Heartbeat interval workers are told to use (ms). */
+  heartbeatMs?: number;
+  /** Remove a worker silent for this long (ms). */
+  workerTtlMs?: number;
+  /** Results up to this size are kept by the scheduler and forwarded inline. */
+  inlineBytes?: number;
+  /** Worker deaths a task survives before failing with KilledWorker. */
+  allowedFailures?: number;
+  /** Tasks per worker thread before root tasks queue on the scheduler (Infinity: no queuing). */
+  workerSaturation?: number;
+  /** Check the state machine's invariants after every event (tests). */
+  validate?: boolean;
+  logger?: Logger;
+}
+
+export interface CompiledSchedulerOptions {
+  host: string;
+  port: number;
+  heartbeatMs: number;
+  workerTtlMs: number;
+  inlineBytes: number;
+  allowedFailures: number;
+  workerSaturation: number;
+  validate: boolean;
+  logger: Logger;
+}
+
+export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSchedulerOptions {
+  const d = skeinDefaults();
+  const host = o.interface ? interfaceAddress(o.interface) : (o.host ?? '0.0.0.0');
+  const port = o.port ?? d.schedulerPort;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new InvalidArgumentError(`Bad scheduler port ${port}: a port is a number from 0 to 65535.`);
+  }
+  const positive = (name: string, v: number) => {
+    if (!(v > 0)) throw new InvalidArgumentError(`Scheduler option ${name} must be a positive number, got ${v}.`);
+    return v;
+  };
+  return {
+    host,
+    port,
+    heartbeatMs: positive('heartbeatMs', o.heartbeatMs ?? d.heartbeatMs),
+    workerTtlMs: positive('workerTtlMs', o.workerTtlMs ?? d.workerTtlMs),
+    inlineBytes: o.inlineBytes ?? d.inlineBytes,
+    allowedFailures: o.allowedFailures ?? d.allowedFailures,
+    workerSaturation: positive('workerSaturation', o.workerSaturation ?? d.workerSaturation),
+    validate: o.validate ?? process.env['SKEIN_VALIDATE'] === '1',
+    logger: o.logger ?? createLogger('scheduler'),
+  };
+}
+
+interface WorkerConn {
+  address: string;
+  call: ServerDuplexStream<WorkerSessionRequest, WorkerSessionResponse>;
+  out: Batcher<WorkerCommand>;
+  sentFunctions: Set<string>;
+  closing: boolean;
+  ended: boolean;
+}
+
+interface ClientConn {
+  id: string;
+  call: ServerDuplexStream<ClientSessionRequest, ClientSessionResponse>;
+  out: Batcher<ClientUpdate>;
+}
+
+/**
+ * The scheduler process: a gRPC shell around SchedulerState. It turns stream messages into
+ * events, performs the returned actions and batches what it sends.
+ */
+export class Scheduler {
+  readonly id = randomUUID();
+  readonly state: SchedulerState;
+  private readonly server: Server;
+  private readonly lifecycle = new Lifecycle('scheduler');
+  private readonly workers = new Map<string, WorkerConn>();
+  private readonly clients = new Map<string, ClientConn>();
+  private readonly functions = new Map<string, InlineFunction>();
+  private readonly retireWaiters = new Map<string, Array<() => void>>();
+  private tick: NodeJS.Timeout | undefined;
+  private boundPort = 0;
+  private eventCount = 0;
+  readonly options: CompiledSchedulerOptions;
+  private readonly log: Logger;
+
+  private constructor(options: CompiledSchedulerOptions) {
+    this.options = options;
+    this.log = options.logger;
+    this.state = new SchedulerState({
+      now: () => Date.now(),
+      workerSaturation: options.workerSaturation,
+      inlineBytes: options.inlineBytes,
+      allowedFailures: options.allowedFailures,
+      workerTtlMs: options.workerTtlMs,
+      validate: options.validate,
+    });
+    this.server = newServer();
+    this.server.addService(SchedulerServiceService, this.service());
+  }
+
+  static async start(options: SchedulerOptions = {}): Promise<Scheduler> {
+    const s = new Scheduler(compileSchedulerOptions(options));
+    await s.start();
+    return s;
+  }
+
+  private async start(): Promise<void> {
+    this.lifecycle.beginStart();
+    this.boundPort = await bindServer(this.server, this.options.host, this.options.port, 'scheduler');
+    this.tick = setInterval(() => this.handle({ type: 'Tick', stimulusId: `tick-${Date.now()}` }), this.options.heartbeatMs);
+    this.tick.unref();
+    this.lifecycle.started();
+  }
+
+  /** `tcp://IP:PORT` where clients and workers reach this scheduler. */
+  get address(): string {
+    return formatAddress({ host: contactHost(this.options.host), port: this.boundPort });
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  get status() {
+    return this.lifecycle.status;
+  }
+
+  close(): Promise<void> {
+    return this.lifecycle.close([
+      ['stop timers', () => clearInterval(this.tick)],
+      [
+        'close workers',
+        () => {
+          for (const w of this.workers.values()) this.closeWorkerStream(w, 'scheduler closing');
+        },
+      ],
+      [
+        'close clients',
+        () => {
+          for (const c of this.clients.values()) {
+            c.out.close();
+            c.call.end();
+          }
+        },
+      ],
+      ['stop server', () => shutdownServer(this.server, 1000)],
+    ]);
+  }
+
+  // ---------------------------------------------------------------- event loop
+
+  handle(event: SchedulerEvent): void {
+    let actions: SchedulerAction[];
+    try {
+      actions = this.state.handle(event);
+    } catch (err) {
+      this.log.error(`state machine failed on ${event.type} (${event.stimulusId}): ${(err as Error).stack ?? err}`);
+      return;
+    }
+    this.eventCount++;
+    for (const a of actions) this.perform(a);
+  }
+
+  private perform(a: SchedulerAction): void {
+    switch (a.type) {
+      case 'Compute': {
+        const w = this.workers.get(a.worker);
+        if (!w) return;
+        let fn: InlineFunction | undefined;
+        const hash = a.def.fn.inlineHash;
+        if (hash && !w.sentFunctions.has(hash)) {
+          fn = this.functions.get(hash);
+          w.sentFunctions.add(hash);
+        }
+        w.out.push({ kind: { $case: 'compute', value: computeMessage(a, fn) } });
+        return;
+      }
+      case 'FreeKeys':
+        this.workers.get(a.worker)?.out.push({ kind: { $case: 'freeKeys', value: { keys: a.keys, stimulusId: a.stimulusId } } });
+        return;
+      case 'AcquireReplicas':
+        this.workers.get(a.worker)?.out.push({ kind: { $case: 'acquireReplicas', value: { whoHas: a.whoHas, stimulusId: a.stimulusId } } });
+        return;
+      case 'StealRequest':
+        this.workers.get(a.worker)?.out.push({ kind: { $case: 'steal', value: { key: a.key, stimulusId: a.stimulusId } } });
+        return;
+      case 'CloseWorker': {
+        const w = this.workers.get(a.worker);
+        if (w) this.closeWorkerStream(w, a.reason);
+        return;
+      }
+      case 'ReportToClient':
+        this.clients.get(a.client)?.out.push(clientUpdate(a.report));
+        return;
+      case 'WorkerRetired': {
+        const waiters = this.retireWaiters.get(a.worker);
+        this.retireWaiters.delete(a.worker);
+        for (const done of waiters ?? []) done();
+        return;
+      }
+      default: {
+        const never: never = a;
+        throw new Error(`unknown action ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  private closeWorkerStream(w: WorkerConn, reason: string): void {
+    if (w.closing) return;
+    w.closing = true;
+    w.out.push({ kind: { $case: 'close', value: { reason } } });
+    w.out.close();
+    // The worker ends its side after CloseWorker; the stream closes when it does.
+  }
+
+  // ---------------------------------------------------------------- gRPC service
+
+  private service(): SchedulerServiceServer {
+    return {
+      clientSession: (call) => this.clientSession(call),
+      workerSession: (call) => this.workerSession(call),
+      getInfo: (call: ServerUnaryCall<GetInfoRequest, GetInfoResponse>, cb: sendUnaryData<GetInfoResponse>) => cb(null, this.info()),
+      getStory: (call: ServerUnaryCall<GetStoryRequest, GetStoryResponse>, cb: sendUnaryData<GetStoryResponse>) =>
+        cb(null, { transitions: this.state.story(call.request.keys).map(transitionMessage) }),
+      retireWorkers: (call: ServerUnaryCall<RetireWorkersRequest, RetireWorkersResponse>, cb: sendUnaryData<RetireWorkersResponse>) => {
+        this.retire(call.request.workers, call.request.n).then(
+          (retired) => cb(null, { retired }),
+          (err) => cb(toGrpcStatus(err)),
+        );
+      },
+    };
+  }
+
+  info(): GetInfoResponse {
+    const tasksByState: Record<string, number> = {};
+    for (const [s, n] of Object.entries(this.state.counts)) if (s !== 'forgotten') tasksByState[s] = n;
+    return {
+      schedulerId: this.id,
+      address: this.address,
+      protocolVersion: PROTOCOL_VERSION,
+      workers: [...this.state.workers.values()].map(workerInfo),
+      tasksByState,
+      clients: this.clients.size,
+      dashboardAddress: '',
+    };
+  }
+
+  /** Retires workers gracefully: their unique results move to peers, then they close. */
+  async retire(names: string[], n: number, timeoutMs = 30_000): Promise<string[]> {
+    const before = new Set([...this.state.workers.values()].filter((w) => w.status === 'retiring').map((w) => w.address));
+    this.handle({ type: 'RetireWorkers', workers: names, n, stimulusId: `retire-${randomUUID()}` });
+    const chosen = [...this.state.workers.values()].filter((w) => w.status === 'retiring' && !before.has(w.address)).map((w) => w.address);
+    await Promise.all(
+      chosen.map(
+        (address) =>
+          new Promise<void>((resolve) => {
+            if (!this.state.workers.has(address)) return resolve();
+            const list = this.retireWaiters.get(address) ?? [];
+            list.push(resolve);
+            this.retireWaiters.set(address, list);
+            setTimeout(resolve, timeoutMs).unref();
+          }),
+      ),
+    );
+    return chosen;
+  }
+
+  private clientSession(call: ServerDuplexStream<ClientSessionRequest, ClientSessionResponse>): void {
+    let conn: ClientConn | undefined;
+    const fail = (code: GrpcStatus, details: string) => {
+      call.emit('error', { code, details });
+    };
+    call.on('data', (req: ClientSessionRequest) => {
+      for (const msg of req.messages) {
+        const kind = msg.kind;
+        if (!kind) continue;
+        if (!conn) {
+          if (kind.$case !== 'hello') return fail(GrpcStatus.FAILED_PRECONDITION, 'The first message of a client session must be a ClientHello.');
+          const remote = kind.value.protocolVersion;
+          if (remote.split('.')[0] !== PROTOCOL_VERSION.split('.')[0]) {
+            return fail(GrpcStatus.FAILED_PRECONDITION, new ProtocolVersionError(PROTOCOL_VERSION, remote || '(none)', 'scheduler').message);
+          }
+          const id = kind.value.clientId || randomUUID();
+          if (this.clients.has(id)) return fail(GrpcStatus.ALREADY_EXISTS, `A client with id ${id} is already connected; use a unique client id.`);
+          conn = {
+            id,
+            call,
+            out: new Batcher<ClientUpdate>((updates) => {
+              if (!call.writableEnded && !call.destroyed) call.write({ updates });
+            }),
+          };
+          this.clients.set(id, conn);
+          this.handle({ type: 'ClientConnected', client: id, stimulusId: `client-connect-${id}` });
+          conn.out.push({ kind: { $case: 'welcome', value: this.welcome() } });
+          continue;
+        }
+        this.clientMessage(conn, kind);
+      }
+    });
+    const closed = () => {
+      if (!conn || this.clients.get(conn.id) !== conn) return;
+      this.clients.delete(conn.id);
+      conn.out.close();
+      this.handle({ type: 'ClientDisconnected', client: conn.id, stimulusId: `client-disconnect-${conn.id}` });
+    };
+    call.on('end', () => {
+      closed();
+      call.end();
+    });
+    call.on('error', closed);
+    call.on('cancelled', closed);
+    call.on('close', closed);
+  }
+
+  private clientMessage(conn: ClientConn, kind: NonNullable<ClientSessionRequest['messages'][number]['kind']>): void {
+    switch (kind.$case) {
+      case 'hello':
+        return;
+      case 'updateGraph': {
+        const u = kind.value;
+        for (const f of u.functions) if (f.source && !this.functions.has(f.hash)) this.functions.set(f.hash, f);
+        this.handle({
+          type: 'GraphUpdated',
+          client: conn.id,
+          tasks: u.tasks.map(taskDefFromSpec),
+          wanted: u.wantedKeys,
+          broadcast: u.broadcastKeys,
+          stimulusId: u.stimulusId || `update-graph-${this.eventCount}`,
+        });
+        return;
+      }
+      case 'releaseKeys':
+        return this.handle({ type: 'ClientReleasedKeys', client: conn.id, keys: kind.value.keys, stimulusId: kind.value.stimulusId || 'client-release' });
+      case 'cancelKeys':
+        return this.handle({ type: 'ClientCancelledKeys', client: conn.id, keys: kind.value.keys, stimulusId: kind.value.stimulusId || 'client-cancel' });
+      case 'wantKeys':
+        return this.handle({ type: 'ClientWantsKeys', client: conn.id, keys: kind.value.keys, stimulusId: kind.value.stimulusId || 'client-want' });
+    }
+  }
+
+  private welcome() {
+    return {
+      protocolVersion: PROTOCOL_VERSION,
+      schedulerId: this.id,
+      schedulerAddress: this.address,
+      heartbeatIntervalMs: this.options.heartbeatMs,
+    };
+  }
+
+  private workerSession(call: ServerDuplexStream<WorkerSessionRequest, WorkerSessionResponse>): void {
+    let conn: WorkerConn | undefined;
+    const fail = (code: GrpcStatus, details: string) => call.emit('error', { code, details });
+    call.on('data', (req: WorkerSessionRequest) => {
+      for (const msg of req.messages) {
+        const kind = msg.kind;
+        if (!kind) continue;
+        if (!conn) {
+          if (kind.$case !== 'hello') return fail(GrpcStatus.FAILED_PRECONDITION, 'The first message of a worker session must be a WorkerHello.');
+          const hello = kind.value;
+          if (hello.protocolVersion.split('.')[0] !== PROTOCOL_VERSION.split('.')[0]) {
+            return fail(
+              GrpcStatus.FAILED_PRECONDITION,
+              new ProtocolVersionError(PROTOCOL_VERSION, hello.protocolVersion || '(none)', 'scheduler').message,
+            );
+          }
+          if (!hello.address) return fail(GrpcStatus.INVALID_ARGUMENT, 'WorkerHello.address is empty: a worker must say where peers reach it.');
+          if (this.lifecycle.closing) return fail(GrpcStatus.UNAVAILABLE, 'The scheduler is closing.');
+          const c: WorkerConn = {
+            address: hello.address,
+            call,
+            sentFunctions: new Set(),
+            closing: false,
+            ended: false,
+            out: new Batcher<WorkerCommand>((commands) => {
+              if (!call.writableEnded && !call.destroyed) call.write({ commands });
+              if (c.closing && !c.ended) {
+                c.ended = true;
+                call.end();
+              }
+            }),
+          };
+          conn = c;
+          const old = this.workers.get(c.address);
+          if (old) this.dropWorkerConn(old, true, 'replaced by a new connection');
+          this.workers.set(c.address, c);
+          c.out.push({ kind: { $case: 'welcome', value: this.welcome() } });
+          this.handle({ type: 'WorkerAdded', worker: workerSpecFromHello(hello), stimulusId: `worker-added-${c.address}` });
+          this.log.info(`Register worker ${c.address} (${hello.name || 'unnamed'}, ${hello.nthreads} threads)`);
+          continue;
+        }
+        this.workerMessage(conn, kind);
+      }
+    });
+    const closed = (why: string) => () => {
+      if (conn) this.dropWorkerConn(conn, conn.closing, why);
+    };
+    call.on('end', () => {
+      closed('connection closed')();
+      if (!call.writableEnded) call.end();
+    });
+    call.on('error', closed('connection error'));
+    call.on('cancelled', closed('connection lost'));
+    call.on('close', closed('connection closed'));
+  }
+
+  private dropWorkerConn(conn: WorkerConn, expected: boolean, reason: string): void {
+    if (this.workers.get(conn.address) !== conn) return;
+    this.workers.delete(conn.address);
+    conn.out.close();
+    this.handle({ type: 'WorkerRemoved', worker: conn.address, expected, reason, stimulusId: `worker-removed-${conn.address}` });
+    const waiters = this.retireWaiters.get(conn.address);
+    this.retireWaiters.delete(conn.address);
+    for (const done of waiters ?? []) done();
+    if (!this.lifecycle.closing) this.log.info(`Remove worker ${conn.address} (${reason})`);
+  }
+
+  private workerMessage(conn: WorkerConn, kind: NonNullable<WorkerSessionRequest['messages'][number]['kind']>): void {
+    const worker = conn.address;
+    switch (kind.$case) {
+      case 'hello':
+        return;
+      case 'taskFinished': {
+        const m = kind.value;
+        return this.handle({
+          type: 'TaskFinished',
+          worker,
+          key: m.key,
+          value: m.value ?? null,
+          nbytes: m.nbytes,
+          typeName: m.typeName,
+          startMs: m.startMs,
+          stopMs: m.stopMs,
+          stimulusId: m.stimulusId || `task-finished-${m.key}`,
+        });
+      }
+      case 'taskErred': {
+        const m = kind.value;
+        return this.handle({
+          type: 'TaskErred',
+          worker,
+          key: m.key,
+          error: errorInfo(m.error, m.key),
+          startMs: m.startMs,
+          stopMs: m.stopMs,
+          stimulusId: m.stimulusId || `task-erred-${m.key}`,
+        });
+      }
+      case 'heartbeat': {
+        const m = kind.value;
+        return this.handle({
+          type: 'Heartbeat',
+          worker,
+          metrics: { executing: m.executing, ready: m.ready, memoryRss: m.memoryRss, managedBytes: m.managedBytes, cpuPercent: m.cpuPercent },
+          stimulusId: 'heartbeat',
+        });
+      }
+      case 'addKeys':
+        return this.handle({ type: 'ReplicasAdded', worker, keys: kind.value.keys.map(whoHasInfo), stimulusId: kind.value.stimulusId || 'add-keys' });
+      case 'keysReleased':
+        return this.handle({ type: 'WorkerReleasedKeys', worker, keys: kind.value.keys, stimulusId: kind.value.stimulusId || 'keys-released' });
+      case 'missingData':
+        return this.handle({
+          type: 'MissingData',
+          worker,
+          key: kind.value.key,
+          errant: kind.value.worker,
+          stimulusId: kind.value.stimulusId || 'missing-data',
+        });
+      case 'stealResponse':
+        return this.handle({
+          type: 'StealResponse',
+          worker,
+          key: kind.value.key,
+          state: kind.value.state,
+          stimulusId: kind.value.stimulusId || 'steal-response',
+        });
+      case 'reschedule':
+        return this.handle({ type: 'RescheduleRequested', worker, key: kind.value.key, stimulusId: kind.value.stimulusId || 'reschedule' });
+    }
+  }
+}

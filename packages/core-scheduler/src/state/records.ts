@@ -1,0 +1,165 @@
+import type { EncodedValue, ErrorInfo, TaskDef, TaskStateName, WorkerMetrics } from './types.js';
+
+/** The scheduler's record of one task. Arrays rather than sets where they stay small. */
+export class TaskRecord {
+  state: TaskStateName = 'released';
+  readonly dependencies: TaskRecord[] = [];
+  readonly dependents: TaskRecord[] = [];
+  /** Dependencies not yet in memory, while waiting. */
+  waitingOn: Set<TaskRecord> | null = null;
+  /** Dependents that still need this task's result. */
+  waiters: Set<TaskRecord> | null = null;
+  /** Clients that hold futures for this key. */
+  whoWants: Set<string> | null = null;
+  /** Workers that hold the result. */
+  readonly whoHas: WorkerRecord[] = [];
+  processingOn: WorkerRecord | null = null;
+  /** The result itself, kept by the scheduler when small. */
+  inline: EncodedValue | null = null;
+  nbytes = -1;
+  typeName = '';
+  exception: ErrorInfo | null = null;
+  /** Key of the task whose error this one carries. */
+  exceptionBlame = '';
+  retriesLeft: number;
+  /** Number of workers that died while running this task. */
+  suspicious = 0;
+  lastDeathReason = '';
+  sequence: number;
+  /** The task's group: the key prefix before the token (the function name). */
+  readonly group: string;
+  broadcast = false;
+  /** A steal request is outstanding to this worker. */
+  stealingFrom: WorkerRecord | null = null;
+  /** Position in the root-task queue heap, or -1. */
+  heapIndex = -1;
+
+  constructor(
+    readonly key: string,
+    public def: TaskDef | null,
+    sequence: number,
+  ) {
+    this.retriesLeft = def?.retries ?? 0;
+    this.sequence = sequence;
+    const dash = key.lastIndexOf('-');
+    this.group = dash > 0 ? key.slice(0, dash) : key;
+  }
+
+  get priority(): number {
+    return this.def?.priority ?? 0;
+  }
+
+  /** Has a value somewhere: on a worker or inline. */
+  get hasData(): boolean {
+    return this.inline !== null || this.whoHas.length > 0;
+  }
+
+  get restricted(): boolean {
+    const d = this.def;
+    return !!d && (d.workers.length > 0 || Object.keys(d.resources).length > 0);
+  }
+}
+
+export type WorkerStatus = 'running' | 'retiring';
+
+export class WorkerRecord {
+  status: WorkerStatus = 'running';
+  readonly processing = new Set<TaskRecord>();
+  readonly hasWhat = new Set<TaskRecord>();
+  nbytes = 0;
+  lastSeenMs: number;
+  metrics: WorkerMetrics = { executing: 0, ready: 0, memoryRss: 0, managedBytes: 0, cpuPercent: 0 };
+  /** Keys this worker must copy to peers before it may close (retirement). */
+  pendingReplicas: Set<TaskRecord> | null = null;
+
+  constructor(
+    readonly address: string,
+    readonly name: string,
+    readonly nthreads: number,
+    readonly memoryLimit: number,
+    readonly resources: Record<string, number>,
+    readonly registeredFunctions: Set<string>,
+    readonly pid: number,
+    readonly nannyAddress: string,
+    nowMs: number,
+  ) {
+    this.lastSeenMs = nowMs;
+  }
+}
+
+/** A binary min-heap of tasks ordered by (priority desc, sequence asc). */
+export class TaskHeap {
+  private readonly items: TaskRecord[] = [];
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  private less(a: TaskRecord, b: TaskRecord): boolean {
+    return a.priority !== b.priority ? a.priority > b.priority : a.sequence < b.sequence;
+  }
+
+  push(t: TaskRecord): void {
+    t.heapIndex = this.items.length;
+    this.items.push(t);
+    this.up(t.heapIndex);
+  }
+
+  peek(): TaskRecord | undefined {
+    return this.items[0];
+  }
+
+  pop(): TaskRecord | undefined {
+    const top = this.items[0];
+    if (top) this.remove(top);
+    return top;
+  }
+
+  remove(t: TaskRecord): void {
+    const i = t.heapIndex;
+    if (i < 0 || this.items[i] !== t) return;
+    const last = this.items.pop()!;
+    t.heapIndex = -1;
+    if (last === t) return;
+    this.items[i] = last;
+    last.heapIndex = i;
+    this.up(i);
+    this.down(last.heapIndex);
+  }
+
+  *[Symbol.iterator](): Iterator<TaskRecord> {
+    yield* this.items;
+  }
+
+  private swap(i: number, j: number): void {
+    const a = this.items[i]!;
+    const b = this.items[j]!;
+    this.items[i] = b;
+    this.items[j] = a;
+    a.heapIndex = j;
+    b.heapIndex = i;
+  }
+
+  private up(i: number): void {
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!this.less(this.items[i]!, this.items[p]!)) break;
+      this.swap(i, p);
+      i = p;
+    }
+  }
+
+  private down(i: number): void {
+    const n = this.items.length;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < n && this.less(this.items[l]!, this.items[m]!)) m = l;
+      if (r < n && this.less(this.items[r]!, this.items[m]!)) m = r;
+      if (m === i) break;
+      this.swap(i, m);
+      i = m;
+    }
+  }
+}

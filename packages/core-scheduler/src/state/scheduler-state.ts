@@ -1,0 +1,986 @@
+import { TaskHeap, TaskRecord, WorkerRecord } from './records.js';
+import type {
+  ClientReport,
+  ErrorInfo,
+  SchedulerAction,
+  SchedulerEvent,
+  SchedulerStateOptions,
+  TaskDef,
+  TaskStateName,
+  TransitionRecord,
+  WhoHasInfo,
+  WorkerSpec,
+} from './types.js';
+
+/** Thrown for an impossible transition; carries the task's story. */
+export class InvalidTransitionError extends Error {
+  constructor(
+    readonly key: string,
+    readonly start: TaskStateName,
+    readonly finish: TaskStateName,
+    readonly story: TransitionRecord[],
+  ) {
+    super(
+      `Impossible transition ${start}->${finish} for task ${key}. Story:\n` +
+        story.map((r) => `  ${r.start}->${r.finish} (${r.stimulusId})`).join('\n'),
+    );
+  }
+}
+
+type Transition = (ts: TaskRecord) => TaskStateName;
+
+const ACTIVE: ReadonlySet<TaskStateName> = new Set(['waiting', 'queued', 'no-worker', 'processing']);
+const STEALABLE_WORKER_STATES = new Set(['ready', 'waiting', 'fetch', 'flight', 'constrained', 'released', 'missing', 'cancelled', 'unknown']);
+const BYTES_PER_MS = 100_000; // assumed network bandwidth for placement (100 MB/s)
+const MAX_TRANSITIONS_PER_EVENT = 10_000_000;
+
+/**
+ * The scheduler's logic as a pure state machine: `handle(event)` returns the actions the shell
+ * must perform. No I/O, no timers; the clock is injected.
+ */
+export class SchedulerState {
+  readonly tasks = new Map<string, TaskRecord>();
+  readonly workers = new Map<string, WorkerRecord>();
+  readonly clients = new Map<string, Set<TaskRecord>>();
+  readonly counts: Record<TaskStateName, number> = {
+    released: 0, waiting: 0, 'no-worker': 0, queued: 0, processing: 0, memory: 0, erred: 0, forgotten: 0,
+  };
+  private readonly queue = new TaskHeap();
+  private readonly unrunnable = new Set<TaskRecord>();
+  private readonly log: TransitionRecord[] = [];
+  private logHead = 0;
+  private sequence = 0;
+  private readonly groupDurationMs = new Map<string, number>();
+  private avgDurationMs = -1;
+  private actions: SchedulerAction[] = [];
+  private recs = new Map<TaskRecord, TaskStateName>();
+  private freedSlots = new Set<WorkerRecord>();
+  private stimulusId = '';
+  private readonly table: Record<string, Transition>;
+  readonly opts: SchedulerStateOptions;
+
+  constructor(opts: Partial<SchedulerStateOptions> & Pick<SchedulerStateOptions, 'now'>) {
+    this.opts = {
+      workerSaturation: 1.1,
+      inlineBytes: 64 * 1024,
+      allowedFailures: 3,
+      workerTtlMs: 30_000,
+      logSize: 100_000,
+      validate: false,
+      ...opts,
+    };
+    this.table = {
+      'released->waiting': this.releasedToWaiting,
+      'released->forgotten': this.toForgotten,
+      'released->erred': this.toErred,
+      'waiting->processing': this.place,
+      'queued->processing': this.place,
+      'no-worker->processing': this.place,
+      'waiting->released': this.activeToReleased,
+      'queued->released': this.activeToReleased,
+      'no-worker->released': this.activeToReleased,
+      'processing->released': this.activeToReleased,
+      'waiting->erred': this.toErred,
+      'queued->erred': this.toErred,
+      'no-worker->erred': this.toErred,
+      'processing->erred': this.toErred,
+      'processing->memory': this.processingToMemory,
+      'memory->released': this.memoryToReleased,
+      'erred->released': this.erredToReleased,
+      'erred->forgotten': this.toForgotten,
+    };
+  }
+
+  // ------------------------------------------------------------------ public API
+
+  handle(event: SchedulerEvent): SchedulerAction[] {
+    this.actions = [];
+    this.stimulusId = event.stimulusId;
+    this.dispatch(event);
+    this.drain();
+    if (this.opts.validate) this.validateState();
+    return this.actions;
+  }
+
+  story(keys: Iterable<string>): TransitionRecord[] {
+    const want = new Set(keys);
+    return this.orderedLog().filter((r) => want.has(r.key));
+  }
+
+  /** Throws if an invariant is broken. Run after every event in tests. */
+  validateState(): void {
+    const fail = (msg: string): never => {
+      throw new Error(`SchedulerState invariant broken: ${msg}`);
+    };
+    const counted: Record<string, number> = {};
+    for (const [key, ts] of this.tasks) {
+      counted[ts.state] = (counted[ts.state] ?? 0) + 1;
+      if (ts.key !== key) fail(`task map key ${key} holds ${ts.key}`);
+      if (ts.state === 'forgotten') fail(`${key} is forgotten but still known`);
+      if ((ts.state === 'processing') !== (ts.processingOn !== null)) fail(`${key} ${ts.state} processingOn=${ts.processingOn?.address}`);
+      if (ts.processingOn && !ts.processingOn.processing.has(ts)) fail(`${key} not in its worker's processing set`);
+      if ((ts.state === 'memory') !== ts.hasData) fail(`${key} is ${ts.state} with hasData=${ts.hasData}`);
+      if ((ts.state === 'queued') !== (ts.heapIndex >= 0)) fail(`${key} ${ts.state} heapIndex=${ts.heapIndex}`);
+      if ((ts.state === 'no-worker') !== this.unrunnable.has(ts)) fail(`${key} ${ts.state} vs unrunnable set`);
+      if (ts.state === 'waiting') {
+        if (!ts.waitingOn || ts.waitingOn.size === 0) fail(`${key} waiting on nothing`);
+        for (const d of ts.waitingOn ?? []) if (d.state === 'memory') fail(`${key} waits on ${d.key} which is in memory`);
+      }
+      for (const d of ts.dependencies) {
+        if (!d.dependents.includes(ts)) fail(`${d.key} lacks dependent ${key}`);
+        if (!this.tasks.has(d.key)) fail(`${key} depends on forgotten ${d.key}`);
+        if (ACTIVE.has(ts.state) && !d.waiters?.has(ts)) fail(`${d.key} lacks waiter ${key} (${ts.state})`);
+      }
+      for (const w of ts.waiters ?? []) if (!ACTIVE.has(w.state)) fail(`${key} has waiter ${w.key} in ${w.state}`);
+      for (const ws of ts.whoHas) {
+        if (!ws.hasWhat.has(ts)) fail(`${ws.address} lacks ${key} in hasWhat`);
+        if (this.workers.get(ws.address) !== ws) fail(`${key} held by removed worker ${ws.address}`);
+      }
+      for (const c of ts.whoWants ?? []) if (!this.clients.get(c)?.has(ts)) fail(`client ${c} lacks ${key}`);
+    }
+    for (const s of Object.keys(this.counts) as TaskStateName[]) {
+      if (s !== 'forgotten' && (counted[s] ?? 0) !== this.counts[s]) fail(`count of ${s}: ${this.counts[s]} != ${counted[s] ?? 0}`);
+    }
+    for (const ws of this.workers.values()) {
+      for (const ts of ws.processing) if (ts.processingOn !== ws) fail(`${ws.address} processing ${ts.key} owned by ${ts.processingOn?.address}`);
+      for (const ts of ws.hasWhat) if (!ts.whoHas.includes(ws)) fail(`${ws.address} hasWhat ${ts.key} without whoHas`);
+    }
+  }
+
+  // ------------------------------------------------------------------ events
+
+  private dispatch(e: SchedulerEvent): void {
+    switch (e.type) {
+      case 'ClientConnected':
+        if (!this.clients.has(e.client)) this.clients.set(e.client, new Set());
+        return;
+      case 'ClientDisconnected': {
+        const wanted = this.clients.get(e.client);
+        if (!wanted) return;
+        this.releaseWants(e.client, [...wanted].map((t) => t.key));
+        this.clients.delete(e.client);
+        return;
+      }
+      case 'GraphUpdated':
+        return this.updateGraph(e.client, e.tasks, e.wanted, e.broadcast);
+      case 'ClientReleasedKeys':
+        return this.releaseWants(e.client, e.keys);
+      case 'ClientCancelledKeys':
+        for (const key of e.keys) {
+          if (this.tasks.get(key)?.whoWants?.has(e.client)) {
+            this.report(e.client, { type: 'cancelled', key, reason: 'cancelled by the client' });
+          }
+        }
+        return this.releaseWants(e.client, e.keys);
+      case 'ClientWantsKeys':
+        return this.addWants(e.client, e.keys);
+      case 'WorkerAdded':
+        return this.addWorker(e.worker);
+      case 'WorkerRemoved':
+        return this.removeWorker(e.worker, e.expected, e.reason);
+      case 'TaskFinished':
+        return this.taskFinished(e);
+      case 'TaskErred': {
+        const ts = this.tasks.get(e.key);
+        if (!ts || ts.state !== 'processing' || ts.processingOn?.address !== e.worker) return;
+        this.recordDuration(ts, e.stopMs - e.startMs);
+        if (ts.retriesLeft > 0) {
+          ts.retriesLeft--;
+          this.recs.set(ts, 'released');
+        } else {
+          ts.exception = { ...e.error, key: ts.key };
+          ts.exceptionBlame = ts.key;
+          this.recs.set(ts, 'erred');
+        }
+        return;
+      }
+      case 'ReplicasAdded': {
+        const ws = this.workers.get(e.worker);
+        if (!ws) return;
+        const stale: string[] = [];
+        for (const info of e.keys) {
+          const ts = this.tasks.get(info.key);
+          if (!ts || ts.state !== 'memory') {
+            stale.push(info.key);
+            continue;
+          }
+          this.addReplica(ts, ws, info.nbytes);
+        }
+        if (stale.length) this.emit({ type: 'FreeKeys', worker: ws.address, keys: stale, stimulusId: this.stimulusId });
+        this.checkRetirements();
+        return;
+      }
+      case 'WorkerReleasedKeys': {
+        const ws = this.workers.get(e.worker);
+        if (!ws) return;
+        for (const key of e.keys) {
+          const ts = this.tasks.get(key);
+          if (ts) this.dropReplica(ts, ws);
+        }
+        return;
+      }
+      case 'MissingData': {
+        const ts = this.tasks.get(e.key);
+        const errant = this.workers.get(e.errant);
+        if (ts && errant) this.dropReplica(ts, errant);
+        return;
+      }
+      case 'RescheduleRequested': {
+        const ts = this.tasks.get(e.key);
+        if (ts && ts.state === 'processing' && ts.processingOn?.address === e.worker) this.recs.set(ts, 'released');
+        return;
+      }
+      case 'StealResponse': {
+        const ts = this.tasks.get(e.key);
+        if (!ts || ts.stealingFrom?.address !== e.worker) return;
+        ts.stealingFrom = null;
+        if (ts.state === 'processing' && ts.processingOn?.address === e.worker && STEALABLE_WORKER_STATES.has(e.state)) {
+          this.recs.set(ts, 'released');
+        }
+        return;
+      }
+      case 'Heartbeat': {
+        const ws = this.workers.get(e.worker);
+        if (!ws) return;
+        ws.lastSeenMs = this.opts.now();
+        ws.metrics = e.metrics;
+        return;
+      }
+      case 'RetireWorkers':
+        return this.retireWorkers(e.workers, e.n);
+      case 'Tick': {
+        const now = this.opts.now();
+        for (const ws of [...this.workers.values()]) {
+          if (now - ws.lastSeenMs > this.opts.workerTtlMs) {
+            const reason = `no heartbeat for ${Math.round((now - ws.lastSeenMs) / 1000)} s`;
+            this.emit({ type: 'CloseWorker', worker: ws.address, reason, stimulusId: this.stimulusId });
+            this.removeWorker(ws.address, false, reason);
+          }
+        }
+        this.balance();
+        return;
+      }
+      default: {
+        const never: never = e;
+        throw new Error(`unknown scheduler event ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  private updateGraph(client: string, defs: TaskDef[], wanted: string[], broadcast: string[]): void {
+    if (!this.clients.has(client)) this.clients.set(client, new Set());
+    const added: TaskRecord[] = [];
+    for (const def of defs) {
+      const existing = this.tasks.get(def.key);
+      if (existing) {
+        if (!existing.def) existing.def = def;
+        continue;
+      }
+      const ts = new TaskRecord(def.key, def, this.sequence++);
+      this.tasks.set(def.key, ts);
+      this.counts.released++;
+      added.push(ts);
+    }
+    for (const ts of added) {
+      const missing: string[] = [];
+      for (const depKey of ts.def!.dependencies) {
+        const dep = this.tasks.get(depKey);
+        if (!dep) {
+          missing.push(depKey);
+          continue;
+        }
+        if (dep === ts) {
+          missing.push(depKey);
+          continue;
+        }
+        ts.dependencies.push(dep);
+        dep.dependents.push(ts);
+      }
+      if (missing.length) {
+        ts.exception = {
+          type: 'InvalidArgumentError',
+          message:
+            `Task ${ts.key} depends on ${missing.map((k) => `"${k}"`).join(', ')}, which the scheduler does not know ` +
+            '(never submitted, or already released). Keep a future for every input you pass to a task until it is submitted.',
+          stack: '',
+          code: 'invalid_argument',
+          key: ts.key,
+          detailsJson: JSON.stringify({ missing }),
+        };
+        ts.exceptionBlame = ts.key;
+      }
+    }
+    for (const key of broadcast) {
+      const ts = this.tasks.get(key);
+      if (ts) ts.broadcast = true;
+    }
+    this.addWants(client, wanted);
+    // Tasks nobody wants and nothing depends on are dropped again.
+    for (const ts of added) {
+      if (ts.state === 'released' && !this.needed(ts) && ts.dependents.length === 0) this.recs.set(ts, 'forgotten');
+    }
+  }
+
+  private addWants(client: string, keys: string[]): void {
+    let mine = this.clients.get(client);
+    if (!mine) this.clients.set(client, (mine = new Set()));
+    for (const key of keys) {
+      const ts = this.tasks.get(key);
+      if (!ts) {
+        this.report(client, {
+          type: 'cancelled',
+          key,
+          reason: 'the scheduler does not know this key (it was released, or never submitted)',
+        });
+        continue;
+      }
+      (ts.whoWants ??= new Set()).add(client);
+      mine.add(ts);
+      if (ts.state === 'memory') this.report(client, this.inMemoryReport(ts));
+      else if (ts.state === 'erred') this.report(client, { type: 'erred', key, error: ts.exception! });
+      else if (ts.state === 'released') {
+        if (ts.exception && ts.exceptionBlame === ts.key && ts.dependencies.length < ts.def!.dependencies.length) {
+          this.recs.set(ts, 'erred');
+        } else {
+          this.recs.set(ts, 'waiting');
+        }
+      }
+    }
+  }
+
+  private releaseWants(client: string, keys: string[]): void {
+    const mine = this.clients.get(client);
+    for (const key of keys) {
+      const ts = this.tasks.get(key);
+      if (!ts || !ts.whoWants?.has(client)) continue;
+      ts.whoWants.delete(client);
+      if (ts.whoWants.size === 0) ts.whoWants = null;
+      mine?.delete(ts);
+      this.releaseIfUnneeded(ts);
+    }
+  }
+
+  private releaseIfUnneeded(ts: TaskRecord): void {
+    if (this.needed(ts) || this.recs.has(ts)) return;
+    switch (ts.state) {
+      case 'released':
+      case 'erred':
+        if (ts.dependents.length === 0) this.recs.set(ts, 'forgotten');
+        return;
+      case 'forgotten':
+        return;
+      default:
+        this.recs.set(ts, 'released');
+    }
+  }
+
+  private addWorker(spec: WorkerSpec): void {
+    const existing = this.workers.get(spec.address);
+    if (existing) this.removeWorker(spec.address, true, 'replaced by a new connection from the same address');
+    const ws = new WorkerRecord(
+      spec.address,
+      spec.name || spec.address,
+      Math.max(1, spec.nthreads),
+      spec.memoryLimit,
+      spec.resources,
+      new Set(spec.registeredFunctions),
+      spec.pid,
+      spec.nannyAddress,
+      this.opts.now(),
+    );
+    this.workers.set(ws.address, ws);
+    const stale: string[] = [];
+    for (const info of spec.held) {
+      const ts = this.tasks.get(info.key);
+      if (ts && ts.state === 'memory') this.addReplica(ts, ws, info.nbytes);
+      else stale.push(info.key);
+    }
+    if (stale.length) this.emit({ type: 'FreeKeys', worker: ws.address, keys: stale, stimulusId: this.stimulusId });
+    for (const ts of this.unrunnable) this.recs.set(ts, 'processing');
+    this.freedSlots.add(ws);
+    this.stealFor(ws);
+  }
+
+  private removeWorker(address: string, expected: boolean, reason: string): void {
+    const ws = this.workers.get(address);
+    if (!ws) return;
+    this.workers.delete(address);
+    for (const ts of ws.processing) {
+      if (!expected) {
+        ts.suspicious++;
+        ts.lastDeathReason = reason;
+      }
+      if (ts.suspicious > this.opts.allowedFailures) {
+        ts.exception = {
+          type: 'KilledWorkerError',
+          message:
+            `Task ${ts.key} was running on ${ts.suspicious} workers that died (last: ${reason}); it is not retried again. ` +
+            'Check the task for crashes or memory use, or raise allowed-failures.',
+          stack: '',
+          code: 'killed_worker',
+          key: ts.key,
+          detailsJson: JSON.stringify({ key: ts.key, deaths: ts.suspicious, reason }),
+        };
+        ts.exceptionBlame = ts.key;
+        this.recs.set(ts, 'erred');
+      } else {
+        this.recs.set(ts, 'released');
+      }
+    }
+    for (const ts of ws.hasWhat) {
+      const i = ts.whoHas.indexOf(ws);
+      if (i >= 0) ts.whoHas.splice(i, 1);
+      if (!ts.hasData && ts.state === 'memory') this.recs.set(ts, 'released');
+    }
+    ws.hasWhat.clear();
+    ws.nbytes = 0;
+    // Tasks still listed as processing on the removed worker leave it in their transitions.
+    for (const other of this.workers.values()) this.freedSlots.add(other);
+    this.checkRetirements();
+  }
+
+  private taskFinished(e: Extract<SchedulerEvent, { type: 'TaskFinished' }>): void {
+    const ws = this.workers.get(e.worker);
+    const ts = this.tasks.get(e.key);
+    if (!ws) return;
+    if (!ts || ts.state === 'released' || ts.state === 'forgotten' || ts.state === 'erred') {
+      this.emit({ type: 'FreeKeys', worker: ws.address, keys: [e.key], stimulusId: this.stimulusId });
+      return;
+    }
+    if (ts.state === 'memory') {
+      this.addReplica(ts, ws, e.nbytes);
+      return;
+    }
+    if (ts.state !== 'processing' || ts.processingOn !== ws) {
+      // Finished on a worker we had moved it away from (stolen): use the result.
+      if (ts.state === 'processing' && ts.processingOn) {
+        ts.processingOn.processing.delete(ts);
+        this.emit({ type: 'FreeKeys', worker: ts.processingOn.address, keys: [ts.key], stimulusId: this.stimulusId });
+        this.freedSlots.add(ts.processingOn);
+        ts.processingOn = ws;
+        ws.processing.add(ts);
+      } else {
+        this.emit({ type: 'FreeKeys', worker: ws.address, keys: [e.key], stimulusId: this.stimulusId });
+        return;
+      }
+    }
+    this.recordDuration(ts, e.stopMs - e.startMs);
+    ts.typeName = e.typeName;
+    if (e.value && e.value.data.byteLength <= this.opts.inlineBytes) ts.inline = e.value;
+    this.addReplica(ts, ws, e.nbytes);
+    this.recs.set(ts, 'memory');
+  }
+
+  private retireWorkers(names: string[], n: number): void {
+    let chosen: WorkerRecord[] = [];
+    if (names.length) {
+      for (const name of names) {
+        const ws = this.findWorker(name);
+        if (ws && ws.status === 'running') chosen.push(ws);
+      }
+    } else if (n > 0) {
+      chosen = [...this.workers.values()]
+        .filter((w) => w.status === 'running')
+        .sort((a, b) => a.processing.size - b.processing.size || a.nbytes - b.nbytes)
+        .slice(0, n);
+    }
+    for (const ws of chosen) ws.status = 'retiring';
+    const remaining = [...this.workers.values()].filter((w) => w.status === 'running');
+    for (const ws of chosen) {
+      if (remaining.length) for (const ts of ws.processing) this.recs.set(ts, 'released');
+      ws.pendingReplicas = new Set();
+      const plan = new Map<WorkerRecord, WhoHasInfo[]>();
+      for (const ts of ws.hasWhat) {
+        if (ts.inline || ts.whoHas.some((o) => o !== ws && o.status === 'running')) continue;
+        if (!this.needed(ts) && ts.dependents.every((d) => d.state === 'memory' || d.state === 'erred')) continue;
+        const target = remaining.reduce<WorkerRecord | undefined>((best, w) => (!best || w.nbytes < best.nbytes ? w : best), undefined);
+        if (!target) break;
+        target.nbytes += Math.max(0, ts.nbytes);
+        ws.pendingReplicas.add(ts);
+        let list = plan.get(target);
+        if (!list) plan.set(target, (list = []));
+        list.push({ key: ts.key, workers: [ws.address], nbytes: ts.nbytes });
+      }
+      for (const [target, whoHas] of plan) {
+        target.nbytes -= whoHas.reduce((s, w) => s + Math.max(0, w.nbytes), 0);
+        this.emit({ type: 'AcquireReplicas', worker: target.address, whoHas, stimulusId: this.stimulusId });
+      }
+    }
+    this.checkRetirements();
+  }
+
+  private checkRetirements(): void {
+    for (const ws of this.workers.values()) {
+      if (ws.status !== 'retiring' || !ws.pendingReplicas) continue;
+      for (const ts of ws.pendingReplicas) {
+        if (ts.state !== 'memory' || ts.inline || ts.whoHas.some((o) => o !== ws)) ws.pendingReplicas.delete(ts);
+      }
+      if (ws.pendingReplicas.size === 0) {
+        ws.pendingReplicas = null;
+        this.emit({ type: 'WorkerRetired', worker: ws.address, stimulusId: this.stimulusId });
+        this.emit({ type: 'CloseWorker', worker: ws.address, reason: 'retired', stimulusId: this.stimulusId });
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ transitions
+
+  private drain(): void {
+    let guard = 0;
+    for (;;) {
+      while (this.recs.size) {
+        const [ts, finish] = this.recs.entries().next().value as [TaskRecord, TaskStateName];
+        this.recs.delete(ts);
+        this.transition(ts, finish);
+        if (++guard > MAX_TRANSITIONS_PER_EVENT) throw new Error('scheduler transition loop did not settle');
+      }
+      if (this.freedSlots.size === 0) break;
+      const freed = [...this.freedSlots];
+      this.freedSlots.clear();
+      for (const ws of freed) this.fillFromQueue(ws);
+      if (this.recs.size === 0) break;
+    }
+  }
+
+  private transition(ts: TaskRecord, finish: TaskStateName): void {
+    const start = ts.state;
+    if (start === finish || start === 'forgotten') return;
+    const fn = this.table[`${start}->${finish}`];
+    if (fn) {
+      const actual = fn(ts);
+      this.setState(ts, start, actual);
+      return;
+    }
+    // Two steps through released, as in Dask.
+    const a = this.table[`${start}->released`];
+    const b = this.table[`released->${finish}`];
+    if (a && b) {
+      this.setState(ts, start, a(ts));
+      this.recs.delete(ts);
+      if (ts.state === 'released') this.setState(ts, 'released', b(ts));
+      return;
+    }
+    throw new InvalidTransitionError(ts.key, start, finish, this.story([ts.key]));
+  }
+
+  private setState(ts: TaskRecord, start: TaskStateName, finish: TaskStateName): void {
+    if (start === finish) return;
+    ts.state = finish;
+    this.counts[start]--;
+    this.counts[finish]++;
+    if (finish === 'forgotten') this.counts.forgotten = 0;
+    const rec: TransitionRecord = {
+      key: ts.key,
+      start,
+      finish,
+      stimulusId: this.stimulusId,
+      timeMs: this.opts.now(),
+      worker: ts.processingOn?.address ?? ts.whoHas[0]?.address ?? '',
+    };
+    if (this.log.length < this.opts.logSize) this.log.push(rec);
+    else {
+      this.log[this.logHead] = rec;
+      this.logHead = (this.logHead + 1) % this.opts.logSize;
+    }
+  }
+
+  private readonly releasedToWaiting: Transition = (ts) => {
+    if (!ts.def) throw new Error(`task ${ts.key} has no definition`);
+    if (ts.exception && ts.exceptionBlame === ts.key && ts.dependencies.length < ts.def.dependencies.length) {
+      this.recs.set(ts, 'erred');
+      return 'released';
+    }
+    ts.waitingOn = new Set();
+    let erredDep: TaskRecord | undefined;
+    for (const dep of ts.dependencies) {
+      (dep.waiters ??= new Set()).add(ts);
+      if (dep.state === 'memory') continue;
+      if (dep.state === 'erred') erredDep ??= dep;
+      ts.waitingOn.add(dep);
+      if (dep.state === 'released') this.recs.set(dep, 'waiting');
+    }
+    if (erredDep) {
+      ts.exception = erredDep.exception;
+      ts.exceptionBlame = erredDep.exceptionBlame;
+      this.recs.set(ts, 'erred');
+    } else if (ts.waitingOn.size === 0) {
+      this.recs.set(ts, 'processing');
+    }
+    return 'waiting';
+  };
+
+  /** Places a ready task: processing on a worker, queued (root task, no free slot) or no-worker. */
+  private readonly place: Transition = (ts) => {
+    const from = ts.state;
+    if (from === 'queued') this.queue.remove(ts);
+    else if (from === 'no-worker') this.unrunnable.delete(ts);
+    ts.waitingOn = null;
+    const valid = this.validWorkers(ts);
+    if (typeof valid === 'string') {
+      ts.exception = { type: 'SkeinError', message: valid, stack: '', code: 'not_found', key: ts.key, detailsJson: '' };
+      ts.exceptionBlame = ts.key;
+      this.recs.set(ts, 'erred');
+      return this.parkUnrunnable(ts);
+    }
+    if (valid.length === 0) return this.parkUnrunnable(ts);
+    let ws: WorkerRecord | undefined;
+    if (ts.dependencies.length === 0 && !ts.restricted) {
+      ws = this.leastBusyWithSlot(valid);
+      if (!ws) {
+        this.queue.push(ts);
+        return 'queued';
+      }
+    } else {
+      ws = this.bestWorkerFor(ts, valid);
+    }
+    this.assign(ts, ws);
+    return 'processing';
+  };
+
+  private parkUnrunnable(ts: TaskRecord): TaskStateName {
+    this.unrunnable.add(ts);
+    return 'no-worker';
+  }
+
+  private assign(ts: TaskRecord, ws: WorkerRecord): void {
+    ts.processingOn = ws;
+    ws.processing.add(ts);
+    const whoHas: WhoHasInfo[] = [];
+    const inlineInputs: Array<[string, { encoding: number; data: Uint8Array }]> = [];
+    for (const dep of ts.dependencies) {
+      if (dep.inline) inlineInputs.push([dep.key, dep.inline]);
+      else whoHas.push({ key: dep.key, workers: dep.whoHas.map((w) => w.address), nbytes: dep.nbytes });
+    }
+    this.emit({
+      type: 'Compute',
+      worker: ws.address,
+      key: ts.key,
+      def: ts.def!,
+      whoHas,
+      inlineInputs,
+      sequence: ts.sequence,
+      stimulusId: this.stimulusId,
+    });
+  }
+
+  private readonly activeToReleased: Transition = (ts) => {
+    switch (ts.state) {
+      case 'queued':
+        this.queue.remove(ts);
+        break;
+      case 'no-worker':
+        this.unrunnable.delete(ts);
+        break;
+      case 'processing': {
+        const ws = ts.processingOn!;
+        ws.processing.delete(ts);
+        ts.processingOn = null;
+        if (ts.stealingFrom) ts.stealingFrom = null;
+        if (this.workers.get(ws.address) === ws) {
+          this.emit({ type: 'FreeKeys', worker: ws.address, keys: [ts.key], stimulusId: this.stimulusId });
+          this.freedSlots.add(ws);
+        }
+        break;
+      }
+    }
+    ts.waitingOn = null;
+    this.leaveDependencies(ts);
+    this.afterRelease(ts);
+    return 'released';
+  };
+
+  private readonly processingToMemory: Transition = (ts) => {
+    const ws = ts.processingOn!;
+    ws.processing.delete(ts);
+    ts.processingOn = null;
+    ts.stealingFrom = null;
+    this.freedSlots.add(ws);
+    ts.exception = null;
+    for (const d of ts.dependents) {
+      if (d.state === 'waiting' && d.waitingOn?.delete(ts) && d.waitingOn.size === 0) this.recs.set(d, 'processing');
+    }
+    this.leaveDependencies(ts);
+    for (const c of ts.whoWants ?? []) this.report(c, this.inMemoryReport(ts));
+    if (ts.broadcast) {
+      const whoHas = [{ key: ts.key, workers: ts.whoHas.map((w) => w.address), nbytes: ts.nbytes }];
+      for (const other of this.workers.values()) {
+        if (!ts.whoHas.includes(other) && other.status === 'running') {
+          this.emit({ type: 'AcquireReplicas', worker: other.address, whoHas, stimulusId: this.stimulusId });
+        }
+      }
+    }
+    if (!this.needed(ts)) this.recs.set(ts, 'released');
+    return 'memory';
+  };
+
+  private readonly memoryToReleased: Transition = (ts) => {
+    const lost = !ts.hasData;
+    for (const ws of ts.whoHas) {
+      ws.hasWhat.delete(ts);
+      ws.nbytes -= Math.max(0, ts.nbytes);
+      this.emit({ type: 'FreeKeys', worker: ws.address, keys: [ts.key], stimulusId: this.stimulusId });
+    }
+    ts.whoHas.length = 0;
+    ts.inline = null;
+    for (const d of ts.dependents) {
+      if (d.state === 'waiting') d.waitingOn!.add(ts);
+      else if (d.state === 'queued' || d.state === 'no-worker' || d.state === 'processing') this.recs.set(d, 'released');
+    }
+    if (lost) for (const c of ts.whoWants ?? []) this.report(c, { type: 'lost', key: ts.key });
+    this.afterRelease(ts);
+    return 'released';
+  };
+
+  private readonly erredToReleased: Transition = (ts) => {
+    ts.exception = null;
+    ts.exceptionBlame = '';
+    this.afterRelease(ts);
+    return 'released';
+  };
+
+  private readonly toErred: Transition = (ts) => {
+    const from = ts.state;
+    if (from === 'queued') this.queue.remove(ts);
+    else if (from === 'no-worker') this.unrunnable.delete(ts);
+    else if (from === 'processing') {
+      const ws = ts.processingOn!;
+      ws.processing.delete(ts);
+      ts.processingOn = null;
+      if (this.workers.get(ws.address) === ws) this.freedSlots.add(ws);
+    }
+    ts.waitingOn = null;
+    this.leaveDependencies(ts);
+    const error = ts.exception ?? {
+      type: 'SkeinError', message: `Task ${ts.key} failed`, stack: '', code: 'internal', key: ts.key, detailsJson: '',
+    };
+    ts.exception = error;
+    for (const c of ts.whoWants ?? []) this.report(c, { type: 'erred', key: ts.key, error });
+    for (const d of ts.dependents) {
+      if (ACTIVE.has(d.state) || (d.state === 'released' && this.needed(d))) {
+        d.exception = error;
+        d.exceptionBlame = ts.exceptionBlame || ts.key;
+        this.recs.set(d, 'erred');
+      }
+    }
+    if (!this.needed(ts) && ts.dependents.length === 0) this.recs.set(ts, 'forgotten');
+    return 'erred';
+  };
+
+  private readonly toForgotten: Transition = (ts) => {
+    this.tasks.delete(ts.key);
+    for (const dep of ts.dependencies) {
+      const i = dep.dependents.indexOf(ts);
+      if (i >= 0) dep.dependents.splice(i, 1);
+      dep.waiters?.delete(ts);
+      if (dep.dependents.length === 0 && !this.needed(dep)) {
+        if (dep.state === 'released' || dep.state === 'erred') this.recs.set(dep, 'forgotten');
+        else this.releaseIfUnneeded(dep);
+      }
+    }
+    return 'forgotten';
+  };
+
+  /** The task no longer waits on its dependencies; release those nobody needs any more. */
+  private leaveDependencies(ts: TaskRecord): void {
+    for (const dep of ts.dependencies) {
+      if (dep.waiters?.delete(ts) && dep.waiters.size === 0) dep.waiters = null;
+      if (!this.needed(dep)) {
+        if (dep.state === 'memory' || ACTIVE.has(dep.state)) {
+          // Keep results whose dependents might still be recomputed? No: a dependent in memory no longer needs it.
+          this.recs.set(dep, 'released');
+        }
+      }
+    }
+  }
+
+  private afterRelease(ts: TaskRecord): void {
+    if (this.needed(ts)) this.recs.set(ts, 'waiting');
+    else if (ts.dependents.length === 0) this.recs.set(ts, 'forgotten');
+  }
+
+  // ------------------------------------------------------------------ placement
+
+  private validWorkers(ts: TaskRecord): WorkerRecord[] | string {
+    const running = [...this.workers.values()].filter((w) => w.status === 'running');
+    const def = ts.def!;
+    let valid = running;
+    if (def.fn.registered) {
+      valid = valid.filter((w) => w.registeredFunctions.has(def.fn.registered));
+      if (valid.length === 0 && running.length > 0) {
+        return (
+          `No worker has a function registered as "${def.fn.registered}" (task ${ts.key}). ` +
+          'Start workers with --module pointing at a module that exports it.'
+        );
+      }
+    }
+    const needs = Object.entries(def.resources);
+    if (needs.length) valid = valid.filter((w) => needs.every(([r, q]) => (w.resources[r] ?? 0) >= q));
+    if (def.workers.length) {
+      const named = valid.filter((w) => def.workers.includes(w.address) || def.workers.includes(w.name));
+      valid = named.length || !def.allowOtherWorkers ? named : valid;
+    }
+    return valid;
+  }
+
+  private slots(ws: WorkerRecord): number {
+    const sat = this.opts.workerSaturation;
+    if (!Number.isFinite(sat)) return Infinity;
+    let slots = Math.max(1, Math.ceil(ws.nthreads * sat));
+    // Keep about 2 ms of work per thread in flight so short tasks do not wait on round trips.
+    if (this.avgDurationMs >= 0) slots += ws.nthreads * Math.min(64, Math.floor(2 / Math.max(this.avgDurationMs, 0.02)));
+    return slots;
+  }
+
+  private leastBusyWithSlot(valid: WorkerRecord[]): WorkerRecord | undefined {
+    let best: WorkerRecord | undefined;
+    let bestLoad = Infinity;
+    for (const ws of valid) {
+      const n = ws.processing.size;
+      if (n >= this.slots(ws)) continue;
+      const load = n / ws.nthreads;
+      if (load < bestLoad) {
+        best = ws;
+        bestLoad = load;
+      }
+    }
+    return best;
+  }
+
+  private bestWorkerFor(ts: TaskRecord, valid: WorkerRecord[]): WorkerRecord {
+    const candidates = new Set<WorkerRecord>();
+    const validSet = valid.length > 32 ? new Set(valid) : null;
+    for (const dep of ts.dependencies) {
+      for (const w of dep.whoHas) if (validSet ? validSet.has(w) : valid.includes(w)) candidates.add(w);
+    }
+    if (candidates.size === 0 || valid.length <= 32) for (const w of valid) candidates.add(w);
+    else {
+      let idle = valid[0]!;
+      for (const w of valid) if (w.processing.size / w.nthreads < idle.processing.size / idle.nthreads) idle = w;
+      candidates.add(idle);
+    }
+    let best: WorkerRecord | undefined;
+    let bestCost = Infinity;
+    const dur = this.expectedDuration(ts);
+    for (const ws of candidates) {
+      let bytes = 0;
+      for (const dep of ts.dependencies) if (!dep.inline && !dep.whoHas.includes(ws)) bytes += Math.max(0, dep.nbytes);
+      const cost = bytes / BYTES_PER_MS + ((ws.processing.size + 1) * dur) / ws.nthreads;
+      if (cost < bestCost) {
+        best = ws;
+        bestCost = cost;
+      }
+    }
+    return best!;
+  }
+
+  private expectedDuration(ts: TaskRecord): number {
+    return this.groupDurationMs.get(ts.group) ?? (this.avgDurationMs >= 0 ? this.avgDurationMs : 500);
+  }
+
+  private recordDuration(ts: TaskRecord, ms: number): void {
+    if (!(ms >= 0)) return;
+    const prev = this.groupDurationMs.get(ts.group);
+    this.groupDurationMs.set(ts.group, prev === undefined ? ms : prev * 0.9 + ms * 0.1);
+    this.avgDurationMs = this.avgDurationMs < 0 ? ms : this.avgDurationMs * 0.95 + ms * 0.05;
+  }
+
+  private fillFromQueue(ws: WorkerRecord): void {
+    if (ws.status !== 'running' || this.workers.get(ws.address) !== ws) return;
+    let free = this.slots(ws) - ws.processing.size;
+    while (free > 0 && this.queue.size > 0) {
+      const ts = this.queue.peek()!;
+      if (this.recs.get(ts) === 'processing') break;
+      this.queue.remove(ts);
+      this.setState(ts, 'queued', 'processing');
+      this.assign(ts, ws);
+      free--;
+    }
+  }
+
+  /** Moves not-yet-started tasks from saturated workers to `idle` (for example a new worker). */
+  private stealFor(idle: WorkerRecord): void {
+    if (this.queue.size > 0) return;
+    let want = this.slots(idle) - idle.processing.size;
+    if (want <= 0) return;
+    const victims = [...this.workers.values()]
+      .filter((w) => w !== idle && w.processing.size > this.slots(w))
+      .sort((a, b) => b.processing.size / b.nthreads - a.processing.size / a.nthreads);
+    for (const victim of victims) {
+      let excess = victim.processing.size - this.slots(victim);
+      for (const ts of victim.processing) {
+        if (want <= 0 || excess <= 0) return;
+        if (ts.stealingFrom || ts.restricted) continue;
+        ts.stealingFrom = victim;
+        this.emit({ type: 'StealRequest', worker: victim.address, key: ts.key, stimulusId: this.stimulusId });
+        want--;
+        excess--;
+      }
+    }
+  }
+
+  private balance(): void {
+    for (const ws of this.workers.values()) {
+      if (ws.status === 'running' && ws.processing.size === 0) this.stealFor(ws);
+    }
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  private needed(ts: TaskRecord): boolean {
+    return (ts.whoWants !== null && ts.whoWants.size > 0) || (ts.waiters !== null && ts.waiters.size > 0);
+  }
+
+  private addReplica(ts: TaskRecord, ws: WorkerRecord, nbytes: number): void {
+    if (nbytes >= 0) ts.nbytes = nbytes;
+    if (!ts.whoHas.includes(ws)) {
+      ts.whoHas.push(ws);
+      ws.hasWhat.add(ts);
+      ws.nbytes += Math.max(0, ts.nbytes);
+    }
+  }
+
+  private dropReplica(ts: TaskRecord, ws: WorkerRecord): void {
+    const i = ts.whoHas.indexOf(ws);
+    if (i < 0) return;
+    ts.whoHas.splice(i, 1);
+    ws.hasWhat.delete(ts);
+    ws.nbytes -= Math.max(0, ts.nbytes);
+    if (ts.state === 'memory' && !ts.hasData) this.recs.set(ts, 'released');
+  }
+
+  private findWorker(nameOrAddress: string): WorkerRecord | undefined {
+    const byAddr = this.workers.get(nameOrAddress);
+    if (byAddr) return byAddr;
+    for (const ws of this.workers.values()) if (ws.name === nameOrAddress) return ws;
+    return undefined;
+  }
+
+  private inMemoryReport(ts: TaskRecord): ClientReport {
+    return {
+      type: 'in-memory',
+      key: ts.key,
+      value: ts.inline,
+      workers: ts.whoHas.map((w) => w.address),
+      nbytes: ts.nbytes,
+      typeName: ts.typeName,
+    };
+  }
+
+  private report(client: string, report: ClientReport): void {
+    this.emit({ type: 'ReportToClient', client, report, stimulusId: this.stimulusId });
+  }
+
+  private emit(a: SchedulerAction): void {
+    this.actions.push(a);
+  }
+
+  private orderedLog(): TransitionRecord[] {
+    return this.log.length < this.opts.logSize ? this.log.slice() : [...this.log.slice(this.logHead), ...this.log.slice(0, this.logHead)];
+  }
+
+  /** Error text for an impossible edge, for callers that catch InvalidTransitionError. */
+  static describe(err: unknown): ErrorInfo | null {
+    if (!(err instanceof InvalidTransitionError)) return null;
+    return { type: err.name, message: err.message, stack: err.stack ?? '', code: 'internal', key: err.key, detailsJson: '' };
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * Domain types of the scheduler state machine: plain data, no protobuf classes, no I/O.
+ * The gRPC shell converts wire messages into these (src/server/convert.ts).
+ */
+
+/** An encoded value, opaque to the scheduler (bytes plus the encoding tag). */
+export interface EncodedValue {
+  encoding: number;
+  data: Uint8Array;
+}
+
+export interface FunctionId {
+  /** Registered function name (worker --module), or '' */
+  registered: string;
+  /** Content hash of an inline JS function, or '' */
+  inlineHash: string;
+}
+
+/** One task as the client defined it. */
+export interface TaskDef {
+  key: string;
+  fn: FunctionId;
+  args: EncodedValue;
+  dependencies: string[];
+  priority: number;
+  retries: number;
+  resources: Record<string, number>;
+  workers: string[];
+  allowOtherWorkers: boolean;
+}
+
+export interface ErrorInfo {
+  type: string;
+  message: string;
+  stack: string;
+  code: string;
+  key: string;
+  detailsJson: string;
+}
+
+export interface WhoHasInfo {
+  key: string;
+  workers: string[];
+  nbytes: number;
+}
+
+export type TaskStateName =
+  | 'released'
+  | 'waiting'
+  | 'no-worker'
+  | 'queued'
+  | 'processing'
+  | 'memory'
+  | 'erred'
+  | 'forgotten';
+
+export interface WorkerSpec {
+  address: string;
+  name: string;
+  nthreads: number;
+  memoryLimit: number;
+  resources: Record<string, number>;
+  registeredFunctions: string[];
+  held: WhoHasInfo[];
+  pid: number;
+  nannyAddress: string;
+}
+
+export interface WorkerMetrics {
+  executing: number;
+  ready: number;
+  memoryRss: number;
+  managedBytes: number;
+  cpuPercent: number;
+}
+
+// ---------------------------------------------------------------- events
+
+interface Base {
+  stimulusId: string;
+}
+
+export type SchedulerEvent =
+  | (Base & { type: 'ClientConnected'; client: string })
+  | (Base & { type: 'ClientDisconnected'; client: string })
+  | (Base & { type: 'GraphUpdated'; client: string; tasks: TaskDef[]; wanted: string[]; broadcast: string[] })
+  | (Base & { type: 'ClientReleasedKeys'; client: string; keys: string[] })
+  | (Base & { type: 'ClientCancelledKeys'; client: string; keys: string[] })
+  | (Base & { type: 'ClientWantsKeys'; client: string; keys: string[] })
+  | (Base & { type: 'WorkerAdded'; worker: WorkerSpec })
+  | (Base & { type: 'WorkerRemoved'; worker: string; expected: boolean; reason: string })
+  | (Base & {
+      type: 'TaskFinished';
+      worker: string;
+      key: string;
+      value: EncodedValue | null;
+      nbytes: number;
+      typeName: string;
+      startMs: number;
+      stopMs: number;
+    })
+  | (Base & { type: 'TaskErred'; worker: string; key: string; error: ErrorInfo; startMs: number; stopMs: number })
+  | (Base & { type: 'ReplicasAdded'; worker: string; keys: WhoHasInfo[] })
+  | (Base & { type: 'WorkerReleasedKeys'; worker: string; keys: string[] })
+  | (Base & { type: 'MissingData'; worker: string; key: string; errant: string })
+  | (Base & { type: 'RescheduleRequested'; worker: string; key: string })
+  | (Base & { type: 'StealResponse'; worker: string; key: string; state: string })
+  | (Base & { type: 'Heartbeat'; worker: string; metrics: WorkerMetrics })
+  | (Base & { type: 'RetireWorkers'; workers: string[]; n: number })
+  | (Base & { type: 'Tick' });
+
+// ---------------------------------------------------------------- actions
+
+export type ClientReport =
+  | { type: 'in-memory'; key: string; value: EncodedValue | null; workers: string[]; nbytes: number; typeName: string }
+  | { type: 'erred'; key: string; error: ErrorInfo }
+  | { type: 'cancelled'; key: string; reason: string }
+  | { type: 'lost'; key: string };
+
+export interface ComputeAction {
+  type: 'Compute';
+  worker: string;
+  key: string;
+  def: TaskDef;
+  whoHas: WhoHasInfo[];
+  inlineInputs: Array<[string, EncodedValue]>;
+  sequence: number;
+  stimulusId: string;
+}
+
+export type SchedulerAction =
+  | ComputeAction
+  | { type: 'FreeKeys'; worker: string; keys: string[]; stimulusId: string }
+  | { type: 'AcquireReplicas'; worker: string; whoHas: WhoHasInfo[]; stimulusId: string }
+  | { type: 'StealRequest'; worker: string; key: string; stimulusId: string }
+  | { type: 'CloseWorker'; worker: string; reason: string; stimulusId: string }
+  | { type: 'ReportToClient'; client: string; report: ClientReport; stimulusId: string }
+  | { type: 'WorkerRetired'; worker: string; stimulusId: string };
+
+export interface TransitionRecord {
+  key: string;
+  start: TaskStateName;
+  finish: TaskStateName;
+  stimulusId: string;
+  timeMs: number;
+  worker: string;
+}
+
+export interface SchedulerStateOptions {
+  /** Injected clock (ms). */
+  now: () => number;
+  /** Tasks per thread a worker gets before root tasks queue on the scheduler. */
+  workerSaturation: number;
+  /** Values up to this size are kept by the scheduler and sent inline. */
+  inlineBytes: number;
+  /** Deaths of workers running a task before it fails with KilledWorker. */
+  allowedFailures: number;
+  /** A worker silent this long is removed on Tick. */
+  workerTtlMs: number;
+  /** Transition log capacity. */
+  logSize: number;
+  /** Run validateState after every handle() (tests). */
+  validate: boolean;
+}
