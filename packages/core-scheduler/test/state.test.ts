@@ -1,0 +1,277 @@
+import { describe, expect, it } from 'vitest';
+import { SchedulerState } from '../src/state/scheduler-state.js';
+import type { SchedulerAction, SchedulerEvent, TaskDef, WorkerSpec } from '../src/state/types.js';
+
+const small = (n: number) => ({ encoding: 2, data: new Uint8Array(n) });
+
+function def(key: string, deps: string[] = [], extra: Partial<TaskDef> = {}): TaskDef {
+  return {
+    key,
+    fn: { registered: '', inlineHash: 'h' },
+    args: { encoding: 1, data: new Uint8Array() },
+    dependencies: deps,
+    priority: 0,
+    retries: 0,
+    resources: {},
+    workers: [],
+    allowOtherWorkers: false,
+    ...extra,
+  };
+}
+
+function worker(address: string, extra: Partial<WorkerSpec> = {}): WorkerSpec {
+  return { address, name: address, nthreads: 1, memoryLimit: 0, resources: {}, registeredFunctions: [], held: [], pid: 1, nannyAddress: '', ...extra };
+}
+
+class Harness {
+  now = 0;
+  n = 0;
+  state = new SchedulerState({ now: () => this.now, validate: true, workerSaturation: 1.0, inlineBytes: 100, allowedFailures: 1 });
+  handle(e: Record<string, unknown> & { type: SchedulerEvent['type'] }): SchedulerAction[] {
+    return this.state.handle({ stimulusId: `s${this.n++}`, ...e } as SchedulerEvent);
+  }
+  addWorker(address: string, extra: Partial<WorkerSpec> = {}) {
+    return this.handle({ type: 'WorkerAdded', worker: worker(address, extra) });
+  }
+  submit(client: string, defs: TaskDef[], wanted: string[]) {
+    return this.handle({ type: 'GraphUpdated', client, tasks: defs, wanted, broadcast: [] });
+  }
+  finish(worker: string, key: string, bytes = 8) {
+    return this.handle({ type: 'TaskFinished', worker, key, value: bytes <= 100 ? small(bytes) : null, nbytes: bytes, typeName: 'number', startMs: 0, stopMs: 1 });
+  }
+  err(worker: string, key: string) {
+    return this.handle({
+      type: 'TaskErred', worker, key, startMs: 0, stopMs: 1,
+      error: { type: 'TypeError', message: 'boom', stack: 'at f', code: '', key, detailsJson: '' },
+    });
+  }
+  state_(key: string) {
+    return this.state.tasks.get(key)?.state ?? 'forgotten';
+  }
+}
+
+const computes = (as: SchedulerAction[]) => as.filter((a) => a.type === 'Compute').map((a) => `${a.worker}:${(a as { key: string }).key}`);
+const reports = (as: SchedulerAction[]) =>
+  as.filter((a) => a.type === 'ReportToClient').map((a) => (a.type === 'ReportToClient' ? `${a.client}:${a.report.type}:${a.report.key}` : ''));
+
+describe('SchedulerState', () => {
+  it('runs a dependency chain, inlines small inputs and frees intermediate data', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    let acts = h.submit('c', [def('a-1'), def('b-1', ['a-1'])], ['b-1']);
+    expect(computes(acts)).toEqual(['w1:a-1']);
+    expect(h.state_('b-1')).toBe('waiting');
+    acts = h.finish('w1', 'a-1', 8);
+    const compute = acts.find((a) => a.type === 'Compute');
+    expect(compute).toMatchObject({ worker: 'w1', key: 'b-1', whoHas: [] });
+    expect(compute?.type === 'Compute' && compute.inlineInputs.map(([k]) => k)).toEqual(['a-1']);
+    acts = h.finish('w1', 'b-1', 8);
+    expect(reports(acts)).toEqual(['c:in-memory:b-1']);
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'FreeKeys', worker: 'w1', keys: ['a-1'] }));
+    expect(h.state_('a-1')).toBe('released');
+    expect(h.state.story(['b-1']).map((r) => `${r.start}->${r.finish}`)).toEqual([
+      'released->waiting', 'waiting->processing', 'processing->memory',
+    ]);
+  });
+
+  it('sends who_has for large inputs and prefers the worker holding them', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.addWorker('w2');
+    h.submit('c', [def('big-1', [], { workers: ['w2'] })], ['big-1']);
+    h.finish('w2', 'big-1', 10_000_000);
+    const acts = h.submit('c', [def('use-1', ['big-1'])], ['use-1']);
+    const c = acts.find((a) => a.type === 'Compute');
+    expect(c).toMatchObject({ worker: 'w2', whoHas: [{ key: 'big-1', workers: ['w2'], nbytes: 10_000_000 }], inlineInputs: [] });
+  });
+
+  it('queues root tasks beyond the saturation of the workers', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    const keys = Array.from({ length: 5 }, (_, i) => `t-${i}`);
+    let acts = h.submit('c', keys.map((k) => def(k)), keys);
+    expect(computes(acts)).toEqual(['w1:t-0']);
+    expect(h.state.counts.queued).toBe(4);
+    acts = h.handle({ type: 'TaskFinished', worker: 'w1', key: 't-0', value: small(1), nbytes: 1, typeName: 'n', startMs: 0, stopMs: 400 });
+    expect(computes(acts)).toEqual(['w1:t-1']);
+    const w2 = h.addWorker('w2');
+    expect(computes(w2)).toEqual(['w2:t-2']);
+  });
+
+  it('holds tasks without a suitable worker in no-worker until one joins', () => {
+    const h = new Harness();
+    h.addWorker('cpu');
+    h.submit('c', [def('gpu-1', [], { resources: { GPU: 1 } })], ['gpu-1']);
+    expect(h.state_('gpu-1')).toBe('no-worker');
+    const acts = h.addWorker('gpu', { resources: { GPU: 2 } });
+    expect(computes(acts)).toEqual(['gpu:gpu-1']);
+  });
+
+  it('honours worker restrictions and allowOtherWorkers', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c', [def('r-1', [], { workers: ['nope'] })], ['r-1']);
+    expect(h.state_('r-1')).toBe('no-worker');
+    const acts = h.submit('c', [def('r-2', [], { workers: ['nope'], allowOtherWorkers: true })], ['r-2']);
+    expect(computes(acts)).toEqual(['w1:r-2']);
+  });
+
+  it('fails a task whose registered function no worker has, with a clear message', () => {
+    const h = new Harness();
+    h.addWorker('w1', { registeredFunctions: ['inc'] });
+    const acts = h.submit('c', [def('x-1', [], { fn: { registered: 'dec', inlineHash: '' } })], ['x-1']);
+    const r = acts.find((a) => a.type === 'ReportToClient');
+    expect(r?.type === 'ReportToClient' && r.report.type === 'erred' && r.report.error.message).toMatch(/No worker has a function registered as "dec"/);
+  });
+
+  it('reports errors with the remote stack and errs dependents with the same error', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c', [def('a-1'), def('b-1', ['a-1'])], ['b-1']);
+    const acts = h.err('w1', 'a-1');
+    expect(reports(acts)).toEqual(['c:erred:b-1']);
+    const r = acts.find((a) => a.type === 'ReportToClient');
+    expect(r?.type === 'ReportToClient' && r.report.type === 'erred' && r.report.error).toMatchObject({ message: 'boom', stack: 'at f', type: 'TypeError' });
+    expect(h.state_('b-1')).toBe('erred');
+  });
+
+  it('retries a failing task `retries` times', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c', [def('f-1', [], { retries: 1 })], ['f-1']);
+    let acts = h.err('w1', 'f-1');
+    expect(computes(acts)).toEqual(['w1:f-1']);
+    expect(reports(acts)).toEqual([]);
+    acts = h.err('w1', 'f-1');
+    expect(reports(acts)).toEqual(['c:erred:f-1']);
+  });
+
+  it('reruns the tasks of a dead worker elsewhere and recomputes results only it held', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.addWorker('w2');
+    h.submit('c', [def('a-1', [], { workers: ['w1'], allowOtherWorkers: true })], ['a-1']);
+    h.finish('w1', 'a-1', 1000); // not inline: only w1 holds it
+    h.submit('c', [def('b-1', [], { workers: ['w1'], allowOtherWorkers: true })], ['b-1']);
+    expect(h.state_('b-1')).toBe('processing');
+    const acts = h.handle({ type: 'WorkerRemoved', worker: 'w1', expected: false, reason: 'killed' });
+    expect(reports(acts)).toEqual(['c:lost:a-1']);
+    expect(computes(acts).sort()).toEqual(['w2:a-1', 'w2:b-1']);
+    expect(h.state.tasks.get('b-1')!.suspicious).toBe(1);
+  });
+
+  it('keeps small results on the scheduler when their only worker dies', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c', [def('a-1')], ['a-1']);
+    h.finish('w1', 'a-1', 8);
+    const acts = h.handle({ type: 'WorkerRemoved', worker: 'w1', expected: false, reason: 'killed' });
+    expect(reports(acts)).toEqual([]);
+    expect(h.state_('a-1')).toBe('memory');
+  });
+
+  it('fails a task with KilledWorker after more deaths than allowed', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c', [def('bad-1')], ['bad-1']);
+    h.addWorker('w2');
+    h.handle({ type: 'WorkerRemoved', worker: 'w1', expected: false, reason: 'memory past the limit' });
+    expect(h.state_('bad-1')).toBe('processing');
+    const acts = h.handle({ type: 'WorkerRemoved', worker: 'w2', expected: false, reason: 'memory past the limit' });
+    const r = acts.find((a) => a.type === 'ReportToClient');
+    expect(r?.type === 'ReportToClient' && r.report.type === 'erred' && r.report.error).toMatchObject({
+      code: 'killed_worker',
+      detailsJson: JSON.stringify({ key: 'bad-1', deaths: 2, reason: 'memory past the limit' }),
+    });
+  });
+
+  it('releases and forgets keys no client wants', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c', [def('a-1')], ['a-1']);
+    h.finish('w1', 'a-1');
+    const acts = h.handle({ type: 'ClientReleasedKeys', client: 'c', keys: ['a-1'] });
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'FreeKeys', worker: 'w1', keys: ['a-1'] }));
+    expect(h.state.tasks.has('a-1')).toBe(false);
+  });
+
+  it('keeps a key alive while another client wants it, and reports finished keys at once', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c1', [def('a-1')], ['a-1']);
+    h.finish('w1', 'a-1');
+    const acts = h.submit('c2', [def('a-1')], ['a-1']);
+    expect(reports(acts)).toEqual(['c2:in-memory:a-1']);
+    h.handle({ type: 'ClientDisconnected', client: 'c1' });
+    expect(h.state_('a-1')).toBe('memory');
+  });
+
+  it('cancels: reports to the client and stops the work', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c', [def('slow-1')], ['slow-1']);
+    const acts = h.handle({ type: 'ClientCancelledKeys', client: 'c', keys: ['slow-1'] });
+    expect(reports(acts)).toEqual(['c:cancelled:slow-1']);
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'FreeKeys', worker: 'w1', keys: ['slow-1'] }));
+    expect(h.state.tasks.has('slow-1')).toBe(false);
+  });
+
+  it('errs a task that depends on an unknown key with a message that says what to do', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    const acts = h.submit('c', [def('b-1', ['ghost-1'])], ['b-1']);
+    const r = acts.find((a) => a.type === 'ReportToClient');
+    expect(r?.type === 'ReportToClient' && r.report.type === 'erred' && r.report.error.message).toMatch(/depends on "ghost-1"/);
+  });
+
+  it('retires a worker: copies its unique results to a peer, then closes it', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.addWorker('w2');
+    h.submit('c', [def('big-1', [], { workers: ['w1'] })], ['big-1']);
+    h.finish('w1', 'big-1', 1000);
+    let acts = h.handle({ type: 'RetireWorkers', workers: ['w1'], n: 0 });
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'AcquireReplicas', worker: 'w2', whoHas: [{ key: 'big-1', workers: ['w1'], nbytes: 1000 }] }));
+    expect(acts.some((a) => a.type === 'CloseWorker')).toBe(false);
+    acts = h.handle({ type: 'ReplicasAdded', worker: 'w2', keys: [{ key: 'big-1', workers: [], nbytes: 1000 }] });
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'CloseWorker', worker: 'w1', reason: 'retired' }));
+    acts = h.handle({ type: 'WorkerRemoved', worker: 'w1', expected: true, reason: 'retired' });
+    expect(reports(acts)).toEqual([]);
+    expect(h.state.tasks.get('big-1')!.whoHas.map((w) => w.address)).toEqual(['w2']);
+  });
+
+  it('steals not-started tasks for a new worker', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c', [def('root-1')], ['root-1']);
+    h.finish('w1', 'root-1', 8);
+    const keys = Array.from({ length: 4 }, (_, i) => `d-${i}`);
+    h.submit('c', keys.map((k) => def(k, ['root-1'])), keys);
+    expect(h.state.workers.get('w1')!.processing.size).toBe(4);
+    let acts = h.addWorker('w2');
+    const steals = acts.filter((a) => a.type === 'StealRequest');
+    expect(steals.length).toBeGreaterThan(0);
+    const key = (steals[0] as { key: string }).key;
+    acts = h.handle({ type: 'StealResponse', worker: 'w1', key, state: 'ready' });
+    expect(computes(acts)).toEqual([`w2:${key}`]);
+  });
+
+  it('broadcasts scattered data to every worker', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.addWorker('w2');
+    const acts0 = h.handle({ type: 'GraphUpdated', client: 'c', tasks: [def('data-1')], wanted: ['data-1'], broadcast: ['data-1'] });
+    const w = computes(acts0)[0]!.split(':')[0]!;
+    const acts = h.finish(w, 'data-1', 1000);
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'AcquireReplicas', worker: w === 'w1' ? 'w2' : 'w1' }));
+  });
+
+  it('removes a silent worker on Tick', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.now = 60_000;
+    const acts = h.handle({ type: 'Tick' });
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'CloseWorker', worker: 'w1' }));
+    expect(h.state.workers.size).toBe(0);
+  });
+});
