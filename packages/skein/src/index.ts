@@ -1,1 +1,14 @@
-export {};
+/**
+ * @module skein
+ * Distributed task scheduling for TypeScript and Node.js: the client, a LocalCluster on this
+ * machine, and the `skein` command.
+ *
+ * @example
+ * import { LocalCluster, Client } from 'skein';
+ * await using cluster = await LocalCluster.start();
+ * await using client = await Client.connect(cluster);
+ * const squares = client.map((x: number) => x * x, [1, 2, 3]);
+ * console.log(await client.gather(squares)); // [1, 4, 9]
+ */
+export { LocalCluster, type LocalClusterOptions, type LocalWorkerHandle } from './local-cluster.js';
+export { runSkeinCli } from './dispatch.js';

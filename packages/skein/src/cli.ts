@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+import { runSkeinCli } from './dispatch.js';
+
+process.exitCode = await runSkeinCli(process.argv.slice(2));
+process.exit();
