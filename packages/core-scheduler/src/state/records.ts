@@ -33,6 +33,8 @@ export class TaskRecord {
   stealingFrom: WorkerRecord | null = null;
   /** Position in the root-task queue heap, or -1. */
   heapIndex = -1;
+  /** User priority (higher runs first). */
+  priority: number;
 
   constructor(
     readonly key: string,
@@ -40,14 +42,12 @@ export class TaskRecord {
     sequence: number,
   ) {
     this.retriesLeft = def?.retries ?? 0;
+    this.priority = def?.priority ?? 0;
     this.sequence = sequence;
     const dash = key.lastIndexOf('-');
     this.group = dash > 0 ? key.slice(0, dash) : key;
   }
 
-  get priority(): number {
-    return this.def?.priority ?? 0;
-  }
 
   /** Has a value somewhere: on a worker or inline. */
   get hasData(): boolean {
@@ -161,5 +161,113 @@ export class TaskHeap {
       this.swap(i, m);
       i = m;
     }
+  }
+}
+
+/**
+ * Recommendations waiting to be applied: insertion ordered, one per task (a later one replaces an
+ * earlier one), O(1) per operation.
+ */
+export class Recommendations<S> {
+  private readonly map = new Map<TaskRecord, S>();
+  private order: TaskRecord[] = [];
+  private head = 0;
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  set(ts: TaskRecord, finish: S): void {
+    if (!this.map.has(ts)) this.order.push(ts);
+    this.map.set(ts, finish);
+  }
+
+  has(ts: TaskRecord): boolean {
+    return this.map.has(ts);
+  }
+
+  get(ts: TaskRecord): S | undefined {
+    return this.map.get(ts);
+  }
+
+  delete(ts: TaskRecord): void {
+    this.map.delete(ts);
+  }
+
+  /** The oldest recommendation, removed. */
+  shift(): [TaskRecord, S] | undefined {
+    while (this.head < this.order.length) {
+      const ts = this.order[this.head++]!;
+      const finish = this.map.get(ts);
+      if (finish === undefined) continue;
+      this.map.delete(ts);
+      if (this.head > 1024 && this.head * 2 > this.order.length) {
+        this.order = this.order.slice(this.head);
+        this.head = 0;
+      }
+      return [ts, finish];
+    }
+    this.order = [];
+    this.head = 0;
+    return undefined;
+  }
+}
+
+const STATE_CODES = ['released', 'waiting', 'no-worker', 'queued', 'processing', 'memory', 'erred', 'forgotten'] as const;
+type StateName = (typeof STATE_CODES)[number];
+
+/**
+ * A bounded ring of transitions stored column-wise (no object per record), so logging every
+ * transition of millions of tasks costs little memory and no garbage.
+ */
+export class TransitionLog {
+  private readonly keys: string[];
+  private readonly starts: Uint8Array;
+  private readonly finishes: Uint8Array;
+  private readonly stimuli: string[];
+  private readonly times: Float64Array;
+  private readonly workers: string[];
+  private next = 0;
+  private count = 0;
+
+  constructor(readonly capacity: number) {
+    this.keys = new Array<string>(capacity);
+    this.stimuli = new Array<string>(capacity);
+    this.workers = new Array<string>(capacity);
+    this.starts = new Uint8Array(capacity);
+    this.finishes = new Uint8Array(capacity);
+    this.times = new Float64Array(capacity);
+  }
+
+  push(key: string, start: StateName, finish: StateName, stimulusId: string, timeMs: number, worker: string): void {
+    const i = this.next;
+    this.keys[i] = key;
+    this.starts[i] = STATE_CODES.indexOf(start);
+    this.finishes[i] = STATE_CODES.indexOf(finish);
+    this.stimuli[i] = stimulusId;
+    this.times[i] = timeMs;
+    this.workers[i] = worker;
+    this.next = (i + 1) % this.capacity;
+    if (this.count < this.capacity) this.count++;
+  }
+
+  /** Records of the given keys, oldest first. */
+  select(keys: ReadonlySet<string>): Array<{ key: string; start: StateName; finish: StateName; stimulusId: string; timeMs: number; worker: string }> {
+    const out = [];
+    const first = this.count < this.capacity ? 0 : this.next;
+    for (let n = 0; n < this.count; n++) {
+      const i = (first + n) % this.capacity;
+      const key = this.keys[i]!;
+      if (!keys.has(key)) continue;
+      out.push({
+        key,
+        start: STATE_CODES[this.starts[i]!]!,
+        finish: STATE_CODES[this.finishes[i]!]!,
+        stimulusId: this.stimuli[i]!,
+        timeMs: this.times[i]!,
+        worker: this.workers[i]!,
+      });
+    }
+    return out;
   }
 }

@@ -1,4 +1,4 @@
-import { TaskHeap, TaskRecord, WorkerRecord } from './records.js';
+import { Recommendations, TaskHeap, TaskRecord, TransitionLog, WorkerRecord } from './records.js';
 import type {
   ClientReport,
   ErrorInfo,
@@ -47,13 +47,12 @@ export class SchedulerState {
   };
   private readonly queue = new TaskHeap();
   private readonly unrunnable = new Set<TaskRecord>();
-  private readonly log: TransitionRecord[] = [];
-  private logHead = 0;
+  private readonly log: TransitionLog;
   private sequence = 0;
   private readonly groupDurationMs = new Map<string, number>();
   private avgDurationMs = -1;
   private actions: SchedulerAction[] = [];
-  private recs = new Map<TaskRecord, TaskStateName>();
+  private readonly recs = new Recommendations<TaskStateName>();
   private freedSlots = new Set<WorkerRecord>();
   private stimulusId = '';
   private readonly table: Record<string, Transition>;
@@ -69,6 +68,7 @@ export class SchedulerState {
       validate: false,
       ...opts,
     };
+    this.log = new TransitionLog(this.opts.logSize);
     this.table = {
       'released->waiting': this.releasedToWaiting,
       'released->forgotten': this.toForgotten,
@@ -103,8 +103,7 @@ export class SchedulerState {
   }
 
   story(keys: Iterable<string>): TransitionRecord[] {
-    const want = new Set(keys);
-    return this.orderedLog().filter((r) => want.has(r.key));
+    return this.log.select(new Set(keys));
   }
 
   /** Throws if an invariant is broken. Run after every event in tests. */
@@ -528,10 +527,8 @@ export class SchedulerState {
   private drain(): void {
     let guard = 0;
     for (;;) {
-      while (this.recs.size) {
-        const [ts, finish] = this.recs.entries().next().value as [TaskRecord, TaskStateName];
-        this.recs.delete(ts);
-        this.transition(ts, finish);
+      for (let next = this.recs.shift(); next; next = this.recs.shift()) {
+        this.transition(next[0], next[1]);
         if (++guard > MAX_TRANSITIONS_PER_EVENT) throw new Error('scheduler transition loop did not settle');
       }
       if (this.freedSlots.size === 0) break;
@@ -569,19 +566,7 @@ export class SchedulerState {
     this.counts[start]--;
     this.counts[finish]++;
     if (finish === 'forgotten') this.counts.forgotten = 0;
-    const rec: TransitionRecord = {
-      key: ts.key,
-      start,
-      finish,
-      stimulusId: this.stimulusId,
-      timeMs: this.opts.now(),
-      worker: ts.processingOn?.address ?? ts.whoHas[0]?.address ?? '',
-    };
-    if (this.log.length < this.opts.logSize) this.log.push(rec);
-    else {
-      this.log[this.logHead] = rec;
-      this.logHead = (this.logHead + 1) % this.opts.logSize;
-    }
+    this.log.push(ts.key, start, finish, this.stimulusId, this.opts.now(), ts.processingOn?.address ?? ts.whoHas[0]?.address ?? '');
   }
 
   private readonly releasedToWaiting: Transition = (ts) => {
@@ -590,20 +575,20 @@ export class SchedulerState {
       this.recs.set(ts, 'erred');
       return 'released';
     }
-    ts.waitingOn = new Set();
+    ts.waitingOn = ts.dependencies.length ? new Set() : null;
     let erredDep: TaskRecord | undefined;
     for (const dep of ts.dependencies) {
       (dep.waiters ??= new Set()).add(ts);
       if (dep.state === 'memory') continue;
       if (dep.state === 'erred') erredDep ??= dep;
-      ts.waitingOn.add(dep);
+      ts.waitingOn!.add(dep);
       if (dep.state === 'released') this.recs.set(dep, 'waiting');
     }
     if (erredDep) {
       ts.exception = erredDep.exception;
       ts.exceptionBlame = erredDep.exceptionBlame;
       this.recs.set(ts, 'erred');
-    } else if (ts.waitingOn.size === 0) {
+    } else if (!ts.waitingOn || ts.waitingOn.size === 0) {
       this.recs.set(ts, 'processing');
     }
     return 'waiting';
@@ -972,10 +957,6 @@ export class SchedulerState {
 
   private emit(a: SchedulerAction): void {
     this.actions.push(a);
-  }
-
-  private orderedLog(): TransitionRecord[] {
-    return this.log.length < this.opts.logSize ? this.log.slice() : [...this.log.slice(this.logHead), ...this.log.slice(0, this.logHead)];
   }
 
   /** Error text for an impossible edge, for callers that catch InvalidTransitionError. */
