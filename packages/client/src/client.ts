@@ -1,0 +1,1026 @@
+import './polyfill.js';
+import { randomUUID } from 'node:crypto';
+import {
+  Metadata,
+  status as GrpcStatus,
+  type ClientDuplexStream,
+  type ServiceError,
+  type StatusObject,
+} from '@grpc/grpc-js';
+import {
+  Batcher,
+  CHANNEL_OPTIONS,
+  CancelledError,
+  CommClosedError,
+  InvalidArgumentError,
+  Lifecycle,
+  PROTOCOL_VERSION,
+  ProtocolVersionError,
+  SkeinError,
+  checkProtocolVersion,
+  decodeValue,
+  encodeValue,
+  formatAddress,
+  fromGrpcStatus,
+  fromRemoteError,
+  grpcTarget,
+  inlineFunction,
+  insecureChannel,
+  parseAddress,
+  skeinDefaults,
+  typeName,
+} from '@skein/common';
+import {
+  SchedulerServiceClient,
+  WorkerServiceClient,
+  type ClientSessionRequest,
+  type ClientSessionResponse,
+} from '@skein/protocol';
+import { Future, KeyState, releasedError, type FutureHost } from './future.js';
+import {
+  Delayed,
+  buildTask,
+  compileTaskOptions,
+  flattenDelayed,
+  resolveFunction,
+  type CompiledTaskOptions,
+  type LazyArgs,
+  type ResolvedFunction,
+  type TaskFunction,
+  type Lazy,
+} from './graph.js';
+import { fetchFromWorker, type Cancellable } from './transfer.js';
+import { AsCompleted, wait, type AsCompletedOptions, type DoneAndNotDone, type WaitOptions } from './waiting.js';
+import type {
+  ClientOptions,
+  ClientStatus,
+  CompiledClientOptions,
+  Incoming,
+  Outgoing,
+  SchedulerInfo,
+  TaskDef,
+  TaskOptions,
+  Transition,
+  FunctionSource,
+} from './types.js';
+import {
+  fromClientUpdate,
+  fromGetInfo,
+  fromGetStory,
+  fromRunResponse,
+  helloRequest,
+  toSessionRequest,
+  toRunRequest,
+} from './wire.js';
+
+/** The result type of a structure of futures: each Future<T> replaced by T, at any depth. */
+export type Gathered<T> =
+  T extends Future<infer U>
+    ? U
+    : T extends readonly unknown[]
+      ? { -readonly [K in keyof T]: Gathered<T[K]> }
+      : T extends Record<string, unknown>
+        ? { [K in keyof T]: Gathered<T[K]> }
+        : T;
+
+/** The futures of `compute`/`persist` for a tuple or array of Delayed. */
+export type ComputedFutures<T extends readonly Delayed<unknown>[]> = {
+  -readonly [K in keyof T]: T[K] extends Delayed<infer U> ? Future<U> : never;
+};
+
+/** Options of `scatter`. */
+export interface ScatterOptions {
+  /** Copy the data to every worker once it is stored. */
+  broadcast?: boolean;
+  /** True (default): keys are a hash of the data, so scattering equal data twice gives the same key. */
+  hash?: boolean;
+  /** Worker addresses or names to place the data on. */
+  workers?: string | readonly string[];
+  /** How the data travels: 'v8' (default) or 'json'. */
+  encoding?: 'v8' | 'json';
+}
+
+/** Options of `runWith`. */
+export interface RunOptions {
+  /** Only these worker addresses (default: every worker). */
+  workers?: readonly string[];
+  /** How arguments travel: 'v8' (default) or 'json'. */
+  encoding?: 'v8' | 'json';
+  /** Per-worker deadline. */
+  timeoutMs?: number;
+}
+
+/** Options of `retireWorkers`. */
+export interface RetireOptions {
+  /** Worker addresses or names. */
+  workers?: readonly string[];
+  /** With no workers: let the scheduler choose this many. */
+  n?: number;
+}
+
+type UpdateMessage = Extract<Outgoing, { type: 'UpdateGraph' }>;
+type KeysMessage = Exclude<Outgoing, UpdateMessage>;
+
+// A scattered value is stored as the result of this identity task.
+const scatterIdentity = resolveFunction(function scatter(x: unknown) {
+  return x;
+});
+
+function compileClientOptions(o: ClientOptions): CompiledClientOptions {
+  const connectTimeoutMs = o.connectTimeoutMs ?? 10_000;
+  if (!(connectTimeoutMs > 0)) {
+    throw new InvalidArgumentError(`connectTimeoutMs must be a positive number of milliseconds, got ${connectTimeoutMs}.`);
+  }
+  return { connectTimeoutMs, clientId: o.clientId ?? `client-${randomUUID()}` };
+}
+
+function deadlineIn(ms: number): Date {
+  return new Date(Date.now() + ms);
+}
+
+/**
+ * A connection to a Skein scheduler (Dask's Client): submit functions, map over data, build and
+ * compute graphs, gather results.
+ *
+ * @example
+ * await using client = await Client.connect('tcp://127.0.0.1:8786');
+ * const x = client.submit((a: number, b: number) => a + b, 1, 2);
+ * const y = client.submit((v: number) => v * 10, x);   // futures are arguments
+ * console.log(await y.result());                          // 30
+ */
+export class Client implements FutureHost {
+  /** The id this client announced to the scheduler. */
+  readonly id: string;
+  /** The scheduler's address, `tcp://host:port`. */
+  readonly schedulerAddress: string;
+  /** The scheduler's dashboard address (empty when it runs none). */
+  dashboardLink = '';
+  /** The scheduler's id, from its Welcome. */
+  schedulerId = '';
+
+  readonly #opts: CompiledClientOptions;
+  readonly #lifecycle = new Lifecycle('Client');
+  readonly #scheduler: SchedulerServiceClient;
+  #session: ClientDuplexStream<ClientSessionRequest, ClientSessionResponse> | undefined;
+  #sessionEnded: Promise<void> | undefined;
+  #lost = false;
+  readonly #states = new Map<string, KeyState>();
+  readonly #sentFunctions = new Set<string>();
+  readonly #batcher: Batcher<Outgoing>;
+  #lastOut: Outgoing | undefined;
+  #stimulus = 0;
+  readonly #workers = new Map<string, WorkerServiceClient>();
+  readonly #calls = new Set<Cancellable>();
+  readonly #registry: FinalizationRegistry<KeyState>;
+
+  private constructor(schedulerAddress: string, opts: CompiledClientOptions) {
+    this.schedulerAddress = schedulerAddress;
+    this.#opts = opts;
+    this.id = opts.clientId;
+    this.#scheduler = new SchedulerServiceClient(grpcTarget(schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
+    this.#batcher = new Batcher<Outgoing>((batch) => this.#send(batch));
+    this.#registry = new FinalizationRegistry((state) => this.#decrefState(state));
+  }
+
+  /**
+   * Connects to a scheduler: `tcp://host:port` (port 8786 by default) or `{ schedulerAddress }`
+   * (for example a LocalCluster). Rejects with CommClosedError when nothing answers within
+   * `connectTimeoutMs` (10 s), or ProtocolVersionError when the scheduler speaks another protocol.
+   */
+  static async connect(address: string | { schedulerAddress: string }, options: ClientOptions = {}): Promise<Client> {
+    const opts = compileClientOptions(options);
+    const raw = typeof address === 'string' ? address : address?.schedulerAddress;
+    if (typeof raw !== 'string') {
+      throw new InvalidArgumentError('Client.connect needs an address such as tcp://127.0.0.1:8786, or an object with schedulerAddress.');
+    }
+    const addr = formatAddress(parseAddress(raw, skeinDefaults().schedulerPort));
+    const client = new Client(addr, opts);
+    try {
+      await client.#start();
+    } catch (err) {
+      await client.close().catch(() => undefined);
+      throw err;
+    }
+    return client;
+  }
+
+  /** 'connecting', 'running', 'closing' or 'closed'. */
+  get status(): ClientStatus {
+    switch (this.#lifecycle.status) {
+      case 'created':
+      case 'starting':
+        return 'connecting';
+      case 'running':
+        return 'running';
+      case 'closing':
+        return 'closing';
+      default:
+        return 'closed';
+    }
+  }
+
+  // ------------------------------------------------------------------ session
+
+  async #start(): Promise<void> {
+    this.#lifecycle.beginStart();
+    const addr = this.schedulerAddress;
+    const timeoutMs = this.#opts.connectTimeoutMs;
+    const deadline = deadlineIn(timeoutMs);
+    const unreachable = (detail: string, cause?: unknown) =>
+      new CommClosedError(
+        addr,
+        `Cannot reach the scheduler at ${addr} (${detail}). Check that the scheduler is running and that the ` +
+          'address and port are right; start one with `skein scheduler`.',
+        cause === undefined ? undefined : { cause },
+      );
+    await new Promise<void>((resolve, reject) => {
+      this.#scheduler.waitForReady(deadline, (err) => {
+        if (err) reject(unreachable(`no connection within ${timeoutMs / 1000} s: ${err.message}`, err));
+        else resolve();
+      });
+    });
+
+    const call = this.#scheduler.clientSession(new Metadata());
+    this.#session = call;
+    let welcomed = false;
+    let streamError: ServiceError | undefined;
+    let onWelcome: (() => void) | undefined;
+    let onRefused: ((err: unknown) => void) | undefined;
+    const welcome = new Promise<void>((resolve, reject) => {
+      onWelcome = resolve;
+      onRefused = reject;
+    });
+    call.on('data', (resp: ClientSessionResponse) => {
+      for (const u of resp.updates) {
+        const ev = fromClientUpdate(u);
+        if (!ev) continue;
+        if (ev.type === 'Welcome') {
+          if (welcomed) continue;
+          try {
+            if (ev.protocolVersion) checkProtocolVersion(ev.protocolVersion, 'client');
+          } catch (err) {
+            onRefused?.(err);
+            call.cancel();
+            return;
+          }
+          welcomed = true;
+          this.schedulerId = ev.schedulerId;
+          onWelcome?.();
+          continue;
+        }
+        if (welcomed) this.#handle(ev);
+      }
+    });
+    call.on('error', (err: ServiceError) => {
+      streamError = err;
+    });
+    this.#sessionEnded = new Promise<void>((resolve) => {
+      call.on('status', (st: StatusObject) => {
+        resolve();
+        if (!welcomed) {
+          const refusal = streamError
+            ? this.#refusal(streamError)
+            : Promise.resolve(unreachable('the scheduler closed the session before welcoming the client'));
+          void refusal.then((e) => onRefused?.(e));
+        } else {
+          this.#sessionLost(st.code === GrpcStatus.OK ? undefined : (streamError ?? st));
+        }
+      });
+    });
+    call.write(helloRequest(PROTOCOL_VERSION, this.id));
+
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(unreachable(`no Welcome within ${timeoutMs / 1000} s`)), Math.max(1, deadline.getTime() - Date.now()));
+    });
+    try {
+      await Promise.race([welcome, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+
+    try {
+      const info = await this.#getInfo(Math.max(1000, deadline.getTime() - Date.now()));
+      this.dashboardLink = info.dashboardAddress;
+    } catch {
+      this.dashboardLink = '';
+    }
+    this.#lifecycle.started();
+  }
+
+  /** The error for a session the scheduler ended before its Welcome. */
+  async #refusal(err: ServiceError): Promise<SkeinError> {
+    const context = `The scheduler at ${this.schedulerAddress} refused the client session`;
+    if (err.code === GrpcStatus.UNAVAILABLE) {
+      return new CommClosedError(this.schedulerAddress, `Cannot reach the scheduler at ${this.schedulerAddress}: ${err.details}`, { cause: err });
+    }
+    if (err.code !== GrpcStatus.FAILED_PRECONDITION) return fromGrpcStatus(err, context);
+    // The scheduler names both versions; pick the one that is not ours, or ask GetInfo.
+    const versions = (err.details ?? '').match(/\b\d+\.\d+(?:\.\d+)?\b/g) ?? [];
+    let remote = versions.find((v) => v !== PROTOCOL_VERSION);
+    if (!remote) {
+      try {
+        remote = (await this.#getInfo(2000)).protocolVersion || undefined;
+      } catch {
+        remote = undefined;
+      }
+    }
+    if (remote && remote.split('.')[0] !== PROTOCOL_VERSION.split('.')[0]) {
+      const e = new ProtocolVersionError(PROTOCOL_VERSION, remote, 'client');
+      e.message += ` (scheduler at ${this.schedulerAddress}: ${err.details})`;
+      return e;
+    }
+    if (/version/i.test(err.details ?? '')) {
+      const e = new ProtocolVersionError(PROTOCOL_VERSION, remote ?? 'unknown', 'client');
+      e.message += ` (scheduler at ${this.schedulerAddress}: ${err.details})`;
+      return e;
+    }
+    return fromGrpcStatus(err, context);
+  }
+
+  /** The session broke without close(): every pending future fails with CommClosedError. */
+  #sessionLost(err: Partial<ServiceError> | StatusObject | undefined): void {
+    if (this.#lifecycle.closing) return;
+    this.#lost = true;
+    const detail = err ? `: ${err.details || err.code}` : ' (the scheduler ended the session)';
+    const error = new CommClosedError(
+      this.schedulerAddress,
+      `Lost the connection to the scheduler at ${this.schedulerAddress}${detail}. Futures without a result fail; ` +
+        'connect a new client once the scheduler is back.',
+      err ? { cause: err } : undefined,
+    );
+    this.#failAll('error', () => error);
+    void this.close().catch(() => undefined);
+  }
+
+  #send(batch: Outgoing[]): void {
+    this.#lastOut = undefined;
+    const call = this.#session;
+    if (!call || this.#lost) return;
+    call.write(toSessionRequest(batch));
+  }
+
+  #stimulusId(kind: string): string {
+    return `${kind}-${this.id}-${++this.#stimulus}`;
+  }
+
+  /** The UpdateGraph being assembled for the next flush (created and queued on demand). */
+  #update(): UpdateMessage {
+    const last = this.#lastOut;
+    if (last?.type === 'UpdateGraph') return last;
+    const u: UpdateMessage = {
+      type: 'UpdateGraph',
+      tasks: [],
+      wantedKeys: [],
+      functions: [],
+      broadcastKeys: [],
+      stimulusId: this.#stimulusId('update-graph'),
+    };
+    this.#lastOut = u;
+    this.#batcher.push(u);
+    return u;
+  }
+
+  /** Queues keys for a Release/Cancel/Want message, merged with the previous one of its kind. */
+  #queueKeys(type: KeysMessage['type'], keys: readonly string[]): void {
+    if (keys.length === 0 || this.#lost) return;
+    const last = this.#lastOut;
+    if (last?.type === type) {
+      for (const k of keys) last.keys.push(k);
+      return;
+    }
+    const kind = type === 'ReleaseKeys' ? 'release-keys' : type === 'CancelKeys' ? 'cancel-keys' : 'want-keys';
+    const m: KeysMessage = { type, keys: [...keys], stimulusId: this.#stimulusId(kind) };
+    this.#lastOut = m;
+    this.#batcher.push(m);
+  }
+
+  #ensureRunning(what: string): void {
+    const s = this.#lifecycle.status;
+    if (s === 'running') return;
+    if (this.#lost) {
+      throw new CommClosedError(this.schedulerAddress, `Cannot ${what}: the connection to the scheduler at ${this.schedulerAddress} was lost. Connect a new client.`);
+    }
+    throw new SkeinError('failed_precondition', `Cannot ${what}: the client is ${this.status}. Connect a new client with Client.connect().`);
+  }
+
+  #handle(ev: Incoming): void {
+    switch (ev.type) {
+      case 'Welcome':
+        return;
+      case 'KeyInMemory': {
+        const s = this.#states.get(ev.key);
+        if (!s) return;
+        // Same key, same computation: a value already decoded stays valid.
+        if (!s.hasValue) s.inline = ev.value;
+        s.workers = ev.workers;
+        s.nbytes = ev.nbytes;
+        s.typeName = ev.typeName;
+        s.generation++;
+        s.settle('finished');
+        return;
+      }
+      case 'KeyErred': {
+        const s = this.#states.get(ev.key);
+        if (!s) return;
+        s.settle('error', fromRemoteError({ ...ev.error, key: ev.error.key || ev.key }));
+        return;
+      }
+      case 'KeyCancelled': {
+        const s = this.#states.get(ev.key);
+        if (!s) return;
+        s.settle('cancelled', new CancelledError(ev.key, ev.reason || 'cancelled on the scheduler'));
+        return;
+      }
+      case 'KeyLost': {
+        const s = this.#states.get(ev.key);
+        if (!s) return;
+        s.status = 'lost';
+        s.workers = [];
+        return;
+      }
+      default: {
+        const never: never = ev;
+        throw new Error(`unhandled update ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /** Settles every non-terminal key (close or connection loss). */
+  #failAll(status: 'error' | 'cancelled', error: (key: string) => SkeinError): void {
+    for (const s of this.#states.values()) {
+      s.detached = true;
+      if (!s.terminal) s.settle(status, error(s.key));
+    }
+    this.#states.clear();
+  }
+
+  // ------------------------------------------------------------------ futures
+
+  /** A new Future for `key`, wanting it on the scheduler when it is new to this client. */
+  #future<T>(key: string, update: UpdateMessage): Future<T> {
+    let s = this.#states.get(key);
+    if (!s) {
+      s = new KeyState(key);
+      this.#states.set(key, s);
+      update.wantedKeys.push(key);
+    }
+    s.refs++;
+    const f = new Future<T>(this, s);
+    this.#registry.register(f, s, f);
+    return f;
+  }
+
+  /** @internal */
+  _decref(state: KeyState, future: Future<unknown>): void {
+    this.#registry.unregister(future);
+    this.#decrefState(state);
+  }
+
+  #decrefState(state: KeyState): void {
+    if (--state.refs > 0) return;
+    if (state.detached) return;
+    if (this.#states.get(state.key) === state) {
+      this.#states.delete(state.key);
+      state.detached = true;
+      if (!this.#lifecycle.closing) this.#queueKeys('ReleaseKeys', [state.key]);
+    }
+    if (!state.terminal) state.settle('cancelled', releasedError(state.key));
+  }
+
+  #addFunction(update: UpdateMessage, source: FunctionSource | undefined): void {
+    if (!source || this.#sentFunctions.has(source.hash)) return;
+    this.#sentFunctions.add(source.hash);
+    update.functions.push(source);
+  }
+
+  #addTask(update: UpdateMessage, def: TaskDef, rf: ResolvedFunction, delayedArgs: Delayed<unknown>[]): void {
+    this.#addFunction(update, rf.source);
+    if (delayedArgs.length > 0) this.#addDelayed(update, delayedArgs);
+    // A key this client already wants is known to the scheduler: do not send it again.
+    if (!this.#states.has(def.key)) update.tasks.push(def);
+  }
+
+  #addDelayed(update: UpdateMessage, roots: readonly Delayed<unknown>[]): void {
+    const { tasks, sources } = flattenDelayed(roots);
+    for (const src of sources) this.#addFunction(update, src);
+    for (const t of tasks) update.tasks.push(t);
+  }
+
+  /**
+   * Runs `fn(...args)` on a worker. Arguments may hold Futures, Delayed values and TaskRefs at any
+   * depth inside arrays and plain objects; the task waits for them and receives their values.
+   */
+  submit<A extends unknown[], R>(fn: TaskFunction<A, R>, ...args: NoInfer<LazyArgs<A>>): Future<Awaited<R>> {
+    return this.submitWith(undefined, fn, ...args);
+  }
+
+  /** `submit` with options: key, pure, priority, retries, resources, workers, allowOtherWorkers, encoding. */
+  submitWith<A extends unknown[], R>(
+    options: TaskOptions | undefined,
+    fn: TaskFunction<A, R>,
+    ...args: NoInfer<LazyArgs<A>>
+  ): Future<Awaited<R>> {
+    this.#ensureRunning('submit a task');
+    const opts = compileTaskOptions(options);
+    const key = options?.key;
+    if (key !== undefined && typeof key !== 'string') {
+      throw new InvalidArgumentError('submitWith({ key }) takes one key string; use mapWith for a list of keys.');
+    }
+    const rf = resolveFunction(fn);
+    const built = buildTask(rf, args as unknown[], opts, key);
+    const update = this.#update();
+    this.#addTask(update, built.def, rf, built.delayed);
+    return this.#future(built.def.key, update);
+  }
+
+  /**
+   * Applies `fn` to each element of the iterables, zipped like Dask's map (stopping at the
+   * shortest). One task per element, all sent in one graph update.
+   */
+  map<A extends unknown[], R>(
+    fn: TaskFunction<A, R>,
+    ...iterables: NoInfer<{ [K in keyof A]: Iterable<Lazy<A[K]>> }>
+  ): Future<Awaited<R>>[] {
+    return this.mapWith(undefined, fn, ...iterables);
+  }
+
+  /** `map` with options; `key` is a key prefix (string) or one key per element (array). */
+  mapWith<A extends unknown[], R>(
+    options: TaskOptions | undefined,
+    fn: TaskFunction<A, R>,
+    ...iterables: NoInfer<{ [K in keyof A]: Iterable<Lazy<A[K]>> }>
+  ): Future<Awaited<R>>[] {
+    this.#ensureRunning('map');
+    if (iterables.length === 0) throw new InvalidArgumentError('map(fn, ...iterables) needs at least one iterable.');
+    const opts = compileTaskOptions(options);
+    const rf = resolveFunction(fn);
+    const columns = (iterables as unknown as Iterable<unknown>[]).map((it) => {
+      if (it == null || typeof (it as Iterable<unknown>)[Symbol.iterator] !== 'function') {
+        throw new InvalidArgumentError('map(fn, ...iterables): every argument after the function must be iterable (an array, a Set, a generator…).');
+      }
+      return Array.isArray(it) ? (it as unknown[]) : [...it];
+    });
+    let n = Infinity;
+    for (const c of columns) n = Math.min(n, c.length);
+    const keyOpt = options?.key;
+    const keys = Array.isArray(keyOpt) ? (keyOpt as readonly string[]) : undefined;
+    const prefix = typeof keyOpt === 'string' ? keyOpt : undefined;
+    if (keys && keys.length < n) {
+      throw new InvalidArgumentError(`mapWith({ key: [...] }) gave ${keys.length} keys for ${n} elements; give one key per element.`);
+    }
+    const update = this.#update();
+    const futures = new Array<Future<Awaited<R>>>(n);
+    const single = columns.length === 1 ? columns[0]! : undefined;
+    for (let i = 0; i < n; i++) {
+      const args = single ? [single[i]] : columns.map((c) => c[i]);
+      const built = buildTask(rf, args, opts, keys?.[i], prefix);
+      this.#addTask(update, built.def, rf, built.delayed);
+      futures[i] = this.#future(built.def.key, update);
+    }
+    return futures;
+  }
+
+  /**
+   * Sends data to the workers; returns a Future per value. An array scatters each element
+   * (Dask-like): wrap it, `scatter([array])`, to scatter the array as one value.
+   */
+  scatter<T>(data: readonly T[], options?: ScatterOptions): Future<T>[];
+  scatter<T>(data: T, options?: ScatterOptions): Future<T>;
+  scatter(data: unknown, options: ScatterOptions = {}): Future<unknown> | Future<unknown>[] {
+    this.#ensureRunning('scatter data');
+    const items = Array.isArray(data) ? data : [data];
+    const opts: CompiledTaskOptions = compileTaskOptions({
+      pure: options.hash ?? true,
+      ...(options.workers === undefined ? {} : { workers: options.workers }),
+      ...(options.encoding === undefined ? {} : { encoding: options.encoding }),
+    });
+    const update = this.#update();
+    const futures = items.map((item) => {
+      if (item instanceof Future || item instanceof Delayed) {
+        throw new InvalidArgumentError('scatter() takes data, not Futures or Delayed values; pass those to submit instead.');
+      }
+      const built = buildTask(scatterIdentity, [item], opts, undefined, typeName(item).toLowerCase());
+      this.#addTask(update, built.def, scatterIdentity, []);
+      if (options.broadcast) update.broadcastKeys.push(built.def.key);
+      return this.#future<unknown>(built.def.key, update);
+    });
+    return Array.isArray(data) ? futures : futures[0]!;
+  }
+
+  /**
+   * Submits delayed graphs in one update and returns a Future per Delayed (only the requested keys
+   * are wanted; intermediate results are dropped once not needed).
+   */
+  compute<T>(d: Delayed<T>): Future<T>;
+  compute<const T extends readonly Delayed<unknown>[]>(ds: T): ComputedFutures<T>;
+  compute(d: Delayed<unknown> | readonly Delayed<unknown>[]): Future<unknown> | Future<unknown>[] {
+    this.#ensureRunning('compute');
+    const roots = Array.isArray(d) ? (d as readonly Delayed<unknown>[]) : [d as Delayed<unknown>];
+    for (const r of roots) {
+      if (!(r instanceof Delayed)) {
+        throw new InvalidArgumentError('compute()/persist() take Delayed values (from delayed(fn)(...args)).');
+      }
+    }
+    const update = this.#update();
+    this.#addDelayed(update, roots);
+    const futures = roots.map((r) => this.#future<unknown>(r.key, update));
+    return Array.isArray(d) ? futures : futures[0]!;
+  }
+
+  /** Like compute: starts the graphs and returns futures for the same keys (results stay on the cluster). */
+  persist<T>(d: Delayed<T>): Future<T>;
+  persist<const T extends readonly Delayed<unknown>[]>(ds: T): ComputedFutures<T>;
+  persist(d: Delayed<unknown> | readonly Delayed<unknown>[]): Future<unknown> | Future<unknown>[] {
+    return this.compute(d as readonly Delayed<unknown>[]);
+  }
+
+  /** A new Future for an existing future's key (shares the key's reference count). */
+  futureOf<T>(future: Future<T>): Future<T> {
+    this.#ensureRunning('copy a future');
+    return this.#future<T>(future.key, this.#update());
+  }
+
+  // ------------------------------------------------------------------ results
+
+  /**
+   * The values of futures inside any structure of arrays and plain objects. Rejects with the first
+   * error among them.
+   */
+  async gather<T>(data: T): Promise<Gathered<T>> {
+    const futures: Future<unknown>[] = [];
+    collectFutures(data, futures);
+    if (futures.length === 0) return data as Gathered<T>;
+    const states = [...new Set(futures.map((f) => f._state))];
+    await waitTerminal(states);
+    const need: KeyState[] = [];
+    for (const s of states) {
+      if (s.status !== 'finished' && !(s.status === 'lost' && s.hasValue)) throw s.error;
+      if (!s.hasValue && !s.inline) need.push(s);
+    }
+    if (need.length > 0) await this.#fetch(need);
+    const values = new Map<KeyState, unknown>();
+    for (const s of states) values.set(s, this.#decoded(s));
+    // Futures stay reachable until here (the finalizer must not release them mid-gather).
+    return replaceFutures(data, values) as Gathered<T>;
+  }
+
+  /** @internal */
+  async _valueOf(state: KeyState): Promise<unknown> {
+    if (!state.hasValue && !state.inline) await this.#fetch([state]);
+    return this.#decoded(state);
+  }
+
+  #decoded(s: KeyState): unknown {
+    if (!s.hasValue) {
+      if (!s.inline) {
+        throw new SkeinError('internal', `The value of ${s.key} is not available in the client.`);
+      }
+      s.value = decodeValue(s.inline);
+      s.hasValue = true;
+      s.inline = undefined;
+    }
+    return s.value;
+  }
+
+  /** Fetches values from workers: one GetData stream per worker for all its keys. */
+  async #fetch(states: KeyState[]): Promise<void> {
+    const waits: Promise<void>[] = [];
+    const byWorker = new Map<string, KeyState[]>();
+    for (const s of states) {
+      if (s.fetching) {
+        waits.push(s.fetching);
+        continue;
+      }
+      if (s.hasValue || s.inline) continue;
+      const w = s.workers.length === 1 ? s.workers[0] : s.workers[Math.floor(Math.random() * s.workers.length)];
+      if (w === undefined) {
+        waits.push(this.#fetchOne(s, new Set(), undefined));
+        continue;
+      }
+      let group = byWorker.get(w);
+      if (!group) byWorker.set(w, (group = []));
+      group.push(s);
+    }
+    for (const [address, group] of byWorker) {
+      const batch = this.#getData(address, group.map((s) => s.key));
+      for (const s of group) {
+        const tried = new Set([address]);
+        const p = batch.then(
+          (r) => {
+            const v = r.values.get(s.key);
+            if (v) {
+              s.inline = v;
+              return;
+            }
+            return this.#fetchOne(s, tried, new SkeinError('not_found', `worker ${address} does not hold it`));
+          },
+          (err: unknown) => this.#fetchOne(s, tried, err),
+        );
+        const tracked = p.finally(() => {
+          if (s.fetching === tracked) s.fetching = undefined;
+        });
+        s.fetching = tracked;
+        waits.push(tracked);
+      }
+    }
+    await Promise.all(waits);
+  }
+
+  /** Tries the key's other holders one by one. */
+  async #fetchOne(s: KeyState, tried: Set<string>, lastError: unknown): Promise<void> {
+    for (;;) {
+      const generation = s.generation;
+      for (const w of s.workers) {
+        if (tried.has(w)) continue;
+        tried.add(w);
+        try {
+          const r = await this.#getData(w, [s.key]);
+          const v = r.values.get(s.key);
+          if (v) {
+            s.inline = v;
+            return;
+          }
+          lastError = new SkeinError('not_found', `worker ${w} does not hold it`);
+        } catch (err) {
+          lastError = err;
+        }
+      }
+      if (s.generation !== generation && s.status === 'finished') continue; // new holders reported meanwhile
+      const why = lastError instanceof Error ? lastError.message : String(lastError ?? 'no worker holds it');
+      throw new SkeinError(
+        'unavailable',
+        `Could not fetch the result of ${s.key} from its workers (${[...tried].join(', ') || 'none reported'}): ${why}. ` +
+          'If a worker died, the scheduler recomputes the key; try result() again.',
+        { cause: lastError, details: { key: s.key } },
+      );
+    }
+  }
+
+  #getData(address: string, keys: string[]) {
+    if (this.#lifecycle.closing) {
+      return Promise.reject(new SkeinError('cancelled', `The client is closed; cannot fetch ${keys.length} value(s) from ${address}.`));
+    }
+    return fetchFromWorker(this.#worker(address), address, keys, (c) => {
+      this.#calls.add(c);
+      return () => this.#calls.delete(c);
+    });
+  }
+
+  #worker(address: string): WorkerServiceClient {
+    let w = this.#workers.get(address);
+    if (!w) {
+      w = new WorkerServiceClient(grpcTarget(address), insecureChannel(), CHANNEL_OPTIONS);
+      this.#workers.set(address, w);
+    }
+    return w;
+  }
+
+  /** Stops the futures' tasks; they become 'cancelled' at once. */
+  async cancel(futures: Future<unknown> | readonly Future<unknown>[]): Promise<void> {
+    const list = Array.isArray(futures) ? (futures as readonly Future<unknown>[]) : [futures as Future<unknown>];
+    const keys: string[] = [];
+    for (const f of list) {
+      const s = f._state;
+      if (s.detached) continue;
+      if (this.#states.get(s.key) === s) this.#states.delete(s.key);
+      s.detached = true;
+      keys.push(s.key);
+      if (s.status !== 'cancelled') s.settle('cancelled', new CancelledError(s.key, 'cancelled by the client'));
+    }
+    if (keys.length > 0 && this.#lifecycle.status === 'running') this.#queueKeys('CancelKeys', keys);
+  }
+
+  /** Waits for futures (see the standalone `wait`). */
+  wait<T>(futures: Iterable<Future<T>>, options?: WaitOptions): Promise<DoneAndNotDone<T>> {
+    return wait(futures, options);
+  }
+
+  /** Futures in completion order (see the standalone `asCompleted`). */
+  asCompleted<T>(futures: Iterable<Future<T>>, options: { withResults: true }): AsCompleted<T, [Future<T>, T]>;
+  asCompleted<T>(futures: Iterable<Future<T>>, options?: { withResults?: false }): AsCompleted<T, Future<T>>;
+  asCompleted<T>(futures: Iterable<Future<T>>, options: AsCompletedOptions = {}): AsCompleted<T, unknown> {
+    return new AsCompleted<T, unknown>(futures, options);
+  }
+
+  /** Releases futures (the same as calling release() on each). */
+  release(futures: Future<unknown> | readonly Future<unknown>[]): void {
+    const list = Array.isArray(futures) ? (futures as readonly Future<unknown>[]) : [futures as Future<unknown>];
+    for (const f of list) f.release();
+  }
+
+  // ------------------------------------------------------------------ cluster calls
+
+  #unary<Req, Res>(
+    method: (req: Req, meta: Metadata, opts: { deadline: Date }, cb: (err: ServiceError | null, res?: Res) => void) => unknown,
+    req: Req,
+    context: string,
+    timeoutMs: number,
+  ): Promise<Res> {
+    return new Promise<Res>((resolve, reject) => {
+      method(req, new Metadata(), { deadline: deadlineIn(timeoutMs) }, (err, res) => {
+        if (err) reject(fromGrpcStatus(err, context));
+        else resolve(res as Res);
+      });
+    });
+  }
+
+  async #getInfo(timeoutMs = 30_000): Promise<SchedulerInfo> {
+    const s = this.#scheduler;
+    const res = await this.#unary(s.getInfo.bind(s), {}, `GetInfo from the scheduler at ${this.schedulerAddress}`, timeoutMs);
+    return fromGetInfo(res);
+  }
+
+  /** The scheduler, its workers and task counts. */
+  schedulerInfo(): Promise<SchedulerInfo> {
+    this.#ensureRunning('ask the scheduler for info');
+    return this.#getInfo();
+  }
+
+  /** Every recorded transition of these keys (or futures' keys), oldest first. */
+  async story(...keys: Array<string | Future<unknown>>): Promise<Transition[]> {
+    this.#ensureRunning('ask for a story');
+    const s = this.#scheduler;
+    const res = await this.#unary(
+      s.getStory.bind(s),
+      { keys: keys.map((k) => (typeof k === 'string' ? k : k.key)) },
+      `GetStory from the scheduler at ${this.schedulerAddress}`,
+      30_000,
+    );
+    return fromGetStory(res);
+  }
+
+  /** Asks workers to leave gracefully (their unique results move to peers first); returns those retired. */
+  async retireWorkers(options: RetireOptions = {}): Promise<string[]> {
+    this.#ensureRunning('retire workers');
+    const s = this.#scheduler;
+    const res = await this.#unary(
+      s.retireWorkers.bind(s),
+      { workers: [...(options.workers ?? [])], n: options.n ?? 0 },
+      `RetireWorkers on the scheduler at ${this.schedulerAddress}`,
+      120_000,
+    );
+    return res.retired;
+  }
+
+  /** Runs `fn(...args)` once on every worker, outside the task graph; results keyed by worker address. */
+  run<A extends unknown[], R>(fn: (...args: A) => R, ...args: A): Promise<Record<string, Awaited<R>>> {
+    return this.runWith({}, fn, ...args);
+  }
+
+  /** `run` with options: a subset of workers, encoding, per-worker timeout. */
+  async runWith<A extends unknown[], R>(
+    options: RunOptions,
+    fn: (...args: A) => R,
+    ...args: A
+  ): Promise<Record<string, Awaited<R>>> {
+    this.#ensureRunning('run a function on the workers');
+    if (typeof fn !== 'function') throw new InvalidArgumentError('run(fn, ...args) needs a JavaScript function.');
+    const f = inlineFunction(fn);
+    const encoded = encodeValue(args, options.encoding ?? 'v8');
+    const addresses = options.workers ? [...options.workers] : (await this.#getInfo()).workers.map((w) => w.address);
+    const out: Record<string, Awaited<R>> = {};
+    await Promise.all(
+      addresses.map(async (address) => {
+        const w = this.#worker(address);
+        const res = await this.#unary(
+          w.run.bind(w),
+          toRunRequest({ hash: f.hash, source: f.source, name: f.name }, encoded),
+          `Run on worker ${address}`,
+          options.timeoutMs ?? 300_000,
+        );
+        const outcome = fromRunResponse(res);
+        if (!outcome.ok) throw fromRemoteError(outcome.error);
+        out[address] = decodeValue(outcome.value) as Awaited<R>;
+      }),
+    );
+    return out;
+  }
+
+  // ------------------------------------------------------------------ close
+
+  /**
+   * Closes the session: futures without a result fail with CancelledError ("the client was
+   * closed"), the scheduler releases every key of this client. Idempotent.
+   */
+  close(): Promise<void> {
+    return this.#lifecycle.close([
+      [
+        'fail pending futures',
+        () =>
+          this.#failAll(
+            'cancelled',
+            (key) => new CancelledError(key, 'the client was closed (client.close()) before the result arrived'),
+          ),
+      ],
+      ['flush outgoing messages', () => this.#batcher.close()],
+      ['end the session', () => this.#endSession()],
+      [
+        'stop transfers',
+        () => {
+          for (const c of this.#calls) c.cancel();
+          this.#calls.clear();
+        },
+      ],
+      [
+        'close channels',
+        () => {
+          for (const w of this.#workers.values()) w.close();
+          this.#workers.clear();
+          this.#scheduler.close();
+        },
+      ],
+    ]);
+  }
+
+  async #endSession(): Promise<void> {
+    const call = this.#session;
+    const ended = this.#sessionEnded;
+    if (!call || !ended) return;
+    if (!this.#lost) call.end();
+    let timer: NodeJS.Timeout | undefined;
+    const gone = await Promise.race([
+      ended.then(() => true),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(false), 2_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!gone) {
+      call.cancel();
+      await ended;
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  toString(): string {
+    return `<Client: ${this.status}, scheduler: ${this.schedulerAddress}>`;
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+}
+
+/** Resolves when every state is terminal; rejects at once when one fails. */
+function waitTerminal(states: readonly KeyState[]): Promise<void> {
+  let pending = 0;
+  for (const s of states) if (!s.terminal && !(s.status === 'lost' && s.hasValue)) pending++;
+  if (pending === 0) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const unsubs: Array<() => void> = [];
+    let done = false;
+    const onTerminal = (s: KeyState) => {
+      if (done) return;
+      if (s.status !== 'finished') {
+        done = true;
+        for (const u of unsubs) u();
+        reject(s.error);
+        return;
+      }
+      if (--pending === 0) {
+        done = true;
+        resolve();
+      }
+    };
+    for (const s of states) {
+      if (done) break;
+      if (!s.terminal && !(s.status === 'lost' && s.hasValue)) unsubs.push(s.whenTerminal(onTerminal));
+      else if (s.status !== 'finished' && s.status !== 'lost') onTerminal(s);
+    }
+  });
+}
+
+function isPlainObject(v: object): boolean {
+  const p = Object.getPrototypeOf(v);
+  return p === Object.prototype || p === null;
+}
+
+function collectFutures(v: unknown, out: Future<unknown>[]): void {
+  if (v === null || typeof v !== 'object') return;
+  if (v instanceof Future) {
+    out.push(v);
+    return;
+  }
+  if (Array.isArray(v)) {
+    for (const x of v) collectFutures(x, out);
+  } else if (isPlainObject(v)) {
+    for (const k in v as Record<string, unknown>) collectFutures((v as Record<string, unknown>)[k], out);
+  }
+}
+
+function replaceFutures(v: unknown, values: Map<KeyState, unknown>): unknown {
+  if (v === null || typeof v !== 'object') return v;
+  if (v instanceof Future) return values.get(v._state);
+  if (Array.isArray(v)) return v.map((x) => replaceFutures(x, values));
+  if (isPlainObject(v)) {
+    const out: Record<string, unknown> = {};
+    for (const k in v as Record<string, unknown>) out[k] = replaceFutures((v as Record<string, unknown>)[k], values);
+    return out;
+  }
+  return v;
+}
+

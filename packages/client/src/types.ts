@@ -1,0 +1,159 @@
+import type { Value } from '@skein/protocol';
+
+/** Where a future's key is in its life, as seen by this client. */
+export type FutureStatus = 'pending' | 'finished' | 'error' | 'cancelled' | 'lost';
+
+/** The client's connection state. */
+export type ClientStatus = 'connecting' | 'running' | 'closing' | 'closed';
+
+/** Per-task options of `submitWith`, `mapWith` and `delayed(fn, options)`. */
+export interface TaskOptions {
+  /**
+   * An explicit key. For `mapWith`, a string is a key prefix (`<prefix>-<token>`) and an array
+   * gives one key per element.
+   */
+  key?: string | readonly string[];
+  /**
+   * True (the default, like Dask): the key is a hash of the function and its arguments, so the same
+   * call gives the same key and is computed once. False: a random key, computed each time
+   * (for functions with side effects or randomness).
+   */
+  pure?: boolean;
+  /** Higher runs first. Default 0. */
+  priority?: number;
+  /** How many times a failed task runs again before its error is reported. Default 0. */
+  retries?: number;
+  /** Abstract resources one run holds, e.g. `{ GPU: 1 }`. */
+  resources?: Readonly<Record<string, number>>;
+  /** Worker addresses or names the task may run on. */
+  workers?: string | readonly string[];
+  /** With `workers`: others may be used when none of the named ones can. */
+  allowOtherWorkers?: boolean;
+  /** How arguments travel: 'v8' (default, any structured-clone value) or 'json' (any language). */
+  encoding?: 'v8' | 'json';
+}
+
+/** Options of `Client.connect`. */
+export interface ClientOptions {
+  /** How long to wait for the scheduler to answer. Default 10 000 ms. */
+  connectTimeoutMs?: number;
+  /** The id this client announces; a random `client-<uuid>` by default. */
+  clientId?: string;
+  /** Prefix for the keys of `scatter`ed data; the data's type name by default. */
+  name?: string;
+}
+
+/** ClientOptions with defaults applied. */
+export interface CompiledClientOptions {
+  connectTimeoutMs: number;
+  clientId: string;
+}
+
+/** A worker as reported by `schedulerInfo()`. */
+export interface WorkerInfo {
+  address: string;
+  name: string;
+  nthreads: number;
+  memoryLimit: number;
+  resources: Record<string, number>;
+  processing: number;
+  inMemory: number;
+  managedBytes: number;
+  memoryRss: number;
+  lastSeenMs: number;
+  status: string;
+  registeredFunctions: string[];
+  pid: number;
+  nannyAddress: string;
+}
+
+/** What `client.schedulerInfo()` returns. */
+export interface SchedulerInfo {
+  id: string;
+  address: string;
+  protocolVersion: string;
+  /** The connected workers. */
+  workers: WorkerInfo[];
+  tasksByState: Record<string, number>;
+  clients: number;
+  /** The dashboard's address; empty when the scheduler runs none. */
+  dashboardAddress: string;
+}
+
+/** One recorded transition of a key (`client.story`). */
+export interface Transition {
+  key: string;
+  start: string;
+  finish: string;
+  stimulusId: string;
+  timeMs: number;
+  worker: string;
+}
+
+/** Which function a task calls, in domain form. */
+export type FunctionSpec = { kind: 'inline'; hash: string } | { kind: 'registered'; name: string };
+
+/**
+ * An encoded value. `Value` (bytes plus encoding) is the currency of @skein/common's
+ * encodeValue/decodeValue, so the domain types share it with the wire.
+ */
+export type EncodedValue = Value;
+
+/** A task ready to send, in domain form. */
+export interface TaskDef {
+  key: string;
+  fn: FunctionSpec;
+  args: EncodedValue;
+  dependencies: string[];
+  priority: number;
+  retries: number;
+  resources: Record<string, number>;
+  workers: string[];
+  allowOtherWorkers: boolean;
+}
+
+/** Source of a JS function sent once per session. */
+export interface FunctionSource {
+  hash: string;
+  source: string;
+  name: string;
+}
+
+/** A remote error in domain form. */
+export interface RemoteErrorInfo {
+  type: string;
+  message: string;
+  stack: string;
+  code: string;
+  key: string;
+  detailsJson: string;
+}
+
+/** Messages the client sends to the scheduler (converted to protobuf in wire.ts). */
+export type Outgoing =
+  | {
+      type: 'UpdateGraph';
+      tasks: TaskDef[];
+      wantedKeys: string[];
+      functions: FunctionSource[];
+      broadcastKeys: string[];
+      stimulusId: string;
+    }
+  | { type: 'ReleaseKeys'; keys: string[]; stimulusId: string }
+  | { type: 'CancelKeys'; keys: string[]; stimulusId: string }
+  | { type: 'WantKeys'; keys: string[]; stimulusId: string };
+
+/** Messages the scheduler sends to the client (converted from protobuf in wire.ts). */
+export type Incoming =
+  | { type: 'Welcome'; protocolVersion: string; schedulerId: string; schedulerAddress: string }
+  | {
+      type: 'KeyInMemory';
+      key: string;
+      value: EncodedValue | undefined;
+      workers: string[];
+      nbytes: number;
+      typeName: string;
+    }
+  | { type: 'KeyErred'; key: string; error: RemoteErrorInfo }
+  | { type: 'KeyCancelled'; key: string; reason: string }
+  | { type: 'KeyLost'; key: string };
