@@ -166,6 +166,10 @@ export interface Heartbeat {
   managedBytes: number;
   cpuPercent: number;
   nowMs: number;
+  /** Bytes of results spilled to disk. */
+  spilledBytes: number;
+  /** The worker stopped starting tasks because its memory is past the pause threshold. */
+  paused: boolean;
 }
 
 /** The worker now holds copies of these keys (fetched from peers). */
@@ -340,6 +344,47 @@ export interface RetireWorkersRequest {
 
 export interface RetireWorkersResponse {
   retired: string[];
+}
+
+export interface RestartWorkersRequest {
+  /** How long to wait for the workers to come back (0: 60 s). */
+  timeoutMs: number;
+}
+
+export interface RestartWorkersResponse {
+  /** Addresses of the workers registered after the restart. */
+  workers: string[];
+  /** Workers without a nanny, which were closed instead of restarted. */
+  closed: string[];
+}
+
+export interface ReportWorkerDeathRequest {
+  workerAddress: string;
+  reason: string;
+}
+
+export interface ReportWorkerDeathResponse {
+}
+
+export interface GetWorkerMetricsRequest {
+}
+
+export interface MetricSample {
+  timeMs: number;
+  memoryRss: number;
+  managedBytes: number;
+  spilledBytes: number;
+  cpuPercent: number;
+  executing: number;
+}
+
+export interface WorkerMetrics {
+  address: string;
+  samples: MetricSample[];
+}
+
+export interface GetWorkerMetricsResponse {
+  workers: WorkerMetrics[];
 }
 
 function createBaseWelcome(): Welcome {
@@ -1957,7 +2002,16 @@ export const TaskErred: MessageFns<TaskErred> = {
 };
 
 function createBaseHeartbeat(): Heartbeat {
-  return { executing: 0, ready: 0, memoryRss: 0, managedBytes: 0, cpuPercent: 0, nowMs: 0 };
+  return {
+    executing: 0,
+    ready: 0,
+    memoryRss: 0,
+    managedBytes: 0,
+    cpuPercent: 0,
+    nowMs: 0,
+    spilledBytes: 0,
+    paused: false,
+  };
 }
 
 export const Heartbeat: MessageFns<Heartbeat> = {
@@ -1979,6 +2033,12 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     if (message.nowMs !== 0) {
       writer.uint32(49).double(message.nowMs);
+    }
+    if (message.spilledBytes !== 0) {
+      writer.uint32(56).int64(message.spilledBytes);
+    }
+    if (message.paused !== false) {
+      writer.uint32(64).bool(message.paused);
     }
     return writer;
   },
@@ -2044,6 +2104,22 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.nowMs = reader.double();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.spilledBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.paused = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2067,6 +2143,8 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     message.managedBytes = object.managedBytes ?? 0;
     message.cpuPercent = object.cpuPercent ?? 0;
     message.nowMs = object.nowMs ?? 0;
+    message.spilledBytes = object.spilledBytes ?? 0;
+    message.paused = object.paused ?? false;
     return message;
   },
 };
@@ -4247,6 +4325,518 @@ export const RetireWorkersResponse: MessageFns<RetireWorkersResponse> = {
   },
 };
 
+function createBaseRestartWorkersRequest(): RestartWorkersRequest {
+  return { timeoutMs: 0 };
+}
+
+export const RestartWorkersRequest: MessageFns<RestartWorkersRequest> = {
+  encode(message: RestartWorkersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.timeoutMs !== 0) {
+      writer.uint32(9).double(message.timeoutMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestartWorkersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestartWorkersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.timeoutMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<RestartWorkersRequest>): RestartWorkersRequest {
+    return RestartWorkersRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RestartWorkersRequest>): RestartWorkersRequest {
+    const message = createBaseRestartWorkersRequest();
+    message.timeoutMs = object.timeoutMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseRestartWorkersResponse(): RestartWorkersResponse {
+  return { workers: [], closed: [] };
+}
+
+export const RestartWorkersResponse: MessageFns<RestartWorkersResponse> = {
+  encode(message: RestartWorkersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.workers) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.closed) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RestartWorkersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRestartWorkersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workers.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.closed.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<RestartWorkersResponse>): RestartWorkersResponse {
+    return RestartWorkersResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RestartWorkersResponse>): RestartWorkersResponse {
+    const message = createBaseRestartWorkersResponse();
+    message.workers = object.workers?.map((e) => e) || [];
+    message.closed = object.closed?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseReportWorkerDeathRequest(): ReportWorkerDeathRequest {
+  return { workerAddress: "", reason: "" };
+}
+
+export const ReportWorkerDeathRequest: MessageFns<ReportWorkerDeathRequest> = {
+  encode(message: ReportWorkerDeathRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workerAddress !== "") {
+      writer.uint32(10).string(message.workerAddress);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportWorkerDeathRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportWorkerDeathRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workerAddress = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReportWorkerDeathRequest>): ReportWorkerDeathRequest {
+    return ReportWorkerDeathRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReportWorkerDeathRequest>): ReportWorkerDeathRequest {
+    const message = createBaseReportWorkerDeathRequest();
+    message.workerAddress = object.workerAddress ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseReportWorkerDeathResponse(): ReportWorkerDeathResponse {
+  return {};
+}
+
+export const ReportWorkerDeathResponse: MessageFns<ReportWorkerDeathResponse> = {
+  encode(_: ReportWorkerDeathResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportWorkerDeathResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportWorkerDeathResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReportWorkerDeathResponse>): ReportWorkerDeathResponse {
+    return ReportWorkerDeathResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ReportWorkerDeathResponse>): ReportWorkerDeathResponse {
+    const message = createBaseReportWorkerDeathResponse();
+    return message;
+  },
+};
+
+function createBaseGetWorkerMetricsRequest(): GetWorkerMetricsRequest {
+  return {};
+}
+
+export const GetWorkerMetricsRequest: MessageFns<GetWorkerMetricsRequest> = {
+  encode(_: GetWorkerMetricsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetWorkerMetricsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetWorkerMetricsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetWorkerMetricsRequest>): GetWorkerMetricsRequest {
+    return GetWorkerMetricsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<GetWorkerMetricsRequest>): GetWorkerMetricsRequest {
+    const message = createBaseGetWorkerMetricsRequest();
+    return message;
+  },
+};
+
+function createBaseMetricSample(): MetricSample {
+  return { timeMs: 0, memoryRss: 0, managedBytes: 0, spilledBytes: 0, cpuPercent: 0, executing: 0 };
+}
+
+export const MetricSample: MessageFns<MetricSample> = {
+  encode(message: MetricSample, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.timeMs !== 0) {
+      writer.uint32(9).double(message.timeMs);
+    }
+    if (message.memoryRss !== 0) {
+      writer.uint32(16).int64(message.memoryRss);
+    }
+    if (message.managedBytes !== 0) {
+      writer.uint32(24).int64(message.managedBytes);
+    }
+    if (message.spilledBytes !== 0) {
+      writer.uint32(32).int64(message.spilledBytes);
+    }
+    if (message.cpuPercent !== 0) {
+      writer.uint32(41).double(message.cpuPercent);
+    }
+    if (message.executing !== 0) {
+      writer.uint32(48).int32(message.executing);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricSample {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricSample();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.timeMs = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.memoryRss = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.managedBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.spilledBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.cpuPercent = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.executing = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MetricSample>): MetricSample {
+    return MetricSample.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MetricSample>): MetricSample {
+    const message = createBaseMetricSample();
+    message.timeMs = object.timeMs ?? 0;
+    message.memoryRss = object.memoryRss ?? 0;
+    message.managedBytes = object.managedBytes ?? 0;
+    message.spilledBytes = object.spilledBytes ?? 0;
+    message.cpuPercent = object.cpuPercent ?? 0;
+    message.executing = object.executing ?? 0;
+    return message;
+  },
+};
+
+function createBaseWorkerMetrics(): WorkerMetrics {
+  return { address: "", samples: [] };
+}
+
+export const WorkerMetrics: MessageFns<WorkerMetrics> = {
+  encode(message: WorkerMetrics, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.address !== "") {
+      writer.uint32(10).string(message.address);
+    }
+    for (const v of message.samples) {
+      MetricSample.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerMetrics {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerMetrics();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.samples.push(MetricSample.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerMetrics>): WorkerMetrics {
+    return WorkerMetrics.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerMetrics>): WorkerMetrics {
+    const message = createBaseWorkerMetrics();
+    message.address = object.address ?? "";
+    message.samples = object.samples?.map((e) => MetricSample.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetWorkerMetricsResponse(): GetWorkerMetricsResponse {
+  return { workers: [] };
+}
+
+export const GetWorkerMetricsResponse: MessageFns<GetWorkerMetricsResponse> = {
+  encode(message: GetWorkerMetricsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.workers) {
+      WorkerMetrics.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetWorkerMetricsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetWorkerMetricsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workers.push(WorkerMetrics.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetWorkerMetricsResponse>): GetWorkerMetricsResponse {
+    return GetWorkerMetricsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetWorkerMetricsResponse>): GetWorkerMetricsResponse {
+    const message = createBaseGetWorkerMetricsResponse();
+    message.workers = object.workers?.map((e) => WorkerMetrics.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * The scheduler. Clients and workers each hold one long-lived bidirectional stream; every stream
  * message is a batch, so many small events share one HTTP/2 frame.
@@ -4306,6 +4896,45 @@ export const SchedulerServiceService = {
       Buffer.from(RetireWorkersResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RetireWorkersResponse => RetireWorkersResponse.decode(value),
   },
+  /**
+   * Restart every worker through its nanny and wait for them to come back. All tasks are
+   * forgotten: clients' futures are cancelled.
+   */
+  restartWorkers: {
+    path: "/skein.v1.SchedulerService/RestartWorkers" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RestartWorkersRequest): Buffer =>
+      Buffer.from(RestartWorkersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RestartWorkersRequest => RestartWorkersRequest.decode(value),
+    responseSerialize: (value: RestartWorkersResponse): Buffer =>
+      Buffer.from(RestartWorkersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RestartWorkersResponse => RestartWorkersResponse.decode(value),
+  },
+  /** A nanny tells why its worker died or is about to be killed (crash, memory past the limit). */
+  reportWorkerDeath: {
+    path: "/skein.v1.SchedulerService/ReportWorkerDeath" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReportWorkerDeathRequest): Buffer =>
+      Buffer.from(ReportWorkerDeathRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReportWorkerDeathRequest => ReportWorkerDeathRequest.decode(value),
+    responseSerialize: (value: ReportWorkerDeathResponse): Buffer =>
+      Buffer.from(ReportWorkerDeathResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReportWorkerDeathResponse => ReportWorkerDeathResponse.decode(value),
+  },
+  /** Recent memory and CPU samples of every worker, from their heartbeats. */
+  getWorkerMetrics: {
+    path: "/skein.v1.SchedulerService/GetWorkerMetrics" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetWorkerMetricsRequest): Buffer =>
+      Buffer.from(GetWorkerMetricsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetWorkerMetricsRequest => GetWorkerMetricsRequest.decode(value),
+    responseSerialize: (value: GetWorkerMetricsResponse): Buffer =>
+      Buffer.from(GetWorkerMetricsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetWorkerMetricsResponse => GetWorkerMetricsResponse.decode(value),
+  },
 } as const;
 
 export interface SchedulerServiceServer extends UntypedServiceImplementation {
@@ -4319,6 +4948,15 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
   getStory: handleUnaryCall<GetStoryRequest, GetStoryResponse>;
   /** Ask workers to leave gracefully: their unique results move to peers first. */
   retireWorkers: handleUnaryCall<RetireWorkersRequest, RetireWorkersResponse>;
+  /**
+   * Restart every worker through its nanny and wait for them to come back. All tasks are
+   * forgotten: clients' futures are cancelled.
+   */
+  restartWorkers: handleUnaryCall<RestartWorkersRequest, RestartWorkersResponse>;
+  /** A nanny tells why its worker died or is about to be killed (crash, memory past the limit). */
+  reportWorkerDeath: handleUnaryCall<ReportWorkerDeathRequest, ReportWorkerDeathResponse>;
+  /** Recent memory and CPU samples of every worker, from their heartbeats. */
+  getWorkerMetrics: handleUnaryCall<GetWorkerMetricsRequest, GetWorkerMetricsResponse>;
 }
 
 export interface SchedulerServiceClient extends Client {
@@ -4383,6 +5021,57 @@ export interface SchedulerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RetireWorkersResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Restart every worker through its nanny and wait for them to come back. All tasks are
+   * forgotten: clients' futures are cancelled.
+   */
+  restartWorkers(
+    request: RestartWorkersRequest,
+    callback: (error: ServiceError | null, response: RestartWorkersResponse) => void,
+  ): ClientUnaryCall;
+  restartWorkers(
+    request: RestartWorkersRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RestartWorkersResponse) => void,
+  ): ClientUnaryCall;
+  restartWorkers(
+    request: RestartWorkersRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RestartWorkersResponse) => void,
+  ): ClientUnaryCall;
+  /** A nanny tells why its worker died or is about to be killed (crash, memory past the limit). */
+  reportWorkerDeath(
+    request: ReportWorkerDeathRequest,
+    callback: (error: ServiceError | null, response: ReportWorkerDeathResponse) => void,
+  ): ClientUnaryCall;
+  reportWorkerDeath(
+    request: ReportWorkerDeathRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReportWorkerDeathResponse) => void,
+  ): ClientUnaryCall;
+  reportWorkerDeath(
+    request: ReportWorkerDeathRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReportWorkerDeathResponse) => void,
+  ): ClientUnaryCall;
+  /** Recent memory and CPU samples of every worker, from their heartbeats. */
+  getWorkerMetrics(
+    request: GetWorkerMetricsRequest,
+    callback: (error: ServiceError | null, response: GetWorkerMetricsResponse) => void,
+  ): ClientUnaryCall;
+  getWorkerMetrics(
+    request: GetWorkerMetricsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetWorkerMetricsResponse) => void,
+  ): ClientUnaryCall;
+  getWorkerMetrics(
+    request: GetWorkerMetricsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetWorkerMetricsResponse) => void,
   ): ClientUnaryCall;
 }
 
