@@ -17,11 +17,26 @@ export function functionSource(fn: Function): string {
         'Wrap it: (x) => Math.sqrt(x), or register it on the workers with --module.',
     );
   }
-  // Methods written as `name(a) { ... }` are not expressions; make them one.
-  if (/^(async\s+)?(?!function\b|class\b)[A-Za-z_$][\w$]*\s*\(/.test(src) && !/^(async\s+)?[A-Za-z_$][\w$]*\s*=>/.test(src)) {
-    return src.startsWith('async') ? `async function ${src.slice(5).trimStart()}` : `function ${src}`;
-  }
+  if (parses(`return (${src});`)) return src;
+  // A method written as `name(a) { ... }` (or async/generator) is not an expression; make it one.
+  const name = /^(?:async\s+)?\*?\s*([A-Za-z_$][\w$]*)\s*\(/.exec(src)?.[1];
+  const wrapped = name ? `({ ${src} })[${JSON.stringify(name)}]` : '';
+  if (wrapped && parses(`return (${wrapped});`)) return wrapped;
+  throw new InvalidArgumentError(
+    `Cannot send function ${fn.name || '(anonymous)'} to workers: its source does not parse on its own ` +
+      '(getters, setters and class members cannot travel). Pass an arrow function or a function expression.',
+  );
   return src;
+}
+
+function parses(body: string): boolean {
+  try {
+    // Only parses: the function object is created but never called.
+    new Function(body);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function sha256(text: string | Uint8Array): string {

@@ -1,4 +1,4 @@
-import { Server, ServerCredentials, credentials, type ChannelOptions } from '@grpc/grpc-js';
+import { Server, ServerCredentials, credentials, logVerbosity, setLogVerbosity, type ChannelOptions } from '@grpc/grpc-js';
 import { SkeinError } from './errors.js';
 
 /** Channel and server options every Skein link uses: no message size limit, a large window. */
@@ -102,4 +102,12 @@ export class Batcher<T> {
     this.flush();
     this.closed = true;
   }
+}
+
+/**
+ * Silences grpc-js's own log lines (for CLIs, which report errors themselves in one line).
+ * GRPC_VERBOSITY=DEBUG/INFO/ERROR still wins when set.
+ */
+export function quietGrpcLogs(): void {
+  if (!process.env['GRPC_VERBOSITY']) setLogVerbosity(logVerbosity.NONE);
 }

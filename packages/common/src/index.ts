@@ -39,7 +39,7 @@ export {
   type TaskRef,
 } from './values.js';
 export { parseAddress, formatAddress, grpcTarget, interfaceAddress, contactHost, type Address } from './address.js';
-export { CHANNEL_OPTIONS, SERVER_OPTIONS, insecureChannel, newServer, bindServer, shutdownServer, Batcher } from './grpc.js';
+export { CHANNEL_OPTIONS, SERVER_OPTIONS, insecureChannel, newServer, bindServer, shutdownServer, Batcher, quietGrpcLogs } from './grpc.js';
 export { PROTOCOL_VERSION, checkProtocolVersion } from './version.js';
 export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { functionName, functionSource, sha256, inlineFunction, compileFunction, explainReferenceError } from './functions.js';

@@ -51,3 +51,20 @@ describe('addresses and units', () => {
     expect(parseMemoryLimit('none')).toBe(0);
   });
 });
+
+import { compileFunction, functionSource } from '../src/functions.js';
+
+describe('function sources', () => {
+  const roundTrip = (fn: Function) => compileFunction(functionSource(fn)) as (...a: unknown[]) => unknown;
+  it('sends arrows, async arrows, function expressions and methods as evaluable source', async () => {
+    expect(roundTrip((x: number) => x + 1)(1)).toBe(2);
+    expect(await roundTrip(async (i: number) => i * 2)(2)).toBe(4);
+    expect(roundTrip(function named(x: number) { return x * 3; })(3)).toBe(9);
+    const obj = { triple(x: number) { return x * 3; }, async later(x: number) { return x; } };
+    expect(roundTrip(obj.triple)(2)).toBe(6);
+    expect(await roundTrip(obj.later)(5)).toBe(5);
+  });
+  it('refuses native functions with a message that says what to do', () => {
+    expect(() => functionSource(Math.sqrt)).toThrow(/Wrap it/);
+  });
+});

@@ -15,7 +15,7 @@ const COMMANDS: Record<string, Command> = {
   ssh: { pkg: '@skein/deploy-ssh', exportName: 'runSshCli', describe: 'start a cluster over SSH' },
 };
 
-type CliMain = (argv: string[], prog?: string) => Promise<number>;
+type CliMain = (argv: string[]) => Promise<number>;
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  skein ${name.padEnd(10)} ${c.describe} (${c.pkg})`);
@@ -49,5 +49,5 @@ export async function runSkeinCli(argv: string[]): Promise<number> {
     process.stderr.write(`skein ${name}: ${cmd.pkg} does not provide ${cmd.exportName}; install a matching version of ${cmd.pkg}.\n`);
     return 1;
   }
-  return main(rest, `skein ${name}`);
+  return main(rest);
 }

@@ -12,3 +12,26 @@
  */
 export { LocalCluster, type LocalClusterOptions, type LocalWorkerHandle } from './local-cluster.js';
 export { runSkeinCli } from './dispatch.js';
+export {
+  Client,
+  Future,
+  Delayed,
+  delayed,
+  registered,
+  AsCompleted,
+  asCompleted,
+  wait,
+  CancelledError,
+  CommClosedError,
+  KilledWorkerError,
+  ProtocolVersionError,
+  SkeinError,
+  TaskError,
+  TimeoutError,
+  type ClientOptions,
+  type TaskOptions,
+  type SchedulerInfo,
+  type WorkerInfo,
+  type FutureStatus,
+  type Transition,
+} from '@skein/client';

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { status as GrpcStatus, type Server, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import { Metadata, status as GrpcStatus, type Server, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
 import {
   SchedulerServiceService,
   type ClientSessionRequest,
@@ -12,6 +12,13 @@ import {
   type InlineFunction,
   type RetireWorkersRequest,
   type RetireWorkersResponse,
+  type RestartWorkersRequest,
+  type RestartWorkersResponse,
+  type ReportWorkerDeathRequest,
+  type ReportWorkerDeathResponse,
+  type GetWorkerMetricsRequest,
+  type GetWorkerMetricsResponse,
+  NannyServiceClient,
   type SchedulerServiceServer,
   type WorkerCommand,
   type WorkerSessionRequest,
@@ -19,7 +26,11 @@ import {
 } from '@skein/protocol';
 import {
   Batcher,
+  CHANNEL_OPTIONS,
   InvalidArgumentError,
+  fromGrpcStatus,
+  grpcTarget,
+  insecureChannel,
   Lifecycle,
   PROTOCOL_VERSION,
   ProtocolVersionError,
@@ -284,6 +295,22 @@ export class Scheduler {
           (err) => cb(toGrpcStatus(err)),
         );
       },
+      restartWorkers: (call: ServerUnaryCall<RestartWorkersRequest, RestartWorkersResponse>, cb: sendUnaryData<RestartWorkersResponse>) => {
+        this.restartWorkers(call.request.timeoutMs || 60_000).then(
+          (r) => cb(null, r),
+          (err) => cb(toGrpcStatus(err)),
+        );
+      },
+      reportWorkerDeath: (call: ServerUnaryCall<ReportWorkerDeathRequest, ReportWorkerDeathResponse>, cb: sendUnaryData<ReportWorkerDeathResponse>) => {
+        const conn = this.workers.get(call.request.workerAddress);
+        if (conn) this.dropWorkerConn(conn, false, call.request.reason || 'reported dead by its nanny');
+        cb(null, {});
+      },
+      getWorkerMetrics: (_call: ServerUnaryCall<GetWorkerMetricsRequest, GetWorkerMetricsResponse>, cb: sendUnaryData<GetWorkerMetricsResponse>) => {
+        cb(null, {
+          workers: [...this.state.workers.values()].map((ws) => ({ address: ws.address, samples: ws.history.slice() })),
+        });
+      },
     };
   }
 
@@ -299,6 +326,38 @@ export class Scheduler {
       clients: this.clients.size,
       dashboardAddress: '',
     };
+  }
+
+  /**
+   * Restarts every worker through its nanny (workers without one are closed) after forgetting
+   * every task; resolves once the restarted workers have registered again.
+   */
+  async restartWorkers(timeoutMs: number): Promise<RestartWorkersResponse> {
+    this.handle({ type: 'ClusterRestarted', reason: 'the cluster was restarted (client.restart)', stimulusId: `restart-${randomUUID()}` });
+    const withNanny: Array<[string, string]> = [];
+    const closed: string[] = [];
+    for (const ws of this.state.workers.values()) {
+      if (ws.nannyAddress) withNanny.push([ws.address, ws.nannyAddress]);
+      else closed.push(ws.address);
+    }
+    for (const address of closed) {
+      const conn = this.workers.get(address);
+      if (conn) this.closeWorkerStream(conn, 'the cluster was restarted and this worker has no nanny');
+    }
+    const restarted = await Promise.all(
+      withNanny.map(
+        ([address, nanny]) =>
+          new Promise<string>((resolve, reject) => {
+            const client = new NannyServiceClient(grpcTarget(nanny), insecureChannel(), CHANNEL_OPTIONS);
+            client.restart({ reason: 'client.restart()', timeoutMs }, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+              client.close();
+              if (err) reject(fromGrpcStatus(err, `Restarting worker ${address} through its nanny at ${nanny}`));
+              else resolve(res!.workerAddress);
+            });
+          }),
+      ),
+    );
+    return { workers: restarted, closed };
   }
 
   /** Retires workers gracefully: their unique results move to peers, then they close. */
@@ -506,7 +565,15 @@ export class Scheduler {
         return this.handle({
           type: 'Heartbeat',
           worker,
-          metrics: { executing: m.executing, ready: m.ready, memoryRss: m.memoryRss, managedBytes: m.managedBytes, cpuPercent: m.cpuPercent },
+          metrics: {
+            executing: m.executing,
+            ready: m.ready,
+            memoryRss: m.memoryRss,
+            managedBytes: m.managedBytes,
+            spilledBytes: m.spilledBytes,
+            cpuPercent: m.cpuPercent,
+            paused: m.paused,
+          },
           stimulusId: 'heartbeat',
         });
       }

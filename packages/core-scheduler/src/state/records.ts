@@ -1,4 +1,4 @@
-import type { EncodedValue, ErrorInfo, TaskDef, TaskStateName, WorkerMetrics } from './types.js';
+import type { EncodedValue, ErrorInfo, MetricSample, TaskDef, TaskStateName, WorkerMetrics } from './types.js';
 
 /** The scheduler's record of one task. Arrays rather than sets where they stay small. */
 export class TaskRecord {
@@ -68,7 +68,9 @@ export class WorkerRecord {
   readonly hasWhat = new Set<TaskRecord>();
   nbytes = 0;
   lastSeenMs: number;
-  metrics: WorkerMetrics = { executing: 0, ready: 0, memoryRss: 0, managedBytes: 0, cpuPercent: 0 };
+  metrics: WorkerMetrics = { executing: 0, ready: 0, memoryRss: 0, managedBytes: 0, spilledBytes: 0, cpuPercent: 0, paused: false };
+  /** Recent heartbeat samples, oldest first (bounded). */
+  readonly history: MetricSample[] = [];
   /** Keys this worker must copy to peers before it may close (retirement). */
   pendingReplicas: Set<TaskRecord> | null = null;
 

@@ -33,6 +33,7 @@ const ACTIVE: ReadonlySet<TaskStateName> = new Set(['waiting', 'queued', 'no-wor
 const STEALABLE_WORKER_STATES = new Set(['ready', 'waiting', 'fetch', 'flight', 'constrained', 'released', 'missing', 'cancelled', 'unknown']);
 const BYTES_PER_MS = 100_000; // assumed network bandwidth for placement (100 MB/s)
 const MAX_TRANSITIONS_PER_EVENT = 10_000_000;
+const HISTORY_SAMPLES = 600;
 
 /**
  * The scheduler's logic as a pure state machine: `handle(event)` returns the actions the shell
@@ -241,12 +242,18 @@ export class SchedulerState {
       case 'Heartbeat': {
         const ws = this.workers.get(e.worker);
         if (!ws) return;
-        ws.lastSeenMs = this.opts.now();
+        const now = this.opts.now();
+        ws.lastSeenMs = now;
         ws.metrics = e.metrics;
+        const m = e.metrics;
+        ws.history.push({ timeMs: now, memoryRss: m.memoryRss, managedBytes: m.managedBytes, spilledBytes: m.spilledBytes, cpuPercent: m.cpuPercent, executing: m.executing });
+        if (ws.history.length > HISTORY_SAMPLES) ws.history.splice(0, ws.history.length - HISTORY_SAMPLES);
         return;
       }
       case 'RetireWorkers':
         return this.retireWorkers(e.workers, e.n);
+      case 'ClusterRestarted':
+        return this.forgetEverything(e.reason);
       case 'Tick': {
         const now = this.opts.now();
         for (const ws of [...this.workers.values()]) {
@@ -506,6 +513,26 @@ export class SchedulerState {
       }
     }
     this.checkRetirements();
+  }
+
+  private forgetEverything(reason: string): void {
+    for (const [client, wanted] of this.clients) {
+      for (const ts of wanted) this.report(client, { type: 'cancelled', key: ts.key, reason });
+      wanted.clear();
+    }
+    for (const ts of this.tasks.values()) {
+      this.log.push(ts.key, ts.state, 'forgotten', this.stimulusId, this.opts.now(), '');
+      ts.state = 'forgotten';
+    }
+    this.tasks.clear();
+    while (this.queue.pop());
+    this.unrunnable.clear();
+    for (const ws of this.workers.values()) {
+      ws.processing.clear();
+      ws.hasWhat.clear();
+      ws.nbytes = 0;
+    }
+    for (const s of Object.keys(this.counts) as TaskStateName[]) this.counts[s] = 0;
   }
 
   private checkRetirements(): void {

@@ -71,7 +71,18 @@ export interface WorkerMetrics {
   ready: number;
   memoryRss: number;
   managedBytes: number;
+  spilledBytes: number;
   cpuPercent: number;
+  paused: boolean;
+}
+
+export interface MetricSample {
+  timeMs: number;
+  memoryRss: number;
+  managedBytes: number;
+  spilledBytes: number;
+  cpuPercent: number;
+  executing: number;
 }
 
 // ---------------------------------------------------------------- events
@@ -107,6 +118,8 @@ export type SchedulerEvent =
   | (Base & { type: 'StealResponse'; worker: string; key: string; state: string })
   | (Base & { type: 'Heartbeat'; worker: string; metrics: WorkerMetrics })
   | (Base & { type: 'RetireWorkers'; workers: string[]; n: number })
+  /** Forget every task (client.restart): wanted keys are reported cancelled. */
+  | (Base & { type: 'ClusterRestarted'; reason: string })
   | (Base & { type: 'Tick' });
 
 // ---------------------------------------------------------------- actions

@@ -1,0 +1,128 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { createServer } from 'node:net';
+import { credentials } from '@grpc/grpc-js';
+import { Client, registered } from '@skein/client';
+import { SchedulerServiceClient, type ClientSessionResponse } from '@skein/protocol';
+import { REPO, SKEIN_BIN, startProcess, type Proc } from './helpers.js';
+
+// Level 3: the multi-machine flow through the real `skein` command, on loopback.
+describe('skein scheduler + skein worker (the multi-machine flow)', () => {
+  const procs: Proc[] = [];
+  afterAll(async () => {
+    for (const p of procs) p.kill('SIGKILL');
+    await Promise.all(procs.map((p) => p.exited));
+  });
+
+  it('prints the addresses, registers workers and computes with registered functions', async () => {
+    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0']);
+    procs.push(scheduler);
+    const [, address] = await scheduler.waitFor(/^Scheduler at:\s+(tcp:\/\/127\.0\.0\.1:\d+)$/);
+    const workers = [0, 1].map((i) => {
+      const w = startProcess([
+        SKEIN_BIN, 'worker', address!, '--host', '127.0.0.1', '--name', `cli-${i}`, '--nthreads', '1',
+        '--module', `${REPO}examples/tasks/tasks.mjs`,
+      ]);
+      procs.push(w);
+      return w;
+    });
+    for (const w of workers) {
+      await w.waitFor(/^Start worker at:\s+tcp:\/\/127\.0\.0\.1:\d+$/);
+      const [line] = await w.waitFor(/^Registered to:\s+tcp:\/\/\S+$/);
+      expect(line).toBe(`Registered to:    ${address}`);
+    }
+    await using client = await Client.connect(address!);
+    const info = await client.schedulerInfo();
+    expect(info.workers.map((w) => w.name).sort()).toEqual(['cli-0', 'cli-1']);
+    const inc = registered<[number], number>('inc');
+    const add = registered<[number, number], number>('add');
+    const a = client.submit(inc, 1);
+    const b = client.submit(inc, 2);
+    const c = client.submit(add, a, b);
+    expect(await c.result()).toBe(5);
+    const xs = client.map(inc, [10, 20, 30]);
+    expect(await client.gather(xs)).toEqual([11, 21, 31]);
+
+    // A worker stopped with SIGTERM hands its unique results to its peer before leaving.
+    const big = client.submitWith({ workers: ['cli-0'], pure: false }, (n: number) => Buffer.alloc(n, 1), 200_000);
+    await big.result();
+    const holder = workers[0]!;
+    holder.kill('SIGTERM');
+    expect(await holder.exited).toBe(0);
+    const after = await client.schedulerInfo();
+    expect(after.workers.map((w) => w.name)).toEqual(['cli-1']);
+    const len = client.submit((buf: Buffer) => buf.length, big);
+    expect(await len.result()).toBe(200_000);
+    const story = await client.story(big);
+    expect(story.filter((t) => t.finish === 'processing')).toHaveLength(1); // moved, not recomputed
+  });
+});
+
+describe('bad input gets a one-line error and a non-zero exit', () => {
+  const run = async (args: string[]) => {
+    const p = startProcess([SKEIN_BIN, ...args]);
+    const code = await p.exited;
+    return { code, err: p.stderr.join('\n'), out: p.stdout.join('\n') };
+  };
+
+  it('unknown flag', async () => {
+    const r = await run(['scheduler', '--bogus']);
+    expect(r.code).not.toBe(0);
+    expect(r.err).toMatch(/Unknown argument: bogus/);
+    expect(r.err.split('\n')).toHaveLength(1);
+  });
+
+  it('bad scheduler address', async () => {
+    const r = await run(['worker', 'udp://nowhere']);
+    expect(r.code).not.toBe(0);
+    expect(r.err).toMatch(/udp:\/\/nowhere/);
+    expect(r.err.split('\n')).toHaveLength(1);
+  });
+
+  it('port in use', async () => {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const r = await run(['scheduler', '--host', '127.0.0.1', '--port', String(port)]);
+      expect(r.code).not.toBe(0);
+      expect(r.err).toMatch(/already in use/);
+      expect(r.err.split('\n')).toHaveLength(1);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('unreachable scheduler', async () => {
+    const r = await run(['worker', 'tcp://127.0.0.1:1', '--host', '127.0.0.1', '--death-timeout', '2']);
+    expect(r.code).not.toBe(0);
+    expect(r.err).toMatch(/tcp:\/\/127\.0\.0\.1:1/);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('unknown command names the commands', async () => {
+    const r = await run(['frobnicate']);
+    expect(r.code).not.toBe(0);
+    expect(r.err).toMatch(/unknown command "frobnicate"/);
+  });
+});
+
+describe('protocol version check', () => {
+  it('refuses a client of another major version, naming both versions', async () => {
+    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0']);
+    try {
+      const [, address] = await scheduler.waitFor(/^Scheduler at:\s+tcp:\/\/(\S+)$/);
+      const raw = new SchedulerServiceClient(address!, credentials.createInsecure());
+      const call = raw.clientSession();
+      const error = await new Promise<Error>((resolve) => {
+        call.on('data', (_: ClientSessionResponse) => undefined);
+        call.on('error', resolve);
+        call.write({ messages: [{ kind: { $case: 'hello', value: { protocolVersion: '9.0', clientId: 'old' } } }] });
+      });
+      expect(error.message).toMatch(/speaks skein protocol 1\.0 but the other end speaks 9\.0/);
+      raw.close();
+    } finally {
+      scheduler.kill('SIGKILL');
+      await scheduler.exited;
+    }
+  });
+});
