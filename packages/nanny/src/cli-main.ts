@@ -1,0 +1,98 @@
+import { parseAddress, toSkeinError } from '@skein/common';
+import { Nanny, type NannyOptions } from './nanny.js';
+
+const USAGE = `Usage: skein-nanny <scheduler> [nanny options] [worker options]
+
+Start a worker under a nanny. The nanny restarts the worker when it crashes and kills it when its
+memory passes the terminate threshold. Worker options are those of skein-worker.
+
+Nanny options:
+  --nanny-port N            port of the nanny's own service (default: any free port)
+  --terminate-fraction F    kill the worker past F × its memory limit (default 0.95; 0 turns it off)
+  --memory-limit LIMIT      the worker's memory limit: 4GB, 0.5 (of the machine) or auto
+`;
+
+/** Splits argv into the nanny's options and the flags passed to the worker unchanged. */
+export function parseNannyArgs(argv: string[]): NannyOptions | 'help' {
+  const workerArgs: string[] = [];
+  let scheduler: string | undefined;
+  const opts: Partial<NannyOptions> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const value = () => {
+      if (inline !== undefined) return inline;
+      const v = argv[++i];
+      if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case '--help':
+      case '-h':
+        return 'help';
+      case '--nanny-port': {
+        const v = value();
+        const port = Number(v);
+        if (!/^\d+$/.test(v) || port > 65535) throw new Error(`--nanny-port must be a number from 0 to 65535, got "${v}"`);
+        opts.port = port;
+        break;
+      }
+      case '--terminate-fraction': {
+        const v = Number(value());
+        if (!(v >= 0 && v <= 1)) throw new Error('--terminate-fraction must be between 0 and 1');
+        opts.terminateFraction = v === 0 ? false : v;
+        break;
+      }
+      case '--memory-limit':
+        opts.memoryLimit = value();
+        break;
+      case '--host':
+      case '--interface': {
+        const v = value();
+        if (flag === '--host') opts.host = v;
+        else opts.interface = v;
+        workerArgs.push(flag, v);
+        break;
+      }
+      default:
+        if (!arg.startsWith('-') && scheduler === undefined) {
+          scheduler = arg;
+          parseAddress(scheduler);
+        } else workerArgs.push(arg);
+    }
+  }
+  if (!scheduler) throw new Error('missing the scheduler address, e.g. skein-nanny tcp://10.0.0.5:8786');
+  return { ...opts, scheduler, workerArgs };
+}
+
+/** Runs `skein-nanny` until it stops; resolves to the exit code. */
+export async function runNannyCli(argv: string[]): Promise<number> {
+  let options: NannyOptions | 'help';
+  try {
+    options = parseNannyArgs(argv);
+  } catch (err) {
+    process.stderr.write(`skein-nanny: ${toSkeinError(err).message}. Run skein-nanny --help for the options.\n`);
+    return 2;
+  }
+  if (options === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  let nanny: Nanny;
+  try {
+    nanny = await Nanny.start({ ...options, onWorkerStdout: (line) => process.stdout.write(`${line}\n`) });
+  } catch (err) {
+    process.stderr.write(`skein-nanny: ${toSkeinError(err).message.replace(/\s*\n\s*/g, ' ')}\n`);
+    return 1;
+  }
+  process.stdout.write(`Start nanny at:   ${nanny.address}\n`);
+  const onSignal = (signal: string) => {
+    process.stderr.write(`skein-nanny: received ${signal}, closing\n`);
+    void nanny.close();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const stop = await nanny.done;
+  if (stop.code !== 0) process.stderr.write(`skein-nanny: ${stop.reason}\n`);
+  return stop.code;
+}

@@ -1,0 +1,385 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Metadata, type Server, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
+import {
+  NannyServiceService,
+  SchedulerServiceClient,
+  type KillRequest,
+  type KillResponse,
+  type NannyServiceGetStatusRequest,
+  type NannyServiceGetStatusResponse,
+  type NannyServiceServer,
+  type ResourceSample,
+  type RestartRequest,
+  type RestartResponse,
+} from '@skein/protocol';
+import {
+  CHANNEL_OPTIONS,
+  InvalidArgumentError,
+  Lifecycle,
+  SkeinError,
+  bindServer,
+  contactHost,
+  createLogger,
+  formatAddress,
+  grpcTarget,
+  insecureChannel,
+  interfaceAddress,
+  newServer,
+  parseAddress,
+  parseMemoryLimit,
+  shutdownServer,
+  toGrpcStatus,
+  type Logger,
+} from '@skein/common';
+import { RestartPolicy, cpuPercent, memoryVerdict } from './policy.js';
+import { sampleProcess } from './proc.js';
+
+/** Exit code of a worker that gave up on a lost scheduler (see @skein/core-worker). */
+export const WORKER_EXIT_SCHEDULER_LOST = 3;
+
+export interface NannyOptions {
+  /** Scheduler address, tcp://HOST:PORT. */
+  scheduler: string;
+  /** Flags passed to `skein-worker` unchanged (e.g. ['--nthreads', '2', '--module', 'x.js']). */
+  workerArgs?: string[];
+  /** Memory limit of the worker: '4GB', '0.5', 'auto' (default) or 0 for none. */
+  memoryLimit?: string | number;
+  /** Kill the worker when its RSS passes this fraction of the memory limit (default 0.95; false: never). */
+  terminateFraction?: number | false;
+  /** Host and port of the nanny's own gRPC service (default: 0.0.0.0 / any free port). */
+  host?: string;
+  port?: number;
+  interface?: string;
+  /** How often to sample the worker's memory and CPU (ms, default 100). */
+  monitorIntervalMs?: number;
+  /** How long to wait for a worker to register (ms, default 60 s). */
+  startTimeoutMs?: number;
+  /** Environment of the worker process. */
+  env?: Record<string, string>;
+  /** Called with every line the worker prints on stdout. */
+  onWorkerStdout?: (line: string) => void;
+  logger?: Logger;
+}
+
+interface CompiledNannyOptions {
+  scheduler: string;
+  workerArgs: string[];
+  memoryLimit: number;
+  terminateFraction: number | false;
+  host: string;
+  port: number;
+  monitorIntervalMs: number;
+  startTimeoutMs: number;
+  env: Record<string, string>;
+  onWorkerStdout: (line: string) => void;
+  logger: Logger;
+}
+
+function compile(o: NannyOptions): CompiledNannyOptions {
+  parseAddress(o.scheduler);
+  const tf = o.terminateFraction ?? 0.95;
+  if (tf !== false && !(tf > 0 && tf <= 1)) {
+    throw new InvalidArgumentError(`terminateFraction must be between 0 and 1 (or false), got ${tf}.`);
+  }
+  return {
+    scheduler: o.scheduler,
+    workerArgs: o.workerArgs ?? [],
+    memoryLimit: parseMemoryLimit(o.memoryLimit ?? 'auto'),
+    terminateFraction: tf,
+    host: o.interface ? interfaceAddress(o.interface) : (o.host ?? '0.0.0.0'),
+    port: o.port ?? 0,
+    monitorIntervalMs: o.monitorIntervalMs ?? 100,
+    startTimeoutMs: o.startTimeoutMs ?? 60_000,
+    env: o.env ?? {},
+    onWorkerStdout: o.onWorkerStdout ?? (() => undefined),
+    logger: o.logger ?? createLogger('nanny'),
+  };
+}
+
+function workerBin(): string {
+  const require = createRequire(import.meta.url);
+  const pkgPath = require.resolve('@skein/core-worker/package.json');
+  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { bin?: Record<string, string> };
+  const bin = pkg.bin?.['skein-worker'];
+  if (!bin) throw new SkeinError('not_found', '@skein/core-worker provides no skein-worker command; reinstall it.');
+  return join(dirname(pkgPath), bin);
+}
+
+interface Incarnation {
+  child: ChildProcess;
+  startedAt: number;
+  address: string;
+  registered: Promise<string>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Why we are stopping it ourselves, if we are. */
+  stopping: string | null;
+  stderrTail: string[];
+}
+
+export type NannyStatus = 'starting' | 'running' | 'restarting' | 'closing' | 'closed';
+
+/**
+ * Supervises one worker process: starts it, samples its memory and CPU, kills it past the
+ * terminate threshold, starts a fresh one after a crash or a kill (with back-off), and serves
+ * NannyService so the scheduler can restart or kill it.
+ */
+export class Nanny {
+  private readonly server: Server;
+  private readonly lifecycle = new Lifecycle('nanny');
+  private readonly policy = new RestartPolicy();
+  private readonly history: ResourceSample[] = [];
+  private current: Incarnation | null = null;
+  private monitor: NodeJS.Timeout | undefined;
+  private boundPort = 0;
+  private restarts = 0;
+  private lastDeathReason = '';
+  private sampling = false;
+  private lastCpu: { s: number; t: number } | null = null;
+  private status_: NannyStatus = 'starting';
+  private exitResult: { code: number; reason: string } | null = null;
+  private readonly log: Logger;
+  private resolveDone!: (result: { code: number; reason: string }) => void;
+  /** Resolves when the nanny stops for good, with the exit code its CLI should use. */
+  readonly done: Promise<{ code: number; reason: string }>;
+
+  private constructor(readonly options: CompiledNannyOptions) {
+    this.log = options.logger;
+    this.server = newServer();
+    this.server.addService(NannyServiceService, this.service());
+    this.done = new Promise((r) => (this.resolveDone = r));
+  }
+
+  static async start(options: NannyOptions): Promise<Nanny> {
+    const n = new Nanny(compile(options));
+    n.lifecycle.beginStart();
+    n.boundPort = await bindServer(n.server, n.options.host, n.options.port, 'nanny');
+    try {
+      await n.startWorker();
+    } catch (err) {
+      await shutdownServer(n.server, 100);
+      throw err;
+    }
+    n.monitor = setInterval(() => void n.sample(), n.options.monitorIntervalMs);
+    n.monitor.unref();
+    n.status_ = 'running';
+    n.lifecycle.started();
+    return n;
+  }
+
+  get address(): string {
+    return formatAddress({ host: contactHost(this.options.host), port: this.boundPort });
+  }
+
+  get workerAddress(): string {
+    return this.current?.address ?? '';
+  }
+
+  get workerPid(): number {
+    return this.current?.child.pid ?? -1;
+  }
+
+  get status(): NannyStatus {
+    return this.status_;
+  }
+
+  get restartCount(): number {
+    return this.restarts;
+  }
+
+  private async startWorker(): Promise<string> {
+    const args = [
+      workerBin(),
+      this.options.scheduler,
+      ...this.options.workerArgs,
+      '--memory-limit',
+      String(this.options.memoryLimit),
+      '--nanny-address',
+      this.address,
+    ];
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...this.options.env },
+    });
+    const inc: Incarnation = {
+      child,
+      startedAt: Date.now(),
+      address: '',
+      stopping: null,
+      stderrTail: [],
+      exited: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+      registered: Promise.resolve(''),
+    };
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      inc.stderrTail.push(line);
+      if (inc.stderrTail.length > 50) inc.stderrTail.shift();
+      process.stderr.write(`${line}\n`);
+    });
+    inc.registered = new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new SkeinError('deadline_exceeded', `The worker did not register within ${this.options.startTimeoutMs} ms.`)),
+        this.options.startTimeoutMs,
+      );
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        this.options.onWorkerStdout(line);
+        const m = /^Start worker at:\s+(\S+)/.exec(line);
+        if (m) inc.address = m[1]!;
+        if (/^Registered to:/.test(line)) {
+          clearTimeout(timer);
+          resolve(inc.address);
+        }
+      });
+      void inc.exited.then(({ code, signal }) => {
+        clearTimeout(timer);
+        const why = inc.stderrTail.filter((l) => l.trim()).slice(-1)[0] ?? '';
+        reject(new SkeinError('unavailable', `The worker exited (${signal ?? `code ${code}`}) before registering${why ? `: ${why}` : '.'}`));
+      });
+    });
+    inc.registered.catch(() => undefined);
+    this.current = inc;
+    this.lastCpu = null;
+    void inc.exited.then((exit) => this.onExit(inc, exit));
+    return inc.registered;
+  }
+
+  private async onExit(inc: Incarnation, exit: { code: number | null; signal: NodeJS.Signals | null }): Promise<void> {
+    if (this.current !== inc) return;
+    const lived = Date.now() - inc.startedAt;
+    if (inc.stopping === 'restart') return; // restart() starts the next one itself
+    if (inc.stopping === 'close' || inc.stopping === 'kill') return;
+    if (this.lifecycle.closing) return;
+    if (exit.code === 0) {
+      this.finish(0, 'the worker closed (retired or asked to stop by the scheduler)');
+      return;
+    }
+    if (exit.code === WORKER_EXIT_SCHEDULER_LOST) {
+      this.finish(1, 'the worker lost the scheduler and gave up after its death timeout');
+      return;
+    }
+    const reason = inc.stopping ?? `the worker process ${exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`}`;
+    this.lastDeathReason = reason;
+    this.restarts++;
+    if (!inc.stopping && inc.address) this.reportDeath(inc.address, reason);
+    const delay = this.policy.onDeath(lived);
+    this.log.warn(`${reason}; restarting it${delay ? ` in ${delay} ms` : ''}`);
+    this.status_ = 'restarting';
+    if (delay) await new Promise((r) => setTimeout(r, delay));
+    if (this.lifecycle.closing || this.current !== inc) return;
+    try {
+      await this.startWorker();
+      this.status_ = 'running';
+    } catch (err) {
+      this.log.error(`could not restart the worker: ${(err as Error).message}`);
+    }
+  }
+
+  private finish(code: number, reason: string): void {
+    this.log.info(`stopping: ${reason}`);
+    this.exitResult ??= { code, reason };
+    void this.close();
+  }
+
+  private reportDeath(workerAddress: string, reason: string): void {
+    const client = new SchedulerServiceClient(grpcTarget(this.options.scheduler), insecureChannel(), CHANNEL_OPTIONS);
+    client.reportWorkerDeath({ workerAddress, reason }, new Metadata(), { deadline: Date.now() + 5000 }, () => client.close());
+  }
+
+  private async sample(): Promise<void> {
+    const inc = this.current;
+    if (!inc || this.sampling || inc.stopping || inc.child.pid === undefined) return;
+    this.sampling = true;
+    try {
+      const s = await sampleProcess(inc.child.pid);
+      if (!s || this.current !== inc) return;
+      const now = Date.now();
+      const cpu = this.lastCpu ? cpuPercent(this.lastCpu.s, this.lastCpu.t, s.cpuSeconds, now) : 0;
+      this.lastCpu = { s: s.cpuSeconds, t: now };
+      this.history.push({ timeMs: now, rss: s.rss, cpuPercent: cpu });
+      if (this.history.length > 600) this.history.shift();
+      const verdict = memoryVerdict(s.rss, this.options.memoryLimit, this.options.terminateFraction);
+      if (verdict && !inc.stopping) {
+        // Tell the scheduler first, so the task that was running gets the true reason.
+        if (inc.address) this.reportDeath(inc.address, verdict);
+        inc.stopping = verdict;
+        this.log.warn(`worker ${inc.address} ${verdict}: killing it`);
+        inc.child.kill('SIGKILL');
+      }
+    } finally {
+      this.sampling = false;
+    }
+  }
+
+  /** Kills the worker and starts a fresh one; resolves with the new worker's address. */
+  async restart(reason = 'restart requested'): Promise<string> {
+    const inc = this.current;
+    this.status_ = 'restarting';
+    if (inc && inc.child.exitCode === null && inc.child.signalCode === null) {
+      inc.stopping = 'restart';
+      inc.child.kill('SIGKILL');
+      await inc.exited;
+    }
+    this.log.info(`restarting the worker (${reason})`);
+    const address = await this.startWorker();
+    this.status_ = 'running';
+    return address;
+  }
+
+  close(): Promise<void> {
+    this.status_ = 'closing';
+    return this.lifecycle.close([
+      ['stop monitor', () => clearInterval(this.monitor)],
+      [
+        'stop worker',
+        async () => {
+          const inc = this.current;
+          if (!inc || inc.child.exitCode !== null || inc.child.signalCode !== null) return;
+          inc.stopping ??= 'close';
+          inc.child.kill('SIGTERM');
+          const timer = setTimeout(() => inc.child.kill('SIGKILL'), 15_000);
+          await inc.exited;
+          clearTimeout(timer);
+        },
+      ],
+      ['stop server', () => shutdownServer(this.server, 500)],
+      [
+        'done',
+        () => {
+          this.status_ = 'closed';
+          this.resolveDone(this.exitResult ?? { code: 0, reason: 'closed' });
+        },
+      ],
+    ]);
+  }
+
+  private service(): NannyServiceServer {
+    return {
+      restart: (call: ServerUnaryCall<RestartRequest, RestartResponse>, cb: sendUnaryData<RestartResponse>) => {
+        this.restart(call.request.reason || 'requested by the scheduler').then(
+          (workerAddress) => cb(null, { workerAddress }),
+          (err) => cb(toGrpcStatus(err)),
+        );
+      },
+      kill: (call: ServerUnaryCall<KillRequest, KillResponse>, cb: sendUnaryData<KillResponse>) => {
+        const inc = this.current;
+        if (inc) inc.stopping = 'kill';
+        cb(null, {});
+        this.finish(0, call.request.reason || 'killed by request');
+      },
+      getStatus: (_call: ServerUnaryCall<NannyServiceGetStatusRequest, NannyServiceGetStatusResponse>, cb: sendUnaryData<NannyServiceGetStatusResponse>) => {
+        cb(null, {
+          nannyAddress: this.address,
+          workerAddress: this.workerAddress,
+          workerPid: this.workerPid,
+          status: this.status_,
+          memoryLimit: this.options.memoryLimit,
+          restarts: this.restarts,
+          lastDeathReason: this.lastDeathReason,
+          history: this.history.slice(),
+        });
+      },
+    };
+  }
+}
