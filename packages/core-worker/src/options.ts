@@ -1,0 +1,145 @@
+import { resolve as resolvePath } from 'node:path';
+import {
+  InvalidArgumentError,
+  contactHost,
+  formatAddress,
+  grpcTarget,
+  interfaceAddress,
+  parseAddress,
+  parseMemoryLimit,
+  skeinDefaults,
+} from '@skein/common';
+
+/** Options of `Worker.start`. */
+export interface WorkerOptions {
+  /** The scheduler's address, `tcp://host:port`. */
+  scheduler: string;
+  /** Host to listen on. Default 127.0.0.1 (the CLI listens on 0.0.0.0). */
+  host?: string;
+  /** Port to listen on; 0 picks a free one. Default 0. */
+  port?: number;
+  /** Network interface to listen on and advertise (e.g. eth0); overrides host. */
+  interface?: string;
+  /** Task threads. Default 1. */
+  nthreads?: number;
+  /** Name shown by the scheduler. Default: the worker's address. */
+  name?: string;
+  /** '4GB', a fraction of the machine ('0.5'), 'auto' or 0 (no limit). Default 'auto'. */
+  memoryLimit?: string | number;
+  /** Abstract resources, e.g. {GPU: 2}. */
+  resources?: Record<string, number>;
+  /** ES modules whose exported functions are registered (paths relative to the cwd). */
+  modules?: string[];
+  /** How long to keep trying to reach a lost scheduler, ms. Default skeinDefaults().deathTimeoutMs. */
+  deathTimeoutMs?: number;
+  /** Heartbeat interval when the scheduler does not give one, ms. */
+  heartbeatMs?: number;
+  /** Results up to this size travel inline with task_finished. Default skeinDefaults().inlineBytes. */
+  inlineBytes?: number;
+  /** Address of the nanny supervising this worker. */
+  nannyAddress?: string;
+  /** How long start() waits to reach the scheduler, ms. Default 10 000. */
+  connectTimeoutMs?: number;
+  /** Tasks queued per thread at once while tasks are short. Default 4. */
+  pipelineDepth?: number;
+  /** How long retire() waits for the scheduler's CloseWorker, ms. Default 30 000. */
+  retireTimeoutMs?: number;
+  /** Check the state machine's invariants after every batch of events (tests). */
+  validate?: boolean;
+}
+
+/** Options with defaults applied, validated once at start. */
+export interface CompiledWorkerOptions {
+  scheduler: string;
+  schedulerTarget: string;
+  listenHost: string;
+  advertiseHost: string;
+  port: number;
+  nthreads: number;
+  name: string | undefined;
+  memoryLimit: number;
+  resources: Record<string, number>;
+  modules: string[];
+  deathTimeoutMs: number;
+  heartbeatMs: number;
+  inlineBytes: number;
+  chunkBytes: number;
+  nannyAddress: string;
+  connectTimeoutMs: number;
+  pipelineDepth: number;
+  retireTimeoutMs: number;
+  validate: boolean;
+}
+
+function positiveInt(v: number | undefined, fallback: number, what: string): number {
+  if (v === undefined) return fallback;
+  if (!Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${what} must be a whole number of at least 1, got ${v}.`);
+  return v;
+}
+
+function nonNegative(v: number | undefined, fallback: number, what: string): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || Number.isNaN(v) || v < 0) throw new InvalidArgumentError(`${what} must be a number of at least 0, got ${v}.`);
+  return v;
+}
+
+/** Parses `GPU=2,MEM=1e9` into {GPU: 2, MEM: 1e9}. */
+export function parseResources(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of text.split(/[,\s]+/).filter(Boolean)) {
+    const m = /^([A-Za-z_][\w.-]*)=(.+)$/.exec(part);
+    const n = m ? Number(m[2]) : NaN;
+    if (!m || !Number.isFinite(n) || n < 0) {
+      throw new InvalidArgumentError(`Bad resource "${part}" in "${text}": use NAME=NUMBER pairs separated by commas, e.g. "GPU=2,MEM=1e9".`);
+    }
+    out[m[1]!] = n;
+  }
+  return out;
+}
+
+export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
+  const d = skeinDefaults();
+  if (!o || typeof o.scheduler !== 'string' || o.scheduler.trim() === '') {
+    throw new InvalidArgumentError('The scheduler address is required, e.g. tcp://10.0.0.5:8786.');
+  }
+  const sched = parseAddress(o.scheduler, d.schedulerPort);
+  let listenHost = o.host ?? '127.0.0.1';
+  let advertiseHost: string;
+  if (o.interface) {
+    listenHost = interfaceAddress(o.interface);
+    advertiseHost = listenHost;
+  } else {
+    advertiseHost = contactHost(listenHost);
+  }
+  const port = o.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`Bad port ${port}: a port is a number from 0 to 65535.`);
+  const nthreads = positiveInt(o.nthreads, 1, 'nthreads');
+  const resources: Record<string, number> = {};
+  for (const [k, v] of Object.entries(o.resources ?? {})) {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+      throw new InvalidArgumentError(`Resource ${k} must be a finite number of at least 0, got ${String(v)}.`);
+    }
+    resources[k] = v;
+  }
+  return {
+    scheduler: formatAddress(sched),
+    schedulerTarget: grpcTarget(sched),
+    listenHost,
+    advertiseHost,
+    port,
+    nthreads,
+    name: o.name || undefined,
+    memoryLimit: parseMemoryLimit(o.memoryLimit ?? 'auto'),
+    resources,
+    modules: (o.modules ?? []).map((m) => (/^(file|data|node):/.test(m) ? m : resolvePath(m))),
+    deathTimeoutMs: nonNegative(o.deathTimeoutMs, d.deathTimeoutMs, 'deathTimeoutMs'),
+    heartbeatMs: nonNegative(o.heartbeatMs, d.heartbeatMs, 'heartbeatMs') || d.heartbeatMs,
+    inlineBytes: nonNegative(o.inlineBytes, d.inlineBytes, 'inlineBytes'),
+    chunkBytes: d.chunkBytes,
+    nannyAddress: o.nannyAddress ?? '',
+    connectTimeoutMs: nonNegative(o.connectTimeoutMs, 10_000, 'connectTimeoutMs'),
+    pipelineDepth: positiveInt(o.pipelineDepth, 4, 'pipelineDepth'),
+    retireTimeoutMs: nonNegative(o.retireTimeoutMs, 30_000, 'retireTimeoutMs'),
+    validate: o.validate ?? false,
+  };
+}

@@ -1,0 +1,92 @@
+/**
+ * Calling a task function: shared by the worker threads and the main thread (Run RPC).
+ * Values arrive as bytes; they are decoded here, references substituted, the result encoded.
+ */
+import { pathToFileURL } from 'node:url';
+import { resolve as resolvePath } from 'node:path';
+import { Encoding, type Value } from '@skein/protocol';
+import { SkeinError, decodeValue, encodeValue, substituteRefs, InvalidArgumentError } from '@skein/common';
+
+/** Bytes as a Buffer over exactly its own ArrayBuffer (copied only when it shares one). */
+export function exactBytes(data: Uint8Array): Uint8Array {
+  if (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer)) {
+    return data;
+  }
+  const copy = new Uint8Array(data.byteLength);
+  copy.set(data);
+  return copy;
+}
+
+/** A Uint8Array seen as a Buffer, without a copy. */
+export function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/**
+ * Decodes the positional argument array and replaces every `__skein_ref__` with the decoded
+ * input of that key (each input decoded once, only when referenced).
+ */
+export function decodeArgs(args: Value, inputs: ReadonlyMap<string, Value>, key: string): unknown[] {
+  const template = args.data.byteLength === 0 ? [] : decodeValue(args);
+  const decoded = new Map<string, unknown>();
+  const lookup = (k: string): unknown => {
+    if (decoded.has(k)) return decoded.get(k);
+    const v = inputs.get(k);
+    if (!v) {
+      throw new SkeinError(
+        'invalid_argument',
+        `Task ${key} refers to the result of ${k}, which is not among its inputs. List every referenced key in the task's dependencies.`,
+      );
+    }
+    const out = decodeValue(v);
+    decoded.set(k, out);
+    return out;
+  };
+  const out = substituteRefs(template, lookup);
+  if (!Array.isArray(out)) {
+    throw new InvalidArgumentError(`Task ${key}: arguments must be an encoded array of positional arguments, got ${typeof out}.`);
+  }
+  return out;
+}
+
+/** Encodes a result: JSON when the arguments were JSON and the result fits JSON, else the default. */
+export function encodeResult(value: unknown, argsEncoding: number): Value {
+  if (argsEncoding === Encoding.ENCODING_JSON) {
+    try {
+      return encodeValue(value, 'json');
+    } catch {
+      // not JSON-safe: fall through to V8/RAW
+    }
+  }
+  return encodeValue(value);
+}
+
+/** Imports ES modules and collects their exported functions by export name (later modules win). */
+export async function loadModules(paths: readonly string[]): Promise<Map<string, Function>> {
+  const fns = new Map<string, Function>();
+  for (const p of paths) {
+    const url = /^(file|data|node):/.test(p) ? p : pathToFileURL(resolvePath(p)).href;
+    let mod: Record<string, unknown>;
+    try {
+      mod = (await import(url)) as Record<string, unknown>;
+    } catch (err) {
+      throw new InvalidArgumentError(`Cannot load task module ${p}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    }
+    for (const [name, v] of Object.entries(mod)) if (typeof v === 'function') fns.set(name, v as Function);
+  }
+  return fns;
+}
+
+/** The error for a registered function this worker does not know. */
+export function unknownFunctionError(name: string, modules: readonly string[], known: Iterable<string>): SkeinError {
+  const names = [...known].sort();
+  return new SkeinError(
+    'not_found',
+    `Function "${name}" is not registered on this worker. ` +
+      (modules.length > 0
+        ? `Modules loaded: ${modules.join(', ')} (functions: ${names.join(', ') || 'none'}). `
+        : 'No modules are loaded. ') +
+      `Export "${name}" from a module and start the worker with --module path/to/module.js.`,
+    { details: { name, modules: [...modules], functions: names } },
+  );
+}

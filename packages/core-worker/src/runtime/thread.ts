@@ -1,0 +1,131 @@
+/**
+ * The body of one task thread: compiles inline functions once per hash, imports the task
+ * modules, runs tasks one at a time (sync ones back to back, without awaiting) and sends the
+ * results back in batches, transferring their bytes.
+ */
+import { parentPort } from 'node:worker_threads';
+import type { Value } from '@skein/protocol';
+import { compileFunction, explainReferenceError, toRemoteError, typeName, SkeinError } from '@skein/common';
+import { decodeArgs, encodeResult, exactBytes, asBuffer, loadModules, unknownFunctionError } from './execute.js';
+import type { FromThread, ThreadResult, ThreadTask, ToThread } from './messages.js';
+
+const port = parentPort!;
+let registered = new Map<string, Function>();
+let modules: string[] = [];
+const inline = new Map<string, Function>();
+
+let queue: ThreadTask[] = [];
+let head = 0;
+let running = false;
+let outbox: ThreadResult[] = [];
+let transfer: ArrayBuffer[] = [];
+
+function post(msg: FromThread, list: ArrayBuffer[] = []): void {
+  port.postMessage(msg, list);
+}
+
+function flush(): void {
+  if (outbox.length === 0) return;
+  const results = outbox;
+  const list = transfer;
+  outbox = [];
+  transfer = [];
+  post({ t: 'done', results }, list);
+}
+
+function resolveFunction(task: ThreadTask): Function {
+  const f = task.fn;
+  if (f.kind === 'registered') {
+    const fn = registered.get(f.name);
+    if (!fn) throw unknownFunctionError(f.name, modules, registered.keys());
+    return fn;
+  }
+  let fn = inline.get(f.hash);
+  if (!fn) {
+    if (!f.source) {
+      throw new SkeinError(
+        'not_found',
+        `Inline function ${f.name} (hash ${f.hash.slice(0, 12)}) was never sent to this worker; the scheduler must send its source with the first task that uses it.`,
+      );
+    }
+    fn = compileFunction(f.source);
+    inline.set(f.hash, fn);
+  }
+  return fn;
+}
+
+function succeed(task: ThreadTask, value: unknown, startMs: number): ThreadResult {
+  try {
+    const v = encodeResult(value, task.enc);
+    const data = exactBytes(v.data);
+    if (data.byteLength >= 1024) transfer.push(data.buffer as ArrayBuffer);
+    return { id: task.id, ok: true, enc: v.encoding, data, typeName: typeName(value), startMs, stopMs: Date.now() };
+  } catch (err) {
+    return fail(task, err, startMs);
+  }
+}
+
+function fail(task: ThreadTask, err: unknown, startMs: number): ThreadResult {
+  return { id: task.id, ok: false, error: toRemoteError(explainReferenceError(err, task.fn.name), task.key), startMs, stopMs: Date.now() };
+}
+
+function runTask(task: ThreadTask): ThreadResult | Promise<ThreadResult> {
+  const startMs = Date.now();
+  try {
+    const fn = resolveFunction(task);
+    const inputs = new Map<string, Value>();
+    for (const [k, enc, data] of task.inputs) inputs.set(k, { encoding: enc, data: asBuffer(data) });
+    const args = decodeArgs({ encoding: task.enc, data: asBuffer(task.args) }, inputs, task.key);
+    const out: unknown = fn(...args);
+    if (out !== null && typeof out === 'object' && typeof (out as { then?: unknown }).then === 'function') {
+      return (out as Promise<unknown>).then(
+        (v) => succeed(task, v, startMs),
+        (e: unknown) => fail(task, e, startMs),
+      );
+    }
+    return succeed(task, out, startMs);
+  } catch (err) {
+    return fail(task, err, startMs);
+  }
+}
+
+async function loop(): Promise<void> {
+  running = true;
+  while (head < queue.length) {
+    const task = queue[head++]!;
+    const r = runTask(task);
+    if (r instanceof Promise) {
+      flush();
+      outbox.push(await r);
+    } else {
+      outbox.push(r);
+    }
+    if (head >= 1024 && head * 2 >= queue.length) {
+      queue = queue.slice(head);
+      head = 0;
+    }
+  }
+  queue = [];
+  head = 0;
+  flush();
+  running = false;
+}
+
+port.on('message', (msg: ToThread) => {
+  switch (msg.t) {
+    case 'init':
+      modules = msg.modules;
+      loadModules(msg.modules).then(
+        (fns) => {
+          registered = fns;
+          post({ t: 'ready', functions: [...fns.keys()] });
+        },
+        (err: unknown) => post({ t: 'init-error', message: (err as Error)?.message ?? String(err) }),
+      );
+      return;
+    case 'run':
+      for (const t of msg.tasks) queue.push(t);
+      if (!running) void loop();
+      return;
+  }
+});

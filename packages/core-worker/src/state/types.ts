@@ -1,0 +1,243 @@
+/**
+ * Domain types of the worker state machine. Plain data only: no protobuf classes, no I/O.
+ * The shell (src/server/convert.ts) converts wire messages to these and back.
+ */
+
+/** Bytes plus the encoding that reads them (structurally the protocol's `Value`). */
+export interface Encoded {
+  /** The protocol's Encoding number (1 JSON, 2 V8, 3 RAW). */
+  readonly encoding: number;
+  readonly data: Buffer;
+}
+
+/** An error raised by a task (structurally the protocol's `RemoteError`). */
+export interface TaskErrorInfo {
+  type: string;
+  message: string;
+  stack: string;
+  code: string;
+  key: string;
+  detailsJson: string;
+}
+
+/** Which function a task calls. */
+export type FunctionSpec =
+  | { readonly kind: 'registered'; readonly name: string }
+  | { readonly kind: 'inline'; readonly hash: string; readonly name: string };
+
+/** What executing a task needs besides its inputs. */
+export interface TaskCall {
+  readonly fn: FunctionSpec;
+  /** The encoded array of positional arguments (may hold `__skein_ref__` references). */
+  readonly args: Encoded;
+}
+
+export type TaskStateName =
+  | 'released'
+  | 'waiting'
+  | 'fetch'
+  | 'flight'
+  | 'missing'
+  | 'ready'
+  | 'executing'
+  | 'memory'
+  | 'error'
+  | 'cancelled'
+  | 'forgotten';
+
+// ---------------------------------------------------------------------------------------------
+// Events: facts that happened (commands from the scheduler, results of async work).
+
+export interface ComputeTaskEvent {
+  type: 'ComputeTask';
+  key: string;
+  call: TaskCall;
+  dependencies: readonly string[];
+  priority: number;
+  sequence: number;
+  resources: Readonly<Record<string, number>>;
+  /** Holders of each dependency that is not inline. */
+  whoHas: Readonly<Record<string, readonly string[]>>;
+  /** Sizes of dependencies, when known. */
+  nbytes: Readonly<Record<string, number>>;
+  /** Small dependency values sent along by the scheduler. */
+  inlineInputs: Readonly<Record<string, Encoded>>;
+  stimulusId: string;
+}
+
+export interface FreeKeysEvent {
+  type: 'FreeKeys';
+  keys: readonly string[];
+  stimulusId: string;
+}
+
+export interface AcquireReplicasEvent {
+  type: 'AcquireReplicas';
+  whoHas: Readonly<Record<string, readonly string[]>>;
+  nbytes: Readonly<Record<string, number>>;
+  stimulusId: string;
+}
+
+export interface StealRequestEvent {
+  type: 'StealRequest';
+  key: string;
+  stimulusId: string;
+}
+
+export interface ExecuteSuccessEvent {
+  type: 'ExecuteSuccess';
+  key: string;
+  value: Encoded;
+  typeName: string;
+  startMs: number;
+  stopMs: number;
+  stimulusId: string;
+}
+
+export interface ExecuteFailureEvent {
+  type: 'ExecuteFailure';
+  key: string;
+  error: TaskErrorInfo;
+  startMs: number;
+  stopMs: number;
+  stimulusId: string;
+}
+
+export interface GatherDepSuccessEvent {
+  type: 'GatherDepSuccess';
+  worker: string;
+  /** Values received, by key. */
+  data: ReadonlyMap<string, Encoded>;
+  /** Keys the peer said it does not hold. */
+  missing: readonly string[];
+  stimulusId: string;
+}
+
+export interface GatherDepFailureEvent {
+  type: 'GatherDepFailure';
+  worker: string;
+  /** Why the transfer failed (the peer is unreachable or broke off). */
+  reason: string;
+  stimulusId: string;
+}
+
+export interface PauseChangedEvent {
+  type: 'PauseChanged';
+  paused: boolean;
+  stimulusId: string;
+}
+
+/**
+ * The scheduler connection broke: every task not in memory is dropped (the scheduler reassigns
+ * them); data in memory stays and is reported as `held` on reconnect.
+ */
+export interface SchedulerLostEvent {
+  type: 'SchedulerLost';
+  stimulusId: string;
+}
+
+export type WorkerEvent =
+  | ComputeTaskEvent
+  | FreeKeysEvent
+  | AcquireReplicasEvent
+  | StealRequestEvent
+  | ExecuteSuccessEvent
+  | ExecuteFailureEvent
+  | GatherDepSuccessEvent
+  | GatherDepFailureEvent
+  | PauseChangedEvent
+  | SchedulerLostEvent;
+
+// ---------------------------------------------------------------------------------------------
+// Messages to the scheduler (domain form of WorkerMessage).
+
+export interface WhoHasEntry {
+  key: string;
+  workers: string[];
+  nbytes: number;
+}
+
+export type SchedulerMessage =
+  | {
+      type: 'TaskFinished';
+      key: string;
+      /** Present when the value is at most the inline threshold. */
+      value: Encoded | undefined;
+      nbytes: number;
+      typeName: string;
+      startMs: number;
+      stopMs: number;
+      stimulusId: string;
+    }
+  | { type: 'TaskErred'; key: string; error: TaskErrorInfo; startMs: number; stopMs: number; stimulusId: string }
+  | { type: 'AddKeys'; keys: WhoHasEntry[]; stimulusId: string }
+  | { type: 'KeysReleased'; keys: string[]; stimulusId: string }
+  | { type: 'MissingData'; key: string; worker: string; stimulusId: string }
+  | { type: 'StealResponse'; key: string; state: string; stimulusId: string }
+  | { type: 'Reschedule'; key: string; stimulusId: string };
+
+// ---------------------------------------------------------------------------------------------
+// Actions: commands for the shell.
+
+export interface ExecuteAction {
+  type: 'Execute';
+  key: string;
+  call: TaskCall;
+  /** The values of the task's dependencies. */
+  inputs: Array<[string, Encoded]>;
+  stimulusId: string;
+}
+
+export interface GatherDepAction {
+  type: 'GatherDep';
+  worker: string;
+  keys: string[];
+  totalNbytes: number;
+  stimulusId: string;
+}
+
+export interface SendToSchedulerAction {
+  type: 'SendToScheduler';
+  message: SchedulerMessage;
+  stimulusId: string;
+}
+
+/** Data was dropped from the store (for caches and metrics in the shell). */
+export interface ReleaseDataAction {
+  type: 'ReleaseData';
+  keys: string[];
+  stimulusId: string;
+}
+
+export type WorkerAction = ExecuteAction | GatherDepAction | SendToSchedulerAction | ReleaseDataAction;
+
+/** One line of the transition log. */
+export interface TransitionRecord {
+  key: string;
+  start: TaskStateName;
+  finish: TaskStateName;
+  stimulusId: string;
+  timeMs: number;
+}
+
+export interface WorkerStateConfig {
+  /** This worker's own address (filtered out of who_has). */
+  address: string;
+  nthreads: number;
+  /** Tasks handed to the runtime at once per thread (pipelining). Default 1. */
+  pipelineDepth?: number;
+  /** Total abstract resources, e.g. {GPU: 2}. */
+  resources?: Readonly<Record<string, number>>;
+  /** Results up to this many bytes travel inline in task_finished. */
+  inlineBytes: number;
+  /** Peers fetched from at the same time. Default 8. */
+  maxIncomingTransfers?: number;
+  /** Bytes gathered from one peer in one request, roughly. Default 50 MB. */
+  targetGatherBytes?: number;
+  /** Length of the transition log. Default 100 000. */
+  logLength?: number;
+  /** Injected clock, milliseconds. */
+  now: () => number;
+  /** Check invariants after every handle() call (tests). */
+  validate?: boolean;
+}

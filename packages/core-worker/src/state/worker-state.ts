@@ -1,0 +1,896 @@
+/**
+ * The worker's pure state machine: events in, actions out. No I/O, no timers, no gRPC; the clock
+ * is injected. The shell (src/worker.ts) feeds it scheduler commands and the results of task
+ * executions and transfers, and performs the actions it returns.
+ *
+ * Task states (after Dask's worker):
+ *   released → waiting → ready → executing → memory | error      (tasks computed here)
+ *   released → fetch → flight → memory                           (inputs fetched from peers)
+ *   fetch | flight → missing                                      (no holder has it any more)
+ *   executing | flight → cancelled                                (freed while running/in transfer)
+ *   any → released → forgotten                                    (dropped)
+ */
+import { SkeinError } from '@skein/common';
+import { Heap } from './heap.js';
+import type {
+  Encoded,
+  TaskCall,
+  TaskErrorInfo,
+  TaskStateName,
+  TransitionRecord,
+  WorkerAction,
+  WorkerEvent,
+  WorkerStateConfig,
+  SchedulerMessage,
+  WhoHasEntry,
+} from './types.js';
+
+/** One task known to this worker. */
+export interface TaskRecord {
+  readonly key: string;
+  state: TaskStateName;
+  /** Set when the scheduler assigned this task to be computed here. */
+  call: TaskCall | undefined;
+  priority: number;
+  sequence: number;
+  resources: Record<string, number>;
+  /** Tasks this one needs (only while it has not finished). */
+  readonly dependencies: Set<string>;
+  /** Unfinished tasks here that need this one. */
+  readonly dependents: Set<string>;
+  /** Dependencies not yet in memory. */
+  readonly waitingFor: Set<string>;
+  /** Peers holding this key. */
+  readonly whoHas: Set<string>;
+  nbytes: number;
+  typeName: string;
+  /** The scheduler knows this key here: assigned, a replica, or held across a reconnect. */
+  wanted: boolean;
+  /** The scheduler asked for a copy of this key (AcquireReplicas). */
+  replica: boolean;
+  /** The peer this key is being fetched from (flight). */
+  flightWorker: string | undefined;
+  /** For cancelled: what is still going on. */
+  previous: 'executing' | 'flight' | undefined;
+  /** A result handed to the next transition (memory or error). */
+  staged:
+    | { kind: 'value'; value: Encoded; typeName: string; startMs: number; stopMs: number }
+    | { kind: 'error'; error: TaskErrorInfo; startMs: number; stopMs: number }
+    | undefined;
+  /** Identifies the current entry of this task in the ready queue. */
+  readyToken: number;
+}
+
+/** An impossible transition: a bug. The message carries the task's story. */
+export class InvalidTransitionError extends SkeinError {
+  constructor(key: string, start: string, finish: string, story: TransitionRecord[]) {
+    super(
+      'internal',
+      `Worker state: impossible transition ${start} -> ${finish} of task ${key}. This is a bug in Skein; ` +
+        `please report it with this story: ${JSON.stringify(story.slice(-20))}`,
+      { details: { key, start, finish, story } },
+    );
+  }
+}
+
+/** An invariant of the worker state is broken (validateState). */
+export class InvalidStateError extends SkeinError {
+  constructor(problems: string[]) {
+    super('internal', `Worker state is inconsistent: ${problems.slice(0, 10).join('; ')}`, { details: { problems } });
+  }
+}
+
+interface Ctx {
+  recs: Map<string, TaskStateName>;
+  actions: WorkerAction[];
+  stimulusId: string;
+}
+
+type TransitionFn = (this: WorkerState, ts: TaskRecord, ctx: Ctx) => void;
+
+const MAX_TRANSITIONS_PER_HANDLE_FACTOR = 50;
+
+function better(a: TaskRecord, b: TaskRecord): boolean {
+  if (a.priority !== b.priority) return a.priority > b.priority;
+  return a.sequence < b.sequence;
+}
+
+interface ReadyEntry {
+  ts: TaskRecord;
+  token: number;
+}
+
+/** The worker's pure state machine. */
+export class WorkerState {
+  readonly tasks = new Map<string, TaskRecord>();
+  /** The data store: key → encoded value. Held exactly for tasks in state memory. */
+  readonly data = new Map<string, Encoded>();
+  /** Keys in state executing, and cancelled ones whose execution still runs. */
+  readonly executing = new Set<string>();
+  /** Keys to fetch (state fetch), in arrival order. */
+  readonly dataNeeded = new Set<string>();
+  /** Peers being fetched from → keys in that transfer. */
+  readonly inFlight = new Map<string, Set<string>>();
+  /** Resources not held by executing tasks. */
+  readonly availableResources: Record<string, number>;
+  readonly totalResources: Readonly<Record<string, number>>;
+  paused = false;
+  managedBytes = 0;
+
+  private readonly readyQueue = new Heap<ReadyEntry>((a, b) => better(a.ts, b.ts));
+  /** Ready tasks that need resources, best first. */
+  private constrained: TaskRecord[] = [];
+  private readyCount = 0;
+  private tokens = 0;
+  private readonly log: TransitionRecord[] = [];
+  private logStart = 0;
+  private readonly logLength: number;
+  readonly maxExecuting: number;
+  private readonly maxIncomingTransfers: number;
+  private readonly targetGatherBytes: number;
+
+  constructor(readonly config: WorkerStateConfig) {
+    this.totalResources = { ...(config.resources ?? {}) };
+    this.availableResources = { ...this.totalResources };
+    this.maxExecuting = Math.max(1, config.nthreads) * Math.max(1, config.pipelineDepth ?? 1);
+    this.maxIncomingTransfers = config.maxIncomingTransfers ?? 8;
+    this.targetGatherBytes = config.targetGatherBytes ?? 50e6;
+    this.logLength = config.logLength ?? 100_000;
+  }
+
+  /** Tasks waiting for a thread. */
+  get readyLength(): number {
+    return this.readyCount;
+  }
+
+  /** Keys in memory with their sizes (the `held` list of a reconnect hello). */
+  held(): WhoHasEntry[] {
+    const out: WhoHasEntry[] = [];
+    for (const [key, v] of this.data) out.push({ key, workers: [this.config.address], nbytes: v.data.byteLength });
+    return out;
+  }
+
+  /** Handles events in order and returns the actions for the shell. */
+  handle(...events: WorkerEvent[]): WorkerAction[] {
+    const ctx: Ctx = { recs: new Map(), actions: [], stimulusId: '' };
+    for (const ev of events) {
+      ctx.stimulusId = ev.stimulusId;
+      this.handleEvent(ev, ctx);
+      this.drain(ctx);
+    }
+    this.ensureCommunicating(ctx);
+    this.ensureComputing(ctx);
+    this.drain(ctx);
+    if (this.config.validate) this.validateState();
+    return ctx.actions;
+  }
+
+  /** Every recorded transition of `key`, oldest first. */
+  story(key: string): TransitionRecord[] {
+    return this.transitionLog().filter((r) => r.key === key);
+  }
+
+  /** The bounded transition log, oldest first. */
+  transitionLog(): TransitionRecord[] {
+    return [...this.log.slice(this.logStart), ...this.log.slice(0, this.logStart)];
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Events
+
+  private handleEvent(ev: WorkerEvent, ctx: Ctx): void {
+    switch (ev.type) {
+      case 'ComputeTask': {
+        let ts = this.tasks.get(ev.key);
+        if (!ts) ts = this.newTask(ev.key);
+        ts.call = ev.call;
+        ts.wanted = true;
+        switch (ts.state) {
+          case 'memory':
+            // Fetched here earlier (or computed twice): report it.
+            this.send(ctx, {
+              type: 'TaskFinished',
+              key: ts.key,
+              value: this.inlineValue(ts.key),
+              nbytes: ts.nbytes,
+              typeName: ts.typeName,
+              startMs: this.config.now(),
+              stopMs: this.config.now(),
+              stimulusId: ctx.stimulusId,
+            });
+            return;
+          case 'waiting':
+          case 'ready':
+          case 'executing':
+          case 'fetch':
+          case 'flight':
+            return; // already under way
+          case 'cancelled':
+            ctx.recs.set(ts.key, ts.previous ?? 'executing');
+            return;
+          case 'released':
+          case 'missing':
+          case 'error':
+          case 'forgotten':
+            break;
+        }
+        // Set up (again): the spec of a task already under way is not changed.
+        ts.priority = ev.priority;
+        ts.sequence = ev.sequence;
+        ts.resources = { ...ev.resources };
+        for (const dep of ev.dependencies) {
+          if (dep === ev.key) continue;
+          const d = this.tasks.get(dep) ?? this.newTask(dep);
+          d.dependents.add(ts.key);
+          ts.dependencies.add(dep);
+          for (const w of ev.whoHas[dep] ?? []) if (w !== this.config.address) d.whoHas.add(w);
+          const nb = ev.nbytes[dep];
+          if (nb !== undefined && d.state !== 'memory') d.nbytes = nb;
+          const inline = ev.inlineInputs[dep];
+          if (inline && (d.state === 'released' || d.state === 'fetch' || d.state === 'missing' || d.state === 'flight')) {
+            d.staged = { kind: 'value', value: inline, typeName: '', startMs: 0, stopMs: 0 };
+            ctx.recs.set(dep, 'memory');
+          }
+        }
+        ctx.recs.set(ts.key, 'waiting');
+        return;
+      }
+
+      case 'FreeKeys': {
+        const released: string[] = [];
+        for (const key of ev.keys) {
+          const ts = this.tasks.get(key);
+          if (!ts) continue;
+          ts.wanted = false;
+          ts.replica = false;
+          if (ts.state === 'memory') released.push(key);
+          if (ts.dependents.size > 0) continue; // still an input of a task here
+          this.recommendDrop(ts, ctx);
+        }
+        if (released.length > 0) this.send(ctx, { type: 'KeysReleased', keys: released, stimulusId: ctx.stimulusId });
+        return;
+      }
+
+      case 'AcquireReplicas': {
+        const have: WhoHasEntry[] = [];
+        for (const [key, workers] of Object.entries(ev.whoHas)) {
+          const ts = this.tasks.get(key) ?? this.newTask(key);
+          ts.wanted = true;
+          ts.replica = true;
+          for (const w of workers) if (w !== this.config.address) ts.whoHas.add(w);
+          const nb = ev.nbytes[key];
+          if (nb !== undefined && ts.state !== 'memory') ts.nbytes = nb;
+          switch (ts.state) {
+            case 'memory':
+              have.push({ key, workers: [this.config.address], nbytes: ts.nbytes });
+              break;
+            case 'released':
+            case 'missing':
+              ctx.recs.set(key, ts.whoHas.size > 0 ? 'fetch' : 'missing');
+              break;
+            case 'cancelled':
+              if (ts.previous === 'flight') ctx.recs.set(key, 'flight');
+              break;
+            default:
+              break; // coming anyway: reported with add_keys when it lands
+          }
+        }
+        if (have.length > 0) this.send(ctx, { type: 'AddKeys', keys: have, stimulusId: ctx.stimulusId });
+        return;
+      }
+
+      case 'StealRequest': {
+        const ts = this.tasks.get(ev.key);
+        const state = ts ? ts.state : 'released';
+        this.send(ctx, { type: 'StealResponse', key: ev.key, state, stimulusId: ctx.stimulusId });
+        if (!ts || !ts.call) return;
+        if (state === 'waiting' || state === 'ready' || state === 'fetch' || state === 'flight' || state === 'missing') {
+          // The scheduler takes it back.
+          this.giveBack(ts, ctx);
+        }
+        return;
+      }
+
+      case 'ExecuteSuccess':
+      case 'ExecuteFailure': {
+        const ts = this.tasks.get(ev.key);
+        if (!ts) return;
+        if (ts.state === 'executing') {
+          ts.staged =
+            ev.type === 'ExecuteSuccess'
+              ? { kind: 'value', value: ev.value, typeName: ev.typeName, startMs: ev.startMs, stopMs: ev.stopMs }
+              : { kind: 'error', error: ev.error, startMs: ev.startMs, stopMs: ev.stopMs };
+          ctx.recs.set(ts.key, ev.type === 'ExecuteSuccess' ? 'memory' : 'error');
+        } else if (ts.state === 'cancelled' && ts.previous === 'executing') {
+          ctx.recs.set(ts.key, 'forgotten');
+        }
+        return;
+      }
+
+      case 'GatherDepSuccess':
+      case 'GatherDepFailure': {
+        const keys = this.inFlight.get(ev.worker);
+        if (!keys) return;
+        this.inFlight.delete(ev.worker);
+        const failed = ev.type === 'GatherDepFailure';
+        if (failed) {
+          // The peer is gone for us: stop asking it for anything.
+          for (const key of this.dataNeeded) {
+            const t = this.tasks.get(key);
+            if (t && t.whoHas.delete(ev.worker) && t.whoHas.size === 0) ctx.recs.set(key, 'missing');
+          }
+        }
+        const missing = new Set(ev.type === 'GatherDepSuccess' ? ev.missing : []);
+        for (const key of keys) {
+          const ts = this.tasks.get(key);
+          if (!ts || ts.flightWorker !== ev.worker) continue;
+          const value = ev.type === 'GatherDepSuccess' ? ev.data.get(key) : undefined;
+          if (ts.state === 'cancelled') {
+            ts.flightWorker = undefined;
+            ctx.recs.set(key, 'forgotten');
+            continue;
+          }
+          if (ts.state !== 'flight') continue;
+          if (value) {
+            ts.staged = { kind: 'value', value, typeName: ts.typeName, startMs: 0, stopMs: 0 };
+            ctx.recs.set(key, 'memory');
+            continue;
+          }
+          if (failed || missing.has(key) || !value) {
+            ts.whoHas.delete(ev.worker);
+            this.send(ctx, { type: 'MissingData', key, worker: ev.worker, stimulusId: ctx.stimulusId });
+            ctx.recs.set(key, ts.whoHas.size > 0 ? 'fetch' : 'missing');
+          }
+        }
+        return;
+      }
+
+      case 'PauseChanged':
+        this.paused = ev.paused;
+        return;
+
+      case 'SchedulerLost': {
+        // First the tasks to compute (which lets go of their inputs), then what is left.
+        for (const ts of this.tasks.values()) {
+          if (ts.state === 'memory') {
+            ts.wanted = true;
+            continue;
+          }
+          if (ts.call) {
+            ts.call = undefined;
+            ts.wanted = false;
+            ts.replica = false;
+            this.recommendDrop(ts, ctx);
+          }
+        }
+        this.drain(ctx);
+        for (const ts of this.tasks.values()) {
+          if (ts.state === 'memory' || ts.dependents.size > 0) continue;
+          ts.wanted = false;
+          ts.replica = false;
+          this.recommendDrop(ts, ctx);
+        }
+        return;
+      }
+
+      default: {
+        const never: never = ev;
+        throw new SkeinError('internal', `Unknown worker event ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Transitions
+
+  private static readonly TRANSITIONS: Readonly<Record<string, TransitionFn>> = {
+    'released->waiting': function (ts, ctx) {
+      const impossible = Object.entries(ts.resources).filter(([r, n]) => n > (this.totalResources[r] ?? 0));
+      if (impossible.length > 0) {
+        this.setState(ts, 'waiting', ctx);
+        const err = new SkeinError(
+          'failed_precondition',
+          `Task ${ts.key} needs resources ${JSON.stringify(ts.resources)} but worker ${this.config.address} has ` +
+            `${JSON.stringify(this.totalResources)}. Start workers with --resources, or change the task's resources.`,
+        );
+        const now = this.config.now();
+        ts.staged = {
+          kind: 'error',
+          error: { type: err.name, message: err.message, stack: '', code: err.code, key: ts.key, detailsJson: '' },
+          startMs: now,
+          stopMs: now,
+        };
+        ctx.recs.set(ts.key, 'error');
+        return;
+      }
+      ts.waitingFor.clear();
+      for (const dep of ts.dependencies) {
+        const d = this.tasks.get(dep)!;
+        if (d.state === 'memory' || ctx.recs.get(dep) === 'memory') {
+          if (d.state !== 'memory') ts.waitingFor.add(dep);
+          continue;
+        }
+        ts.waitingFor.add(dep);
+        if (d.state === 'released' || d.state === 'missing') {
+          if (!ctx.recs.has(dep)) ctx.recs.set(dep, d.whoHas.size > 0 ? 'fetch' : 'missing');
+        } else if (d.state === 'cancelled') {
+          ctx.recs.set(dep, d.previous ?? 'flight');
+        }
+      }
+      this.setState(ts, 'waiting', ctx);
+      if (ts.waitingFor.size === 0) ctx.recs.set(ts.key, 'ready');
+    },
+    'released->fetch': function (ts, ctx) {
+      this.setState(ts, 'fetch', ctx);
+      this.dataNeeded.add(ts.key);
+    },
+    'released->missing': function (ts, ctx) {
+      this.setState(ts, 'missing', ctx);
+      this.onMissing(ts, ctx);
+    },
+    'released->memory': function (ts, ctx) {
+      this.putInMemory(ts, ctx);
+    },
+    'released->error': function (ts, ctx) {
+      this.putInError(ts, ctx);
+    },
+    'released->forgotten': function (ts, ctx) {
+      for (const dep of ts.dependencies) this.tasks.get(dep)?.dependents.delete(ts.key);
+      ts.dependencies.clear();
+      this.setState(ts, 'forgotten', ctx);
+      this.tasks.delete(ts.key);
+    },
+    'waiting->ready': function (ts, ctx) {
+      this.setState(ts, 'ready', ctx);
+      this.enqueueReady(ts);
+    },
+    'waiting->error': function (ts, ctx) {
+      this.putInError(ts, ctx);
+    },
+    'waiting->released': function (ts, ctx) {
+      ts.waitingFor.clear();
+      this.unlinkDependencies(ts, ctx);
+      this.setState(ts, 'released', ctx);
+    },
+    'ready->executing': function (ts, ctx) {
+      this.readyCount--;
+      for (const [r, n] of Object.entries(ts.resources)) this.availableResources[r] = (this.availableResources[r] ?? 0) - n;
+      this.executing.add(ts.key);
+      this.setState(ts, 'executing', ctx);
+      const inputs: Array<[string, Encoded]> = [];
+      for (const dep of ts.dependencies) inputs.push([dep, this.data.get(dep)!]);
+      ctx.actions.push({ type: 'Execute', key: ts.key, call: ts.call!, inputs, stimulusId: ctx.stimulusId });
+    },
+    'ready->released': function (ts, ctx) {
+      this.readyCount--;
+      ts.readyToken = -1;
+      if (Object.keys(ts.resources).length > 0) this.constrained = this.constrained.filter((t) => t !== ts);
+      this.unlinkDependencies(ts, ctx);
+      this.setState(ts, 'released', ctx);
+    },
+    'executing->memory': function (ts, ctx) {
+      this.finishExecution(ts);
+      this.putInMemory(ts, ctx);
+    },
+    'executing->error': function (ts, ctx) {
+      this.finishExecution(ts);
+      this.putInError(ts, ctx);
+    },
+    'executing->cancelled': function (ts, ctx) {
+      ts.previous = 'executing';
+      this.setState(ts, 'cancelled', ctx);
+    },
+    'cancelled->executing': function (ts, ctx) {
+      ts.previous = undefined;
+      this.setState(ts, 'executing', ctx);
+    },
+    'cancelled->flight': function (ts, ctx) {
+      ts.previous = undefined;
+      this.setState(ts, 'flight', ctx);
+    },
+    'cancelled->released': function (ts, ctx) {
+      if (ts.previous === 'executing') this.finishExecution(ts);
+      ts.previous = undefined;
+      ts.flightWorker = undefined;
+      this.unlinkDependencies(ts, ctx);
+      this.setState(ts, 'released', ctx);
+    },
+    'fetch->flight': function (ts, ctx) {
+      this.dataNeeded.delete(ts.key);
+      this.setState(ts, 'flight', ctx);
+    },
+    'fetch->missing': function (ts, ctx) {
+      this.dataNeeded.delete(ts.key);
+      this.setState(ts, 'missing', ctx);
+      this.onMissing(ts, ctx);
+    },
+    'fetch->released': function (ts, ctx) {
+      this.dataNeeded.delete(ts.key);
+      this.setState(ts, 'released', ctx);
+    },
+    'fetch->memory': function (ts, ctx) {
+      this.dataNeeded.delete(ts.key);
+      this.putInMemory(ts, ctx);
+    },
+    'flight->memory': function (ts, ctx) {
+      if (ts.flightWorker) this.inFlight.get(ts.flightWorker)?.delete(ts.key);
+      ts.flightWorker = undefined;
+      this.putInMemory(ts, ctx);
+    },
+    'flight->fetch': function (ts, ctx) {
+      ts.flightWorker = undefined;
+      this.setState(ts, 'fetch', ctx);
+      this.dataNeeded.add(ts.key);
+    },
+    'flight->missing': function (ts, ctx) {
+      ts.flightWorker = undefined;
+      this.setState(ts, 'missing', ctx);
+      this.onMissing(ts, ctx);
+    },
+    'flight->cancelled': function (ts, ctx) {
+      ts.previous = 'flight';
+      this.setState(ts, 'cancelled', ctx);
+    },
+    'missing->fetch': function (ts, ctx) {
+      this.setState(ts, 'fetch', ctx);
+      this.dataNeeded.add(ts.key);
+    },
+    'missing->released': function (ts, ctx) {
+      this.setState(ts, 'released', ctx);
+    },
+    'memory->released': function (ts, ctx) {
+      const v = this.data.get(ts.key);
+      if (v) this.managedBytes -= v.data.byteLength;
+      this.data.delete(ts.key);
+      ctx.actions.push({ type: 'ReleaseData', keys: [ts.key], stimulusId: ctx.stimulusId });
+      this.setState(ts, 'released', ctx);
+    },
+    'error->released': function (ts, ctx) {
+      this.setState(ts, 'released', ctx);
+    },
+  };
+
+  private transition(ts: TaskRecord, finish: TaskStateName, ctx: Ctx): void {
+    const start = ts.state;
+    if (start === finish) return;
+    const direct = WorkerState.TRANSITIONS[`${start}->${finish}`];
+    if (direct) {
+      direct.call(this, ts, ctx);
+      return;
+    }
+    const toReleased = WorkerState.TRANSITIONS[`${start}->released`];
+    const fromReleased = WorkerState.TRANSITIONS[`released->${finish}`];
+    if (start !== 'released' && toReleased && fromReleased) {
+      toReleased.call(this, ts, ctx);
+      if (ts.state === 'released') fromReleased.call(this, ts, ctx);
+      return;
+    }
+    throw new InvalidTransitionError(ts.key, start, finish, this.story(ts.key));
+  }
+
+  private drain(ctx: Ctx): void {
+    let guard = 0;
+    const limit = MAX_TRANSITIONS_PER_HANDLE_FACTOR * (this.tasks.size + 100);
+    while (ctx.recs.size > 0) {
+      const [key, finish] = ctx.recs.entries().next().value as [string, TaskStateName];
+      ctx.recs.delete(key);
+      const ts = this.tasks.get(key);
+      if (!ts) continue;
+      if (finish === 'forgotten' && (ts.wanted || ts.dependents.size > 0) && ts.state !== 'cancelled') continue;
+      this.transition(ts, finish, ctx);
+      if (++guard > limit) {
+        throw new SkeinError('internal', `Worker state: transitions did not settle after ${guard} steps (last: ${key} -> ${finish}).`);
+      }
+    }
+  }
+
+  private setState(ts: TaskRecord, finish: TaskStateName, ctx: Ctx): void {
+    const rec: TransitionRecord = { key: ts.key, start: ts.state, finish, stimulusId: ctx.stimulusId, timeMs: this.config.now() };
+    if (this.log.length < this.logLength) this.log.push(rec);
+    else {
+      this.log[this.logStart] = rec;
+      this.logStart = (this.logStart + 1) % this.logLength;
+    }
+    ts.state = finish;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Helpers used by transitions
+
+  private newTask(key: string): TaskRecord {
+    const ts: TaskRecord = {
+      key,
+      state: 'released',
+      call: undefined,
+      priority: 0,
+      sequence: 0,
+      resources: {},
+      dependencies: new Set(),
+      dependents: new Set(),
+      waitingFor: new Set(),
+      whoHas: new Set(),
+      nbytes: 0,
+      typeName: '',
+      wanted: false,
+      replica: false,
+      flightWorker: undefined,
+      previous: undefined,
+      staged: undefined,
+      readyToken: -1,
+    };
+    this.tasks.set(key, ts);
+    return ts;
+  }
+
+  /** Recommends dropping a task nobody needs any more (in-progress work is cancelled). */
+  private recommendDrop(ts: TaskRecord, ctx: Ctx): void {
+    switch (ts.state) {
+      case 'executing':
+      case 'flight':
+        ctx.recs.set(ts.key, 'cancelled');
+        return;
+      case 'cancelled':
+      case 'forgotten':
+        return;
+      default:
+        ctx.recs.set(ts.key, 'forgotten');
+    }
+  }
+
+  /** A task is done or dropped: it no longer needs its inputs; drop inputs nobody else needs. */
+  private unlinkDependencies(ts: TaskRecord, ctx: Ctx): void {
+    for (const dep of ts.dependencies) {
+      const d = this.tasks.get(dep);
+      if (!d) continue;
+      d.dependents.delete(ts.key);
+      if (!d.wanted && d.dependents.size === 0) this.recommendDrop(d, ctx);
+    }
+    ts.dependencies.clear();
+    ts.waitingFor.clear();
+  }
+
+  private finishExecution(ts: TaskRecord): void {
+    this.executing.delete(ts.key);
+    for (const [r, n] of Object.entries(ts.resources)) this.availableResources[r] = (this.availableResources[r] ?? 0) + n;
+  }
+
+  private inlineValue(key: string): Encoded | undefined {
+    const v = this.data.get(key);
+    return v && v.data.byteLength <= this.config.inlineBytes ? v : undefined;
+  }
+
+  private putInMemory(ts: TaskRecord, ctx: Ctx): void {
+    const start = ts.state;
+    const staged = ts.staged;
+    if (!staged || staged.kind !== 'value') throw new InvalidTransitionError(ts.key, start, 'memory', this.story(ts.key));
+    ts.staged = undefined;
+    this.data.set(ts.key, staged.value);
+    ts.nbytes = staged.value.data.byteLength;
+    this.managedBytes += ts.nbytes;
+    if (staged.typeName) ts.typeName = staged.typeName;
+    this.setState(ts, 'memory', ctx);
+    if (start === 'executing' || (start !== 'released' && ts.call && ts.wanted)) {
+      if (ts.wanted) {
+        this.send(ctx, {
+          type: 'TaskFinished',
+          key: ts.key,
+          value: ts.nbytes <= this.config.inlineBytes ? staged.value : undefined,
+          nbytes: ts.nbytes,
+          typeName: ts.typeName,
+          startMs: staged.startMs || this.config.now(),
+          stopMs: staged.stopMs || this.config.now(),
+          stimulusId: ctx.stimulusId,
+        });
+      }
+    } else if (start !== 'released' && ts.replica) {
+      this.send(ctx, {
+        type: 'AddKeys',
+        keys: [{ key: ts.key, workers: [this.config.address], nbytes: ts.nbytes }],
+        stimulusId: ctx.stimulusId,
+      });
+    }
+    for (const d of ts.dependents) {
+      const dt = this.tasks.get(d);
+      if (!dt) continue;
+      dt.waitingFor.delete(ts.key);
+      if (dt.state === 'waiting' && dt.waitingFor.size === 0) ctx.recs.set(d, 'ready');
+    }
+    this.unlinkDependencies(ts, ctx);
+    ts.call = undefined;
+  }
+
+  private putInError(ts: TaskRecord, ctx: Ctx): void {
+    const staged = ts.staged;
+    if (!staged || staged.kind !== 'error') throw new InvalidTransitionError(ts.key, ts.state, 'error', this.story(ts.key));
+    ts.staged = undefined;
+    this.setState(ts, 'error', ctx);
+    if (ts.wanted) {
+      this.send(ctx, {
+        type: 'TaskErred',
+        key: ts.key,
+        error: staged.error,
+        startMs: staged.startMs,
+        stopMs: staged.stopMs,
+        stimulusId: ctx.stimulusId,
+      });
+    }
+    this.unlinkDependencies(ts, ctx);
+    ts.call = undefined;
+  }
+
+  /** No holder has this key: give back the tasks that need it; compute it here if assigned. */
+  private onMissing(ts: TaskRecord, ctx: Ctx): void {
+    for (const d of [...ts.dependents]) {
+      const dt = this.tasks.get(d);
+      if (!dt || dt.state !== 'waiting') continue;
+      this.send(ctx, { type: 'Reschedule', key: d, stimulusId: ctx.stimulusId });
+      ts.dependents.delete(d);
+      dt.dependencies.delete(ts.key);
+      dt.waitingFor.delete(ts.key);
+      this.giveBack(dt, ctx);
+    }
+    if (ts.call && ts.wanted) {
+      ctx.recs.set(ts.key, 'waiting');
+      return;
+    }
+    ts.wanted = false;
+    ts.replica = false;
+    if (ts.dependents.size === 0) ctx.recs.set(ts.key, 'forgotten');
+  }
+
+  /**
+   * The scheduler takes a task back (stolen or rescheduled): forget the assignment. If tasks here
+   * still need its value, it becomes an input to fetch (or missing, which gives them back too).
+   */
+  private giveBack(ts: TaskRecord, ctx: Ctx): void {
+    ts.call = undefined;
+    ts.wanted = ts.replica;
+    if (!ts.wanted && ts.dependents.size === 0) {
+      this.recommendDrop(ts, ctx);
+    } else if (ts.state === 'waiting' || ts.state === 'ready') {
+      ctx.recs.set(ts.key, ts.whoHas.size > 0 ? 'fetch' : 'missing');
+    }
+  }
+
+  private send(ctx: Ctx, message: SchedulerMessage): void {
+    ctx.actions.push({ type: 'SendToScheduler', message, stimulusId: ctx.stimulusId });
+  }
+
+  private enqueueReady(ts: TaskRecord): void {
+    this.readyCount++;
+    if (Object.keys(ts.resources).length > 0) {
+      let i = this.constrained.length;
+      while (i > 0 && better(ts, this.constrained[i - 1]!)) i--;
+      this.constrained.splice(i, 0, ts);
+    } else {
+      ts.readyToken = ++this.tokens;
+      this.readyQueue.push({ ts, token: ts.readyToken });
+    }
+  }
+
+  private fits(ts: TaskRecord): boolean {
+    for (const [r, n] of Object.entries(ts.resources)) if ((this.availableResources[r] ?? 0) < n) return false;
+    return true;
+  }
+
+  /** The best ready task that can run now, removed from its queue. */
+  private nextReady(): TaskRecord | undefined {
+    let top = this.readyQueue.peek();
+    while (top && (top.ts.state !== 'ready' || top.ts.readyToken !== top.token)) {
+      this.readyQueue.pop();
+      top = this.readyQueue.peek();
+    }
+    const ci = this.constrained.findIndex((t) => this.fits(t));
+    const c = ci >= 0 ? this.constrained[ci] : undefined;
+    if (c && (!top || better(c, top.ts))) {
+      this.constrained.splice(ci, 1);
+      return c;
+    }
+    if (top) {
+      this.readyQueue.pop();
+      top.ts.readyToken = -1;
+      return top.ts;
+    }
+    return undefined;
+  }
+
+  private ensureComputing(ctx: Ctx): void {
+    while (!this.paused && this.executing.size < this.maxExecuting && this.readyCount > 0) {
+      const ts = this.nextReady();
+      if (!ts) break;
+      this.transition(ts, 'executing', ctx);
+    }
+  }
+
+  private ensureCommunicating(ctx: Ctx): void {
+    if (this.paused) return;
+    for (const key of this.dataNeeded) {
+      if (this.inFlight.size >= this.maxIncomingTransfers) break;
+      const ts = this.tasks.get(key)!;
+      let worker: string | undefined;
+      for (const w of ts.whoHas) {
+        if (!this.inFlight.has(w)) {
+          worker = w;
+          break;
+        }
+      }
+      if (worker === undefined) continue;
+      const keys: string[] = [];
+      let total = 0;
+      for (const k of this.dataNeeded) {
+        const t = this.tasks.get(k)!;
+        if (!t.whoHas.has(worker)) continue;
+        keys.push(k);
+        total += t.nbytes;
+        if (total >= this.targetGatherBytes) break;
+      }
+      this.inFlight.set(worker, new Set(keys));
+      for (const k of keys) {
+        const t = this.tasks.get(k)!;
+        t.flightWorker = worker;
+        this.transition(t, 'flight', ctx);
+      }
+      ctx.actions.push({ type: 'GatherDep', worker, keys, totalNbytes: total, stimulusId: ctx.stimulusId });
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Invariants
+
+  /** Checks the invariants; throws InvalidStateError listing what is wrong. */
+  validateState(): void {
+    const problems: string[] = [];
+    let ready = 0;
+    let bytes = 0;
+    const used: Record<string, number> = {};
+    for (const [key, ts] of this.tasks) {
+      if (ts.key !== key) problems.push(`${key}: record key ${ts.key}`);
+      if ((ts.state === 'memory') !== this.data.has(key)) problems.push(`${key}: state ${ts.state} but data ${this.data.has(key) ? 'held' : 'absent'}`);
+      if (ts.state === 'released' || ts.state === 'forgotten') problems.push(`${key}: left in transient state ${ts.state}`);
+      if (ts.state === 'missing') problems.push(`${key}: left in missing`);
+      const runs = ts.state === 'executing' || (ts.state === 'cancelled' && ts.previous === 'executing');
+      if (runs !== this.executing.has(key)) problems.push(`${key}: state ${ts.state}, executing set ${this.executing.has(key)}`);
+      if (runs) for (const [r, n] of Object.entries(ts.resources)) used[r] = (used[r] ?? 0) + n;
+      if ((ts.state === 'fetch') !== this.dataNeeded.has(key)) problems.push(`${key}: state ${ts.state}, dataNeeded ${this.dataNeeded.has(key)}`);
+      const inFlight = ts.state === 'flight' || (ts.state === 'cancelled' && ts.previous === 'flight');
+      if (inFlight && (!ts.flightWorker || !this.inFlight.get(ts.flightWorker)?.has(key))) problems.push(`${key}: in flight but not tracked`);
+      if (ts.state === 'ready') ready++;
+      if (ts.state === 'waiting' && ts.waitingFor.size === 0) problems.push(`${key}: waiting for nothing`);
+      if (ts.state === 'ready' || ts.state === 'executing') {
+        for (const dep of ts.dependencies) if (!this.data.has(dep)) problems.push(`${key}: ${ts.state} without input ${dep}`);
+        if (!ts.call) problems.push(`${key}: ${ts.state} without a call`);
+      }
+      for (const dep of ts.dependencies) {
+        const d = this.tasks.get(dep);
+        if (!d) problems.push(`${key}: dependency ${dep} unknown`);
+        else if (!d.dependents.has(key)) problems.push(`${key}: dependency ${dep} does not list it`);
+      }
+      for (const dep of ts.dependents) {
+        const d = this.tasks.get(dep);
+        if (!d) problems.push(`${key}: dependent ${dep} unknown`);
+        else if (!d.dependencies.has(key)) problems.push(`${key}: dependent ${dep} does not list it`);
+      }
+      if (!ts.wanted && ts.dependents.size === 0 && ts.state !== 'cancelled' && ts.state !== 'executing') {
+        problems.push(`${key}: state ${ts.state}, neither wanted nor needed`);
+      }
+    }
+    for (const [key, v] of this.data) {
+      if (!this.tasks.has(key)) problems.push(`${key}: data without a task`);
+      bytes += v.data.byteLength;
+    }
+    if (bytes !== this.managedBytes) problems.push(`managedBytes ${this.managedBytes} != ${bytes}`);
+    if (ready !== this.readyCount) problems.push(`readyCount ${this.readyCount} != ${ready}`);
+    for (const [r, total] of Object.entries(this.totalResources)) {
+      if ((this.availableResources[r] ?? 0) + (used[r] ?? 0) !== total) problems.push(`resource ${r}: accounting off`);
+      if ((this.availableResources[r] ?? 0) < 0) problems.push(`resource ${r}: over-committed`);
+    }
+    if (this.executing.size > this.maxExecuting) problems.push(`executing ${this.executing.size} > ${this.maxExecuting}`);
+    for (const [w, keys] of this.inFlight) {
+      for (const k of keys) {
+        const t = this.tasks.get(k);
+        if (t && t.flightWorker !== w && t.state !== 'memory') problems.push(`${k}: in flight from ${w} but flightWorker ${t.flightWorker}`);
+      }
+    }
+    if (problems.length > 0) throw new InvalidStateError(problems);
+  }
+}

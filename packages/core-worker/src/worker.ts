@@ -1,0 +1,528 @@
+/**
+ * The Worker: the thin I/O shell around WorkerState. It serves WorkerService, holds the session
+ * with the scheduler, turns commands into state events, performs the state's actions (run tasks
+ * on the thread pool, fetch inputs from peers, send batched messages) and feeds the results of
+ * that async work back as events.
+ */
+import { cpuUsage, memoryUsage, pid } from 'node:process';
+import type { ClientDuplexStream, Server, ServiceError } from '@grpc/grpc-js';
+import { Metadata, status as GrpcStatus } from '@grpc/grpc-js';
+import {
+  SchedulerServiceClient,
+  WorkerServiceService,
+  type GetStatusResponse,
+  type Welcome,
+  type WorkerCommand,
+  type WorkerMessage,
+  type WorkerSessionRequest,
+  type WorkerSessionResponse,
+} from '@skein/protocol';
+import {
+  Batcher,
+  CHANNEL_OPTIONS,
+  CommClosedError,
+  Lifecycle,
+  PROTOCOL_VERSION,
+  SkeinError,
+  bindServer,
+  checkProtocolVersion,
+  createLogger,
+  formatAddress,
+  fromGrpcStatus,
+  insecureChannel,
+  newServer,
+  shutdownServer,
+  toSkeinError,
+  type LifecycleStatus,
+  type Logger,
+} from '@skein/common';
+import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './options.js';
+import { WorkerState } from './state/worker-state.js';
+import type { GatherDepAction, WorkerAction, WorkerEvent } from './state/types.js';
+import { ThreadPool, type PoolResult } from './runtime/pool.js';
+import { loadModules } from './runtime/execute.js';
+import { acquireReplicasEvent, computeTaskEvent, toWire } from './server/convert.js';
+import { PeerClients, fetchData } from './server/fetch.js';
+import { MainThreadRunner } from './server/run.js';
+import { createWorkerService } from './server/service.js';
+
+export type WorkerStatus = LifecycleStatus | 'reconnecting';
+
+/** Why a worker closed. */
+export interface WorkerClosed {
+  reason: string;
+  /** Set when the worker closed because of a failure (e.g. the scheduler was lost). */
+  error?: SkeinError;
+}
+
+interface Session {
+  client: SchedulerServiceClient;
+  call: ClientDuplexStream<WorkerSessionRequest, WorkerSessionResponse>;
+  batcher: Batcher<WorkerMessage>;
+  welcomed: boolean;
+  ended: boolean;
+}
+
+export class Worker {
+  readonly options: CompiledWorkerOptions;
+  /** Where peers and clients reach this worker, `tcp://ip:port`. */
+  address = '';
+  /** The worker's name (its address unless given). */
+  name = '';
+  readonly schedulerAddress: string;
+  /** Resolves once the worker has closed, with the reason. */
+  readonly closed: Promise<WorkerClosed>;
+  /** Names of the functions registered by --module. */
+  registeredFunctions: string[] = [];
+  heartbeatIntervalMs: number;
+
+  private state!: WorkerState;
+  private pool: ThreadPool | undefined;
+  private server: Server | undefined;
+  private readonly peers = new PeerClients();
+  private readonly runner = new MainThreadRunner();
+  private session: Session | undefined;
+  private readonly lifecycle = new Lifecycle('worker');
+  private readonly log: Logger;
+  private reconnecting = false;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private readonly abort = new AbortController();
+  private pending: WorkerEvent[] = [];
+  private flushScheduled = false;
+  private seq = 0;
+  private closeInfo: WorkerClosed | undefined;
+  private resolveClosed!: (c: WorkerClosed) => void;
+  private closeCommand: (() => void) | undefined;
+  private lastCpu = cpuUsage();
+  private lastCpuAt = Date.now();
+
+  private constructor(options: CompiledWorkerOptions) {
+    this.options = options;
+    this.schedulerAddress = options.scheduler;
+    this.heartbeatIntervalMs = options.heartbeatMs;
+    this.log = createLogger('worker');
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+  }
+
+  /** Starts a worker and registers it with the scheduler. */
+  static async start(opts: WorkerOptions): Promise<Worker> {
+    const w = new Worker(compileWorkerOptions(opts));
+    await w.startInternal();
+    return w;
+  }
+
+  get status(): WorkerStatus {
+    if (this.reconnecting && this.lifecycle.status === 'running') return 'reconnecting';
+    return this.lifecycle.status;
+  }
+
+  /** The state machine (read it; do not mutate). */
+  get workerState(): WorkerState {
+    return this.state;
+  }
+
+  private async startInternal(): Promise<void> {
+    this.lifecycle.beginStart();
+    const o = this.options;
+    try {
+      // Import the modules here first: a broken module fails start with a clear message.
+      this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
+      this.pool = await ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth });
+      this.server = newServer();
+      this.server.addService(
+        WorkerServiceService,
+        createWorkerService({
+          getValue: (key) => this.state?.data.get(key),
+          status: () => this.statusMessage(),
+          runner: this.runner,
+          chunkBytes: o.chunkBytes,
+        }),
+      );
+      const port = await bindServer(this.server, o.listenHost, o.port, 'worker');
+      this.address = formatAddress({ host: o.advertiseHost, port });
+      this.name = o.name ?? this.address;
+      this.state = new WorkerState({
+        address: this.address,
+        nthreads: o.nthreads,
+        pipelineDepth: o.pipelineDepth,
+        resources: o.resources,
+        inlineBytes: o.inlineBytes,
+        now: () => Date.now(),
+        validate: o.validate,
+      });
+      await this.connect(o.connectTimeoutMs, true);
+      this.lifecycle.started();
+    } catch (err) {
+      await this.close('failed to start').catch(() => undefined);
+      throw err;
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // The scheduler session
+
+  private connect(timeoutMs: number, first: boolean): Promise<void> {
+    const o = this.options;
+    const client = new SchedulerServiceClient(o.schedulerTarget, insecureChannel(), CHANNEL_OPTIONS);
+    return new Promise<void>((resolve, reject) => {
+      const unreachable = (detail: string, cause?: unknown) =>
+        new CommClosedError(
+          o.scheduler,
+          `Cannot reach the scheduler at ${o.scheduler}: ${detail}. Is \`skein scheduler\` running there?`,
+          { cause },
+        );
+      client.waitForReady(Date.now() + Math.max(1, timeoutMs), (err) => {
+        if (err) {
+          client.close();
+          reject(unreachable(`no connection within ${Math.round(timeoutMs / 1000)}s`, err));
+          return;
+        }
+        if (this.lifecycle.closing) {
+          client.close();
+          reject(new SkeinError('cancelled', 'The worker is closing.'));
+          return;
+        }
+        const call = client.workerSession();
+        const session: Session = {
+          client,
+          call,
+          welcomed: false,
+          ended: false,
+          batcher: new Batcher<WorkerMessage>((messages) => {
+            if (!session.ended) call.write({ messages });
+          }),
+        };
+        this.session = session;
+        call.on('data', (res: WorkerSessionResponse) => {
+          try {
+            this.onCommands(session, res.commands, resolve);
+          } catch (e) {
+            if (!session.welcomed) {
+              this.endSession(session);
+              reject(e);
+            } else {
+              this.log.error(`handling scheduler commands failed: ${(e as Error).stack ?? String(e)}`);
+            }
+          }
+        });
+        const onBroken = (err?: ServiceError) => {
+          if (session.ended) return;
+          const welcomed = session.welcomed;
+          this.endSession(session);
+          if (!welcomed) {
+            if (err?.code === GrpcStatus.FAILED_PRECONDITION) reject(fromGrpcStatus(err));
+            else if (err && err.code !== GrpcStatus.UNAVAILABLE) reject(fromGrpcStatus(err, `The scheduler at ${o.scheduler} refused this worker`));
+            else reject(unreachable(err?.details || 'the session ended before the scheduler answered', err));
+            return;
+          }
+          this.onSessionLost(err ? toSkeinError(err).message : 'the scheduler ended the session');
+        };
+        call.on('error', (err: ServiceError) => onBroken(err));
+        call.on('end', () => onBroken());
+        call.write({
+          messages: [
+            {
+              kind: {
+                $case: 'hello',
+                value: {
+                  protocolVersion: PROTOCOL_VERSION,
+                  address: this.address,
+                  name: this.name,
+                  nthreads: o.nthreads,
+                  memoryLimit: o.memoryLimit,
+                  resources: o.resources,
+                  held: first ? [] : this.state.held(),
+                  registeredFunctions: this.registeredFunctions,
+                  pid,
+                  nannyAddress: o.nannyAddress,
+                },
+              },
+            },
+          ],
+        });
+      });
+    });
+  }
+
+  private endSession(s: Session): void {
+    if (s.ended) return;
+    s.batcher.close();
+    s.ended = true;
+    try {
+      s.call.end();
+    } catch {
+      // already broken
+    }
+    s.call.cancel();
+    s.client.close();
+    if (this.session === s) this.session = undefined;
+  }
+
+  private onCommands(session: Session, commands: WorkerCommand[], welcomed: () => void): void {
+    const events: WorkerEvent[] = [];
+    let close: string | undefined;
+    for (const cmd of commands) {
+      const k = cmd.kind;
+      if (!k) continue;
+      switch (k.$case) {
+        case 'welcome':
+          this.onWelcome(session, k.value);
+          welcomed();
+          break;
+        case 'compute': {
+          const f = k.value.function;
+          if (f?.source) this.pool?.addFunction(f.hash, f.source);
+          events.push(computeTaskEvent(k.value));
+          break;
+        }
+        case 'freeKeys':
+          events.push({ type: 'FreeKeys', keys: k.value.keys, stimulusId: k.value.stimulusId });
+          break;
+        case 'acquireReplicas':
+          events.push(acquireReplicasEvent(k.value.whoHas, k.value.stimulusId));
+          break;
+        case 'steal':
+          events.push({ type: 'StealRequest', key: k.value.key, stimulusId: k.value.stimulusId });
+          break;
+        case 'close':
+          close = k.value.reason || 'the scheduler closed this worker';
+          break;
+        default: {
+          const never: never = k;
+          this.log.warn(`unknown command ${JSON.stringify(never)}`);
+        }
+      }
+    }
+    if (!session.welcomed && (events.length > 0 || close)) {
+      throw new SkeinError('failed_precondition', 'The scheduler sent commands before its Welcome.');
+    }
+    if (events.length > 0) this.handle(events);
+    if (close !== undefined) {
+      this.closeCommand?.();
+      void this.close(close);
+    }
+  }
+
+  private onWelcome(session: Session, w: Welcome): void {
+    checkProtocolVersion(w.protocolVersion, 'worker');
+    session.welcomed = true;
+    if (w.heartbeatIntervalMs > 0) this.heartbeatIntervalMs = w.heartbeatIntervalMs;
+    this.reconnecting = false;
+    this.startHeartbeat();
+  }
+
+  private onSessionLost(reason: string): void {
+    if (this.lifecycle.closing || this.reconnecting) return;
+    this.reconnecting = true;
+    this.stopHeartbeat();
+    this.log.warn(`lost the scheduler at ${this.options.scheduler} (${reason}); reconnecting for up to ${this.options.deathTimeoutMs / 1000}s`);
+    this.handle([{ type: 'SchedulerLost', stimulusId: this.stimulus('scheduler-lost') }]);
+    void this.lifecycle.track(this.reconnectLoop(reason));
+  }
+
+  private async reconnectLoop(reason: string): Promise<void> {
+    const deadline = Date.now() + this.options.deathTimeoutMs;
+    let delay = 100;
+    let lastError: unknown;
+    while (!this.lifecycle.closing && Date.now() < deadline) {
+      try {
+        await this.connect(Math.max(1, Math.min(deadline - Date.now(), 1_000)), false);
+        this.log.info(`reconnected to the scheduler at ${this.options.scheduler}`);
+        return;
+      } catch (err) {
+        lastError = err;
+        if (err instanceof SkeinError && err.code === 'failed_precondition') break;
+      }
+      await this.sleep(Math.min(delay, Math.max(0, deadline - Date.now())));
+      delay = Math.min(delay * 2, 2_000);
+    }
+    if (this.lifecycle.closing) return;
+    const error = new CommClosedError(
+      this.options.scheduler,
+      `Lost the scheduler at ${this.options.scheduler} (${reason}) and could not reconnect within ${this.options.deathTimeoutMs / 1000}s` +
+        (lastError ? `: ${(lastError as Error).message}` : '.'),
+    );
+    void this.close(error.message, error).catch(() => undefined);
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.abort.signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  private startHeartbeat(): void {
+    this.stopHeartbeat();
+    this.heartbeat = setInterval(() => this.sendHeartbeat(), this.heartbeatIntervalMs);
+    this.heartbeat.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+
+  private sendHeartbeat(): void {
+    const now = Date.now();
+    const cpu = cpuUsage(this.lastCpu);
+    const elapsed = Math.max(1, now - this.lastCpuAt);
+    this.lastCpu = cpuUsage();
+    this.lastCpuAt = now;
+    this.send({
+      kind: {
+        $case: 'heartbeat',
+        value: {
+          executing: this.state.executing.size,
+          ready: this.state.readyLength,
+          memoryRss: memoryUsage.rss(),
+          managedBytes: this.state.managedBytes,
+          cpuPercent: ((cpu.user + cpu.system) / 1000 / elapsed) * 100,
+          nowMs: now,
+          spilledBytes: 0,
+          paused: false,
+        },
+      },
+    });
+  }
+
+  private send(m: WorkerMessage): void {
+    const s = this.session;
+    if (s && s.welcomed && !s.ended) s.batcher.push(m);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Events in, actions out
+
+  private stimulus(prefix: string): string {
+    return `${prefix}-${++this.seq}`;
+  }
+
+  /** Queues an event from async work; all queued events are handled together. */
+  private enqueue(ev: WorkerEvent): void {
+    this.pending.push(ev);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => {
+        this.flushScheduled = false;
+        const events = this.pending;
+        this.pending = [];
+        if (!this.lifecycle.closing) this.handle(events);
+      });
+    }
+  }
+
+  private handle(events: WorkerEvent[]): void {
+    let actions: WorkerAction[];
+    try {
+      actions = this.state.handle(...events);
+    } catch (err) {
+      this.log.error(`worker state error: ${(err as Error).stack ?? String(err)}`);
+      throw err;
+    }
+    for (const a of actions) {
+      switch (a.type) {
+        case 'Execute': {
+          const key = a.key;
+          this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs: a.inputs }, (r) => this.onExecuted(key, r));
+          break;
+        }
+        case 'GatherDep':
+          this.gather(a);
+          break;
+        case 'SendToScheduler':
+          this.send(toWire(a.message));
+          break;
+        case 'ReleaseData':
+          break;
+        default: {
+          const never: never = a;
+          throw new SkeinError('internal', `unknown action ${JSON.stringify(never)}`);
+        }
+      }
+    }
+  }
+
+  private onExecuted(key: string, r: PoolResult): void {
+    if (r.ok) {
+      this.enqueue({
+        type: 'ExecuteSuccess',
+        key,
+        value: r.value,
+        typeName: r.typeName,
+        startMs: r.startMs,
+        stopMs: r.stopMs,
+        stimulusId: this.stimulus('task-finished'),
+      });
+    } else {
+      this.enqueue({ type: 'ExecuteFailure', key, error: r.error, startMs: r.startMs, stopMs: r.stopMs, stimulusId: this.stimulus('task-erred') });
+    }
+  }
+
+  private gather(a: GatherDepAction): void {
+    const worker = a.worker;
+    const p = fetchData(this.peers.get(worker), worker, a.keys, this.address, 0, this.abort.signal).then(
+      (r) => this.enqueue({ type: 'GatherDepSuccess', worker, data: r.data, missing: r.missing, stimulusId: this.stimulus('gather-dep-success') }),
+      (err: unknown) => {
+        this.peers.forget(worker);
+        this.enqueue({ type: 'GatherDepFailure', worker, reason: (err as Error).message, stimulusId: this.stimulus('gather-dep-failure') });
+      },
+    );
+    void this.lifecycle.track(p);
+  }
+
+  private statusMessage(): GetStatusResponse {
+    return {
+      address: this.address,
+      name: this.name,
+      status: this.status,
+      nthreads: this.options.nthreads,
+      executing: this.state?.executing.size ?? 0,
+      ready: this.state?.readyLength ?? 0,
+      keys: this.state ? [...this.state.data.keys()] : [],
+      managedBytes: this.state?.managedBytes ?? 0,
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Shutdown
+
+  /**
+   * Leaves gracefully: asks the scheduler to retire this worker (it copies results only this
+   * worker holds to peers, then sends CloseWorker), waits for CloseWorker, then closes.
+   */
+  async retire(timeoutMs = this.options.retireTimeoutMs): Promise<void> {
+    const s = this.session;
+    if (!this.lifecycle.closing && s && s.welcomed && !s.ended) {
+      const closeCmd = new Promise<void>((resolve) => (this.closeCommand = resolve));
+      const deadline = Date.now() + timeoutMs;
+      const ok = await new Promise<boolean>((resolve) => {
+        s.client.retireWorkers({ workers: [this.address], n: 0 }, new Metadata(), { deadline }, (err) => {
+          if (err) this.log.warn(`retiring through the scheduler failed (${err.details}); closing anyway`);
+          resolve(!err);
+        });
+      });
+      if (ok) await Promise.race([closeCmd, this.closed, this.sleep(Math.max(0, deadline - Date.now()))]);
+    }
+    await this.close('retired');
+  }
+
+  /** Closes the worker: idempotent, returns the same promise every time. */
+  close(reason = 'closed', error?: SkeinError): Promise<void> {
+    this.closeInfo ??= error ? { reason, error } : { reason };
+    return this.lifecycle
+      .close([
+        ['stop heartbeat', () => this.stopHeartbeat()],
+        ['cancel waits and transfers', () => this.abort.abort()],
+        ['close the scheduler session', () => this.session && this.endSession(this.session)],
+        ['stop the task threads', () => this.pool?.close()],
+        ['stop the server', () => this.server && shutdownServer(this.server, 1_000)],
+        ['close peer channels', () => this.peers.close()],
+      ])
+      .finally(() => this.resolveClosed(this.closeInfo!));
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * Level 2: the real scheduler, two workers and a hand-written gRPC client session.
+ * The worker package must not depend on the scheduler (tools/check-deps.mjs), so the test loads
+ * the scheduler's build from the monorepo at run time and is skipped when it is not built.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { SchedulerServiceClient, type ClientSessionResponse, type ClientUpdate, type TaskSpec } from '@skein/protocol';
+import { CHANNEL_OPTIONS, PROTOCOL_VERSION, decodeValue, encodeValue, grpcTarget, inlineFunction, insecureChannel, makeRef } from '@skein/common';
+import { Worker } from '../src/worker.js';
+import { PeerClients, fetchData } from '../src/server/fetch.js';
+
+const TASKS = fileURLToPath(new URL('./fixtures/tasks.mjs', import.meta.url));
+const SCHEDULER_BUILD = new URL('../../core-scheduler/dist/index.js', import.meta.url);
+interface SchedulerLike {
+  address: string;
+  close(): Promise<void>;
+}
+const schedulerModule = existsSync(fileURLToPath(SCHEDULER_BUILD))
+  ? ((await import(SCHEDULER_BUILD.href)) as { Scheduler: { start(o: { host: string; port: number }): Promise<SchedulerLike> } })
+  : undefined;
+
+const cleanup: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
+});
+
+function spec(key: string, fn: { registered: string } | { inline: string }, args: unknown[], over: Partial<TaskSpec> = {}): TaskSpec {
+  return {
+    key,
+    function: { kind: 'registered' in fn ? { $case: 'registered', value: fn.registered } : { $case: 'inlineHash', value: fn.inline } },
+    args: encodeValue(args, 'json'),
+    dependencies: [],
+    priority: 0,
+    retries: 0,
+    resources: {},
+    workers: [],
+    allowOtherWorkers: false,
+    ...over,
+  };
+}
+
+async function cluster(validate = true) {
+  const scheduler = await schedulerModule!.Scheduler.start({ host: '127.0.0.1', port: 0 });
+  cleanup.push(() => scheduler.close());
+  const workers = await Promise.all(
+    [1, 2].map((i) => Worker.start({ scheduler: scheduler.address, name: `w${i}`, modules: [TASKS], nthreads: 2, validate })),
+  );
+  for (const w of workers) cleanup.push(() => w.close());
+  const client = new SchedulerServiceClient(grpcTarget(scheduler.address), insecureChannel(), CHANNEL_OPTIONS);
+  const call = client.clientSession();
+  cleanup.push(async () => {
+    call.end();
+    client.close();
+  });
+  const updates: ClientUpdate[] = [];
+  let wake: () => void = () => undefined;
+  call.on('data', (r: ClientSessionResponse) => {
+    updates.push(...r.updates);
+    wake();
+  });
+  call.on('error', () => undefined);
+  call.write({ messages: [{ kind: { $case: 'hello', value: { protocolVersion: PROTOCOL_VERSION, clientId: 'test-client' } } }] });
+  const waitFor = async <T>(pred: () => T | undefined, ms = 20_000): Promise<T> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const v = pred();
+      if (v !== undefined) return v;
+      if (Date.now() > deadline) throw new Error(`timed out; updates: ${JSON.stringify(updates.map((u) => u.kind?.$case))}`);
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 50);
+      });
+    }
+  };
+  await waitFor(() => updates.find((u) => u.kind?.$case === 'welcome'));
+  const result = (key: string) =>
+    waitFor(() => {
+      for (const u of updates) {
+        if (u.kind?.$case === 'inMemory' && u.kind.value.key === key) return u.kind.value;
+        if (u.kind?.$case === 'erred' && u.kind.value.key === key) throw new Error(`${key} erred: ${u.kind.value.error?.message}`);
+      }
+      return undefined;
+    });
+  return { scheduler, workers, call, updates, waitFor, result };
+}
+
+describe.skipIf(!schedulerModule)('scheduler + 2 workers + client session', () => {
+  it('computes a graph across workers, with inline and registered functions and a large value', async () => {
+    const { workers, call, result } = await cluster();
+    await new Promise((r) => setTimeout(r, 100));
+    const [w1, w2] = workers as [Worker, Worker];
+    const double = inlineFunction((x: number) => x * 2);
+    const length = inlineFunction((b: Uint8Array, n: number) => b.length + n);
+    call.write({
+      messages: [
+        {
+          kind: {
+            $case: 'updateGraph',
+            value: {
+              tasks: [
+                spec('add-1', { registered: 'add' }, [1, 2], { workers: [w1.address] }),
+                spec('double-1', { inline: double.hash }, [makeRef('add-1')], { dependencies: ['add-1'], workers: [w2.address] }),
+                spec('bytes-1', { registered: 'bytes' }, [6 * 1024 * 1024], { workers: [w1.address] }),
+                spec('length-1', { inline: length.hash }, [makeRef('bytes-1'), makeRef('double-1')], {
+                  dependencies: ['bytes-1', 'double-1'],
+                  workers: [w2.address],
+                }),
+              ],
+              wantedKeys: ['double-1', 'length-1', 'bytes-1'],
+              functions: [double, length],
+              broadcastKeys: [],
+              stimulusId: 'graph-1',
+            },
+          },
+        },
+      ],
+    });
+    const d = await result('double-1');
+    expect(decodeValue(d.value)).toBe(6);
+    const l = await result('length-1');
+    expect(decodeValue(l.value)).toBe(6 * 1024 * 1024 + 6);
+    const b = await result('bytes-1');
+    expect(b.value).toBeUndefined();
+    expect(b.workers).toContain(w1.address);
+    // the client streams the large value from a worker that holds it
+    const peers = new PeerClients();
+    const got = await fetchData(peers.get(b.workers[0]!), b.workers[0]!, ['bytes-1'], 'client');
+    peers.close();
+    expect(got.data.get('bytes-1')!.data.length).toBe(6 * 1024 * 1024);
+    for (const w of workers) w.workerState.validateState();
+  });
+
+  it('runs many no-op tasks through the whole system', async () => {
+    const { call, updates, waitFor } = await cluster(false);
+    const noop = inlineFunction((x: number) => x);
+    const n = 20_000;
+    const t0 = performance.now();
+    for (let i = 0; i < n; i += 2_000) {
+      const tasks: TaskSpec[] = [];
+      for (let j = i; j < i + 2_000; j++) tasks.push(spec(`noop-${j}`, { inline: noop.hash }, [j]));
+      call.write({
+        messages: [
+          {
+            kind: {
+              $case: 'updateGraph',
+              value: { tasks, wantedKeys: tasks.map((t) => t.key), functions: i === 0 ? [noop] : [], broadcastKeys: [], stimulusId: `g${i}` },
+            },
+          },
+        ],
+      });
+    }
+    let seen = 0;
+    let idx = 0;
+    await waitFor(() => {
+      for (; idx < updates.length; idx++) if (updates[idx]!.kind?.$case === 'inMemory') seen++;
+      return seen >= n ? true : undefined;
+    }, 120_000);
+    const rate = n / ((performance.now() - t0) / 1000);
+    console.log(`whole system (scheduler, 2 workers x 2 threads, client in one process): ${Math.round(rate)} tasks/s`);
+    expect(rate).toBeGreaterThan(1_000);
+  });
+
+  it('retires a worker gracefully', async () => {
+    const { workers, scheduler } = await cluster();
+    const [w1] = workers as [Worker, Worker];
+    await w1.retire(10_000);
+    expect(w1.status).toBe('closed');
+    expect((await w1.closed).error).toBeUndefined();
+    void scheduler;
+  });
+});

@@ -1,0 +1,134 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { deserialize } from 'node:v8';
+import { Encoding } from '@skein/protocol';
+import { decodeValue, encodeValue, inlineFunction, makeRef } from '@skein/common';
+import { ThreadPool, type PoolResult, type PoolTask } from '../src/runtime/pool.js';
+import { json } from './helpers.js';
+
+const TASKS = fileURLToPath(new URL('./fixtures/tasks.mjs', import.meta.url));
+const BROKEN = fileURLToPath(new URL('./fixtures/broken.mjs', import.meta.url));
+
+function run(pool: ThreadPool, task: PoolTask): Promise<PoolResult> {
+  return new Promise((resolve) => pool.run(task, resolve));
+}
+
+function ok(r: PoolResult): unknown {
+  if (!r.ok) throw new Error(`task failed: ${r.error.type}: ${r.error.message}`);
+  return decodeValue(r.value);
+}
+
+function inline(fn: Function, pool: ThreadPool): PoolTask['fn'] {
+  const f = inlineFunction(fn);
+  pool.addFunction(f.hash, f.source);
+  return { kind: 'inline', hash: f.hash, name: f.name };
+}
+
+describe('ThreadPool', () => {
+  let pool: ThreadPool;
+  beforeAll(async () => {
+    pool = await ThreadPool.start({ nthreads: 2, modules: [TASKS] });
+  });
+  afterAll(async () => {
+    await pool.close();
+  });
+
+  it('reports the registered functions', () => {
+    expect(pool.registeredFunctions.sort()).toEqual(['add', 'bytes', 'fail', 'makeMap', 'slowDouble', 'threadId']);
+  });
+
+  it('runs sync and async registered functions', async () => {
+    expect(ok(await run(pool, { key: 'add-1', fn: { kind: 'registered', name: 'add' }, args: json([1, 2]), inputs: [] }))).toBe(3);
+    expect(ok(await run(pool, { key: 's-1', fn: { kind: 'registered', name: 'slowDouble' }, args: json([21]), inputs: [] }))).toBe(42);
+  });
+
+  it('runs inline functions, sync and async, and substitutes references to inputs', async () => {
+    const fn = inline((a: number, o: { b: number[] }) => a + o.b[0]! + o.b[1]!, pool);
+    const args = json([makeRef('x'), { b: [makeRef('y'), 100] }]);
+    const r = await run(pool, { key: 'lambda-1', fn, args, inputs: [['x', json(1)], ['y', encodeValue(10)]] });
+    expect(ok(r)).toBe(111);
+    // (async arrow functions with parentheses hit a bug in common functionSource; see report)
+    const afn = inline(async function (x: number) {
+      await null;
+      return x + 1;
+    }, pool);
+    expect(ok(await run(pool, { key: 'lambda-2', fn: afn, args: json([1]), inputs: [] }))).toBe(2);
+  });
+
+  it('answers JSON when the arguments were JSON and the result fits, V8 or RAW otherwise', async () => {
+    const r1 = await run(pool, { key: 'a', fn: { kind: 'registered', name: 'add' }, args: json([1, 2]), inputs: [] });
+    expect(r1.ok && r1.value.encoding).toBe(Encoding.ENCODING_JSON);
+    const r2 = await run(pool, { key: 'b', fn: { kind: 'registered', name: 'add' }, args: encodeValue([1, 2]), inputs: [] });
+    expect(r2.ok && r2.value.encoding).toBe(Encoding.ENCODING_V8);
+    const r3 = await run(pool, { key: 'c', fn: { kind: 'registered', name: 'makeMap' }, args: json([]), inputs: [] });
+    expect(r3.ok && r3.value.encoding).toBe(Encoding.ENCODING_V8);
+    expect(r3.ok && deserialize(r3.value.data)).toEqual(new Map([[1, 'one']]));
+    const r4 = await run(pool, { key: 'd', fn: { kind: 'registered', name: 'bytes' }, args: json([5000]), inputs: [] });
+    expect(r4.ok && r4.value.encoding).toBe(Encoding.ENCODING_RAW);
+    expect(r4.ok && r4.value.data.byteLength).toBe(5000);
+    const r5 = await run(pool, { key: 'e', fn: inline(() => undefined, pool), args: json([]), inputs: [] });
+    expect(ok(r5)).toBe(null);
+  });
+
+  it('returns clear errors', async () => {
+    const r1 = await run(pool, { key: 'fail-1', fn: { kind: 'registered', name: 'fail' }, args: json(['nope']), inputs: [] });
+    expect(r1).toMatchObject({ ok: false, error: { type: 'TypeError', message: 'nope', key: 'fail-1' } });
+    const r2 = await run(pool, { key: 'x-1', fn: { kind: 'registered', name: 'missingFn' }, args: json([]), inputs: [] });
+    expect(r2.ok).toBe(false);
+    if (!r2.ok) {
+      expect(r2.error.message).toMatch(/Function "missingFn" is not registered on this worker/);
+      expect(r2.error.message).toContain(TASKS);
+      expect(r2.error.message).toMatch(/functions: add, bytes/);
+    }
+    const captured = 5;
+    const r3 = await run(pool, { key: 'lambda-9', fn: inline((x: number) => x + captured, pool), args: json([1]), inputs: [] });
+    expect(r3.ok).toBe(false);
+    if (!r3.ok) {
+      expect(r3.error.type).toBe('ReferenceError');
+      expect(r3.error.message).toMatch(/uses "captured", which is not defined on the worker/);
+    }
+    const r4 = await run(pool, { key: 'lambda-10', fn: { kind: 'inline', hash: 'deadbeef', name: 'ghost' }, args: json([]), inputs: [] });
+    expect(!r4.ok && r4.error.message).toMatch(/never sent to this worker/);
+    const r5 = await run(pool, { key: 'lambda-11', fn: inline((a: unknown) => a, pool), args: json([makeRef('nothere')]), inputs: [] });
+    expect(!r5.ok && r5.error.message).toMatch(/refers to the result of nothere/);
+    const r6 = await run(pool, { key: 'lambda-12', fn: inline(() => () => 1, pool), args: json([]), inputs: [] });
+    expect(!r6.ok && r6.error.message).toMatch(/cannot be serialized/);
+  });
+
+  it('compiles an inline function once per thread and sends its source once', async () => {
+    const fn = inline((x: number) => x * 3, pool);
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => run(pool, { key: `t-${i}`, fn, args: json([i]), inputs: [] })));
+    expect(results.map(ok)).toEqual(Array.from({ length: 50 }, (_, i) => i * 3));
+  });
+
+  it('moves large values in and out', async () => {
+    const big = Buffer.alloc(8 * 1024 * 1024, 3);
+    const fn = inline((b: Uint8Array) => b.length, pool);
+    const r = await run(pool, { key: 'big', fn, args: json([makeRef('b')]), inputs: [['b', { encoding: Encoding.ENCODING_RAW, data: big }]] });
+    expect(ok(r)).toBe(big.length);
+    expect(big[0]).toBe(3); // the store's copy is intact
+  });
+
+  it('runs many tiny tasks quickly', async () => {
+    const fn = inline((x: number) => x, pool);
+    const n = 20_000;
+    const t0 = performance.now();
+    let done = 0;
+    await new Promise<void>((resolve) => {
+      for (let i = 0; i < n; i++) {
+        pool.run({ key: `n-${i}`, fn, args: json([i]), inputs: [] }, () => {
+          if (++done === n) resolve();
+        });
+      }
+    });
+    const rate = n / ((performance.now() - t0) / 1000);
+    console.log(`thread pool: ${Math.round(rate)} tasks/s`);
+    expect(rate).toBeGreaterThan(5_000);
+  });
+});
+
+describe('ThreadPool modules', () => {
+  it('fails to start with a broken module, naming it', async () => {
+    await expect(ThreadPool.start({ nthreads: 1, modules: [BROKEN] })).rejects.toThrow(/Cannot load task module .*broken\.mjs: this module is broken/);
+  });
+});
