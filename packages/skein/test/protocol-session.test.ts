@@ -1,25 +1,15 @@
 /**
- * Level 2: the real scheduler, two workers and a hand-written gRPC client session.
- * The worker package must not depend on the scheduler (tools/check-deps.mjs), so the test loads
- * the scheduler's build from the monorepo at run time and is skipped when it is not built.
+ * Level 2: the real scheduler, two workers and a hand-written gRPC client session, speaking the
+ * protocol directly as a client in another language would.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SchedulerServiceClient, type ClientSessionResponse, type ClientUpdate, type TaskSpec } from '@skein/protocol';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, decodeValue, encodeValue, grpcTarget, inlineFunction, insecureChannel, makeRef } from '@skein/common';
-import { Worker } from '../src/worker.js';
-import { PeerClients, fetchData } from '../src/server/fetch.js';
+import { Worker, PeerClients, fetchData } from '@skein/core-worker';
+import { Scheduler } from '@skein/core-scheduler';
 
 const TASKS = fileURLToPath(new URL('./fixtures/tasks.mjs', import.meta.url));
-const SCHEDULER_BUILD = new URL('../../core-scheduler/dist/index.js', import.meta.url);
-interface SchedulerLike {
-  address: string;
-  close(): Promise<void>;
-}
-const schedulerModule = existsSync(fileURLToPath(SCHEDULER_BUILD))
-  ? ((await import(SCHEDULER_BUILD.href)) as { Scheduler: { start(o: { host: string; port: number }): Promise<SchedulerLike> } })
-  : undefined;
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -42,7 +32,7 @@ function spec(key: string, fn: { registered: string } | { inline: string }, args
 }
 
 async function cluster(validate = true) {
-  const scheduler = await schedulerModule!.Scheduler.start({ host: '127.0.0.1', port: 0 });
+  const scheduler = await Scheduler.start({ host: '127.0.0.1', port: 0 });
   cleanup.push(() => scheduler.close());
   const workers = await Promise.all(
     [1, 2].map((i) => Worker.start({ scheduler: scheduler.address, name: `w${i}`, modules: [TASKS], nthreads: 2, validate })),
@@ -86,7 +76,7 @@ async function cluster(validate = true) {
   return { scheduler, workers, call, updates, waitFor, result };
 }
 
-describe.skipIf(!schedulerModule)('scheduler + 2 workers + client session', () => {
+describe('scheduler + 2 workers + client session', () => {
   it('computes a graph across workers, with inline and registered functions and a large value', async () => {
     const { workers, call, result } = await cluster();
     await new Promise((r) => setTimeout(r, 100));
