@@ -4,6 +4,9 @@ import { SkeinError } from '@skein/common';
 import { Worker } from './worker.js';
 import { parseResources, type WorkerOptions } from './options.js';
 
+/** Exit code of a worker that lost its scheduler and gave up after --death-timeout (nannies stop then). */
+export const EXIT_SCHEDULER_LOST = 3;
+
 export interface CliIO {
   stdout: (line: string) => void;
   stderr: (line: string) => void;
@@ -46,6 +49,7 @@ export async function parseWorkerArgs(argv: string[], scriptName = 'skein-worker
     .option('host', { type: 'string', describe: 'Host to listen on', default: '0.0.0.0' })
     .option('port', { type: 'number', describe: 'Port to listen on (0: any free port)', default: 0 })
     .option('death-timeout', { type: 'number', describe: 'Seconds to keep trying to reach a lost scheduler' })
+    .option('nanny-address', { type: 'string', describe: 'Address of the nanny supervising this worker (set by skein-nanny)' })
     .option('module', { type: 'string', array: true, describe: 'ES module whose exported functions are registered (repeatable)' })
     .demandCommand(1, 1, 'Missing the scheduler address, e.g. skein-worker tcp://10.0.0.5:8786', 'Give exactly one scheduler address')
     .strict()
@@ -73,6 +77,7 @@ export async function parseWorkerArgs(argv: string[], scriptName = 'skein-worker
     port: num(a.port, 'port'),
     deathTimeoutMs: deathTimeout === undefined ? undefined : deathTimeout * 1000,
     modules: a.module?.map(String),
+    nannyAddress: a['nanny-address'],
   };
 }
 
@@ -104,7 +109,7 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
     const closed = await worker.closed;
     if (closed.error) {
       io.stderr(`skein-worker: ${oneLine(closed.error)}`);
-      return 1;
+      return closed.error.code === 'unavailable' ? EXIT_SCHEDULER_LOST : 1;
     }
     return 0;
   } finally {

@@ -118,6 +118,7 @@ interface Incarnation {
   /** Why we are stopping it ourselves, if we are. */
   stopping: string | null;
   stderrTail: string[];
+  registered_: boolean;
 }
 
 export type NannyStatus = 'starting' | 'running' | 'restarting' | 'closing' | 'closed';
@@ -210,13 +211,18 @@ export class Nanny {
       address: '',
       stopping: null,
       stderrTail: [],
+      registered_: false,
       exited: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
       registered: Promise.resolve(''),
     };
+    // Until the worker registers its log is held back: if it fails to start, the nanny's own
+    // one-line error carries the reason instead.
+    let held: string[] | null = [];
     createInterface({ input: child.stderr! }).on('line', (line) => {
       inc.stderrTail.push(line);
       if (inc.stderrTail.length > 50) inc.stderrTail.shift();
-      process.stderr.write(`${line}\n`);
+      if (held) held.push(line);
+      else process.stderr.write(`${line}\n`);
     });
     inc.registered = new Promise<string>((resolve, reject) => {
       const timer = setTimeout(
@@ -229,6 +235,9 @@ export class Nanny {
         if (m) inc.address = m[1]!;
         if (/^Registered to:/.test(line)) {
           clearTimeout(timer);
+          for (const l of held ?? []) process.stderr.write(`${l}\n`);
+          held = null;
+          inc.registered_ = true;
           resolve(inc.address);
         }
       });
@@ -251,6 +260,8 @@ export class Nanny {
     if (inc.stopping === 'restart') return; // restart() starts the next one itself
     if (inc.stopping === 'close' || inc.stopping === 'kill') return;
     if (this.lifecycle.closing) return;
+    // A worker that never registered on the nanny's first start fails Nanny.start instead.
+    if (this.status_ === 'starting' && !inc.registered_) return;
     if (exit.code === 0) {
       this.finish(0, 'the worker closed (retired or asked to stop by the scheduler)');
       return;

@@ -10,7 +10,7 @@ interface Command {
 
 const COMMANDS: Record<string, Command> = {
   scheduler: { pkg: '@skein/core-scheduler', exportName: 'runSchedulerCli', describe: 'start a scheduler' },
-  worker: { pkg: '@skein/core-worker', exportName: 'runWorkerCli', describe: 'start a worker connected to a scheduler' },
+  worker: { pkg: '@skein/core-worker', exportName: 'runWorkerCli', describe: 'start a worker (under a nanny unless --no-nanny)' },
   nanny: { pkg: '@skein/nanny', exportName: 'runNannyCli', describe: 'start a nanny that supervises a worker' },
   ssh: { pkg: '@skein/deploy-ssh', exportName: 'runSshCli', describe: 'start a cluster over SSH' },
 };
@@ -33,6 +33,29 @@ export async function runSkeinCli(argv: string[]): Promise<number> {
     process.stderr.write(`skein: unknown command "${name}".\n${usage()}`);
     return 2;
   }
+  // `skein worker` runs under a nanny when @skein/nanny is installed, unless --no-nanny.
+  if (name === 'worker') {
+    const noNanny = rest.includes('--no-nanny');
+    const args = rest.filter((a) => a !== '--no-nanny' && a !== '--nanny');
+    if (!noNanny) {
+      const nanny = await tryImport('@skein/nanny');
+      if (nanny && typeof nanny['runNannyCli'] === 'function') return (nanny['runNannyCli'] as CliMain)(args);
+    }
+    return dispatch(name, COMMANDS.worker!, args);
+  }
+  return dispatch(name, cmd, rest);
+}
+
+async function tryImport(pkg: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    return (await import(pkg)) as Record<string, unknown>;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && String((err as Error).message).includes(pkg)) return undefined;
+    throw err;
+  }
+}
+
+async function dispatch(name: string, cmd: Command, rest: string[]): Promise<number> {
   let mod: Record<string, unknown>;
   try {
     mod = (await import(cmd.pkg)) as Record<string, unknown>;

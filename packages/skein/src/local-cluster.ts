@@ -14,6 +14,8 @@ export interface LocalClusterOptions {
   threadsPerWorker?: number;
   /** Run workers as child processes (default true) or inside this process. */
   processes?: boolean;
+  /** Supervise each worker process with a nanny (default true with processes). */
+  nanny?: boolean;
   /** Memory limit per worker: 'auto' (machine memory / nWorkers), a fraction, or a size like '2GB'. */
   memoryLimit?: string | number;
   /** Host to bind to (default 127.0.0.1). */
@@ -36,6 +38,7 @@ interface CompiledLocalClusterOptions {
   nWorkers: number;
   threadsPerWorker: number;
   processes: boolean;
+  nanny: boolean;
   memoryLimit: number;
   host: string;
   schedulerPort: number;
@@ -59,6 +62,7 @@ function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
     nWorkers,
     threadsPerWorker,
     processes: o.processes ?? true,
+    nanny: (o.processes ?? true) && (o.nanny ?? true),
     memoryLimit: parseMemoryLimit(o.memoryLimit ?? 'auto', Math.max(1, nWorkers)),
     host: o.host ?? '127.0.0.1',
     schedulerPort: o.schedulerPort ?? 0,
@@ -80,12 +84,12 @@ export interface LocalWorkerHandle {
   readonly exited: Promise<number | null>;
 }
 
-function workerCliPath(): string {
+function binPath(pkgName: string, binName: string): string {
   const require = createRequire(import.meta.url);
-  const pkgPath = require.resolve('@skein/core-worker/package.json');
+  const pkgPath = require.resolve(`${pkgName}/package.json`);
   const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { bin?: Record<string, string> };
-  const bin = pkg.bin?.['skein-worker'];
-  if (!bin) throw new SkeinError('not_found', '@skein/core-worker has no skein-worker bin; reinstall it.');
+  const bin = pkg.bin?.[binName];
+  if (!bin) throw new SkeinError('not_found', `${pkgName} has no ${binName} command; reinstall it.`);
   return join(dirname(pkgPath), bin);
 }
 
@@ -240,7 +244,7 @@ export class LocalCluster {
     let handle: LocalWorkerHandle;
     if (o.processes) {
       const args = [
-        workerCliPath(),
+        o.nanny ? binPath('@skein/nanny', 'skein-nanny') : binPath('@skein/core-worker', 'skein-worker'),
         this.scheduler.address,
         '--host', o.host,
         '--port', '0',
