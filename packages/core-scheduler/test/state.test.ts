@@ -274,4 +274,18 @@ describe('SchedulerState', () => {
     expect(acts).toContainEqual(expect.objectContaining({ type: 'CloseWorker', worker: 'w1' }));
     expect(h.state.workers.size).toBe(0);
   });
+
+  it('gives a paused worker no new tasks until it resumes', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    const hb = (paused: boolean) =>
+      h.handle({ type: 'Heartbeat', worker: 'w1', metrics: { executing: 0, ready: 0, memoryRss: 1, managedBytes: 1, spilledBytes: 0, cpuPercent: 0, paused } });
+    hb(true);
+    expect(h.state.workers.get('w1')!.status).toBe('paused');
+    h.submit('c', [def('p-1')], ['p-1']);
+    expect(h.state_('p-1')).toBe('no-worker');
+    const acts = hb(false);
+    expect(computes(acts)).toEqual(['w1:p-1']);
+    expect(h.state.workers.get('w1')!.history).toHaveLength(2);
+  });
 });

@@ -60,7 +60,7 @@ export class TaskRecord {
   }
 }
 
-export type WorkerStatus = 'running' | 'retiring';
+export type WorkerStatus = 'running' | 'paused' | 'retiring';
 
 export class WorkerRecord {
   status: WorkerStatus = 'running';

@@ -248,6 +248,13 @@ export class SchedulerState {
         const m = e.metrics;
         ws.history.push({ timeMs: now, memoryRss: m.memoryRss, managedBytes: m.managedBytes, spilledBytes: m.spilledBytes, cpuPercent: m.cpuPercent, executing: m.executing });
         if (ws.history.length > HISTORY_SAMPLES) ws.history.splice(0, ws.history.length - HISTORY_SAMPLES);
+        // A paused worker (memory past its pause threshold) gets no new tasks until it resumes.
+        if (m.paused && ws.status === 'running') ws.status = 'paused';
+        else if (!m.paused && ws.status === 'paused') {
+          ws.status = 'running';
+          this.freedSlots.add(ws);
+          for (const ts of this.unrunnable) this.recs.set(ts, 'processing');
+        }
         return;
       }
       case 'RetireWorkers':
