@@ -850,6 +850,32 @@ export class Client implements FutureHost {
     return fromGetStory(res);
   }
 
+  /**
+   * Restarts every worker through its nanny and waits until they are back (Dask's
+   * `client.restart()`). All tasks are forgotten: pending and finished futures of every client are
+   * cancelled and workers start empty. Workers without a nanny are closed instead.
+   */
+  async restart(options: { timeoutMs?: number } = {}): Promise<{ workers: string[]; closed: string[] }> {
+    this.#ensureRunning('restart the cluster');
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    const s = this.#scheduler;
+    const res = await this.#unary(
+      s.restartWorkers.bind(s),
+      { timeoutMs },
+      `RestartWorkers on the scheduler at ${this.schedulerAddress}`,
+      timeoutMs + 5_000,
+    );
+    return { workers: res.workers, closed: res.closed };
+  }
+
+  /** Recent memory and CPU samples of every worker (from their heartbeats), oldest first. */
+  async workerMetrics(): Promise<Record<string, Array<{ timeMs: number; memoryRss: number; managedBytes: number; spilledBytes: number; cpuPercent: number; executing: number }>>> {
+    this.#ensureRunning('ask for worker metrics');
+    const s = this.#scheduler;
+    const res = await this.#unary(s.getWorkerMetrics.bind(s), {}, `GetWorkerMetrics from the scheduler at ${this.schedulerAddress}`, 30_000);
+    return Object.fromEntries(res.workers.map((w) => [w.address, w.samples.map((x) => ({ ...x }))]));
+  }
+
   /** Asks workers to leave gracefully (their unique results move to peers first); returns those retired. */
   async retireWorkers(options: RetireOptions = {}): Promise<string[]> {
     this.#ensureRunning('retire workers');
