@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The test command (`npm test`): installs what it needs, then builds, checks and tests everything.
+#   npm test                          # everything
+#   npm test -- --project common      # extra arguments go to `vitest run`
+# Needs only Node.js >= 20 and npm: pnpm and the Debian packages the tests use are installed here.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "pnpm"
+. tools/ensure-pnpm.sh
+
+step "pnpm install"
+if [ -n "${CI:-}" ] && [ "${CI}" != "false" ] && [ "${CI}" != "0" ]; then
+  pnpm install --frozen-lockfile </dev/null
+else
+  pnpm install --frozen-lockfile </dev/null || {
+    echo "test.sh: the lockfile is out of date with package.json; running a plain pnpm install" >&2
+    pnpm install </dev/null
+  }
+fi
+
+step "test dependencies (Debian packages)"
+bash tools/setup-test-deps.sh
+
+# From here on every step runs (so one CI run reports every problem), and the script fails at the
+# end if any of them failed.
+failed=()
+
+step "pnpm build"
+pnpm build || failed+=("build")
+
+step "generated code is fresh (node tools/codegen.mjs --check)"
+node tools/codegen.mjs --check || failed+=("codegen --check")
+
+step "dependency rules (node tools/check-deps.mjs)"
+node tools/check-deps.mjs || failed+=("check-deps")
+
+step "vitest run $*"
+mkdir -p .artifacts
+rm -f .artifacts/vitest.json
+pnpm exec vitest run --reporter=default --reporter=json --outputFile.json=.artifacts/vitest.json "$@" </dev/null ||
+  failed+=("vitest")
+
+if [ -f .artifacts/vitest.json ]; then
+  # One plain closing line: "tests: N passed, N failed, N skipped".
+  node -e '
+    const r = JSON.parse(require("fs").readFileSync(".artifacts/vitest.json", "utf8"));
+    const skipped = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
+    console.log(`\ntests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
+  ' || true
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test.sh: FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+echo "test.sh: all checks passed"
