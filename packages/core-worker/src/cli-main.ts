@@ -2,7 +2,7 @@
 import yargs from 'yargs';
 import { SkeinError } from '@skein/common';
 import { Worker } from './worker.js';
-import { parseResources, type WorkerOptions } from './options.js';
+import { parseMemoryFraction, parseResources, type WorkerOptions } from './options.js';
 
 /** Exit code of a worker that lost its scheduler and gave up after --death-timeout (nannies stop then). */
 export const EXIT_SCHEDULER_LOST = 3;
@@ -43,6 +43,10 @@ export async function parseWorkerArgs(argv: string[], scriptName = 'skein-worker
     .usage('$0 <scheduler> [options]\n\nStart a Skein worker and register it with the scheduler at <scheduler> (tcp://HOST:PORT).')
     .option('nthreads', { type: 'number', describe: 'Task threads', default: 1 })
     .option('memory-limit', { type: 'string', describe: "Memory limit: '4GB', a fraction of the machine ('0.5') or 'auto'", default: 'auto' })
+    .option('memory-target-fraction', { type: 'string', describe: 'Spill LRU results when results in memory pass this fraction of the limit (0/false: off; default 0.6)' })
+    .option('memory-spill-fraction', { type: 'string', describe: 'Spill LRU results when process memory passes this fraction of the limit (0/false: off; default 0.7)' })
+    .option('memory-pause-fraction', { type: 'string', describe: 'Start no new tasks while process memory is past this fraction of the limit (0/false: off; default 0.8)' })
+    .option('local-directory', { type: 'string', describe: 'Directory for spilled results (a fresh skein-worker-* directory is made in it; default: the OS temp directory)' })
     .option('name', { type: 'string', describe: 'Name of the worker (default: its address)' })
     .option('resources', { type: 'string', describe: 'Abstract resources, e.g. "GPU=2,MEM=1e9"' })
     .option('interface', { type: 'string', describe: 'Network interface to listen on and advertise, e.g. eth0' })
@@ -66,10 +70,18 @@ export async function parseWorkerArgs(argv: string[], scriptName = 'skein-worker
     return v;
   };
   const deathTimeout = num(a['death-timeout'], 'death-timeout');
+  const frac = (flag: string): number | false | undefined => {
+    const v = a[flag];
+    return v === undefined ? undefined : parseMemoryFraction(String(v), `--${flag}`);
+  };
   return {
     scheduler: String(a._[0]),
     nthreads: num(a.nthreads, 'nthreads'),
     memoryLimit: a['memory-limit'],
+    memoryTargetFraction: frac('memory-target-fraction'),
+    memorySpillFraction: frac('memory-spill-fraction'),
+    memoryPauseFraction: frac('memory-pause-fraction'),
+    localDirectory: a['local-directory'],
     name: a.name,
     resources: a.resources ? parseResources(a.resources) : undefined,
     interface: a.interface,

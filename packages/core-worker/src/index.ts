@@ -15,11 +15,22 @@
  * process.exitCode = await runWorkerCli(['tcp://10.0.0.5:8786', '--nthreads', '4']);
  */
 export { Worker, type WorkerStatus, type WorkerClosed } from './worker.js';
-export { compileWorkerOptions, parseResources, type WorkerOptions, type CompiledWorkerOptions } from './options.js';
+export { compileWorkerOptions, parseResources, parseMemoryFraction, type WorkerOptions, type CompiledWorkerOptions } from './options.js';
 export { runWorkerCli, parseWorkerArgs, EXIT_SCHEDULER_LOST, type CliIO } from './cli-main.js';
 export { WorkerState, InvalidTransitionError, InvalidStateError, type TaskRecord } from './state/worker-state.js';
+export { isSpilled, storedBytes } from './state/types.js';
+export {
+  memoryDecision,
+  DEFAULT_MEMORY_FRACTIONS,
+  type MemoryFraction,
+  type MemoryFractions,
+  type MemoryInputs,
+  type MemoryDecision,
+} from './state/memory.js';
 export type {
   Encoded,
+  SpilledValue,
+  StoredValue,
   TaskErrorInfo,
   FunctionSpec,
   TaskCall,
@@ -34,6 +45,8 @@ export type {
   GatherDepSuccessEvent,
   GatherDepFailureEvent,
   PauseChangedEvent,
+  DataSpilledEvent,
+  DataUnspilledEvent,
   SchedulerLostEvent,
   SchedulerMessage,
   WhoHasEntry,
@@ -42,10 +55,12 @@ export type {
   GatherDepAction,
   SendToSchedulerAction,
   ReleaseDataAction,
+  RemoveSpilledAction,
   TransitionRecord,
   WorkerStateConfig,
 } from './state/types.js';
 export { ThreadPool, type ThreadPoolOptions, type PoolTask, type PoolResult } from './runtime/pool.js';
-export { createWorkerService, type WorkerServiceBackend } from './server/service.js';
+export { createWorkerService, type WorkerServiceBackend, type SpilledSource } from './server/service.js';
+export { SpillStore } from './server/spill.js';
 export { MainThreadRunner } from './server/run.js';
 export { PeerClients, fetchData, type FetchResult } from './server/fetch.js';

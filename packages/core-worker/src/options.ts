@@ -9,6 +9,8 @@ import {
   parseMemoryLimit,
   skeinDefaults,
 } from '@skein/common';
+import { memoryUsage } from 'node:process';
+import { DEFAULT_MEMORY_FRACTIONS, type MemoryFraction, type MemoryFractions } from './state/memory.js';
 
 /** Options of `Worker.start`. */
 export interface WorkerOptions {
@@ -46,6 +48,30 @@ export interface WorkerOptions {
   retireTimeoutMs?: number;
   /** Check the state machine's invariants after every batch of events (tests). */
   validate?: boolean;
+  /**
+   * Spill least recently used results to disk when the results in memory pass this fraction of
+   * the memory limit; false turns it off. Default `SKEIN_MEMORY_TARGET` or 0.6.
+   */
+  memoryTargetFraction?: MemoryFraction;
+  /**
+   * Spill least recently used results when the process memory (RSS) passes this fraction, until
+   * it is below the target; false turns it off. Default `SKEIN_MEMORY_SPILL` or 0.7.
+   */
+  memorySpillFraction?: MemoryFraction;
+  /**
+   * Start no new tasks while the process memory is above this fraction; false turns it off.
+   * Default `SKEIN_MEMORY_PAUSE` or 0.8.
+   */
+  memoryPauseFraction?: MemoryFraction;
+  /**
+   * Where spilled results go: the worker creates a fresh `skein-worker-XXXXXX` directory in it
+   * and removes that at close. Default the OS's temporary directory.
+   */
+  localDirectory?: string;
+  /** How often the memory monitor measures, ms. Default 100. */
+  memoryMonitorMs?: number;
+  /** Reads the process memory in bytes (tests inject one). Default `process.memoryUsage.rss`. */
+  readRss?: () => number;
 }
 
 /** Options with defaults applied, validated once at start. */
@@ -69,6 +95,10 @@ export interface CompiledWorkerOptions {
   pipelineDepth: number;
   retireTimeoutMs: number;
   validate: boolean;
+  memoryFractions: MemoryFractions;
+  localDirectory: string | undefined;
+  memoryMonitorMs: number;
+  readRss: () => number;
 }
 
 function positiveInt(v: number | undefined, fallback: number, what: string): number {
@@ -81,6 +111,31 @@ function nonNegative(v: number | undefined, fallback: number, what: string): num
   if (v === undefined) return fallback;
   if (typeof v !== 'number' || Number.isNaN(v) || v < 0) throw new InvalidArgumentError(`${what} must be a number of at least 0, got ${v}.`);
   return v;
+}
+
+/**
+ * Parses a memory threshold: a fraction of the memory limit in (0, 1], or `0`/`false`/`off` to
+ * turn the threshold off. `what` names the setting in the error message.
+ */
+export function parseMemoryFraction(v: unknown, what: string): MemoryFraction {
+  if (v === false || v === 0) return false;
+  let n = v;
+  if (typeof v === 'string') {
+    const t = v.trim().toLowerCase();
+    if (t === 'false' || t === 'off' || t === 'none' || t === '0') return false;
+    n = t === '' ? NaN : Number(t);
+  }
+  if (typeof n !== 'number' || !(n > 0 && n <= 1)) {
+    throw new InvalidArgumentError(`${what} must be a fraction of the memory limit in (0, 1], or 0/false to turn it off, got ${JSON.stringify(v)}.`);
+  }
+  return n;
+}
+
+function fraction(v: MemoryFraction | undefined, option: string, env: string, fallback: MemoryFraction): MemoryFraction {
+  if (v !== undefined) return parseMemoryFraction(v, option);
+  const e = process.env[env];
+  if (e !== undefined && e.trim() !== '') return parseMemoryFraction(e, env);
+  return fallback;
 }
 
 /** Parses `GPU=2,MEM=1e9` into {GPU: 2, MEM: 1e9}. */
@@ -141,5 +196,13 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
     pipelineDepth: positiveInt(o.pipelineDepth, 4, 'pipelineDepth'),
     retireTimeoutMs: nonNegative(o.retireTimeoutMs, 30_000, 'retireTimeoutMs'),
     validate: o.validate ?? false,
+    memoryFractions: {
+      target: fraction(o.memoryTargetFraction, 'memoryTargetFraction', 'SKEIN_MEMORY_TARGET', DEFAULT_MEMORY_FRACTIONS.target),
+      spill: fraction(o.memorySpillFraction, 'memorySpillFraction', 'SKEIN_MEMORY_SPILL', DEFAULT_MEMORY_FRACTIONS.spill),
+      pause: fraction(o.memoryPauseFraction, 'memoryPauseFraction', 'SKEIN_MEMORY_PAUSE', DEFAULT_MEMORY_FRACTIONS.pause),
+    },
+    localDirectory: o.localDirectory ? resolvePath(o.localDirectory) : undefined,
+    memoryMonitorMs: nonNegative(o.memoryMonitorMs, 100, 'memoryMonitorMs') || 100,
+    readRss: o.readRss ?? (() => memoryUsage.rss()),
   };
 }

@@ -28,6 +28,7 @@ import {
   checkProtocolVersion,
   createLogger,
   formatAddress,
+  formatBytes,
   fromGrpcStatus,
   insecureChannel,
   newServer,
@@ -38,7 +39,9 @@ import {
 } from '@skein/common';
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './options.js';
 import { WorkerState } from './state/worker-state.js';
-import type { GatherDepAction, WorkerAction, WorkerEvent } from './state/types.js';
+import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type WorkerAction, type WorkerEvent } from './state/types.js';
+import { memoryDecision } from './state/memory.js';
+import { SpillStore } from './server/spill.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
 import { acquireReplicasEvent, computeTaskEvent, toWire } from './server/convert.js';
@@ -95,6 +98,16 @@ export class Worker {
   private closeCommand: (() => void) | undefined;
   private lastCpu = cpuUsage();
   private lastCpuAt = Date.now();
+  private store: SpillStore | undefined;
+  private monitor: NodeJS.Timeout | undefined;
+  /** Keys being written to disk in the current spill round. */
+  private readonly spilling = new Set<string>();
+  /** Spilled files being read back for tasks, shared by tasks that need the same one. */
+  private readonly unspilling = new Map<string, Promise<Encoded>>();
+  /** Disk I/O in progress (awaited before the local directory is removed). */
+  private readonly diskIO = new Set<Promise<unknown>>();
+  private spillBackoffUntil = 0;
+  private warnedNothingToSpill = false;
 
   private constructor(options: CompiledWorkerOptions) {
     this.options = options;
@@ -116,6 +129,11 @@ export class Worker {
     return this.lifecycle.status;
   }
 
+  /** The directory holding this worker's spilled results (removed at close). */
+  get localDirectory(): string {
+    return this.store?.dir ?? '';
+  }
+
   /** The state machine (read it; do not mutate). */
   get workerState(): WorkerState {
     return this.state;
@@ -127,12 +145,22 @@ export class Worker {
     try {
       // Import the modules here first: a broken module fails start with a clear message.
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
+      this.store = await SpillStore.create(o.localDirectory);
       this.pool = await ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth });
       this.server = newServer();
       this.server.addService(
         WorkerServiceService,
         createWorkerService({
-          getValue: (key) => this.state?.data.get(key),
+          getValue: (key) => {
+            const v = this.state?.data.get(key);
+            return isSpilled(v) ? undefined : v;
+          },
+          getSpilled: (key) => {
+            const v = this.state?.data.get(key);
+            const store = this.store;
+            if (!isSpilled(v) || !store) return undefined;
+            return { encoding: v.encoding, totalSize: v.nbytes, chunks: (n) => store.chunks(v.file, n) };
+          },
           status: () => this.statusMessage(),
           runner: this.runner,
           chunkBytes: o.chunkBytes,
@@ -151,6 +179,10 @@ export class Worker {
         validate: o.validate,
       });
       await this.connect(o.connectTimeoutMs, true);
+      if (o.memoryLimit > 0) {
+        this.monitor = setInterval(() => this.checkMemory(), o.memoryMonitorMs);
+        this.monitor.unref();
+      }
       this.lifecycle.started();
     } catch (err) {
       await this.close('failed to start').catch(() => undefined);
@@ -383,8 +415,8 @@ export class Worker {
           managedBytes: this.state.managedBytes,
           cpuPercent: ((cpu.user + cpu.system) / 1000 / elapsed) * 100,
           nowMs: now,
-          spilledBytes: 0,
-          paused: false,
+          spilledBytes: this.state.spilledBytes,
+          paused: this.state.paused,
         },
       },
     });
@@ -426,11 +458,9 @@ export class Worker {
     }
     for (const a of actions) {
       switch (a.type) {
-        case 'Execute': {
-          const key = a.key;
-          this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs: a.inputs }, (r) => this.onExecuted(key, r));
+        case 'Execute':
+          this.execute(a);
           break;
-        }
         case 'GatherDep':
           this.gather(a);
           break;
@@ -439,12 +469,136 @@ export class Worker {
           break;
         case 'ReleaseData':
           break;
+        case 'RemoveSpilled':
+          if (this.store) void this.trackDisk(this.store.remove(a.files));
+          break;
         default: {
           const never: never = a;
           throw new SkeinError('internal', `unknown action ${JSON.stringify(never)}`);
         }
       }
     }
+    // Past the target with new results: spill now rather than at the next monitor tick.
+    const o = this.options;
+    const target = o.memoryFractions.target;
+    if (this.monitor && target !== false && this.spilling.size === 0 && this.state.managedBytes > target * o.memoryLimit) {
+      this.spill(this.state.managedBytes - Math.floor(target * o.memoryLimit), 'target');
+    }
+  }
+
+  private execute(a: ExecuteAction): void {
+    const key = a.key;
+    let spilled = false;
+    for (const [, v] of a.inputs) if (isSpilled(v)) spilled = true;
+    if (!spilled) {
+      this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs: a.inputs as Array<[string, Encoded]> }, (r) => this.onExecuted(key, r));
+      return;
+    }
+    // Read spilled inputs back first (they go back into memory: DataUnspilled).
+    const p = Promise.all(a.inputs.map(async ([dep, v]): Promise<[string, Encoded]> => [dep, isSpilled(v) ? await this.unspill(dep, v.file, v.encoding) : v])).then(
+      (inputs) => {
+        if (this.lifecycle.closing) return;
+        this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs }, (r) => this.onExecuted(key, r));
+      },
+      (err: unknown) => {
+        const now = Date.now();
+        const message = `Could not read a spilled input of ${key} back from ${this.localDirectory}: ${(err as Error).message}`;
+        this.log.error(message);
+        this.enqueue({
+          type: 'ExecuteFailure',
+          key,
+          error: { type: 'SkeinError', message, stack: '', code: 'internal', key, detailsJson: '' },
+          startMs: now,
+          stopMs: now,
+          stimulusId: this.stimulus('unspill-failed'),
+        });
+      },
+    );
+    void this.lifecycle.track(p);
+  }
+
+  private unspill(key: string, file: string, encoding: number): Promise<Encoded> {
+    let p = this.unspilling.get(file);
+    if (!p) {
+      p = this.store!.read(file).then((data) => {
+        const value: Encoded = { encoding, data };
+        this.enqueue({ type: 'DataUnspilled', key, value, file, stimulusId: this.stimulus('unspill') });
+        return value;
+      });
+      this.unspilling.set(file, p);
+      const done = () => this.unspilling.delete(file);
+      p.then(done, done);
+      void this.trackDisk(p);
+    }
+    return p;
+  }
+
+  private trackDisk<T>(p: Promise<T>): Promise<T> {
+    this.diskIO.add(p);
+    const done = () => this.diskIO.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Memory: spill to disk and pause (the decisions are the pure memoryDecision)
+
+  private checkMemory(): void {
+    if (this.lifecycle.closing || !this.state) return;
+    const o = this.options;
+    const rss = o.readRss();
+    const d = memoryDecision({ rss, managed: this.state.managedBytes, limit: o.memoryLimit, fractions: o.memoryFractions, paused: this.state.paused });
+    if (d.pauseChanged) {
+      const pct = Math.round((rss / o.memoryLimit) * 100);
+      if (d.paused) {
+        this.log.warn(
+          `paused: process memory ${formatBytes(rss)} is ${pct}% of the limit ${formatBytes(o.memoryLimit)} (pause at ${Math.round(
+            (o.memoryFractions.pause || 0) * 100,
+          )}%); no new tasks start until it falls (results in memory ${formatBytes(this.state.managedBytes)}, spilled ${formatBytes(this.state.spilledBytes)})`,
+        );
+      } else {
+        this.log.warn(`resumed: process memory ${formatBytes(rss)} is ${pct}% of the limit ${formatBytes(o.memoryLimit)}`);
+      }
+      this.handle([{ type: 'PauseChanged', paused: d.paused, stimulusId: this.stimulus(d.paused ? 'pause' : 'unpause') }]);
+      this.sendHeartbeat(); // tell the scheduler now, not at the next heartbeat
+    }
+    if (d.spillBytes > 0) this.spill(d.spillBytes, d.spillReason);
+    else if (d.spillReason === undefined && o.memoryFractions.spill !== false && rss > o.memoryFractions.spill * o.memoryLimit) {
+      if (!this.warnedNothingToSpill) {
+        this.warnedNothingToSpill = true;
+        this.log.warn(
+          `process memory ${formatBytes(rss)} is past the spill threshold of the limit ${formatBytes(o.memoryLimit)} but no results are left in memory to spill; ` +
+            'the memory is held by tasks or the runtime (unmanaged memory)',
+        );
+      }
+    } else this.warnedNothingToSpill = false;
+  }
+
+  /** Writes least recently used results to disk, one spill round at a time. */
+  private spill(bytes: number, reason: string | undefined): void {
+    const store = this.store;
+    if (!store || this.spilling.size > 0 || Date.now() < this.spillBackoffUntil) return;
+    const candidates = this.state.spillCandidates(bytes);
+    if (candidates.length === 0) return;
+    this.log.debug(`spilling ${candidates.length} results (${formatBytes(bytes)} wanted, ${reason} threshold)`);
+    for (const [key] of candidates) this.spilling.add(key);
+    const round = (async () => {
+      // shift(): a value written and handed to the state is no longer referenced from here
+      for (let c = candidates.shift(); c; c = candidates.shift()) {
+        const [key, value] = c;
+        if (this.lifecycle.closing) break;
+        try {
+          const file = await store.write(key, value);
+          this.enqueue({ type: 'DataSpilled', key, value, file, stimulusId: this.stimulus('spill') });
+        } catch (err) {
+          this.spillBackoffUntil = Date.now() + 5_000;
+          this.log.error(`could not spill ${key} to ${store.dir}: ${(err as Error).message}; spilling stops for 5s`);
+          break;
+        }
+      }
+    })().finally(() => this.spilling.clear());
+    void this.trackDisk(round);
+    void this.lifecycle.track(round);
   }
 
   private onExecuted(key: string, r: PoolResult): void {
@@ -517,11 +671,19 @@ export class Worker {
     return this.lifecycle
       .close([
         ['stop heartbeat', () => this.stopHeartbeat()],
+        ['stop the memory monitor', () => this.monitor && clearInterval(this.monitor)],
         ['cancel waits and transfers', () => this.abort.abort()],
         ['close the scheduler session', () => this.session && this.endSession(this.session)],
         ['stop the task threads', () => this.pool?.close()],
         ['stop the server', () => this.server && shutdownServer(this.server, 1_000)],
         ['close peer channels', () => this.peers.close()],
+        [
+          'remove the local directory',
+          async () => {
+            await Promise.allSettled([...this.diskIO]);
+            await this.store?.close();
+          },
+        ],
       ])
       .finally(() => this.resolveClosed(this.closeInfo!));
   }

@@ -34,7 +34,7 @@ describe('ThreadPool', () => {
   });
 
   it('reports the registered functions', () => {
-    expect(pool.registeredFunctions.sort()).toEqual(['add', 'bytes', 'fail', 'makeMap', 'slowDouble', 'threadId']);
+    expect(pool.registeredFunctions.sort()).toEqual(['add', 'bytes', 'fail', 'makeMap', 'pattern', 'slowDouble', 'threadId']);
   });
 
   it('runs sync and async registered functions', async () => {

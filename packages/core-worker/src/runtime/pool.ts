@@ -49,6 +49,10 @@ interface Slot {
 
 /** Long tasks (by moving average) run one per thread. */
 const SHORT_TASK_MS = 5;
+/** Tasks this short (moving average) are sent to a thread many at a time. */
+const TINY_TASK_MS = 0.2;
+/** Buffers at least this large are transferred to threads; smaller ones are cheaper to clone. */
+const TRANSFER_MIN_BYTES = 64 * 1024;
 
 function threadScript(): URL {
   const here = new URL('./thread.js', import.meta.url);
@@ -208,7 +212,9 @@ export class ThreadPool {
       progress = false;
       for (let i = 0; i < n && this.queueHead < this.queue.length; i++) {
         const slot = this.slots[i]!;
-        const limit = slot.avgMs > SHORT_TASK_MS ? 1 : this.depth;
+        // Long tasks one at a time; very short ones in large batches, so the cost of a
+        // postMessage (tens of µs) is shared by many tasks.
+        const limit = slot.avgMs > SHORT_TASK_MS ? 1 : slot.avgMs < TINY_TASK_MS ? this.depth * 16 : this.depth;
         if (slot.inflight.size + slot.outgoing.length >= limit) continue;
         const p = this.queue[this.queueHead++]!;
         this.assign(slot, p);
@@ -254,7 +260,7 @@ export class ThreadPool {
   /** Bytes to send: a view on its own buffer is cloned as is; a slice of a larger one is copied and transferred. */
   private bytes(slot: Slot, data: Buffer): Uint8Array {
     const exact = exactBytes(data);
-    if (exact !== data) slot.transfer.push(exact.buffer as ArrayBuffer);
+    if (exact !== data && exact.byteLength >= TRANSFER_MIN_BYTES) slot.transfer.push(exact.buffer as ArrayBuffer);
     return exact;
   }
 }

@@ -1,15 +1,24 @@
 /** The worker's gRPC WorkerService: GetData (chunked stream), Run, GetStatus. */
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import type { GetDataRequest, GetDataResponse, GetStatusResponse, Value, WorkerServiceServer } from '@skein/protocol';
-import { toGrpcStatus } from '@skein/common';
+import { SkeinError, toGrpcStatus } from '@skein/common';
 import type { MainThreadRunner } from './run.js';
 
 export interface WorkerServiceBackend {
-  /** The value of a key held here, or undefined. */
+  /** The value of a key held here in memory, or undefined. */
   getValue(key: string): Value | undefined;
+  /** A key held here but spilled to disk, read from its file as the stream goes. */
+  getSpilled?(key: string): SpilledSource | undefined;
   status(): GetStatusResponse;
   runner: MainThreadRunner;
   chunkBytes: number;
+}
+
+/** A value on disk: its encoding, size and a reader of its bytes. */
+export interface SpilledSource {
+  encoding: number;
+  totalSize: number;
+  chunks(chunkBytes: number): AsyncIterable<Buffer>;
 }
 
 function writeAsync(call: ServerWritableStream<GetDataRequest, GetDataResponse>, msg: GetDataResponse): Promise<void> | undefined {
@@ -23,6 +32,11 @@ async function streamData(call: ServerWritableStream<GetDataRequest, GetDataResp
   for (const key of call.request.keys) {
     if (call.cancelled) return;
     const v = backend.getValue(key);
+    const spilled = v ? undefined : backend.getSpilled?.(key);
+    if (spilled) {
+      await streamSpilled(call, key, spilled, chunk);
+      continue;
+    }
     if (!v) {
       await writeAsync(call, { key, encoding: 0, totalSize: 0, data: Buffer.alloc(0), missing: true });
       continue;
@@ -43,6 +57,24 @@ async function streamData(call: ServerWritableStream<GetDataRequest, GetDataResp
     } while (offset < total && !call.cancelled);
   }
   call.end();
+}
+
+async function streamSpilled(call: ServerWritableStream<GetDataRequest, GetDataResponse>, key: string, s: SpilledSource, chunk: number): Promise<void> {
+  let sent = 0;
+  if (s.totalSize === 0) {
+    await writeAsync(call, { key, encoding: s.encoding, totalSize: 0, data: Buffer.alloc(0), missing: false });
+    return;
+  }
+  for await (const data of s.chunks(chunk)) {
+    if (call.cancelled) return;
+    const first = sent === 0;
+    sent += data.byteLength;
+    if (sent > s.totalSize) break;
+    await writeAsync(call, { key, encoding: first ? s.encoding : 0, totalSize: first ? s.totalSize : 0, data, missing: false });
+  }
+  if (sent !== s.totalSize) {
+    throw new SkeinError('internal', `The spilled copy of ${key} on disk has ${sent} bytes, expected ${s.totalSize}; the worker's local directory was changed.`);
+  }
 }
 
 export function createWorkerService(backend: WorkerServiceBackend): WorkerServiceServer {

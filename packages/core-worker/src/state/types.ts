@@ -10,6 +10,29 @@ export interface Encoded {
   readonly data: Buffer;
 }
 
+/**
+ * A value the shell wrote to the worker's local directory to free memory. The state keeps only
+ * this marker; `file` is the shell's opaque name for the copy on disk.
+ */
+export interface SpilledValue {
+  readonly spilled: true;
+  readonly encoding: number;
+  readonly nbytes: number;
+  readonly file: string;
+}
+
+/** What the data store holds for a key: the value in memory, or a marker for a spilled one. */
+export type StoredValue = Encoded | SpilledValue;
+
+export function isSpilled(v: StoredValue | undefined): v is SpilledValue {
+  return v !== undefined && (v as SpilledValue).spilled === true;
+}
+
+/** Size in bytes of a stored value (in memory or spilled). */
+export function storedBytes(v: StoredValue): number {
+  return isSpilled(v) ? v.nbytes : v.data.byteLength;
+}
+
 /** An error raised by a task (structurally the protocol's `RemoteError`). */
 export interface TaskErrorInfo {
   type: string;
@@ -128,6 +151,32 @@ export interface PauseChangedEvent {
 }
 
 /**
+ * The shell wrote `value` (the in-memory value of `key` when it started) to `file`. If the key
+ * still holds that very value, the state swaps it for a spilled marker; otherwise the copy is
+ * stale and the state asks for its removal (`RemoveSpilled`).
+ */
+export interface DataSpilledEvent {
+  type: 'DataSpilled';
+  key: string;
+  value: Encoded;
+  file: string;
+  stimulusId: string;
+}
+
+/**
+ * The shell read the spilled `file` of `key` back (to run a task that needs it). If the key is
+ * still spilled to that file, the value is held in memory again (most recently used) and the
+ * file is removed.
+ */
+export interface DataUnspilledEvent {
+  type: 'DataUnspilled';
+  key: string;
+  value: Encoded;
+  file: string;
+  stimulusId: string;
+}
+
+/**
  * The scheduler connection broke: every task not in memory is dropped (the scheduler reassigns
  * them); data in memory stays and is reported as `held` on reconnect.
  */
@@ -146,6 +195,8 @@ export type WorkerEvent =
   | GatherDepSuccessEvent
   | GatherDepFailureEvent
   | PauseChangedEvent
+  | DataSpilledEvent
+  | DataUnspilledEvent
   | SchedulerLostEvent;
 
 // ---------------------------------------------------------------------------------------------
@@ -183,8 +234,11 @@ export interface ExecuteAction {
   type: 'Execute';
   key: string;
   call: TaskCall;
-  /** The values of the task's dependencies. */
-  inputs: Array<[string, Encoded]>;
+  /**
+   * The values of the task's dependencies. A spilled one is a marker: the shell reads it back
+   * from disk before the task goes to a thread.
+   */
+  inputs: Array<[string, StoredValue]>;
   stimulusId: string;
 }
 
@@ -209,7 +263,14 @@ export interface ReleaseDataAction {
   stimulusId: string;
 }
 
-export type WorkerAction = ExecuteAction | GatherDepAction | SendToSchedulerAction | ReleaseDataAction;
+/** These spilled copies are not needed any more: delete the files. */
+export interface RemoveSpilledAction {
+  type: 'RemoveSpilled';
+  files: string[];
+  stimulusId: string;
+}
+
+export type WorkerAction = ExecuteAction | GatherDepAction | SendToSchedulerAction | ReleaseDataAction | RemoveSpilledAction;
 
 /** One line of the transition log. */
 export interface TransitionRecord {

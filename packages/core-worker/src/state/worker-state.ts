@@ -9,11 +9,18 @@
  *   fetch | flight → missing                                      (no holder has it any more)
  *   executing | flight → cancelled                                (freed while running/in transfer)
  *   any → released → forgotten                                    (dropped)
+ *
+ * Memory: the data store holds, for every key in memory, either the encoded value or a marker
+ * for a value the shell spilled to disk (DataSpilled / DataUnspilled). Values in memory form an
+ * intrusive LRU list (links on the task records, so a touch allocates nothing); the shell picks
+ * spill candidates from its cold end with `spillCandidates`.
  */
 import { SkeinError } from '@skein/common';
 import { Heap } from './heap.js';
+import { isSpilled, storedBytes } from './types.js';
 import type {
   Encoded,
+  StoredValue,
   TaskCall,
   TaskErrorInfo,
   TaskStateName,
@@ -59,6 +66,9 @@ export interface TaskRecord {
     | undefined;
   /** Identifies the current entry of this task in the ready queue. */
   readyToken: number;
+  /** Neighbours in the LRU list of values held in memory (towards older / newer). */
+  lruOlder: TaskRecord | undefined;
+  lruNewer: TaskRecord | undefined;
 }
 
 /** An impossible transition: a bug. The message carries the task's story. */
@@ -103,8 +113,11 @@ interface ReadyEntry {
 /** The worker's pure state machine. */
 export class WorkerState {
   readonly tasks = new Map<string, TaskRecord>();
-  /** The data store: key → encoded value. Held exactly for tasks in state memory. */
-  readonly data = new Map<string, Encoded>();
+  /**
+   * The data store: key → encoded value, or a marker for a value spilled to disk. Held exactly
+   * for tasks in state memory.
+   */
+  readonly data = new Map<string, StoredValue>();
   /** Keys in state executing, and cancelled ones whose execution still runs. */
   readonly executing = new Set<string>();
   /** Keys to fetch (state fetch), in arrival order. */
@@ -115,7 +128,13 @@ export class WorkerState {
   readonly availableResources: Record<string, number>;
   readonly totalResources: Readonly<Record<string, number>>;
   paused = false;
+  /** Bytes of values held in memory. */
   managedBytes = 0;
+  /** Bytes of values spilled to disk. */
+  spilledBytes = 0;
+  /** Least recently used value in memory (spilled first). */
+  private lruOldest: TaskRecord | undefined;
+  private lruNewest: TaskRecord | undefined;
 
   private readonly readyQueue = new Heap<ReadyEntry>((a, b) => better(a.ts, b.ts));
   /** Ready tasks that need resources, best first. */
@@ -146,7 +165,25 @@ export class WorkerState {
   /** Keys in memory with their sizes (the `held` list of a reconnect hello). */
   held(): WhoHasEntry[] {
     const out: WhoHasEntry[] = [];
-    for (const [key, v] of this.data) out.push({ key, workers: [this.config.address], nbytes: v.data.byteLength });
+    for (const [key, v] of this.data) out.push({ key, workers: [this.config.address], nbytes: storedBytes(v) });
+    return out;
+  }
+
+  /**
+   * Values in memory to spill to free at least `bytes`, least recently used first (keys in
+   * `exclude`, e.g. being written already, are skipped). Read-only: the shell writes them and
+   * reports each with DataSpilled.
+   */
+  spillCandidates(bytes: number, exclude?: ReadonlySet<string>): Array<[string, Encoded]> {
+    const out: Array<[string, Encoded]> = [];
+    let total = 0;
+    for (let ts = this.lruOldest; ts && total < bytes; ts = ts.lruNewer) {
+      if (exclude?.has(ts.key)) continue;
+      const v = this.data.get(ts.key);
+      if (!v || isSpilled(v)) continue;
+      out.push([ts.key, v]);
+      total += v.data.byteLength;
+    }
     return out;
   }
 
@@ -349,6 +386,34 @@ export class WorkerState {
         this.paused = ev.paused;
         return;
 
+      case 'DataSpilled': {
+        const ts = this.tasks.get(ev.key);
+        if (!ts || ts.state !== 'memory' || this.data.get(ev.key) !== ev.value) {
+          // Freed or replaced while being written: the copy on disk is stale.
+          ctx.actions.push({ type: 'RemoveSpilled', files: [ev.file], stimulusId: ctx.stimulusId });
+          return;
+        }
+        const nbytes = ev.value.data.byteLength;
+        this.data.set(ev.key, { spilled: true, encoding: ev.value.encoding, nbytes, file: ev.file });
+        this.managedBytes -= nbytes;
+        this.spilledBytes += nbytes;
+        this.lruRemove(ts);
+        return;
+      }
+
+      case 'DataUnspilled': {
+        const ts = this.tasks.get(ev.key);
+        const cur = this.data.get(ev.key);
+        // Otherwise the key was freed meanwhile (its file is already being removed).
+        if (!ts || ts.state !== 'memory' || !isSpilled(cur) || cur.file !== ev.file) return;
+        this.data.set(ev.key, ev.value);
+        this.spilledBytes -= cur.nbytes;
+        this.managedBytes += ev.value.data.byteLength;
+        this.lruPush(ts);
+        ctx.actions.push({ type: 'RemoveSpilled', files: [ev.file], stimulusId: ctx.stimulusId });
+        return;
+      }
+
       case 'SchedulerLost': {
         // First the tasks to compute (which lets go of their inputs), then what is left.
         for (const ts of this.tasks.values()) {
@@ -457,8 +522,12 @@ export class WorkerState {
       for (const [r, n] of Object.entries(ts.resources)) this.availableResources[r] = (this.availableResources[r] ?? 0) - n;
       this.executing.add(ts.key);
       this.setState(ts, 'executing', ctx);
-      const inputs: Array<[string, Encoded]> = [];
-      for (const dep of ts.dependencies) inputs.push([dep, this.data.get(dep)!]);
+      const inputs: Array<[string, StoredValue]> = [];
+      for (const dep of ts.dependencies) {
+        const v = this.data.get(dep)!;
+        inputs.push([dep, v]);
+        if (!isSpilled(v)) this.lruTouch(this.tasks.get(dep)!);
+      }
       ctx.actions.push({ type: 'Execute', key: ts.key, call: ts.call!, inputs, stimulusId: ctx.stimulusId });
     },
     'ready->released': function (ts, ctx) {
@@ -540,7 +609,13 @@ export class WorkerState {
     },
     'memory->released': function (ts, ctx) {
       const v = this.data.get(ts.key);
-      if (v) this.managedBytes -= v.data.byteLength;
+      if (isSpilled(v)) {
+        this.spilledBytes -= v.nbytes;
+        ctx.actions.push({ type: 'RemoveSpilled', files: [v.file], stimulusId: ctx.stimulusId });
+      } else if (v) {
+        this.managedBytes -= v.data.byteLength;
+        this.lruRemove(ts);
+      }
       this.data.delete(ts.key);
       ctx.actions.push({ type: 'ReleaseData', keys: [ts.key], stimulusId: ctx.stimulusId });
       this.setState(ts, 'released', ctx);
@@ -617,6 +692,8 @@ export class WorkerState {
       previous: undefined,
       staged: undefined,
       readyToken: -1,
+      lruOlder: undefined,
+      lruNewer: undefined,
     };
     this.tasks.set(key, ts);
     return ts;
@@ -656,7 +733,32 @@ export class WorkerState {
 
   private inlineValue(key: string): Encoded | undefined {
     const v = this.data.get(key);
-    return v && v.data.byteLength <= this.config.inlineBytes ? v : undefined;
+    return v && !isSpilled(v) && v.data.byteLength <= this.config.inlineBytes ? v : undefined;
+  }
+
+  /** Appends a value just put in memory at the newest end of the LRU list. */
+  private lruPush(ts: TaskRecord): void {
+    ts.lruOlder = this.lruNewest;
+    ts.lruNewer = undefined;
+    if (this.lruNewest) this.lruNewest.lruNewer = ts;
+    else this.lruOldest = ts;
+    this.lruNewest = ts;
+  }
+
+  private lruRemove(ts: TaskRecord): void {
+    if (ts.lruOlder) ts.lruOlder.lruNewer = ts.lruNewer;
+    else if (this.lruOldest === ts) this.lruOldest = ts.lruNewer;
+    if (ts.lruNewer) ts.lruNewer.lruOlder = ts.lruOlder;
+    else if (this.lruNewest === ts) this.lruNewest = ts.lruOlder;
+    ts.lruOlder = undefined;
+    ts.lruNewer = undefined;
+  }
+
+  /** A value in memory was used: it becomes the most recently used. */
+  private lruTouch(ts: TaskRecord): void {
+    if (this.lruNewest === ts) return;
+    this.lruRemove(ts);
+    this.lruPush(ts);
   }
 
   private putInMemory(ts: TaskRecord, ctx: Ctx): void {
@@ -667,6 +769,7 @@ export class WorkerState {
     this.data.set(ts.key, staged.value);
     ts.nbytes = staged.value.data.byteLength;
     this.managedBytes += ts.nbytes;
+    this.lruPush(ts);
     if (staged.typeName) ts.typeName = staged.typeName;
     this.setState(ts, 'memory', ctx);
     if (start === 'executing' || (start !== 'released' && ts.call && ts.wanted)) {
@@ -842,6 +945,8 @@ export class WorkerState {
     const problems: string[] = [];
     let ready = 0;
     let bytes = 0;
+    let spilled = 0;
+    let inMemory = 0;
     const used: Record<string, number> = {};
     for (const [key, ts] of this.tasks) {
       if (ts.key !== key) problems.push(`${key}: record key ${ts.key}`);
@@ -876,9 +981,25 @@ export class WorkerState {
     }
     for (const [key, v] of this.data) {
       if (!this.tasks.has(key)) problems.push(`${key}: data without a task`);
-      bytes += v.data.byteLength;
+      if (isSpilled(v)) spilled += v.nbytes;
+      else {
+        bytes += v.data.byteLength;
+        inMemory++;
+      }
     }
     if (bytes !== this.managedBytes) problems.push(`managedBytes ${this.managedBytes} != ${bytes}`);
+    if (spilled !== this.spilledBytes) problems.push(`spilledBytes ${this.spilledBytes} != ${spilled}`);
+    let listed = 0;
+    let prev: TaskRecord | undefined;
+    for (let t = this.lruOldest; t && listed <= inMemory; t = t.lruNewer) {
+      listed++;
+      if (t.lruOlder !== prev) problems.push(`${t.key}: LRU links broken`);
+      const v = this.data.get(t.key);
+      if (!v || isSpilled(v) || this.tasks.get(t.key) !== t) problems.push(`${t.key}: in the LRU list but not in memory`);
+      prev = t;
+    }
+    if (prev !== this.lruNewest) problems.push('LRU list: newest end broken');
+    if (listed !== inMemory) problems.push(`LRU list has ${listed} entries, ${inMemory} values in memory`);
     if (ready !== this.readyCount) problems.push(`readyCount ${this.readyCount} != ${ready}`);
     for (const [r, total] of Object.entries(this.totalResources)) {
       if ((this.availableResources[r] ?? 0) + (used[r] ?? 0) !== total) problems.push(`resource ${r}: accounting off`);
