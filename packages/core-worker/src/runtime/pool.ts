@@ -51,6 +51,8 @@ interface Slot {
 const SHORT_TASK_MS = 5;
 /** Tasks this short (moving average) are sent to a thread many at a time. */
 const TINY_TASK_MS = 0.2;
+/** Tasks in flight on one thread while its tasks are tiny. */
+const TINY_TASK_WINDOW = 512;
 /** Buffers at least this large are transferred to threads; smaller ones are cheaper to clone. */
 const TRANSFER_MIN_BYTES = 64 * 1024;
 
@@ -214,7 +216,7 @@ export class ThreadPool {
         const slot = this.slots[i]!;
         // Long tasks one at a time; very short ones in large batches, so the cost of a
         // postMessage (tens of µs) is shared by many tasks.
-        const limit = slot.avgMs > SHORT_TASK_MS ? 1 : slot.avgMs < TINY_TASK_MS ? this.depth * 16 : this.depth;
+        const limit = slot.avgMs > SHORT_TASK_MS ? 1 : slot.avgMs < TINY_TASK_MS ? TINY_TASK_WINDOW : this.depth;
         if (slot.inflight.size + slot.outgoing.length >= limit) continue;
         const p = this.queue[this.queueHead++]!;
         this.assign(slot, p);

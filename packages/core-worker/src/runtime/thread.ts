@@ -99,6 +99,8 @@ async function loop(): Promise<void> {
       outbox.push(await r);
     } else {
       outbox.push(r);
+      // Hand results back in slices so the main thread can keep this thread fed.
+      if (outbox.length >= 128) flush();
     }
     if (head >= 1024 && head * 2 >= queue.length) {
       queue = queue.slice(head);

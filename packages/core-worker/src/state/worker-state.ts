@@ -144,14 +144,19 @@ export class WorkerState {
   private readonly log: TransitionRecord[] = [];
   private logStart = 0;
   private readonly logLength: number;
-  readonly maxExecuting: number;
+  /** Tasks handed to threads at once: more while tasks are tiny (see executionWindow). */
+  maxExecuting: number;
+  private readonly baseExecuting: number;
+  /** Moving average of task run times (ms), or -1 before the first. */
+  private avgTaskMs = -1;
   private readonly maxIncomingTransfers: number;
   private readonly targetGatherBytes: number;
 
   constructor(readonly config: WorkerStateConfig) {
     this.totalResources = { ...(config.resources ?? {}) };
     this.availableResources = { ...this.totalResources };
-    this.maxExecuting = Math.max(1, config.nthreads) * Math.max(1, config.pipelineDepth ?? 1);
+    this.baseExecuting = Math.max(1, config.nthreads) * Math.max(1, config.pipelineDepth ?? 1);
+    this.maxExecuting = this.baseExecuting;
     this.maxIncomingTransfers = config.maxIncomingTransfers ?? 8;
     this.targetGatherBytes = config.targetGatherBytes ?? 50e6;
     this.logLength = config.logLength ?? 100_000;
@@ -329,6 +334,8 @@ export class WorkerState {
       }
 
       case 'ExecuteSuccess':
+        this.executionWindow(ev.stopMs - ev.startMs);
+      // falls through
       case 'ExecuteFailure': {
         const ts = this.tasks.get(ev.key);
         if (!ts) return;
@@ -941,6 +948,18 @@ export class WorkerState {
   // Invariants
 
   /** Checks the invariants; throws InvalidStateError listing what is wrong. */
+  /**
+   * Keeps threads fed in proportion to how short tasks are: tiny tasks (under 0.2 ms on average)
+   * go to the threads hundreds at a time, so no task pays a thread round trip of its own; longer
+   * ones keep the configured pipeline depth.
+   */
+  private executionWindow(ms: number): void {
+    if (!(ms >= 0)) return;
+    this.avgTaskMs = this.avgTaskMs < 0 ? ms : this.avgTaskMs * 0.9 + ms * 0.1;
+    const tiny = this.avgTaskMs < 0.2;
+    this.maxExecuting = tiny ? Math.max(this.baseExecuting, this.config.nthreads * 256) : this.baseExecuting;
+  }
+
   validateState(): void {
     const problems: string[] = [];
     let ready = 0;
@@ -1005,7 +1024,7 @@ export class WorkerState {
       if ((this.availableResources[r] ?? 0) + (used[r] ?? 0) !== total) problems.push(`resource ${r}: accounting off`);
       if ((this.availableResources[r] ?? 0) < 0) problems.push(`resource ${r}: over-committed`);
     }
-    if (this.executing.size > this.maxExecuting) problems.push(`executing ${this.executing.size} > ${this.maxExecuting}`);
+    if (this.executing.size > Math.max(this.maxExecuting, this.config.nthreads * 256)) problems.push(`executing ${this.executing.size} > ${this.maxExecuting}`);
     for (const [w, keys] of this.inFlight) {
       for (const k of keys) {
         const t = this.tasks.get(k);
