@@ -288,4 +288,24 @@ describe('SchedulerState', () => {
     expect(computes(acts)).toEqual(['w1:p-1']);
     expect(h.state.workers.get('w1')!.history).toHaveLength(2);
   });
+
+  it('recommends workers for the load and names idle ones to close', () => {
+    const h = new Harness();
+    expect(h.state.adaptiveTarget().target).toBe(0);
+    const keys = Array.from({ length: 40 }, (_, i) => `slow-${i}`);
+    h.submit('c', keys.map((k) => def(k)), keys);
+    // No workers yet, durations unknown (0.5 s assumed, as in Dask): 40 × 0.5 s within 5 s.
+    expect(h.state.adaptiveTarget()).toMatchObject({ target: 4, current: 0 });
+    // Within a long target duration a single worker is still required.
+    expect(h.state.adaptiveTarget(3_600_000)).toMatchObject({ target: 1 });
+    h.addWorker('w1');
+    h.handle({ type: 'TaskFinished', worker: 'w1', key: 'slow-0', value: small(1), nbytes: 1, typeName: 'n', startMs: 0, stopMs: 1000 });
+    // 39 tasks of ~1 s each, to finish within 5 s on 1-thread workers: 8 workers.
+    expect(h.state.adaptiveTarget(5_000)).toMatchObject({ target: 8, current: 1, reason: 'cpu' });
+    h.handle({ type: 'ClientReleasedKeys', client: 'c', keys });
+    h.addWorker('w2');
+    const t = h.state.adaptiveTarget();
+    expect(t.target).toBe(0);
+    expect(t.workersToClose.sort()).toEqual(['w1', 'w2']);
+  });
 });

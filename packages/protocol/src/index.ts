@@ -33,6 +33,8 @@ export {
   ComputeTask,
   ComputeTask_InlineInputsEntry,
   FreeKeys,
+  GetAdaptiveTargetRequest,
+  GetAdaptiveTargetResponse,
   GetInfoRequest,
   GetInfoResponse,
   GetInfoResponse_TasksByStateEntry,

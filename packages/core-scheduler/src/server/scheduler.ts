@@ -17,6 +17,8 @@ import {
   type ReportWorkerDeathRequest,
   type ReportWorkerDeathResponse,
   type GetWorkerMetricsRequest,
+  type GetAdaptiveTargetRequest,
+  type GetAdaptiveTargetResponse,
   type GetWorkerMetricsResponse,
   NannyServiceClient,
   type SchedulerServiceServer,
@@ -305,6 +307,9 @@ export class Scheduler {
         const conn = this.workers.get(call.request.workerAddress);
         if (conn) this.dropWorkerConn(conn, false, call.request.reason || 'reported dead by its nanny');
         cb(null, {});
+      },
+      getAdaptiveTarget: (call: ServerUnaryCall<GetAdaptiveTargetRequest, GetAdaptiveTargetResponse>, cb: sendUnaryData<GetAdaptiveTargetResponse>) => {
+        cb(null, this.state.adaptiveTarget(call.request.targetDurationMs || 5_000));
       },
       getWorkerMetrics: (_call: ServerUnaryCall<GetWorkerMetricsRequest, GetWorkerMetricsResponse>, cb: sendUnaryData<GetWorkerMetricsResponse>) => {
         cb(null, {

@@ -107,6 +107,45 @@ export class SchedulerState {
     return this.log.select(new Set(keys));
   }
 
+  /**
+   * The number of workers the current load calls for (Dask's adaptive_target): enough threads to
+   * finish the queued and running work within `targetDurationMs`, twice the workers when managed
+   * memory passes 60% of the cluster's limit, at least one while there is work; and, when fewer
+   * workers would do, the idle ones to retire first (least data held first).
+   */
+  adaptiveTarget(targetDurationMs = 5_000): { target: number; workersToClose: string[]; current: number; reason: string } {
+    const workers = [...this.workers.values()].filter((w) => w.status !== 'retiring');
+    const current = workers.length;
+    const threads = workers.reduce((n, w) => n + w.nthreads, 0);
+    const threadsPerWorker = current ? threads / current : 1;
+    let workMs = 0;
+    for (const w of workers) for (const ts of w.processing) workMs += this.expectedDuration(ts);
+    for (const ts of this.queue) workMs += this.expectedDuration(ts);
+    for (const ts of this.unrunnable) workMs += this.expectedDuration(ts);
+    const pending = this.counts.processing + this.counts.queued + this.counts['no-worker'];
+    let target = Math.ceil(workMs / Math.max(1, targetDurationMs) / threadsPerWorker);
+    // Never more workers than there are tasks to run.
+    target = Math.min(target, Math.ceil(pending / threadsPerWorker));
+    let reason = target > 0 ? 'cpu' : 'none';
+    const limit = workers.reduce((n, w) => n + w.memoryLimit, 0);
+    const managed = workers.reduce((n, w) => n + w.metrics.managedBytes, 0);
+    if (limit > 0 && managed > 0.6 * limit && 2 * current > target) {
+      target = 2 * current;
+      reason = 'memory';
+    }
+    if (pending > 0 && target < 1) target = 1;
+    // Keep the workers that hold data someone still needs.
+    const holding = workers.filter((w) => w.processing.size > 0 || [...w.hasWhat].some((ts) => this.needed(ts) && ts.whoHas.length === 1 && !ts.inline)).length;
+    if (target < holding) target = holding;
+    const workersToClose: string[] = [];
+    if (target < current) {
+      reason = reason === 'none' ? 'idle' : reason;
+      const idle = workers.filter((w) => w.processing.size === 0).sort((a, b) => a.nbytes - b.nbytes);
+      for (const w of idle.slice(0, current - target)) workersToClose.push(w.address);
+    }
+    return { target, workersToClose, current, reason };
+  }
+
   /** Throws if an invariant is broken. Run after every event in tests. */
   validateState(): void {
     const fail = (msg: string): never => {

@@ -387,6 +387,21 @@ export interface GetWorkerMetricsResponse {
   workers: WorkerMetrics[];
 }
 
+export interface GetAdaptiveTargetRequest {
+  /** Aim to finish the queued and running work within this time (0: 5 s, as in Dask). */
+  targetDurationMs: number;
+}
+
+export interface GetAdaptiveTargetResponse {
+  /** Recommended number of workers. */
+  target: number;
+  /** When target is below the current count: idle workers to retire first, best candidates first. */
+  workersToClose: string[];
+  current: number;
+  /** Why: "cpu", "memory", "idle" or "none". */
+  reason: string;
+}
+
 function createBaseWelcome(): Welcome {
   return { protocolVersion: "", schedulerId: "", schedulerAddress: "", heartbeatIntervalMs: 0 };
 }
@@ -4837,6 +4852,152 @@ export const GetWorkerMetricsResponse: MessageFns<GetWorkerMetricsResponse> = {
   },
 };
 
+function createBaseGetAdaptiveTargetRequest(): GetAdaptiveTargetRequest {
+  return { targetDurationMs: 0 };
+}
+
+export const GetAdaptiveTargetRequest: MessageFns<GetAdaptiveTargetRequest> = {
+  encode(message: GetAdaptiveTargetRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.targetDurationMs !== 0) {
+      writer.uint32(9).double(message.targetDurationMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetAdaptiveTargetRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetAdaptiveTargetRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.targetDurationMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetAdaptiveTargetRequest>): GetAdaptiveTargetRequest {
+    return GetAdaptiveTargetRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetAdaptiveTargetRequest>): GetAdaptiveTargetRequest {
+    const message = createBaseGetAdaptiveTargetRequest();
+    message.targetDurationMs = object.targetDurationMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetAdaptiveTargetResponse(): GetAdaptiveTargetResponse {
+  return { target: 0, workersToClose: [], current: 0, reason: "" };
+}
+
+export const GetAdaptiveTargetResponse: MessageFns<GetAdaptiveTargetResponse> = {
+  encode(message: GetAdaptiveTargetResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.target !== 0) {
+      writer.uint32(8).int32(message.target);
+    }
+    for (const v of message.workersToClose) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.current !== 0) {
+      writer.uint32(24).int32(message.current);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetAdaptiveTargetResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetAdaptiveTargetResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.target = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.workersToClose.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.current = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetAdaptiveTargetResponse>): GetAdaptiveTargetResponse {
+    return GetAdaptiveTargetResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetAdaptiveTargetResponse>): GetAdaptiveTargetResponse {
+    const message = createBaseGetAdaptiveTargetResponse();
+    message.target = object.target ?? 0;
+    message.workersToClose = object.workersToClose?.map((e) => e) || [];
+    message.current = object.current ?? 0;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
 /**
  * The scheduler. Clients and workers each hold one long-lived bidirectional stream; every stream
  * message is a batch, so many small events share one HTTP/2 frame.
@@ -4935,6 +5096,18 @@ export const SchedulerServiceService = {
       Buffer.from(GetWorkerMetricsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetWorkerMetricsResponse => GetWorkerMetricsResponse.decode(value),
   },
+  /** How many workers the current load calls for, and which idle workers could go (adaptive scaling). */
+  getAdaptiveTarget: {
+    path: "/skein.v1.SchedulerService/GetAdaptiveTarget" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetAdaptiveTargetRequest): Buffer =>
+      Buffer.from(GetAdaptiveTargetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetAdaptiveTargetRequest => GetAdaptiveTargetRequest.decode(value),
+    responseSerialize: (value: GetAdaptiveTargetResponse): Buffer =>
+      Buffer.from(GetAdaptiveTargetResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetAdaptiveTargetResponse => GetAdaptiveTargetResponse.decode(value),
+  },
 } as const;
 
 export interface SchedulerServiceServer extends UntypedServiceImplementation {
@@ -4957,6 +5130,8 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
   reportWorkerDeath: handleUnaryCall<ReportWorkerDeathRequest, ReportWorkerDeathResponse>;
   /** Recent memory and CPU samples of every worker, from their heartbeats. */
   getWorkerMetrics: handleUnaryCall<GetWorkerMetricsRequest, GetWorkerMetricsResponse>;
+  /** How many workers the current load calls for, and which idle workers could go (adaptive scaling). */
+  getAdaptiveTarget: handleUnaryCall<GetAdaptiveTargetRequest, GetAdaptiveTargetResponse>;
 }
 
 export interface SchedulerServiceClient extends Client {
@@ -5072,6 +5247,22 @@ export interface SchedulerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetWorkerMetricsResponse) => void,
+  ): ClientUnaryCall;
+  /** How many workers the current load calls for, and which idle workers could go (adaptive scaling). */
+  getAdaptiveTarget(
+    request: GetAdaptiveTargetRequest,
+    callback: (error: ServiceError | null, response: GetAdaptiveTargetResponse) => void,
+  ): ClientUnaryCall;
+  getAdaptiveTarget(
+    request: GetAdaptiveTargetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetAdaptiveTargetResponse) => void,
+  ): ClientUnaryCall;
+  getAdaptiveTarget(
+    request: GetAdaptiveTargetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetAdaptiveTargetResponse) => void,
   ): ClientUnaryCall;
 }
 
