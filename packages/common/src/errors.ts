@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'already_exists'
   | 'failed_precondition'
   | 'unavailable'
+  | 'unauthenticated'
   | 'cancelled'
   | 'deadline_exceeded'
   | 'internal'
@@ -22,6 +23,7 @@ const CODE_TO_GRPC: Record<ErrorCode, GrpcStatus> = {
   already_exists: GrpcStatus.ALREADY_EXISTS,
   failed_precondition: GrpcStatus.FAILED_PRECONDITION,
   unavailable: GrpcStatus.UNAVAILABLE,
+  unauthenticated: GrpcStatus.UNAUTHENTICATED,
   cancelled: GrpcStatus.CANCELLED,
   deadline_exceeded: GrpcStatus.DEADLINE_EXCEEDED,
   internal: GrpcStatus.INTERNAL,

@@ -75,7 +75,14 @@ export class Batcher<T> {
   private queue: T[] = [];
   private scheduled = false;
   private closed = false;
-  constructor(private readonly send: (batch: T[]) => void) {}
+  /**
+   * @param maxBatch the most messages one batch carries; the rest leave on the next turn, so a
+   * huge burst streams to the receiver in slices it can start working on at once.
+   */
+  constructor(
+    private readonly send: (batch: T[]) => void,
+    private readonly maxBatch = 2000,
+  ) {}
 
   push(item: T): void {
     if (this.closed) return;
@@ -89,8 +96,15 @@ export class Batcher<T> {
   readonly flush = (): void => {
     this.scheduled = false;
     if (this.queue.length === 0) return;
-    const batch = this.queue;
-    this.queue = [];
+    let batch = this.queue;
+    if (batch.length > this.maxBatch && !this.closed) {
+      this.queue = batch.slice(this.maxBatch);
+      batch = batch.slice(0, this.maxBatch);
+      this.scheduled = true;
+      setImmediate(this.flush);
+    } else {
+      this.queue = [];
+    }
     this.send(batch);
   };
 
@@ -99,8 +113,8 @@ export class Batcher<T> {
   }
 
   close(): void {
-    this.flush();
     this.closed = true;
+    while (this.queue.length) this.flush();
   }
 }
 

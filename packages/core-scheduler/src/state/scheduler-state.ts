@@ -1,4 +1,5 @@
 import { Recommendations, TaskHeap, TaskRecord, TransitionLog, WorkerRecord } from './records.js';
+import { SchedulerTelemetry } from './telemetry.js';
 import type {
   ClientReport,
   ErrorInfo,
@@ -53,11 +54,16 @@ export class SchedulerState {
   private readonly groupDurationMs = new Map<string, number>();
   private avgDurationMs = -1;
   private actions: SchedulerAction[] = [];
+  private readonly pendingFrees = new Map<string, Extract<SchedulerAction, { type: 'FreeKeys' }>>();
   private readonly recs = new Recommendations<TaskStateName>();
   private freedSlots = new Set<WorkerRecord>();
   private stimulusId = '';
+  /** The clock, read once per event. */
+  private nowMs = 0;
   private readonly table: Record<string, Transition>;
   readonly opts: SchedulerStateOptions;
+  /** Counts per task group, task stream and errors for the dashboard (telemetry.ts). */
+  readonly telemetry = new SchedulerTelemetry();
 
   constructor(opts: Partial<SchedulerStateOptions> & Pick<SchedulerStateOptions, 'now'>) {
     this.opts = {
@@ -97,8 +103,11 @@ export class SchedulerState {
   handle(event: SchedulerEvent): SchedulerAction[] {
     this.actions = [];
     this.stimulusId = event.stimulusId;
+    this.nowMs = this.opts.now();
+    this.pendingFrees.clear();
     this.dispatch(event);
     this.drain();
+    this.pendingFrees.clear();
     if (this.opts.validate) this.validateState();
     return this.actions;
   }
@@ -223,6 +232,7 @@ export class SchedulerState {
         const ts = this.tasks.get(e.key);
         if (!ts || ts.state !== 'processing' || ts.processingOn?.address !== e.worker) return;
         this.recordDuration(ts, e.stopMs - e.startMs);
+        this.telemetry.taskRan(e.worker, ts.key, ts.group, e.startMs, e.stopMs, true); // dashboard
         if (ts.retriesLeft > 0) {
           ts.retriesLeft--;
           this.recs.set(ts, 'released');
@@ -331,6 +341,7 @@ export class SchedulerState {
       const ts = new TaskRecord(def.key, def, this.sequence++);
       this.tasks.set(def.key, ts);
       this.counts.released++;
+      this.telemetry.added(ts.group); // dashboard
       added.push(ts);
     }
     for (const ts of added) {
@@ -520,6 +531,7 @@ export class SchedulerState {
     ts.typeName = e.typeName;
     if (e.value && e.value.data.byteLength <= this.opts.inlineBytes) ts.inline = e.value;
     this.addReplica(ts, ws, e.nbytes);
+    this.telemetry.taskRan(ws.address, ts.key, ts.group, e.startMs, e.stopMs, false); // dashboard
     this.recs.set(ts, 'memory');
   }
 
@@ -567,7 +579,8 @@ export class SchedulerState {
       wanted.clear();
     }
     for (const ts of this.tasks.values()) {
-      this.log.push(ts.key, ts.state, 'forgotten', this.stimulusId, this.opts.now(), '');
+      this.log.push(ts.key, ts.state, 'forgotten', this.stimulusId, this.nowMs, '');
+      this.telemetry.transition(ts.group, ts.state, 'forgotten'); // dashboard
       ts.state = 'forgotten';
     }
     this.tasks.clear();
@@ -638,8 +651,9 @@ export class SchedulerState {
     ts.state = finish;
     this.counts[start]--;
     this.counts[finish]++;
+    this.telemetry.transition(ts.group, start, finish); // dashboard
     if (finish === 'forgotten') this.counts.forgotten = 0;
-    this.log.push(ts.key, start, finish, this.stimulusId, this.opts.now(), ts.processingOn?.address ?? ts.whoHas[0]?.address ?? '');
+    this.log.push(ts.key, start, finish, this.stimulusId, this.nowMs, ts.processingOn?.address ?? ts.whoHas[0]?.address ?? '');
   }
 
   private readonly releasedToWaiting: Transition = (ts) => {
@@ -798,6 +812,7 @@ export class SchedulerState {
 
   private readonly toErred: Transition = (ts) => {
     const from = ts.state;
+    const ranOn = ts.processingOn?.address ?? ''; // dashboard
     if (from === 'queued') this.queue.remove(ts);
     else if (from === 'no-worker') this.unrunnable.delete(ts);
     else if (from === 'processing') {
@@ -812,6 +827,7 @@ export class SchedulerState {
       type: 'SkeinError', message: `Task ${ts.key} failed`, stack: '', code: 'internal', key: ts.key, detailsJson: '',
     };
     ts.exception = error;
+    if ((ts.exceptionBlame || ts.key) === ts.key) this.telemetry.taskErred(ts.key, ts.group, ranOn, error, this.opts.now()); // dashboard
     for (const c of ts.whoWants ?? []) this.report(c, { type: 'erred', key: ts.key, error });
     for (const d of ts.dependents) {
       if (ACTIVE.has(d.state) || (d.state === 'released' && this.needed(d))) {
@@ -884,8 +900,9 @@ export class SchedulerState {
     const sat = this.opts.workerSaturation;
     if (!Number.isFinite(sat)) return Infinity;
     let slots = Math.max(1, Math.ceil(ws.nthreads * sat));
-    // Keep about 2 ms of work per thread in flight so short tasks do not wait on round trips.
-    if (this.avgDurationMs >= 0) slots += ws.nthreads * Math.min(64, Math.floor(2 / Math.max(this.avgDurationMs, 0.02)));
+    // Keep about 10 ms of work per thread in flight, so short tasks do not wait on round trips
+    // and reach the worker in batches large enough to share the per-message costs.
+    if (this.avgDurationMs >= 0) slots += ws.nthreads * Math.min(1000, Math.floor(10 / Math.max(this.avgDurationMs, 0.01)));
     return slots;
   }
 
@@ -1029,6 +1046,18 @@ export class SchedulerState {
   }
 
   private emit(a: SchedulerAction): void {
+    if (a.type === 'FreeKeys') {
+      // One FreeKeys per worker per event, however many keys it frees.
+      const pending = this.pendingFrees.get(a.worker);
+      if (pending) {
+        for (const k of a.keys) pending.keys.push(k);
+        return;
+      }
+      const own = { ...a, keys: a.keys.slice() };
+      this.pendingFrees.set(a.worker, own);
+      this.actions.push(own);
+      return;
+    }
     this.actions.push(a);
   }
 
