@@ -245,9 +245,9 @@ describe('SchedulerState', () => {
     h.addWorker('w1');
     h.submit('c', [def('root-1')], ['root-1']);
     h.finish('w1', 'root-1', 8);
-    const keys = Array.from({ length: 4 }, (_, i) => `d-${i}`);
+    const keys = Array.from({ length: 30 }, (_, i) => `d-${i}`);
     h.submit('c', keys.map((k) => def(k, ['root-1'])), keys);
-    expect(h.state.workers.get('w1')!.processing.size).toBe(4);
+    expect(h.state.workers.get('w1')!.processing.size).toBe(30);
     let acts = h.addWorker('w2');
     const steals = acts.filter((a) => a.type === 'StealRequest');
     expect(steals.length).toBeGreaterThan(0);
