@@ -30,6 +30,9 @@ const packagesDir = join(root, 'packages');
 const LAYERS = [
   { layer: 0, match: (n) => n === '@skein/protocol' },
   { layer: 1, match: (n) => n === '@skein/common' },
+  // The dashboard sits with the client/scheduler/worker (it may use only protocol and common),
+  // just below the scheduler, which serves it.
+  { layer: 1.5, match: (n) => n === '@skein/dashboard' },
   { layer: 2, match: (n) => ['@skein/client', '@skein/core-scheduler', '@skein/core-worker'].includes(n) },
   { layer: 3, match: (n) => n === '@skein/nanny' || n === '@skein/cluster' },
   { layer: 4, match: (n) => n.startsWith('@skein/deploy-') },
@@ -247,7 +250,9 @@ if (ts) {
         }
         if (internal(name)) {
           const sub = spec.slice(name.length);
-          if (sub && sub !== '/package.json') {
+          // A subpath the target package declares in its `exports` map is public.
+          const declared = Object.keys(pkgs.get(name)?.json?.exports ?? {}).includes(`.${sub}`);
+          if (sub && sub !== '/package.json' && !declared) {
             fail(`${where}: deep import '${spec}'; import from '${name}' (only its index is public; export what you need there)`);
           }
           checkPair(p.name, name, where);

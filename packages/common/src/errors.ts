@@ -1,4 +1,4 @@
-import { status as GrpcStatus, Metadata, type ServiceError } from '@grpc/grpc-js';
+import type { ServiceError } from '@grpc/grpc-js';
 import type { RemoteError as RemoteErrorMessage } from '@skein/protocol';
 
 /** Closed set of error codes, aligned with gRPC status codes where one fits. */
@@ -17,7 +17,24 @@ export type ErrorCode =
   | 'task_failed'
   | 'killed_worker';
 
-const CODE_TO_GRPC: Record<ErrorCode, GrpcStatus> = {
+/** gRPC status codes (numeric, so this module loads without grpc-js). */
+const GrpcStatus = {
+  CANCELLED: 1,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+  PERMISSION_DENIED: 7,
+} as const;
+
+export const CODE_TO_GRPC: Record<ErrorCode, number> = {
   invalid_argument: GrpcStatus.INVALID_ARGUMENT,
   not_found: GrpcStatus.NOT_FOUND,
   already_exists: GrpcStatus.ALREADY_EXISTS,
@@ -156,17 +173,8 @@ export function toSkeinError(err: unknown, context?: string): SkeinError {
 }
 
 const GRPC_TO_CODE = new Map<number, ErrorCode>();
-for (const [code, grpc] of Object.entries(CODE_TO_GRPC) as [ErrorCode, GrpcStatus][]) {
+for (const [code, grpc] of Object.entries(CODE_TO_GRPC) as [ErrorCode, number][]) {
   if (!GRPC_TO_CODE.has(grpc)) GRPC_TO_CODE.set(grpc, code);
-}
-
-/** A SkeinError as a gRPC service error (for server handlers). The code travels in metadata. */
-export function toGrpcStatus(err: unknown): Partial<ServiceError> {
-  const e = toSkeinError(err);
-  const metadata = new Metadata();
-  metadata.set('skein-error-code', e.code);
-  metadata.set('skein-error-name', e.name);
-  return { code: CODE_TO_GRPC[e.code], details: e.message, metadata };
 }
 
 /** A gRPC error received by a client, as a SkeinError. */

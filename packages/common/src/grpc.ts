@@ -1,5 +1,5 @@
-import { Server, ServerCredentials, credentials, logVerbosity, setLogVerbosity, type ChannelOptions } from '@grpc/grpc-js';
-import { SkeinError } from './errors.js';
+import { Metadata, Server, ServerCredentials, credentials, logVerbosity, setLogVerbosity, type ChannelOptions, type ServiceError } from '@grpc/grpc-js';
+import { CODE_TO_GRPC, SkeinError, toSkeinError } from './errors.js';
 
 /** Channel and server options every Skein link uses: no message size limit, a large window. */
 export const CHANNEL_OPTIONS: ChannelOptions = {
@@ -125,3 +125,13 @@ export class Batcher<T> {
 export function quietGrpcLogs(): void {
   if (!process.env['GRPC_VERBOSITY']) setLogVerbosity(logVerbosity.NONE);
 }
+
+/** A SkeinError as a gRPC service error (for server handlers). The code travels in metadata. */
+export function toGrpcStatus(err: unknown): Partial<ServiceError> {
+  const e = toSkeinError(err);
+  const metadata = new Metadata();
+  metadata.set('skein-error-code', e.code);
+  metadata.set('skein-error-name', e.name);
+  return { code: CODE_TO_GRPC[e.code], details: e.message, metadata };
+}
+

@@ -18,7 +18,6 @@ export {
   CancelledError,
   TimeoutError,
   toSkeinError,
-  toGrpcStatus,
   fromGrpcStatus,
   toRemoteError,
   fromRemoteError,
@@ -39,7 +38,7 @@ export {
   type TaskRef,
 } from './values.js';
 export { parseAddress, formatAddress, grpcTarget, interfaceAddress, contactHost, type Address } from './address.js';
-export { CHANNEL_OPTIONS, SERVER_OPTIONS, insecureChannel, newServer, bindServer, shutdownServer, Batcher, quietGrpcLogs } from './grpc.js';
+export { CHANNEL_OPTIONS, SERVER_OPTIONS, insecureChannel, newServer, bindServer, shutdownServer, Batcher, quietGrpcLogs, toGrpcStatus } from './grpc.js';
 export { PROTOCOL_VERSION, checkProtocolVersion } from './version.js';
 export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { functionName, functionSource, sha256, inlineFunction, compileFunction, explainReferenceError } from './functions.js';

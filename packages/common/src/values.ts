@@ -1,6 +1,9 @@
 import { serialize, deserialize } from 'node:v8';
-import { Encoding, type Value } from '@skein/protocol';
+import type { Value } from '@skein/protocol';
 import { InvalidArgumentError } from './errors.js';
+
+/** The protocol's Encoding values (skein.v1.Encoding), as constants so this module loads without the generated code. */
+export const Encoding = { ENCODING_UNSPECIFIED: 0, ENCODING_JSON: 1, ENCODING_V8: 2, ENCODING_RAW: 3 } as const;
 
 /** The property name that marks a reference to another task's result inside task arguments. */
 export const REF_KEY = '__skein_ref__';
@@ -137,7 +140,7 @@ export function decodeValue(value: Value | undefined): unknown {
   }
 }
 
-export function encodingName(e: Encoding): EncodingName {
+export function encodingName(e: number): EncodingName {
   return e === Encoding.ENCODING_JSON ? 'json' : e === Encoding.ENCODING_RAW ? 'raw' : 'v8';
 }
 

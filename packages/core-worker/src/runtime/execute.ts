@@ -4,8 +4,8 @@
  */
 import { pathToFileURL } from 'node:url';
 import { resolve as resolvePath } from 'node:path';
-import { Encoding, type Value } from '@skein/protocol';
-import { SkeinError, decodeValue, encodeValue, substituteRefs, InvalidArgumentError } from '@skein/common';
+import type { Value } from '@skein/protocol';
+import { Encoding, SkeinError, decodeValue, encodeValue, substituteRefs, InvalidArgumentError } from '@skein/common/lite';
 
 /** Bytes as a Buffer over exactly its own ArrayBuffer (copied only when it shares one). */
 export function exactBytes(data: Uint8Array): Uint8Array {

@@ -5,7 +5,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import type { Value } from '@skein/protocol';
-import { compileFunction, explainReferenceError, toRemoteError, typeName, SkeinError } from '@skein/common';
+import { compileFunction, explainReferenceError, toRemoteError, typeName, SkeinError } from '@skein/common/lite';
 import { decodeArgs, encodeResult, exactBytes, asBuffer, loadModules, unknownFunctionError } from './execute.js';
 import type { FromThread, ThreadResult, ThreadTask, ToThread } from './messages.js';
 

@@ -1,0 +1,27 @@
+/**
+ * @module @skein/common/lite
+ * The parts of @skein/common that load without gRPC or the generated protocol code: errors,
+ * values and function sources. Task threads import this, so each starts fast and small.
+ *
+ * @example
+ * import { decodeValue, compileFunction } from '@skein/common/lite';
+ */
+export {
+  SkeinError,
+  InvalidArgumentError,
+  TaskError,
+  toSkeinError,
+  toRemoteError,
+  type ErrorCode,
+} from './errors.js';
+export {
+  Encoding,
+  REF_KEY,
+  isRef,
+  substituteRefs,
+  encodeValue,
+  decodeValue,
+  typeName,
+  type EncodingName,
+} from './values.js';
+export { compileFunction, explainReferenceError } from './functions.js';
