@@ -7,7 +7,7 @@ import { Scheduler } from './server/scheduler.js';
  * Returns the process exit code.
  */
 export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'): Promise<number> {
-  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate: boolean };
+  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate: boolean; dashboardAddress: string; dashboard: boolean };
   try {
     args = await yargs(argv)
       .scriptName(prog)
@@ -17,6 +17,8 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       .option('interface', { type: 'string', describe: 'Listen on this network interface (e.g. eth0, ib0)' })
       .option('heartbeat-ms', { type: 'number', describe: 'Worker heartbeat interval in ms' })
       .option('validate', { type: 'boolean', default: false, describe: 'Check state invariants after every event (slow)' })
+      .option('dashboard-address', { type: 'string', default: ':8787', describe: "Dashboard address, ':PORT' or 'HOST:PORT' (a busy port falls back to a free one)" })
+      .option('dashboard', { type: 'boolean', default: true, describe: 'Serve the dashboard (--no-dashboard: none)' })
       .strict()
       .help()
       .version(false)
@@ -42,12 +44,14 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       interface: args.interface,
       heartbeatMs: args.heartbeatMs,
       validate: args.validate,
+      dashboardAddress: args.dashboard ? String(args.dashboardAddress) : null,
     });
   } catch (err) {
     process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
     return 1;
   }
   process.stdout.write(`Scheduler at:   ${scheduler.address}\n`);
+  if (scheduler.dashboardLink) process.stdout.write(`dashboard at:   ${scheduler.dashboardLink}\n`);
   return await new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       process.stderr.write(`${prog}: received ${signal}, closing\n`);

@@ -25,5 +25,13 @@ export type {
   EncodedValue,
   SchedulerStateOptions,
 } from './state/types.js';
-export { Scheduler, compileSchedulerOptions, type SchedulerOptions, type CompiledSchedulerOptions } from './server/scheduler.js';
+export {
+  Scheduler,
+  compileSchedulerOptions,
+  parseDashboardAddress,
+  type SchedulerOptions,
+  type CompiledSchedulerOptions,
+} from './server/scheduler.js';
+export { SchedulerDashboardSource, type DashboardTarget } from './server/dashboard-source.js';
+export { SchedulerTelemetry, GroupStats, type TaskRun, type TaskErrorRecord, type TelemetryOptions } from './state/telemetry.js';
 export { runSchedulerCli } from './cli-main.js';

@@ -37,7 +37,7 @@ export class SchedulerDashboardSource implements DashboardSource {
         lastSeenMs: ws.lastSeenMs,
       });
     }
-    workers.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    workers.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
     const t = state.telemetry;
     const groups: TaskGroupView[] = [];
     for (const g of t.groups.values()) groups.push({ name: g.name, states: g.states(), completed: g.completed });

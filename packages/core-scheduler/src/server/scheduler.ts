@@ -47,7 +47,9 @@ import {
   toGrpcStatus,
   type Logger,
 } from '@skein/common';
+import { startDashboard, type Dashboard } from '@skein/dashboard';
 import { SchedulerState } from '../state/scheduler-state.js';
+import { SchedulerDashboardSource } from './dashboard-source.js';
 import type { SchedulerAction, SchedulerEvent } from '../state/types.js';
 import {
   clientUpdate,
@@ -79,6 +81,12 @@ export interface SchedulerOptions {
   workerSaturation?: number;
   /** Check the state machine's invariants after every event (tests). */
   validate?: boolean;
+  /**
+   * Where the dashboard listens: ':8787' (the scheduler's host), 'host:port', or a port number;
+   * `null` or `false` runs none. Default 0: a free port on the scheduler's host (the CLI uses
+   * ':8787'). A busy port falls back to a free one with a warning.
+   */
+  dashboardAddress?: string | number | null | false;
   logger?: Logger;
 }
 
@@ -91,7 +99,34 @@ export interface CompiledSchedulerOptions {
   allowedFailures: number;
   workerSaturation: number;
   validate: boolean;
+  /** null: no dashboard. */
+  dashboard: { host: string; port: number } | null;
   logger: Logger;
+}
+
+/** Parses `dashboardAddress` (':8787', 'host:8787', '8787', 8787) against the scheduler's host. */
+export function parseDashboardAddress(value: string | number | null | false | undefined, schedulerHost: string): { host: string; port: number } | null {
+  if (value === null || value === false) return null;
+  const bad = () =>
+    new InvalidArgumentError(`Bad dashboard address ${JSON.stringify(value)}: use ':PORT' or 'HOST:PORT' (for example ':8787'), or null for no dashboard.`);
+  let host = schedulerHost;
+  let portText: string;
+  if (value === undefined) portText = '0';
+  else if (typeof value === 'number') portText = String(value);
+  else {
+    const text = value.trim().replace(/^https?:\/\//, '');
+    const i = text.lastIndexOf(':');
+    if (i < 0) portText = text;
+    else {
+      const h = text.slice(0, i).replace(/^\[(.*)\]$/, '$1');
+      if (h) host = h;
+      portText = text.slice(i + 1);
+    }
+  }
+  if (!/^\d+$/.test(portText)) throw bad();
+  const port = Number(portText);
+  if (port > 65535) throw bad();
+  return { host, port };
 }
 
 export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSchedulerOptions {
@@ -114,6 +149,7 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     allowedFailures: o.allowedFailures ?? d.allowedFailures,
     workerSaturation: positive('workerSaturation', o.workerSaturation ?? d.workerSaturation),
     validate: o.validate ?? process.env['SKEIN_VALIDATE'] === '1',
+    dashboard: parseDashboardAddress(o.dashboardAddress, host),
     logger: o.logger ?? createLogger('scheduler'),
   };
 }
@@ -149,6 +185,7 @@ export class Scheduler {
   private tick: NodeJS.Timeout | undefined;
   private boundPort = 0;
   private eventCount = 0;
+  private dashboard: Dashboard | undefined;
   readonly options: CompiledSchedulerOptions;
   private readonly log: Logger;
 
@@ -178,7 +215,35 @@ export class Scheduler {
     this.boundPort = await bindServer(this.server, this.options.host, this.options.port, 'scheduler');
     this.tick = setInterval(() => this.handle({ type: 'Tick', stimulusId: `tick-${Date.now()}` }), this.options.heartbeatMs);
     this.tick.unref();
+    await this.startDashboard();
     this.lifecycle.started();
+  }
+
+  /** The dashboard is optional: if it cannot start, the scheduler runs without it and says so. */
+  private async startDashboard(): Promise<void> {
+    const d = this.options.dashboard;
+    if (!d) return;
+    try {
+      this.dashboard = await startDashboard({
+        host: d.host,
+        port: d.port,
+        contactHost: contactHost(d.host),
+        source: new SchedulerDashboardSource(this),
+        warn: (m) => this.log.warn(m),
+      });
+    } catch (err) {
+      this.log.warn(`The dashboard could not start on ${d.host}:${d.port} (${(err as Error).message}); running without it.`);
+    }
+  }
+
+  /** `http://IP:PORT/status`, or '' when the scheduler runs no dashboard. */
+  get dashboardLink(): string {
+    return this.dashboard?.url ?? '';
+  }
+
+  /** Connected clients. */
+  get clientCount(): number {
+    return this.clients.size;
   }
 
   /** `tcp://IP:PORT` where clients and workers reach this scheduler. */
@@ -212,6 +277,7 @@ export class Scheduler {
           }
         },
       ],
+      ['stop dashboard', () => this.dashboard?.close()],
       ['stop server', () => shutdownServer(this.server, 1000)],
     ]);
   }
@@ -329,7 +395,7 @@ export class Scheduler {
       workers: [...this.state.workers.values()].map(workerInfo),
       tasksByState,
       clients: this.clients.size,
-      dashboardAddress: '',
+      dashboardAddress: this.dashboardLink,
     };
   }
 

@@ -54,6 +54,7 @@ export class SchedulerState {
   private readonly groupDurationMs = new Map<string, number>();
   private avgDurationMs = -1;
   private actions: SchedulerAction[] = [];
+  private runningCache: WorkerRecord[] | null = null;
   private readonly pendingFrees = new Map<string, Extract<SchedulerAction, { type: 'FreeKeys' }>>();
   private readonly recs = new Recommendations<TaskStateName>();
   private freedSlots = new Set<WorkerRecord>();
@@ -298,9 +299,12 @@ export class SchedulerState {
         ws.history.push({ timeMs: now, memoryRss: m.memoryRss, managedBytes: m.managedBytes, spilledBytes: m.spilledBytes, cpuPercent: m.cpuPercent, executing: m.executing });
         if (ws.history.length > HISTORY_SAMPLES) ws.history.splice(0, ws.history.length - HISTORY_SAMPLES);
         // A paused worker (memory past its pause threshold) gets no new tasks until it resumes.
-        if (m.paused && ws.status === 'running') ws.status = 'paused';
-        else if (!m.paused && ws.status === 'paused') {
+        if (m.paused && ws.status === 'running') {
+          ws.status = 'paused';
+          this.runningCache = null;
+        } else if (!m.paused && ws.status === 'paused') {
           ws.status = 'running';
+          this.runningCache = null;
           this.freedSlots.add(ws);
           for (const ts of this.unrunnable) this.recs.set(ts, 'processing');
         }
@@ -452,6 +456,7 @@ export class SchedulerState {
       this.opts.now(),
     );
     this.workers.set(ws.address, ws);
+    this.runningCache = null;
     const stale: string[] = [];
     for (const info of spec.held) {
       const ts = this.tasks.get(info.key);
@@ -468,6 +473,7 @@ export class SchedulerState {
     const ws = this.workers.get(address);
     if (!ws) return;
     this.workers.delete(address);
+    this.runningCache = null;
     for (const ts of ws.processing) {
       if (!expected) {
         ts.suspicious++;
@@ -549,6 +555,7 @@ export class SchedulerState {
         .slice(0, n);
     }
     for (const ws of chosen) ws.status = 'retiring';
+    this.runningCache = null;
     const remaining = [...this.workers.values()].filter((w) => w.status === 'running');
     for (const ws of chosen) {
       if (remaining.length) for (const ts of ws.processing) this.recs.set(ts, 'released');
@@ -874,8 +881,13 @@ export class SchedulerState {
 
   // ------------------------------------------------------------------ placement
 
+  /** Workers that accept new tasks (cached until a worker joins, leaves or changes status). */
+  private running(): WorkerRecord[] {
+    return (this.runningCache ??= [...this.workers.values()].filter((w) => w.status === 'running'));
+  }
+
   private validWorkers(ts: TaskRecord): WorkerRecord[] | string {
-    const running = [...this.workers.values()].filter((w) => w.status === 'running');
+    const running = this.running();
     const def = ts.def!;
     let valid = running;
     if (def.fn.registered) {
