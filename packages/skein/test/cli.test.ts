@@ -57,6 +57,26 @@ describe('skein scheduler + skein worker (the multi-machine flow)', () => {
   });
 });
 
+describe('--interface binds to that network card', () => {
+  it('scheduler and worker on the loopback card (lo) advertise its address', async () => {
+    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--interface', 'lo', '--port', '0']);
+    const worker = { p: undefined as Proc | undefined };
+    try {
+      const [, address] = await scheduler.waitFor(/^Scheduler at:\s+(tcp:\/\/127\.0\.0\.1:\d+)$/);
+      worker.p = startProcess([SKEIN_BIN, 'worker', address!, '--interface', 'lo', '--no-nanny']);
+      await worker.p.waitFor(/^Start worker at:\s+tcp:\/\/127\.0\.0\.1:\d+$/);
+      await worker.p.waitFor(/^Registered to:/);
+      const bad = startProcess([SKEIN_BIN, 'scheduler', '--interface', 'nosuchnic0', '--port', '0']);
+      expect(await bad.exited).not.toBe(0);
+      expect(bad.stderr.join('\n')).toMatch(/No network interface named "nosuchnic0"\. Available: .*lo/);
+    } finally {
+      worker.p?.kill('SIGKILL');
+      scheduler.kill('SIGKILL');
+      await Promise.all([scheduler.exited, worker.p?.exited]);
+    }
+  });
+});
+
 describe('bad input gets a one-line error and a non-zero exit', () => {
   const run = async (args: string[]) => {
     const p = startProcess([SKEIN_BIN, ...args]);
