@@ -104,3 +104,33 @@ describe('the scheduler going away', () => {
     await client.close();
   });
 });
+
+describe('worker memory management in a real cluster', () => {
+  it('spills results past the target to disk and reads them back correctly', async () => {
+    await using cluster = await LocalCluster.start({ nWorkers: 1, memoryLimit: '600MB' });
+    await using client = await Client.connect(cluster);
+    const futures = client.mapWith(
+      { pure: false },
+      (i: number) => {
+        const b = Buffer.alloc(50_000_000, i);
+        return b;
+      },
+      Array.from({ length: 10 }, (_, i) => i),
+    );
+    const sums = client.map(
+      (b: Buffer) => {
+        let s = 0;
+        for (let j = 0; j < b.length; j += 1_000_000) s += b[j]!;
+        return [b.length, s];
+      },
+      futures,
+    );
+    const out = await client.gather(sums);
+    expect(out).toEqual(Array.from({ length: 10 }, (_, i) => [50_000_000, 50 * i]));
+    await until(async () => Object.values(await client.workerMetrics()).some((s) => s.some((x) => x.spilledBytes >= 50_000_000)), 15_000, 'a heartbeat that reports spilled bytes');
+    // Spilled results still come back to the client intact.
+    const first = (await futures[0]!.result()) as Buffer;
+    expect(first.length).toBe(50_000_000);
+    expect(first[49_999_999]).toBe(0);
+  });
+});
