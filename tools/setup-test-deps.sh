@@ -10,6 +10,8 @@ set -euo pipefail
 APT_PACKAGES=(
   python3-grpcio      # tools/test/python-client.test.ts: examples/python uses grpc
   python3-grpc-tools  # examples/python generates its stubs with grpc_tools.protoc
+  chromium            # packages/skein/test/dashboard.test.ts: the dashboard page in headless Chromium (playwright-core)
+  openssh-server      # packages/deploy-ssh/test: a real sshd on loopback (tools/sshd-local.sh)
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

@@ -110,6 +110,18 @@ export interface RunOptions {
   timeoutMs?: number;
 }
 
+/** What `adaptiveTarget` returns. */
+export interface AdaptiveTarget {
+  /** Recommended number of workers. */
+  target: number;
+  /** When target is below current: idle workers (addresses) to retire first, best first. */
+  workersToClose: string[];
+  /** Workers the scheduler counts now (not retiring). */
+  current: number;
+  /** Why: 'cpu', 'memory', 'idle' or 'none'. */
+  reason: string;
+}
+
 /** Options of `retireWorkers`. */
 export interface RetireOptions {
   /** Worker addresses or names. */
@@ -887,6 +899,23 @@ export class Client implements FutureHost {
       120_000,
     );
     return res.retired;
+  }
+
+  /**
+   * How many workers the current load calls for (the scheduler's adaptive target): enough to
+   * finish queued and running work within `targetDurationMs` (default 5 s), more under memory
+   * pressure, and the idle workers that could be retired first when fewer would do.
+   */
+  async adaptiveTarget(options: { targetDurationMs?: number } = {}): Promise<AdaptiveTarget> {
+    this.#ensureRunning('ask for the adaptive target');
+    const s = this.#scheduler;
+    const res = await this.#unary(
+      s.getAdaptiveTarget.bind(s),
+      { targetDurationMs: options.targetDurationMs ?? 0 },
+      `GetAdaptiveTarget from the scheduler at ${this.schedulerAddress}`,
+      30_000,
+    );
+    return { target: res.target, workersToClose: res.workersToClose, current: res.current, reason: res.reason };
   }
 
   /** Runs `fn(...args)` once on every worker, outside the task graph; results keyed by worker address. */

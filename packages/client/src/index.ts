@@ -24,7 +24,7 @@
  */
 import './polyfill.js';
 
-export { Client, type Gathered, type ComputedFutures, type ScatterOptions, type RunOptions, type RetireOptions } from './client.js';
+export { Client, type Gathered, type ComputedFutures, type ScatterOptions, type RunOptions, type RetireOptions, type AdaptiveTarget } from './client.js';
 export { Future } from './future.js';
 export {
   Delayed,

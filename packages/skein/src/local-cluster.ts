@@ -3,9 +3,10 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { Cluster, type ClusterBackend, type SchedulerHandle } from '@skein/cluster';
 import { Scheduler } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
-import { InvalidArgumentError, Lifecycle, SkeinError, cpuCount, parseMemoryLimit, type LifecycleStatus } from '@skein/common';
+import { InvalidArgumentError, SkeinError, cpuCount, parseMemoryLimit } from '@skein/common';
 
 export interface LocalClusterOptions {
   /** Number of workers (default: one per core). */
@@ -80,6 +81,8 @@ export interface LocalWorkerHandle {
   address: string;
   pid: number;
   close(): Promise<void>;
+  /** Its recent log lines (stderr of a worker process), oldest first. */
+  logs(): string[];
   /** Resolves when the worker has stopped, with its exit code (0 for in-process workers). */
   readonly exited: Promise<number | null>;
 }
@@ -96,15 +99,15 @@ function binPath(pkgName: string, binName: string): string {
 class ProcessWorker implements LocalWorkerHandle {
   address = '';
   readonly exited: Promise<number | null>;
-  private readonly logs: string[] = [];
+  private readonly lines: string[] = [];
   constructor(
     readonly name: string,
     private readonly child: ChildProcess,
   ) {
     this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
     const keep = (line: string) => {
-      this.logs.push(line);
-      if (this.logs.length > 200) this.logs.shift();
+      this.lines.push(line);
+      if (this.lines.length > 200) this.lines.shift();
     };
     createInterface({ input: child.stderr! }).on('line', keep);
   }
@@ -113,14 +116,14 @@ class ProcessWorker implements LocalWorkerHandle {
     return this.child.pid ?? -1;
   }
 
-  recentLogs(): string[] {
-    return this.logs.slice();
+  logs(): string[] {
+    return this.lines.slice();
   }
 
   waitRegistered(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new SkeinError('deadline_exceeded', `Worker ${this.name} did not register within ${timeoutMs} ms. Its log:\n${this.logs.slice(-20).join('\n')}`));
+        reject(new SkeinError('deadline_exceeded', `Worker ${this.name} did not register within ${timeoutMs} ms. Its log:\n${this.lines.slice(-20).join('\n')}`));
       }, timeoutMs);
       const lines = createInterface({ input: this.child.stdout! });
       lines.on('line', (line) => {
@@ -133,7 +136,7 @@ class ProcessWorker implements LocalWorkerHandle {
       });
       void this.exited.then((code) => {
         clearTimeout(timer);
-        reject(new SkeinError('unavailable', `Worker ${this.name} exited with code ${code} before registering. Its log:\n${this.logs.slice(-20).join('\n')}`));
+        reject(new SkeinError('unavailable', `Worker ${this.name} exited with code ${code} before registering. Its log:\n${this.lines.slice(-20).join('\n')}`));
       });
     });
   }
@@ -166,86 +169,58 @@ class InProcessWorker implements LocalWorkerHandle {
   get pid(): number {
     return process.pid;
   }
+  logs(): string[] {
+    return [];
+  }
   async close(): Promise<void> {
     await this.worker.close();
     this.resolveExit(0);
   }
 }
 
-/**
- * A scheduler in this process and workers on this machine: one worker process per core with one
- * thread each by default, as in Dask.
- *
- * @example
- * await using cluster = await LocalCluster.start();
- * await using client = await Client.connect(cluster);
- */
-export class LocalCluster {
-  readonly workers = new Map<string, LocalWorkerHandle>();
-  private readonly lifecycle = new Lifecycle('LocalCluster');
-  private counter = 0;
-
-  private constructor(
-    readonly scheduler: Scheduler,
-    readonly options: CompiledLocalClusterOptions,
-  ) {}
-
-  static async start(options: LocalClusterOptions = {}): Promise<LocalCluster> {
-    const opts = compile(options);
-    const scheduler = await Scheduler.start({
-      host: opts.host,
-      port: opts.schedulerPort,
-      workerSaturation: opts.workerSaturation,
-    });
-    const cluster = new LocalCluster(scheduler, opts);
-    cluster.lifecycle.beginStart();
-    try {
-      await cluster.scale(opts.nWorkers);
-    } catch (err) {
-      await cluster.close().catch(() => undefined);
-      throw err;
-    }
-    cluster.lifecycle.started();
-    return cluster;
+/** The scheduler of a LocalCluster, in this process. */
+class InProcessScheduler implements SchedulerHandle {
+  readonly name = 'scheduler';
+  readonly exited: Promise<number | null>;
+  private resolveExit!: (code: number) => void;
+  constructor(readonly scheduler: Scheduler) {
+    this.exited = new Promise((r) => (this.resolveExit = r));
   }
-
-  /** Where clients connect: `tcp://127.0.0.1:PORT`. */
-  get schedulerAddress(): string {
+  get address(): string {
     return this.scheduler.address;
   }
-
-  /** The dashboard URL ('' while the cluster has none). */
   get dashboardLink(): string {
-    return '';
+    return this.scheduler.dashboardLink;
+  }
+  logs(): string[] {
+    return [];
+  }
+  async close(): Promise<void> {
+    await this.scheduler.close();
+    this.resolveExit(0);
+  }
+}
+
+/** Starts LocalCluster's scheduler in this process and its workers as processes (or in this process). */
+class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessScheduler> {
+  scheduler: Scheduler | undefined;
+  constructor(private readonly o: CompiledLocalClusterOptions) {}
+
+  async startScheduler(): Promise<InProcessScheduler> {
+    this.scheduler = await Scheduler.start({
+      host: this.o.host,
+      port: this.o.schedulerPort,
+      workerSaturation: this.o.workerSaturation,
+    });
+    return new InProcessScheduler(this.scheduler);
   }
 
-  get status(): LifecycleStatus {
-    return this.lifecycle.status;
-  }
-
-  /** Starts or stops workers until `n` run. Stopping retires workers gracefully. */
-  async scale(n: number): Promise<void> {
-    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`scale(n) needs a whole number ≥ 0, got ${n}.`);
-    const current = [...this.workers.values()];
-    if (n > current.length) {
-      const started = Array.from({ length: n - current.length }, () => this.startWorker());
-      await Promise.all(started);
-    } else if (n < current.length) {
-      const victims = current.slice(n);
-      await this.scheduler.retire(victims.map((w) => w.address), 0);
-      await Promise.all(victims.map((w) => w.close()));
-      for (const w of victims) this.workers.delete(w.name);
-    }
-  }
-
-  private async startWorker(): Promise<LocalWorkerHandle> {
-    const name = `local-${this.counter++}`;
-    const o = this.options;
-    let handle: LocalWorkerHandle;
+  async startWorker(name: string, schedulerAddress: string): Promise<LocalWorkerHandle> {
+    const o = this.o;
     if (o.processes) {
       const args = [
         o.nanny ? binPath('@skein/nanny', 'skein-nanny') : binPath('@skein/core-worker', 'skein-worker'),
-        this.scheduler.address,
+        schedulerAddress,
         '--host', o.host,
         '--port', '0',
         '--nthreads', String(o.threadsPerWorker),
@@ -260,40 +235,62 @@ export class LocalCluster {
         env: { ...process.env, SKEIN_LOG_LEVEL: process.env['SKEIN_LOG_LEVEL'] ?? 'warn', ...o.env },
       });
       const pw = new ProcessWorker(name, child);
-      this.workers.set(name, pw);
       try {
         await pw.waitRegistered(o.startTimeoutMs);
       } catch (err) {
         pw.kill();
-        this.workers.delete(name);
         throw err;
       }
-      handle = pw;
-    } else {
-      const worker = await Worker.start({
-        scheduler: this.scheduler.address,
-        host: o.host,
-        port: 0,
-        nthreads: o.threadsPerWorker,
-        memoryLimit: o.memoryLimit,
-        name,
-        modules: o.modules,
-        resources: o.resources,
-      });
-      handle = new InProcessWorker(name, worker);
-      this.workers.set(name, handle);
+      return pw;
     }
-    return handle;
+    const worker = await Worker.start({
+      scheduler: schedulerAddress,
+      host: o.host,
+      port: 0,
+      nthreads: o.threadsPerWorker,
+      memoryLimit: o.memoryLimit,
+      name,
+      modules: o.modules,
+      resources: o.resources,
+    });
+    return new InProcessWorker(name, worker);
+  }
+}
+
+/**
+ * A scheduler in this process and workers on this machine: one worker process per core with one
+ * thread each by default, as in Dask. Built on the `Cluster` base of `@skein/cluster`, so it
+ * scales (`scale(n)`) and adapts to the load (`adapt({ minimum, maximum })`).
+ *
+ * @example
+ * await using cluster = await LocalCluster.start();
+ * await using client = await Client.connect(cluster);
+ * cluster.adapt({ minimum: 1, maximum: 8 });
+ */
+export class LocalCluster extends Cluster<LocalWorkerHandle, InProcessScheduler> {
+  readonly options: CompiledLocalClusterOptions;
+  readonly #backend: LocalBackend;
+
+  private constructor(options: CompiledLocalClusterOptions, backend: LocalBackend) {
+    super(backend, { nWorkers: options.nWorkers, namePrefix: 'local', name: 'LocalCluster' });
+    this.options = options;
+    this.#backend = backend;
   }
 
-  close(): Promise<void> {
-    return this.lifecycle.close([
-      ['close scheduler', () => this.scheduler.close()],
-      ['stop workers', () => Promise.all([...this.workers.values()].map((w) => w.close()))],
-    ]);
+  static async start(options: LocalClusterOptions = {}): Promise<LocalCluster> {
+    const opts = compile(options);
+    return new LocalCluster(opts, new LocalBackend(opts)).start();
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
+  /** The scheduler, running in this process. */
+  get scheduler(): Scheduler {
+    const s = this.#backend.scheduler;
+    if (!s) throw new SkeinError('failed_precondition', 'The LocalCluster has no scheduler yet; use LocalCluster.start().');
+    return s;
+  }
+
+  /** The dashboard URL ('' while the scheduler serves none). */
+  override get dashboardLink(): string {
+    return this.schedulerHandle?.dashboardLink ?? '';
   }
 }

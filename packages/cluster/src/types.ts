@@ -1,0 +1,52 @@
+/** One process a deployer started: the scheduler or one worker (with its nanny). */
+export interface ProcessHandle {
+  /** Its name: `scheduler`, or the worker name the base chose (unique in the cluster). */
+  readonly name: string;
+  /** Where it listens: `tcp://host:port`. */
+  readonly address: string;
+  /** Stops the process (gracefully first, then by force). Idempotent. */
+  close(): Promise<void>;
+  /** Its recent output lines (stdout and stderr), oldest first. */
+  logs(): string[];
+  /** Resolves when the process has stopped, with its exit code (null when killed by a signal). */
+  readonly exited: Promise<number | null>;
+}
+
+/** The scheduler a deployer started. */
+export interface SchedulerHandle extends ProcessHandle {
+  /** The dashboard URL, '' when the scheduler serves none. */
+  readonly dashboardLink?: string;
+}
+
+/** One worker a deployer started: resolved once it has registered with the scheduler. */
+export type WorkerHandle = ProcessHandle;
+
+/**
+ * What the base asks of the scheduler: a few unary calls. The default implementation is a
+ * `Client` connection; tests pass a fake.
+ */
+export interface SchedulerControl {
+  /** Retires these workers (names or addresses): their unique results move to peers, then they close. */
+  retireWorkers(workers: string[]): Promise<string[]>;
+  /** The scheduler's recommendation for adaptive scaling. */
+  adaptiveTarget(targetDurationMs: number): Promise<{ target: number; workersToClose: string[]; current: number; reason: string }>;
+  /** The registered workers. */
+  workers(): Promise<Array<{ name: string; address: string; processing: number; managedBytes: number }>>;
+  close(): Promise<void>;
+}
+
+/**
+ * What a deployer implements (Dask's SpecCluster worker/scheduler classes, as one interface):
+ * start one scheduler, start one worker. The base owns everything else: how many workers run,
+ * replacing dead ones, retiring workers gracefully, adaptive scaling, shutdown order.
+ */
+export interface ClusterBackend<W extends WorkerHandle = WorkerHandle, S extends SchedulerHandle = SchedulerHandle> {
+  /** Starts the scheduler; resolves once it accepts connections. */
+  startScheduler(): Promise<S>;
+  /** Starts one worker named `name` for the scheduler at `schedulerAddress`; resolves once it has registered. */
+  startWorker(name: string, schedulerAddress: string): Promise<W>;
+  /** How the base talks to the scheduler (default: a Client connection to `schedulerAddress`). */
+  connect?(schedulerAddress: string): Promise<SchedulerControl>;
+  /** Releases what the backend holds besides the processes (SSH connections ...), after they stopped. */
+  close?(): Promise<void>;
+}

@@ -1,0 +1,206 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { SkeinError } from '@skein/common';
+import { Cluster, type ClusterBackend, type SchedulerControl, type SchedulerHandle, type WorkerHandle } from '../src/index.js';
+
+// Level 2 without sockets: a fake backend whose "processes" are objects, and a fake scheduler
+// that records what the base asks of it.
+class FakeProcess implements WorkerHandle {
+  closed = false;
+  readonly exited: Promise<number | null>;
+  #exit!: (code: number | null) => void;
+  readonly lines: string[] = [];
+  constructor(
+    readonly name: string,
+    readonly address: string,
+  ) {
+    this.exited = new Promise((r) => (this.#exit = r));
+  }
+  logs(): string[] {
+    return this.lines.slice();
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+    this.#exit(0);
+  }
+  crash(): void {
+    this.#exit(137);
+  }
+}
+
+class FakeScheduler implements SchedulerControl {
+  readonly registered = new Map<string, FakeProcess>();
+  readonly retired: string[][] = [];
+  recommendation = { target: 0, workersToClose: [] as string[], reason: 'none' };
+  load = new Map<string, { processing: number; managedBytes: number }>();
+  async retireWorkers(workers: string[]): Promise<string[]> {
+    this.retired.push(workers);
+    for (const w of workers) this.registered.delete(w);
+    return workers;
+  }
+  async adaptiveTarget(): Promise<{ target: number; workersToClose: string[]; current: number; reason: string }> {
+    return { ...this.recommendation, current: this.registered.size };
+  }
+  async workers() {
+    return [...this.registered.values()].map((w) => ({ name: w.name, address: w.address, ...(this.load.get(w.name) ?? { processing: 0, managedBytes: 0 }) }));
+  }
+  async close(): Promise<void> {}
+}
+
+function fakeBackend(opts: { failNames?: Set<string>; startDelayMs?: number } = {}) {
+  const scheduler = new FakeScheduler();
+  const started: FakeProcess[] = [];
+  let port = 9000;
+  let concurrent = 0;
+  let maxConcurrentReconciles = 0;
+  const backend: ClusterBackend<FakeProcess, SchedulerHandle> & { scheduler: FakeScheduler; started: FakeProcess[]; closed: boolean } = {
+    scheduler,
+    started,
+    closed: false,
+    async startScheduler() {
+      return new FakeProcess('scheduler', 'tcp://127.0.0.1:8786');
+    },
+    async startWorker(name, schedulerAddress) {
+      expect(schedulerAddress).toBe('tcp://127.0.0.1:8786');
+      concurrent++;
+      maxConcurrentReconciles = Math.max(maxConcurrentReconciles, concurrent);
+      await new Promise((r) => setTimeout(r, opts.startDelayMs ?? 1));
+      concurrent--;
+      if (opts.failNames?.has(name)) throw new SkeinError('unavailable', `cannot start ${name}`);
+      const p = new FakeProcess(name, `tcp://127.0.0.1:${port++}`);
+      started.push(p);
+      scheduler.registered.set(name, p);
+      return p;
+    },
+    async connect() {
+      return scheduler;
+    },
+    async close() {
+      backend.closed = true;
+    },
+  };
+  return backend;
+}
+
+async function until(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+let cluster: Cluster<FakeProcess> | undefined;
+afterEach(async () => {
+  await cluster?.close();
+  cluster = undefined;
+});
+
+describe('Cluster base with a fake backend', () => {
+  it('starts the scheduler and the initial workers, then scales up and down', async () => {
+    const backend = fakeBackend();
+    cluster = await new Cluster(backend, { nWorkers: 2 }).start();
+    expect(cluster.status).toBe('running');
+    expect(cluster.schedulerAddress).toBe('tcp://127.0.0.1:8786');
+    expect([...cluster.workers.keys()]).toEqual(['worker-0', 'worker-1']);
+    await cluster.scale(4);
+    expect(cluster.workers.size).toBe(4);
+    // worker-1 is busy, worker-2 holds data: drop the idle, empty ones first.
+    backend.scheduler.load.set('worker-1', { processing: 3, managedBytes: 0 });
+    backend.scheduler.load.set('worker-2', { processing: 0, managedBytes: 1000 });
+    await cluster.scale(2);
+    expect([...cluster.workers.keys()].sort()).toEqual(['worker-1', 'worker-2']);
+    expect(backend.scheduler.retired.map((r) => [...r].sort())).toEqual([['worker-0', 'worker-3']]);
+    expect(backend.started.filter((p) => p.closed).map((p) => p.name).sort()).toEqual(['worker-0', 'worker-3']);
+  });
+
+  it('serializes concurrent scale calls: the last one wins', async () => {
+    const backend = fakeBackend({ startDelayMs: 20 });
+    cluster = await new Cluster(backend).start();
+    await Promise.all([cluster.scale(3), cluster.scale(1), cluster.scale(2)]);
+    expect(cluster.workers.size).toBe(2);
+    expect(cluster.requested).toBe(2);
+  });
+
+  it('replaces a worker that dies while wanted, not one that was retired', async () => {
+    const backend = fakeBackend();
+    cluster = await new Cluster(backend, { nWorkers: 2 }).start();
+    cluster.workers.get('worker-0')!.crash();
+    await until(() => backend.started.length === 3 && cluster!.workers.size === 2);
+    expect(cluster.workers.get('worker-0')).toBe(backend.started[2]);
+    expect(cluster.logs()['cluster']!.join('\n')).toMatch(/worker-0 exited unexpectedly \(code 137\)/);
+    await cluster.scale(1);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(backend.started).toHaveLength(3);
+    // A worker that leaves with exit 0 (retired through the scheduler by someone else) is not replaced.
+    const [only] = cluster.workers.values();
+    await only!.close();
+    await until(() => cluster!.workers.size === 0);
+    expect(cluster.requested).toBe(0);
+    expect(backend.started).toHaveLength(3);
+  });
+
+  it('stops refilling a worker slot that keeps crashing', async () => {
+    const backend = fakeBackend();
+    cluster = await new Cluster(backend, { nWorkers: 1 }).start();
+    for (let i = 1; i <= 5; i++) {
+      cluster.workers.get('worker-0')!.crash();
+      await until(() => backend.started.length === i + 1 && cluster!.workers.size === 1);
+    }
+    cluster.workers.get('worker-0')!.crash();
+    await until(() => cluster!.workers.size === 0);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(backend.started).toHaveLength(6);
+    expect(cluster.requested).toBe(0);
+    expect(cluster.logs()['cluster']!.join('\n')).toMatch(/not replacing it again/);
+  });
+
+  it('reports a worker that fails to start, and forgets it', async () => {
+    const backend = fakeBackend({ failNames: new Set(['worker-1']) });
+    cluster = await new Cluster(backend).start();
+    await expect(cluster.scale(2)).rejects.toThrow(/cannot start worker-1/);
+    expect([...cluster.workers.keys()]).toEqual(['worker-0']);
+    expect(cluster.requested).toBe(1);
+  });
+
+  it('closes everything once, in order, and refuses to scale afterwards', async () => {
+    const backend = fakeBackend();
+    const c = await new Cluster(backend, { nWorkers: 2 }).start();
+    await Promise.all([c.close(), c.close()]);
+    expect(c.status).toBe('closed');
+    expect(backend.started.every((p) => p.closed)).toBe(true);
+    expect(backend.closed).toBe(true);
+    await expect(c.scale(3)).rejects.toThrow(/closed/);
+  });
+
+  it('adapts: up at once, down after waitCount rounds, only the workers the scheduler names', async () => {
+    const backend = fakeBackend();
+    cluster = await new Cluster(backend, { nWorkers: 1 }).start();
+    backend.scheduler.recommendation = { target: 4, workersToClose: [], reason: 'cpu' };
+    const adaptive = cluster.adapt({ minimum: 1, maximum: 3, intervalMs: 10, waitCount: 3 });
+    await until(() => cluster!.workers.size === 3);
+    const addressOf = (n: string) => cluster!.workers.get(n)!.address;
+    backend.scheduler.recommendation = { target: 1, workersToClose: [addressOf('worker-2'), addressOf('worker-0')], reason: 'idle' };
+    await until(() => cluster!.workers.size === 1);
+    expect([...cluster.workers.keys()]).toEqual(['worker-1']);
+    expect(backend.scheduler.retired.map((r) => [...r].sort())).toEqual([['worker-0', 'worker-2']]);
+    const downs = adaptive.history.filter((h) => h.decision.type === 'down');
+    expect(downs).toHaveLength(1);
+    const beforeDown = adaptive.history.slice(0, adaptive.history.indexOf(downs[0]!)).filter((h) => h.recommended === 1);
+    expect(beforeDown.length).toBeGreaterThanOrEqual(2); // waited for agreeing rounds
+    await adaptive.stop();
+    expect(cluster.adaptive).toBeUndefined();
+  });
+
+  it('scale() stops adaptive scaling', async () => {
+    const backend = fakeBackend();
+    cluster = await new Cluster(backend).start();
+    backend.scheduler.recommendation = { target: 2, workersToClose: [], reason: 'cpu' };
+    const adaptive = cluster.adapt({ maximum: 5, intervalMs: 10 });
+    await until(() => cluster!.workers.size === 2);
+    await cluster.scale(0);
+    expect(adaptive.running).toBe(false);
+    backend.scheduler.recommendation = { target: 5, workersToClose: [], reason: 'cpu' };
+    await new Promise((r) => setTimeout(r, 50));
+    expect(cluster.workers.size).toBe(0);
+  });
+});
