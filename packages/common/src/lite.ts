@@ -25,3 +25,5 @@ export {
   type EncodingName,
 } from './values.js';
 export { compileFunction, explainReferenceError } from './functions.js';
+export { parseAddress, formatAddress, interfaceAddress, contactHost, type Address } from './address.js';
+export { parseBytes, parseMemoryLimit } from './units.js';

@@ -142,11 +142,14 @@ export class Worker {
   private async startInternal(): Promise<void> {
     this.lifecycle.beginStart();
     const o = this.options;
+    let pool: Promise<ThreadPool> | undefined;
     try {
-      // Import the modules here first: a broken module fails start with a clear message.
+      // Import the modules here too: a broken module fails start with a clear message.
+      // The task threads start while this thread loads the modules and binds its server.
+      pool = ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth });
+      pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
       this.store = await SpillStore.create(o.localDirectory);
-      this.pool = await ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth });
       this.server = newServer();
       this.server.addService(
         WorkerServiceService,
@@ -167,6 +170,7 @@ export class Worker {
         }),
       );
       const port = await bindServer(this.server, o.listenHost, o.port, 'worker');
+      this.pool = await pool;
       this.address = formatAddress({ host: o.advertiseHost, port });
       this.name = o.name ?? this.address;
       this.state = new WorkerState({
@@ -185,6 +189,7 @@ export class Worker {
       }
       this.lifecycle.started();
     } catch (err) {
+      if (pool && !this.pool) void pool.then((p) => p.close(), () => undefined);
       await this.close('failed to start').catch(() => undefined);
       throw err;
     }

@@ -1,5 +1,7 @@
-import { parseAddress, toSkeinError } from '@skein/common';
-import { Nanny, type NannyOptions } from './nanny.js';
+// Light imports only: the worker process is started before gRPC and the nanny's own code load.
+import { contactHost, formatAddress, interfaceAddress, parseAddress, parseMemoryLimit, toSkeinError } from '@skein/common/lite';
+import type { Nanny, NannyOptions } from './nanny.js';
+import { reservePort, spawnWorker } from './spawn.js';
 
 const USAGE = `Usage: skein-nanny <scheduler> [nanny options] [worker options]
 
@@ -80,7 +82,23 @@ export async function runNannyCli(argv: string[]): Promise<number> {
   }
   let nanny: Nanny;
   try {
-    nanny = await Nanny.start({ ...options, onWorkerStdout: (line) => process.stdout.write(`${line}\n`) });
+    const host = options.interface ? interfaceAddress(options.interface) : (options.host ?? '0.0.0.0');
+    const port = options.port ?? (await reservePort(host));
+    const memoryLimit = parseMemoryLimit(options.memoryLimit ?? 'auto');
+    const child = spawnWorker({
+      scheduler: options.scheduler,
+      workerArgs: options.workerArgs ?? [],
+      memoryLimit,
+      nannyAddress: formatAddress({ host: contactHost(host), port }),
+      env: {},
+    });
+    const [{ Nanny: NannyClass }, { quietGrpcLogs }] = await Promise.all([import('./nanny.js'), import('@skein/common')]);
+    quietGrpcLogs();
+    const { interface: _nic, ...rest } = options;
+    nanny = await NannyClass.start(
+      { ...rest, host, port, memoryLimit, onWorkerStdout: (line) => process.stdout.write(`${line}\n`) },
+      child,
+    );
   } catch (err) {
     process.stderr.write(`skein-nanny: ${toSkeinError(err).message.replace(/\s*\n\s*/g, ' ')}\n`);
     return 1;

@@ -14,3 +14,4 @@ export { Nanny, WORKER_EXIT_SCHEDULER_LOST, type NannyOptions, type NannyStatus 
 export { RestartPolicy, memoryVerdict, cpuPercent, type RestartPolicyOptions } from './policy.js';
 export { sampleProcess, type ProcSample } from './proc.js';
 export { runNannyCli, parseNannyArgs } from './cli-main.js';
+export { spawnWorker, reservePort, workerBin, type WorkerSpawnSpec } from './spawn.js';

@@ -1,7 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { Metadata, type Server, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
 import {
@@ -36,6 +33,7 @@ import {
   type Logger,
 } from '@skein/common';
 import { RestartPolicy, cpuPercent, memoryVerdict } from './policy.js';
+import { spawnWorker } from './spawn.js';
 import { sampleProcess } from './proc.js';
 
 /** Exit code of a worker that gave up on a lost scheduler (see @skein/core-worker). */
@@ -100,15 +98,6 @@ function compile(o: NannyOptions): CompiledNannyOptions {
   };
 }
 
-function workerBin(): string {
-  const require = createRequire(import.meta.url);
-  const pkgPath = require.resolve('@skein/core-worker/package.json');
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { bin?: Record<string, string> };
-  const bin = pkg.bin?.['skein-worker'];
-  if (!bin) throw new SkeinError('not_found', '@skein/core-worker provides no skein-worker command; reinstall it.');
-  return join(dirname(pkgPath), bin);
-}
-
 interface Incarnation {
   child: ChildProcess;
   startedAt: number;
@@ -154,12 +143,21 @@ export class Nanny {
     this.done = new Promise((r) => (this.resolveDone = r));
   }
 
-  static async start(options: NannyOptions): Promise<Nanny> {
+  /**
+   * Starts the nanny. `prespawned` is a worker the caller already started (see spawnWorker) with
+   * `--nanny-address` naming this nanny's host and `options.port`.
+   */
+  static async start(options: NannyOptions, prespawned?: ChildProcess): Promise<Nanny> {
     const n = new Nanny(compile(options));
     n.lifecycle.beginStart();
-    n.boundPort = await bindServer(n.server, n.options.host, n.options.port, 'nanny');
     try {
-      await n.startWorker();
+      n.boundPort = await bindServer(n.server, n.options.host, n.options.port, 'nanny');
+    } catch (err) {
+      prespawned?.kill('SIGKILL');
+      throw err;
+    }
+    try {
+      await n.startWorker(prespawned);
     } catch (err) {
       await shutdownServer(n.server, 100);
       throw err;
@@ -191,20 +189,16 @@ export class Nanny {
     return this.restarts;
   }
 
-  private async startWorker(): Promise<string> {
-    const args = [
-      workerBin(),
-      this.options.scheduler,
-      ...this.options.workerArgs,
-      '--memory-limit',
-      String(this.options.memoryLimit),
-      '--nanny-address',
-      this.address,
-    ];
-    const child = spawn(process.execPath, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...this.options.env },
-    });
+  private async startWorker(prespawned?: ChildProcess): Promise<string> {
+    const child =
+      prespawned ??
+      spawnWorker({
+        scheduler: this.options.scheduler,
+        workerArgs: this.options.workerArgs,
+        memoryLimit: this.options.memoryLimit,
+        nannyAddress: this.address,
+        env: this.options.env,
+      });
     const inc: Incarnation = {
       child,
       startedAt: Date.now(),

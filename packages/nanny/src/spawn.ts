@@ -1,0 +1,52 @@
+/**
+ * Starting the worker process. Light on imports on purpose: the nanny's CLI starts the worker with
+ * this before it loads gRPC, so the two processes load their code at the same time.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+import { SkeinError } from '@skein/common/lite';
+
+export function workerBin(): string {
+  const require = createRequire(import.meta.url);
+  const pkgPath = require.resolve('@skein/core-worker/package.json');
+  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { bin?: Record<string, string> };
+  const bin = pkg.bin?.['skein-worker'];
+  if (!bin) throw new SkeinError('not_found', '@skein/core-worker provides no skein-worker command; reinstall it.');
+  return join(dirname(pkgPath), bin);
+}
+
+export interface WorkerSpawnSpec {
+  scheduler: string;
+  workerArgs: string[];
+  memoryLimit: number;
+  nannyAddress: string;
+  env: Record<string, string>;
+}
+
+export function spawnWorker(spec: WorkerSpawnSpec): ChildProcess {
+  const args = [
+    workerBin(),
+    spec.scheduler,
+    ...spec.workerArgs,
+    '--memory-limit',
+    String(spec.memoryLimit),
+    '--nanny-address',
+    spec.nannyAddress,
+  ];
+  return spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...spec.env } });
+}
+
+/** A free port on `host` (the nanny binds its service there once gRPC has loaded). */
+export function reservePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
