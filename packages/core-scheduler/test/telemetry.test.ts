@@ -84,11 +84,11 @@ describe('SchedulerTelemetry through SchedulerState', () => {
     expect(t.groups.get('inc')!.completed).toBe(3);
 
     const stream = t.streamSince(0, 100);
-    expect(stream.runs.map((r) => [r.worker, r.key, r.group, r.startMs, r.stopMs, r.erred])).toEqual([
-      ['w1', 'inc-1', 'inc', 100, 110, false],
-      ['w1', 'inc-2', 'inc', 101, 115, false],
-      ['w1', 'inc-3', 'inc', 112, 130, false],
-      ['w1', 'sum-1', 'sum', 131, 140, false],
+    expect(stream.runs.map((r) => [r.worker, r.key, r.group, r.startMs, r.stopMs, r.kind])).toEqual([
+      ['w1', 'inc-1', 'inc', 100, 110, 'compute'],
+      ['w1', 'inc-2', 'inc', 101, 115, 'compute'],
+      ['w1', 'inc-3', 'inc', 112, 130, 'compute'],
+      ['w1', 'sum-1', 'sum', 131, 140, 'compute'],
     ]);
     expect(t.streamSince(stream.cursor, 100).runs).toEqual([]);
 
@@ -100,7 +100,7 @@ describe('SchedulerTelemetry through SchedulerState', () => {
     expect(t.tasksErred).toBe(2);
     expect(t.recentErrors()).toEqual([{ timeMs: 5_000, key: 'bad-1', group: 'bad', worker: 'w1', type: 'RangeError', message: 'no good' }]);
     const next = t.streamSince(stream.cursor, 100);
-    expect(next.runs).toMatchObject([{ key: 'bad-1', erred: true }]);
+    expect(next.runs).toMatchObject([{ key: 'bad-1', kind: 'erred' }]);
 
     // Releasing everything: all forgotten, counts stay consistent.
     h.handle({ type: 'ClientReleasedKeys', client: 'c', keys: ['sum-1', 'after-1'] });

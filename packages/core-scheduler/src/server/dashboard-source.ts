@@ -56,17 +56,6 @@ export class SchedulerDashboardSource implements DashboardSource {
 
   taskStream(cursor: number, max: number): TaskStreamSlice {
     const { cursor: next, runs, dropped } = this.target.state.telemetry.streamSince(cursor, max);
-    return {
-      cursor: next,
-      dropped,
-      entries: runs.map((r) => ({
-        worker: r.worker,
-        key: r.key,
-        group: r.group,
-        startMs: r.startMs,
-        stopMs: r.stopMs,
-        kind: r.erred ? ('erred' as const) : ('compute' as const),
-      })),
-    };
+    return { cursor: next, dropped, entries: runs };
   }
 }

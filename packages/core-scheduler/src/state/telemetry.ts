@@ -42,13 +42,14 @@ export class GroupStats {
   }
 }
 
+/** One task run, shaped as the dashboard's TaskStreamEntry so it passes through unchanged. */
 export interface TaskRun {
   worker: string;
   key: string;
   group: string;
   startMs: number;
   stopMs: number;
-  erred: boolean;
+  kind: 'compute' | 'erred';
 }
 
 export interface TaskErrorRecord {
@@ -177,7 +178,7 @@ export class SchedulerTelemetry {
         group: this.sGroup[i]!,
         startMs: this.sStart[i]!,
         stopMs: this.sStop[i]!,
-        erred: this.sErred[i] === 1,
+        kind: this.sErred[i] === 1 ? 'erred' : 'compute',
       });
     }
     return { cursor: end, runs, dropped };
