@@ -39,7 +39,7 @@ export function fetchFromWorker(
     const missing = new Set<string>();
     const partial = new Map<string, Partial>();
     let failed = false;
-    const call: ClientReadableStream<GetDataResponse> = worker.getData({ keys: [...keys], requester: 'client' }, new Metadata());
+    const call: ClientReadableStream<GetDataResponse> = worker.getData({ keys: [...keys], requester: 'client', acceptBulk: false }, new Metadata());
     const untrack = track(call);
     const fail = (err: unknown) => {
       if (failed) return;

@@ -50,8 +50,6 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
     return 1;
   }
-  process.stdout.write(`Scheduler at:   ${scheduler.address}\n`);
-  if (scheduler.dashboardLink) process.stdout.write(`dashboard at:   ${scheduler.dashboardLink}\n`);
   return await new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       process.stderr.write(`${prog}: received ${signal}, closing\n`);
@@ -65,5 +63,8 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
+    // Printed once the signal handlers are in place.
+    process.stdout.write(`Scheduler at:   ${scheduler.address}\n`);
+    if (scheduler.dashboardLink) process.stdout.write(`dashboard at:   ${scheduler.dashboardLink}\n`);
   });
 }

@@ -108,8 +108,6 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
     io.stderr(`skein-worker: ${oneLine(err)}`);
     return 1;
   }
-  io.stdout(`Start worker at:  ${worker.address}`);
-  io.stdout(`Registered to:    ${worker.schedulerAddress}`);
   let stopping = false;
   const off = (io.onSignal ?? processSignals)((signal) => {
     if (stopping) return;
@@ -117,6 +115,10 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
     io.stderr(`skein-worker: ${signal} received, retiring`);
     worker.retire().catch(() => undefined);
   });
+  // Printed only once the signal handlers are in place, so a supervisor that stops the worker
+  // right after reading these lines gets a graceful retire.
+  io.stdout(`Start worker at:  ${worker.address}`);
+  io.stdout(`Registered to:    ${worker.schedulerAddress}`);
   try {
     const closed = await worker.closed;
     if (closed.error) {

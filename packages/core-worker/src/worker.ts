@@ -42,6 +42,7 @@ import { WorkerState } from './state/worker-state.js';
 import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type WorkerAction, type WorkerEvent } from './state/types.js';
 import { memoryDecision } from './state/memory.js';
 import { SpillStore } from './server/spill.js';
+import { BulkServer } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
 import { acquireReplicasEvent, computeTaskEvent, toWire } from './server/convert.js';
@@ -82,6 +83,7 @@ export class Worker {
   private state!: WorkerState;
   private pool: ThreadPool | undefined;
   private server: Server | undefined;
+  private bulk: BulkServer | undefined;
   private readonly peers = new PeerClients();
   private readonly runner = new MainThreadRunner();
   private session: Session | undefined;
@@ -150,6 +152,7 @@ export class Worker {
       pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
       this.store = await SpillStore.create(o.localDirectory);
+      this.bulk = await BulkServer.start(o.listenHost);
       this.server = newServer();
       this.server.addService(
         WorkerServiceService,
@@ -167,6 +170,7 @@ export class Worker {
           status: () => this.statusMessage(),
           runner: this.runner,
           chunkBytes: o.chunkBytes,
+          bulk: this.bulk,
         }),
       );
       const port = await bindServer(this.server, o.listenHost, o.port, 'worker');
@@ -681,6 +685,7 @@ export class Worker {
         ['close the scheduler session', () => this.session && this.endSession(this.session)],
         ['stop the task threads', () => this.pool?.close()],
         ['stop the server', () => this.server && shutdownServer(this.server, 1_000)],
+        ['stop the bulk server', () => this.bulk?.close()],
         ['close peer channels', () => this.peers.close()],
         [
           'remove the local directory',

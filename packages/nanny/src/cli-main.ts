@@ -80,12 +80,24 @@ export async function runNannyCli(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  let nanny: Nanny;
+  // Signal handlers first: a stop requested while the worker starts still stops both cleanly.
+  let nanny: Nanny | undefined;
+  let child: ReturnType<typeof spawnWorker> | undefined;
+  let stopSignal: string | undefined;
+  const onSignal = (signal: string) => {
+    if (stopSignal) return;
+    stopSignal = signal;
+    process.stderr.write(`skein-nanny: received ${signal}, closing\n`);
+    if (nanny) void nanny.close();
+    else child?.kill('SIGTERM');
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     const host = options.interface ? interfaceAddress(options.interface) : (options.host ?? '0.0.0.0');
     const port = options.port ?? (await reservePort(host));
     const memoryLimit = parseMemoryLimit(options.memoryLimit ?? 'auto');
-    const child = spawnWorker({
+    child = spawnWorker({
       scheduler: options.scheduler,
       workerArgs: options.workerArgs ?? [],
       memoryLimit,
@@ -100,16 +112,12 @@ export async function runNannyCli(argv: string[]): Promise<number> {
       child,
     );
   } catch (err) {
+    if (stopSignal) return 0;
     process.stderr.write(`skein-nanny: ${toSkeinError(err).message.replace(/\s*\n\s*/g, ' ')}\n`);
     return 1;
   }
   process.stdout.write(`Start nanny at:   ${nanny.address}\n`);
-  const onSignal = (signal: string) => {
-    process.stderr.write(`skein-nanny: received ${signal}, closing\n`);
-    void nanny.close();
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  if (stopSignal) void nanny.close();
   const stop = await nanny.done;
   if (stop.code !== 0) process.stderr.write(`skein-nanny: ${stop.reason}\n`);
   return stop.code;

@@ -9,7 +9,9 @@ import { Encoding, SkeinError, decodeValue, encodeValue, substituteRefs, Invalid
 
 /** Bytes as a Buffer over exactly its own ArrayBuffer (copied only when it shares one). */
 export function exactBytes(data: Uint8Array): Uint8Array {
-  if (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer)) {
+  // Shared memory is passed to threads as is (they read it in place); an exact buffer is cloned.
+  if (data.buffer instanceof SharedArrayBuffer) return data;
+  if (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength) {
     return data;
   }
   const copy = new Uint8Array(data.byteLength);

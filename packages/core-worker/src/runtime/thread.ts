@@ -58,7 +58,8 @@ function succeed(task: ThreadTask, value: unknown, startMs: number): ThreadResul
   try {
     const v = encodeResult(value, task.enc);
     const data = exactBytes(v.data);
-    if (data.byteLength >= 64 * 1024) transfer.push(data.buffer as ArrayBuffer);
+    // Large results move to the main thread without a copy (shared memory is shared anyway).
+    if (data.byteLength >= 64 * 1024 && !(data.buffer instanceof SharedArrayBuffer)) transfer.push(data.buffer as ArrayBuffer);
     return { id: task.id, ok: true, enc: v.encoding, data, typeName: typeName(value), startMs, stopMs: Date.now() };
   } catch (err) {
     return fail(task, err, startMs);

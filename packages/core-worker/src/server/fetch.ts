@@ -4,7 +4,8 @@
  */
 import type { ServiceError } from '@grpc/grpc-js';
 import { WorkerServiceClient, type GetDataResponse, type Value } from '@skein/protocol';
-import { CHANNEL_OPTIONS, CommClosedError, grpcTarget, insecureChannel, toSkeinError } from '@skein/common';
+import { CHANNEL_OPTIONS, CommClosedError, grpcTarget, insecureChannel, parseAddress, toSkeinError } from '@skein/common';
+import { fetchBulk } from './bulk.js';
 
 export interface FetchResult {
   data: Map<string, Value>;
@@ -47,6 +48,7 @@ export function fetchData(
   requester: string,
   timeoutMs = 0,
   signal?: AbortSignal,
+  acceptBulk = true,
 ): Promise<FetchResult> {
   return new Promise((resolve, reject) => {
     const data = new Map<string, Value>();
@@ -60,7 +62,8 @@ export function fetchData(
       data.set(c.key, { encoding: c.encoding, data: c.buf });
       return undefined;
     };
-    const call = client.getData({ keys: [...keys], requester }, timeoutMs > 0 ? { deadline: Date.now() + timeoutMs } : {});
+    const call = client.getData({ keys: [...keys], requester, acceptBulk }, timeoutMs > 0 ? { deadline: Date.now() + timeoutMs } : {});
+    const bulk: Promise<void>[] = [];
     let failed = false;
     signal?.addEventListener('abort', () => fail('cancelled: the worker is closing'), { once: true });
     const fail = (msg: string, cause?: unknown) => {
@@ -74,6 +77,19 @@ export function fetchData(
         const err = finishCurrent();
         if (err) return fail(err);
         missing.push(chunk.key);
+        return;
+      }
+      if (chunk.bulkPort > 0) {
+        const err = finishCurrent();
+        if (err) return fail(err);
+        const key = chunk.key;
+        const encoding = chunk.encoding;
+        bulk.push(
+          fetchBulk(parseAddress(address).host, chunk.bulkPort, chunk.bulkToken, Number(chunk.totalSize), address).then(
+            (buf) => void data.set(key, { encoding, data: buf }),
+            (e: unknown) => fail((e as Error).message, e),
+          ),
+        );
         return;
       }
       if (!current || current.key !== chunk.key) {
@@ -95,8 +111,11 @@ export function fetchData(
       if (failed) return;
       const err = finishCurrent();
       if (err) return fail(err);
-      for (const k of keys) if (!data.has(k) && !missing.includes(k)) missing.push(k);
-      resolve({ data, missing });
+      void Promise.all(bulk).then(() => {
+        if (failed) return;
+        for (const k of keys) if (!data.has(k) && !missing.includes(k)) missing.push(k);
+        resolve({ data, missing });
+      });
     });
   });
 }

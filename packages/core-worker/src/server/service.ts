@@ -3,6 +3,7 @@ import type { ServerWritableStream } from '@grpc/grpc-js';
 import type { GetDataRequest, GetDataResponse, GetStatusResponse, Value, WorkerServiceServer } from '@skein/protocol';
 import { SkeinError, toGrpcStatus } from '@skein/common';
 import type { MainThreadRunner } from './run.js';
+import { BULK_MIN_BYTES, type BulkServer } from './bulk.js';
 
 export interface WorkerServiceBackend {
   /** The value of a key held here in memory, or undefined. */
@@ -12,6 +13,8 @@ export interface WorkerServiceBackend {
   status(): GetStatusResponse;
   runner: MainThreadRunner;
   chunkBytes: number;
+  /** Raw TCP path for large values, offered to requesters that accept it. */
+  bulk?: BulkServer;
 }
 
 /** A value on disk: its encoding, size and a reader of its bytes. */
@@ -38,10 +41,15 @@ async function streamData(call: ServerWritableStream<GetDataRequest, GetDataResp
       continue;
     }
     if (!v) {
-      await writeAsync(call, { key, encoding: 0, totalSize: 0, data: Buffer.alloc(0), missing: true });
+      await writeAsync(call, { key, encoding: 0, totalSize: 0, data: Buffer.alloc(0), missing: true, bulkPort: 0, bulkToken: '' });
       continue;
     }
     const total = v.data.byteLength;
+    if (call.request.acceptBulk && backend.bulk && total >= BULK_MIN_BYTES) {
+      const bulkToken = backend.bulk.offer(v.data);
+      await writeAsync(call, { key, encoding: v.encoding, totalSize: total, data: Buffer.alloc(0), missing: false, bulkPort: backend.bulk.port, bulkToken });
+      continue;
+    }
     let offset = 0;
     do {
       const end = Math.min(total, offset + chunk);
@@ -52,6 +60,8 @@ async function streamData(call: ServerWritableStream<GetDataRequest, GetDataResp
         totalSize: first ? total : 0,
         data: v.data.subarray(offset, end),
         missing: false,
+        bulkPort: 0,
+        bulkToken: '',
       });
       offset = end;
     } while (offset < total && !call.cancelled);
@@ -62,7 +72,7 @@ async function streamData(call: ServerWritableStream<GetDataRequest, GetDataResp
 async function streamSpilled(call: ServerWritableStream<GetDataRequest, GetDataResponse>, key: string, s: SpilledSource, chunk: number): Promise<void> {
   let sent = 0;
   if (s.totalSize === 0) {
-    await writeAsync(call, { key, encoding: s.encoding, totalSize: 0, data: Buffer.alloc(0), missing: false });
+    await writeAsync(call, { key, encoding: s.encoding, totalSize: 0, data: Buffer.alloc(0), missing: false, bulkPort: 0, bulkToken: '' });
     return;
   }
   for await (const data of s.chunks(chunk)) {
@@ -70,7 +80,7 @@ async function streamSpilled(call: ServerWritableStream<GetDataRequest, GetDataR
     const first = sent === 0;
     sent += data.byteLength;
     if (sent > s.totalSize) break;
-    await writeAsync(call, { key, encoding: first ? s.encoding : 0, totalSize: first ? s.totalSize : 0, data, missing: false });
+    await writeAsync(call, { key, encoding: first ? s.encoding : 0, totalSize: first ? s.totalSize : 0, data, missing: false, bulkPort: 0, bulkToken: '' });
   }
   if (sent !== s.totalSize) {
     throw new SkeinError('internal', `The spilled copy of ${key} on disk has ${sent} bytes, expected ${s.totalSize}; the worker's local directory was changed.`);

@@ -26,6 +26,8 @@ export interface GetDataRequest {
   keys: string[];
   /** Address of the asking worker or "client". */
   requester: string;
+  /** The requester can read large values over a raw TCP connection (see GetDataResponse.bulk_port). */
+  acceptBulk: boolean;
 }
 
 /** One chunk of one key's value. The first chunk of a key carries its encoding and total size. */
@@ -36,6 +38,12 @@ export interface GetDataResponse {
   data: Buffer;
   /** Set when this worker does not hold the key; no data follows for it. */
   missing: boolean;
+  /**
+   * For a large value when accept_bulk was set: no data follows in this stream. Connect over TCP
+   * to this port on the worker's host, send bulk_token (32 ASCII bytes), read total_size raw bytes.
+   */
+  bulkPort: number;
+  bulkToken: string;
 }
 
 export interface RunRequest {
@@ -62,7 +70,7 @@ export interface GetStatusResponse {
 }
 
 function createBaseGetDataRequest(): GetDataRequest {
-  return { keys: [], requester: "" };
+  return { keys: [], requester: "", acceptBulk: false };
 }
 
 export const GetDataRequest: MessageFns<GetDataRequest> = {
@@ -72,6 +80,9 @@ export const GetDataRequest: MessageFns<GetDataRequest> = {
     }
     if (message.requester !== "") {
       writer.uint32(18).string(message.requester);
+    }
+    if (message.acceptBulk !== false) {
+      writer.uint32(24).bool(message.acceptBulk);
     }
     return writer;
   },
@@ -105,6 +116,14 @@ export const GetDataRequest: MessageFns<GetDataRequest> = {
             message.requester = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.acceptBulk = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -124,12 +143,13 @@ export const GetDataRequest: MessageFns<GetDataRequest> = {
     const message = createBaseGetDataRequest();
     message.keys = object.keys?.map((e) => e) || [];
     message.requester = object.requester ?? "";
+    message.acceptBulk = object.acceptBulk ?? false;
     return message;
   },
 };
 
 function createBaseGetDataResponse(): GetDataResponse {
-  return { key: "", encoding: 0, totalSize: 0, data: Buffer.alloc(0), missing: false };
+  return { key: "", encoding: 0, totalSize: 0, data: Buffer.alloc(0), missing: false, bulkPort: 0, bulkToken: "" };
 }
 
 export const GetDataResponse: MessageFns<GetDataResponse> = {
@@ -148,6 +168,12 @@ export const GetDataResponse: MessageFns<GetDataResponse> = {
     }
     if (message.missing !== false) {
       writer.uint32(40).bool(message.missing);
+    }
+    if (message.bulkPort !== 0) {
+      writer.uint32(48).int32(message.bulkPort);
+    }
+    if (message.bulkToken !== "") {
+      writer.uint32(58).string(message.bulkToken);
     }
     return writer;
   },
@@ -205,6 +231,22 @@ export const GetDataResponse: MessageFns<GetDataResponse> = {
             message.missing = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.bulkPort = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.bulkToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -227,6 +269,8 @@ export const GetDataResponse: MessageFns<GetDataResponse> = {
     message.totalSize = object.totalSize ?? 0;
     message.data = object.data ?? Buffer.alloc(0);
     message.missing = object.missing ?? false;
+    message.bulkPort = object.bulkPort ?? 0;
+    message.bulkToken = object.bulkToken ?? "";
     return message;
   },
 };
