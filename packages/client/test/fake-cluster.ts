@@ -364,7 +364,7 @@ export class FakeCluster {
     for (const key of call.request.keys) {
       const v = this.data.get(key);
       if (!v) {
-        call.write({ key, encoding: Encoding.ENCODING_UNSPECIFIED, totalSize: 0, data: Buffer.alloc(0), missing: true });
+        call.write({ key, encoding: Encoding.ENCODING_UNSPECIFIED, totalSize: 0, data: Buffer.alloc(0), missing: true, bulkPort: 0, bulkToken: '' });
         continue;
       }
       const buf = Buffer.from(v.data);
@@ -377,6 +377,8 @@ export class FakeCluster {
           totalSize: off === 0 ? buf.length : 0,
           data: part,
           missing: false,
+          bulkPort: 0,
+          bulkToken: '',
         });
         off += part.length;
       } while (off < buf.length);
