@@ -128,7 +128,7 @@ describe('SchedulerTelemetry through SchedulerState', () => {
     expect(snap.workers).toMatchObject([{ address: 'w1', nthreads: 1, status: 'running', processing: 0 }]);
     expect(snap.tasksByState.memory).toBe(1);
     expect(snap.groups).toMatchObject([{ name: 'f', states: { memory: 1 }, completed: 1 }]);
-    expect(snap.counters).toEqual({ tasksCompleted: 1, tasksErred: 0 });
+    expect(snap.counters).toEqual({ tasksCompleted: 1, tasksErred: 0, transfers: 0, transferBytes: 0 });
     const slice = source.taskStream(0, 10);
     expect(slice.entries).toMatchObject([{ worker: 'w1', key: 'f-1', group: 'f', kind: 'compute' }]);
     expect(source.taskStream(slice.cursor, 10).entries).toEqual([]);
@@ -172,5 +172,18 @@ describe('SchedulerTelemetry rings', () => {
     expect(t.groups.size).toBeLessThanOrEqual(3);
     expect(t.groups.has('busy')).toBe(true);
     expect(t.groups.has('g9')).toBe(true);
+  });
+});
+
+describe('transfers in the task stream', () => {
+  it('records a transfer as a transfer bar and counts its bytes', async () => {
+    const { SchedulerTelemetry } = await import('../src/state/telemetry.js');
+    const t = new SchedulerTelemetry({ streamCapacity: 4 });
+    t.taskRan('w1', 'a-1', 'a', 0, 1, false);
+    t.transferred('w2', 'a-1', 'a', 1, 3, 1000);
+    const { runs } = t.streamSince(0, 10);
+    expect(runs.map((r) => r.kind)).toEqual(['compute', 'transfer']);
+    expect(runs[1]).toMatchObject({ worker: 'w2', key: 'a-1', startMs: 1, stopMs: 3 });
+    expect([t.transfers, t.transferBytes]).toEqual([1, 1000]);
   });
 });

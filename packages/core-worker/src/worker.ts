@@ -628,8 +628,17 @@ export class Worker {
 
   private gather(a: GatherDepAction): void {
     const worker = a.worker;
+    const startMs = Date.now();
     const p = fetchData(this.peers.get(worker), worker, a.keys, this.address, 0, this.abort.signal).then(
-      (r) => this.enqueue({ type: 'GatherDepSuccess', worker, data: r.data, missing: r.missing, stimulusId: this.stimulus('gather-dep-success') }),
+      (r) => {
+        if (r.data.size > 0) {
+          let nbytes = 0;
+          for (const v of r.data.values()) nbytes += v.data.byteLength;
+          const transferDone = { keys: [...r.data.keys()], source: worker, nbytes, startMs, stopMs: Date.now() };
+          this.send({ kind: { $case: 'transferDone', value: transferDone } });
+        }
+        this.enqueue({ type: 'GatherDepSuccess', worker, data: r.data, missing: r.missing, stimulusId: this.stimulus('gather-dep-success') });
+      },
       (err: unknown) => {
         this.peers.forget(worker);
         this.enqueue({ type: 'GatherDepFailure', worker, reason: (err as Error).message, stimulusId: this.stimulus('gather-dep-failure') });

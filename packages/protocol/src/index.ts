@@ -65,6 +65,7 @@ export {
   StealResponse,
   TaskErred,
   TaskFinished,
+  TransferDone,
   Transition,
   UpdateGraph,
   WantKeys,

@@ -197,5 +197,11 @@ describe('bulk transfers between workers', () => {
     expect(await check.result()).toEqual([64_000_000, 0, 42]);
     const story = await client.story(echoed);
     expect(story.at(-1)).toMatchObject({ finish: 'memory', worker: w2 });
+    // The transfers reach the dashboard's metrics (worker -> scheduler TransferDone).
+    const metrics = await (await fetch(cluster.dashboardLink.replace(/\/status$/, '/metrics'))).text();
+    const transfers = Number(/^skein_transfers_total (\d+)/m.exec(metrics)?.[1]);
+    const bytes = Number(/^skein_transfer_bytes_total (\d+)/m.exec(metrics)?.[1]);
+    expect(transfers).toBeGreaterThanOrEqual(2);
+    expect(bytes).toBeGreaterThanOrEqual(128_000_000);
   });
 });

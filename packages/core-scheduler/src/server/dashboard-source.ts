@@ -49,7 +49,7 @@ export class SchedulerDashboardSource implements DashboardSource {
       workers,
       tasksByState,
       groups,
-      counters: { tasksCompleted: t.tasksCompleted, tasksErred: t.tasksErred },
+      counters: { tasksCompleted: t.tasksCompleted, tasksErred: t.tasksErred, transfers: t.transfers, transferBytes: t.transferBytes },
       errors: t.recentErrors(),
     };
   }

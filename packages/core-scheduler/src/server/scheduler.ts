@@ -670,6 +670,19 @@ export class Scheduler {
         });
       case 'reschedule':
         return this.handle({ type: 'RescheduleRequested', worker, key: kind.value.key, stimulusId: kind.value.stimulusId || 'reschedule' });
+      case 'transferDone': {
+        const m = kind.value;
+        return this.handle({
+          type: 'TransferDone',
+          worker,
+          source: m.source,
+          keys: m.keys,
+          nbytes: m.nbytes,
+          startMs: m.startMs,
+          stopMs: m.stopMs,
+          stimulusId: 'transfer-done',
+        });
+      }
     }
   }
 }

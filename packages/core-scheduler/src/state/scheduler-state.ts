@@ -312,6 +312,11 @@ export class SchedulerState {
       }
       case 'RetireWorkers':
         return this.retireWorkers(e.workers, e.n);
+      case 'TransferDone': {
+        const first = e.keys[0] ?? '';
+        this.telemetry.transferred(e.worker, first, this.tasks.get(first)?.group ?? first, e.startMs, e.stopMs, e.nbytes); // dashboard
+        return;
+      }
       case 'ClusterRestarted':
         return this.forgetEverything(e.reason);
       case 'Tick': {

@@ -49,7 +49,7 @@ export interface TaskRun {
   group: string;
   startMs: number;
   stopMs: number;
-  kind: 'compute' | 'erred';
+  kind: 'compute' | 'erred' | 'transfer';
 }
 
 export interface TaskErrorRecord {
@@ -76,6 +76,9 @@ export class SchedulerTelemetry {
   tasksCompleted = 0;
   /** Transitions into erred since the scheduler started. */
   tasksErred = 0;
+  /** Data transfers between workers, and their bytes. */
+  transfers = 0;
+  transferBytes = 0;
   readonly opts: TelemetryOptions;
   private last: GroupStats | null = null;
 
@@ -142,6 +145,14 @@ export class SchedulerTelemetry {
     this.streamTotal++;
   }
 
+  /** `worker` fetched data (first key `key`) from a peer: a transfer bar in the task stream. */
+  transferred(worker: string, key: string, group: string, startMs: number, stopMs: number, nbytes: number): void {
+    this.taskRan(worker, key, group, startMs, stopMs, false);
+    this.sErred[(this.streamTotal - 1) % this.sStart.length] = 2;
+    this.transfers++;
+    this.transferBytes += nbytes;
+  }
+
   /** A task failed by itself (not because an input failed). */
   taskErred(key: string, group: string, worker: string, error: ErrorInfo, timeMs: number): void {
     const rec: TaskErrorRecord = { timeMs, key, group, worker, type: error.type, message: error.message };
@@ -178,7 +189,7 @@ export class SchedulerTelemetry {
         group: this.sGroup[i]!,
         startMs: this.sStart[i]!,
         stopMs: this.sStop[i]!,
-        kind: this.sErred[i] === 1 ? 'erred' : 'compute',
+        kind: this.sErred[i] === 1 ? 'erred' : this.sErred[i] === 2 ? 'transfer' : 'compute',
       });
     }
     return { cursor: end, runs, dropped };

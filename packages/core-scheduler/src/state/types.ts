@@ -117,6 +117,8 @@ export type SchedulerEvent =
   | (Base & { type: 'RescheduleRequested'; worker: string; key: string })
   | (Base & { type: 'StealResponse'; worker: string; key: string; state: string })
   | (Base & { type: 'Heartbeat'; worker: string; metrics: WorkerMetrics })
+  /** A worker fetched keys from a peer (telemetry only). */
+  | (Base & { type: 'TransferDone'; worker: string; source: string; keys: string[]; nbytes: number; startMs: number; stopMs: number })
   | (Base & { type: 'RetireWorkers'; workers: string[]; n: number })
   /** Forget every task (client.restart): wanted keys are reported cancelled. */
   | (Base & { type: 'ClusterRestarted'; reason: string })

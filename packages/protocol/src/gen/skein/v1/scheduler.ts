@@ -204,6 +204,16 @@ export interface RescheduleTask {
   stimulusId: string;
 }
 
+/** The worker fetched these keys from a peer (for the dashboard's task stream and metrics). */
+export interface TransferDone {
+  keys: string[];
+  /** The peer the data came from. */
+  source: string;
+  nbytes: number;
+  startMs: number;
+  stopMs: number;
+}
+
 export interface WorkerMessage {
   kind:
     | { $case: "hello"; value: WorkerHello }
@@ -215,6 +225,7 @@ export interface WorkerMessage {
     | { $case: "missingData"; value: MissingData }
     | { $case: "stealResponse"; value: StealResponse }
     | { $case: "reschedule"; value: RescheduleTask }
+    | { $case: "transferDone"; value: TransferDone }
     | undefined;
 }
 
@@ -2523,6 +2534,109 @@ export const RescheduleTask: MessageFns<RescheduleTask> = {
   },
 };
 
+function createBaseTransferDone(): TransferDone {
+  return { keys: [], source: "", nbytes: 0, startMs: 0, stopMs: 0 };
+}
+
+export const TransferDone: MessageFns<TransferDone> = {
+  encode(message: TransferDone, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.keys) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.source !== "") {
+      writer.uint32(18).string(message.source);
+    }
+    if (message.nbytes !== 0) {
+      writer.uint32(24).int64(message.nbytes);
+    }
+    if (message.startMs !== 0) {
+      writer.uint32(33).double(message.startMs);
+    }
+    if (message.stopMs !== 0) {
+      writer.uint32(41).double(message.stopMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TransferDone {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTransferDone();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keys.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.nbytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.startMs = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.stopMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TransferDone>): TransferDone {
+    return TransferDone.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TransferDone>): TransferDone {
+    const message = createBaseTransferDone();
+    message.keys = object.keys?.map((e) => e) || [];
+    message.source = object.source ?? "";
+    message.nbytes = object.nbytes ?? 0;
+    message.startMs = object.startMs ?? 0;
+    message.stopMs = object.stopMs ?? 0;
+    return message;
+  },
+};
+
 function createBaseWorkerMessage(): WorkerMessage {
   return { kind: undefined };
 }
@@ -2556,6 +2670,9 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
         break;
       case "reschedule":
         RescheduleTask.encode(message.kind.value, writer.uint32(74).fork()).join();
+        break;
+      case "transferDone":
+        TransferDone.encode(message.kind.value, writer.uint32(82).fork()).join();
         break;
     }
     return writer;
@@ -2646,6 +2763,14 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
             message.kind = { $case: "reschedule", value: RescheduleTask.decode(reader, reader.uint32()) };
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.kind = { $case: "transferDone", value: TransferDone.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2715,6 +2840,12 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
       case "reschedule": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "reschedule", value: RescheduleTask.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "transferDone": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "transferDone", value: TransferDone.fromPartial(object.kind.value) };
         }
         break;
       }
