@@ -14,6 +14,10 @@ import type {
 import type { ClientReport, ComputeAction, ErrorInfo, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
 import type { WorkerRecord } from '../state/records.js';
 
+// Most tasks have no restrictions: they share these instead of keeping an empty object each.
+const NO_RESOURCES: Record<string, number> = Object.freeze({}) as Record<string, number>;
+const NO_WORKERS: string[] = Object.freeze([]) as unknown as string[];
+
 export function taskDefFromSpec(spec: TaskSpec): TaskDef {
   const fn = spec.function?.kind;
   return {
@@ -23,13 +27,18 @@ export function taskDefFromSpec(spec: TaskSpec): TaskDef {
       inlineHash: fn?.$case === 'inlineHash' ? fn.value : '',
     },
     args: spec.args ?? { encoding: 1, data: Buffer.from('[]') },
-    dependencies: spec.dependencies,
+    dependencies: spec.dependencies.length ? spec.dependencies : NO_WORKERS,
     priority: spec.priority,
     retries: spec.retries,
-    resources: spec.resources,
-    workers: spec.workers,
+    resources: hasKeys(spec.resources) ? spec.resources : NO_RESOURCES,
+    workers: spec.workers.length ? spec.workers : NO_WORKERS,
     allowOtherWorkers: spec.allowOtherWorkers,
   };
+}
+
+function hasKeys(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
 }
 
 export function specFromTaskDef(def: TaskDef): TaskSpec {

@@ -5,8 +5,8 @@ export class TaskRecord {
   state: TaskStateName = 'released';
   readonly dependencies: TaskRecord[] = [];
   readonly dependents: TaskRecord[] = [];
-  /** Dependencies not yet in memory, while waiting. */
-  waitingOn: Set<TaskRecord> | null = null;
+  /** While waiting: how many of `dependencies` (counted with repeats) are not in memory. */
+  waitingCount = 0;
   /** Dependents that still need this task's result. */
   waiters: Set<TaskRecord> | null = null;
   /** Clients that hold futures for this key. */

@@ -172,8 +172,9 @@ export class SchedulerState {
       if ((ts.state === 'queued') !== (ts.heapIndex >= 0)) fail(`${key} ${ts.state} heapIndex=${ts.heapIndex}`);
       if ((ts.state === 'no-worker') !== this.unrunnable.has(ts)) fail(`${key} ${ts.state} vs unrunnable set`);
       if (ts.state === 'waiting') {
-        if (!ts.waitingOn || ts.waitingOn.size === 0) fail(`${key} waiting on nothing`);
-        for (const d of ts.waitingOn ?? []) if (d.state === 'memory') fail(`${key} waits on ${d.key} which is in memory`);
+        const notInMemory = ts.dependencies.filter((d) => d.state !== 'memory').length;
+        if (ts.waitingCount === 0) fail(`${key} waiting on nothing`);
+        if (ts.waitingCount !== notInMemory) fail(`${key} waits on ${ts.waitingCount} inputs but ${notInMemory} are not in memory`);
       }
       for (const d of ts.dependencies) {
         if (!d.dependents.includes(ts)) fail(`${d.key} lacks dependent ${key}`);
@@ -674,20 +675,20 @@ export class SchedulerState {
       this.recs.set(ts, 'erred');
       return 'released';
     }
-    ts.waitingOn = ts.dependencies.length ? new Set() : null;
+    ts.waitingCount = 0;
     let erredDep: TaskRecord | undefined;
     for (const dep of ts.dependencies) {
       (dep.waiters ??= new Set()).add(ts);
       if (dep.state === 'memory') continue;
       if (dep.state === 'erred') erredDep ??= dep;
-      ts.waitingOn!.add(dep);
+      ts.waitingCount++;
       if (dep.state === 'released') this.recs.set(dep, 'waiting');
     }
     if (erredDep) {
       ts.exception = erredDep.exception;
       ts.exceptionBlame = erredDep.exceptionBlame;
       this.recs.set(ts, 'erred');
-    } else if (!ts.waitingOn || ts.waitingOn.size === 0) {
+    } else if (ts.waitingCount === 0) {
       this.recs.set(ts, 'processing');
     }
     return 'waiting';
@@ -698,7 +699,7 @@ export class SchedulerState {
     const from = ts.state;
     if (from === 'queued') this.queue.remove(ts);
     else if (from === 'no-worker') this.unrunnable.delete(ts);
-    ts.waitingOn = null;
+    ts.waitingCount = 0;
     const valid = this.validWorkers(ts);
     if (typeof valid === 'string') {
       ts.exception = { type: 'SkeinError', message: valid, stack: '', code: 'not_found', key: ts.key, detailsJson: '' };
@@ -767,7 +768,7 @@ export class SchedulerState {
         break;
       }
     }
-    ts.waitingOn = null;
+    ts.waitingCount = 0;
     this.leaveDependencies(ts);
     this.afterRelease(ts);
     return 'released';
@@ -781,7 +782,7 @@ export class SchedulerState {
     this.freedSlots.add(ws);
     ts.exception = null;
     for (const d of ts.dependents) {
-      if (d.state === 'waiting' && d.waitingOn?.delete(ts) && d.waitingOn.size === 0) this.recs.set(d, 'processing');
+      if (d.state === 'waiting' && --d.waitingCount === 0) this.recs.set(d, 'processing');
     }
     this.leaveDependencies(ts);
     for (const c of ts.whoWants ?? []) this.report(c, this.inMemoryReport(ts));
@@ -807,7 +808,7 @@ export class SchedulerState {
     ts.whoHas.length = 0;
     ts.inline = null;
     for (const d of ts.dependents) {
-      if (d.state === 'waiting') d.waitingOn!.add(ts);
+      if (d.state === 'waiting') d.waitingCount++;
       else if (d.state === 'queued' || d.state === 'no-worker' || d.state === 'processing') this.recs.set(d, 'released');
     }
     if (lost) for (const c of ts.whoWants ?? []) this.report(c, { type: 'lost', key: ts.key });
@@ -833,7 +834,7 @@ export class SchedulerState {
       ts.processingOn = null;
       if (this.workers.get(ws.address) === ws) this.freedSlots.add(ws);
     }
-    ts.waitingOn = null;
+    ts.waitingCount = 0;
     this.leaveDependencies(ts);
     const error = ts.exception ?? {
       type: 'SkeinError', message: `Task ${ts.key} failed`, stack: '', code: 'internal', key: ts.key, detailsJson: '',
