@@ -76,7 +76,15 @@ function machineInfo() {
     cpu: os.cpus()[0]?.model ?? 'unknown',
     node: process.version,
     load: os.loadavg().map((x) => x.toFixed(2)).join(' '),
+    commit: gitCommit(),
   };
+}
+
+function gitCommit() {
+  const head = tryExec('git', ['-C', here, 'rev-parse', '--short', 'HEAD']);
+  if (!head) return 'unknown';
+  const dirty = tryExec('git', ['-C', here, 'status', '--porcelain', '--', '../packages']);
+  return dirty ? `${head} + uncommitted changes in packages/` : head;
 }
 
 function daskVersion() {
@@ -222,7 +230,7 @@ async function main() {
   const outFile = path.join(resultsDir, `${stamp}-${mode}.jsonl`);
   const sink = createWriteStream(outFile);
 
-  console.error(`# Skein benchmark suite (${mode}) — nproc ${info.nproc}, mem ${info.mem}, ${info.cpu}, node ${info.node}, dask ${dask ?? 'n/a'}, load ${info.load}`);
+  console.error(`# Skein benchmark suite (${mode}) — nproc ${info.nproc}, mem ${info.mem}, ${info.cpu}, node ${info.node}, dask ${dask ?? 'n/a'}, load ${info.load}, skein at ${info.commit}`);
   if (daskNote) console.error(`# ${daskNote}`);
 
   // Per-process time limits: crash-proofing, not timing assertions.
@@ -255,7 +263,7 @@ async function main() {
 
   const total = ((Date.now() - t0) / 1000).toFixed(0);
   console.log('');
-  console.log(`Medians (${mode} mode, ${total}s; nproc ${info.nproc}, ${info.mem} RAM, node ${info.node}, dask ${dask ?? 'n/a'}):`);
+  console.log(`Medians (${mode} mode, ${total}s; nproc ${info.nproc}, ${info.mem} RAM, ${info.cpu}, node ${info.node}, dask ${dask ?? 'n/a'}, skein at ${info.commit}):`);
   console.log('');
   console.log(table(all, Boolean(dask)));
   console.log('');
