@@ -119,6 +119,13 @@ describe('bad input gets a one-line error and a non-zero exit', () => {
     expect(r.err.trim().split('\n')).toHaveLength(1);
   });
 
+  it('a command whose package is not installed says which package to install', async () => {
+    // The umbrella does not depend on the deployers: users install only the one they need.
+    const r = await run(['ssh', '127.0.0.1']);
+    expect(r.code).toBe(127);
+    expect(r.err.trim()).toBe('skein ssh: needs the package @skein/deploy-ssh, which is not installed. Install it with: npm install @skein/deploy-ssh');
+  });
+
   it('unknown command names the commands', async () => {
     const r = await run(['frobnicate']);
     expect(r.code).not.toBe(0);
