@@ -89,12 +89,21 @@ export class Batcher<T> {
     this.queue.push(item);
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(this.flush);
+      // Idle (nothing sent for a while): leave as soon as the current synchronous work is done,
+      // which still gathers a loop of pushes into one batch. Busy: wait for the end of this turn
+      // of the event loop, so messages from many incoming events share one batch.
+      if (performance.now() - this.lastFlush > Batcher.idleMs) queueMicrotask(this.flush);
+      else setImmediate(this.flush);
     }
   }
 
+  /** A stream that sent nothing for this long counts as idle (ms). */
+  static idleMs = Number(process.env['SKEIN_BATCH_IDLE_MS'] ?? 1);
+  private lastFlush = -Infinity;
+
   readonly flush = (): void => {
     this.scheduled = false;
+    this.lastFlush = performance.now();
     if (this.queue.length === 0) return;
     let batch = this.queue;
     if (batch.length > this.maxBatch && !this.closed) {
