@@ -1,5 +1,6 @@
 // The main demo: a LocalCluster on every core, a map, a task graph and a reduction.
-// Run with `npm run demo` from the repository root (it installs and builds first).
+// Run with `npm run demo` from the repository root (it installs and builds first);
+// `npm run demo -- --keep` keeps the cluster and its dashboard up until Ctrl-C.
 import { LocalCluster, Client, delayed } from 'skein';
 
 const t0 = performance.now();
@@ -50,6 +51,20 @@ try {
 
 // 5. which worker ran what
 console.log('story of', c.key, '=', (await client.story(c)).map((t) => `${t.start}->${t.finish}`).join(', '));
+
+if (process.argv.includes('--keep')) {
+  // Keep the cluster (and its dashboard) up, with a little work every second, until Ctrl-C.
+  console.log(`Open ${cluster.dashboardLink} ; Ctrl-C to stop.`);
+  const timer = setInterval(() => {
+    const batch = client.mapWith({ pure: false }, async (x) => {
+      await new Promise((r) => setTimeout(r, 20));
+      return x;
+    }, Array.from({ length: 200 }, (_, i) => i));
+    client.gather(batch).then(() => batch.forEach((f) => f.release()), () => undefined);
+  }, 1000);
+  await new Promise((resolve) => process.once('SIGINT', resolve));
+  clearInterval(timer);
+}
 
 await client.close();
 await cluster.close();
