@@ -497,7 +497,7 @@ export class Client implements FutureHost {
       state.detached = true;
       if (!this.#lifecycle.closing) this.#queueKeys('ReleaseKeys', [state.key]);
     }
-    if (!state.terminal) state.settle('cancelled', releasedError(state.key));
+    if (!state.terminal) state.settle('cancelled', () => releasedError(state.key));
   }
 
   #addFunction(update: UpdateMessage, source: FunctionSource | undefined): void {

@@ -32,7 +32,23 @@ export class KeyState {
   /** The decoded value, cached while futures exist. */
   value: unknown = undefined;
   hasValue = false;
-  error: SkeinError | undefined = undefined;
+  private error_: SkeinError | undefined = undefined;
+  /** Builds the error on first use: an Error captures a stack, too costly for keys nobody asks. */
+  private makeError: (() => SkeinError) | undefined = undefined;
+
+  get error(): SkeinError | undefined {
+    if (this.makeError) {
+      this.error_ = this.makeError();
+      this.makeError = undefined;
+    }
+    return this.error_;
+  }
+
+  set error(e: SkeinError | undefined) {
+    this.error_ = e;
+    this.makeError = undefined;
+  }
+
   /** Called once when the key reaches finished, error or cancelled. */
   listeners: StateListener[] | undefined = undefined;
   /** A transfer of the value in progress. */
@@ -62,9 +78,14 @@ export class KeyState {
   }
 
   /** Moves to a terminal status and wakes every listener. */
-  settle(status: 'finished' | 'error' | 'cancelled', error?: SkeinError): void {
+  settle(status: 'finished' | 'error' | 'cancelled', error?: SkeinError | (() => SkeinError)): void {
     this.status = status;
-    this.error = error;
+    if (typeof error === 'function') {
+      this.error_ = undefined;
+      this.makeError = error;
+    } else {
+      this.error = error;
+    }
     const ls = this.listeners;
     if (!ls) return;
     this.listeners = undefined;
