@@ -9,7 +9,8 @@ import { CHANNEL_OPTIONS, PROTOCOL_VERSION, decodeValue, encodeValue, grpcTarget
 import { Worker, PeerClients, fetchData } from '@skein/core-worker';
 import { Scheduler } from '@skein/core-scheduler';
 
-const TASKS = fileURLToPath(new URL('./fixtures/tasks.mjs', import.meta.url));
+// The worker package's test module of registered functions (add, bytes, ...), shared rather than copied.
+const TASKS = fileURLToPath(new URL('../../core-worker/test/fixtures/tasks.mjs', import.meta.url));
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
