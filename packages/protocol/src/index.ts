@@ -1,7 +1,7 @@
 /**
  * @module @skein/protocol
  * Generated ts-proto code for proto/skein/v1 (never edited by hand: run `pnpm gen`).
- * This index is the only hand-written file.
+ * This index is written by tools/codegen.mjs as well.
  *
  * @example
  * import { credentials } from '@grpc/grpc-js';
