@@ -3,19 +3,11 @@
  * this before it loads gRPC, so the two processes load their code at the same time.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
-import { dirname, join } from 'node:path';
-import { SkeinError } from '@skein/common/lite';
+import { packageBin } from '@skein/common/lite';
 
 export function workerBin(): string {
-  const require = createRequire(import.meta.url);
-  const pkgPath = require.resolve('@skein/core-worker/package.json');
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { bin?: Record<string, string> };
-  const bin = pkg.bin?.['skein-worker'];
-  if (!bin) throw new SkeinError('not_found', '@skein/core-worker provides no skein-worker command; reinstall it.');
-  return join(dirname(pkgPath), bin);
+  return packageBin('@skein/core-worker', 'skein-worker', import.meta.url);
 }
 
 export interface WorkerSpawnSpec {

@@ -1,12 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Cluster, type ClusterBackend, type SchedulerHandle } from '@skein/cluster';
 import { Scheduler } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
-import { InvalidArgumentError, SkeinError, cpuCount, parseMemoryLimit } from '@skein/common';
+import { InvalidArgumentError, SkeinError, cpuCount, packageBin, parseMemoryLimit } from '@skein/common';
 
 export interface LocalClusterOptions {
   /** Number of workers (default: one per core). */
@@ -88,12 +85,7 @@ export interface LocalWorkerHandle {
 }
 
 function binPath(pkgName: string, binName: string): string {
-  const require = createRequire(import.meta.url);
-  const pkgPath = require.resolve(`${pkgName}/package.json`);
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { bin?: Record<string, string> };
-  const bin = pkg.bin?.[binName];
-  if (!bin) throw new SkeinError('not_found', `${pkgName} has no ${binName} command; reinstall it.`);
-  return join(dirname(pkgPath), bin);
+  return packageBin(pkgName, binName, import.meta.url);
 }
 
 class ProcessWorker implements LocalWorkerHandle {
