@@ -2,7 +2,6 @@ import { Recommendations, TaskHeap, TaskRecord, TransitionLog, WorkerRecord } fr
 import { SchedulerTelemetry } from './telemetry.js';
 import type {
   ClientReport,
-  ErrorInfo,
   SchedulerAction,
   SchedulerEvent,
   SchedulerStateOptions,
@@ -872,10 +871,8 @@ export class SchedulerState {
     for (const dep of ts.dependencies) {
       if (dep.waiters?.delete(ts) && dep.waiters.size === 0) dep.waiters = null;
       if (!this.needed(dep)) {
-        if (dep.state === 'memory' || ACTIVE.has(dep.state)) {
-          // Keep results whose dependents might still be recomputed? No: a dependent in memory no longer needs it.
-          this.recs.set(dep, 'released');
-        }
+        // A result nobody needs any more is freed; its lineage stays while dependents exist.
+        if (dep.state === 'memory' || ACTIVE.has(dep.state)) this.recs.set(dep, 'released');
       }
     }
   }
@@ -1077,11 +1074,5 @@ export class SchedulerState {
       return;
     }
     this.actions.push(a);
-  }
-
-  /** Error text for an impossible edge, for callers that catch InvalidTransitionError. */
-  static describe(err: unknown): ErrorInfo | null {
-    if (!(err instanceof InvalidTransitionError)) return null;
-    return { type: err.name, message: err.message, stack: err.stack ?? '', code: 'internal', key: err.key, detailsJson: '' };
   }
 }
