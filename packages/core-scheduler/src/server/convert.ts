@@ -12,7 +12,7 @@ import type {
   WorkerInfo,
 } from '@skein/protocol';
 import type { ClientReport, ComputeAction, ErrorInfo, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
-import type { WorkerRecord } from '../state/records.js';
+import { hasKeys, type WorkerRecord } from '../state/records.js';
 
 // Most tasks have no restrictions: they share these instead of keeping an empty object each.
 const NO_RESOURCES: Record<string, number> = Object.freeze({}) as Record<string, number>;
@@ -36,10 +36,6 @@ export function taskDefFromSpec(spec: TaskSpec): TaskDef {
   };
 }
 
-function hasKeys(o: object): boolean {
-  for (const _ in o) return true;
-  return false;
-}
 
 export function specFromTaskDef(def: TaskDef): TaskSpec {
   return {

@@ -56,7 +56,7 @@ export class TaskRecord {
 
   get restricted(): boolean {
     const d = this.def;
-    return !!d && (d.workers.length > 0 || Object.keys(d.resources).length > 0);
+    return !!d && (d.workers.length > 0 || hasKeys(d.resources));
   }
 }
 
@@ -272,4 +272,10 @@ export class TransitionLog {
     }
     return out;
   }
+}
+
+/** Whether an object has an own enumerable key, without allocating a key list (hot path). */
+export function hasKeys(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
 }

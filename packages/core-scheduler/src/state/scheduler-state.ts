@@ -1,4 +1,4 @@
-import { Recommendations, TaskHeap, TaskRecord, TransitionLog, WorkerRecord } from './records.js';
+import { Recommendations, TaskHeap, TaskRecord, TransitionLog, WorkerRecord, hasKeys } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
 import type {
   ClientReport,
@@ -902,8 +902,10 @@ export class SchedulerState {
         );
       }
     }
-    const needs = Object.entries(def.resources);
-    if (needs.length) valid = valid.filter((w) => needs.every(([r, q]) => (w.resources[r] ?? 0) >= q));
+    if (hasKeys(def.resources)) {
+      const needs = Object.entries(def.resources);
+      valid = valid.filter((w) => needs.every(([r, q]) => (w.resources[r] ?? 0) >= q));
+    }
     if (def.workers.length) {
       const named = valid.filter((w) => def.workers.includes(w.address) || def.workers.includes(w.name));
       valid = named.length || !def.allowOtherWorkers ? named : valid;
