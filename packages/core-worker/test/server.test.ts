@@ -98,3 +98,54 @@ describe('WorkerService', () => {
     expect(res).toMatchObject({ name: 'w', status: 'running', keys: ['big', 'small', 'empty'] });
   });
 });
+
+describe('WorkerService with the bulk path', () => {
+  it('offers large values over raw TCP to requesters that accept it, and chunks to the others', async () => {
+    const { BulkServer } = await import('../src/server/bulk.js');
+    const bulk = await BulkServer.start('127.0.0.1');
+    const big = Buffer.alloc(3 * 1024 * 1024 + 5, 9);
+    const store = new Map<string, Value>([
+      ['big', { encoding: Encoding.ENCODING_RAW, data: big }],
+      ['small', encodeValue([1, 2], 'json')],
+    ]);
+    const server = newServer();
+    server.addService(
+      WorkerServiceService,
+      createWorkerService({
+        getValue: (k) => store.get(k),
+        status: () => ({ address: '', name: 'w', status: 'running', nthreads: 1, executing: 0, ready: 0, keys: [], managedBytes: 0 }),
+        runner: new MainThreadRunner(),
+        chunkBytes: CHUNK,
+        bulk,
+      }),
+    );
+    const port = await bindServer(server, '127.0.0.1', 0, 'worker');
+    const address = `tcp://127.0.0.1:${port}`;
+    const peers = new PeerClients();
+    try {
+      const offers: GetDataResponse[] = [];
+      await new Promise<void>((resolve, reject) => {
+        const call = peers.get(address).getData({ keys: ['big', 'small'], requester: 'test', acceptBulk: true });
+        call.on('data', (c: GetDataResponse) => offers.push(c));
+        call.on('error', reject);
+        call.on('end', resolve);
+      });
+      expect(offers.find((c) => c.key === 'big')).toMatchObject({ bulkPort: bulk.port, totalSize: big.length, data: Buffer.alloc(0) });
+      expect(offers.find((c) => c.key === 'small')).toMatchObject({ bulkPort: 0 });
+
+      const viaBulk = await fetchData(peers.get(address), address, ['big', 'small'], 'test');
+      const got = viaBulk.data.get('big')!.data;
+      expect(got.buffer).toBeInstanceOf(SharedArrayBuffer);
+      expect(Buffer.compare(got, big)).toBe(0);
+      expect(decodeValue(viaBulk.data.get('small'))).toEqual([1, 2]);
+
+      const viaChunks = await fetchData(peers.get(address), address, ['big'], 'test', 0, undefined, false);
+      expect(viaChunks.data.get('big')!.data.buffer).not.toBeInstanceOf(SharedArrayBuffer);
+      expect(Buffer.compare(viaChunks.data.get('big')!.data, big)).toBe(0);
+    } finally {
+      peers.close();
+      await shutdownServer(server);
+      await bulk.close();
+    }
+  });
+});
