@@ -45,11 +45,7 @@ pnpm exec vitest run --reporter=default --reporter=json --outputFile.json=.artif
 
 if [ -f .artifacts/vitest.json ]; then
   # One plain closing line: "tests: N passed, N failed, N skipped".
-  node -e '
-    const r = JSON.parse(require("fs").readFileSync(".artifacts/vitest.json", "utf8"));
-    const skipped = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
-    console.log(`\ntests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
-  ' || true
+  node tools/test-summary.mjs .artifacts/vitest.json || true
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
