@@ -134,6 +134,9 @@ type UpdateMessage = Extract<Outgoing, { type: 'UpdateGraph' }>;
 type KeysMessage = Exclude<Outgoing, UpdateMessage>;
 
 // A scattered value is stored as the result of this identity task.
+/** Tasks per graph update message (see #update): big enough to amortize, small enough to stream. */
+const MAX_UPDATE_TASKS = 2000;
+
 const scatterIdentity = resolveFunction(function scatter(x: unknown) {
   return x;
 });
@@ -190,7 +193,9 @@ export class Client implements FutureHost {
     this.#opts = opts;
     this.id = opts.clientId;
     this.#scheduler = new SchedulerServiceClient(grpcTarget(schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
-    this.#batcher = new Batcher<Outgoing>((batch) => this.#send(batch));
+    // Weighed in tasks, so a map of 100k tasks leaves as ~50 messages the scheduler can start on
+    // one by one, and no receive buffer has to hold the whole graph.
+    this.#batcher = new Batcher<Outgoing>((batch) => this.#send(batch), MAX_UPDATE_TASKS, (m) => (m.type === 'UpdateGraph' ? Math.max(1, m.tasks.length) : 1));
     this.#registry = new FinalizationRegistry((state) => this.#decrefState(state));
   }
 
@@ -376,10 +381,15 @@ export class Client implements FutureHost {
     return `${kind}-${this.id}-${++this.#stimulus}`;
   }
 
-  /** The UpdateGraph being assembled for the next flush (created and queued on demand). */
+  /**
+   * The UpdateGraph being assembled for the next flush (created and queued on demand); a new one
+   * once it holds MAX_UPDATE_TASKS tasks. Only tasks the client wants may be split across updates
+   * (map, submit, scatter): the scheduler forgets a task nobody wants and nothing depends on at
+   * the end of an update, so compute() keeps each delayed graph in one update.
+   */
   #update(): UpdateMessage {
     const last = this.#lastOut;
-    if (last?.type === 'UpdateGraph') return last;
+    if (last?.type === 'UpdateGraph' && last.tasks.length < MAX_UPDATE_TASKS) return last;
     const u: UpdateMessage = {
       type: 'UpdateGraph',
       tasks: [],
@@ -581,12 +591,12 @@ export class Client implements FutureHost {
     if (keys && keys.length < n) {
       throw new InvalidArgumentError(`mapWith({ key: [...] }) gave ${keys.length} keys for ${n} elements; give one key per element.`);
     }
-    const update = this.#update();
     const futures = new Array<Future<Awaited<R>>>(n);
     const single = columns.length === 1 ? columns[0]! : undefined;
     for (let i = 0; i < n; i++) {
       const args = single ? [single[i]] : columns.map((c) => c[i]);
       const built = buildTask(rf, args, opts, keys?.[i], prefix);
+      const update = this.#update();
       this.#addTask(update, built.def, rf, built.delayed);
       futures[i] = this.#future(built.def.key, update);
     }
@@ -607,11 +617,11 @@ export class Client implements FutureHost {
       ...(options.workers === undefined ? {} : { workers: options.workers }),
       ...(options.encoding === undefined ? {} : { encoding: options.encoding }),
     });
-    const update = this.#update();
     const futures = items.map((item) => {
       if (item instanceof Future || item instanceof Delayed) {
         throw new InvalidArgumentError('scatter() takes data, not Futures or Delayed values; pass those to submit instead.');
       }
+      const update = this.#update();
       const built = buildTask(scatterIdentity, [item], opts, undefined, typeName(item).toLowerCase());
       this.#addTask(update, built.def, scatterIdentity, []);
       if (options.broadcast) update.broadcastKeys.push(built.def.key);

@@ -90,17 +90,21 @@ describe('against a fake scheduler', () => {
     expect(got).toEqual({ list: [1, 2], one: 8, plain: 'x' });
   });
 
-  it('map batches every task into one UpdateGraph and zips iterables', async () => {
-    const n = 2000;
+  it('map sends its tasks in graph updates of at most 2,000 tasks and zips iterables', async () => {
+    const n = 5000;
     const xs = Array.from({ length: n }, (_, i) => i);
     const futures = client.map((x: number, y: number) => x * y, xs, new Set(xs.map((x) => x + 1)));
     expect(futures).toHaveLength(n);
     const results = await client.gather(futures);
     expect(results[10]).toBe(110);
+    expect(results[n - 1]).toBe((n - 1) * n);
+    // Slices, so the scheduler starts on the first while the rest stream in, and no receive buffer
+    // holds the whole map; each slice wants exactly its own tasks; the function travels once.
     const updates = fake.updates;
-    expect(updates).toHaveLength(1);
-    expect(updates[0]?.tasks).toHaveLength(n);
-    expect(updates[0]?.functions).toHaveLength(1);
+    expect(updates.map((u) => u.tasks.length)).toEqual([2000, 2000, 1000]);
+    expect(updates.map((u) => u.wantedKeys)).toEqual(updates.map((u) => u.tasks.map((t) => t.key)));
+    expect(updates.map((u) => u.functions.length)).toEqual([1, 0, 0]);
+    expect(updates.flatMap((u) => u.tasks.map((t) => t.key))).toEqual(futures.map((f) => f.key));
     // Shortest iterable wins, like zip.
     expect(client.map((a: number, b: number) => a + b, [1, 2, 3], [10, 20])).toHaveLength(2);
     const keyed = client.mapWith({ key: ['k1', 'k2'] }, (x: number) => x, [5, 6]);

@@ -76,12 +76,15 @@ export class Batcher<T> {
   private scheduled = false;
   private closed = false;
   /**
-   * @param maxBatch the most messages one batch carries; the rest leave on the next turn, so a
-   * huge burst streams to the receiver in slices it can start working on at once.
+   * @param maxBatch the most one batch carries, in units of `weight` (default: messages); the rest
+   * leave on the next turn, so a huge burst streams to the receiver in slices it can start working
+   * on at once, and no single gRPC message grows without bound. A batch holds at least one item.
+   * @param weight the size of one item (e.g. the tasks a graph update carries); default 1.
    */
   constructor(
     private readonly send: (batch: T[]) => void,
     private readonly maxBatch = 2000,
+    private readonly weight?: (item: T) => number,
   ) {}
 
   push(item: T): void {
@@ -105,10 +108,11 @@ export class Batcher<T> {
     this.scheduled = false;
     this.lastFlush = performance.now();
     if (this.queue.length === 0) return;
+    const n = this.closed ? this.queue.length : this.batchLength();
     let batch = this.queue;
-    if (batch.length > this.maxBatch && !this.closed) {
-      this.queue = batch.slice(this.maxBatch);
-      batch = batch.slice(0, this.maxBatch);
+    if (n < batch.length) {
+      this.queue = batch.slice(n);
+      batch = batch.slice(0, n);
       this.scheduled = true;
       setImmediate(this.flush);
     } else {
@@ -116,6 +120,18 @@ export class Batcher<T> {
     }
     this.send(batch);
   };
+
+  /** How many queued items the next batch takes. */
+  private batchLength(): number {
+    const q = this.queue;
+    if (!this.weight) return Math.min(q.length, this.maxBatch);
+    let total = 0;
+    for (let i = 0; i < q.length; i++) {
+      total += this.weight(q[i]!);
+      if (total >= this.maxBatch) return i + 1;
+    }
+    return q.length;
+  }
 
   get pending(): number {
     return this.queue.length;
