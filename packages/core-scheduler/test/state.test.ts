@@ -308,4 +308,53 @@ describe('SchedulerState', () => {
     expect(t.target).toBe(0);
     expect(t.workersToClose.sort()).toEqual(['w1', 'w2']);
   });
+
+  it('keeps a compact record: arguments copied out of the wire buffer, shared function and group, and gives them back for Compute', () => {
+    const h = new Harness();
+    const wire = new Uint8Array([0, 0, 91, 49, 44, 50, 93, 0, 0]); // "[1,2]" inside a bigger buffer
+    const args = { encoding: 1, data: wire.subarray(2, 7) };
+    h.submit('c', [def('f-1', [], { args }), def('f-2', [], { args: { encoding: 1, data: new Uint8Array([91, 93]) } })], ['f-1', 'f-2']);
+    const [a, b] = [h.state.tasks.get('f-1')!, h.state.tasks.get('f-2')!];
+    expect(a.fn).toBe(b.fn);
+    expect(a.group).toBe('f');
+    expect(a.group).toBe(b.group);
+    expect(a.dependencies).toHaveLength(0);
+    expect(a.dependents).toHaveLength(0);
+    wire.fill(0); // the client's buffer is reused: the record must not see it
+    const acts = h.addWorker('w1');
+    const compute = acts.find((x) => x.type === 'Compute' && x.key === 'f-1');
+    expect(compute?.type === 'Compute' && Buffer.from(compute.def.args.data).toString()).toBe('[1,2]');
+    expect(compute?.type === 'Compute' && compute.def.args.encoding).toBe(1);
+    // A large argument is copied too (not a view).
+    const big = new Uint8Array(10_000).fill(7);
+    h.submit('c', [def('g-1', [], { args: { encoding: 2, data: big } })], ['g-1']);
+    big.fill(0);
+    const acts2 = h.finish('w1', 'f-1');
+    const c2 = acts2.find((x) => x.type === 'Compute' && x.key === 'g-1') ?? h.finish('w1', 'f-2').find((x) => x.type === 'Compute' && x.key === 'g-1');
+    expect(c2?.type === 'Compute' && c2.def.args.data.every((v) => v === 7)).toBe(true);
+  });
+
+  it('links a graph whose tasks come before their inputs in the same update', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    const acts = h.submit('c', [def('b-1', ['a-1']), def('a-1')], ['b-1']);
+    expect(computes(acts)).toEqual(['w1:a-1']);
+    expect(h.state.tasks.get('b-1')!.dependencies.map((d) => d.key)).toEqual(['a-1']);
+    expect(computes(h.finish('w1', 'a-1'))).toEqual(['w1:b-1']);
+  });
+
+  it('tracks one wanting client without a set, and several with one, reporting to each', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c1', [def('k-1')], ['k-1']);
+    expect(h.state.tasks.get('k-1')!.whoWants).toBe('c1');
+    h.submit('c2', [def('k-1')], ['k-1']);
+    h.submit('c3', [def('k-1')], ['k-1']);
+    expect(reports(h.finish('w1', 'k-1')).sort()).toEqual(['c1:in-memory:k-1', 'c2:in-memory:k-1', 'c3:in-memory:k-1']);
+    h.handle({ type: 'ClientReleasedKeys', client: 'c2', keys: ['k-1'] });
+    h.handle({ type: 'ClientReleasedKeys', client: 'c1', keys: ['k-1'] });
+    expect(h.state.tasks.get('k-1')!.whoWants).toBe('c3');
+    h.handle({ type: 'ClientReleasedKeys', client: 'c3', keys: ['k-1'] });
+    expect(h.state_('k-1')).toBe('forgotten');
+  });
 });

@@ -1,18 +1,43 @@
-import type { EncodedValue, ErrorInfo, MetricSample, TaskDef, TaskStateName, WorkerMetrics } from './types.js';
+import type { EncodedValue, ErrorInfo, FunctionId, MetricSample, TaskDef, TaskStateName, WorkerMetrics } from './types.js';
 
-/** The scheduler's record of one task. Arrays rather than sets where they stay small. */
+/** Restrictions on where a task may run; most tasks have none (null), so they cost nothing. */
+export interface Restrictions {
+  resources: Record<string, number>;
+  workers: string[];
+  allowOtherWorkers: boolean;
+}
+
+/**
+ * A frozen empty list shared by every record until it needs one of its own: most tasks have no
+ * dependents and are held by at most one worker, and an array that grows by push reserves room
+ * for 17 elements (~170 bytes). Replace it (`[x]`) rather than pushing onto it; a push onto it
+ * throws.
+ */
+const NONE: never[] = Object.freeze([]) as unknown as never[];
+
+/** Argument bytes up to this size are kept as a one-byte string (16 bytes of header, not ~170). */
+const ARGS_AS_STRING_MAX = 4096;
+
+/**
+ * The scheduler's record of one task. It is the only per-task object the scheduler keeps, so it
+ * is kept small (see bench "memory"): no copy of the client's TaskDef, the function id shared by
+ * all tasks of that function, small arguments packed into a string that owns its bytes (a
+ * Uint8Array view would keep the whole wire message alive), lists shared while empty.
+ */
 export class TaskRecord {
   state: TaskStateName = 'released';
-  readonly dependencies: TaskRecord[] = [];
-  readonly dependents: TaskRecord[] = [];
+  /** Set once, exactly sized, when the graph is linked (see setDependencies). */
+  dependencies: TaskRecord[] = NONE;
+  /** Replaced on the first addition (see NONE); use addDependent. */
+  dependents: TaskRecord[] = NONE;
   /** While waiting: how many of `dependencies` (counted with repeats) are not in memory. */
   waitingCount = 0;
   /** Dependents that still need this task's result. */
   waiters: Set<TaskRecord> | null = null;
-  /** Clients that hold futures for this key. */
-  whoWants: Set<string> | null = null;
-  /** Workers that hold the result. */
-  readonly whoHas: WorkerRecord[] = [];
+  /** Clients that hold futures for this key: one client id, or a set when there are several. */
+  whoWants: string | Set<string> | null = null;
+  /** Workers that hold the result. Replaced on the first addition (see NONE); use addHolder. */
+  whoHas: WorkerRecord[] = NONE;
   processingOn: WorkerRecord | null = null;
   /** The result itself, kept by the scheduler when small. */
   inline: EncodedValue | null = null;
@@ -21,12 +46,14 @@ export class TaskRecord {
   exception: ErrorInfo | null = null;
   /** Key of the task whose error this one carries. */
   exceptionBlame = '';
+  /** Some dependencies were unknown when the task was submitted (its exception says which). */
+  missingDeps = false;
   retriesLeft: number;
   /** Number of workers that died while running this task. */
   suspicious = 0;
   lastDeathReason = '';
   sequence: number;
-  /** The task's group: the key prefix before the token (the function name). */
+  /** The task's group: the key prefix before the token (the function name); shared string. */
   readonly group: string;
   broadcast = false;
   /** A steal request is outstanding to this worker. */
@@ -35,19 +62,30 @@ export class TaskRecord {
   heapIndex = -1;
   /** User priority (higher runs first). */
   priority: number;
+  /** The function, shared by every task that calls it. */
+  readonly fn: FunctionId;
+  readonly argsEncoding: number;
+  /** The argument bytes: a one-byte string when small, else an owned copy. */
+  private readonly args: string | Uint8Array;
+  readonly restrictions: Restrictions | null;
 
-  constructor(
-    readonly key: string,
-    public def: TaskDef | null,
-    sequence: number,
-  ) {
-    this.retriesLeft = def?.retries ?? 0;
-    this.priority = def?.priority ?? 0;
+  constructor(def: TaskDef, fn: FunctionId, group: string, sequence: number) {
+    this.key = def.key;
+    this.fn = fn;
+    this.group = group;
+    this.retriesLeft = def.retries;
+    this.priority = def.priority;
     this.sequence = sequence;
-    const dash = key.lastIndexOf('-');
-    this.group = dash > 0 ? key.slice(0, dash) : key;
+    const data = def.args.data;
+    this.argsEncoding = def.args.encoding;
+    this.args = data.length <= ARGS_AS_STRING_MAX ? Buffer.from(data.buffer, data.byteOffset, data.length).toString('latin1') : data.slice();
+    this.restrictions =
+      def.workers.length || hasKeys(def.resources)
+        ? { resources: def.resources, workers: def.workers, allowOtherWorkers: def.allowOtherWorkers }
+        : null;
   }
 
+  readonly key: string;
 
   /** Has a value somewhere: on a worker or inline. */
   get hasData(): boolean {
@@ -55,10 +93,88 @@ export class TaskRecord {
   }
 
   get restricted(): boolean {
-    const d = this.def;
-    return !!d && (d.workers.length > 0 || hasKeys(d.resources));
+    return this.restrictions !== null;
+  }
+
+  /** The definition again, for a Compute message (allocates; called once per assignment). */
+  toDef(): TaskDef {
+    const r = this.restrictions;
+    const args = this.args;
+    return {
+      key: this.key,
+      fn: this.fn,
+      args: { encoding: this.argsEncoding, data: typeof args === 'string' ? Buffer.from(args, 'latin1') : args },
+      dependencies: this.dependencies.map((d) => d.key),
+      priority: this.priority,
+      retries: this.retriesLeft,
+      resources: r ? r.resources : NO_RESOURCES,
+      workers: r ? r.workers : NONE,
+      allowOtherWorkers: r ? r.allowOtherWorkers : false,
+    };
+  }
+
+  setDependencies(deps: TaskRecord[]): void {
+    this.dependencies = deps.length ? deps : NONE;
+  }
+
+  addDependent(ts: TaskRecord): void {
+    if (this.dependents === NONE) this.dependents = [ts];
+    else this.dependents.push(ts);
+  }
+
+  addHolder(ws: WorkerRecord): void {
+    if (this.whoHas === NONE) this.whoHas = [ws];
+    else if (!this.whoHas.includes(ws)) this.whoHas.push(ws);
+  }
+
+  /** Removes a worker from whoHas; true if it was there. */
+  removeHolder(ws: WorkerRecord): boolean {
+    const i = this.whoHas.indexOf(ws);
+    if (i < 0) return false;
+    if (this.whoHas.length === 1) this.whoHas = NONE;
+    else this.whoHas.splice(i, 1);
+    return true;
+  }
+
+  clearHolders(): void {
+    this.whoHas = NONE;
+  }
+
+  wantedBy(client: string): boolean {
+    const w = this.whoWants;
+    return w === client || (w !== null && typeof w !== 'string' && w.has(client));
+  }
+
+  addWanter(client: string): void {
+    const w = this.whoWants;
+    if (w === null) this.whoWants = client;
+    else if (typeof w === 'string') {
+      if (w !== client) this.whoWants = new Set([w, client]);
+    } else w.add(client);
+  }
+
+  /** Removes a client from whoWants; true if it was there. */
+  removeWanter(client: string): boolean {
+    const w = this.whoWants;
+    if (w === null) return false;
+    if (typeof w === 'string') {
+      if (w !== client) return false;
+      this.whoWants = null;
+      return true;
+    }
+    if (!w.delete(client)) return false;
+    if (w.size === 1) this.whoWants = w.values().next().value!;
+    return true;
+  }
+
+  /** The clients that want this key (a fresh array). */
+  wanters(): string[] {
+    const w = this.whoWants;
+    return w === null ? NONE : typeof w === 'string' ? [w] : [...w];
   }
 }
+
+const NO_RESOURCES: Record<string, number> = Object.freeze({}) as Record<string, number>;
 
 export type WorkerStatus = 'running' | 'paused' | 'retiring';
 

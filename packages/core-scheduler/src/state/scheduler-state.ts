@@ -2,6 +2,7 @@ import { Recommendations, TaskHeap, TaskRecord, TransitionLog, WorkerRecord, has
 import { SchedulerTelemetry } from './telemetry.js';
 import type {
   ClientReport,
+  FunctionId,
   SchedulerAction,
   SchedulerEvent,
   SchedulerStateOptions,
@@ -43,6 +44,9 @@ export class SchedulerState {
   readonly tasks = new Map<string, TaskRecord>();
   readonly workers = new Map<string, WorkerRecord>();
   readonly clients = new Map<string, Set<TaskRecord>>();
+  /** Interned function ids and group names (a few per graph; they live as long as the scheduler). */
+  private readonly functions = new Map<string, FunctionId>();
+  private readonly groups = new Map<string, string>();
   readonly counts: Record<TaskStateName, number> = {
     released: 0, waiting: 0, 'no-worker': 0, queued: 0, processing: 0, memory: 0, erred: 0, forgotten: 0,
   };
@@ -185,7 +189,7 @@ export class SchedulerState {
         if (!ws.hasWhat.has(ts)) fail(`${ws.address} lacks ${key} in hasWhat`);
         if (this.workers.get(ws.address) !== ws) fail(`${key} held by removed worker ${ws.address}`);
       }
-      for (const c of ts.whoWants ?? []) if (!this.clients.get(c)?.has(ts)) fail(`client ${c} lacks ${key}`);
+      for (const c of ts.wanters()) if (!this.clients.get(c)?.has(ts)) fail(`client ${c} lacks ${key}`);
     }
     for (const s of Object.keys(this.counts) as TaskStateName[]) {
       if (s !== 'forgotten' && (counted[s] ?? 0) !== this.counts[s]) fail(`count of ${s}: ${this.counts[s]} != ${counted[s] ?? 0}`);
@@ -216,7 +220,7 @@ export class SchedulerState {
         return this.releaseWants(e.client, e.keys);
       case 'ClientCancelledKeys':
         for (const key of e.keys) {
-          if (this.tasks.get(key)?.whoWants?.has(e.client)) {
+          if (this.tasks.get(key)?.wantedBy(e.client)) {
             this.report(e.client, { type: 'cancelled', key, reason: 'cancelled by the client' });
           }
         }
@@ -341,34 +345,33 @@ export class SchedulerState {
   private updateGraph(client: string, defs: TaskDef[], wanted: string[], broadcast: string[]): void {
     if (!this.clients.has(client)) this.clients.set(client, new Set());
     const added: TaskRecord[] = [];
+    const addedDefs: TaskDef[] = [];
     for (const def of defs) {
-      const existing = this.tasks.get(def.key);
-      if (existing) {
-        if (!existing.def) existing.def = def;
-        continue;
-      }
-      const ts = new TaskRecord(def.key, def, this.sequence++);
+      if (this.tasks.has(def.key)) continue;
+      const ts = new TaskRecord(def, this.internFunction(def.fn), this.internGroup(def.key), this.sequence++);
       this.tasks.set(def.key, ts);
       this.counts.released++;
       this.telemetry.added(ts.group); // dashboard
       added.push(ts);
+      addedDefs.push(def);
     }
-    for (const ts of added) {
-      const missing: string[] = [];
-      for (const depKey of ts.def!.dependencies) {
+    // Linked once the whole batch exists: a graph may list a task before its inputs.
+    for (let i = 0; i < added.length; i++) {
+      const ts = added[i]!;
+      const depKeys = addedDefs[i]!.dependencies;
+      if (depKeys.length === 0) continue;
+      const deps: TaskRecord[] = new Array(depKeys.length);
+      let nDeps = 0;
+      let missing: string[] | null = null;
+      for (const depKey of depKeys) {
         const dep = this.tasks.get(depKey);
-        if (!dep) {
-          missing.push(depKey);
-          continue;
-        }
-        if (dep === ts) {
-          missing.push(depKey);
-          continue;
-        }
-        ts.dependencies.push(dep);
-        dep.dependents.push(ts);
+        if (dep && dep !== ts) deps[nDeps++] = dep;
+        else (missing ??= []).push(depKey);
       }
-      if (missing.length) {
+      if (missing) deps.length = nDeps;
+      ts.setDependencies(deps);
+      for (const dep of deps) dep.addDependent(ts);
+      if (missing) {
         ts.exception = {
           type: 'InvalidArgumentError',
           message:
@@ -380,6 +383,7 @@ export class SchedulerState {
           detailsJson: JSON.stringify({ missing }),
         };
         ts.exceptionBlame = ts.key;
+        ts.missingDeps = true;
       }
     }
     for (const key of broadcast) {
@@ -406,12 +410,12 @@ export class SchedulerState {
         });
         continue;
       }
-      (ts.whoWants ??= new Set()).add(client);
+      ts.addWanter(client);
       mine.add(ts);
       if (ts.state === 'memory') this.report(client, this.inMemoryReport(ts));
       else if (ts.state === 'erred') this.report(client, { type: 'erred', key, error: ts.exception! });
       else if (ts.state === 'released') {
-        if (ts.exception && ts.exceptionBlame === ts.key && ts.dependencies.length < ts.def!.dependencies.length) {
+        if (ts.missingDeps) {
           this.recs.set(ts, 'erred');
         } else {
           this.recs.set(ts, 'waiting');
@@ -424,9 +428,7 @@ export class SchedulerState {
     const mine = this.clients.get(client);
     for (const key of keys) {
       const ts = this.tasks.get(key);
-      if (!ts || !ts.whoWants?.has(client)) continue;
-      ts.whoWants.delete(client);
-      if (ts.whoWants.size === 0) ts.whoWants = null;
+      if (!ts || !ts.removeWanter(client)) continue;
       mine?.delete(ts);
       this.releaseIfUnneeded(ts);
     }
@@ -502,8 +504,7 @@ export class SchedulerState {
       }
     }
     for (const ts of ws.hasWhat) {
-      const i = ts.whoHas.indexOf(ws);
-      if (i >= 0) ts.whoHas.splice(i, 1);
+      ts.removeHolder(ws);
       if (!ts.hasData && ts.state === 'memory') this.recs.set(ts, 'released');
     }
     ws.hasWhat.clear();
@@ -669,8 +670,7 @@ export class SchedulerState {
   }
 
   private readonly releasedToWaiting: Transition = (ts) => {
-    if (!ts.def) throw new Error(`task ${ts.key} has no definition`);
-    if (ts.exception && ts.exceptionBlame === ts.key && ts.dependencies.length < ts.def.dependencies.length) {
+    if (ts.missingDeps) {
       this.recs.set(ts, 'erred');
       return 'released';
     }
@@ -739,7 +739,7 @@ export class SchedulerState {
       type: 'Compute',
       worker: ws.address,
       key: ts.key,
-      def: ts.def!,
+      def: ts.toDef(),
       whoHas,
       inlineInputs,
       sequence: ts.sequence,
@@ -784,7 +784,7 @@ export class SchedulerState {
       if (d.state === 'waiting' && --d.waitingCount === 0) this.recs.set(d, 'processing');
     }
     this.leaveDependencies(ts);
-    for (const c of ts.whoWants ?? []) this.report(c, this.inMemoryReport(ts));
+    for (const c of ts.wanters()) this.report(c, this.inMemoryReport(ts));
     if (ts.broadcast) {
       const whoHas = [{ key: ts.key, workers: ts.whoHas.map((w) => w.address), nbytes: ts.nbytes }];
       for (const other of this.workers.values()) {
@@ -804,13 +804,13 @@ export class SchedulerState {
       ws.nbytes -= Math.max(0, ts.nbytes);
       this.emit({ type: 'FreeKeys', worker: ws.address, keys: [ts.key], stimulusId: this.stimulusId });
     }
-    ts.whoHas.length = 0;
+    ts.clearHolders();
     ts.inline = null;
     for (const d of ts.dependents) {
       if (d.state === 'waiting') d.waitingCount++;
       else if (d.state === 'queued' || d.state === 'no-worker' || d.state === 'processing') this.recs.set(d, 'released');
     }
-    if (lost) for (const c of ts.whoWants ?? []) this.report(c, { type: 'lost', key: ts.key });
+    if (lost) for (const c of ts.wanters()) this.report(c, { type: 'lost', key: ts.key });
     this.afterRelease(ts);
     return 'released';
   };
@@ -840,7 +840,7 @@ export class SchedulerState {
     };
     ts.exception = error;
     if ((ts.exceptionBlame || ts.key) === ts.key) this.telemetry.taskErred(ts.key, ts.group, ranOn, error, this.opts.now()); // dashboard
-    for (const c of ts.whoWants ?? []) this.report(c, { type: 'erred', key: ts.key, error });
+    for (const c of ts.wanters()) this.report(c, { type: 'erred', key: ts.key, error });
     for (const d of ts.dependents) {
       if (ACTIVE.has(d.state) || (d.state === 'released' && this.needed(d))) {
         d.exception = error;
@@ -891,24 +891,26 @@ export class SchedulerState {
 
   private validWorkers(ts: TaskRecord): WorkerRecord[] | string {
     const running = this.running();
-    const def = ts.def!;
+    const registered = ts.fn.registered;
     let valid = running;
-    if (def.fn.registered) {
-      valid = valid.filter((w) => w.registeredFunctions.has(def.fn.registered));
+    if (registered) {
+      valid = valid.filter((w) => w.registeredFunctions.has(registered));
       if (valid.length === 0 && running.length > 0) {
         return (
-          `No worker has a function registered as "${def.fn.registered}" (task ${ts.key}). ` +
+          `No worker has a function registered as "${registered}" (task ${ts.key}). ` +
           'Start workers with --module pointing at a module that exports it.'
         );
       }
     }
-    if (hasKeys(def.resources)) {
-      const needs = Object.entries(def.resources);
+    const r = ts.restrictions;
+    if (!r) return valid;
+    if (hasKeys(r.resources)) {
+      const needs = Object.entries(r.resources);
       valid = valid.filter((w) => needs.every(([r, q]) => (w.resources[r] ?? 0) >= q));
     }
-    if (def.workers.length) {
-      const named = valid.filter((w) => def.workers.includes(w.address) || def.workers.includes(w.name));
-      valid = named.length || !def.allowOtherWorkers ? named : valid;
+    if (r.workers.length) {
+      const named = valid.filter((w) => r.workers.includes(w.address) || r.workers.includes(w.name));
+      valid = named.length || !r.allowOtherWorkers ? named : valid;
     }
     return valid;
   }
@@ -1018,23 +1020,38 @@ export class SchedulerState {
 
   // ------------------------------------------------------------------ helpers
 
+  /** One FunctionId object per function, shared by all its tasks. */
+  private internFunction(fn: FunctionId): FunctionId {
+    const id = fn.registered ? `r:${fn.registered}` : `i:${fn.inlineHash}`;
+    let shared = this.functions.get(id);
+    if (!shared) this.functions.set(id, (shared = { registered: fn.registered, inlineHash: fn.inlineHash }));
+    return shared;
+  }
+
+  /** One string per task group (the key before its last '-'), shared by all its tasks. */
+  private internGroup(key: string): string {
+    const dash = key.lastIndexOf('-');
+    const group = dash > 0 ? key.slice(0, dash) : key;
+    let shared = this.groups.get(group);
+    if (shared === undefined) this.groups.set(group, (shared = group));
+    return shared;
+  }
+
   private needed(ts: TaskRecord): boolean {
-    return (ts.whoWants !== null && ts.whoWants.size > 0) || (ts.waiters !== null && ts.waiters.size > 0);
+    return ts.whoWants !== null || (ts.waiters !== null && ts.waiters.size > 0);
   }
 
   private addReplica(ts: TaskRecord, ws: WorkerRecord, nbytes: number): void {
     if (nbytes >= 0) ts.nbytes = nbytes;
     if (!ts.whoHas.includes(ws)) {
-      ts.whoHas.push(ws);
+      ts.addHolder(ws);
       ws.hasWhat.add(ts);
       ws.nbytes += Math.max(0, ts.nbytes);
     }
   }
 
   private dropReplica(ts: TaskRecord, ws: WorkerRecord): void {
-    const i = ts.whoHas.indexOf(ws);
-    if (i < 0) return;
-    ts.whoHas.splice(i, 1);
+    if (!ts.removeHolder(ws)) return;
     ws.hasWhat.delete(ts);
     ws.nbytes -= Math.max(0, ts.nbytes);
     if (ts.state === 'memory' && !ts.hasData) this.recs.set(ts, 'released');
