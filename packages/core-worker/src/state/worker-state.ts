@@ -94,6 +94,8 @@ interface Ctx {
   recs: Map<string, TaskStateName>;
   actions: WorkerAction[];
   stimulusId: string;
+  /** The clock, read once per handle() (transitions of one call share a time). */
+  nowMs: number;
 }
 
 type TransitionFn = (this: WorkerState, ts: TaskRecord, ctx: Ctx) => void;
@@ -194,7 +196,7 @@ export class WorkerState {
 
   /** Handles events in order and returns the actions for the shell. */
   handle(...events: WorkerEvent[]): WorkerAction[] {
-    const ctx: Ctx = { recs: new Map(), actions: [], stimulusId: '' };
+    const ctx: Ctx = { recs: new Map(), actions: [], stimulusId: '', nowMs: this.config.now() };
     for (const ev of events) {
       ctx.stimulusId = ev.stimulusId;
       this.handleEvent(ev, ctx);
@@ -635,13 +637,13 @@ export class WorkerState {
   private transition(ts: TaskRecord, finish: TaskStateName, ctx: Ctx): void {
     const start = ts.state;
     if (start === finish) return;
-    const direct = WorkerState.TRANSITIONS[`${start}->${finish}`];
+    const direct = TRANSITION_TABLE[start]?.[finish];
     if (direct) {
       direct.call(this, ts, ctx);
       return;
     }
-    const toReleased = WorkerState.TRANSITIONS[`${start}->released`];
-    const fromReleased = WorkerState.TRANSITIONS[`released->${finish}`];
+    const toReleased = TRANSITION_TABLE[start]?.released;
+    const fromReleased = TRANSITION_TABLE.released?.[finish];
     if (start !== 'released' && toReleased && fromReleased) {
       toReleased.call(this, ts, ctx);
       if (ts.state === 'released') fromReleased.call(this, ts, ctx);
@@ -653,8 +655,10 @@ export class WorkerState {
   private drain(ctx: Ctx): void {
     let guard = 0;
     const limit = MAX_TRANSITIONS_PER_HANDLE_FACTOR * (this.tasks.size + 100);
-    while (ctx.recs.size > 0) {
-      const [key, finish] = ctx.recs.entries().next().value as [string, TaskStateName];
+    // Iterating the map while deleting visited entries also visits entries added on the way, in
+    // order. (Taking entries().next() of a fresh iterator each time walks over all the deleted
+    // slots at the front: quadratic in a big batch.)
+    for (const [key, finish] of ctx.recs) {
       ctx.recs.delete(key);
       const ts = this.tasks.get(key);
       if (!ts) continue;
@@ -667,7 +671,7 @@ export class WorkerState {
   }
 
   private setState(ts: TaskRecord, finish: TaskStateName, ctx: Ctx): void {
-    const rec: TransitionRecord = { key: ts.key, start: ts.state, finish, stimulusId: ctx.stimulusId, timeMs: this.config.now() };
+    const rec: TransitionRecord = { key: ts.key, start: ts.state, finish, stimulusId: ctx.stimulusId, timeMs: ctx.nowMs };
     if (this.log.length < this.logLength) this.log.push(rec);
     else {
       this.log[this.logStart] = rec;
@@ -1033,4 +1037,11 @@ export class WorkerState {
     }
     if (problems.length > 0) throw new InvalidStateError(problems);
   }
+}
+
+/** WorkerState's transitions by start and finish state (no string building per transition). */
+const TRANSITION_TABLE: Partial<Record<string, Partial<Record<string, TransitionFn>>>> = {};
+for (const [name, fn] of Object.entries(WorkerState['TRANSITIONS'])) {
+  const [start, finish] = name.split('->') as [string, string];
+  (TRANSITION_TABLE[start] ??= {})[finish] = fn;
 }
