@@ -14,6 +14,7 @@ import {
   sha256,
   type TaskRef,
 } from '@skein/common';
+import { Encoding } from '@skein/protocol';
 import { Future } from './future.js';
 import type { FunctionSource, FunctionSpec, TaskDef, TaskOptions } from './types.js';
 
@@ -282,6 +283,7 @@ export function buildTask(
       resources: opts.resources,
       workers: opts.workers,
       allowOtherWorkers: opts.allowOtherWorkers,
+      resultEncoding: opts.encoding === 'json' ? Encoding.ENCODING_JSON : Encoding.ENCODING_V8,
     },
     delayed: ctx.delayed,
   };

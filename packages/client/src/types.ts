@@ -110,6 +110,8 @@ export interface TaskDef {
   resources: Record<string, number>;
   workers: string[];
   allowOtherWorkers: boolean;
+  /** Encoding asked for the result (the protocol's Encoding value). */
+  resultEncoding: number;
 }
 
 /** Source of a JS function sent once per session. */

@@ -48,6 +48,7 @@ export function toTaskSpec(t: TaskDef): TaskSpec {
     resources: t.resources,
     workers: t.workers,
     allowOtherWorkers: t.allowOtherWorkers,
+    resultEncoding: t.resultEncoding,
   };
 }
 

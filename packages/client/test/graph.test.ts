@@ -58,12 +58,19 @@ describe('keys', () => {
     expect(reg.source).toBeUndefined();
   });
 
-  it('encodes arguments as v8 by default and json on request', () => {
+  it('encodes arguments as v8 by default and json on request, and asks for results the same way', () => {
     const rf = resolveFunction(inc);
-    const v8 = buildTask(rf, [1], compileTaskOptions(undefined)).def;
-    const json = buildTask(rf, [1], compileTaskOptions({ encoding: 'json' })).def;
+    const v8 = buildTask(rf, [new Map([[1, 2]])], compileTaskOptions(undefined)).def;
     expect(v8.args.encoding).toBe(Encoding.ENCODING_V8);
+    expect(v8.resultEncoding).toBe(Encoding.ENCODING_V8);
+    // Small plain arguments travel as JSON (cheaper, same value); the result is still asked for as v8.
+    const small = buildTask(rf, [1], compileTaskOptions(undefined)).def;
+    expect(small.args.encoding).toBe(Encoding.ENCODING_JSON);
+    expect(small.resultEncoding).toBe(Encoding.ENCODING_V8);
+    const json = buildTask(rf, [1], compileTaskOptions({ encoding: 'json' })).def;
     expect(json.args.encoding).toBe(Encoding.ENCODING_JSON);
+    expect(json.resultEncoding).toBe(Encoding.ENCODING_JSON);
+    expect(json.key).not.toBe(small.key);
     expect(Buffer.from(json.args.data).toString()).toBe('[1]');
     expect(json.key).not.toBe(v8.key);
   });

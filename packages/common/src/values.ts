@@ -95,7 +95,36 @@ function isJsonSafe(v: unknown, depth = 0): boolean {
 }
 
 /**
+ * A value JSON carries exactly, cheap to check: a string, boolean, null, finite number other than
+ * -0, a task reference, or a short array of those (no holes). No shared objects can hide in it, so
+ * JSON's copy-per-occurrence cannot change the decoded value.
+ */
+function isPlainScalarValue(v: unknown, depth: number): boolean {
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(v) && !Object.is(v, -0);
+    case 'object': {
+      if (v === null) return true;
+      if (Array.isArray(v)) {
+        if (depth > 0 || v.length > 32) return false;
+        for (let i = 0; i < v.length; i++) if (!isPlainScalarValue(v[i], 1)) return false;
+        return true;
+      }
+      return isRef(v) && isPlainObject(v);
+    }
+    default:
+      return false;
+  }
+}
+
+/**
  * Encodes a JS value. `raw` for a Buffer/Uint8Array, otherwise `v8` unless `json` is asked for.
+ * Small plain values (numbers, strings, booleans, null, references, short arrays of them) travel
+ * as JSON even when `v8` is preferred: they decode to the same value, and JSON costs a fraction of
+ * a v8 serializer for them (each serializer is an object with its own buffer).
  * With `json`, values JSON cannot represent exactly are refused with a clear error.
  */
 export function encodeValue(value: unknown, prefer: EncodingName = 'v8'): Value {
@@ -112,6 +141,7 @@ export function encodeValue(value: unknown, prefer: EncodingName = 'v8'): Value 
     }
     return { encoding: Encoding.ENCODING_JSON, data: Buffer.from(JSON.stringify(value ?? null), 'utf8') };
   }
+  if (isPlainScalarValue(value, 0)) return { encoding: Encoding.ENCODING_JSON, data: Buffer.from(JSON.stringify(value), 'utf8') };
   try {
     return { encoding: Encoding.ENCODING_V8, data: serialize(value) };
   } catch (err) {
@@ -128,7 +158,7 @@ export function decodeValue(value: Value | undefined): unknown {
   if (!value) return undefined;
   switch (value.encoding) {
     case Encoding.ENCODING_JSON:
-      return value.data.length === 0 ? undefined : JSON.parse(Buffer.from(value.data).toString('utf8'));
+      return value.data.length === 0 ? undefined : JSON.parse(Buffer.from(value.data.buffer, value.data.byteOffset, value.data.byteLength).toString('utf8'));
     case Encoding.ENCODING_V8:
       return deserialize(value.data);
     case Encoding.ENCODING_RAW:

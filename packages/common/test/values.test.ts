@@ -21,6 +21,23 @@ describe('values', () => {
     expect(Buffer.from(j.data).toString()).toBe('{"x":[1,2]}');
     expect(() => encodeValue(new Map(), 'json')).toThrow(InvalidArgumentError);
   });
+  it('sends small plain values as JSON that decodes to the same value, and everything else as v8', () => {
+    const asJson = [5, 'x', true, null, [1, 'a', null, makeRef('k')], makeRef('k'), Array.from({ length: 32 }, (_, i) => i)];
+    for (const v of asJson) {
+      const enc = encodeValue(v);
+      expect(enc.encoding, JSON.stringify(v)).toBe(Encoding.ENCODING_JSON);
+      expect(decodeValue(enc)).toEqual(v);
+    }
+    // -0, holes, nesting, long arrays, objects that could share identity: v8 keeps them exactly.
+    const sparse = [1, , 3]; // eslint-disable-line no-sparse-arrays
+    const shared = { a: 1 };
+    const asV8 = [-0, [-0], sparse, [[1]], Array.from({ length: 33 }, (_, i) => i), { a: 1 }, [shared, shared], NaN, undefined, [undefined]];
+    for (const v of asV8) expect(encodeValue(v).encoding).toBe(Encoding.ENCODING_V8);
+    expect(Object.is(decodeValue(encodeValue(-0)), -0)).toBe(true);
+    expect(1 in (decodeValue(encodeValue(sparse)) as unknown[])).toBe(false);
+    const [x, y] = decodeValue(encodeValue([shared, shared])) as object[];
+    expect(x).toBe(y);
+  });
   it('substitutes references at any depth without copying reference-free parts', () => {
     const inner = { keep: [1, 2] };
     const t = [makeRef('a'), { deep: [makeRef('b'), inner] }, 7];

@@ -15,6 +15,7 @@ function def(key: string, deps: string[] = [], extra: Partial<TaskDef> = {}): Ta
     resources: {},
     workers: [],
     allowOtherWorkers: false,
+    resultEncoding: 0,
     ...extra,
   };
 }

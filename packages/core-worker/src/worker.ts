@@ -500,14 +500,17 @@ export class Worker {
     let spilled = false;
     for (const [, v] of a.inputs) if (isSpilled(v)) spilled = true;
     if (!spilled) {
-      this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs: a.inputs as Array<[string, Encoded]> }, (r) => this.onExecuted(key, r));
+      this.pool!.run(
+        { key, fn: a.call.fn, args: a.call.args, inputs: a.inputs as Array<[string, Encoded]>, resultEncoding: a.call.resultEncoding ?? 0 },
+        (r) => this.onExecuted(key, r),
+      );
       return;
     }
     // Read spilled inputs back first (they go back into memory: DataUnspilled).
     const p = Promise.all(a.inputs.map(async ([dep, v]): Promise<[string, Encoded]> => [dep, isSpilled(v) ? await this.unspill(dep, v.file, v.encoding) : v])).then(
       (inputs) => {
         if (this.lifecycle.closing) return;
-        this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs }, (r) => this.onExecuted(key, r));
+        this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs, resultEncoding: a.call.resultEncoding ?? 0 }, (r) => this.onExecuted(key, r));
       },
       (err: unknown) => {
         const now = Date.now();

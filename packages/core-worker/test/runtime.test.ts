@@ -58,8 +58,17 @@ describe('ThreadPool', () => {
   it('answers JSON when the arguments were JSON and the result fits, V8 or RAW otherwise', async () => {
     const r1 = await run(pool, { key: 'a', fn: { kind: 'registered', name: 'add' }, args: json([1, 2]), inputs: [] });
     expect(r1.ok && r1.value.encoding).toBe(Encoding.ENCODING_JSON);
-    const r2 = await run(pool, { key: 'b', fn: { kind: 'registered', name: 'add' }, args: encodeValue([1, 2]), inputs: [] });
-    expect(r2.ok && r2.value.encoding).toBe(Encoding.ENCODING_V8);
+    // A number travels as JSON even from v8 arguments: the same value, cheaper.
+    const r2 = await run(pool, { key: 'b', fn: { kind: 'registered', name: 'add' }, args: encodeValue([1, 2, new Map()]), inputs: [] });
+    expect(r2.ok && r2.value.encoding).toBe(Encoding.ENCODING_JSON);
+    // The client's explicit wish wins over the arguments' encoding.
+    const obj = inline(() => ({ a: [1, 2] }), pool);
+    const r2b = await run(pool, { key: 'b2', fn: obj, args: json([]), inputs: [] });
+    expect(r2b.ok && r2b.value.encoding).toBe(Encoding.ENCODING_JSON);
+    const r2c = await run(pool, { key: 'b3', fn: obj, args: json([]), inputs: [], resultEncoding: Encoding.ENCODING_V8 });
+    expect(r2c.ok && r2c.value.encoding).toBe(Encoding.ENCODING_V8);
+    const r2d = await run(pool, { key: 'b4', fn: obj, args: encodeValue([new Map()]), inputs: [], resultEncoding: Encoding.ENCODING_JSON });
+    expect(r2d.ok && r2d.value.encoding).toBe(Encoding.ENCODING_JSON);
     const r3 = await run(pool, { key: 'c', fn: { kind: 'registered', name: 'makeMap' }, args: json([]), inputs: [] });
     expect(r3.ok && r3.value.encoding).toBe(Encoding.ENCODING_V8);
     expect(r3.ok && deserialize(r3.value.data)).toEqual(new Map([[1, 'one']]));

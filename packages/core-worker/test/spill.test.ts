@@ -30,6 +30,7 @@ function computeCmd(key: string, fn: string | Function, args: unknown[], deps: s
           resources: {},
           workers: [],
           allowOtherWorkers: false,
+          resultEncoding: 0,
         },
         function: inline,
         whoHas: [],

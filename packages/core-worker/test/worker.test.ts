@@ -24,6 +24,7 @@ function computeCmd(key: string, fn: string | Function, args: unknown[], extra: 
           resources: {},
           workers: [],
           allowOtherWorkers: false,
+          resultEncoding: 0,
         },
         function: inline && extra.sendSource !== false ? inline : undefined,
         whoHas: extra.whoHas ?? [],

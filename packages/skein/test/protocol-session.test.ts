@@ -28,6 +28,7 @@ function spec(key: string, fn: { registered: string } | { inline: string }, args
     resources: {},
     workers: [],
     allowOtherWorkers: false,
+    resultEncoding: 0,
     ...over,
   };
 }

@@ -33,6 +33,7 @@ export function taskDefFromSpec(spec: TaskSpec): TaskDef {
     resources: hasKeys(spec.resources) ? spec.resources : NO_RESOURCES,
     workers: spec.workers.length ? spec.workers : NO_WORKERS,
     allowOtherWorkers: spec.allowOtherWorkers,
+    resultEncoding: spec.resultEncoding,
   };
 }
 
@@ -48,6 +49,7 @@ export function specFromTaskDef(def: TaskDef): TaskSpec {
     resources: def.resources,
     workers: def.workers,
     allowOtherWorkers: def.allowOtherWorkers,
+    resultEncoding: def.resultEncoding,
   };
 }
 

@@ -65,6 +65,7 @@ export class TaskRecord {
   /** The function, shared by every task that calls it. */
   readonly fn: FunctionId;
   readonly argsEncoding: number;
+  readonly resultEncoding: number;
   /** The argument bytes: a one-byte string when small, else an owned copy. */
   private readonly args: string | Uint8Array;
   readonly restrictions: Restrictions | null;
@@ -78,6 +79,7 @@ export class TaskRecord {
     this.sequence = sequence;
     const data = def.args.data;
     this.argsEncoding = def.args.encoding;
+    this.resultEncoding = def.resultEncoding;
     this.args = data.length <= ARGS_AS_STRING_MAX ? Buffer.from(data.buffer, data.byteOffset, data.length).toString('latin1') : data.slice();
     this.restrictions =
       def.workers.length || hasKeys(def.resources)
@@ -110,6 +112,7 @@ export class TaskRecord {
       resources: r ? r.resources : NO_RESOURCES,
       workers: r ? r.workers : NONE,
       allowOtherWorkers: r ? r.allowOtherWorkers : false,
+      resultEncoding: this.resultEncoding,
     };
   }
 

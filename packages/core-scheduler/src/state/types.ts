@@ -27,6 +27,8 @@ export interface TaskDef {
   resources: Record<string, number>;
   workers: string[];
   allowOtherWorkers: boolean;
+  /** Encoding the client asked for the result (passed to the worker untouched). */
+  resultEncoding: number;
 }
 
 export interface ErrorInfo {

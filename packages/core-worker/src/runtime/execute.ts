@@ -51,9 +51,14 @@ export function decodeArgs(args: Value, inputs: ReadonlyMap<string, Value>, key:
   return out;
 }
 
-/** Encodes a result: JSON when the arguments were JSON and the result fits JSON, else the default. */
-export function encodeResult(value: unknown, argsEncoding: number): Value {
-  if (argsEncoding === Encoding.ENCODING_JSON) {
+/**
+ * Encodes a result: JSON when asked for (resultEncoding JSON, or unspecified with JSON arguments)
+ * and the result fits JSON, else the default (V8, RAW for bytes).
+ */
+export function encodeResult(value: unknown, argsEncoding: number, resultEncoding = Encoding.ENCODING_UNSPECIFIED as number): Value {
+  const json =
+    resultEncoding === Encoding.ENCODING_JSON || (resultEncoding === Encoding.ENCODING_UNSPECIFIED && argsEncoding === Encoding.ENCODING_JSON);
+  if (json) {
     try {
       return encodeValue(value, 'json');
     } catch {

@@ -11,6 +11,8 @@ export interface ThreadTask {
   fn: ThreadFunction;
   /** Encoding of the argument array. */
   enc: number;
+  /** Encoding asked for the result (0: follow the arguments). */
+  renc: number;
   args: Uint8Array;
   /** [key, encoding, bytes] of each input. */
   inputs: Array<[string, number, Uint8Array]>;

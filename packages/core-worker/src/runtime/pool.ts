@@ -17,6 +17,8 @@ export interface PoolTask {
   fn: FunctionSpec;
   args: Encoded;
   inputs: ReadonlyArray<readonly [string, Encoded]>;
+  /** Encoding asked for the result (protocol Encoding; 0 or absent: follow the arguments). */
+  resultEncoding?: number;
 }
 
 export type PoolResult =
@@ -256,7 +258,7 @@ export class ThreadPool {
     const inputs: ThreadTask['inputs'] = [];
     for (const [k, v] of task.inputs) inputs.push([k, v.encoding, this.bytes(slot, v.data)]);
     slot.inflight.set(p.id, p);
-    slot.outgoing.push({ id: p.id, key: task.key, fn, enc: task.args.encoding, args, inputs });
+    slot.outgoing.push({ id: p.id, key: task.key, fn, enc: task.args.encoding, renc: task.resultEncoding ?? 0, args, inputs });
   }
 
   /** Bytes to send: a view on its own buffer is cloned as is; a slice of a larger one is copied and transferred. */

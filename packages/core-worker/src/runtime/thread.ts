@@ -56,7 +56,7 @@ function resolveFunction(task: ThreadTask): Function {
 
 function succeed(task: ThreadTask, value: unknown, startMs: number): ThreadResult {
   try {
-    const v = encodeResult(value, task.enc);
+    const v = encodeResult(value, task.enc, task.renc);
     const data = exactBytes(v.data);
     // Large results move to the main thread without a copy (shared memory is shared anyway).
     if (data.byteLength >= 64 * 1024 && !(data.buffer instanceof SharedArrayBuffer)) transfer.push(data.buffer as ArrayBuffer);

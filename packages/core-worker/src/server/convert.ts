@@ -30,7 +30,7 @@ export function taskCall(cmd: ComputeTask): TaskCall {
       : kind?.$case === 'inlineHash'
         ? { kind: 'inline', hash: kind.value, name: cmd.function?.name || spec.key.replace(/-[^-]*$/, '') || 'lambda' }
         : { kind: 'registered', name: '' };
-  return { fn, args: spec.args ?? EMPTY_ARGS };
+  return { fn, args: spec.args ?? EMPTY_ARGS, resultEncoding: spec.resultEncoding };
 }
 
 export function computeTaskEvent(cmd: ComputeTask): ComputeTaskEvent {

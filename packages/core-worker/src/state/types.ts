@@ -53,6 +53,8 @@ export interface TaskCall {
   readonly fn: FunctionSpec;
   /** The encoded array of positional arguments (may hold `__skein_ref__` references). */
   readonly args: Encoded;
+  /** Encoding the client asked for the result (protocol Encoding; 0: follow the arguments). */
+  readonly resultEncoding?: number;
 }
 
 export type TaskStateName =

@@ -70,6 +70,12 @@ export interface TaskSpec {
   workers: string[];
   /** With workers set: the others may be used when none of the named ones can. */
   allowOtherWorkers: boolean;
+  /**
+   * How the worker encodes the result. ENCODING_JSON: JSON when the result fits JSON, else V8
+   * (RAW for bytes). ENCODING_V8: V8 (RAW for bytes; small plain values may travel as JSON, which
+   * decodes to the same value). Unspecified: as ENCODING_JSON when args are JSON, else ENCODING_V8.
+   */
+  resultEncoding: Encoding;
 }
 
 export interface TaskSpec_ResourcesEntry {
@@ -337,6 +343,7 @@ function createBaseTaskSpec(): TaskSpec {
     resources: {},
     workers: [],
     allowOtherWorkers: false,
+    resultEncoding: 0,
   };
 }
 
@@ -368,6 +375,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.allowOtherWorkers !== false) {
       writer.uint32(72).bool(message.allowOtherWorkers);
+    }
+    if (message.resultEncoding !== 0) {
+      writer.uint32(80).int32(message.resultEncoding);
     }
     return writer;
   },
@@ -460,6 +470,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.allowOtherWorkers = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.resultEncoding = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -496,6 +514,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     );
     message.workers = object.workers?.map((e) => e) || [];
     message.allowOtherWorkers = object.allowOtherWorkers ?? false;
+    message.resultEncoding = object.resultEncoding ?? 0;
     return message;
   },
 };
