@@ -47,6 +47,7 @@ export class SchedulerState {
   /** Interned function ids and group names (a few per graph; they live as long as the scheduler). */
   private readonly functions = new Map<string, FunctionId>();
   private readonly groups = new Map<string, string>();
+  private lastFunction: FunctionId | null = null;
   readonly counts: Record<TaskStateName, number> = {
     released: 0, waiting: 0, 'no-worker': 0, queued: 0, processing: 0, memory: 0, erred: 0, forgotten: 0,
   };
@@ -64,7 +65,8 @@ export class SchedulerState {
   private stimulusId = '';
   /** The clock, read once per event. */
   private nowMs = 0;
-  private readonly table: Record<string, Transition>;
+  /** Transitions by start, then finish state (no string building per transition). */
+  private readonly table: Partial<Record<TaskStateName, Partial<Record<TaskStateName, Transition>>>>;
   readonly opts: SchedulerStateOptions;
   /** Counts per task group, task stream and errors for the dashboard (telemetry.ts). */
   readonly telemetry = new SchedulerTelemetry();
@@ -80,25 +82,17 @@ export class SchedulerState {
       ...opts,
     };
     this.log = new TransitionLog(this.opts.logSize);
+    const place = this.place;
+    const toReleased = this.activeToReleased;
+    const toErred = this.toErred;
     this.table = {
-      'released->waiting': this.releasedToWaiting,
-      'released->forgotten': this.toForgotten,
-      'released->erred': this.toErred,
-      'waiting->processing': this.place,
-      'queued->processing': this.place,
-      'no-worker->processing': this.place,
-      'waiting->released': this.activeToReleased,
-      'queued->released': this.activeToReleased,
-      'no-worker->released': this.activeToReleased,
-      'processing->released': this.activeToReleased,
-      'waiting->erred': this.toErred,
-      'queued->erred': this.toErred,
-      'no-worker->erred': this.toErred,
-      'processing->erred': this.toErred,
-      'processing->memory': this.processingToMemory,
-      'memory->released': this.memoryToReleased,
-      'erred->released': this.erredToReleased,
-      'erred->forgotten': this.toForgotten,
+      released: { waiting: this.releasedToWaiting, forgotten: this.toForgotten, erred: toErred },
+      waiting: { processing: place, released: toReleased, erred: toErred },
+      queued: { processing: place, released: toReleased, erred: toErred },
+      'no-worker': { processing: place, released: toReleased, erred: toErred },
+      processing: { released: toReleased, erred: toErred, memory: this.processingToMemory },
+      memory: { released: this.memoryToReleased },
+      erred: { released: this.erredToReleased, forgotten: this.toForgotten },
     };
   }
 
@@ -641,15 +635,15 @@ export class SchedulerState {
   private transition(ts: TaskRecord, finish: TaskStateName): void {
     const start = ts.state;
     if (start === finish || start === 'forgotten') return;
-    const fn = this.table[`${start}->${finish}`];
+    const fn = this.table[start]?.[finish];
     if (fn) {
       const actual = fn(ts);
       this.setState(ts, start, actual);
       return;
     }
     // Two steps through released, as in Dask.
-    const a = this.table[`${start}->released`];
-    const b = this.table[`released->${finish}`];
+    const a = this.table[start]?.released;
+    const b = this.table.released?.[finish];
     if (a && b) {
       this.setState(ts, start, a(ts));
       this.recs.delete(ts);
@@ -1022,6 +1016,13 @@ export class SchedulerState {
 
   /** One FunctionId object per function, shared by all its tasks. */
   private internFunction(fn: FunctionId): FunctionId {
+    const last = this.lastFunction;
+    if (last && last.inlineHash === fn.inlineHash && last.registered === fn.registered) return last;
+    this.lastFunction = this.internFunctionSlow(fn);
+    return this.lastFunction;
+  }
+
+  private internFunctionSlow(fn: FunctionId): FunctionId {
     const id = fn.registered ? `r:${fn.registered}` : `i:${fn.inlineHash}`;
     let shared = this.functions.get(id);
     if (!shared) this.functions.set(id, (shared = { registered: fn.registered, inlineHash: fn.inlineHash }));
