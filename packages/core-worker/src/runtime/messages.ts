@@ -13,18 +13,29 @@ export interface ThreadTask {
   enc: number;
   /** Encoding asked for the result (0: follow the arguments). */
   renc: number;
-  args: Uint8Array;
+  /** The argument bytes, or null when they are packed: bytes [at, at + len) of the batch's `packed`. */
+  args: Uint8Array | null;
+  at: number;
+  len: number;
   /** [key, encoding, bytes] of each input. */
   inputs: Array<[string, number, Uint8Array]>;
 }
 
 export type ThreadResult =
-  | { id: number; ok: true; enc: number; data: Uint8Array; typeName: string; startMs: number; stopMs: number }
+  /** data null: the bytes are [at, at + len) of the batch's `packed` (small results). */
+  | { id: number; ok: true; enc: number; data: Uint8Array | null; at: number; len: number; typeName: string; startMs: number; stopMs: number }
   | { id: number; ok: false; error: RemoteError; startMs: number; stopMs: number };
 
-export type ToThread = { t: 'init'; modules: string[] } | { t: 'run'; tasks: ThreadTask[] };
+/**
+ * Small byte arrays of a batch travel packed in one buffer: structured clone makes an ArrayBuffer
+ * per Uint8Array, which cost more than the task itself for tiny tasks.
+ */
+export type ToThread = { t: 'init'; modules: string[] } | { t: 'run'; tasks: ThreadTask[]; packed: Uint8Array | null };
+
+/** Byte arrays up to this size are packed into the batch's buffer. */
+export const PACK_MAX_BYTES = 1024;
 
 export type FromThread =
   | { t: 'ready'; functions: string[] }
   | { t: 'init-error'; message: string }
-  | { t: 'done'; results: ThreadResult[] };
+  | { t: 'done'; results: ThreadResult[]; packed: Uint8Array | null };

@@ -10,7 +10,8 @@ import type { RemoteError } from '@skein/protocol';
 import { SkeinError, toRemoteError } from '@skein/common';
 import type { Encoded, FunctionSpec } from '../state/types.js';
 import { exactBytes, asBuffer } from './execute.js';
-import type { FromThread, ThreadTask, ToThread } from './messages.js';
+import { PACK_MAX_BYTES, type FromThread, type ThreadResult, type ThreadTask, type ToThread } from './messages.js';
+import { Packer } from './pack.js';
 
 export interface PoolTask {
   key: string;
@@ -47,6 +48,7 @@ interface Slot {
   avgMs: number;
   outgoing: ThreadTask[];
   transfer: ArrayBuffer[];
+  packer: Packer;
 }
 
 /** Long tasks (by moving average) run one per thread. */
@@ -141,7 +143,7 @@ export class ThreadPool {
 
   private spawn(): Promise<string[]> {
     const thread = new Thread(threadScript());
-    const slot: Slot = { thread, inflight: new Map(), seen: new Set(), avgMs: 0, outgoing: [], transfer: [] };
+    const slot: Slot = { thread, inflight: new Map(), seen: new Set(), avgMs: 0, outgoing: [], transfer: [], packer: new Packer() };
     this.slots.push(slot);
     return new Promise<string[]>((resolve, reject) => {
       let ready = false;
@@ -189,7 +191,8 @@ export class ThreadPool {
     }
   }
 
-  private onResults(slot: Slot, msg: { results: Array<import('./messages.js').ThreadResult> }): void {
+  private onResults(slot: Slot, msg: { results: ThreadResult[]; packed: Uint8Array | null }): void {
+    const packed = msg.packed;
     for (const r of msg.results) {
       const p = slot.inflight.get(r.id);
       if (!p) continue;
@@ -197,7 +200,10 @@ export class ThreadPool {
       const ms = r.stopMs - r.startMs;
       slot.avgMs = slot.avgMs * 0.8 + ms * 0.2;
       if (r.ok) {
-        p.cb({ ok: true, value: { encoding: r.enc, data: asBuffer(r.data) }, typeName: r.typeName, startMs: r.startMs, stopMs: r.stopMs });
+        // A packed result is copied out (into Node's buffer pool for small sizes): a view would keep
+        // the whole batch's buffer alive as long as this one result.
+        const data = r.data ? asBuffer(r.data) : Buffer.from(packed!.subarray(r.at, r.at + r.len));
+        p.cb({ ok: true, value: { encoding: r.enc, data }, typeName: r.typeName, startMs: r.startMs, stopMs: r.stopMs });
       } else {
         p.cb({ ok: false, error: r.error, startMs: r.startMs, stopMs: r.stopMs });
       }
@@ -231,7 +237,9 @@ export class ThreadPool {
     }
     for (const slot of this.slots) {
       if (slot.outgoing.length === 0) continue;
-      const msg: ToThread = { t: 'run', tasks: slot.outgoing };
+      const packed = slot.packer.finish();
+      if (packed) slot.transfer.push(packed.buffer as ArrayBuffer);
+      const msg: ToThread = { t: 'run', tasks: slot.outgoing, packed };
       slot.thread.postMessage(msg, slot.transfer);
       slot.outgoing = [];
       slot.transfer = [];
@@ -254,11 +262,14 @@ export class ThreadPool {
     } else {
       fn = { kind: 'registered', name: task.fn.name };
     }
-    const args = this.bytes(slot, task.args.data);
+    const a = task.args.data;
+    const small = a.byteLength <= PACK_MAX_BYTES && !(a.buffer instanceof SharedArrayBuffer);
+    const args = small ? null : this.bytes(slot, a);
+    const at = small ? slot.packer.add(a) : 0;
     const inputs: ThreadTask['inputs'] = [];
     for (const [k, v] of task.inputs) inputs.push([k, v.encoding, this.bytes(slot, v.data)]);
     slot.inflight.set(p.id, p);
-    slot.outgoing.push({ id: p.id, key: task.key, fn, enc: task.args.encoding, renc: task.resultEncoding ?? 0, args, inputs });
+    slot.outgoing.push({ id: p.id, key: task.key, fn, enc: task.args.encoding, renc: task.resultEncoding ?? 0, args, at, len: a.byteLength, inputs });
   }
 
   /** Bytes to send: a view on its own buffer is cloned as is; a slice of a larger one is copied and transferred. */

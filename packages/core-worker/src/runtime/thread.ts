@@ -7,18 +7,26 @@ import { parentPort } from 'node:worker_threads';
 import type { Value } from '@skein/protocol';
 import { compileFunction, explainReferenceError, toRemoteError, typeName, SkeinError } from '@skein/common/lite';
 import { decodeArgs, encodeResult, exactBytes, asBuffer, loadModules, unknownFunctionError } from './execute.js';
-import type { FromThread, ThreadResult, ThreadTask, ToThread } from './messages.js';
+import { PACK_MAX_BYTES, type FromThread, type ThreadResult, type ThreadTask, type ToThread } from './messages.js';
+import { Packer } from './pack.js';
 
 const port = parentPort!;
 let registered = new Map<string, Function>();
 let modules: string[] = [];
 const inline = new Map<string, Function>();
 
-let queue: ThreadTask[] = [];
+/** A queued task with the packed buffer of its batch. */
+interface Queued {
+  task: ThreadTask;
+  packed: Uint8Array | null;
+}
+
+let queue: Queued[] = [];
 let head = 0;
 let running = false;
 let outbox: ThreadResult[] = [];
 let transfer: ArrayBuffer[] = [];
+const packer = new Packer();
 
 function post(msg: FromThread, list: ArrayBuffer[] = []): void {
   port.postMessage(msg, list);
@@ -30,7 +38,9 @@ function flush(): void {
   const list = transfer;
   outbox = [];
   transfer = [];
-  post({ t: 'done', results }, list);
+  const packed = packer.finish();
+  if (packed) list.push(packed.buffer as ArrayBuffer);
+  post({ t: 'done', results, packed }, list);
 }
 
 function resolveFunction(task: ThreadTask): Function {
@@ -57,10 +67,14 @@ function resolveFunction(task: ThreadTask): Function {
 function succeed(task: ThreadTask, value: unknown, startMs: number): ThreadResult {
   try {
     const v = encodeResult(value, task.enc, task.renc);
+    if (v.data.byteLength <= PACK_MAX_BYTES) {
+      const at = packer.add(v.data);
+      return { id: task.id, ok: true, enc: v.encoding, data: null, at, len: v.data.byteLength, typeName: typeName(value), startMs, stopMs: Date.now() };
+    }
     const data = exactBytes(v.data);
     // Large results move to the main thread without a copy (shared memory is shared anyway).
     if (data.byteLength >= 64 * 1024 && !(data.buffer instanceof SharedArrayBuffer)) transfer.push(data.buffer as ArrayBuffer);
-    return { id: task.id, ok: true, enc: v.encoding, data, typeName: typeName(value), startMs, stopMs: Date.now() };
+    return { id: task.id, ok: true, enc: v.encoding, data, at: 0, len: data.byteLength, typeName: typeName(value), startMs, stopMs: Date.now() };
   } catch (err) {
     return fail(task, err, startMs);
   }
@@ -70,13 +84,14 @@ function fail(task: ThreadTask, err: unknown, startMs: number): ThreadResult {
   return { id: task.id, ok: false, error: toRemoteError(explainReferenceError(err, task.fn.name), task.key), startMs, stopMs: Date.now() };
 }
 
-function runTask(task: ThreadTask): ThreadResult | Promise<ThreadResult> {
+function runTask(task: ThreadTask, packed: Uint8Array | null): ThreadResult | Promise<ThreadResult> {
   const startMs = Date.now();
   try {
     const fn = resolveFunction(task);
     const inputs = new Map<string, Value>();
     for (const [k, enc, data] of task.inputs) inputs.set(k, { encoding: enc, data: asBuffer(data) });
-    const args = decodeArgs({ encoding: task.enc, data: asBuffer(task.args) }, inputs, task.key);
+    const bytes = task.args ?? packed!.subarray(task.at, task.at + task.len);
+    const args = decodeArgs({ encoding: task.enc, data: asBuffer(bytes) }, inputs, task.key);
     const out: unknown = fn(...args);
     if (out !== null && typeof out === 'object' && typeof (out as { then?: unknown }).then === 'function') {
       return (out as Promise<unknown>).then(
@@ -93,8 +108,8 @@ function runTask(task: ThreadTask): ThreadResult | Promise<ThreadResult> {
 async function loop(): Promise<void> {
   running = true;
   while (head < queue.length) {
-    const task = queue[head++]!;
-    const r = runTask(task);
+    const { task, packed } = queue[head++]!;
+    const r = runTask(task, packed);
     if (r instanceof Promise) {
       flush();
       outbox.push(await r);
@@ -127,7 +142,7 @@ port.on('message', (msg: ToThread) => {
       );
       return;
     case 'run':
-      for (const t of msg.tasks) queue.push(t);
+      for (const task of msg.tasks) queue.push({ task, packed: msg.packed });
       if (!running) void loop();
       return;
   }
