@@ -340,6 +340,15 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Sends what the workers were given while handling one incoming message at once, instead of at
+   * the end of the event loop's turn: other work of the same turn (a client's results, more
+   * incoming batches) would otherwise keep idle workers waiting for their next tasks.
+   */
+  private flushToWorkers(): void {
+    for (const w of this.workers.values()) if (w.out.pending > 0) w.out.flush();
+  }
+
   private closeWorkerStream(w: WorkerConn, reason: string): void {
     if (w.closing) return;
     w.closing = true;
@@ -482,6 +491,7 @@ export class Scheduler {
         }
         this.clientMessage(conn, kind);
       }
+      this.flushToWorkers();
     });
     const closed = () => {
       if (!conn || this.clients.get(conn.id) !== conn) return;
@@ -576,6 +586,7 @@ export class Scheduler {
         }
         this.workerMessage(conn, kind);
       }
+      this.flushToWorkers();
     });
     const closed = (why: string) => () => {
       if (conn) this.dropWorkerConn(conn, conn.closing, why);
