@@ -58,6 +58,9 @@ export class TaskRecord {
   broadcast = false;
   /** A steal request is outstanding to this worker. */
   stealingFrom: WorkerRecord | null = null;
+  /** The transition recommended for this task and not applied yet (see Recommendations). */
+  recommended: TaskStateName | null = null;
+  recSeq = 0;
   /** Position in the root-task queue heap, or -1. */
   heapIndex = -1;
   /** User priority (higher runs first). */
@@ -287,48 +290,63 @@ export class TaskHeap {
 
 /**
  * Recommendations waiting to be applied: insertion ordered, one per task (a later one replaces an
- * earlier one), O(1) per operation.
+ * earlier one in place; one made after a delete goes to the end), O(1) per operation. The
+ * recommendation lives on the record itself (no map keyed by record on this hot path); the order
+ * list may hold stale entries, recognised by their sequence number.
  */
-export class Recommendations<S> {
-  private readonly map = new Map<TaskRecord, S>();
+export class Recommendations {
   private order: TaskRecord[] = [];
+  private seqs: number[] = [];
   private head = 0;
+  private seq = 0;
+  private count = 0;
 
   get size(): number {
-    return this.map.size;
+    return this.count;
   }
 
-  set(ts: TaskRecord, finish: S): void {
-    if (!this.map.has(ts)) this.order.push(ts);
-    this.map.set(ts, finish);
+  set(ts: TaskRecord, finish: TaskStateName): void {
+    if (ts.recommended === null) {
+      ts.recSeq = ++this.seq;
+      this.order.push(ts);
+      this.seqs.push(ts.recSeq);
+      this.count++;
+    }
+    ts.recommended = finish;
   }
 
   has(ts: TaskRecord): boolean {
-    return this.map.has(ts);
+    return ts.recommended !== null;
   }
 
-  get(ts: TaskRecord): S | undefined {
-    return this.map.get(ts);
+  get(ts: TaskRecord): TaskStateName | undefined {
+    return ts.recommended ?? undefined;
   }
 
   delete(ts: TaskRecord): void {
-    this.map.delete(ts);
+    if (ts.recommended === null) return;
+    ts.recommended = null;
+    this.count--;
   }
 
   /** The oldest recommendation, removed. */
-  shift(): [TaskRecord, S] | undefined {
+  shift(): [TaskRecord, TaskStateName] | undefined {
     while (this.head < this.order.length) {
-      const ts = this.order[this.head++]!;
-      const finish = this.map.get(ts);
-      if (finish === undefined) continue;
-      this.map.delete(ts);
+      const i = this.head++;
+      const ts = this.order[i]!;
+      const finish = ts.recommended;
+      if (finish === null || ts.recSeq !== this.seqs[i]) continue;
+      ts.recommended = null;
+      this.count--;
       if (this.head > 1024 && this.head * 2 > this.order.length) {
         this.order = this.order.slice(this.head);
+        this.seqs = this.seqs.slice(this.head);
         this.head = 0;
       }
       return [ts, finish];
     }
     this.order = [];
+    this.seqs = [];
     this.head = 0;
     return undefined;
   }

@@ -60,7 +60,7 @@ export class SchedulerState {
   private actions: SchedulerAction[] = [];
   private runningCache: WorkerRecord[] | null = null;
   private readonly pendingFrees = new Map<string, Extract<SchedulerAction, { type: 'FreeKeys' }>>();
-  private readonly recs = new Recommendations<TaskStateName>();
+  private readonly recs = new Recommendations();
   private freedSlots = new Set<WorkerRecord>();
   private stimulusId = '';
   /** The clock, read once per event. */
