@@ -386,14 +386,17 @@ export class Worker {
     void this.close(error.message, error).catch(() => undefined);
   }
 
+  /** Waits `ms`, or less if the worker closes (the abort listener is removed either way). */
   private sleep(ms: number): Promise<void> {
+    const signal = this.abort.signal;
     return new Promise((resolve) => {
       const t = setTimeout(done, ms);
       function done() {
         clearTimeout(t);
+        signal.removeEventListener('abort', done);
         resolve();
       }
-      this.abort.signal.addEventListener('abort', done, { once: true });
+      signal.addEventListener('abort', done, { once: true });
     });
   }
 
