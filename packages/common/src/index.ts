@@ -45,4 +45,3 @@ export { functionName, functionSource, sha256, inlineFunction, compileFunction, 
 export { Lifecycle, type LifecycleStatus } from './lifecycle.js';
 export { parseBytes, parseMemoryLimit, formatBytes, cpuCount } from './units.js';
 export { createLogger, type Logger, type LogLevel } from './log.js';
-export { packageBin } from './bins.js';

@@ -27,4 +27,3 @@ export {
 export { compileFunction, explainReferenceError } from './functions.js';
 export { parseAddress, formatAddress, interfaceAddress, contactHost, type Address } from './address.js';
 export { parseBytes, parseMemoryLimit } from './units.js';
-export { packageBin } from './bins.js';

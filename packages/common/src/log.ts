@@ -8,12 +8,17 @@ export interface Logger {
   error(msg: string): void;
 }
 
-/** A logger writing `time level component: message` lines to stderr; level from SKEIN_LOG_LEVEL. */
-export function createLogger(component: string, level?: LogLevel): Logger {
+/**
+ * A logger writing `time level component: message` lines to stderr (or to `sink`, e.g. a buffer of
+ * recent lines); level from SKEIN_LOG_LEVEL.
+ */
+export function createLogger(component: string, level?: LogLevel, sink?: (line: string) => void): Logger {
   const min = ORDER[level ?? ((process.env['SKEIN_LOG_LEVEL'] as LogLevel | undefined) ?? 'info')] ?? ORDER.info;
   const write = (lvl: LogLevel, msg: string) => {
     if (ORDER[lvl] < min) return;
-    process.stderr.write(`${new Date().toISOString()} ${lvl.toUpperCase().padEnd(5)} ${component}: ${msg}\n`);
+    const line = `${new Date().toISOString()} ${lvl.toUpperCase().padEnd(5)} ${component}: ${msg}`;
+    if (sink) sink(line);
+    else process.stderr.write(`${line}\n`);
   };
   return {
     debug: (m) => write('debug', m),

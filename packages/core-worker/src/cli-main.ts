@@ -1,6 +1,11 @@
-/** The `skein-worker` command line: yargs → WorkerOptions → Worker; all logic is in the library. */
-import yargs from 'yargs';
-import { SkeinError } from '@skein/common';
+/**
+ * The `skein-worker` command line: flags → WorkerOptions → Worker; all logic is in the library.
+ * Flags are parsed with node:util's parseArgs rather than yargs: a worker process parses them
+ * once, before it registers, and loading yargs (with its text-layout dependencies) took longer
+ * than the rest of the CLI together, on every worker start.
+ */
+import { parseArgs } from 'node:util';
+import { InvalidArgumentError } from '@skein/common';
 import { Worker } from './worker.js';
 import { parseMemoryFraction, parseResources, type WorkerOptions } from './options.js';
 
@@ -36,60 +41,113 @@ function oneLine(err: unknown): string {
   return msg.replace(/\s*\n\s*/g, ' ').trim();
 }
 
-/** Parses the flags of `skein-worker` into WorkerOptions (throws on bad input). */
-export async function parseWorkerArgs(argv: string[], scriptName = 'skein-worker'): Promise<WorkerOptions | 'help'> {
-  const y = yargs(argv)
-    .scriptName(scriptName)
-    .usage('$0 <scheduler> [options]\n\nStart a Skein worker and register it with the scheduler at <scheduler> (tcp://HOST:PORT).')
-    .option('nthreads', { type: 'number', describe: 'Task threads', default: 1 })
-    .option('memory-limit', { type: 'string', describe: "Memory limit: '4GB', a fraction of the machine ('0.5') or 'auto'", default: 'auto' })
-    .option('memory-target-fraction', { type: 'string', describe: 'Spill LRU results when results in memory pass this fraction of the limit (0/false: off; default 0.6)' })
-    .option('memory-spill-fraction', { type: 'string', describe: 'Spill LRU results when process memory passes this fraction of the limit (0/false: off; default 0.7)' })
-    .option('memory-pause-fraction', { type: 'string', describe: 'Start no new tasks while process memory is past this fraction of the limit (0/false: off; default 0.8)' })
-    .option('local-directory', { type: 'string', describe: 'Directory for spilled results (a fresh skein-worker-* directory is made in it; default: the OS temp directory)' })
-    .option('name', { type: 'string', describe: 'Name of the worker (default: its address)' })
-    .option('resources', { type: 'string', describe: 'Abstract resources, e.g. "GPU=2,MEM=1e9"' })
-    .option('interface', { type: 'string', describe: 'Network interface to listen on and advertise, e.g. eth0' })
-    .option('host', { type: 'string', describe: 'Host to listen on', default: '0.0.0.0' })
-    .option('port', { type: 'number', describe: 'Port to listen on (0: any free port)', default: 0 })
-    .option('death-timeout', { type: 'number', describe: 'Seconds to keep trying to reach a lost scheduler' })
-    .option('nanny-address', { type: 'string', describe: 'Address of the nanny supervising this worker (set by skein-nanny)' })
-    .option('module', { type: 'string', array: true, describe: 'ES module whose exported functions are registered (repeatable)' })
-    .demandCommand(1, 1, 'Missing the scheduler address, e.g. skein-worker tcp://10.0.0.5:8786', 'Give exactly one scheduler address')
-    .strict()
-    .fail(false)
-    .exitProcess(false)
-    .help()
-    .version(false)
-    .wrap(null);
-  const a = await y.parseAsync();
-  if (a['help']) return 'help';
-  const num = (v: unknown, flag: string): number | undefined => {
+/** A flag of skein-worker: `value` names its argument in the help (no value: a switch). */
+interface Flag {
+  value?: string;
+  describe: string;
+  repeatable?: boolean;
+  short?: string;
+}
+
+/** Every flag, in the order of the help. */
+const FLAGS = {
+  nthreads: { value: 'N', describe: 'Task threads (default 1)' },
+  'memory-limit': { value: 'LIMIT', describe: "Memory limit: '4GB', a fraction of the machine ('0.5') or 'auto' (default)" },
+  'memory-target-fraction': { value: 'F', describe: 'Spill LRU results when results in memory pass this fraction of the limit (0/false: off; default 0.6)' },
+  'memory-spill-fraction': { value: 'F', describe: 'Spill LRU results when process memory passes this fraction of the limit (0/false: off; default 0.7)' },
+  'memory-pause-fraction': { value: 'F', describe: 'Start no new tasks while process memory is past this fraction of the limit (0/false: off; default 0.8)' },
+  'local-directory': { value: 'DIR', describe: 'Directory for spilled results (a fresh skein-worker-* directory is made in it; default: the OS temp directory)' },
+  name: { value: 'NAME', describe: 'Name of the worker (default: its address)' },
+  resources: { value: 'SPEC', describe: 'Abstract resources, e.g. "GPU=2,MEM=1e9"' },
+  interface: { value: 'NIC', describe: 'Network interface to listen on and advertise, e.g. eth0' },
+  host: { value: 'HOST', describe: 'Host to listen on (default 0.0.0.0)' },
+  port: { value: 'PORT', describe: 'Port to listen on (default 0: any free port)' },
+  'death-timeout': { value: 'SECONDS', describe: 'Seconds to keep trying to reach a lost scheduler' },
+  'nanny-address': { value: 'ADDRESS', describe: 'Address of the nanny supervising this worker (set by skein-nanny)' },
+  module: { value: 'FILE', describe: 'ES module whose exported functions are registered', repeatable: true },
+  help: { describe: 'Show this help', short: 'h' },
+} as const satisfies Record<string, Flag>;
+
+type FlagName = keyof typeof FLAGS;
+
+/** The help text of `skein-worker` (`--help`). */
+function workerUsage(): string {
+  const rows = Object.entries(FLAGS).map(([name, f]: [string, Flag]) => [
+    `${f.short ? `-${f.short}, ` : ''}--${name}${f.value ? ` ${f.value}` : ''}`,
+    f.describe + (f.repeatable ? ' (repeatable)' : ''),
+  ]);
+  const width = Math.max(...rows.map(([flag]) => flag!.length));
+  return [
+    'Usage: skein-worker <scheduler> [options]',
+    '',
+    'Start a Skein worker and register it with the scheduler at <scheduler> (tcp://HOST:PORT).',
+    '',
+    'Options:',
+    ...rows.map(([flag, text]) => `  ${flag!.padEnd(width)}  ${text}`),
+  ].join('\n');
+}
+
+/** Parses the flags of `skein-worker` into WorkerOptions (throws InvalidArgumentError on bad input). */
+export function parseWorkerArgs(argv: string[]): WorkerOptions | 'help' {
+  const { values, positionals, tokens } = parseArgs({
+    args: argv,
+    options: Object.fromEntries(
+      Object.entries(FLAGS).map(([name, f]: [string, Flag]) => [
+        name,
+        { type: f.value ? 'string' : 'boolean', multiple: f.repeatable === true, ...(f.short ? { short: f.short } : {}) },
+      ]),
+    ),
+    allowPositionals: true,
+    // Checked below, for messages that name the flag the way it was written.
+    strict: false,
+    tokens: true,
+  });
+  for (const t of tokens) {
+    if (t.kind !== 'option') continue;
+    if (!Object.hasOwn(FLAGS, t.name)) throw new InvalidArgumentError(`Unknown argument: ${t.name}`);
+    const flag: Flag = FLAGS[t.name as FlagName];
+    // Without strict mode parseArgs takes `--name --port` as the name "--port".
+    if (flag.value && (t.value === undefined || (!t.inlineValue && t.value.startsWith('--')))) {
+      throw new InvalidArgumentError(`${t.rawName} needs a value (${flag.value}).`);
+    }
+  }
+  if (values['help']) return 'help';
+  if (positionals.length === 0) throw new InvalidArgumentError('Missing the scheduler address, e.g. skein-worker tcp://10.0.0.5:8786');
+  if (positionals.length > 1) throw new InvalidArgumentError(`Give exactly one scheduler address, got ${positionals.join(' ')}`);
+  const text = (name: FlagName): string | undefined => {
+    const v = values[name];
+    return typeof v === 'string' ? v : undefined;
+  };
+  const num = (name: FlagName): number | undefined => {
+    const v = text(name);
     if (v === undefined) return undefined;
-    if (typeof v !== 'number' || Number.isNaN(v)) throw new SkeinError('invalid_argument', `--${flag} must be a number.`);
-    return v;
+    const n = v.trim() === '' ? NaN : Number(v);
+    if (Number.isNaN(n)) throw new InvalidArgumentError(`--${name} must be a number.`);
+    return n;
   };
-  const deathTimeout = num(a['death-timeout'], 'death-timeout');
-  const frac = (flag: string): number | false | undefined => {
-    const v = a[flag];
-    return v === undefined ? undefined : parseMemoryFraction(String(v), `--${flag}`);
+  const frac = (name: FlagName) => {
+    const v = text(name);
+    return v === undefined ? undefined : parseMemoryFraction(v, `--${name}`);
   };
+  const deathTimeout = num('death-timeout');
+  const resources = text('resources');
+  const modules = values['module'];
   return {
-    scheduler: String(a._[0]),
-    nthreads: num(a.nthreads, 'nthreads'),
-    memoryLimit: a['memory-limit'],
+    scheduler: positionals[0]!,
+    nthreads: num('nthreads') ?? 1,
+    memoryLimit: text('memory-limit') ?? 'auto',
     memoryTargetFraction: frac('memory-target-fraction'),
     memorySpillFraction: frac('memory-spill-fraction'),
     memoryPauseFraction: frac('memory-pause-fraction'),
-    localDirectory: a['local-directory'],
-    name: a.name,
-    resources: a.resources ? parseResources(a.resources) : undefined,
-    interface: a.interface,
-    host: a.host,
-    port: num(a.port, 'port'),
+    localDirectory: text('local-directory'),
+    name: text('name'),
+    resources: resources === undefined ? undefined : parseResources(resources),
+    interface: text('interface'),
+    host: text('host') ?? '0.0.0.0',
+    port: num('port') ?? 0,
     deathTimeoutMs: deathTimeout === undefined ? undefined : deathTimeout * 1000,
-    modules: a.module?.map(String),
-    nannyAddress: a['nanny-address'],
+    modules: Array.isArray(modules) ? modules.filter((m): m is string => typeof m === 'string') : undefined,
+    nannyAddress: text('nanny-address'),
   };
 }
 
@@ -101,8 +159,11 @@ export async function parseWorkerArgs(argv: string[], scriptName = 'skein-worker
 export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promise<number> {
   let worker: Worker;
   try {
-    const opts = await parseWorkerArgs(argv);
-    if (opts === 'help') return 0;
+    const opts = parseWorkerArgs(argv);
+    if (opts === 'help') {
+      io.stdout(workerUsage());
+      return 0;
+    }
     worker = await Worker.start(opts);
   } catch (err) {
     io.stderr(`skein-worker: ${oneLine(err)}`);

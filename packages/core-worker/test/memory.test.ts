@@ -226,8 +226,8 @@ describe('memory options', () => {
     expect(() => limit('lots')).toThrow(/Bad memory limit "lots"/);
   });
 
-  it('CLI flags', async () => {
-    const o = await parseWorkerArgs([
+  it('CLI flags', () => {
+    const o = parseWorkerArgs([
       'tcp://127.0.0.1:8786',
       '--memory-limit',
       '4GB',
@@ -241,8 +241,8 @@ describe('memory options', () => {
       '/tmp/x',
     ]);
     expect(o).toMatchObject({ memoryLimit: '4GB', memoryTargetFraction: false, memorySpillFraction: 0.65, memoryPauseFraction: false, localDirectory: '/tmp/x' });
-    const d = await parseWorkerArgs(['tcp://127.0.0.1:8786']);
+    const d = parseWorkerArgs(['tcp://127.0.0.1:8786']);
     expect(d).toMatchObject({ memoryLimit: 'auto', memoryTargetFraction: undefined, memorySpillFraction: undefined, memoryPauseFraction: undefined });
-    await expect(parseWorkerArgs(['tcp://127.0.0.1:8786', '--memory-pause-fraction', '1.5'])).rejects.toThrow(/--memory-pause-fraction must be a fraction/);
+    expect(() => parseWorkerArgs(['tcp://127.0.0.1:8786', '--memory-pause-fraction', '1.5'])).toThrow(/--memory-pause-fraction must be a fraction/);
   });
 });

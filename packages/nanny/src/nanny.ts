@@ -60,6 +60,13 @@ export interface NannyOptions {
   env?: Record<string, string>;
   /** Called with every line the worker prints on stdout. */
   onWorkerStdout?: (line: string) => void;
+  /**
+   * Called with the lines the worker prints on stderr (default: this process's stderr). A
+   * worker's lines are held back until it registers: one that fails to start is reported by the
+   * error of `start()` (or the restart's log line) instead.
+   */
+  onWorkerStderr?: (line: string) => void;
+  /** Where the nanny's own messages go (default: this process's stderr). */
   logger?: Logger;
 }
 
@@ -74,6 +81,7 @@ interface CompiledNannyOptions {
   startTimeoutMs: number;
   env: Record<string, string>;
   onWorkerStdout: (line: string) => void;
+  onWorkerStderr: (line: string) => void;
   logger: Logger;
 }
 
@@ -94,6 +102,7 @@ function compile(o: NannyOptions): CompiledNannyOptions {
     startTimeoutMs: o.startTimeoutMs ?? 60_000,
     env: o.env ?? {},
     onWorkerStdout: o.onWorkerStdout ?? (() => undefined),
+    onWorkerStderr: o.onWorkerStderr ?? ((line) => process.stderr.write(`${line}\n`)),
     logger: o.logger ?? createLogger('nanny'),
   };
 }
@@ -159,6 +168,9 @@ export class Nanny {
     try {
       await n.startWorker(prespawned);
     } catch (err) {
+      // A worker that did not register in time may still be running: it must not outlive a
+      // nanny that failed to start (LocalCluster runs nannies in its own, long-lived process).
+      n.current?.child.kill('SIGKILL');
       await shutdownServer(n.server, 100);
       throw err;
     }
@@ -216,7 +228,7 @@ export class Nanny {
       inc.stderrTail.push(line);
       if (inc.stderrTail.length > 50) inc.stderrTail.shift();
       if (held) held.push(line);
-      else process.stderr.write(`${line}\n`);
+      else this.options.onWorkerStderr(line);
     });
     inc.registered = new Promise<string>((resolve, reject) => {
       const timer = setTimeout(
@@ -229,7 +241,7 @@ export class Nanny {
         if (m) inc.address = m[1]!;
         if (/^Registered to:/.test(line)) {
           clearTimeout(timer);
-          for (const l of held ?? []) process.stderr.write(`${l}\n`);
+          for (const l of held ?? []) this.options.onWorkerStderr(l);
           held = null;
           inc.registered_ = true;
           resolve(inc.address);

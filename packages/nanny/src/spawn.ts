@@ -4,10 +4,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { packageBin } from '@skein/common/lite';
+import { workerCommand } from '@skein/core-worker/command';
 
+/** The script that starts a worker process: skein-worker's single-file bundle when it is built. */
 export function workerBin(): string {
-  return packageBin('@skein/core-worker', 'skein-worker', import.meta.url);
+  return workerCommand();
 }
 
 export interface WorkerSpawnSpec {

@@ -3,7 +3,9 @@ import { createInterface } from 'node:readline';
 import { Cluster, type ClusterBackend, type SchedulerHandle } from '@skein/cluster';
 import { Scheduler } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
-import { InvalidArgumentError, SkeinError, cpuCount, packageBin, parseMemoryLimit } from '@skein/common';
+import { workerCommand } from '@skein/core-worker/command';
+import { Nanny } from '@skein/nanny';
+import { InvalidArgumentError, SkeinError, cpuCount, createLogger, parseMemoryLimit, toSkeinError, type LogLevel } from '@skein/common';
 
 export interface LocalClusterOptions {
   /** Number of workers (default: one per core). */
@@ -42,7 +44,8 @@ interface CompiledLocalClusterOptions {
   schedulerPort: number;
   modules: string[];
   resources: Record<string, number>;
-  env: Record<string, string>;
+  /** Added to the environment of worker processes: `env` over a default SKEIN_LOG_LEVEL. */
+  workerEnv: Record<string, string>;
   startTimeoutMs: number;
   workerSaturation: number | undefined;
 }
@@ -66,42 +69,121 @@ function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
     schedulerPort: o.schedulerPort ?? 0,
     modules: o.modules ?? [],
     resources: o.resources ?? {},
-    env: o.env ?? {},
+    workerEnv: { SKEIN_LOG_LEVEL: process.env['SKEIN_LOG_LEVEL'] ?? 'warn', ...o.env },
     startTimeoutMs: o.startTimeoutMs ?? 60_000,
     workerSaturation: o.workerSaturation,
   };
 }
 
-/** One worker of a LocalCluster: a child process or an in-process Worker. */
+/** One worker of a LocalCluster: a worker process (with or without a nanny) or an in-process Worker. */
 export interface LocalWorkerHandle {
   name: string;
+  /** The worker's address; a worker restarted by its nanny gets a new one. */
   address: string;
+  /** The worker's process id (this process's for in-process workers); new after a nanny restart. */
   pid: number;
   close(): Promise<void>;
-  /** Its recent log lines (stderr of a worker process), oldest first. */
+  /** Its recent log lines (stderr of the worker process and its nanny's messages), oldest first. */
   logs(): string[];
-  /** Resolves when the worker has stopped, with its exit code (0 for in-process workers). */
+  /** Resolves when the worker has stopped for good, with its exit code (0 for in-process workers). */
   readonly exited: Promise<number | null>;
 }
 
-function binPath(pkgName: string, binName: string): string {
-  return packageBin(pkgName, binName, import.meta.url);
+/** The last lines of a worker's output. */
+class LogTail {
+  private readonly lines: string[] = [];
+  constructor(private readonly max = 200) {}
+
+  readonly push = (line: string): void => {
+    this.lines.push(line);
+    if (this.lines.length > this.max) this.lines.shift();
+  };
+
+  last(n = this.max): string[] {
+    return this.lines.slice(-n);
+  }
 }
 
+/** The skein-worker flags of a LocalCluster worker, but for the scheduler address and memory limit. */
+function workerArgs(name: string, o: CompiledLocalClusterOptions): string[] {
+  const args = ['--host', o.host, '--port', '0', '--nthreads', String(o.threadsPerWorker), '--name', name];
+  for (const m of o.modules) args.push('--module', m);
+  const res = Object.entries(o.resources).map(([k, v]) => `${k}=${v}`).join(',');
+  if (res) args.push('--resources', res);
+  return args;
+}
+
+/**
+ * A worker process supervised by a Nanny object in this process, as in Dask's LocalCluster: no
+ * nanny process per worker, so a worker starts as fast as a bare one and a small machine runs one
+ * Node runtime less per worker. The nanny samples the worker's memory, kills it past the limit,
+ * restarts it after a crash, and serves NannyService so the scheduler can restart or kill it. The
+ * handle lives as long as the nanny: it exits when the nanny stops for good (the worker retired,
+ * lost the scheduler, or was killed through the scheduler).
+ */
+class NannyWorker implements LocalWorkerHandle {
+  readonly exited: Promise<number | null>;
+
+  private constructor(
+    readonly name: string,
+    private readonly nanny: Nanny,
+    private readonly tail: LogTail,
+  ) {
+    this.exited = nanny.done.then((stop) => stop.code);
+  }
+
+  /** Starts the nanny and its worker; resolves once the worker has registered. */
+  static async start(name: string, schedulerAddress: string, o: CompiledLocalClusterOptions): Promise<NannyWorker> {
+    const tail = new LogTail();
+    try {
+      const nanny = await Nanny.start({
+        scheduler: schedulerAddress,
+        workerArgs: workerArgs(name, o),
+        memoryLimit: o.memoryLimit,
+        host: o.host,
+        port: 0,
+        startTimeoutMs: o.startTimeoutMs,
+        env: o.workerEnv,
+        onWorkerStderr: tail.push,
+        // The nanny's messages (memory kills, restarts) belong to this worker's logs, not to the
+        // user's terminal: the cluster's process may be a notebook or a service of its own.
+        logger: createLogger(`nanny ${name}`, o.workerEnv['SKEIN_LOG_LEVEL'] as LogLevel, tail.push),
+      });
+      return new NannyWorker(name, nanny, tail);
+    } catch (err) {
+      const e = toSkeinError(err);
+      throw new SkeinError(e.code, `Worker ${name} did not start: ${e.message}`, { cause: err });
+    }
+  }
+
+  get address(): string {
+    return this.nanny.workerAddress;
+  }
+
+  get pid(): number {
+    return this.nanny.workerPid;
+  }
+
+  logs(): string[] {
+    return this.tail.last();
+  }
+
+  close(): Promise<void> {
+    return this.nanny.close();
+  }
+}
+
+/** A worker process without a nanny (`nanny: false`): nothing restarts it. */
 class ProcessWorker implements LocalWorkerHandle {
   address = '';
   readonly exited: Promise<number | null>;
-  private readonly lines: string[] = [];
+  private readonly tail = new LogTail();
   constructor(
     readonly name: string,
     private readonly child: ChildProcess,
   ) {
     this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
-    const keep = (line: string) => {
-      this.lines.push(line);
-      if (this.lines.length > 200) this.lines.shift();
-    };
-    createInterface({ input: child.stderr! }).on('line', keep);
+    createInterface({ input: child.stderr! }).on('line', this.tail.push);
   }
 
   get pid(): number {
@@ -109,13 +191,13 @@ class ProcessWorker implements LocalWorkerHandle {
   }
 
   logs(): string[] {
-    return this.lines.slice();
+    return this.tail.last();
   }
 
   waitRegistered(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new SkeinError('deadline_exceeded', `Worker ${this.name} did not register within ${timeoutMs} ms. Its log:\n${this.lines.slice(-20).join('\n')}`));
+        reject(new SkeinError('deadline_exceeded', `Worker ${this.name} did not register within ${timeoutMs} ms. Its log:\n${this.tail.last(20).join('\n')}`));
       }, timeoutMs);
       const lines = createInterface({ input: this.child.stdout! });
       lines.on('line', (line) => {
@@ -128,7 +210,7 @@ class ProcessWorker implements LocalWorkerHandle {
       });
       void this.exited.then((code) => {
         clearTimeout(timer);
-        reject(new SkeinError('unavailable', `Worker ${this.name} exited with code ${code} before registering. Its log:\n${this.lines.slice(-20).join('\n')}`));
+        reject(new SkeinError('unavailable', `Worker ${this.name} exited with code ${code} before registering. Its log:\n${this.tail.last(20).join('\n')}`));
       });
     });
   }
@@ -193,7 +275,10 @@ class InProcessScheduler implements SchedulerHandle {
   }
 }
 
-/** Starts LocalCluster's scheduler in this process and its workers as processes (or in this process). */
+/**
+ * Starts LocalCluster's scheduler in this process and its workers as processes, each supervised by a
+ * nanny in this process (or without one), or as Worker objects in this process.
+ */
 class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessScheduler> {
   scheduler: Scheduler | undefined;
   constructor(private readonly o: CompiledLocalClusterOptions) {}
@@ -209,23 +294,10 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
 
   async startWorker(name: string, schedulerAddress: string): Promise<LocalWorkerHandle> {
     const o = this.o;
+    if (o.processes && o.nanny) return NannyWorker.start(name, schedulerAddress, o);
     if (o.processes) {
-      const args = [
-        o.nanny ? binPath('@skein/nanny', 'skein-nanny') : binPath('@skein/core-worker', 'skein-worker'),
-        schedulerAddress,
-        '--host', o.host,
-        '--port', '0',
-        '--nthreads', String(o.threadsPerWorker),
-        '--memory-limit', String(o.memoryLimit),
-        '--name', name,
-      ];
-      for (const m of o.modules) args.push('--module', m);
-      const res = Object.entries(o.resources).map(([k, v]) => `${k}=${v}`).join(',');
-      if (res) args.push('--resources', res);
-      const child = spawn(process.execPath, args, {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, SKEIN_LOG_LEVEL: process.env['SKEIN_LOG_LEVEL'] ?? 'warn', ...o.env },
-      });
+      const args = [workerCommand(), schedulerAddress, ...workerArgs(name, o), '--memory-limit', String(o.memoryLimit)];
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.workerEnv } });
       const pw = new ProcessWorker(name, child);
       try {
         await pw.waitRegistered(o.startTimeoutMs);
