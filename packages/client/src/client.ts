@@ -141,12 +141,21 @@ const scatterIdentity = resolveFunction(function scatter(x: unknown) {
   return x;
 });
 
+/** The key ended in an error or was cancelled (a function, so TypeScript does not narrow across awaits). */
+function settledBadly(s: KeyState): boolean {
+  return s.status === 'error' || s.status === 'cancelled';
+}
+
 function compileClientOptions(o: ClientOptions): CompiledClientOptions {
   const connectTimeoutMs = o.connectTimeoutMs ?? 10_000;
   if (!(connectTimeoutMs > 0)) {
     throw new InvalidArgumentError(`connectTimeoutMs must be a positive number of milliseconds, got ${connectTimeoutMs}.`);
   }
-  return { connectTimeoutMs, clientId: o.clientId ?? `client-${randomUUID()}` };
+  const refetchTimeoutMs = o.refetchTimeoutMs ?? 60_000;
+  if (!(refetchTimeoutMs >= 0)) {
+    throw new InvalidArgumentError(`refetchTimeoutMs must be a number of milliseconds (0 or more), got ${refetchTimeoutMs}.`);
+  }
+  return { connectTimeoutMs, clientId: o.clientId ?? `client-${randomUUID()}`, refetchTimeoutMs };
 }
 
 function deadlineIn(ms: number): Date {
@@ -459,6 +468,7 @@ export class Client implements FutureHost {
         if (!s) return;
         s.status = 'lost';
         s.workers = [];
+        s.changed();
         return;
       }
       default: {
@@ -749,8 +759,13 @@ export class Client implements FutureHost {
     await Promise.all(waits);
   }
 
-  /** Tries the key's other holders one by one. */
+  /**
+   * Tries the key's other holders one by one. When none can hand the value over (a worker died
+   * mid-transfer, say), waits up to refetchTimeoutMs for the scheduler to report the key again:
+   * it notices the dead worker, reports the key lost and recomputes it elsewhere.
+   */
   async #fetchOne(s: KeyState, tried: Set<string>, lastError: unknown): Promise<void> {
+    const deadline = Date.now() + this.#opts.refetchTimeoutMs;
     for (;;) {
       const generation = s.generation;
       for (const w of s.workers) {
@@ -769,11 +784,21 @@ export class Client implements FutureHost {
         }
       }
       if (s.generation !== generation && s.status === 'finished') continue; // new holders reported meanwhile
+      if (settledBadly(s)) throw s.error!;
+      const left = deadline - Date.now();
+      if (left > 0 && !s.detached && !this.#lifecycle.closing) {
+        await s.nextChange(left);
+        if (settledBadly(s)) throw s.error!;
+        if (s.generation !== generation && s.status === 'finished') {
+          tried.clear(); // a recomputed key may live on a worker tried before
+          continue;
+        }
+      }
       const why = lastError instanceof Error ? lastError.message : String(lastError ?? 'no worker holds it');
       throw new SkeinError(
         'unavailable',
         `Could not fetch the result of ${s.key} from its workers (${[...tried].join(', ') || 'none reported'}): ${why}. ` +
-          'If a worker died, the scheduler recomputes the key; try result() again.',
+          `The scheduler did not report it again within ${this.#opts.refetchTimeoutMs} ms (refetchTimeoutMs).`,
         { cause: lastError, details: { key: s.key } },
       );
     }

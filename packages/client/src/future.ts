@@ -77,6 +77,31 @@ export class KeyState {
     };
   }
 
+  private changeWaiters: Array<() => void> | undefined = undefined;
+
+  /** Resolves at the next report about this key (settle or lost), or after `ms`. */
+  nextChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const waiters = (this.changeWaiters ??= []);
+      waiters.push(done);
+      function done(): void {
+        clearTimeout(timer);
+        const i = waiters.indexOf(done);
+        if (i >= 0) waiters.splice(i, 1);
+        resolve();
+      }
+    });
+  }
+
+  /** Wakes nextChange() waiters. */
+  changed(): void {
+    const ws = this.changeWaiters;
+    if (!ws || ws.length === 0) return;
+    this.changeWaiters = undefined;
+    for (const w of ws) w();
+  }
+
   /** Moves to a terminal status and wakes every listener. */
   settle(status: 'finished' | 'error' | 'cancelled', error?: SkeinError | (() => SkeinError)): void {
     this.status = status;
@@ -86,6 +111,7 @@ export class KeyState {
     } else {
       this.error = error;
     }
+    this.changed();
     const ls = this.listeners;
     if (!ls) return;
     this.listeners = undefined;

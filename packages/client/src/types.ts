@@ -41,12 +41,18 @@ export interface ClientOptions {
   clientId?: string;
   /** Prefix for the keys of `scatter`ed data; the data's type name by default. */
   name?: string;
+  /**
+   * When no holder of a finished key can hand over its value (its worker died), how long to wait
+   * for the scheduler to report the key again (recomputed elsewhere) before failing. Default 60 000 ms.
+   */
+  refetchTimeoutMs?: number;
 }
 
 /** ClientOptions with defaults applied. */
 export interface CompiledClientOptions {
   connectTimeoutMs: number;
   clientId: string;
+  refetchTimeoutMs: number;
 }
 
 /** A worker as reported by `schedulerInfo()`. */

@@ -1,6 +1,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createServer, type AddressInfo } from 'node:net';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { bindServer, newServer } from '@skein/common';
 import {
   CancelledError,
@@ -271,6 +272,37 @@ describe('against a fake scheduler', () => {
       await c.close();
       await holders.close();
       await empty.close();
+    }
+  });
+
+  it('waits for a key to be recomputed when no holder can hand its value over, up to refetchTimeoutMs', async () => {
+    // A loopback port nobody listens on: the holder that died.
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const dead = `tcp://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    await new Promise((r) => srv.close(r));
+    const sched = await FakeCluster.start({ holders: () => [dead] });
+    const c = await Client.connect(sched.address);
+    const impatient = await Client.connect(sched.address, { refetchTimeoutMs: 300 });
+    try {
+      const big = c.submit((n: number) => Buffer.alloc(n, 3), 200_000);
+      await big.wait();
+      const got = big.result();
+      const settled = vi.fn();
+      void got.then(settled, settled);
+      await new Promise((r) => setTimeout(r, 500)); // the fetch from the dead holder has failed by now
+      expect(settled).not.toHaveBeenCalled();
+      sched.push({ kind: { $case: 'lost', value: { key: big.key } } });
+      sched.push({ kind: { $case: 'inMemory', value: { key: big.key, value: undefined, workers: [sched.address], nbytes: 200_000, typeName: 'Buffer' } } });
+      expect(((await got) as Buffer)[0]).toBe(3);
+      // Nobody reports the key again: a clear error once refetchTimeoutMs has passed.
+      const other = impatient.submit((n: number) => Buffer.alloc(n, 4), 200_001);
+      await other.wait();
+      await expect(other.result()).rejects.toThrow(/Could not fetch the result of .* within 300 ms \(refetchTimeoutMs\)/);
+    } finally {
+      await impatient.close();
+      await c.close();
+      await sched.close();
     }
   });
 
