@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Skein vs Dask distributed benchmark suite.
 //
-//   node bench/run.mjs [--short] [--only name[,name...]] [--skip-dask] [--skip-skein] [--repeat N]
+//   node bench/run.mjs [--short] [--only name[,name...]] [--skip-dask] [--skip-skein] [--repeat N] [--dask-repeat N]
 //
 // For each workload it runs the Skein side (bench/skein/bench_skein.mjs) and the Dask side
 // (bench/dask/bench_dask.py with Debian's /usr/bin/python3; once with defaults and, where a
@@ -27,7 +27,7 @@ const DIRECTION = {
 };
 
 function parseArgs(argv) {
-  const opts = { short: false, only: null, skipDask: false, skipSkein: false, repeat: null };
+  const opts = { short: false, only: null, skipDask: false, skipSkein: false, repeat: null, daskRepeat: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--short') opts.short = true;
@@ -37,8 +37,11 @@ function parseArgs(argv) {
     else if (a.startsWith('--only=')) opts.only = a.slice(7);
     else if (a === '--repeat') opts.repeat = Number(argv[++i]);
     else if (a.startsWith('--repeat=')) opts.repeat = Number(a.slice(9));
+    else if (a === '--dask-repeat') opts.daskRepeat = Number(argv[++i]);
+    else if (a.startsWith('--dask-repeat=')) opts.daskRepeat = Number(a.slice(14));
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/run.mjs [--short] [--only name[,name]] [--skip-dask] [--skip-skein] [--repeat N]');
+      console.log('usage: node bench/run.mjs [--short] [--only name[,name]] [--skip-dask] [--skip-skein] [--repeat N] [--dask-repeat N]');
+      console.log('  --dask-repeat N: runs per case for the Dask sides (default: as --repeat); its default map takes minutes per run');
       console.log(`workloads: ${WORKLOADS.join(', ')}`);
       process.exit(0);
     } else {
@@ -236,6 +239,8 @@ async function main() {
   // Per-process time limits: crash-proofing, not timing assertions.
   const limitMs = (w) => (opts.short ? 120_000 : w === 'map' ? 1_800_000 : 900_000);
   const repeatArgs = opts.repeat ? ['--repeat', String(opts.repeat)] : [];
+  const daskRepeat = opts.daskRepeat ?? opts.repeat;
+  const daskRepeatArgs = daskRepeat ? ['--repeat', String(daskRepeat)] : [];
   const shortArgs = opts.short ? ['--short'] : [];
 
   const all = [];
@@ -248,8 +253,8 @@ async function main() {
     }
     if (dask) {
       const py = path.join(here, 'dask', 'bench_dask.py');
-      jobs.push(['dask', PYTHON, [py, '--workload', w, ...shortArgs, ...repeatArgs]]);
-      if (bestWorkloads.includes(w)) jobs.push(['dask-best', PYTHON, [py, '--workload', w, '--best', ...shortArgs, ...repeatArgs]]);
+      jobs.push(['dask', PYTHON, [py, '--workload', w, ...shortArgs, ...daskRepeatArgs]]);
+      if (bestWorkloads.includes(w)) jobs.push(['dask-best', PYTHON, [py, '--workload', w, '--best', ...shortArgs, ...daskRepeatArgs]]);
     }
     for (const [sys, cmd, args] of jobs) {
       const label = `${sys}:${w}`;
