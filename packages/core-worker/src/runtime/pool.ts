@@ -10,7 +10,7 @@ import type { RemoteError } from '@skein/protocol';
 import { SkeinError, toRemoteError } from '@skein/common';
 import type { Encoded, FunctionSpec } from '../state/types.js';
 import { exactBytes, asBuffer } from './execute.js';
-import { PACK_MAX_BYTES, type FromThread, type ThreadResult, type ThreadTask, type ToThread } from './messages.js';
+import { PACK_MAX_BYTES, decodeDone, encodeRun, type DoneBatch, type FromThread, type ThreadTask, type ToThread } from './messages.js';
 import { Packer } from './pack.js';
 
 export interface PoolTask {
@@ -43,12 +43,13 @@ interface Pending {
 interface Slot {
   thread: Thread;
   inflight: Map<number, Pending>;
-  seen: Set<string>;
   /** Moving average of task durations on this thread, ms. */
   avgMs: number;
   outgoing: ThreadTask[];
   transfer: ArrayBuffer[];
   packer: Packer;
+  /** Functions this thread has been sent (with source, for inline ones), by kind and hash/name. */
+  fns: Map<string, ThreadTask['fn']>;
 }
 
 /** Long tasks (by moving average) run one per thread. */
@@ -143,7 +144,7 @@ export class ThreadPool {
 
   private spawn(): Promise<string[]> {
     const thread = new Thread(threadScript());
-    const slot: Slot = { thread, inflight: new Map(), seen: new Set(), avgMs: 0, outgoing: [], transfer: [], packer: new Packer() };
+    const slot: Slot = { thread, inflight: new Map(), avgMs: 0, outgoing: [], transfer: [], packer: new Packer(), fns: new Map() };
     this.slots.push(slot);
     return new Promise<string[]>((resolve, reject) => {
       let ready = false;
@@ -191,9 +192,9 @@ export class ThreadPool {
     }
   }
 
-  private onResults(slot: Slot, msg: { results: ThreadResult[]; packed: Uint8Array | null }): void {
+  private onResults(slot: Slot, msg: DoneBatch): void {
     const packed = msg.packed;
-    for (const r of msg.results) {
+    for (const r of decodeDone(msg)) {
       const p = slot.inflight.get(r.id);
       if (!p) continue;
       slot.inflight.delete(r.id);
@@ -239,7 +240,7 @@ export class ThreadPool {
       if (slot.outgoing.length === 0) continue;
       const packed = slot.packer.finish();
       if (packed) slot.transfer.push(packed.buffer as ArrayBuffer);
-      const msg: ToThread = { t: 'run', tasks: slot.outgoing, packed };
+      const msg: ToThread = encodeRun(slot.outgoing, packed);
       slot.thread.postMessage(msg, slot.transfer);
       slot.outgoing = [];
       slot.transfer = [];
@@ -248,20 +249,7 @@ export class ThreadPool {
 
   private assign(slot: Slot, p: Pending): void {
     const { task } = p;
-    let fn: ThreadTask['fn'];
-    if (task.fn.kind === 'inline') {
-      const f: ThreadTask['fn'] = { kind: 'inline', hash: task.fn.hash, name: task.fn.name };
-      if (!slot.seen.has(task.fn.hash)) {
-        const source = this.sources.get(task.fn.hash);
-        if (source) {
-          f.source = source;
-          slot.seen.add(task.fn.hash);
-        }
-      }
-      fn = f;
-    } else {
-      fn = { kind: 'registered', name: task.fn.name };
-    }
+    const fn = this.threadFunction(slot, task.fn);
     const a = task.args.data;
     const small = a.byteLength <= PACK_MAX_BYTES && !(a.buffer instanceof SharedArrayBuffer);
     const args = small ? null : this.bytes(slot, a);
@@ -270,6 +258,26 @@ export class ThreadPool {
     for (const [k, v] of task.inputs) inputs.push([k, v.encoding, this.bytes(slot, v.data)]);
     slot.inflight.set(p.id, p);
     slot.outgoing.push({ id: p.id, key: task.key, fn, enc: task.args.encoding, renc: task.resultEncoding ?? 0, args, at, len: a.byteLength, inputs });
+  }
+
+  /**
+   * The function as the thread gets it: with its source the first time this thread sees it, else
+   * one shared object per function and thread (a batch sends each distinct function once).
+   */
+  private threadFunction(slot: Slot, spec: FunctionSpec): ThreadTask['fn'] {
+    const id = spec.kind === 'inline' ? `i:${spec.hash}` : `r:${spec.name}`;
+    const known = slot.fns.get(id);
+    if (known) return known;
+    if (spec.kind === 'registered') {
+      const f: ThreadTask['fn'] = { kind: 'registered', name: spec.name };
+      slot.fns.set(id, f);
+      return f;
+    }
+    const source = this.sources.get(spec.hash);
+    // Without a source yet the thread answers "never sent"; ask again next time.
+    if (!source) return { kind: 'inline', hash: spec.hash, name: spec.name };
+    slot.fns.set(id, { kind: 'inline', hash: spec.hash, name: spec.name });
+    return { kind: 'inline', hash: spec.hash, name: spec.name, source };
   }
 
   /** Bytes to send: a view on its own buffer is cloned as is; a slice of a larger one is copied and transferred. */

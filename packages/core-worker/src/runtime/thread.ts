@@ -7,7 +7,7 @@ import { parentPort } from 'node:worker_threads';
 import type { Value } from '@skein/protocol';
 import { compileFunction, explainReferenceError, toRemoteError, typeName, SkeinError } from '@skein/common/lite';
 import { decodeArgs, encodeResult, exactBytes, asBuffer, loadModules, unknownFunctionError } from './execute.js';
-import { PACK_MAX_BYTES, type FromThread, type ThreadResult, type ThreadTask, type ToThread } from './messages.js';
+import { PACK_MAX_BYTES, decodeRun, encodeDone, type FromThread, type ThreadResult, type ThreadTask, type ToThread } from './messages.js';
 import { Packer } from './pack.js';
 
 const port = parentPort!;
@@ -40,7 +40,7 @@ function flush(): void {
   transfer = [];
   const packed = packer.finish();
   if (packed) list.push(packed.buffer as ArrayBuffer);
-  post({ t: 'done', results, packed }, list);
+  post(encodeDone(results, packed), list);
 }
 
 function resolveFunction(task: ThreadTask): Function {
@@ -142,7 +142,7 @@ port.on('message', (msg: ToThread) => {
       );
       return;
     case 'run':
-      for (const task of msg.tasks) queue.push({ task, packed: msg.packed });
+      for (const task of decodeRun(msg)) queue.push({ task, packed: msg.packed });
       if (!running) void loop();
       return;
   }
