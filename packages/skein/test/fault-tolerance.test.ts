@@ -109,11 +109,14 @@ describe('worker memory management in a real cluster', () => {
   it('spills results past the target to disk and reads them back correctly', async () => {
     await using cluster = await LocalCluster.start({ nWorkers: 1, memoryLimit: '600MB' });
     await using client = await Client.connect(cluster);
+    // Each result takes a moment, as real work does: the worker samples its memory every 100 ms,
+    // and results made faster than that can push it past the nanny's 95% before it spills (the
+    // nanny then kills it, which is another test's subject).
     const futures = client.mapWith(
       { pure: false },
-      (i: number) => {
-        const b = Buffer.alloc(50_000_000, i);
-        return b;
+      async (i: number) => {
+        await new Promise((r) => setTimeout(r, 250));
+        return Buffer.alloc(50_000_000, i);
       },
       Array.from({ length: 10 }, (_, i) => i),
     );
