@@ -1,46 +1,13 @@
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { existsSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { WorkerCommand } from '@skein/protocol';
-import { decodeValue, encodeValue, inlineFunction, makeRef } from '@skein/common';
-import { Worker } from '../src/worker.js';
+import { decodeValue, makeRef } from '@skein/common';
 import { isSpilled } from '../src/state/types.js';
 import { PeerClients, fetchData } from '../src/server/fetch.js';
-import { FakeScheduler } from './fake-scheduler.js';
+import { computeCmd, workerHarness } from './harness.js';
 
-const TASKS = fileURLToPath(new URL('./fixtures/tasks.mjs', import.meta.url));
 const MB = 1e6;
-
-let seq = 0;
-function computeCmd(key: string, fn: string | Function, args: unknown[], deps: string[] = []): WorkerCommand {
-  const inline = typeof fn === 'function' ? inlineFunction(fn) : undefined;
-  return {
-    kind: {
-      $case: 'compute',
-      value: {
-        spec: {
-          key,
-          function: { kind: inline ? { $case: 'inlineHash', value: inline.hash } : { $case: 'registered', value: fn as string } },
-          args: encodeValue(args, 'json'),
-          dependencies: deps,
-          priority: 0,
-          retries: 0,
-          resources: {},
-          workers: [],
-          allowOtherWorkers: false,
-          resultEncoding: 0,
-        },
-        function: inline,
-        whoHas: [],
-        inlineInputs: {},
-        sequence: ++seq,
-        stimulusId: `compute-${key}`,
-      },
-    },
-  };
-}
 
 /** The bytes the `pattern` fixture makes. */
 function pattern(n: number, seed: number): Buffer {
@@ -55,18 +22,7 @@ const check = (b: Uint8Array, seed: number) => {
   return b.length;
 };
 
-const cleanup: Array<() => Promise<unknown> | unknown> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await Promise.resolve(f()).catch(() => undefined);
-});
-
-async function setup(opts: Partial<Parameters<typeof Worker.start>[0]> = {}) {
-  const sched = await FakeScheduler.start();
-  cleanup.push(() => sched.close());
-  const worker = await Worker.start({ scheduler: sched.address, modules: [TASKS], validate: true, ...opts });
-  cleanup.push(() => worker.close());
-  return { sched, worker };
-}
+const { cleanup, setup } = workerHarness();
 
 describe('Worker memory: spilling', () => {
   it('spills least recently used results past the target and reads them back', async () => {
@@ -109,7 +65,7 @@ describe('Worker memory: spilling', () => {
     expect(isSpilled(st.data.get('p0'))).toBe(true); // serving does not unspill
 
     // a task that needs a spilled input gets the right bytes; the input comes back into memory
-    sched.send(worker.address, computeCmd('check-p0', check, [makeRef('p0'), 0], ['p0']));
+    sched.send(worker.address, computeCmd('check-p0', check, [makeRef('p0'), 0], { deps: ['p0'] }));
     const fin = await sched.waitFor(() => sched.of('taskFinished').find((m) => m.key === 'check-p0'));
     expect(decodeValue(fin.value)).toBe(n);
     expect(isSpilled(st.data.get('p0'))).toBe(false);
@@ -117,7 +73,7 @@ describe('Worker memory: spilling', () => {
     // small result of check-p0 push it just past 60 MB: p2 and p3 go)
     await sched.waitFor(() => st.managedBytes <= 60 * MB && readdirSync(dir).length === 3);
     expect(keys.filter((k) => isSpilled(st.data.get(k)))).toEqual(['p1', 'p2', 'p3']);
-    sched.send(worker.address, computeCmd('check-p1', check, [makeRef('p1'), 1], ['p1']));
+    sched.send(worker.address, computeCmd('check-p1', check, [makeRef('p1'), 1], { deps: ['p1'] }));
     const fin1 = await sched.waitFor(() => sched.of('taskFinished').find((m) => m.key === 'check-p1'));
     expect(decodeValue(fin1.value)).toBe(n);
 

@@ -1,53 +1,11 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
 import type { WorkerCommand } from '@skein/protocol';
-import { decodeValue, encodeValue, inlineFunction, makeRef } from '@skein/common';
+import { decodeValue, makeRef } from '@skein/common';
 import { Worker } from '../src/worker.js';
 import { FakeScheduler } from './fake-scheduler.js';
+import { TASKS, computeCmd, workerHarness } from './harness.js';
 
-const TASKS = fileURLToPath(new URL('./fixtures/tasks.mjs', import.meta.url));
-
-let seq = 0;
-function computeCmd(key: string, fn: string | Function, args: unknown[], extra: Partial<{ deps: string[]; whoHas: Array<{ key: string; workers: string[]; nbytes: number }>; sendSource: boolean }> = {}): WorkerCommand {
-  const inline = typeof fn === 'function' ? inlineFunction(fn) : undefined;
-  return {
-    kind: {
-      $case: 'compute',
-      value: {
-        spec: {
-          key,
-          function: { kind: inline ? { $case: 'inlineHash', value: inline.hash } : { $case: 'registered', value: fn as string } },
-          args: encodeValue(args, 'json'),
-          dependencies: extra.deps ?? [],
-          priority: 0,
-          retries: 0,
-          resources: {},
-          workers: [],
-          allowOtherWorkers: false,
-          resultEncoding: 0,
-        },
-        function: inline && extra.sendSource !== false ? inline : undefined,
-        whoHas: extra.whoHas ?? [],
-        inlineInputs: {},
-        sequence: ++seq,
-        stimulusId: `compute-${key}`,
-      },
-    },
-  };
-}
-
-const cleanup: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f().catch(() => undefined);
-});
-
-async function setup(opts: Partial<Parameters<typeof Worker.start>[0]> = {}) {
-  const sched = await FakeScheduler.start();
-  cleanup.push(() => sched.close());
-  const worker = await Worker.start({ scheduler: sched.address, modules: [TASKS], validate: true, ...opts });
-  cleanup.push(() => worker.close());
-  return { sched, worker };
-}
+const { cleanup, setup } = workerHarness();
 
 describe('Worker shell', () => {
   it('says hello, runs tasks and reports results', async () => {
