@@ -1,28 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { SchedulerState } from '../src/state/scheduler-state.js';
 import type { SchedulerAction, SchedulerEvent, TaskDef, WorkerSpec } from '../src/state/types.js';
+import { def, worker } from './helpers.js';
 
 const small = (n: number) => ({ encoding: 2, data: new Uint8Array(n) });
-
-function def(key: string, deps: string[] = [], extra: Partial<TaskDef> = {}): TaskDef {
-  return {
-    key,
-    fn: { registered: '', inlineHash: 'h' },
-    args: { encoding: 1, data: new Uint8Array() },
-    dependencies: deps,
-    priority: 0,
-    retries: 0,
-    resources: {},
-    workers: [],
-    allowOtherWorkers: false,
-    resultEncoding: 0,
-    ...extra,
-  };
-}
-
-function worker(address: string, extra: Partial<WorkerSpec> = {}): WorkerSpec {
-  return { address, name: address, nthreads: 1, memoryLimit: 0, resources: {}, registeredFunctions: [], held: [], pid: 1, nannyAddress: '', ...extra };
-}
 
 class Harness {
   now = 0;

@@ -3,22 +3,7 @@ import { SchedulerState } from '../src/state/scheduler-state.js';
 import { SchedulerTelemetry } from '../src/state/telemetry.js';
 import { SchedulerDashboardSource } from '../src/server/dashboard-source.js';
 import type { SchedulerEvent, TaskDef, TaskStateName } from '../src/state/types.js';
-
-function def(key: string, deps: string[] = [], extra: Partial<TaskDef> = {}): TaskDef {
-  return {
-    key,
-    fn: { registered: '', inlineHash: 'h' },
-    args: { encoding: 1, data: new Uint8Array() },
-    dependencies: deps,
-    priority: 0,
-    retries: 0,
-    resources: {},
-    workers: [],
-    allowOtherWorkers: false,
-    resultEncoding: 0,
-    ...extra,
-  };
-}
+import { def, worker } from './helpers.js';
 
 class Harness {
   now = 1_000;
@@ -28,10 +13,7 @@ class Harness {
     return this.state.handle({ stimulusId: `s${this.n++}`, ...e } as SchedulerEvent);
   }
   addWorker(address: string, nthreads = 1) {
-    return this.handle({
-      type: 'WorkerAdded',
-      worker: { address, name: address, nthreads, memoryLimit: 0, resources: {}, registeredFunctions: [], held: [], pid: 1, nannyAddress: '' },
-    });
+    return this.handle({ type: 'WorkerAdded', worker: worker(address, { nthreads }) });
   }
   submit(client: string, defs: TaskDef[], wanted: string[]) {
     return this.handle({ type: 'GraphUpdated', client, tasks: defs, wanted, broadcast: [] });
