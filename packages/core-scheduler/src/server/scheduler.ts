@@ -179,6 +179,8 @@ export class Scheduler {
   private readonly server: Server;
   private readonly lifecycle = new Lifecycle('scheduler');
   private readonly workers = new Map<string, WorkerConn>();
+  /** Workers given commands since the last flushToWorkers (so it does not walk every worker). */
+  private readonly unsent = new Set<WorkerConn>();
   private readonly clients = new Map<string, ClientConn>();
   private readonly functions = new Map<string, InlineFunction>();
   private readonly retireWaiters = new Map<string, Array<() => void>>();
@@ -307,17 +309,17 @@ export class Scheduler {
           fn = this.functions.get(hash);
           w.sentFunctions.add(hash);
         }
-        w.out.push({ kind: { $case: 'compute', value: computeMessage(a, fn) } });
+        this.toWorker(w, { kind: { $case: 'compute', value: computeMessage(a, fn) } });
         return;
       }
       case 'FreeKeys':
-        this.workers.get(a.worker)?.out.push({ kind: { $case: 'freeKeys', value: { keys: a.keys, stimulusId: a.stimulusId } } });
+        this.toWorker(this.workers.get(a.worker), { kind: { $case: 'freeKeys', value: { keys: a.keys, stimulusId: a.stimulusId } } });
         return;
       case 'AcquireReplicas':
-        this.workers.get(a.worker)?.out.push({ kind: { $case: 'acquireReplicas', value: { whoHas: a.whoHas, stimulusId: a.stimulusId } } });
+        this.toWorker(this.workers.get(a.worker), { kind: { $case: 'acquireReplicas', value: { whoHas: a.whoHas, stimulusId: a.stimulusId } } });
         return;
       case 'StealRequest':
-        this.workers.get(a.worker)?.out.push({ kind: { $case: 'steal', value: { key: a.key, stimulusId: a.stimulusId } } });
+        this.toWorker(this.workers.get(a.worker), { kind: { $case: 'steal', value: { key: a.key, stimulusId: a.stimulusId } } });
         return;
       case 'CloseWorker': {
         const w = this.workers.get(a.worker);
@@ -346,7 +348,16 @@ export class Scheduler {
    * incoming batches) would otherwise keep idle workers waiting for their next tasks.
    */
   private flushToWorkers(): void {
-    for (const w of this.workers.values()) if (w.out.pending > 0) w.out.flush();
+    if (this.unsent.size === 0) return;
+    for (const w of this.unsent) if (w.out.pending > 0) w.out.flush();
+    this.unsent.clear();
+  }
+
+  /** Queues a command for a worker, to leave at the next flushToWorkers (or the Batcher's own flush). */
+  private toWorker(w: WorkerConn | undefined, cmd: WorkerCommand): void {
+    if (!w) return;
+    w.out.push(cmd);
+    this.unsent.add(w);
   }
 
   private closeWorkerStream(w: WorkerConn, reason: string): void {
@@ -603,6 +614,7 @@ export class Scheduler {
   private dropWorkerConn(conn: WorkerConn, expected: boolean, reason: string): void {
     if (this.workers.get(conn.address) !== conn) return;
     this.workers.delete(conn.address);
+    this.unsent.delete(conn);
     conn.out.close();
     this.handle({ type: 'WorkerRemoved', worker: conn.address, expected, reason, stimulusId: `worker-removed-${conn.address}` });
     const waiters = this.retireWaiters.get(conn.address);
