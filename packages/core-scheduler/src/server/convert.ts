@@ -12,11 +12,7 @@ import type {
   WorkerInfo,
 } from '@skein/protocol';
 import type { ClientReport, ComputeAction, ErrorInfo, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
-import { hasKeys, type WorkerRecord } from '../state/records.js';
-
-// Most tasks have no restrictions: they share these instead of keeping an empty object each.
-const NO_RESOURCES: Record<string, number> = Object.freeze({}) as Record<string, number>;
-const NO_WORKERS: string[] = Object.freeze([]) as unknown as string[];
+import type { WorkerRecord } from '../state/records.js';
 
 export function taskDefFromSpec(spec: TaskSpec): TaskDef {
   const fn = spec.function?.kind;
@@ -27,11 +23,11 @@ export function taskDefFromSpec(spec: TaskSpec): TaskDef {
       inlineHash: fn?.$case === 'inlineHash' ? fn.value : '',
     },
     args: spec.args ?? { encoding: 1, data: Buffer.from('[]') },
-    dependencies: spec.dependencies.length ? spec.dependencies : NO_WORKERS,
+    dependencies: spec.dependencies,
     priority: spec.priority,
     retries: spec.retries,
-    resources: hasKeys(spec.resources) ? spec.resources : NO_RESOURCES,
-    workers: spec.workers.length ? spec.workers : NO_WORKERS,
+    resources: spec.resources,
+    workers: spec.workers,
     allowOtherWorkers: spec.allowOtherWorkers,
     resultEncoding: spec.resultEncoding,
   };
