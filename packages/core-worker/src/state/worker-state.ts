@@ -100,6 +100,15 @@ interface Ctx {
 
 type TransitionFn = (this: WorkerState, ts: TaskRecord, ctx: Ctx) => void;
 
+function byStartAndFinish(table: Readonly<Record<string, TransitionFn>>): Partial<Record<string, Partial<Record<string, TransitionFn>>>> {
+  const out: Partial<Record<string, Partial<Record<string, TransitionFn>>>> = {};
+  for (const [name, fn] of Object.entries(table)) {
+    const [start, finish] = name.split('->') as [string, string];
+    (out[start] ??= {})[finish] = fn;
+  }
+  return out;
+}
+
 const MAX_TRANSITIONS_PER_HANDLE_FACTOR = 50;
 
 function better(a: TaskRecord, b: TaskRecord): boolean {
@@ -634,16 +643,19 @@ export class WorkerState {
     },
   };
 
+  /** TRANSITIONS by start and finish state (no string building per transition). */
+  private static readonly TABLE = byStartAndFinish(WorkerState.TRANSITIONS);
+
   private transition(ts: TaskRecord, finish: TaskStateName, ctx: Ctx): void {
     const start = ts.state;
     if (start === finish) return;
-    const direct = TRANSITION_TABLE[start]?.[finish];
+    const direct = WorkerState.TABLE[start]?.[finish];
     if (direct) {
       direct.call(this, ts, ctx);
       return;
     }
-    const toReleased = TRANSITION_TABLE[start]?.released;
-    const fromReleased = TRANSITION_TABLE.released?.[finish];
+    const toReleased = WorkerState.TABLE[start]?.released;
+    const fromReleased = WorkerState.TABLE.released?.[finish];
     if (start !== 'released' && toReleased && fromReleased) {
       toReleased.call(this, ts, ctx);
       if (ts.state === 'released') fromReleased.call(this, ts, ctx);
@@ -1037,11 +1049,4 @@ export class WorkerState {
     }
     if (problems.length > 0) throw new InvalidStateError(problems);
   }
-}
-
-/** WorkerState's transitions by start and finish state (no string building per transition). */
-const TRANSITION_TABLE: Partial<Record<string, Partial<Record<string, TransitionFn>>>> = {};
-for (const [name, fn] of Object.entries(WorkerState['TRANSITIONS'])) {
-  const [start, finish] = name.split('->') as [string, string];
-  (TRANSITION_TABLE[start] ??= {})[finish] = fn;
 }
