@@ -48,8 +48,9 @@ interface Slot {
   outgoing: ThreadTask[];
   transfer: ArrayBuffer[];
   packer: Packer;
-  /** Functions this thread has been sent (with source, for inline ones), by kind and hash/name. */
-  fns: Map<string, ThreadTask['fn']>;
+  /** Functions this thread has been sent (with source, for inline ones): by hash, and by name. */
+  inlineFns: Map<string, ThreadTask['fn']>;
+  registeredFns: Map<string, ThreadTask['fn']>;
 }
 
 /** Long tasks (by moving average) run one per thread. */
@@ -144,7 +145,7 @@ export class ThreadPool {
 
   private spawn(): Promise<string[]> {
     const thread = new Thread(threadScript());
-    const slot: Slot = { thread, inflight: new Map(), avgMs: 0, outgoing: [], transfer: [], packer: new Packer(), fns: new Map() };
+    const slot: Slot = { thread, inflight: new Map(), avgMs: 0, outgoing: [], transfer: [], packer: new Packer(), inlineFns: new Map(), registeredFns: new Map() };
     this.slots.push(slot);
     return new Promise<string[]>((resolve, reject) => {
       let ready = false;
@@ -265,18 +266,17 @@ export class ThreadPool {
    * one shared object per function and thread (a batch sends each distinct function once).
    */
   private threadFunction(slot: Slot, spec: FunctionSpec): ThreadTask['fn'] {
-    const id = spec.kind === 'inline' ? `i:${spec.hash}` : `r:${spec.name}`;
-    const known = slot.fns.get(id);
-    if (known) return known;
     if (spec.kind === 'registered') {
-      const f: ThreadTask['fn'] = { kind: 'registered', name: spec.name };
-      slot.fns.set(id, f);
+      let f = slot.registeredFns.get(spec.name);
+      if (!f) slot.registeredFns.set(spec.name, (f = { kind: 'registered', name: spec.name }));
       return f;
     }
+    const known = slot.inlineFns.get(spec.hash);
+    if (known) return known;
     const source = this.sources.get(spec.hash);
     // Without a source yet the thread answers "never sent"; ask again next time.
     if (!source) return { kind: 'inline', hash: spec.hash, name: spec.name };
-    slot.fns.set(id, { kind: 'inline', hash: spec.hash, name: spec.name });
+    slot.inlineFns.set(spec.hash, { kind: 'inline', hash: spec.hash, name: spec.name });
     return { kind: 'inline', hash: spec.hash, name: spec.name, source };
   }
 
