@@ -1,7 +1,7 @@
 /** What the worker shell tests share: the fixture module, ComputeTask commands, a worker on a fake scheduler. */
 import { afterEach } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import type { WorkerCommand } from '@skein/protocol';
+import { TaskSpec, type WorkerCommand } from '@skein/protocol';
 import { encodeValue, inlineFunction } from '@skein/common';
 import { Worker } from '../src/worker.js';
 import { FakeScheduler } from './fake-scheduler.js';
@@ -22,18 +22,13 @@ export function computeCmd(
     kind: {
       $case: 'compute',
       value: {
-        spec: {
+        // TaskSpec.create fills every field left out with its protobuf default.
+        spec: TaskSpec.create({
           key,
           function: { kind: inline ? { $case: 'inlineHash', value: inline.hash } : { $case: 'registered', value: fn as string } },
           args: encodeValue(args, 'json'),
           dependencies: extra.deps ?? [],
-          priority: 0,
-          retries: 0,
-          resources: {},
-          workers: [],
-          allowOtherWorkers: false,
-          resultEncoding: 0,
-        },
+        }),
         function: inline && extra.sendSource !== false ? inline : undefined,
         whoHas: extra.whoHas ?? [],
         inlineInputs: {},

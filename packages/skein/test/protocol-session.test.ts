@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { SchedulerServiceClient, type ClientSessionResponse, type ClientUpdate, type TaskSpec } from '@skein/protocol';
+import { SchedulerServiceClient, type ClientSessionResponse, type ClientUpdate, TaskSpec } from '@skein/protocol';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, decodeValue, encodeValue, grpcTarget, inlineFunction, insecureChannel, makeRef } from '@skein/common';
 import { Worker, PeerClients, fetchData } from '@skein/core-worker';
 import { Scheduler } from '@skein/core-scheduler';
@@ -18,19 +18,13 @@ afterEach(async () => {
 });
 
 function spec(key: string, fn: { registered: string } | { inline: string }, args: unknown[], over: Partial<TaskSpec> = {}): TaskSpec {
-  return {
+  // TaskSpec.create fills every field left out with its protobuf default.
+  return TaskSpec.create({
     key,
     function: { kind: 'registered' in fn ? { $case: 'registered', value: fn.registered } : { $case: 'inlineHash', value: fn.inline } },
     args: encodeValue(args, 'json'),
-    dependencies: [],
-    priority: 0,
-    retries: 0,
-    resources: {},
-    workers: [],
-    allowOtherWorkers: false,
-    resultEncoding: 0,
     ...over,
-  };
+  });
 }
 
 async function cluster(validate = true) {
