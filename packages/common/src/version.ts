@@ -1,7 +1,7 @@
 import { ProtocolVersionError } from './errors.js';
 
 /** The wire protocol version. Peers must share the major number. */
-export const PROTOCOL_VERSION = '1.0';
+export const PROTOCOL_VERSION = '1.1';
 
 /** Throws ProtocolVersionError when `remote` cannot talk to this side. */
 export function checkProtocolVersion(remote: string, who: string): void {

@@ -83,7 +83,46 @@ export interface TaskSpec_ResourcesEntry {
   value: number;
 }
 
-/** An error raised by user code or by Skein, carried to the client. */
+/**
+ * An error raised by user code or by Skein, carried to the client.
+ * The values of many keys, column by column: one message for a whole batch instead of a Value
+ * per key. Value i has encoding `encodings[i]` and is the next `lengths[i]` bytes of `data`
+ * (values lie back to back, in order). ENCODING_UNSPECIFIED means key i has no value here.
+ */
+export interface ValueColumn {
+  encodings: Encoding[];
+  lengths: number[];
+  data: Buffer;
+}
+
+/**
+ * Tasks that share their function and options, column by column: what `client.map` sends. It
+ * means exactly one TaskSpec per key: {key: keys[i], function, args: value i of `args`,
+ * dependencies: the next dependency_counts[i] entries of `dependencies`, and the shared fields}.
+ * Only sent to a scheduler whose Welcome has `batches` set.
+ */
+export interface TaskBatch {
+  function: FunctionRef | undefined;
+  keys: string[];
+  args:
+    | ValueColumn
+    | undefined;
+  /** How many dependencies each task lists, in order; empty when no task has any. */
+  dependencyCounts: number[];
+  dependencies: string[];
+  priority: number;
+  retries: number;
+  resources: { [key: string]: number };
+  workers: string[];
+  allowOtherWorkers: boolean;
+  resultEncoding: Encoding;
+}
+
+export interface TaskBatch_ResourcesEntry {
+  key: string;
+  value: number;
+}
+
 export interface RemoteError {
   /** Error class name, e.g. "TypeError" or "KilledWorkerError". */
   type: string;
@@ -580,6 +619,396 @@ export const TaskSpec_ResourcesEntry: MessageFns<TaskSpec_ResourcesEntry> = {
   },
   fromPartial(object: DeepPartial<TaskSpec_ResourcesEntry>): TaskSpec_ResourcesEntry {
     const message = createBaseTaskSpec_ResourcesEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseValueColumn(): ValueColumn {
+  return { encodings: [], lengths: [], data: Buffer.alloc(0) };
+}
+
+export const ValueColumn: MessageFns<ValueColumn> = {
+  encode(message: ValueColumn, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.encodings.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.encodings) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.lengths.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.lengths) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(26).bytes(message.data);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ValueColumn {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseValueColumn();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.encodings.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.encodings.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.lengths.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.lengths.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ValueColumn>): ValueColumn {
+    return ValueColumn.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ValueColumn>): ValueColumn {
+    const message = createBaseValueColumn();
+    message.encodings = object.encodings?.map((e) => e) || [];
+    message.lengths = object.lengths?.map((e) => e) || [];
+    message.data = object.data ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseTaskBatch(): TaskBatch {
+  return {
+    function: undefined,
+    keys: [],
+    args: undefined,
+    dependencyCounts: [],
+    dependencies: [],
+    priority: 0,
+    retries: 0,
+    resources: {},
+    workers: [],
+    allowOtherWorkers: false,
+    resultEncoding: 0,
+  };
+}
+
+export const TaskBatch: MessageFns<TaskBatch> = {
+  encode(message: TaskBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.function !== undefined) {
+      FunctionRef.encode(message.function, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.keys) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.args !== undefined) {
+      ValueColumn.encode(message.args, writer.uint32(26).fork()).join();
+    }
+    if (message.dependencyCounts.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.dependencyCounts) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    for (const v of message.dependencies) {
+      writer.uint32(42).string(v!);
+    }
+    if (message.priority !== 0) {
+      writer.uint32(48).int32(message.priority);
+    }
+    if (message.retries !== 0) {
+      writer.uint32(56).int32(message.retries);
+    }
+    globalThis.Object.entries(message.resources).forEach(([key, value]: [string, number]) => {
+      TaskBatch_ResourcesEntry.encode({ key: key as any, value }, writer.uint32(66).fork()).join();
+    });
+    for (const v of message.workers) {
+      writer.uint32(74).string(v!);
+    }
+    if (message.allowOtherWorkers !== false) {
+      writer.uint32(80).bool(message.allowOtherWorkers);
+    }
+    if (message.resultEncoding !== 0) {
+      writer.uint32(88).int32(message.resultEncoding);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.function = FunctionRef.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.keys.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.args = ValueColumn.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.dependencyCounts.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.dependencyCounts.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.dependencies.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.priority = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.retries = reader.int32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            const entry8 = TaskBatch_ResourcesEntry.decode(reader, reader.uint32());
+            if (entry8.value !== undefined) {
+              message.resources[entry8.key] = entry8.value;
+            }
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.workers.push(reader.string());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.allowOtherWorkers = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.resultEncoding = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TaskBatch>): TaskBatch {
+    return TaskBatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TaskBatch>): TaskBatch {
+    const message = createBaseTaskBatch();
+    message.function = (object.function !== undefined && object.function !== null)
+      ? FunctionRef.fromPartial(object.function)
+      : undefined;
+    message.keys = object.keys?.map((e) => e) || [];
+    message.args = (object.args !== undefined && object.args !== null)
+      ? ValueColumn.fromPartial(object.args)
+      : undefined;
+    message.dependencyCounts = object.dependencyCounts?.map((e) => e) || [];
+    message.dependencies = object.dependencies?.map((e) => e) || [];
+    message.priority = object.priority ?? 0;
+    message.retries = object.retries ?? 0;
+    message.resources = (globalThis.Object.entries(object.resources ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.workers = object.workers?.map((e) => e) || [];
+    message.allowOtherWorkers = object.allowOtherWorkers ?? false;
+    message.resultEncoding = object.resultEncoding ?? 0;
+    return message;
+  },
+};
+
+function createBaseTaskBatch_ResourcesEntry(): TaskBatch_ResourcesEntry {
+  return { key: "", value: 0 };
+}
+
+export const TaskBatch_ResourcesEntry: MessageFns<TaskBatch_ResourcesEntry> = {
+  encode(message: TaskBatch_ResourcesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskBatch_ResourcesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskBatch_ResourcesEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TaskBatch_ResourcesEntry>): TaskBatch_ResourcesEntry {
+    return TaskBatch_ResourcesEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TaskBatch_ResourcesEntry>): TaskBatch_ResourcesEntry {
+    const message = createBaseTaskBatch_ResourcesEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? 0;
     return message;

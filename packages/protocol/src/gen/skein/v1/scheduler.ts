@@ -20,7 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { InlineFunction, RemoteError, TaskSpec, Value, WhoHas } from "./common.js";
+import { InlineFunction, RemoteError, TaskBatch, TaskSpec, Value, ValueColumn, WhoHas } from "./common.js";
 
 export interface Welcome {
   protocolVersion: string;
@@ -28,11 +28,18 @@ export interface Welcome {
   schedulerAddress: string;
   /** For workers: how often to send a heartbeat. */
   heartbeatIntervalMs: number;
+  /**
+   * The scheduler reads the column forms (UpdateGraph.batches, TasksFinished). A client or worker
+   * sends them only when this is set (an older scheduler would ignore them).
+   */
+  batches: boolean;
 }
 
 export interface ClientHello {
   protocolVersion: string;
   clientId: string;
+  /** The client reads KeysInMemory; without it the scheduler sends a KeyInMemory per key. */
+  batches: boolean;
 }
 
 export interface UpdateGraph {
@@ -44,6 +51,8 @@ export interface UpdateGraph {
   /** Keys whose results should be copied to every worker once computed (scatter broadcast). */
   broadcastKeys: string[];
   stimulusId: string;
+  /** More tasks, column by column (see TaskBatch); only when the Welcome has `batches`. */
+  batches: TaskBatch[];
 }
 
 /** The client holds no more futures for these keys (drops one reference each). */
@@ -88,6 +97,21 @@ export interface KeyInMemory {
   typeName: string;
 }
 
+/**
+ * Many keys the client holds futures for have results, column by column: key i means the same as
+ * a KeyInMemory {key: keys[i], value: value i of `values`, workers: the next worker_counts[i]
+ * entries of `workers`, nbytes: nbytes[i], type_name: type_names[i]}. Sent only to clients whose
+ * ClientHello has `batches`.
+ */
+export interface KeysInMemory {
+  keys: string[];
+  values: ValueColumn | undefined;
+  nbytes: number[];
+  typeNames: string[];
+  workerCounts: number[];
+  workers: string[];
+}
+
 export interface KeyErred {
   key: string;
   error: RemoteError | undefined;
@@ -111,6 +135,7 @@ export interface ClientUpdate {
     | { $case: "erred"; value: KeyErred }
     | { $case: "cancelled"; value: KeyCancelled }
     | { $case: "lost"; value: KeyLost }
+    | { $case: "keysInMemory"; value: KeysInMemory }
     | undefined;
 }
 
@@ -133,6 +158,8 @@ export interface WorkerHello {
   pid: number;
   /** Address of the nanny that supervises this worker, if any. */
   nannyAddress: string;
+  /** The worker reads ComputeBatch; without it the scheduler sends a ComputeTask per task. */
+  batches: boolean;
 }
 
 export interface WorkerHello_ResourcesEntry {
@@ -148,6 +175,21 @@ export interface TaskFinished {
   typeName: string;
   startMs: number;
   stopMs: number;
+  stimulusId: string;
+}
+
+/**
+ * Many finished tasks, column by column: entry i means the same as a TaskFinished {key: keys[i],
+ * value: value i of `values` (absent when its encoding is unspecified), nbytes[i], type_names[i],
+ * start_ms[i], stop_ms[i]}. Sent only to a scheduler whose Welcome has `batches`.
+ */
+export interface TasksFinished {
+  keys: string[];
+  values: ValueColumn | undefined;
+  nbytes: number[];
+  typeNames: string[];
+  startMs: number[];
+  stopMs: number[];
   stimulusId: string;
 }
 
@@ -226,6 +268,7 @@ export interface WorkerMessage {
     | { $case: "stealResponse"; value: StealResponse }
     | { $case: "reschedule"; value: RescheduleTask }
     | { $case: "transferDone"; value: TransferDone }
+    | { $case: "tasksFinished"; value: TasksFinished }
     | undefined;
 }
 
@@ -250,6 +293,19 @@ export interface ComputeTask {
 export interface ComputeTask_InlineInputsEntry {
   key: string;
   value: Value | undefined;
+}
+
+/**
+ * Many tasks without inputs, column by column: task i means the same as a ComputeTask {spec: task
+ * i of `tasks` (which lists no dependencies), sequence: sequences[i], function, stimulus_id}. Sent
+ * only to workers whose WorkerHello has `batches`.
+ */
+export interface ComputeBatch {
+  tasks: TaskBatch | undefined;
+  sequences: number[];
+  /** The function's source if this worker has not seen the hash before. */
+  function: InlineFunction | undefined;
+  stimulusId: string;
 }
 
 /** Drop these keys: their tasks and data are no longer wanted here. */
@@ -283,6 +339,7 @@ export interface WorkerCommand {
     | { $case: "acquireReplicas"; value: AcquireReplicas }
     | { $case: "steal"; value: StealRequest }
     | { $case: "close"; value: CloseWorker }
+    | { $case: "computeBatch"; value: ComputeBatch }
     | undefined;
 }
 
@@ -414,7 +471,7 @@ export interface GetAdaptiveTargetResponse {
 }
 
 function createBaseWelcome(): Welcome {
-  return { protocolVersion: "", schedulerId: "", schedulerAddress: "", heartbeatIntervalMs: 0 };
+  return { protocolVersion: "", schedulerId: "", schedulerAddress: "", heartbeatIntervalMs: 0, batches: false };
 }
 
 export const Welcome: MessageFns<Welcome> = {
@@ -430,6 +487,9 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.heartbeatIntervalMs !== 0) {
       writer.uint32(33).double(message.heartbeatIntervalMs);
+    }
+    if (message.batches !== false) {
+      writer.uint32(40).bool(message.batches);
     }
     return writer;
   },
@@ -479,6 +539,14 @@ export const Welcome: MessageFns<Welcome> = {
             message.heartbeatIntervalMs = reader.double();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.batches = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -500,12 +568,13 @@ export const Welcome: MessageFns<Welcome> = {
     message.schedulerId = object.schedulerId ?? "";
     message.schedulerAddress = object.schedulerAddress ?? "";
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
+    message.batches = object.batches ?? false;
     return message;
   },
 };
 
 function createBaseClientHello(): ClientHello {
-  return { protocolVersion: "", clientId: "" };
+  return { protocolVersion: "", clientId: "", batches: false };
 }
 
 export const ClientHello: MessageFns<ClientHello> = {
@@ -515,6 +584,9 @@ export const ClientHello: MessageFns<ClientHello> = {
     }
     if (message.clientId !== "") {
       writer.uint32(18).string(message.clientId);
+    }
+    if (message.batches !== false) {
+      writer.uint32(24).bool(message.batches);
     }
     return writer;
   },
@@ -548,6 +620,14 @@ export const ClientHello: MessageFns<ClientHello> = {
             message.clientId = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.batches = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -567,12 +647,13 @@ export const ClientHello: MessageFns<ClientHello> = {
     const message = createBaseClientHello();
     message.protocolVersion = object.protocolVersion ?? "";
     message.clientId = object.clientId ?? "";
+    message.batches = object.batches ?? false;
     return message;
   },
 };
 
 function createBaseUpdateGraph(): UpdateGraph {
-  return { tasks: [], wantedKeys: [], functions: [], broadcastKeys: [], stimulusId: "" };
+  return { tasks: [], wantedKeys: [], functions: [], broadcastKeys: [], stimulusId: "", batches: [] };
 }
 
 export const UpdateGraph: MessageFns<UpdateGraph> = {
@@ -591,6 +672,9 @@ export const UpdateGraph: MessageFns<UpdateGraph> = {
     }
     if (message.stimulusId !== "") {
       writer.uint32(42).string(message.stimulusId);
+    }
+    for (const v of message.batches) {
+      TaskBatch.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -648,6 +732,14 @@ export const UpdateGraph: MessageFns<UpdateGraph> = {
             message.stimulusId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.batches.push(TaskBatch.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -670,6 +762,7 @@ export const UpdateGraph: MessageFns<UpdateGraph> = {
     message.functions = object.functions?.map((e) => InlineFunction.fromPartial(e)) || [];
     message.broadcastKeys = object.broadcastKeys?.map((e) => e) || [];
     message.stimulusId = object.stimulusId ?? "";
+    message.batches = object.batches?.map((e) => TaskBatch.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1165,6 +1258,151 @@ export const KeyInMemory: MessageFns<KeyInMemory> = {
   },
 };
 
+function createBaseKeysInMemory(): KeysInMemory {
+  return { keys: [], values: undefined, nbytes: [], typeNames: [], workerCounts: [], workers: [] };
+}
+
+export const KeysInMemory: MessageFns<KeysInMemory> = {
+  encode(message: KeysInMemory, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.keys) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.values !== undefined) {
+      ValueColumn.encode(message.values, writer.uint32(18).fork()).join();
+    }
+    if (message.nbytes.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.nbytes) {
+        writer.int64(v);
+      }
+      writer.join();
+    }
+    for (const v of message.typeNames) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.workerCounts.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.workerCounts) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    for (const v of message.workers) {
+      writer.uint32(50).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KeysInMemory {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKeysInMemory();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keys.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.values = ValueColumn.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.nbytes.push(longToNumber(reader.int64()));
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.nbytes.push(longToNumber(reader.int64()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.typeNames.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag === 40) {
+              message.workerCounts.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.workerCounts.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.workers.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<KeysInMemory>): KeysInMemory {
+    return KeysInMemory.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<KeysInMemory>): KeysInMemory {
+    const message = createBaseKeysInMemory();
+    message.keys = object.keys?.map((e) => e) || [];
+    message.values = (object.values !== undefined && object.values !== null)
+      ? ValueColumn.fromPartial(object.values)
+      : undefined;
+    message.nbytes = object.nbytes?.map((e) => e) || [];
+    message.typeNames = object.typeNames?.map((e) => e) || [];
+    message.workerCounts = object.workerCounts?.map((e) => e) || [];
+    message.workers = object.workers?.map((e) => e) || [];
+    return message;
+  },
+};
+
 function createBaseKeyErred(): KeyErred {
   return { key: "", error: undefined };
 }
@@ -1378,6 +1616,9 @@ export const ClientUpdate: MessageFns<ClientUpdate> = {
       case "lost":
         KeyLost.encode(message.kind.value, writer.uint32(42).fork()).join();
         break;
+      case "keysInMemory":
+        KeysInMemory.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1435,6 +1676,14 @@ export const ClientUpdate: MessageFns<ClientUpdate> = {
             message.kind = { $case: "lost", value: KeyLost.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.kind = { $case: "keysInMemory", value: KeysInMemory.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1480,6 +1729,12 @@ export const ClientUpdate: MessageFns<ClientUpdate> = {
       case "lost": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "lost", value: KeyLost.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "keysInMemory": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "keysInMemory", value: KeysInMemory.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -1555,6 +1810,7 @@ function createBaseWorkerHello(): WorkerHello {
     registeredFunctions: [],
     pid: 0,
     nannyAddress: "",
+    batches: false,
   };
 }
 
@@ -1589,6 +1845,9 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     }
     if (message.nannyAddress !== "") {
       writer.uint32(82).string(message.nannyAddress);
+    }
+    if (message.batches !== false) {
+      writer.uint32(88).bool(message.batches);
     }
     return writer;
   },
@@ -1689,6 +1948,14 @@ export const WorkerHello: MessageFns<WorkerHello> = {
             message.nannyAddress = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.batches = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1724,6 +1991,7 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     message.registeredFunctions = object.registeredFunctions?.map((e) => e) || [];
     message.pid = object.pid ?? 0;
     message.nannyAddress = object.nannyAddress ?? "";
+    message.batches = object.batches ?? false;
     return message;
   },
 };
@@ -1917,6 +2185,177 @@ export const TaskFinished: MessageFns<TaskFinished> = {
     message.typeName = object.typeName ?? "";
     message.startMs = object.startMs ?? 0;
     message.stopMs = object.stopMs ?? 0;
+    message.stimulusId = object.stimulusId ?? "";
+    return message;
+  },
+};
+
+function createBaseTasksFinished(): TasksFinished {
+  return { keys: [], values: undefined, nbytes: [], typeNames: [], startMs: [], stopMs: [], stimulusId: "" };
+}
+
+export const TasksFinished: MessageFns<TasksFinished> = {
+  encode(message: TasksFinished, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.keys) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.values !== undefined) {
+      ValueColumn.encode(message.values, writer.uint32(18).fork()).join();
+    }
+    if (message.nbytes.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.nbytes) {
+        writer.int64(v);
+      }
+      writer.join();
+    }
+    for (const v of message.typeNames) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.startMs.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.startMs) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.stopMs.length !== 0) {
+      writer.uint32(50).fork();
+      for (const v of message.stopMs) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.stimulusId !== "") {
+      writer.uint32(58).string(message.stimulusId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TasksFinished {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTasksFinished();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keys.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.values = ValueColumn.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag === 24) {
+              message.nbytes.push(longToNumber(reader.int64()));
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.nbytes.push(longToNumber(reader.int64()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.typeNames.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag === 41) {
+              message.startMs.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.startMs.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 6: {
+            if (tag === 49) {
+              message.stopMs.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 50) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.stopMs.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.stimulusId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TasksFinished>): TasksFinished {
+    return TasksFinished.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TasksFinished>): TasksFinished {
+    const message = createBaseTasksFinished();
+    message.keys = object.keys?.map((e) => e) || [];
+    message.values = (object.values !== undefined && object.values !== null)
+      ? ValueColumn.fromPartial(object.values)
+      : undefined;
+    message.nbytes = object.nbytes?.map((e) => e) || [];
+    message.typeNames = object.typeNames?.map((e) => e) || [];
+    message.startMs = object.startMs?.map((e) => e) || [];
+    message.stopMs = object.stopMs?.map((e) => e) || [];
     message.stimulusId = object.stimulusId ?? "";
     return message;
   },
@@ -2674,6 +3113,9 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
       case "transferDone":
         TransferDone.encode(message.kind.value, writer.uint32(82).fork()).join();
         break;
+      case "tasksFinished":
+        TasksFinished.encode(message.kind.value, writer.uint32(90).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2771,6 +3213,14 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
             message.kind = { $case: "transferDone", value: TransferDone.decode(reader, reader.uint32()) };
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.kind = { $case: "tasksFinished", value: TasksFinished.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2846,6 +3296,12 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
       case "transferDone": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "transferDone", value: TransferDone.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "tasksFinished": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "tasksFinished", value: TasksFinished.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -3100,6 +3556,115 @@ export const ComputeTask_InlineInputsEntry: MessageFns<ComputeTask_InlineInputsE
     const message = createBaseComputeTask_InlineInputsEntry();
     message.key = object.key ?? "";
     message.value = (object.value !== undefined && object.value !== null) ? Value.fromPartial(object.value) : undefined;
+    return message;
+  },
+};
+
+function createBaseComputeBatch(): ComputeBatch {
+  return { tasks: undefined, sequences: [], function: undefined, stimulusId: "" };
+}
+
+export const ComputeBatch: MessageFns<ComputeBatch> = {
+  encode(message: ComputeBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tasks !== undefined) {
+      TaskBatch.encode(message.tasks, writer.uint32(10).fork()).join();
+    }
+    if (message.sequences.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.sequences) {
+        writer.int64(v);
+      }
+      writer.join();
+    }
+    if (message.function !== undefined) {
+      InlineFunction.encode(message.function, writer.uint32(26).fork()).join();
+    }
+    if (message.stimulusId !== "") {
+      writer.uint32(34).string(message.stimulusId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ComputeBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseComputeBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tasks = TaskBatch.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.sequences.push(longToNumber(reader.int64()));
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.sequences.push(longToNumber(reader.int64()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.function = InlineFunction.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.stimulusId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ComputeBatch>): ComputeBatch {
+    return ComputeBatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ComputeBatch>): ComputeBatch {
+    const message = createBaseComputeBatch();
+    message.tasks = (object.tasks !== undefined && object.tasks !== null)
+      ? TaskBatch.fromPartial(object.tasks)
+      : undefined;
+    message.sequences = object.sequences?.map((e) => e) || [];
+    message.function = (object.function !== undefined && object.function !== null)
+      ? InlineFunction.fromPartial(object.function)
+      : undefined;
+    message.stimulusId = object.stimulusId ?? "";
     return message;
   },
 };
@@ -3385,6 +3950,9 @@ export const WorkerCommand: MessageFns<WorkerCommand> = {
       case "close":
         CloseWorker.encode(message.kind.value, writer.uint32(50).fork()).join();
         break;
+      case "computeBatch":
+        ComputeBatch.encode(message.kind.value, writer.uint32(58).fork()).join();
+        break;
     }
     return writer;
   },
@@ -3450,6 +4018,14 @@ export const WorkerCommand: MessageFns<WorkerCommand> = {
             message.kind = { $case: "close", value: CloseWorker.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kind = { $case: "computeBatch", value: ComputeBatch.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3501,6 +4077,12 @@ export const WorkerCommand: MessageFns<WorkerCommand> = {
       case "close": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "close", value: CloseWorker.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "computeBatch": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "computeBatch", value: ComputeBatch.fromPartial(object.kind.value) };
         }
         break;
       }
