@@ -188,6 +188,8 @@ export class Client implements FutureHost {
   #session: ClientDuplexStream<ClientSessionRequest, ClientSessionResponse> | undefined;
   #sessionEnded: Promise<void> | undefined;
   #lost = false;
+  /** The scheduler reads column batches (TaskBatch); from its Welcome. */
+  #batches = false;
   readonly #states = new Map<string, KeyState>();
   readonly #sentFunctions = new Set<string>();
   readonly #batcher: Batcher<Outgoing>;
@@ -276,25 +278,31 @@ export class Client implements FutureHost {
       onWelcome = resolve;
       onRefused = reject;
     });
-    call.on('data', (resp: ClientSessionResponse) => {
-      for (const u of resp.updates) {
-        const ev = fromClientUpdate(u);
-        if (!ev) continue;
-        if (ev.type === 'Welcome') {
-          if (welcomed) continue;
-          try {
-            if (ev.protocolVersion) checkProtocolVersion(ev.protocolVersion, 'client');
-          } catch (err) {
-            onRefused?.(err);
-            call.cancel();
-            return;
-          }
-          welcomed = true;
-          this.schedulerId = ev.schedulerId;
-          onWelcome?.();
-          continue;
+    const onUpdate = (ev: Incoming): void => {
+      if (ev.type === 'Welcome') {
+        if (welcomed) return;
+        try {
+          if (ev.protocolVersion) checkProtocolVersion(ev.protocolVersion, 'client');
+        } catch (err) {
+          onRefused?.(err);
+          call.cancel();
+          return;
         }
-        if (welcomed) this.#handle(ev);
+        welcomed = true;
+        this.schedulerId = ev.schedulerId;
+        this.#batches = ev.batches;
+        onWelcome?.();
+        return;
+      }
+      if (welcomed) this.#handle(ev);
+    };
+    call.on('data', (resp: ClientSessionResponse) => {
+      try {
+        for (const u of resp.updates) fromClientUpdate(u, onUpdate);
+      } catch (err) {
+        // A malformed column batch: the futures it was for would wait forever, so end the session
+        // (every pending future fails with CommClosedError naming the cause).
+        this.#sessionLost({ code: GrpcStatus.INTERNAL, details: `malformed update from the scheduler: ${(err as Error).message}` });
       }
     });
     call.on('error', (err: ServiceError) => {
@@ -383,7 +391,7 @@ export class Client implements FutureHost {
     this.#lastOut = undefined;
     const call = this.#session;
     if (!call || this.#lost) return;
-    call.write(toSessionRequest(batch));
+    call.write(toSessionRequest(batch, this.#batches));
   }
 
   #stimulusId(kind: string): string {

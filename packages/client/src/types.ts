@@ -153,7 +153,7 @@ export type Outgoing =
 
 /** Messages the scheduler sends to the client (converted from protobuf in wire.ts). */
 export type Incoming =
-  | { type: 'Welcome'; protocolVersion: string; schedulerId: string; schedulerAddress: string }
+  | { type: 'Welcome'; protocolVersion: string; schedulerId: string; schedulerAddress: string; /** reads TaskBatch */ batches: boolean }
   | {
       type: 'KeyInMemory';
       key: string;

@@ -12,6 +12,7 @@ import type {
   RemoteError,
   RunRequest,
   RunResponse,
+  TaskBatch,
   TaskSpec,
   WorkerInfo as WireWorkerInfo,
 } from '@skein/protocol';
@@ -26,9 +27,11 @@ import type {
   WorkerInfo,
   EncodedValue,
 } from './types.js';
+import { buildValueColumn, readValueColumn, splitByCounts } from '@skein/common';
 
+/** The first message of a session; `batches`: this client reads KeysInMemory. */
 export function helloRequest(protocolVersion: string, clientId: string): ClientSessionRequest {
-  return { messages: [{ kind: { $case: 'hello', value: { protocolVersion, clientId } } }] };
+  return { messages: [{ kind: { $case: 'hello', value: { protocolVersion, clientId, batches: true } } }] };
 }
 
 function toFunctionRef(fn: TaskDef['fn']): FunctionRef {
@@ -52,14 +55,91 @@ export function toTaskSpec(t: TaskDef): TaskSpec {
   };
 }
 
-function toClientMessage(m: Outgoing): ClientMessage {
+/** Whether two tasks share everything a TaskBatch shares (function and options). */
+function sameBatch(a: TaskDef, b: TaskDef): boolean {
+  return (
+    a.fn.kind === b.fn.kind &&
+    (a.fn.kind === 'inline' ? a.fn.hash === (b.fn as typeof a.fn).hash : a.fn.name === (b.fn as typeof a.fn).name) &&
+    a.priority === b.priority &&
+    a.retries === b.retries &&
+    a.resultEncoding === b.resultEncoding &&
+    a.allowOtherWorkers === b.allowOtherWorkers &&
+    (a.resources === b.resources || sameRecord(a.resources, b.resources)) &&
+    (a.workers === b.workers || (a.workers.length === b.workers.length && a.workers.every((w, i) => w === b.workers[i])))
+  );
+}
+
+function sameRecord(a: Record<string, number>, b: Record<string, number>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
+/** Tasks that share function and options (see sameBatch), column by column. */
+function toTaskBatch(tasks: readonly TaskDef[]): TaskBatch {
+  const first = tasks[0]!;
+  const n = tasks.length;
+  const keys = new Array<string>(n);
+  const args = new Array<EncodedValue>(n);
+  const dependencyCounts = new Array<number>(n);
+  const dependencies: string[] = [];
+  let anyDeps = false;
+  for (let i = 0; i < n; i++) {
+    const t = tasks[i]!;
+    keys[i] = t.key;
+    args[i] = t.args;
+    dependencyCounts[i] = t.dependencies.length;
+    if (t.dependencies.length) {
+      anyDeps = true;
+      for (const d of t.dependencies) dependencies.push(d);
+    }
+  }
+  return {
+    function: toFunctionRef(first.fn),
+    keys,
+    args: buildValueColumn(args),
+    dependencyCounts: anyDeps ? dependencyCounts : [],
+    dependencies,
+    priority: first.priority,
+    retries: first.retries,
+    resources: first.resources,
+    workers: first.workers,
+    allowOtherWorkers: first.allowOtherWorkers,
+    resultEncoding: first.resultEncoding,
+  };
+}
+
+/**
+ * A graph's tasks as the wire carries them: for a scheduler that reads column batches, each run
+ * of at least MIN_BATCH consecutive tasks sharing function and options becomes one TaskBatch
+ * (client.map's tasks, most of a tree's); the rest stay TaskSpecs.
+ */
+function splitTasks(tasks: readonly TaskDef[], batches: boolean): { specs: TaskSpec[]; batches: TaskBatch[] } {
+  if (!batches) return { specs: tasks.map(toTaskSpec), batches: [] };
+  const specs: TaskSpec[] = [];
+  const out: TaskBatch[] = [];
+  for (let i = 0; i < tasks.length; ) {
+    let j = i + 1;
+    while (j < tasks.length && sameBatch(tasks[i]!, tasks[j]!)) j++;
+    if (j - i >= MIN_BATCH) out.push(toTaskBatch(tasks.slice(i, j)));
+    else for (let k = i; k < j; k++) specs.push(toTaskSpec(tasks[k]!));
+    i = j;
+  }
+  return { specs, batches: out };
+}
+
+/** Shorter runs than this go as TaskSpecs (a batch's shared fields cost more than they save). */
+const MIN_BATCH = 4;
+
+function toClientMessage(m: Outgoing, batches: boolean): ClientMessage {
   switch (m.type) {
-    case 'UpdateGraph':
+    case 'UpdateGraph': {
+      const split = splitTasks(m.tasks, batches);
       return {
         kind: {
           $case: 'updateGraph',
           value: {
-            tasks: m.tasks.map(toTaskSpec),
+            tasks: split.specs,
+            batches: split.batches,
             wantedKeys: m.wantedKeys,
             functions: m.functions.map((f) => ({ hash: f.hash, source: f.source, name: f.name })),
             broadcastKeys: m.broadcastKeys,
@@ -67,6 +147,7 @@ function toClientMessage(m: Outgoing): ClientMessage {
           },
         },
       };
+    }
     case 'ReleaseKeys':
       return { kind: { $case: 'releaseKeys', value: { keys: m.keys, stimulusId: m.stimulusId } } };
     case 'CancelKeys':
@@ -80,8 +161,9 @@ function toClientMessage(m: Outgoing): ClientMessage {
   }
 }
 
-export function toSessionRequest(batch: readonly Outgoing[]): ClientSessionRequest {
-  return { messages: batch.map(toClientMessage) };
+/** `batches`: the scheduler's Welcome said it reads TaskBatch. */
+export function toSessionRequest(batch: readonly Outgoing[], batches: boolean): ClientSessionRequest {
+  return { messages: batch.map((m) => toClientMessage(m, batches)) };
 }
 
 const EMPTY_ERROR: RemoteErrorInfo = { type: 'Error', message: '(no error details)', stack: '', code: '', key: '', detailsJson: '' };
@@ -91,10 +173,29 @@ export function fromRemoteErrorMessage(e: RemoteError | undefined, key: string):
   return { type: e.type, message: e.message, stack: e.stack, code: e.code, key: e.key || key, detailsJson: e.detailsJson };
 }
 
-/** A scheduler update in domain form; undefined for an empty oneof (ignored). */
-export function fromClientUpdate(u: ClientUpdate): Incoming | undefined {
+/**
+ * A scheduler update in domain form, given to `emit` (a KeysInMemory gives one KeyInMemory per
+ * key; an empty oneof gives nothing).
+ */
+export function fromClientUpdate(u: ClientUpdate, emit: (ev: Incoming) => void): void {
   const k = u.kind;
-  if (!k) return undefined;
+  if (!k) return;
+  if (k.$case === 'keysInMemory') {
+    const m = k.value;
+    const n = m.keys.length;
+    const where = `KeysInMemory of ${n} keys from the scheduler`;
+    const values = readValueColumn(m.values, n, `${where}, values`);
+    const workers = splitByCounts(m.workerCounts, m.workers, n, `${where}, worker_counts`);
+    for (let i = 0; i < n; i++) {
+      emit({ type: 'KeyInMemory', key: m.keys[i]!, value: values[i] ?? undefined, workers: workers[i]!, nbytes: m.nbytes[i] ?? -1, typeName: m.typeNames[i] ?? '' });
+    }
+    return;
+  }
+  const ev = fromSingleUpdate(k);
+  if (ev) emit(ev);
+}
+
+function fromSingleUpdate(k: Exclude<NonNullable<ClientUpdate['kind']>, { $case: 'keysInMemory' }>): Incoming | undefined {
   switch (k.$case) {
     case 'welcome':
       return {
@@ -102,6 +203,7 @@ export function fromClientUpdate(u: ClientUpdate): Incoming | undefined {
         protocolVersion: k.value.protocolVersion,
         schedulerId: k.value.schedulerId,
         schedulerAddress: k.value.schedulerAddress,
+        batches: k.value.batches,
       };
     case 'inMemory':
       return {

@@ -15,7 +15,6 @@ export interface ColumnValue {
 }
 
 const EMPTY = Buffer.alloc(0);
-const NO_VALUE: ColumnValue | null = null;
 
 /**
  * One ValueColumn for a list of values; a null or undefined entry is "no value" (encoding
@@ -53,8 +52,8 @@ export function buildValueColumn(values: ArrayLike<ColumnValue | null | undefine
  * null where an entry has no value. Throws InvalidArgumentError, naming `where`, when the column
  * does not match.
  */
-export function readValueColumn(col: ValueColumn | undefined, n: number, where: string): Array<ColumnValue | null> {
-  const out = new Array<ColumnValue | null>(n);
+export function readValueColumn(col: ValueColumn | undefined, n: number, where: string): Array<{ encoding: number; data: Buffer } | null> {
+  const out = new Array<{ encoding: number; data: Buffer } | null>(n);
   if (!col) {
     if (n === 0) return out;
     throw new InvalidArgumentError(`${where}: the value column is missing but ${n} keys are listed; send one value (or an unspecified encoding) per key.`);
@@ -71,7 +70,7 @@ export function readValueColumn(col: ValueColumn | undefined, n: number, where: 
     const enc = encodings[i]!;
     if (enc === 0) {
       if (len !== 0) throw new InvalidArgumentError(`${where}: value ${i} has no encoding but ${len} bytes; give it an encoding or length 0.`);
-      out[i] = NO_VALUE;
+      out[i] = null;
       continue;
     }
     const end = off + len;

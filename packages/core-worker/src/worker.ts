@@ -10,10 +10,10 @@ import { Metadata, status as GrpcStatus } from '@grpc/grpc-js';
 import {
   SchedulerServiceClient,
   WorkerServiceService,
+  type ComputeBatch,
   type GetStatusResponse,
   type Welcome,
   type WorkerCommand,
-  type WorkerMessage,
   type WorkerSessionRequest,
   type WorkerSessionResponse,
 } from '@skein/protocol';
@@ -21,6 +21,7 @@ import {
   Batcher,
   CHANNEL_OPTIONS,
   CommClosedError,
+  InvalidArgumentError,
   Lifecycle,
   PROTOCOL_VERSION,
   SkeinError,
@@ -33,6 +34,7 @@ import {
   insecureChannel,
   newServer,
   shutdownServer,
+  toRemoteError,
   toSkeinError,
   type LifecycleStatus,
   type Logger,
@@ -45,7 +47,7 @@ import { SpillStore } from './server/spill.js';
 import { BulkServer } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
-import { acquireReplicasEvent, computeTaskEvent, toWire } from './server/convert.js';
+import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, toWireBatch, type Outgoing } from './server/convert.js';
 import { PeerClients, fetchData } from './server/fetch.js';
 import { MainThreadRunner } from './server/run.js';
 import { createWorkerService } from './server/service.js';
@@ -62,8 +64,11 @@ export interface WorkerClosed {
 interface Session {
   client: SchedulerServiceClient;
   call: ClientDuplexStream<WorkerSessionRequest, WorkerSessionResponse>;
-  batcher: Batcher<WorkerMessage>;
+  /** State messages stay in their domain form until their batch leaves (see toWireBatch). */
+  batcher: Batcher<Outgoing>;
   welcomed: boolean;
+  /** The scheduler's Welcome says it reads TasksFinished (protocol 1.1 column forms). */
+  batches: boolean;
   ended: boolean;
 }
 
@@ -228,9 +233,10 @@ export class Worker {
           client,
           call,
           welcomed: false,
+          batches: false,
           ended: false,
-          batcher: new Batcher<WorkerMessage>((messages) => {
-            if (!session.ended) call.write({ messages });
+          batcher: new Batcher<Outgoing>((queued) => {
+            if (!session.ended) call.write({ messages: toWireBatch(queued, session.batches) });
           }),
         };
         this.session = session;
@@ -276,6 +282,7 @@ export class Worker {
                   registeredFunctions: this.registeredFunctions,
                   pid,
                   nannyAddress: o.nannyAddress,
+                  batches: true,
                 },
               },
             },
@@ -302,6 +309,7 @@ export class Worker {
   private onCommands(session: Session, commands: WorkerCommand[], welcomed: () => void): void {
     const events: WorkerEvent[] = [];
     let close: string | undefined;
+    let rejected = false;
     for (const cmd of commands) {
       const k = cmd.kind;
       if (!k) continue;
@@ -314,6 +322,20 @@ export class Worker {
           const f = k.value.function;
           if (f?.source) this.pool?.addFunction(f.hash, f.source);
           events.push(computeTaskEvent(k.value));
+          break;
+        }
+        case 'computeBatch': {
+          const b = k.value;
+          // The source first, even for a batch rejected below: the scheduler counts it as sent.
+          const f = b.function;
+          if (f?.source) this.pool?.addFunction(f.hash, f.source);
+          try {
+            computeBatchEvents(b, events);
+          } catch (err) {
+            if (!(err instanceof InvalidArgumentError)) throw err;
+            rejected = true;
+            this.rejectBatch(b, err);
+          }
           break;
         }
         case 'freeKeys':
@@ -334,7 +356,7 @@ export class Worker {
         }
       }
     }
-    if (!session.welcomed && (events.length > 0 || close)) {
+    if (!session.welcomed && (events.length > 0 || close || rejected)) {
       throw new SkeinError('failed_precondition', 'The scheduler sent commands before its Welcome.');
     }
     if (events.length > 0) this.handle(events);
@@ -347,9 +369,25 @@ export class Worker {
   private onWelcome(session: Session, w: Welcome): void {
     checkProtocolVersion(w.protocolVersion, 'worker');
     session.welcomed = true;
+    session.batches = w.batches;
     if (w.heartbeatIntervalMs > 0) this.heartbeatIntervalMs = w.heartbeatIntervalMs;
     this.reconnecting = false;
     this.startHeartbeat();
+  }
+
+  /**
+   * A ComputeBatch whose columns do not agree (or that lists dependencies) is a bug in the
+   * scheduler that sent it, and none of its tasks can run. Rather than drop it and leave the
+   * tasks processing on the scheduler forever, the worker logs the error and reports each listed
+   * key as erred with it (an InvalidArgumentError naming the field), so the client's futures fail
+   * with the reason; the rest of the session carries on.
+   */
+  private rejectBatch(b: ComputeBatch, err: InvalidArgumentError): void {
+    const keys = b.tasks?.keys ?? [];
+    this.log.error(`rejected a ComputeBatch of ${keys.length} tasks (stimulus ${b.stimulusId || '(none)'}): ${err.message}`);
+    const now = Date.now();
+    const stimulusId = b.stimulusId || this.stimulus('compute-batch-rejected');
+    for (const key of keys) this.send({ type: 'TaskErred', key, error: toRemoteError(err, key), startMs: now, stopMs: now, stimulusId });
   }
 
   private onSessionLost(reason: string): void {
@@ -434,7 +472,7 @@ export class Worker {
     });
   }
 
-  private send(m: WorkerMessage): void {
+  private send(m: Outgoing): void {
     const s = this.session;
     if (s && s.welcomed && !s.ended) s.batcher.push(m);
   }
@@ -477,7 +515,7 @@ export class Worker {
           this.gather(a);
           break;
         case 'SendToScheduler':
-          this.send(toWire(a.message));
+          this.send(a.message);
           break;
         case 'ReleaseData':
           break;

@@ -3,13 +3,14 @@ import { status as GrpcStatus, type Server, type ServerDuplexStream } from '@grp
 import {
   SchedulerServiceService,
   type SchedulerServiceServer,
+  type TaskFinished,
   type WorkerCommand,
   type WorkerHello,
   type WorkerMessage,
   type WorkerSessionRequest,
   type WorkerSessionResponse,
 } from '@skein/protocol';
-import { PROTOCOL_VERSION, bindServer, newServer, shutdownServer } from '@skein/common';
+import { PROTOCOL_VERSION, bindServer, checkColumn, newServer, readValueColumn, shutdownServer } from '@skein/common';
 
 type Session = ServerDuplexStream<WorkerSessionRequest, WorkerSessionResponse>;
 
@@ -22,10 +23,19 @@ export class FakeScheduler {
   readonly sessions = new Map<string, Session>();
   retired: string[] = [];
   protocolVersion = PROTOCOL_VERSION;
+  /**
+   * Whether the Welcome says this scheduler reads the column forms (TasksFinished). Off by default:
+   * the fake then stands for a scheduler older than protocol 1.1, and results arrive per task.
+   */
+  batches: boolean;
   private waiters: Array<() => void> = [];
 
-  static async start(port = 0): Promise<FakeScheduler> {
-    const f = new FakeScheduler();
+  private constructor(opts: { batches?: boolean }) {
+    this.batches = opts.batches ?? false;
+  }
+
+  static async start(port = 0, opts: { batches?: boolean } = {}): Promise<FakeScheduler> {
+    const f = new FakeScheduler(opts);
     f.server = newServer();
     const impl: SchedulerServiceServer = {
       clientSession: (call) => call.end(),
@@ -60,7 +70,7 @@ export class FakeScheduler {
           this.hellos.push(hello);
           this.sessions.set(worker, call);
           call.write({
-            commands: [{ kind: { $case: 'welcome', value: { protocolVersion: this.protocolVersion, schedulerId: 'fake', schedulerAddress: this.address, heartbeatIntervalMs: 50 } } }],
+            commands: [{ kind: { $case: 'welcome', value: { protocolVersion: this.protocolVersion, schedulerId: 'fake', schedulerAddress: this.address, heartbeatIntervalMs: 50, batches: this.batches } } }],
           });
         } else {
           this.messages.push(m);
@@ -99,6 +109,40 @@ export class FakeScheduler {
 
   of<C extends NonNullable<WorkerMessage['kind']>['$case']>(kind: C): Array<Extract<NonNullable<WorkerMessage['kind']>, { $case: C }>['value']> {
     return this.messages.filter((m) => m.kind?.$case === kind).map((m) => m.kind!.value) as never;
+  }
+
+  /**
+   * Every finished task, whichever form it came in: TaskFinished as it is, and each entry of a
+   * TasksFinished as the TaskFinished it stands for (its columns checked as the real scheduler
+   * does; a column that does not match throws here).
+   */
+  finished(): TaskFinished[] {
+    const out: TaskFinished[] = [];
+    for (const m of this.messages) {
+      const k = m.kind;
+      if (k?.$case === 'taskFinished') out.push(k.value);
+      else if (k?.$case === 'tasksFinished') {
+        const t = k.value;
+        const n = t.keys.length;
+        const values = readValueColumn(t.values, n, 'TasksFinished.values');
+        for (const [field, col] of [['nbytes', t.nbytes], ['type_names', t.typeNames], ['start_ms', t.startMs], ['stop_ms', t.stopMs]] as const) {
+          checkColumn(col.length, n, field, 'TasksFinished');
+        }
+        for (let i = 0; i < n; i++) {
+          const v = values[i];
+          out.push({
+            key: t.keys[i]!,
+            value: v ? { encoding: v.encoding, data: Buffer.from(v.data) } : undefined,
+            nbytes: t.nbytes[i]!,
+            typeName: t.typeNames[i]!,
+            startMs: t.startMs[i]!,
+            stopMs: t.stopMs[i]!,
+            stimulusId: t.stimulusId,
+          });
+        }
+      }
+    }
+    return out;
   }
 
   /** Stops at once, as a crashing scheduler would. */

@@ -1,8 +1,8 @@
-/** What the worker shell tests share: the fixture module, ComputeTask commands, a worker on a fake scheduler. */
+/** What the worker shell tests share: the fixture module, ComputeTask/ComputeBatch commands, a worker on a fake scheduler. */
 import { afterEach } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { TaskSpec, type WorkerCommand } from '@skein/protocol';
-import { encodeValue, inlineFunction } from '@skein/common';
+import { TaskSpec, type ComputeBatch, type WorkerCommand } from '@skein/protocol';
+import { buildValueColumn, encodeValue, inlineFunction } from '@skein/common';
 import { Worker } from '../src/worker.js';
 import { FakeScheduler } from './fake-scheduler.js';
 
@@ -40,6 +40,44 @@ export function computeCmd(
 }
 
 /**
+ * A ComputeBatch command: `fn` (a registered name or an inline function) applied to each entry of
+ * `argsList` (JSON arguments), keys `<prefix>-<i>`. The batch is returned as a plain object, so a
+ * test can break one of its columns before sending it.
+ */
+export function computeBatchCmd(
+  prefix: string,
+  fn: string | Function,
+  argsList: unknown[][],
+  extra: Partial<{ sendSource: boolean; name: string; stimulusId: string; priority: number }> = {},
+): WorkerCommand & { kind: { $case: 'computeBatch'; value: ComputeBatch } } {
+  const inline = typeof fn === 'function' ? inlineFunction(fn) : undefined;
+  const keys = argsList.map((_, i) => `${prefix}-${i}`);
+  return {
+    kind: {
+      $case: 'computeBatch',
+      value: {
+        tasks: {
+          function: { kind: inline ? { $case: 'inlineHash', value: inline.hash } : { $case: 'registered', value: fn as string } },
+          keys,
+          args: buildValueColumn(argsList.map((a) => encodeValue(a, 'json'))),
+          dependencyCounts: [],
+          dependencies: [],
+          priority: extra.priority ?? 0,
+          retries: 0,
+          resources: {},
+          workers: [],
+          allowOtherWorkers: false,
+          resultEncoding: 0,
+        },
+        sequences: keys.map(() => ++seq),
+        function: inline && extra.sendSource !== false ? { ...inline, name: extra.name ?? inline.name } : undefined,
+        stimulusId: extra.stimulusId ?? `compute-batch-${prefix}`,
+      },
+    },
+  };
+}
+
+/**
  * Registers an afterEach that runs the returned `cleanup` list backwards; `setup` starts a fake
  * scheduler and a worker (with the fixture module) registered to it, both cleaned up.
  */
@@ -48,8 +86,9 @@ export function workerHarness() {
   afterEach(async () => {
     for (const f of cleanup.splice(0).reverse()) await Promise.resolve(f()).catch(() => undefined);
   });
-  async function setup(opts: Partial<Parameters<typeof Worker.start>[0]> = {}) {
-    const sched = await FakeScheduler.start();
+  /** `schedOpts.batches`: the fake's Welcome says it reads TasksFinished (default: it does not). */
+  async function setup(opts: Partial<Parameters<typeof Worker.start>[0]> = {}, schedOpts: { batches?: boolean } = {}) {
+    const sched = await FakeScheduler.start(0, schedOpts);
     cleanup.push(() => sched.close());
     const worker = await Worker.start({ scheduler: sched.address, modules: [TASKS], validate: true, ...opts });
     cleanup.push(() => worker.close());

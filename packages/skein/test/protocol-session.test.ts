@@ -4,8 +4,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { SchedulerServiceClient, type ClientSessionResponse, type ClientUpdate, TaskSpec } from '@skein/protocol';
-import { CHANNEL_OPTIONS, PROTOCOL_VERSION, decodeValue, encodeValue, grpcTarget, inlineFunction, insecureChannel, makeRef } from '@skein/common';
+import { SchedulerServiceClient, type ClientSessionResponse, type ClientUpdate, type KeysInMemory, TaskSpec, TaskBatch } from '@skein/protocol';
+import { CHANNEL_OPTIONS, PROTOCOL_VERSION, buildValueColumn, decodeValue, encodeValue, grpcTarget, inlineFunction, insecureChannel, makeRef, readValueColumn, splitByCounts } from '@skein/common';
 import { Worker, PeerClients, fetchData } from '@skein/core-worker';
 import { Scheduler } from '@skein/core-scheduler';
 
@@ -27,7 +27,7 @@ function spec(key: string, fn: { registered: string } | { inline: string }, args
   });
 }
 
-async function cluster(validate = true) {
+async function cluster(validate = true, batches = false) {
   const scheduler = await Scheduler.start({ host: '127.0.0.1', port: 0 });
   cleanup.push(() => scheduler.close());
   const workers = await Promise.all(
@@ -46,8 +46,12 @@ async function cluster(validate = true) {
     updates.push(...r.updates);
     wake();
   });
-  call.on('error', () => undefined);
-  call.write({ messages: [{ kind: { $case: 'hello', value: { protocolVersion: PROTOCOL_VERSION, clientId: 'test-client' } } }] });
+  const errors: Error[] = [];
+  call.on('error', (e: Error) => {
+    errors.push(e);
+    wake();
+  });
+  call.write({ messages: [{ kind: { $case: 'hello', value: { protocolVersion: PROTOCOL_VERSION, clientId: 'test-client', batches } } }] });
   const waitFor = async <T>(pred: () => T | undefined, ms = 20_000): Promise<T> => {
     const deadline = Date.now() + ms;
     for (;;) {
@@ -69,8 +73,76 @@ async function cluster(validate = true) {
       }
       return undefined;
     });
-  return { scheduler, workers, call, updates, waitFor, result };
+  return { scheduler, workers, call, updates, errors, waitFor, result };
 }
+
+/** Every key of the KeysInMemory updates received so far, with its decoded value and holders. */
+function batchedResults(updates: ClientUpdate[]): Map<string, { value: unknown; workers: string[] }> {
+  const out = new Map<string, { value: unknown; workers: string[] }>();
+  for (const u of updates) {
+    if (u.kind?.$case !== 'keysInMemory') continue;
+    const m: KeysInMemory = u.kind.value;
+    const values = readValueColumn(m.values, m.keys.length, 'test');
+    const workers = splitByCounts(m.workerCounts, m.workers, m.keys.length, 'test');
+    m.keys.forEach((k, i) => out.set(k, { value: values[i] ? decodeValue(values[i]!) : undefined, workers: workers[i]! }));
+  }
+  return out;
+}
+
+describe('column batches (protocol 1.1)', () => {
+  it('runs a TaskBatch, with and without dependencies, and reports the results as KeysInMemory', async () => {
+    const { call, updates, waitFor } = await cluster(true, true);
+    const inc = inlineFunction((x: number) => x + 1);
+    const n = 300;
+    const keys = Array.from({ length: n }, (_, i) => `inc-${i}`);
+    const first = TaskBatch.create({
+      function: { kind: { $case: 'inlineHash', value: inc.hash } },
+      keys,
+      args: buildValueColumn(keys.map((_, i) => encodeValue([i], 'json'))),
+    });
+    // Each task of the second batch adds two results of the first (dependencies by counts).
+    const sums = Array.from({ length: n / 2 }, (_, i) => `add-${i}`);
+    const second = TaskBatch.create({
+      function: { kind: { $case: 'registered', value: 'add' } },
+      keys: sums,
+      args: buildValueColumn(sums.map((_, i) => encodeValue([makeRef(keys[2 * i]!), makeRef(keys[2 * i + 1]!)], 'json'))),
+      dependencyCounts: sums.map(() => 2),
+      dependencies: sums.flatMap((_, i) => [keys[2 * i]!, keys[2 * i + 1]!]),
+    });
+    call.write({
+      messages: [
+        {
+          kind: {
+            $case: 'updateGraph',
+            value: { tasks: [], batches: [second, first], wantedKeys: [...keys, ...sums], functions: [inc], broadcastKeys: [], stimulusId: 'batch-1' },
+          },
+        },
+      ],
+    });
+    const got = await waitFor(() => {
+      const r = batchedResults(updates);
+      return r.size === n + n / 2 ? r : undefined;
+    });
+    for (let i = 0; i < n; i++) expect(got.get(keys[i]!)!.value).toBe(i + 1);
+    for (let i = 0; i < n / 2; i++) expect(got.get(sums[i]!)!.value).toBe(2 * i + 1 + 2 * i + 2);
+    expect(got.get(keys[0]!)!.workers).toHaveLength(1);
+    // Nothing came as a per-key KeyInMemory to this client.
+    expect(updates.some((u) => u.kind?.$case === 'inMemory')).toBe(false);
+  });
+
+  it('refuses a TaskBatch whose columns disagree, naming the field', async () => {
+    const { call, errors, waitFor } = await cluster(true, true);
+    const bad = TaskBatch.create({
+      function: { kind: { $case: 'registered', value: 'add' } },
+      keys: ['a-1', 'a-2', 'a-3'],
+      args: buildValueColumn([encodeValue([1, 2], 'json'), encodeValue([3, 4], 'json')]),
+    });
+    call.write({ messages: [{ kind: { $case: 'updateGraph', value: { tasks: [], batches: [bad], wantedKeys: ['a-1'], functions: [], broadcastKeys: [], stimulusId: 'bad' } } }] });
+    const err = await waitFor(() => errors[0]);
+    expect(err.message).toMatch(/INVALID_ARGUMENT|3 INVALID/);
+    expect(err.message).toMatch(/TaskBatch of 3 tasks \(first key "a-1"\), args: the value column has 2 encodings and 2 lengths for 3 keys/);
+  });
+});
 
 describe('scheduler + 2 workers + client session', () => {
   it('computes a graph across workers, with inline and registered functions and a large value', async () => {
@@ -85,6 +157,7 @@ describe('scheduler + 2 workers + client session', () => {
           kind: {
             $case: 'updateGraph',
             value: {
+              batches: [],
               tasks: [
                 spec('add-1', { registered: 'add' }, [1, 2], { workers: [w1.address] }),
                 spec('double-1', { inline: double.hash }, [makeRef('add-1')], { dependencies: ['add-1'], workers: [w2.address] }),
@@ -131,7 +204,7 @@ describe('scheduler + 2 workers + client session', () => {
           {
             kind: {
               $case: 'updateGraph',
-              value: { tasks, wantedKeys: tasks.map((t) => t.key), functions: i === 0 ? [noop] : [], broadcastKeys: [], stimulusId: `g${i}` },
+              value: { tasks, batches: [], wantedKeys: tasks.map((t) => t.key), functions: i === 0 ? [noop] : [], broadcastKeys: [], stimulusId: `g${i}` },
             },
           },
         ],

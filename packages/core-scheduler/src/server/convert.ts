@@ -1,7 +1,11 @@
 /** Conversions between protobuf messages and the state machine's domain types. */
 import type {
   ClientUpdate,
+  ComputeBatch,
   ComputeTask,
+  KeysInMemory,
+  TaskBatch,
+  TasksFinished,
   InlineFunction,
   RemoteError,
   TaskSpec,
@@ -11,8 +15,9 @@ import type {
   WorkerHello,
   WorkerInfo,
 } from '@skein/protocol';
-import type { ClientReport, ComputeAction, ErrorInfo, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
-import type { WorkerRecord } from '../state/records.js';
+import { buildValueColumn, checkColumn, readValueColumn, splitByCounts } from '@skein/common';
+import type { ClientReport, ComputeAction, EncodedValue, ErrorInfo, SchedulerEvent, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
+import { hasKeys, type WorkerRecord } from '../state/records.js';
 
 export function taskDefFromSpec(spec: TaskSpec): TaskDef {
   const fn = spec.function?.kind;
@@ -33,6 +38,136 @@ export function taskDefFromSpec(spec: TaskSpec): TaskDef {
   };
 }
 
+
+/**
+ * The tasks of a TaskBatch (client.map's column form), each exactly the TaskDef its TaskSpec would
+ * give. Throws InvalidArgumentError when the columns do not agree.
+ */
+export function taskDefsFromBatch(b: TaskBatch, out: TaskDef[]): void {
+  const n = b.keys.length;
+  const where = `TaskBatch of ${n} tasks (first key ${JSON.stringify(b.keys[0] ?? '')})`;
+  const args = readValueColumn(b.args, n, `${where}, args`);
+  const deps = splitByCounts(b.dependencyCounts, b.dependencies, n, `${where}, dependency_counts`);
+  const kind = b.function?.kind;
+  const fn = { registered: kind?.$case === 'registered' ? kind.value : '', inlineHash: kind?.$case === 'inlineHash' ? kind.value : '' };
+  for (let i = 0; i < n; i++) {
+    out.push({
+      key: b.keys[i]!,
+      fn,
+      args: args[i] ?? EMPTY_ARGS,
+      dependencies: deps[i]!,
+      priority: b.priority,
+      retries: b.retries,
+      resources: b.resources,
+      workers: b.workers,
+      allowOtherWorkers: b.allowOtherWorkers,
+      resultEncoding: b.resultEncoding,
+    });
+  }
+}
+
+const EMPTY_ARGS: EncodedValue = { encoding: 1, data: Buffer.from('[]') };
+
+/** One TaskFinished event per entry of a TasksFinished column batch. */
+export function taskFinishedEvents(m: TasksFinished, worker: string): Array<Extract<SchedulerEvent, { type: 'TaskFinished' }>> {
+  const n = m.keys.length;
+  const where = `TasksFinished of ${n} keys from ${worker}`;
+  const values = readValueColumn(m.values, n, `${where}, values`);
+  checkColumn(m.nbytes.length, n, 'nbytes', where);
+  checkColumn(m.typeNames.length, n, 'type_names', where);
+  checkColumn(m.startMs.length, n, 'start_ms', where);
+  checkColumn(m.stopMs.length, n, 'stop_ms', where);
+  const stimulusId = m.stimulusId || 'tasks-finished';
+  const out = new Array<Extract<SchedulerEvent, { type: 'TaskFinished' }>>(n);
+  for (let i = 0; i < n; i++) {
+    out[i] = {
+      type: 'TaskFinished',
+      worker,
+      key: m.keys[i]!,
+      value: values[i]!,
+      nbytes: m.nbytes[i]!,
+      typeName: m.typeNames[i]!,
+      startMs: m.startMs[i]!,
+      stopMs: m.stopMs[i]!,
+      stimulusId,
+    };
+  }
+  return out;
+}
+
+/** Whether a Compute can travel in a ComputeBatch: no inputs, no restrictions. */
+export function batchable(a: ComputeAction): boolean {
+  const d = a.def;
+  return a.whoHas.length === 0 && a.inlineInputs.length === 0 && d.dependencies.length === 0 && d.workers.length === 0 && !hasKeys(d.resources);
+}
+
+/** Whether two batchable Computes share everything a ComputeBatch shares. */
+export function sameBatch(a: TaskDef, b: TaskDef): boolean {
+  return (
+    a.fn.inlineHash === b.fn.inlineHash &&
+    a.fn.registered === b.fn.registered &&
+    a.priority === b.priority &&
+    a.retries === b.retries &&
+    a.resultEncoding === b.resultEncoding &&
+    a.allowOtherWorkers === b.allowOtherWorkers
+  );
+}
+
+/** Batchable Computes of one function and options (see sameBatch) as one ComputeBatch. */
+export function computeBatch(actions: readonly ComputeAction[], fn: InlineFunction | undefined): ComputeBatch {
+  const first = actions[0]!.def;
+  const n = actions.length;
+  const keys = new Array<string>(n);
+  const args = new Array<EncodedValue>(n);
+  const sequences = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const a = actions[i]!;
+    keys[i] = a.key;
+    args[i] = a.def.args;
+    sequences[i] = a.sequence;
+  }
+  return {
+    tasks: {
+      function: { kind: first.fn.registered ? { $case: 'registered', value: first.fn.registered } : { $case: 'inlineHash', value: first.fn.inlineHash } },
+      keys,
+      args: buildValueColumn(args),
+      dependencyCounts: [],
+      dependencies: [],
+      priority: first.priority,
+      retries: first.retries,
+      resources: {},
+      workers: [],
+      allowOtherWorkers: first.allowOtherWorkers,
+      resultEncoding: first.resultEncoding,
+    },
+    sequences,
+    function: fn,
+    stimulusId: actions[0]!.stimulusId,
+  };
+}
+
+type InMemoryReport = Extract<ClientReport, { type: 'in-memory' }>;
+
+/** In-memory reports as one KeysInMemory column batch. */
+export function keysInMemory(reports: readonly InMemoryReport[]): KeysInMemory {
+  const n = reports.length;
+  const keys = new Array<string>(n);
+  const values = new Array<EncodedValue | null>(n);
+  const nbytes = new Array<number>(n);
+  const typeNames = new Array<string>(n);
+  const workerCounts = new Array<number>(n);
+  const workers: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = reports[i]!;
+    keys[i] = r.key;
+    values[i] = r.value;
+    nbytes[i] = r.nbytes;
+    typeNames[i] = r.typeName;
+    workerCounts[i] = r.workers.length;
+    for (const w of r.workers) workers.push(w);
+  }
+  return { keys, values: buildValueColumn(values), nbytes, typeNames, workerCounts, workers };
+}
 
 export function specFromTaskDef(def: TaskDef): TaskSpec {
   return {

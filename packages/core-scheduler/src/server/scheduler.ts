@@ -50,10 +50,16 @@ import {
 import { startDashboard, type Dashboard } from '@skein/dashboard';
 import { SchedulerState } from '../state/scheduler-state.js';
 import { SchedulerDashboardSource } from './dashboard-source.js';
-import type { SchedulerAction, SchedulerEvent } from '../state/types.js';
+import type { ClientReport, ComputeAction, SchedulerAction, SchedulerEvent } from '../state/types.js';
 import {
+  batchable,
   clientUpdate,
+  computeBatch,
   computeMessage,
+  keysInMemory,
+  sameBatch,
+  taskDefsFromBatch,
+  taskFinishedEvents,
   errorInfo,
   taskDefFromSpec,
   transitionMessage,
@@ -154,10 +160,20 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
   };
 }
 
+/** A Compute waiting in a worker's outgoing queue; it becomes a ComputeTask or joins a ComputeBatch when the queue is sent. */
+interface QueuedCompute {
+  compute: ComputeAction;
+  fn: InlineFunction | undefined;
+}
+
+type InMemoryReport = Extract<ClientReport, { type: 'in-memory' }>;
+
 interface WorkerConn {
   address: string;
   call: ServerDuplexStream<WorkerSessionRequest, WorkerSessionResponse>;
-  out: Batcher<WorkerCommand>;
+  /** The worker reads ComputeBatch (its WorkerHello said so). */
+  batches: boolean;
+  out: Batcher<WorkerCommand | QueuedCompute>;
   sentFunctions: Set<string>;
   closing: boolean;
   ended: boolean;
@@ -166,7 +182,10 @@ interface WorkerConn {
 interface ClientConn {
   id: string;
   call: ServerDuplexStream<ClientSessionRequest, ClientSessionResponse>;
-  out: Batcher<ClientUpdate>;
+  /** The client reads KeysInMemory (its ClientHello said so). */
+  batches: boolean;
+  /** Updates, and in-memory reports that become KeyInMemory or KeysInMemory when sent. */
+  out: Batcher<ClientUpdate | InMemoryReport>;
 }
 
 /**
@@ -309,7 +328,7 @@ export class Scheduler {
           fn = this.functions.get(hash);
           w.sentFunctions.add(hash);
         }
-        this.toWorker(w, { kind: { $case: 'compute', value: computeMessage(a, fn) } });
+        this.toWorker(w, { compute: a, fn });
         return;
       }
       case 'FreeKeys':
@@ -326,9 +345,11 @@ export class Scheduler {
         if (w) this.closeWorkerStream(w, a.reason);
         return;
       }
-      case 'ReportToClient':
-        this.clients.get(a.client)?.out.push(clientUpdate(a.report));
+      case 'ReportToClient': {
+        const r = a.report;
+        this.clients.get(a.client)?.out.push(r.type === 'in-memory' ? r : clientUpdate(r));
         return;
+      }
       case 'WorkerRetired': {
         const waiters = this.retireWaiters.get(a.worker);
         this.retireWaiters.delete(a.worker);
@@ -354,7 +375,7 @@ export class Scheduler {
   }
 
   /** Queues a command for a worker, to leave at the next flushToWorkers (or the Batcher's own flush). */
-  private toWorker(w: WorkerConn | undefined, cmd: WorkerCommand): void {
+  private toWorker(w: WorkerConn | undefined, cmd: WorkerCommand | QueuedCompute): void {
     if (!w) return;
     w.out.push(cmd);
     this.unsent.add(w);
@@ -488,11 +509,13 @@ export class Scheduler {
           }
           const id = kind.value.clientId || randomUUID();
           if (this.clients.has(id)) return fail(GrpcStatus.ALREADY_EXISTS, `A client with id ${id} is already connected; use a unique client id.`);
+          const batches = kind.value.batches;
           conn = {
             id,
             call,
-            out: new Batcher<ClientUpdate>((updates) => {
-              if (!call.writableEnded && !call.destroyed) call.write({ updates });
+            batches,
+            out: new Batcher<ClientUpdate | InMemoryReport>((items) => {
+              if (!call.writableEnded && !call.destroyed) call.write({ updates: clientUpdates(items, batches) });
             }),
           };
           this.clients.set(id, conn);
@@ -500,7 +523,13 @@ export class Scheduler {
           conn.out.push({ kind: { $case: 'welcome', value: this.welcome() } });
           continue;
         }
-        this.clientMessage(conn, kind);
+        try {
+          this.clientMessage(conn, kind);
+        } catch (err) {
+          if (!(err instanceof InvalidArgumentError)) throw err;
+          this.log.warn(`refused a message from client ${conn.id}: ${err.message}`);
+          return fail(GrpcStatus.INVALID_ARGUMENT, `The scheduler refused a malformed message: ${err.message}`);
+        }
       }
       this.flushToWorkers();
     });
@@ -526,10 +555,12 @@ export class Scheduler {
       case 'updateGraph': {
         const u = kind.value;
         for (const f of u.functions) if (f.source && !this.functions.has(f.hash)) this.functions.set(f.hash, f);
+        const tasks = u.tasks.map(taskDefFromSpec);
+        for (const b of u.batches) taskDefsFromBatch(b, tasks);
         this.handle({
           type: 'GraphUpdated',
           client: conn.id,
-          tasks: u.tasks.map(taskDefFromSpec),
+          tasks,
           wanted: u.wantedKeys,
           broadcast: u.broadcastKeys,
           stimulusId: u.stimulusId || `update-graph-${this.eventCount}`,
@@ -551,6 +582,7 @@ export class Scheduler {
       schedulerId: this.id,
       schedulerAddress: this.address,
       heartbeatIntervalMs: this.options.heartbeatMs,
+      batches: true,
     };
   }
 
@@ -575,11 +607,12 @@ export class Scheduler {
           const c: WorkerConn = {
             address: hello.address,
             call,
+            batches: hello.batches,
             sentFunctions: new Set(),
             closing: false,
             ended: false,
-            out: new Batcher<WorkerCommand>((commands) => {
-              if (!call.writableEnded && !call.destroyed) call.write({ commands });
+            out: new Batcher<WorkerCommand | QueuedCompute>((items) => {
+              if (!call.writableEnded && !call.destroyed) call.write({ commands: workerCommands(items, hello.batches) });
               if (c.closing && !c.ended) {
                 c.ended = true;
                 call.end();
@@ -595,7 +628,14 @@ export class Scheduler {
           this.log.info(`Register worker ${c.address} (${hello.name || 'unnamed'}, ${hello.nthreads} threads)`);
           continue;
         }
-        this.workerMessage(conn, kind);
+        try {
+          this.workerMessage(conn, kind);
+        } catch (err) {
+          if (!(err instanceof InvalidArgumentError)) throw err;
+          // Its tasks are re-run elsewhere once the worker is removed: nothing is lost.
+          this.log.error(`closing worker ${conn.address}: it sent a malformed message: ${err.message}`);
+          return fail(GrpcStatus.INVALID_ARGUMENT, `The scheduler refused a malformed message: ${err.message}`);
+        }
       }
       this.flushToWorkers();
     });
@@ -642,6 +682,9 @@ export class Scheduler {
           stimulusId: m.stimulusId || `task-finished-${m.key}`,
         });
       }
+      case 'tasksFinished':
+        for (const e of taskFinishedEvents(kind.value, worker)) this.handle(e);
+        return;
       case 'taskErred': {
         const m = kind.value;
         return this.handle({
@@ -708,4 +751,60 @@ export class Scheduler {
       }
     }
   }
+}
+
+/**
+ * A worker's queued commands as sent: Computes become ComputeTasks, or, for a worker that reads
+ * them, runs of batchable Computes of one function become one ComputeBatch each. Order is kept.
+ */
+function workerCommands(items: ReadonlyArray<WorkerCommand | QueuedCompute>, batches: boolean): WorkerCommand[] {
+  const out: WorkerCommand[] = [];
+  for (let i = 0; i < items.length; ) {
+    const item = items[i]!;
+    if (!('compute' in item)) {
+      out.push(item);
+      i++;
+      continue;
+    }
+    const a = item.compute;
+    let j = i + 1;
+    if (batches && batchable(a)) {
+      while (j < items.length) {
+        const next = items[j]!;
+        if (!('compute' in next) || next.fn || !batchable(next.compute) || !sameBatch(a.def, next.compute.def)) break;
+        j++;
+      }
+    }
+    if (j - i > 1) {
+      const run = new Array<ComputeAction>(j - i);
+      for (let k = i; k < j; k++) run[k - i] = (items[k] as QueuedCompute).compute;
+      out.push({ kind: { $case: 'computeBatch', value: computeBatch(run, item.fn) } });
+    } else {
+      out.push({ kind: { $case: 'compute', value: computeMessage(a, item.fn) } });
+    }
+    i = j;
+  }
+  return out;
+}
+
+/** A client's queued updates as sent: for a client that reads them, each run of in-memory reports becomes one KeysInMemory. */
+function clientUpdates(items: ReadonlyArray<ClientUpdate | InMemoryReport>, batches: boolean): ClientUpdate[] {
+  const out: ClientUpdate[] = [];
+  for (let i = 0; i < items.length; ) {
+    const item = items[i]!;
+    if (!('type' in item)) {
+      out.push(item);
+      i++;
+      continue;
+    }
+    let j = i + 1;
+    if (batches) while (j < items.length && 'type' in items[j]!) j++;
+    if (batches) {
+      out.push({ kind: { $case: 'keysInMemory', value: keysInMemory(items.slice(i, j) as InMemoryReport[]) } });
+    } else {
+      out.push(clientUpdate(item));
+    }
+    i = j;
+  }
+  return out;
 }
