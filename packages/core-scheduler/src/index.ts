@@ -13,6 +13,7 @@ export { SchedulerState, InvalidTransitionError } from './state/scheduler-state.
 export { TaskRecord, WorkerRecord, TaskHeap } from './state/records.js';
 export type {
   SchedulerEvent,
+  FinishedTask,
   SchedulerAction,
   ComputeAction,
   ClientReport,

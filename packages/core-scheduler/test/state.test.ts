@@ -56,6 +56,36 @@ describe('SchedulerState', () => {
     ]);
   });
 
+  it('a TasksFinished batch ends in the same state and reports as one TaskFinished per task', () => {
+    const run = (batched: boolean) => {
+      const h = new Harness();
+      h.addWorker('w1', { nthreads: 2 });
+      h.addWorker('w2', { nthreads: 2 });
+      const keys = Array.from({ length: 12 }, (_, i) => `m-${i}`);
+      h.submit('c', [...keys.map((k) => def(k)), def('s-1', ['m-0', 'm-5'])], [...keys, 's-1']);
+      const acts: SchedulerAction[] = [];
+      for (let round = 0; round < 10; round++) {
+        const byWorker = new Map<string, string[]>();
+        for (const ws of h.state.workers.values()) byWorker.set(ws.address, [...ws.processing].map((t) => t.key).sort());
+        for (const [w, ks] of byWorker) {
+          if (ks.length === 0) continue;
+          const done = ks.map((key) => ({ key, value: small(4), nbytes: 4, typeName: 'number', startMs: 0, stopMs: 1 }));
+          if (batched) acts.push(...h.handle({ type: 'TasksFinished', worker: w, tasks: done }));
+          else for (const d of done) acts.push(...h.handle({ type: 'TaskFinished', worker: w, ...d }));
+        }
+      }
+      const states = [...keys, 's-1'].map((k) => `${k}:${h.state_(k)}`);
+      return { states, reports: reports(acts).sort(), counts: { ...h.state.counts } };
+    };
+    const one = run(false);
+    const many = run(true);
+    expect(many.states).toEqual(one.states);
+    expect(many.states.every((s) => s.endsWith(':memory'))).toBe(true);
+    expect(many.reports).toEqual(one.reports);
+    expect(many.reports).toHaveLength(13);
+    expect(many.counts).toEqual(one.counts);
+  });
+
   it('sends who_has for large inputs and prefers the worker holding them', () => {
     const h = new Harness();
     h.addWorker('w1');

@@ -16,7 +16,7 @@ import type {
   WorkerInfo,
 } from '@skein/protocol';
 import { buildValueColumn, checkColumn, readValueColumn, splitByCounts } from '@skein/common';
-import type { ClientReport, ComputeAction, EncodedValue, ErrorInfo, SchedulerEvent, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
+import type { ClientReport, ComputeAction, EncodedValue, ErrorInfo, FinishedTask, SchedulerEvent, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
 import { hasKeys, type WorkerRecord } from '../state/records.js';
 
 export function taskDefFromSpec(spec: TaskSpec): TaskDef {
@@ -68,8 +68,8 @@ export function taskDefsFromBatch(b: TaskBatch, out: TaskDef[]): void {
 
 const EMPTY_ARGS: EncodedValue = { encoding: 1, data: Buffer.from('[]') };
 
-/** One TaskFinished event per entry of a TasksFinished column batch. */
-export function taskFinishedEvents(m: TasksFinished, worker: string): Array<Extract<SchedulerEvent, { type: 'TaskFinished' }>> {
+/** A TasksFinished column batch as one TasksFinished event. */
+export function tasksFinishedEvent(m: TasksFinished, worker: string): Extract<SchedulerEvent, { type: 'TasksFinished' }> {
   const n = m.keys.length;
   const where = `TasksFinished of ${n} keys from ${worker}`;
   const values = readValueColumn(m.values, n, `${where}, values`);
@@ -77,22 +77,18 @@ export function taskFinishedEvents(m: TasksFinished, worker: string): Array<Extr
   checkColumn(m.typeNames.length, n, 'type_names', where);
   checkColumn(m.startMs.length, n, 'start_ms', where);
   checkColumn(m.stopMs.length, n, 'stop_ms', where);
-  const stimulusId = m.stimulusId || 'tasks-finished';
-  const out = new Array<Extract<SchedulerEvent, { type: 'TaskFinished' }>>(n);
+  const tasks = new Array<FinishedTask>(n);
   for (let i = 0; i < n; i++) {
-    out[i] = {
-      type: 'TaskFinished',
-      worker,
+    tasks[i] = {
       key: m.keys[i]!,
       value: values[i]!,
       nbytes: m.nbytes[i]!,
       typeName: m.typeNames[i]!,
       startMs: m.startMs[i]!,
       stopMs: m.stopMs[i]!,
-      stimulusId,
     };
   }
-  return out;
+  return { type: 'TasksFinished', worker, tasks, stimulusId: m.stimulusId || 'tasks-finished' };
 }
 
 /** Whether a Compute can travel in a ComputeBatch: no inputs, no restrictions. */

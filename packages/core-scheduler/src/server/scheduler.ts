@@ -59,7 +59,7 @@ import {
   keysInMemory,
   sameBatch,
   taskDefsFromBatch,
-  taskFinishedEvents,
+  tasksFinishedEvent,
   errorInfo,
   taskDefFromSpec,
   transitionMessage,
@@ -683,8 +683,7 @@ export class Scheduler {
         });
       }
       case 'tasksFinished':
-        for (const e of taskFinishedEvents(kind.value, worker)) this.handle(e);
-        return;
+        return this.handle(tasksFinishedEvent(kind.value, worker));
       case 'taskErred': {
         const m = kind.value;
         return this.handle({

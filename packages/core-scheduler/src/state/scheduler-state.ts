@@ -2,6 +2,7 @@ import { Recommendations, TaskHeap, TaskRecord, TransitionLog, WorkerRecord, has
 import { SchedulerTelemetry } from './telemetry.js';
 import type {
   ClientReport,
+  FinishedTask,
   FunctionId,
   SchedulerAction,
   SchedulerEvent,
@@ -48,6 +49,7 @@ export class SchedulerState {
   private readonly functions = new Map<string, FunctionId>();
   private readonly groups = new Map<string, string>();
   private lastFunction: FunctionId | null = null;
+  private lastGroup = '';
   readonly counts: Record<TaskStateName, number> = {
     released: 0, waiting: 0, 'no-worker': 0, queued: 0, processing: 0, memory: 0, erred: 0, forgotten: 0,
   };
@@ -226,7 +228,11 @@ export class SchedulerState {
       case 'WorkerRemoved':
         return this.removeWorker(e.worker, e.expected, e.reason);
       case 'TaskFinished':
-        return this.taskFinished(e);
+        return this.taskFinished(e.worker, e);
+      case 'TasksFinished':
+        // One event for a worker's whole batch: the transitions settle once, at the end.
+        for (const t of e.tasks) this.taskFinished(e.worker, t);
+        return;
       case 'TaskErred': {
         const ts = this.tasks.get(e.key);
         if (!ts || ts.state !== 'processing' || ts.processingOn?.address !== e.worker) return;
@@ -508,8 +514,8 @@ export class SchedulerState {
     this.checkRetirements();
   }
 
-  private taskFinished(e: Extract<SchedulerEvent, { type: 'TaskFinished' }>): void {
-    const ws = this.workers.get(e.worker);
+  private taskFinished(worker: string, e: FinishedTask): void {
+    const ws = this.workers.get(worker);
     const ts = this.tasks.get(e.key);
     if (!ws) return;
     if (!ts || ts.state === 'released' || ts.state === 'forgotten' || ts.state === 'erred') {
@@ -1032,9 +1038,13 @@ export class SchedulerState {
   /** One string per task group (the key before its last '-'), shared by all its tasks. */
   private internGroup(key: string): string {
     const dash = key.lastIndexOf('-');
+    // Consecutive tasks mostly share a group (a map): compare in place, no slice per task.
+    const last = this.lastGroup;
+    if (dash > 0 && dash === last.length && key.startsWith(last)) return last;
     const group = dash > 0 ? key.slice(0, dash) : key;
     let shared = this.groups.get(group);
     if (shared === undefined) this.groups.set(group, (shared = group));
+    if (dash > 0) this.lastGroup = shared;
     return shared;
   }
 

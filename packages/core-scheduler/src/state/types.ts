@@ -93,6 +93,16 @@ interface Base {
   stimulusId: string;
 }
 
+/** A task a worker finished (TaskFinished, or one entry of TasksFinished). */
+export interface FinishedTask {
+  key: string;
+  value: EncodedValue | null;
+  nbytes: number;
+  typeName: string;
+  startMs: number;
+  stopMs: number;
+}
+
 export type SchedulerEvent =
   | (Base & { type: 'ClientConnected'; client: string })
   | (Base & { type: 'ClientDisconnected'; client: string })
@@ -102,16 +112,9 @@ export type SchedulerEvent =
   | (Base & { type: 'ClientWantsKeys'; client: string; keys: string[] })
   | (Base & { type: 'WorkerAdded'; worker: WorkerSpec })
   | (Base & { type: 'WorkerRemoved'; worker: string; expected: boolean; reason: string })
-  | (Base & {
-      type: 'TaskFinished';
-      worker: string;
-      key: string;
-      value: EncodedValue | null;
-      nbytes: number;
-      typeName: string;
-      startMs: number;
-      stopMs: number;
-    })
+  | (Base & FinishedTask & { type: 'TaskFinished'; worker: string })
+  /** Many tasks one worker finished: the same as a TaskFinished for each, in order. */
+  | (Base & { type: 'TasksFinished'; worker: string; tasks: FinishedTask[] })
   | (Base & { type: 'TaskErred'; worker: string; key: string; error: ErrorInfo; startMs: number; stopMs: number })
   | (Base & { type: 'ReplicasAdded'; worker: string; keys: WhoHasInfo[] })
   | (Base & { type: 'WorkerReleasedKeys'; worker: string; keys: string[] })
