@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getEventListeners } from 'node:events';
 import type { Server } from '@grpc/grpc-js';
 import { Encoding, WorkerServiceClient, WorkerServiceService, type GetDataResponse, type Value } from '@skein/protocol';
 import { CHANNEL_OPTIONS, bindServer, decodeValue, encodeValue, inlineFunction, insecureChannel, newServer, shutdownServer } from '@skein/common';
@@ -138,6 +139,14 @@ describe('WorkerService with the bulk path', () => {
       expect(got.buffer).toBeInstanceOf(SharedArrayBuffer);
       expect(Buffer.compare(got, big)).toBe(0);
       expect(decodeValue(viaBulk.data.get('small'))).toEqual([1, 2]);
+
+      // The worker's abort signal outlives every fetch: a listener left on it kept each fetched
+      // value alive until the worker closed (a 500 MB input per run grew the worker by 500 MB).
+      const abort = new AbortController();
+      await fetchData(peers.get(address), address, ['big', 'small'], 'test', 0, abort.signal);
+      await fetchData(peers.get(address), address, ['big'], 'test', 0, abort.signal, false);
+      await expect(fetchData(peers.get(address), address, ['big'], 'test', 1e-3, abort.signal)).rejects.toThrow(/failed/);
+      expect(getEventListeners(abort.signal, 'abort')).toHaveLength(0);
 
       const viaChunks = await fetchData(peers.get(address), address, ['big'], 'test', 0, undefined, false);
       expect(viaChunks.data.get('big')!.data.buffer).not.toBeInstanceOf(SharedArrayBuffer);

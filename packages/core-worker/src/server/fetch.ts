@@ -50,7 +50,19 @@ export function fetchData(
   signal?: AbortSignal,
   acceptBulk = true,
 ): Promise<FetchResult> {
-  return new Promise((resolve, reject) => {
+  return new Promise((resolveFetch, rejectFetch) => {
+    // The abort listener goes when the fetch settles: the signal lives as long as the worker, and
+    // a listener left on it would keep this closure, and every value fetched here, alive.
+    const onAbort = () => fail('cancelled: the worker is closing');
+    const settled = () => signal?.removeEventListener('abort', onAbort);
+    const resolve = (r: FetchResult) => {
+      settled();
+      resolveFetch(r);
+    };
+    const reject = (e: Error) => {
+      settled();
+      rejectFetch(e);
+    };
     const data = new Map<string, Value>();
     const missing: string[] = [];
     let current: { key: string; buf: Buffer; offset: number; encoding: number } | undefined;
@@ -65,7 +77,7 @@ export function fetchData(
     const call = client.getData({ keys: [...keys], requester, acceptBulk }, timeoutMs > 0 ? { deadline: Date.now() + timeoutMs } : {});
     const bulk: Promise<void>[] = [];
     let failed = false;
-    signal?.addEventListener('abort', () => fail('cancelled: the worker is closing'), { once: true });
+    signal?.addEventListener('abort', onAbort, { once: true });
     const fail = (msg: string, cause?: unknown) => {
       if (failed) return;
       failed = true;
