@@ -49,6 +49,7 @@ import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
 import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, toWireBatch, type Outgoing } from './server/convert.js';
 import { PeerClients, fetchData } from './server/fetch.js';
+import { ReleasedMemory, fullGcFunction } from './runtime/gc.js';
 import { MainThreadRunner } from './server/run.js';
 import { createWorkerService } from './server/service.js';
 
@@ -91,6 +92,12 @@ export class Worker {
   private bulk: BulkServer | undefined;
   private readonly peers = new PeerClients();
   private readonly runner = new MainThreadRunner();
+  /** Runs full GCs after large frees, so released values leave RSS at once (runtime/gc.ts). */
+  readonly releasedMemory = new ReleasedMemory(() => {
+    (this.mainGc ??= fullGcFunction() ?? (() => undefined))();
+    this.pool?.collectGarbage();
+  });
+  private mainGc: (() => void) | undefined;
   private session: Session | undefined;
   private readonly lifecycle = new Lifecycle('worker');
   private readonly log: Logger;
@@ -518,6 +525,7 @@ export class Worker {
           this.send(a.message);
           break;
         case 'ReleaseData':
+          this.releasedMemory.add(a.nbytes);
           break;
         case 'RemoveSpilled':
           if (this.store) void this.trackDisk(this.store.remove(a.files));

@@ -115,7 +115,7 @@ describe('WorkerState: spilling', () => {
     expect(fin).toMatchObject({ type: 'SendToScheduler', message: { type: 'TaskFinished', key: 'k0', nbytes: 10, value: undefined } });
     const acts = s.handle({ type: 'FreeKeys', keys: ['k0'], stimulusId: 'free' });
     expect(acts).toContainEqual({ type: 'RemoveSpilled', files: ['f1'], stimulusId: 'free' });
-    expect(acts).toContainEqual({ type: 'ReleaseData', keys: ['k0'], stimulusId: 'free' });
+    expect(acts).toContainEqual({ type: 'ReleaseData', keys: ['k0'], nbytes: 0, stimulusId: 'free' });
     expect([s.managedBytes, s.spilledBytes, s.data.size]).toEqual([20, 0, 1]);
     s.handle({ type: 'FreeKeys', keys: ['k1'], stimulusId: 'free2' });
     expect(s.spillCandidates(1000)).toEqual([]);

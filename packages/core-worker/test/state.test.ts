@@ -207,7 +207,7 @@ describe('WorkerState: free, steal, replicas', () => {
     const acts = s.handle({ type: 'FreeKeys', keys: ['x', 'unknown'], stimulusId: 'free' });
     expect(acts).toEqual([
       { type: 'SendToScheduler', stimulusId: 'free', message: { type: 'KeysReleased', keys: ['x'], stimulusId: 'free' } },
-      { type: 'ReleaseData', keys: ['x'], stimulusId: 'free' },
+      { type: 'ReleaseData', keys: ['x'], nbytes: 1, stimulusId: 'free' },
     ]);
     expect(s.tasks.size).toBe(0);
     expect(s.managedBytes).toBe(0);

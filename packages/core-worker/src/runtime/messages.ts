@@ -65,7 +65,8 @@ export interface DoneBatch {
   packed: Uint8Array | null;
 }
 
-export type ToThread = { t: 'init'; modules: string[] } | RunBatch;
+/** `gc`: run a full collection (after the worker released large values; see gc.ts). */
+export type ToThread = { t: 'init'; modules: string[] } | { t: 'gc' } | RunBatch;
 
 /** Byte arrays up to this size are packed into the batch's buffer. */
 export const PACK_MAX_BYTES = 1024;

@@ -113,6 +113,11 @@ export class ThreadPool {
     if (source && !this.sources.has(hash)) this.sources.set(hash, source);
   }
 
+  /** Asks every thread for a full garbage collection (see gc.ts). */
+  collectGarbage(): void {
+    for (const s of this.slots) s.thread.postMessage({ t: 'gc' } satisfies ToThread);
+  }
+
   hasFunction(hash: string): boolean {
     return this.sources.has(hash);
   }

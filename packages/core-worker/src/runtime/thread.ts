@@ -9,8 +9,10 @@ import { compileFunction, explainReferenceError, toRemoteError, typeName, SkeinE
 import { decodeArgs, encodeResult, exactBytes, asBuffer, loadModules, unknownFunctionError } from './execute.js';
 import { PACK_MAX_BYTES, decodeRun, encodeDone, type FromThread, type ThreadResult, type ThreadTask, type ToThread } from './messages.js';
 import { Packer } from './pack.js';
+import { fullGcFunction } from './gc.js';
 
 const port = parentPort!;
+let fullGc: (() => void) | undefined;
 let registered = new Map<string, Function>();
 let modules: string[] = [];
 const inline = new Map<string, Function>();
@@ -144,6 +146,9 @@ port.on('message', (msg: ToThread) => {
     case 'run':
       for (const task of decodeRun(msg)) queue.push({ task, packed: msg.packed });
       if (!running) void loop();
+      return;
+    case 'gc':
+      (fullGc ??= fullGcFunction() ?? (() => undefined))();
       return;
   }
 });

@@ -262,6 +262,8 @@ export interface SendToSchedulerAction {
 export interface ReleaseDataAction {
   type: 'ReleaseData';
   keys: string[];
+  /** Bytes these keys held in memory (0 for spilled ones): the shell returns large frees to the OS. */
+  nbytes: number;
   stimulusId: string;
 }
 

@@ -627,15 +627,17 @@ export class WorkerState {
     },
     'memory->released': function (ts, ctx) {
       const v = this.data.get(ts.key);
+      let nbytes = 0;
       if (isSpilled(v)) {
         this.spilledBytes -= v.nbytes;
         ctx.actions.push({ type: 'RemoveSpilled', files: [v.file], stimulusId: ctx.stimulusId });
       } else if (v) {
-        this.managedBytes -= v.data.byteLength;
+        nbytes = v.data.byteLength;
+        this.managedBytes -= nbytes;
         this.lruRemove(ts);
       }
       this.data.delete(ts.key);
-      ctx.actions.push({ type: 'ReleaseData', keys: [ts.key], stimulusId: ctx.stimulusId });
+      ctx.actions.push({ type: 'ReleaseData', keys: [ts.key], nbytes, stimulusId: ctx.stimulusId });
       this.setState(ts, 'released', ctx);
     },
     'error->released': function (ts, ctx) {
