@@ -46,3 +46,4 @@ export { Lifecycle, type LifecycleStatus } from './lifecycle.js';
 export { parseBytes, parseMemoryLimit, formatBytes, cpuCount } from './units.js';
 export { createLogger, type Logger, type LogLevel } from './log.js';
 export { buildValueColumn, readValueColumn, splitByCounts, checkColumn, type ColumnValue } from './columns.js';
+export { TransitionLog, type LoggedTransition } from './transition-log.js';

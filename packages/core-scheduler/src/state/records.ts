@@ -352,65 +352,6 @@ export class Recommendations {
   }
 }
 
-const STATE_CODES = ['released', 'waiting', 'no-worker', 'queued', 'processing', 'memory', 'erred', 'forgotten'] as const;
-type StateName = (typeof STATE_CODES)[number];
-
-/**
- * A bounded ring of transitions stored column-wise (no object per record), so logging every
- * transition of millions of tasks costs little memory and no garbage.
- */
-export class TransitionLog {
-  private readonly keys: string[];
-  private readonly starts: Uint8Array;
-  private readonly finishes: Uint8Array;
-  private readonly stimuli: string[];
-  private readonly times: Float64Array;
-  private readonly workers: string[];
-  private next = 0;
-  private count = 0;
-
-  constructor(readonly capacity: number) {
-    this.keys = new Array<string>(capacity);
-    this.stimuli = new Array<string>(capacity);
-    this.workers = new Array<string>(capacity);
-    this.starts = new Uint8Array(capacity);
-    this.finishes = new Uint8Array(capacity);
-    this.times = new Float64Array(capacity);
-  }
-
-  push(key: string, start: StateName, finish: StateName, stimulusId: string, timeMs: number, worker: string): void {
-    const i = this.next;
-    this.keys[i] = key;
-    this.starts[i] = STATE_CODES.indexOf(start);
-    this.finishes[i] = STATE_CODES.indexOf(finish);
-    this.stimuli[i] = stimulusId;
-    this.times[i] = timeMs;
-    this.workers[i] = worker;
-    this.next = (i + 1) % this.capacity;
-    if (this.count < this.capacity) this.count++;
-  }
-
-  /** Records of the given keys, oldest first. */
-  select(keys: ReadonlySet<string>): Array<{ key: string; start: StateName; finish: StateName; stimulusId: string; timeMs: number; worker: string }> {
-    const out = [];
-    const first = this.count < this.capacity ? 0 : this.next;
-    for (let n = 0; n < this.count; n++) {
-      const i = (first + n) % this.capacity;
-      const key = this.keys[i]!;
-      if (!keys.has(key)) continue;
-      out.push({
-        key,
-        start: STATE_CODES[this.starts[i]!]!,
-        finish: STATE_CODES[this.finishes[i]!]!,
-        stimulusId: this.stimuli[i]!,
-        timeMs: this.times[i]!,
-        worker: this.workers[i]!,
-      });
-    }
-    return out;
-  }
-}
-
 /** Bytes as a one-byte string (a loop for the short arguments of most tasks: 3x faster than a Buffer view's toString). */
 function latin1(data: Uint8Array): string {
   if (data.length > 16) return Buffer.from(data.buffer, data.byteOffset, data.length).toString('latin1');

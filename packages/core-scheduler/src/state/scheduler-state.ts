@@ -1,4 +1,5 @@
-import { Recommendations, TaskHeap, TaskRecord, TransitionLog, WorkerRecord, hasKeys } from './records.js';
+import { TransitionLog } from '@skein/common';
+import { Recommendations, TaskHeap, TaskRecord, WorkerRecord, hasKeys } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
 import type {
   ClientReport,
@@ -31,6 +32,7 @@ export class InvalidTransitionError extends Error {
 
 type Transition = (ts: TaskRecord) => TaskStateName;
 
+const TASK_STATES: readonly TaskStateName[] = ['released', 'waiting', 'no-worker', 'queued', 'processing', 'memory', 'erred', 'forgotten'];
 const ACTIVE: ReadonlySet<TaskStateName> = new Set(['waiting', 'queued', 'no-worker', 'processing']);
 const STEALABLE_WORKER_STATES = new Set(['ready', 'waiting', 'fetch', 'flight', 'constrained', 'released', 'missing', 'cancelled', 'unknown']);
 const BYTES_PER_MS = 100_000; // assumed network bandwidth for placement (100 MB/s)
@@ -55,7 +57,7 @@ export class SchedulerState {
   };
   private readonly queue = new TaskHeap();
   private readonly unrunnable = new Set<TaskRecord>();
-  private readonly log: TransitionLog;
+  private readonly log: TransitionLog<TaskStateName>;
   private sequence = 0;
   private readonly groupDurationMs = new Map<string, number>();
   private avgDurationMs = -1;
@@ -83,7 +85,7 @@ export class SchedulerState {
       validate: false,
       ...opts,
     };
-    this.log = new TransitionLog(this.opts.logSize);
+    this.log = new TransitionLog(this.opts.logSize, TASK_STATES);
     const place = this.place;
     const toReleased = this.activeToReleased;
     const toErred = this.toErred;

@@ -57,18 +57,9 @@ export interface TaskCall {
   readonly resultEncoding?: number;
 }
 
-export type TaskStateName =
-  | 'released'
-  | 'waiting'
-  | 'fetch'
-  | 'flight'
-  | 'missing'
-  | 'ready'
-  | 'executing'
-  | 'memory'
-  | 'error'
-  | 'cancelled'
-  | 'forgotten';
+/** Every task state of the worker (also the transition log's codes). */
+export const TASK_STATES = ['released', 'waiting', 'fetch', 'flight', 'missing', 'ready', 'executing', 'memory', 'error', 'cancelled', 'forgotten'] as const;
+export type TaskStateName = (typeof TASK_STATES)[number];
 
 // ---------------------------------------------------------------------------------------------
 // Events: facts that happened (commands from the scheduler, results of async work).

@@ -15,9 +15,9 @@
  * intrusive LRU list (links on the task records, so a touch allocates nothing); the shell picks
  * spill candidates from its cold end with `spillCandidates`.
  */
-import { SkeinError } from '@skein/common';
+import { SkeinError, TransitionLog } from '@skein/common';
 import { Heap } from './heap.js';
-import { isSpilled, storedBytes } from './types.js';
+import { TASK_STATES, isSpilled, storedBytes } from './types.js';
 import type {
   Encoded,
   StoredValue,
@@ -152,9 +152,8 @@ export class WorkerState {
   private constrained: TaskRecord[] = [];
   private readyCount = 0;
   private tokens = 0;
-  private readonly log: TransitionRecord[] = [];
-  private logStart = 0;
-  private readonly logLength: number;
+  /** Every transition, column by column in a bounded ring (no object per transition). */
+  private readonly log: TransitionLog<TaskStateName>;
   /** Tasks handed to threads at once: more while tasks are tiny (see executionWindow). */
   maxExecuting: number;
   private readonly baseExecuting: number;
@@ -170,7 +169,7 @@ export class WorkerState {
     this.maxExecuting = this.baseExecuting;
     this.maxIncomingTransfers = config.maxIncomingTransfers ?? 8;
     this.targetGatherBytes = config.targetGatherBytes ?? 50e6;
-    this.logLength = config.logLength ?? 100_000;
+    this.log = new TransitionLog(config.logLength ?? 100_000, TASK_STATES);
   }
 
   /** Tasks waiting for a thread. */
@@ -220,12 +219,16 @@ export class WorkerState {
 
   /** Every recorded transition of `key`, oldest first. */
   story(key: string): TransitionRecord[] {
-    return this.transitionLog().filter((r) => r.key === key);
+    return this.records(new Set([key]));
   }
 
   /** The bounded transition log, oldest first. */
   transitionLog(): TransitionRecord[] {
-    return [...this.log.slice(this.logStart), ...this.log.slice(0, this.logStart)];
+    return this.records();
+  }
+
+  private records(keys?: ReadonlySet<string>): TransitionRecord[] {
+    return this.log.select(keys).map((r) => ({ key: r.key, start: r.start, finish: r.finish, stimulusId: r.stimulusId, timeMs: r.timeMs }));
   }
 
   // ------------------------------------------------------------------------------------------
@@ -685,12 +688,7 @@ export class WorkerState {
   }
 
   private setState(ts: TaskRecord, finish: TaskStateName, ctx: Ctx): void {
-    const rec: TransitionRecord = { key: ts.key, start: ts.state, finish, stimulusId: ctx.stimulusId, timeMs: ctx.nowMs };
-    if (this.log.length < this.logLength) this.log.push(rec);
-    else {
-      this.log[this.logStart] = rec;
-      this.logStart = (this.logStart + 1) % this.logLength;
-    }
+    this.log.push(ts.key, ts.state, finish, ctx.stimulusId, ctx.nowMs);
     ts.state = finish;
   }
 
