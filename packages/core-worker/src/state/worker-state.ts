@@ -42,13 +42,13 @@ export interface TaskRecord {
   sequence: number;
   resources: Record<string, number>;
   /** Tasks this one needs (only while it has not finished). */
-  readonly dependencies: Set<string>;
+  dependencies: Set<string>;
   /** Unfinished tasks here that need this one. */
-  readonly dependents: Set<string>;
+  dependents: Set<string>;
   /** Dependencies not yet in memory. */
-  readonly waitingFor: Set<string>;
+  waitingFor: Set<string>;
   /** Peers holding this key. */
-  readonly whoHas: Set<string>;
+  whoHas: Set<string>;
   nbytes: number;
   typeName: string;
   /** The scheduler knows this key here: assigned, a replica, or held across a reconnect. */
@@ -122,6 +122,35 @@ interface ReadyEntry {
 }
 
 /** The worker's pure state machine. */
+/**
+ * The set every task starts with for its dependencies, dependents, inputs still awaited and peers
+ * holding it, until it needs one of its own (addTo): most tasks of a map have none of them, and
+ * four Sets per task were a large share of a worker's garbage. Deleting from it or clearing it does
+ * nothing; adding to it is a bug and throws.
+ */
+const NONE: Set<string> = new (class EmptySet extends Set<string> {
+  override add(): this {
+    throw new SkeinError('internal', 'a task added to the shared empty set; use addTo');
+  }
+})();
+
+/** Resources of a task that needs none (shared; never mutated). */
+const NO_RESOURCES: Record<string, number> = Object.freeze({}) as Record<string, number>;
+
+type SetField = 'dependencies' | 'dependents' | 'waitingFor' | 'whoHas';
+
+/** Adds to one of a task's sets, giving it a set of its own first if it still has the shared one. */
+function addTo(ts: TaskRecord, field: SetField, value: string): void {
+  let set = ts[field];
+  if (set === NONE) ts[field] = set = new Set();
+  set.add(value);
+}
+
+function hasAnyKey(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
+}
+
 export class WorkerState {
   readonly tasks = new Map<string, TaskRecord>();
   /**
@@ -273,13 +302,13 @@ export class WorkerState {
         // Set up (again): the spec of a task already under way is not changed.
         ts.priority = ev.priority;
         ts.sequence = ev.sequence;
-        ts.resources = { ...ev.resources };
+        ts.resources = hasAnyKey(ev.resources) ? { ...ev.resources } : NO_RESOURCES;
         for (const dep of ev.dependencies) {
           if (dep === ev.key) continue;
           const d = this.tasks.get(dep) ?? this.newTask(dep);
-          d.dependents.add(ts.key);
-          ts.dependencies.add(dep);
-          for (const w of ev.whoHas[dep] ?? []) if (w !== this.config.address) d.whoHas.add(w);
+          addTo(d, 'dependents', ts.key);
+          addTo(ts, 'dependencies', dep);
+          for (const w of ev.whoHas[dep] ?? []) if (w !== this.config.address) addTo(d, 'whoHas', w);
           const nb = ev.nbytes[dep];
           if (nb !== undefined && d.state !== 'memory') d.nbytes = nb;
           const inline = ev.inlineInputs[dep];
@@ -313,7 +342,7 @@ export class WorkerState {
           const ts = this.tasks.get(key) ?? this.newTask(key);
           ts.wanted = true;
           ts.replica = true;
-          for (const w of workers) if (w !== this.config.address) ts.whoHas.add(w);
+          for (const w of workers) if (w !== this.config.address) addTo(ts, 'whoHas', w);
           const nb = ev.nbytes[key];
           if (nb !== undefined && ts.state !== 'memory') ts.nbytes = nb;
           switch (ts.state) {
@@ -493,10 +522,10 @@ export class WorkerState {
       for (const dep of ts.dependencies) {
         const d = this.tasks.get(dep)!;
         if (d.state === 'memory' || ctx.recs.get(dep) === 'memory') {
-          if (d.state !== 'memory') ts.waitingFor.add(dep);
+          if (d.state !== 'memory') addTo(ts, 'waitingFor', dep);
           continue;
         }
-        ts.waitingFor.add(dep);
+        addTo(ts, 'waitingFor', dep);
         if (d.state === 'released' || d.state === 'missing') {
           if (!ctx.recs.has(dep)) ctx.recs.set(dep, d.whoHas.size > 0 ? 'fetch' : 'missing');
         } else if (d.state === 'cancelled') {
@@ -540,7 +569,7 @@ export class WorkerState {
     },
     'ready->executing': function (ts, ctx) {
       this.readyCount--;
-      for (const [r, n] of Object.entries(ts.resources)) this.availableResources[r] = (this.availableResources[r] ?? 0) - n;
+      if (ts.resources !== NO_RESOURCES) for (const [r, n] of Object.entries(ts.resources)) this.availableResources[r] = (this.availableResources[r] ?? 0) - n;
       this.executing.add(ts.key);
       this.setState(ts, 'executing', ctx);
       const inputs: Array<[string, StoredValue]> = [];
@@ -554,7 +583,7 @@ export class WorkerState {
     'ready->released': function (ts, ctx) {
       this.readyCount--;
       ts.readyToken = -1;
-      if (Object.keys(ts.resources).length > 0) this.constrained = this.constrained.filter((t) => t !== ts);
+      if (hasAnyKey(ts.resources)) this.constrained = this.constrained.filter((t) => t !== ts);
       this.unlinkDependencies(ts, ctx);
       this.setState(ts, 'released', ctx);
     },
@@ -702,11 +731,11 @@ export class WorkerState {
       call: undefined,
       priority: 0,
       sequence: 0,
-      resources: {},
-      dependencies: new Set(),
-      dependents: new Set(),
-      waitingFor: new Set(),
-      whoHas: new Set(),
+      resources: NO_RESOURCES,
+      dependencies: NONE,
+      dependents: NONE,
+      waitingFor: NONE,
+      whoHas: NONE,
       nbytes: 0,
       typeName: '',
       wanted: false,
@@ -751,7 +780,7 @@ export class WorkerState {
 
   private finishExecution(ts: TaskRecord): void {
     this.executing.delete(ts.key);
-    for (const [r, n] of Object.entries(ts.resources)) this.availableResources[r] = (this.availableResources[r] ?? 0) + n;
+    if (ts.resources !== NO_RESOURCES) for (const [r, n] of Object.entries(ts.resources)) this.availableResources[r] = (this.availableResources[r] ?? 0) + n;
   }
 
   private inlineValue(key: string): Encoded | undefined {
@@ -884,7 +913,7 @@ export class WorkerState {
 
   private enqueueReady(ts: TaskRecord): void {
     this.readyCount++;
-    if (Object.keys(ts.resources).length > 0) {
+    if (hasAnyKey(ts.resources)) {
       let i = this.constrained.length;
       while (i > 0 && better(ts, this.constrained[i - 1]!)) i--;
       this.constrained.splice(i, 0, ts);
