@@ -109,7 +109,7 @@ export class TaskRecord {
       key: this.key,
       fn: this.fn,
       args: { encoding: this.argsEncoding, data: typeof args === 'string' ? Buffer.from(args, 'latin1') : args },
-      dependencies: this.dependencies.map((d) => d.key),
+      dependencies: this.dependencies.length ? this.dependencies.map((d) => d.key) : NONE,
       priority: this.priority,
       retries: this.retriesLeft,
       resources: r ? r.resources : NO_RESOURCES,

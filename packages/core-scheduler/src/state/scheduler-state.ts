@@ -33,6 +33,8 @@ export class InvalidTransitionError extends Error {
 type Transition = (ts: TaskRecord) => TaskStateName;
 
 const TASK_STATES: readonly TaskStateName[] = ['released', 'waiting', 'no-worker', 'queued', 'processing', 'memory', 'erred', 'forgotten'];
+const NO_WHO_HAS: WhoHasInfo[] = Object.freeze([]) as unknown as WhoHasInfo[];
+const NO_INLINE_INPUTS: Array<[string, { encoding: number; data: Uint8Array }]> = Object.freeze([]) as unknown as Array<[string, { encoding: number; data: Uint8Array }]>;
 const ACTIVE: ReadonlySet<TaskStateName> = new Set(['waiting', 'queued', 'no-worker', 'processing']);
 const STEALABLE_WORKER_STATES = new Set(['ready', 'waiting', 'fetch', 'flight', 'constrained', 'released', 'missing', 'cancelled', 'unknown']);
 const BYTES_PER_MS = 100_000; // assumed network bandwidth for placement (100 MB/s)
@@ -731,8 +733,10 @@ export class SchedulerState {
   private assign(ts: TaskRecord, ws: WorkerRecord): void {
     ts.processingOn = ws;
     ws.processing.add(ts);
-    const whoHas: WhoHasInfo[] = [];
-    const inlineInputs: Array<[string, { encoding: number; data: Uint8Array }]> = [];
+    // Most tasks of a map have no inputs: they share the frozen empty lists.
+    const hasDeps = ts.dependencies.length > 0;
+    const whoHas: WhoHasInfo[] = hasDeps ? [] : NO_WHO_HAS;
+    const inlineInputs: Array<[string, { encoding: number; data: Uint8Array }]> = hasDeps ? [] : NO_INLINE_INPUTS;
     for (const dep of ts.dependencies) {
       if (dep.inline) inlineInputs.push([dep.key, dep.inline]);
       else whoHas.push({ key: dep.key, workers: dep.whoHas.map((w) => w.address), nbytes: dep.nbytes });
@@ -786,7 +790,9 @@ export class SchedulerState {
       if (d.state === 'waiting' && --d.waitingCount === 0) this.recs.set(d, 'processing');
     }
     this.leaveDependencies(ts);
-    for (const c of ts.wanters()) this.report(c, this.inMemoryReport(ts));
+    const wants = ts.whoWants;
+    if (typeof wants === 'string') this.report(wants, this.inMemoryReport(ts));
+    else if (wants !== null) for (const c of wants) this.report(c, this.inMemoryReport(ts));
     if (ts.broadcast) {
       const whoHas = [{ key: ts.key, workers: ts.whoHas.map((w) => w.address), nbytes: ts.nbytes }];
       for (const other of this.workers.values()) {
