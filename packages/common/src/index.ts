@@ -47,3 +47,4 @@ export { parseBytes, parseMemoryLimit, formatBytes, cpuCount } from './units.js'
 export { createLogger, type Logger, type LogLevel } from './log.js';
 export { buildValueColumn, readValueColumn, splitByCounts, checkColumn, type ColumnValue } from './columns.js';
 export { TransitionLog, type LoggedTransition } from './transition-log.js';
+export { hasKeys } from './objects.js';

@@ -15,9 +15,9 @@ import type {
   WorkerHello,
   WorkerInfo,
 } from '@skein/protocol';
-import { buildValueColumn, checkColumn, readValueColumn, splitByCounts } from '@skein/common';
+import { buildValueColumn, checkColumn, hasKeys, readValueColumn, splitByCounts } from '@skein/common';
 import type { ClientReport, ComputeAction, EncodedValue, ErrorInfo, FinishedTask, SchedulerEvent, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
-import { hasKeys, type WorkerRecord } from '../state/records.js';
+import type { WorkerRecord } from '../state/records.js';
 
 export function taskDefFromSpec(spec: TaskSpec): TaskDef {
   const fn = spec.function?.kind;

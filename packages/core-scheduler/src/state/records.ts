@@ -1,3 +1,4 @@
+import { hasKeys } from '@skein/common';
 import type { EncodedValue, ErrorInfo, FunctionId, MetricSample, TaskDef, TaskStateName, WorkerMetrics } from './types.js';
 
 /** Restrictions on where a task may run; most tasks have none (null), so they cost nothing. */
@@ -358,10 +359,4 @@ function latin1(data: Uint8Array): string {
   let s = '';
   for (let i = 0; i < data.length; i++) s += String.fromCharCode(data[i]!);
   return s;
-}
-
-/** Whether an object has an own enumerable key, without allocating a key list (hot path). */
-export function hasKeys(o: object): boolean {
-  for (const _ in o) return true;
-  return false;
 }

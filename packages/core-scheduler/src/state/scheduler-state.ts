@@ -1,5 +1,5 @@
-import { TransitionLog } from '@skein/common';
-import { Recommendations, TaskHeap, TaskRecord, WorkerRecord, hasKeys } from './records.js';
+import { TransitionLog, hasKeys } from '@skein/common';
+import { Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
 import type {
   ClientReport,

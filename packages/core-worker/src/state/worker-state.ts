@@ -15,7 +15,7 @@
  * intrusive LRU list (links on the task records, so a touch allocates nothing); the shell picks
  * spill candidates from its cold end with `spillCandidates`.
  */
-import { SkeinError, TransitionLog } from '@skein/common';
+import { SkeinError, TransitionLog, hasKeys } from '@skein/common';
 import { Heap } from './heap.js';
 import { TASK_STATES, isSpilled, storedBytes } from './types.js';
 import type {
@@ -144,11 +144,6 @@ function addTo(ts: TaskRecord, field: SetField, value: string): void {
   let set = ts[field];
   if (set === NONE) ts[field] = set = new Set();
   set.add(value);
-}
-
-function hasAnyKey(o: object): boolean {
-  for (const _ in o) return true;
-  return false;
 }
 
 export class WorkerState {
@@ -302,7 +297,7 @@ export class WorkerState {
         // Set up (again): the spec of a task already under way is not changed.
         ts.priority = ev.priority;
         ts.sequence = ev.sequence;
-        ts.resources = hasAnyKey(ev.resources) ? { ...ev.resources } : NO_RESOURCES;
+        ts.resources = hasKeys(ev.resources) ? { ...ev.resources } : NO_RESOURCES;
         for (const dep of ev.dependencies) {
           if (dep === ev.key) continue;
           const d = this.tasks.get(dep) ?? this.newTask(dep);
@@ -583,7 +578,7 @@ export class WorkerState {
     'ready->released': function (ts, ctx) {
       this.readyCount--;
       ts.readyToken = -1;
-      if (hasAnyKey(ts.resources)) this.constrained = this.constrained.filter((t) => t !== ts);
+      if (hasKeys(ts.resources)) this.constrained = this.constrained.filter((t) => t !== ts);
       this.unlinkDependencies(ts, ctx);
       this.setState(ts, 'released', ctx);
     },
@@ -913,7 +908,7 @@ export class WorkerState {
 
   private enqueueReady(ts: TaskRecord): void {
     this.readyCount++;
-    if (hasAnyKey(ts.resources)) {
+    if (hasKeys(ts.resources)) {
       let i = this.constrained.length;
       while (i > 0 && better(ts, this.constrained[i - 1]!)) i--;
       this.constrained.splice(i, 0, ts);
