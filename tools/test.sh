@@ -37,6 +37,9 @@ node tools/codegen.mjs --check || failed+=("codegen --check")
 step "dependency rules (node tools/check-deps.mjs)"
 node tools/check-deps.mjs || failed+=("check-deps")
 
+step "tests type-check (tsc -p tsconfig.test.json)"
+pnpm exec tsc -p tsconfig.test.json || failed+=("tests type-check")
+
 step "vitest run $*"
 mkdir -p .artifacts
 rm -f .artifacts/vitest.json

@@ -42,6 +42,10 @@ export class FakeScheduler {
       workerSession: (call) => f.onSession(call),
       getInfo: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       getStory: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
+      restartWorkers: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
+      reportWorkerDeath: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
+      getWorkerMetrics: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
+      getAdaptiveTarget: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       retireWorkers: (call, cb) => {
         f.retired.push(...call.request.workers);
         cb(null, { retired: call.request.workers });

@@ -33,7 +33,7 @@ describe('ReleasedMemory', () => {
     let big: Uint8Array | null = new Uint8Array(new SharedArrayBuffer(200 * 1024 * 1024)).fill(1);
     expect(process.memoryUsage().arrayBuffers - before).toBeGreaterThan(150 * 1024 * 1024);
     big = null;
-    const m = new ReleasedMemory(gc, 64 * 1024 * 1024);
+    const m = new ReleasedMemory(gc!, 64 * 1024 * 1024);
     m.add(200 * 1024 * 1024);
     await tick();
     expect(m.collections).toBe(1);

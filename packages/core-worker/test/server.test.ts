@@ -43,7 +43,7 @@ describe('WorkerService', () => {
     const client = peers.get(address);
     const chunks: GetDataResponse[] = [];
     await new Promise<void>((resolve, reject) => {
-      const call = client.getData({ keys: ['big', 'nope', 'small'], requester: 'test' });
+      const call = client.getData({ keys: ['big', 'nope', 'small'], requester: 'test', acceptBulk: false });
       call.on('data', (c: GetDataResponse) => chunks.push(c));
       call.on('error', reject);
       call.on('end', resolve);

@@ -4,7 +4,7 @@ import { A, B, SELF, compute, failure, json, newState, success } from './helpers
 
 const kinds = (actions: WorkerAction[]) =>
   actions.map((a) =>
-    a.type === 'SendToScheduler' ? `send:${a.message.type}:${'key' in a.message ? a.message.key : ''}` : a.type === 'Execute' ? `execute:${a.key}` : a.type === 'GatherDep' ? `gather:${a.worker}:${a.keys.join(',')}` : `release:${a.keys.join(',')}`,
+    a.type === 'SendToScheduler' ? `send:${a.message.type}:${'key' in a.message ? a.message.key : ''}` : a.type === 'Execute' ? `execute:${a.key}` : a.type === 'GatherDep' ? `gather:${a.worker}:${a.keys.join(',')}` : a.type === 'ReleaseData' ? `release:${a.keys.join(',')}` : `remove:${a.files.join(',')}`,
   );
 
 describe('WorkerState: computing', () => {

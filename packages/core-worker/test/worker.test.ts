@@ -145,7 +145,7 @@ describe('Worker shell: column forms (ComputeBatch, TasksFinished)', () => {
     expect(columns.length).toBeGreaterThan(0);
     expect(columns.some((c) => c.keys.length > 1)).toBe(true);
     expect(sched.of('taskErred')).toEqual([]);
-    expect(worker.workerState.data.get('bytes-1')?.data.byteLength).toBe(100 * 1024);
+    expect((worker.workerState.data.get('bytes-1') as { data: Uint8Array } | undefined)?.data.byteLength).toBe(100 * 1024);
   });
 
   it('reports a ComputeBatch per task (TaskFinished) when the Welcome does not have batches', async () => {

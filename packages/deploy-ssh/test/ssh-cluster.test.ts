@@ -112,7 +112,7 @@ describe('SSHCluster on a real sshd', () => {
       connectOptions: { username: PASSWORD_USER, password: PASSWORD, port: SSHD_PORT, knownHosts: KNOWN_HOSTS },
     });
     await using client = await Client.connect(cluster);
-    const uid = await client.submit(() => process.getuid?.() ?? -1, undefined).result();
+    const uid = await client.submit(() => process.getuid?.() ?? -1).result();
     expect(uid).toBeGreaterThan(0); // the password user, not root
     await cluster.close();
     rmSync(pwRoot, { recursive: true, force: true });

@@ -144,7 +144,7 @@ describe('protocol version check', () => {
       const error = await new Promise<Error>((resolve) => {
         call.on('data', (_: ClientSessionResponse) => undefined);
         call.on('error', resolve);
-        call.write({ messages: [{ kind: { $case: 'hello', value: { protocolVersion: '9.0', clientId: 'old' } } }] });
+        call.write({ messages: [{ kind: { $case: 'hello', value: { protocolVersion: '9.0', clientId: 'old', batches: false } } }] });
       });
       expect(error.message).toContain(`speaks skein protocol ${PROTOCOL_VERSION} but the other end speaks 9.0`);
       raw.close();

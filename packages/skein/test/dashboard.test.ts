@@ -23,6 +23,16 @@ function launch(): Promise<Browser> {
   });
 }
 
+// The few DOM types the page.evaluate callbacks use (they run in the browser; the tests are
+// compiled without the DOM library, whose stream types clash with Node's).
+interface PageElement {
+  dataset: Record<string, string | undefined>;
+  style: { width: string };
+  querySelector(selector: string): PageElement | null;
+}
+declare const document: { querySelectorAll(selector: string): ArrayLike<PageElement> };
+type HTMLElement = PageElement;
+
 /** The progress bar of a task group as the page draws it: fractions of each segment. */
 async function progressOf(page: Page, group: string): Promise<{ done: number; memory: number; processing: number; waiting: number; erred: number } | null> {
   return page.evaluate((g) => {

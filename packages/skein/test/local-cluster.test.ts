@@ -55,7 +55,7 @@ describe('LocalCluster with worker processes', () => {
 
   it('passes futures nested in arrays and objects and keeps V8 types', async () => {
     const a = client.submit((n: number) => new Float64Array([n, n * 2]), 3);
-    const b = client.submit(() => new Map([['k', 10n]]), undefined);
+    const b = client.submit(() => new Map([['k', 10n]]));
     const c = client.submit(
       (o: { arr: Float64Array[]; m: Map<string, bigint> }) => o.arr[0]![1]! + Number(o.m.get('k')),
       { arr: [a], m: b } as never,
