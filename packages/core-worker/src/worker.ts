@@ -328,7 +328,14 @@ export class Worker {
         case 'compute': {
           const f = k.value.function;
           if (f?.source) this.pool?.addFunction(f.hash, f.source);
-          events.push(computeTaskEvent(k.value));
+          try {
+            events.push(computeTaskEvent(k.value));
+          } catch (err) {
+            // A ComputeTask without a spec names no task to err; the rest of the message still runs.
+            if (!(err instanceof InvalidArgumentError)) throw err;
+            rejected = true;
+            this.log.error(`rejected a ComputeTask (stimulus ${k.value.stimulusId || '(none)'}): ${err.message}`);
+          }
           break;
         }
         case 'computeBatch': {

@@ -202,6 +202,22 @@ describe('Worker shell: column forms (ComputeBatch, TasksFinished)', () => {
     await sched.waitFor(() => sched.finished().filter((f) => f.key.startsWith('good-')).length === 2);
   });
 
+  it('rejects a ComputeTask without a spec: logs it and runs the rest of the message', async () => {
+    const stderr = vi.spyOn(process.stderr, 'write');
+    cleanup.push(() => stderr.mockRestore());
+    const { sched, worker } = await setup();
+    const bad = computeCmd('x-1', 'add', [1, 2]);
+    const value = (bad.kind as { value: { spec?: unknown; stimulusId: string } }).value;
+    delete value.spec;
+    value.stimulusId = 'no-spec';
+    sched.send(worker.address, bad, computeCmd('ok-2', 'add', [2, 2]));
+    const ok = await sched.waitFor(() => sched.finished().find((f) => f.key === 'ok-2'));
+    expect(decodeValue(ok.value)).toBe(4);
+    const lines = stderr.mock.calls.map(([line]) => String(line));
+    expect(lines.some((l) => /ERROR +worker: rejected a ComputeTask \(stimulus no-spec\): ComputeTask without a spec/.test(l))).toBe(true);
+    expect(worker.status).toBe('running');
+  });
+
   it('pushes many no-op tasks through ComputeBatch and TasksFinished, each finished exactly once', async () => {
     const { sched, worker } = await setup({ nthreads: 2, validate: false }, { batches: true });
     const n = 20_000;
