@@ -658,6 +658,8 @@ export class Worker {
         try {
           const file = await store.write(key, value);
           this.enqueue({ type: 'DataSpilled', key, value, file, stimulusId: this.stimulus('spill') });
+          // The value leaves memory with this event: count it like a release, so RSS drops too.
+          this.releasedMemory.add(value.data.byteLength);
         } catch (err) {
           this.spillBackoffUntil = Date.now() + 5_000;
           this.log.error(`could not spill ${key} to ${store.dir}: ${(err as Error).message}; spilling stops for 5s`);

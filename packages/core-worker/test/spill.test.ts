@@ -48,6 +48,8 @@ describe('Worker memory: spilling', () => {
     const spilled = keys.filter((k) => isSpilled(st.data.get(k)));
     expect(spilled).toEqual(['p0', 'p1']);
     expect(readdirSync(dir)).toHaveLength(2);
+    // spilled bytes count toward the next full GC, like released ones
+    expect(worker.releasedMemory.pending).toBe(2 * n);
     for (const f of readdirSync(dir)) expect(f).toMatch(/^[0-9a-f]{40}-\d+$/);
     // the scheduler hears about it
     const hb = await sched.waitFor(() => sched.of('heartbeat').find((h) => h.spilledBytes === 2 * n));

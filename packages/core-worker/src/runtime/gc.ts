@@ -33,6 +33,11 @@ export class ReleasedMemory {
   /** Full collections run so far (for tests and status). */
   collections = 0;
 
+  /** Bytes released since the last collection. */
+  get pending(): number {
+    return this.released;
+  }
+
   /** @param gc runs the collections (the main thread's and the task threads'). */
   constructor(
     private readonly gc: () => void,
