@@ -27,7 +27,7 @@ import type {
   WorkerInfo,
   EncodedValue,
 } from './types.js';
-import { buildValueColumn, readValueColumn, splitByCounts } from '@skein/common';
+import { InvalidArgumentError, buildValueColumn, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
 
 /** The first message of a session; `batches`: this client reads KeysInMemory. */
 export function helloRequest(protocolVersion: string, clientId: string): ClientSessionRequest {
@@ -185,9 +185,19 @@ export function fromClientUpdate(u: ClientUpdate, emit: (ev: Incoming) => void):
     const n = m.keys.length;
     const where = `KeysInMemory of ${n} keys from the scheduler`;
     const values = readValueColumn(m.values, n, `${where}, values`);
-    const workers = splitByCounts(m.workerCounts, m.workers, n, `${where}, worker_counts`);
+    const typeNames = readStringTable(m.typeNames, m.typeNameIndex, n, `${where}, type_name_index`);
+    const holders = splitByCounts(m.workerCounts, m.workerIndex, n, `${where}, worker_counts`);
+    // Most keys have one holder: one shared list per worker (the client never changes a key's list).
+    const single = new Array<string[] | undefined>(m.workers.length);
+    const address = (id: number): string => {
+      const a = m.workers[id];
+      if (a === undefined) throw new InvalidArgumentError(`${where}: worker index ${id} is past the ${m.workers.length} workers listed.`);
+      return a;
+    };
     for (let i = 0; i < n; i++) {
-      emit({ type: 'KeyInMemory', key: m.keys[i]!, value: values[i] ?? undefined, workers: workers[i]!, nbytes: m.nbytes[i] ?? -1, typeName: m.typeNames[i] ?? '' });
+      const ids = holders[i]!;
+      const workers = ids.length === 1 ? (single[ids[0]!] ??= [address(ids[0]!)]) : ids.map(address);
+      emit({ type: 'KeyInMemory', key: m.keys[i]!, value: values[i] ?? undefined, workers, nbytes: m.nbytes[i] ?? -1, typeName: typeNames[i]! });
     }
     return;
   }

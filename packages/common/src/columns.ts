@@ -113,3 +113,47 @@ export function splitByCounts<T>(counts: readonly number[], items: readonly T[],
 export function checkColumn(length: number, n: number, field: string, where: string): void {
   if (length !== n) throw new InvalidArgumentError(`${where}: ${field} has ${length} entries for ${n} keys; send exactly one per key.`);
 }
+
+/**
+ * Builds a dictionary column: each distinct string once (`list`), and an index per entry
+ * (`index`). For the columns whose values repeat across keys (type names, worker addresses).
+ */
+export class StringTable {
+  readonly list: string[] = [];
+  readonly index: number[] = [];
+  private readonly ids = new Map<string, number>();
+  private last = '';
+  private lastId = -1;
+
+  /** Appends one entry. */
+  add(s: string): void {
+    let id: number;
+    if (s === this.last && this.lastId >= 0) id = this.lastId;
+    else {
+      id = this.ids.get(s) ?? -1;
+      if (id < 0) {
+        id = this.list.length;
+        this.list.push(s);
+        this.ids.set(s, id);
+      }
+      this.last = s;
+      this.lastId = id;
+    }
+    this.index.push(id);
+  }
+}
+
+/**
+ * The entries of a dictionary column that must hold `n` of them: `table[index[i]]`. Throws
+ * InvalidArgumentError, naming `where`, for a wrong count or an index past the table.
+ */
+export function readStringTable(table: readonly string[], index: readonly number[], n: number, where: string): string[] {
+  if (index.length !== n) throw new InvalidArgumentError(`${where}: ${index.length} indexes for ${n} entries; send exactly one per entry.`);
+  const out = new Array<string>(n);
+  for (let i = 0; i < n; i++) {
+    const s = table[index[i]!];
+    if (s === undefined) throw new InvalidArgumentError(`${where}: index ${index[i]} at entry ${i} is past the ${table.length} names listed.`);
+    out[i] = s;
+  }
+  return out;
+}

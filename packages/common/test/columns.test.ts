@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ValueColumn } from '@skein/protocol';
-import { buildValueColumn, readValueColumn, splitByCounts, checkColumn, InvalidArgumentError } from '../src/index.js';
+import { buildValueColumn, readValueColumn, splitByCounts, checkColumn, InvalidArgumentError, StringTable, readStringTable } from '../src/index.js';
 
 const v = (enc: number, s: string) => ({ encoding: enc, data: Buffer.from(s) });
 const str = (x: { data: Uint8Array } | null) => (x ? Buffer.from(x.data).toString() : null);
@@ -42,5 +42,20 @@ describe('splitByCounts', () => {
     expect(() => splitByCounts([1, 1], ['a', 'b', 'c'], 2, 'deps')).toThrow(/add up to 2 but 3 items/);
     expect(() => splitByCounts([], ['a'], 1, 'deps')).toThrow(/without counts/);
     expect(() => checkColumn(1, 2, 'nbytes', 'TasksFinished')).toThrow(/TasksFinished: nbytes has 1 entries for 2 keys/);
+  });
+});
+
+describe('dictionary columns', () => {
+  it('list each distinct string once and index every entry', () => {
+    const t = new StringTable();
+    for (const s of ['number', 'number', 'string', 'number', '', 'string']) t.add(s);
+    expect(t.list).toEqual(['number', 'string', '']);
+    expect(t.index).toEqual([0, 0, 1, 0, 2, 1]);
+    expect(readStringTable(t.list, t.index, 6, 'x')).toEqual(['number', 'number', 'string', 'number', '', 'string']);
+  });
+
+  it('reject an index past the table or a wrong count, naming the place', () => {
+    expect(() => readStringTable(['a'], [0, 1], 2, 'TasksFinished, type_name_index')).toThrow(/TasksFinished, type_name_index: index 1 at entry 1 is past the 1 names listed/);
+    expect(() => readStringTable(['a'], [0], 2, 'K')).toThrow(/K: 1 indexes for 2 entries/);
   });
 });

@@ -132,7 +132,7 @@ describe('toWireBatch', () => {
     const wire = WorkerSessionRequest.decode(WorkerSessionRequest.encode({ messages: toWireBatch(queue, true) }).finish()).messages;
     expect(wire.map((m) => m.kind?.$case)).toEqual(['tasksFinished', 'heartbeat', 'taskFinished', 'keysReleased', 'tasksFinished']);
     const first = wire[0]!.kind!.$case === 'tasksFinished' ? wire[0]!.kind!.value : undefined;
-    expect(first).toMatchObject({ keys: ['a', 'b', 'c'], nbytes: [json(1).data.byteLength, 1000, json('x').data.byteLength], typeNames: ['number', 'number', 'number'], startMs: [10, 11, 12], stopMs: [20, 21, 22], stimulusId: 'task-finished-0' });
+    expect(first).toMatchObject({ keys: ['a', 'b', 'c'], nbytes: [json(1).data.byteLength, 1000, json('x').data.byteLength], typeNames: ['number'], typeNameIndex: [0, 0, 0], startMs: [10, 11, 12], stopMs: [20, 21, 22], stimulusId: 'task-finished-0' });
     const values = readValueColumn(first!.values, 3, 'test');
     expect(values.map((v) => v && [v.encoding, Buffer.from(v.data).toString()])).toEqual([[Encoding.ENCODING_JSON, '1'], null, [Encoding.ENCODING_JSON, '"x"']]);
     expect(wire[2]!.kind).toMatchObject({ $case: 'taskFinished', value: { key: 'd', stimulusId: 'task-finished-3' } });

@@ -10,7 +10,7 @@ import {
   type WorkerSessionRequest,
   type WorkerSessionResponse,
 } from '@skein/protocol';
-import { PROTOCOL_VERSION, bindServer, checkColumn, newServer, readValueColumn, shutdownServer } from '@skein/common';
+import { PROTOCOL_VERSION, bindServer, checkColumn, newServer, readStringTable, readValueColumn, shutdownServer } from '@skein/common';
 
 type Session = ServerDuplexStream<WorkerSessionRequest, WorkerSessionResponse>;
 
@@ -129,16 +129,17 @@ export class FakeScheduler {
         const t = k.value;
         const n = t.keys.length;
         const values = readValueColumn(t.values, n, 'TasksFinished.values');
-        for (const [field, col] of [['nbytes', t.nbytes], ['type_names', t.typeNames], ['start_ms', t.startMs], ['stop_ms', t.stopMs]] as const) {
+        for (const [field, col] of [['nbytes', t.nbytes], ['start_ms', t.startMs], ['stop_ms', t.stopMs]] as const) {
           checkColumn(col.length, n, field, 'TasksFinished');
         }
+        const typeNames = readStringTable(t.typeNames, t.typeNameIndex, n, 'TasksFinished.type_name_index');
         for (let i = 0; i < n; i++) {
           const v = values[i];
           out.push({
             key: t.keys[i]!,
             value: v ? { encoding: v.encoding, data: Buffer.from(v.data) } : undefined,
             nbytes: t.nbytes[i]!,
-            typeName: t.typeNames[i]!,
+            typeName: typeNames[i]!,
             startMs: t.startMs[i]!,
             stopMs: t.stopMs[i]!,
             stimulusId: t.stimulusId,

@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { SchedulerServiceClient, type ClientSessionResponse, type ClientUpdate, type KeysInMemory, TaskSpec, TaskBatch } from '@skein/protocol';
-import { CHANNEL_OPTIONS, PROTOCOL_VERSION, buildValueColumn, decodeValue, encodeValue, grpcTarget, inlineFunction, insecureChannel, makeRef, readValueColumn, splitByCounts } from '@skein/common';
+import { CHANNEL_OPTIONS, PROTOCOL_VERSION, buildValueColumn, decodeValue, encodeValue, grpcTarget, inlineFunction, insecureChannel, makeRef, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
 import { Worker, PeerClients, fetchData } from '@skein/core-worker';
 import { Scheduler } from '@skein/core-scheduler';
 
@@ -77,21 +77,23 @@ async function cluster(validate = true, batches = false) {
 }
 
 /** Every key of the KeysInMemory updates received so far, with its decoded value and holders. */
-function batchedResults(updates: ClientUpdate[]): Map<string, { value: unknown; workers: string[] }> {
-  const out = new Map<string, { value: unknown; workers: string[] }>();
+function batchedResults(updates: ClientUpdate[]): Map<string, { value: unknown; workers: string[]; typeName: string }> {
+  const out = new Map<string, { value: unknown; workers: string[]; typeName: string }>();
   for (const u of updates) {
     if (u.kind?.$case !== 'keysInMemory') continue;
     const m: KeysInMemory = u.kind.value;
     const values = readValueColumn(m.values, m.keys.length, 'test');
-    const workers = splitByCounts(m.workerCounts, m.workers, m.keys.length, 'test');
-    m.keys.forEach((k, i) => out.set(k, { value: values[i] ? decodeValue(values[i]!) : undefined, workers: workers[i]! }));
+    const holders = splitByCounts(m.workerCounts, m.workerIndex, m.keys.length, 'test');
+    const types = readStringTable(m.typeNames, m.typeNameIndex, m.keys.length, 'test');
+    m.keys.forEach((k, i) => out.set(k, { value: values[i] ? decodeValue(values[i]!) : undefined, workers: holders[i]!.map((j) => m.workers[j]!), typeName: types[i]! }));
   }
   return out;
 }
 
 describe('column batches (protocol 1.1)', () => {
   it('runs a TaskBatch, with and without dependencies, and reports the results as KeysInMemory', async () => {
-    const { call, updates, waitFor } = await cluster(true, true);
+    const { call, updates, waitFor, workers } = await cluster(true, true);
+    const workerAddresses = workers.map((w) => w.address);
     const inc = inlineFunction((x: number) => x + 1);
     const n = 300;
     const keys = Array.from({ length: n }, (_, i) => `inc-${i}`);
@@ -126,6 +128,8 @@ describe('column batches (protocol 1.1)', () => {
     for (let i = 0; i < n; i++) expect(got.get(keys[i]!)!.value).toBe(i + 1);
     for (let i = 0; i < n / 2; i++) expect(got.get(sums[i]!)!.value).toBe(2 * i + 1 + 2 * i + 2);
     expect(got.get(keys[0]!)!.workers).toHaveLength(1);
+    expect(workerAddresses).toContain(got.get(keys[0]!)!.workers[0]);
+    expect(got.get(keys[0]!)!.typeName).toBe('number');
     // Nothing came as a per-key KeyInMemory to this client.
     expect(updates.some((u) => u.kind?.$case === 'inMemory')).toBe(false);
   });

@@ -15,7 +15,7 @@ import type {
   WorkerHello,
   WorkerInfo,
 } from '@skein/protocol';
-import { buildValueColumn, checkColumn, hasKeys, readValueColumn, splitByCounts } from '@skein/common';
+import { StringTable, buildValueColumn, checkColumn, hasKeys, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
 import type { ClientReport, ComputeAction, EncodedValue, ErrorInfo, FinishedTask, SchedulerEvent, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
 import type { WorkerRecord } from '../state/records.js';
 
@@ -74,7 +74,7 @@ export function tasksFinishedEvent(m: TasksFinished, worker: string): Extract<Sc
   const where = `TasksFinished of ${n} keys from ${worker}`;
   const values = readValueColumn(m.values, n, `${where}, values`);
   checkColumn(m.nbytes.length, n, 'nbytes', where);
-  checkColumn(m.typeNames.length, n, 'type_names', where);
+  const typeNames = readStringTable(m.typeNames, m.typeNameIndex, n, `${where}, type_name_index`);
   checkColumn(m.startMs.length, n, 'start_ms', where);
   checkColumn(m.stopMs.length, n, 'stop_ms', where);
   const tasks = new Array<FinishedTask>(n);
@@ -83,7 +83,7 @@ export function tasksFinishedEvent(m: TasksFinished, worker: string): Extract<Sc
       key: m.keys[i]!,
       value: values[i]!,
       nbytes: m.nbytes[i]!,
-      typeName: m.typeNames[i]!,
+      typeName: typeNames[i]!,
       startMs: m.startMs[i]!,
       stopMs: m.stopMs[i]!,
     };
@@ -150,19 +150,28 @@ export function keysInMemory(reports: readonly InMemoryReport[]): KeysInMemory {
   const keys = new Array<string>(n);
   const values = new Array<EncodedValue | null>(n);
   const nbytes = new Array<number>(n);
-  const typeNames = new Array<string>(n);
+  const typeNames = new StringTable();
+  const workers = new StringTable();
   const workerCounts = new Array<number>(n);
-  const workers: string[] = [];
   for (let i = 0; i < n; i++) {
     const r = reports[i]!;
     keys[i] = r.key;
     values[i] = r.value;
     nbytes[i] = r.nbytes;
-    typeNames[i] = r.typeName;
+    typeNames.add(r.typeName);
     workerCounts[i] = r.workers.length;
-    for (const w of r.workers) workers.push(w);
+    for (const w of r.workers) workers.add(w);
   }
-  return { keys, values: buildValueColumn(values), nbytes, typeNames, workerCounts, workers };
+  return {
+    keys,
+    values: buildValueColumn(values),
+    nbytes,
+    typeNames: typeNames.list,
+    typeNameIndex: typeNames.index,
+    workerCounts,
+    workers: workers.list,
+    workerIndex: workers.index,
+  };
 }
 
 export function specFromTaskDef(def: TaskDef): TaskSpec {

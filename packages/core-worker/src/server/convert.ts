@@ -4,7 +4,7 @@
  */
 import type { ComputeBatch, ComputeTask, FunctionRef, InlineFunction, WorkerMessage, WhoHas } from '@skein/protocol';
 import { Encoding } from '@skein/protocol';
-import { InvalidArgumentError, buildValueColumn, checkColumn, readValueColumn } from '@skein/common';
+import { InvalidArgumentError, StringTable, buildValueColumn, checkColumn, readValueColumn } from '@skein/common';
 import type { ComputeTaskEvent, Encoded, FunctionSpec, SchedulerMessage, TaskCall, WorkerEvent } from '../state/types.js';
 
 const EMPTY_ARGS = { encoding: Encoding.ENCODING_JSON, data: Buffer.from('[]') };
@@ -214,7 +214,7 @@ function tasksFinished(queue: readonly TaskFinishedMessage[], from: number, to: 
   const keys = new Array<string>(n);
   const values = new Array<Encoded | undefined>(n);
   const nbytes = new Array<number>(n);
-  const typeNames = new Array<string>(n);
+  const typeNames = new StringTable();
   const startMs = new Array<number>(n);
   const stopMs = new Array<number>(n);
   for (let i = 0; i < n; i++) {
@@ -222,14 +222,23 @@ function tasksFinished(queue: readonly TaskFinishedMessage[], from: number, to: 
     keys[i] = m.key;
     values[i] = m.value;
     nbytes[i] = m.nbytes;
-    typeNames[i] = m.typeName;
+    typeNames.add(m.typeName);
     startMs[i] = m.startMs;
     stopMs[i] = m.stopMs;
   }
   return {
     kind: {
       $case: 'tasksFinished',
-      value: { keys, values: buildValueColumn(values), nbytes, typeNames, startMs, stopMs, stimulusId: queue[from]!.stimulusId },
+      value: {
+        keys,
+        values: buildValueColumn(values),
+        nbytes,
+        typeNames: typeNames.list,
+        typeNameIndex: typeNames.index,
+        startMs,
+        stopMs,
+        stimulusId: queue[from]!.stimulusId,
+      },
     },
   };
 }

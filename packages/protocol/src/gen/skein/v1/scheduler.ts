@@ -99,17 +99,25 @@ export interface KeyInMemory {
 
 /**
  * Many keys the client holds futures for have results, column by column: key i means the same as
- * a KeyInMemory {key: keys[i], value: value i of `values`, workers: the next worker_counts[i]
- * entries of `workers`, nbytes: nbytes[i], type_name: type_names[i]}. Sent only to clients whose
+ * a KeyInMemory {key: keys[i], value: value i of `values`, workers: workers[j] for each j among the
+ * next worker_counts[i] entries of `worker_index`, nbytes: nbytes[i], type_name:
+ * type_names[type_name_index[i]]}. Worker addresses and type names repeat across keys, so each is
+ * listed once (a dictionary) and keys refer to them by index. Sent only to clients whose
  * ClientHello has `batches`.
  */
 export interface KeysInMemory {
   keys: string[];
   values: ValueColumn | undefined;
   nbytes: number[];
+  /** Distinct type names. */
   typeNames: string[];
   workerCounts: number[];
+  /** Distinct worker addresses. */
   workers: string[];
+  /** Per key, an index into `type_names`. */
+  typeNameIndex: number[];
+  /** Per key, worker_counts[i] indexes into `workers`, back to back. */
+  workerIndex: number[];
 }
 
 export interface KeyErred {
@@ -180,17 +188,21 @@ export interface TaskFinished {
 
 /**
  * Many finished tasks, column by column: entry i means the same as a TaskFinished {key: keys[i],
- * value: value i of `values` (absent when its encoding is unspecified), nbytes[i], type_names[i],
- * start_ms[i], stop_ms[i]}. Sent only to a scheduler whose Welcome has `batches`.
+ * value: value i of `values` (absent when its encoding is unspecified), nbytes[i],
+ * type_name: type_names[type_name_index[i]], start_ms[i], stop_ms[i]}. Sent only to a scheduler
+ * whose Welcome has `batches`.
  */
 export interface TasksFinished {
   keys: string[];
   values: ValueColumn | undefined;
   nbytes: number[];
+  /** Distinct type names (most results share one); keys refer to them by index. */
   typeNames: string[];
   startMs: number[];
   stopMs: number[];
   stimulusId: string;
+  /** Per key, an index into `type_names`. */
+  typeNameIndex: number[];
 }
 
 export interface TaskErred {
@@ -1259,7 +1271,16 @@ export const KeyInMemory: MessageFns<KeyInMemory> = {
 };
 
 function createBaseKeysInMemory(): KeysInMemory {
-  return { keys: [], values: undefined, nbytes: [], typeNames: [], workerCounts: [], workers: [] };
+  return {
+    keys: [],
+    values: undefined,
+    nbytes: [],
+    typeNames: [],
+    workerCounts: [],
+    workers: [],
+    typeNameIndex: [],
+    workerIndex: [],
+  };
 }
 
 export const KeysInMemory: MessageFns<KeysInMemory> = {
@@ -1289,6 +1310,20 @@ export const KeysInMemory: MessageFns<KeysInMemory> = {
     }
     for (const v of message.workers) {
       writer.uint32(50).string(v!);
+    }
+    if (message.typeNameIndex.length !== 0) {
+      writer.uint32(58).fork();
+      for (const v of message.typeNameIndex) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.workerIndex.length !== 0) {
+      writer.uint32(66).fork();
+      for (const v of message.workerIndex) {
+        writer.uint32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -1374,6 +1409,42 @@ export const KeysInMemory: MessageFns<KeysInMemory> = {
             message.workers.push(reader.string());
             continue;
           }
+          case 7: {
+            if (tag === 56) {
+              message.typeNameIndex.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 58) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.typeNameIndex.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 8: {
+            if (tag === 64) {
+              message.workerIndex.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 66) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.workerIndex.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1399,6 +1470,8 @@ export const KeysInMemory: MessageFns<KeysInMemory> = {
     message.typeNames = object.typeNames?.map((e) => e) || [];
     message.workerCounts = object.workerCounts?.map((e) => e) || [];
     message.workers = object.workers?.map((e) => e) || [];
+    message.typeNameIndex = object.typeNameIndex?.map((e) => e) || [];
+    message.workerIndex = object.workerIndex?.map((e) => e) || [];
     return message;
   },
 };
@@ -2191,7 +2264,16 @@ export const TaskFinished: MessageFns<TaskFinished> = {
 };
 
 function createBaseTasksFinished(): TasksFinished {
-  return { keys: [], values: undefined, nbytes: [], typeNames: [], startMs: [], stopMs: [], stimulusId: "" };
+  return {
+    keys: [],
+    values: undefined,
+    nbytes: [],
+    typeNames: [],
+    startMs: [],
+    stopMs: [],
+    stimulusId: "",
+    typeNameIndex: [],
+  };
 }
 
 export const TasksFinished: MessageFns<TasksFinished> = {
@@ -2228,6 +2310,13 @@ export const TasksFinished: MessageFns<TasksFinished> = {
     }
     if (message.stimulusId !== "") {
       writer.uint32(58).string(message.stimulusId);
+    }
+    if (message.typeNameIndex.length !== 0) {
+      writer.uint32(66).fork();
+      for (const v of message.typeNameIndex) {
+        writer.uint32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -2331,6 +2420,24 @@ export const TasksFinished: MessageFns<TasksFinished> = {
             message.stimulusId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag === 64) {
+              message.typeNameIndex.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 66) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.typeNameIndex.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2357,6 +2464,7 @@ export const TasksFinished: MessageFns<TasksFinished> = {
     message.startMs = object.startMs?.map((e) => e) || [];
     message.stopMs = object.stopMs?.map((e) => e) || [];
     message.stimulusId = object.stimulusId ?? "";
+    message.typeNameIndex = object.typeNameIndex?.map((e) => e) || [];
     return message;
   },
 };
