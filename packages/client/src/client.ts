@@ -301,8 +301,9 @@ export class Client implements FutureHost {
         for (const u of resp.updates) fromClientUpdate(u, onUpdate);
       } catch (err) {
         // A malformed column batch: the futures it was for would wait forever, so end the session
-        // (every pending future fails with CommClosedError naming the cause).
-        this.#sessionLost({ code: GrpcStatus.INTERNAL, details: `malformed update from the scheduler: ${(err as Error).message}` });
+        // (every pending future fails with CommClosedError naming the cause). Other errors are bugs.
+        if (!(err instanceof InvalidArgumentError)) throw err;
+        this.#sessionLost({ code: GrpcStatus.INTERNAL, details: `malformed update from the scheduler: ${err.message}` });
       }
     });
     call.on('error', (err: ServiceError) => {

@@ -372,6 +372,32 @@ describe('against a fake scheduler', () => {
     expect(() => client.submit((x: number) => x, 1)).toThrow(/client is closed/);
   });
 
+  it('a malformed KeysInMemory ends the session: pending futures fail with the reason', async () => {
+    const slow = client.submit(() => new Promise((r) => setTimeout(r, 60_000)));
+    const p = slow.result();
+    await until(() => fake.sessions.size === 1);
+    // three keys, but a value column for two
+    fake.push({
+      kind: {
+        $case: 'keysInMemory',
+        value: {
+          keys: ['a-1', 'a-2', 'a-3'],
+          values: { encodings: [1, 1], lengths: [1, 1], data: Buffer.from('12') },
+          nbytes: [1, 1, 1],
+          typeNames: ['number'],
+          typeNameIndex: [0, 0, 0],
+          workerCounts: [],
+          workers: [],
+          workerIndex: [],
+        },
+      },
+    });
+    const err = await p.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommClosedError);
+    expect((err as Error).message).toMatch(/malformed update from the scheduler: KeysInMemory of 3 keys from the scheduler, values: the value column has 2 encodings/);
+    await until(() => client.status === 'closed');
+  });
+
   it('connection loss rejects pending futures with CommClosedError', async () => {
     const slow = client.submit(() => new Promise((r) => setTimeout(r, 60_000)));
     const p = slow.result();
