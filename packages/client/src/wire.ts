@@ -27,7 +27,7 @@ import type {
   WorkerInfo,
   EncodedValue,
 } from './types.js';
-import { InvalidArgumentError, buildValueColumn, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
+import { InvalidArgumentError, buildValueColumn, forEachRun, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
 
 /** The first message of a session; `batches`: this client reads KeysInMemory. */
 export function helloRequest(protocolVersion: string, clientId: string): ClientSessionRequest {
@@ -117,13 +117,10 @@ function splitTasks(tasks: readonly TaskDef[], batches: boolean): { specs: TaskS
   if (!batches) return { specs: tasks.map(toTaskSpec), batches: [] };
   const specs: TaskSpec[] = [];
   const out: TaskBatch[] = [];
-  for (let i = 0; i < tasks.length; ) {
-    let j = i + 1;
-    while (j < tasks.length && sameBatch(tasks[i]!, tasks[j]!)) j++;
-    if (j - i >= MIN_BATCH) out.push(toTaskBatch(tasks.slice(i, j)));
-    else for (let k = i; k < j; k++) specs.push(toTaskSpec(tasks[k]!));
-    i = j;
-  }
+  forEachRun(tasks, sameBatch, (from, to) => {
+    if (to - from >= MIN_BATCH) out.push(toTaskBatch(tasks.slice(from, to)));
+    else for (let k = from; k < to; k++) specs.push(toTaskSpec(tasks[k]!));
+  });
   return { specs, batches: out };
 }
 

@@ -157,3 +157,18 @@ export function readStringTable(table: readonly string[], index: readonly number
   }
   return out;
 }
+
+/**
+ * Walks `items` in runs of consecutive items: a run starts at any item and goes on while
+ * `joins(first, next)` holds; `visit(from, to)` gets each run's bounds [from, to), in order. The
+ * senders build the column forms from such runs, so only neighbours merge and order is kept.
+ */
+export function forEachRun<T>(items: readonly T[], joins: (first: T, next: T) => boolean, visit: (from: number, to: number) => void): void {
+  for (let i = 0; i < items.length; ) {
+    const first = items[i]!;
+    let j = i + 1;
+    while (j < items.length && joins(first, items[j]!)) j++;
+    visit(i, j);
+    i = j;
+  }
+}

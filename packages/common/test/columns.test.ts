@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ValueColumn } from '@skein/protocol';
-import { buildValueColumn, readValueColumn, splitByCounts, checkColumn, InvalidArgumentError, StringTable, readStringTable } from '../src/index.js';
+import { buildValueColumn, readValueColumn, splitByCounts, checkColumn, InvalidArgumentError, StringTable, readStringTable, forEachRun } from '../src/index.js';
 
 const v = (enc: number, s: string) => ({ encoding: enc, data: Buffer.from(s) });
 const str = (x: { data: Uint8Array } | null) => (x ? Buffer.from(x.data).toString() : null);
@@ -57,5 +57,17 @@ describe('dictionary columns', () => {
   it('reject an index past the table or a wrong count, naming the place', () => {
     expect(() => readStringTable(['a'], [0, 1], 2, 'TasksFinished, type_name_index')).toThrow(/TasksFinished, type_name_index: index 1 at entry 1 is past the 1 names listed/);
     expect(() => readStringTable(['a'], [0], 2, 'K')).toThrow(/K: 1 indexes for 2 entries/);
+  });
+});
+
+describe('forEachRun', () => {
+  it('visits runs of consecutive items that join the first of their run, in order', () => {
+    const runs: string[] = [];
+    const items = [1, 1, 2, 2, 2, 1, 3];
+    forEachRun(items, (a, b) => a === b, (from, to) => runs.push(items.slice(from, to).join('')));
+    expect(runs).toEqual(['11', '222', '1', '3']);
+    const none: string[] = [];
+    forEachRun([], () => true, () => none.push('x'));
+    expect(none).toEqual([]);
   });
 });

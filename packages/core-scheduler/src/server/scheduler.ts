@@ -29,6 +29,7 @@ import {
 import {
   Batcher,
   CHANNEL_OPTIONS,
+  forEachRun,
   InvalidArgumentError,
   fromGrpcStatus,
   grpcTarget,
@@ -758,52 +759,38 @@ export class Scheduler {
  */
 function workerCommands(items: ReadonlyArray<WorkerCommand | QueuedCompute>, batches: boolean): WorkerCommand[] {
   const out: WorkerCommand[] = [];
-  for (let i = 0; i < items.length; ) {
-    const item = items[i]!;
-    if (!('compute' in item)) {
-      out.push(item);
-      i++;
-      continue;
-    }
-    const a = item.compute;
-    let j = i + 1;
-    if (batches && batchable(a)) {
-      while (j < items.length) {
-        const next = items[j]!;
-        if (!('compute' in next) || next.fn || !batchable(next.compute) || !sameBatch(a.def, next.compute.def)) break;
-        j++;
-      }
-    }
-    if (j - i > 1) {
-      const run = new Array<ComputeAction>(j - i);
-      for (let k = i; k < j; k++) run[k - i] = (items[k] as QueuedCompute).compute;
+  const joins = (first: WorkerCommand | QueuedCompute, next: WorkerCommand | QueuedCompute): boolean =>
+    batches &&
+    'compute' in first &&
+    'compute' in next &&
+    !next.fn &&
+    batchable(first.compute) &&
+    batchable(next.compute) &&
+    sameBatch(first.compute.def, next.compute.def);
+  forEachRun(items, joins, (from, to) => {
+    const item = items[from]!;
+    if (!('compute' in item)) out.push(item);
+    else if (to - from === 1) out.push({ kind: { $case: 'compute', value: computeMessage(item.compute, item.fn) } });
+    else {
+      const run = items.slice(from, to).map((q) => (q as QueuedCompute).compute);
       out.push({ kind: { $case: 'computeBatch', value: computeBatch(run, item.fn) } });
-    } else {
-      out.push({ kind: { $case: 'compute', value: computeMessage(a, item.fn) } });
     }
-    i = j;
-  }
+  });
   return out;
 }
 
 /** A client's queued updates as sent: for a client that reads them, each run of in-memory reports becomes one KeysInMemory. */
 function clientUpdates(items: ReadonlyArray<ClientUpdate | InMemoryReport>, batches: boolean): ClientUpdate[] {
   const out: ClientUpdate[] = [];
-  for (let i = 0; i < items.length; ) {
-    const item = items[i]!;
-    if (!('type' in item)) {
-      out.push(item);
-      i++;
-      continue;
-    }
-    let j = i + 1;
-    if (batches) while (j < items.length && 'type' in items[j]!) j++;
-    if (batches) {
-      out.push({ kind: { $case: 'keysInMemory', value: keysInMemory(items.slice(i, j) as InMemoryReport[]) } });
-    } else {
-      out.push(clientUpdate(item));
-    }
-    i = j;
-  }
+  forEachRun(
+    items,
+    (first, next) => batches && 'type' in first && 'type' in next,
+    (from, to) => {
+      const item = items[from]!;
+      if (!('type' in item)) out.push(item);
+      else if (batches) out.push({ kind: { $case: 'keysInMemory', value: keysInMemory(items.slice(from, to) as InMemoryReport[]) } });
+      else out.push(clientUpdate(item));
+    },
+  );
   return out;
 }

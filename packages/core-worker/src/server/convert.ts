@@ -4,7 +4,7 @@
  */
 import type { ComputeBatch, ComputeTask, FunctionRef, InlineFunction, WorkerMessage, WhoHas } from '@skein/protocol';
 import { Encoding } from '@skein/protocol';
-import { InvalidArgumentError, StringTable, buildValueColumn, checkColumn, readValueColumn } from '@skein/common';
+import { InvalidArgumentError, StringTable, buildValueColumn, checkColumn, forEachRun, readValueColumn } from '@skein/common';
 import type { ComputeTaskEvent, Encoded, FunctionSpec, SchedulerMessage, TaskCall, WorkerEvent } from '../state/types.js';
 
 const EMPTY_ARGS = { encoding: Encoding.ENCODING_JSON, data: Buffer.from('[]') };
@@ -191,20 +191,15 @@ function isDomain(m: Outgoing): m is SchedulerMessage {
  */
 export function toWireBatch(queue: readonly Outgoing[], columns: boolean): WorkerMessage[] {
   const out: WorkerMessage[] = [];
-  for (let i = 0; i < queue.length; ) {
-    const m = queue[i]!;
-    if (!isDomain(m)) {
-      out.push(m);
-      i++;
-      continue;
-    }
-    let j = i + 1;
-    if (columns && m.type === 'TaskFinished') {
-      while (j < queue.length && (queue[j] as Partial<SchedulerMessage>).type === 'TaskFinished') j++;
-    }
-    out.push(j - i > 1 ? tasksFinished(queue as readonly TaskFinishedMessage[], i, j) : toWire(m));
-    i = j;
-  }
+  const finished = (m: Outgoing) => isDomain(m) && m.type === 'TaskFinished';
+  forEachRun(
+    queue,
+    (first, next) => columns && finished(first) && finished(next),
+    (from, to) => {
+      const m = queue[from]!;
+      out.push(to - from > 1 ? tasksFinished(queue as readonly TaskFinishedMessage[], from, to) : isDomain(m) ? toWire(m) : m);
+    },
+  );
   return out;
 }
 
