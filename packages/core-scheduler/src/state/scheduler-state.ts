@@ -1,6 +1,7 @@
 import { TransitionLog, hasKeys } from '@skein/common';
 import { Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
+import { TASK_STATES } from './types.js';
 import type {
   ClientReport,
   FinishedTask,
@@ -32,7 +33,6 @@ export class InvalidTransitionError extends Error {
 
 type Transition = (ts: TaskRecord) => TaskStateName;
 
-const TASK_STATES: readonly TaskStateName[] = ['released', 'waiting', 'no-worker', 'queued', 'processing', 'memory', 'erred', 'forgotten'];
 const NO_WHO_HAS: WhoHasInfo[] = Object.freeze([]) as unknown as WhoHasInfo[];
 const NO_INLINE_INPUTS: Array<[string, { encoding: number; data: Uint8Array }]> = Object.freeze([]) as unknown as Array<[string, { encoding: number; data: Uint8Array }]>;
 const ACTIVE: ReadonlySet<TaskStateName> = new Set(['waiting', 'queued', 'no-worker', 'processing']);

@@ -1,4 +1,4 @@
-import type { ErrorInfo, TaskStateName } from './types.js';
+import { TASK_STATES, type ErrorInfo, type TaskStateName } from './types.js';
 
 /**
  * What the dashboard and /metrics read from the scheduler, kept up to date by a few one-line hooks
@@ -7,18 +7,9 @@ import type { ErrorInfo, TaskStateName } from './types.js';
  * typed arrays, so recording a task run allocates nothing.
  */
 
-const STATE_INDEX: Readonly<Record<TaskStateName, number>> = {
-  released: 0,
-  waiting: 1,
-  'no-worker': 2,
-  queued: 3,
-  processing: 4,
-  memory: 5,
-  erred: 6,
-  forgotten: 7,
-};
-const STATE_NAMES: readonly TaskStateName[] = ['released', 'waiting', 'no-worker', 'queued', 'processing', 'memory', 'erred', 'forgotten'];
-const FORGOTTEN = 7;
+const STATE_NAMES: readonly TaskStateName[] = TASK_STATES;
+const STATE_INDEX = Object.fromEntries(TASK_STATES.map((s, i) => [s, i])) as Readonly<Record<TaskStateName, number>>;
+const FORGOTTEN = STATE_INDEX.forgotten;
 
 /** Counts of one task group (tasks whose keys share a prefix, `TaskRecord.group`). */
 export class GroupStats {

@@ -46,15 +46,9 @@ export interface WhoHasInfo {
   nbytes: number;
 }
 
-export type TaskStateName =
-  | 'released'
-  | 'waiting'
-  | 'no-worker'
-  | 'queued'
-  | 'processing'
-  | 'memory'
-  | 'erred'
-  | 'forgotten';
+/** Every task state of the scheduler, as in Dask (also the transition log's codes). */
+export const TASK_STATES = ['released', 'waiting', 'no-worker', 'queued', 'processing', 'memory', 'erred', 'forgotten'] as const;
+export type TaskStateName = (typeof TASK_STATES)[number];
 
 export interface WorkerSpec {
   address: string;
