@@ -1,9 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { Client } from '@skein/client';
 import { SchedulerServiceClient, type WorkerSessionRequest, type WorkerSessionResponse } from '@skein/protocol';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, grpcTarget, insecureChannel } from '@skein/common';
+import { Scheduler } from '@skein/core-scheduler';
 import { SKEIN_BIN, startProcess, until, type Proc } from './helpers.js';
 
 // Level 3: nannies, workers and the scheduler as real processes (the `skein` CLI), killed with
@@ -62,6 +63,41 @@ async function connect(address: string): Promise<Client> {
 
 async function workerNamed(client: Client, name: string) {
   return (await client.schedulerInfo()).workers.find((w) => w.name === name);
+}
+
+/** A worker session opened by hand (as a worker in another language would), registered as `workerAddress`. */
+async function rawWorkerSession(schedulerAddress: string, workerAddress: string) {
+  const rpc = new SchedulerServiceClient(grpcTarget(schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
+  const session: ClientDuplexStream<WorkerSessionRequest, WorkerSessionResponse> = rpc.workerSession();
+  const ended = new Promise<ServiceError | null>((resolve) => {
+    session.on('error', (err: ServiceError) => resolve(err));
+    session.on('end', () => resolve(null));
+  });
+  const welcomed = new Promise<void>((resolve) => session.once('data', () => resolve()));
+  session.write({
+    messages: [
+      {
+        kind: {
+          $case: 'hello',
+          value: {
+            protocolVersion: PROTOCOL_VERSION,
+            address: workerAddress,
+            name: 'by-hand',
+            nthreads: 1,
+            memoryLimit: 0,
+            resources: {},
+            held: [],
+            registeredFunctions: [],
+            pid: process.pid,
+            nannyAddress: '',
+            batches: true,
+          },
+        },
+      },
+    ],
+  });
+  await welcomed;
+  return { rpc, session, ended };
 }
 
 describe('a nanny whose worker dies while the scheduler is gone', () => {
@@ -185,33 +221,7 @@ describe('a worker the scheduler dropped', () => {
     const worker = start(['worker', address, '--no-nanny', '--host', '127.0.0.1', '--name', 'first']);
     const [, workerAddress] = await worker.waitFor(/^Start worker at:\s+(tcp:\/\/\S+)$/);
     await worker.waitFor(/^Registered to:/);
-    const rpc = new SchedulerServiceClient(grpcTarget(address), insecureChannel(), CHANNEL_OPTIONS);
-    const session: ClientDuplexStream<WorkerSessionRequest, WorkerSessionResponse> = rpc.workerSession();
-    session.on('error', (_err: ServiceError) => undefined);
-    const welcomed = new Promise<void>((resolve) => session.once('data', () => resolve()));
-    session.write({
-      messages: [
-        {
-          kind: {
-            $case: 'hello',
-            value: {
-              protocolVersion: PROTOCOL_VERSION,
-              address: workerAddress!,
-              name: 'second',
-              nthreads: 1,
-              memoryLimit: 0,
-              resources: {},
-              held: [],
-              registeredFunctions: [],
-              pid: process.pid,
-              nannyAddress: '',
-              batches: true,
-            },
-          },
-        },
-      ],
-    });
-    await welcomed;
+    const { rpc, session } = await rawWorkerSession(address, workerAddress!);
     try {
       const code = await Promise.race([worker.exited, new Promise<'still running'>((r) => setTimeout(() => r('still running'), 10_000))]);
       expect(code).toBe(4);
@@ -242,5 +252,25 @@ describe('a worker the scheduler dropped', () => {
     // Removed by the scheduler is not retired: the nanny stays.
     expect(nanny.child.exitCode).toBeNull();
     expect(await client.submitWith({ workers: ['w'] }, (n: number) => n + 1, 1).result()).toBe(2);
+  });
+
+  it('a heartbeat from a worker the scheduler does not know is answered with NOT_FOUND (not registered)', async () => {
+    // In process, to reach the one state the outside cannot: the state forgot the worker while
+    // its session is open.
+    const scheduler = await Scheduler.start({ host: '127.0.0.1', port: 0, dashboardAddress: null });
+    const { rpc, session, ended } = await rawWorkerSession(scheduler.address, 'tcp://127.0.0.1:9');
+    try {
+      scheduler.state.handle({ type: 'WorkerRemoved', worker: 'tcp://127.0.0.1:9', expected: false, reason: 'test', stimulusId: 'test-removed' });
+      const heartbeat = { executing: 0, ready: 0, memoryRss: 0, managedBytes: 0, cpuPercent: 0, nowMs: Date.now(), spilledBytes: 0, paused: false };
+      session.write({ messages: [{ kind: { $case: 'heartbeat', value: heartbeat } }] });
+      const err = await Promise.race([ended, new Promise<'no answer'>((r) => setTimeout(() => r('no answer'), 5_000))]);
+      expect(err).not.toBe('no answer');
+      expect((err as ServiceError).code).toBe(GrpcStatus.NOT_FOUND);
+      expect((err as ServiceError).details).toMatch(/not registered .*heartbeat from a worker that is not registered/);
+    } finally {
+      session.cancel();
+      rpc.close();
+      await scheduler.close();
+    }
   });
 });
