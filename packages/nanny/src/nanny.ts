@@ -33,7 +33,7 @@ import {
   toGrpcStatus,
   type Logger,
 } from '@skein/common';
-import { RestartPolicy, cpuPercent, memoryVerdict } from './policy.js';
+import { RestartPolicy, cpuPercent, memoryVerdict, workerDeathTimeoutMs } from './policy.js';
 import { spawnWorker } from './spawn.js';
 import { sampleProcess } from './proc.js';
 
@@ -94,20 +94,6 @@ interface CompiledNannyOptions {
   onWorkerStdout: (line: string) => void;
   onWorkerStderr: (line: string) => void;
   logger: Logger;
-}
-
-/** The worker's `--death-timeout SECONDS` (or `--death-timeout=SECONDS`) in ms, if given. */
-export function workerDeathTimeoutMs(workerArgs: readonly string[]): number | undefined {
-  let text: string | undefined;
-  for (let i = 0; i < workerArgs.length; i++) {
-    const a = workerArgs[i]!;
-    if (a === '--death-timeout') text = workerArgs[i + 1];
-    else if (a.startsWith('--death-timeout=')) text = a.slice('--death-timeout='.length);
-  }
-  if (text === undefined) return undefined;
-  const seconds = text.trim() === '' ? NaN : Number(text);
-  if (!(seconds >= 0)) throw new InvalidArgumentError(`--death-timeout must be a number of seconds, got "${text}".`);
-  return seconds * 1000;
 }
 
 function compile(o: NannyOptions): CompiledNannyOptions {
