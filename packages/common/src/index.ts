@@ -44,7 +44,7 @@ export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { functionName, functionSource, sha256, inlineFunction, compileFunction, explainReferenceError } from './functions.js';
 export { Lifecycle, type LifecycleStatus } from './lifecycle.js';
 export { parseBytes, parseMemoryLimit, formatBytes, cpuCount } from './units.js';
-export { createLogger, type Logger, type LogLevel } from './log.js';
+export { createLogger, guardStdio, type Logger, type LogLevel } from './log.js';
 export { buildValueColumn, readValueColumn, splitByCounts, checkColumn, StringTable, readStringTable, forEachRun, type ColumnValue } from './columns.js';
 export { TransitionLog, type LoggedTransition } from './transition-log.js';
 export { hasKeys } from './objects.js';

@@ -27,3 +27,4 @@ export {
 export { compileFunction, explainReferenceError } from './functions.js';
 export { parseAddress, formatAddress, interfaceAddress, contactHost, type Address } from './address.js';
 export { parseBytes, parseMemoryLimit } from './units.js';
+export { guardStdio } from './log.js';

@@ -27,3 +27,29 @@ export function createLogger(component: string, level?: LogLevel, sink?: (line: 
     error: (m) => write('error', m),
   };
 }
+
+let stdioGuarded = false;
+
+/**
+ * Makes writes to a closed stdout or stderr harmless for a long-running process (scheduler,
+ * worker, nanny): when the reader of its pipe is gone (a killed nanny or terminal), Node reports
+ * EPIPE as an 'error' event on process.stdout/stderr, which would otherwise crash the process on
+ * its next log line. Later writes to that stream are dropped: there is no one left to read them.
+ * Idempotent.
+ */
+export function guardStdio(): void {
+  if (stdioGuarded) return;
+  stdioGuarded = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED' || err.code === 'EIO') return;
+      // Anything else is reported once on the other stream, if it still works.
+      const other = stream === process.stdout ? process.stderr : process.stdout;
+      try {
+        other.write(`skein: writing to ${stream === process.stdout ? 'stdout' : 'stderr'} failed: ${err.message}\n`);
+      } catch {
+        // nowhere left to say it
+      }
+    });
+  }
+}

@@ -1,5 +1,5 @@
 import yargs from 'yargs';
-import { SkeinError, toSkeinError } from '@skein/common';
+import { SkeinError, guardStdio, toSkeinError } from '@skein/common';
 import { Scheduler } from './server/scheduler.js';
 
 /**
@@ -36,6 +36,8 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     process.stderr.write(`${prog}: --port must be a number from 0 to 65535.\n`);
     return 2;
   }
+  // A log line to a reader that is gone (a closed terminal or pipe) must not crash the scheduler.
+  guardStdio();
   let scheduler: Scheduler;
   try {
     scheduler = await Scheduler.start({

@@ -5,12 +5,32 @@
  * than the rest of the CLI together, on every worker start.
  */
 import { parseArgs } from 'node:util';
-import { InvalidArgumentError } from '@skein/common';
+import { InvalidArgumentError, guardStdio } from '@skein/common';
 import { Worker } from './worker.js';
 import { parseMemoryFraction, parseResources, type WorkerOptions } from './options.js';
 
 /** Exit code of a worker that lost its scheduler and gave up after --death-timeout (nannies stop then). */
 export const EXIT_SCHEDULER_LOST = 3;
+/** Exit code of a worker the scheduler removed (its nanny starts a fresh one). */
+export const EXIT_REMOVED = 4;
+
+/** How often a worker under a nanny checks that the nanny (its parent process) is still there (ms). */
+const PARENT_POLL_MS = 250;
+
+/**
+ * Calls `onGone` once the parent process is gone (this process is re-parented: its ppid changes).
+ * A worker whose nanny was killed has no one left to supervise it or read its output.
+ */
+function watchParent(onGone: (ppid: number) => void): () => void {
+  const ppid = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === ppid) return;
+    clearInterval(timer);
+    onGone(ppid);
+  }, PARENT_POLL_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
 
 export interface CliIO {
   stdout: (line: string) => void;
@@ -153,29 +173,38 @@ export function parseWorkerArgs(argv: string[]): WorkerOptions | 'help' {
 
 /**
  * Runs `skein-worker` with the given arguments (without the program name) until the worker
- * closes. Resolves to the process exit code: 0 after SIGINT/SIGTERM (graceful retire), 1 on bad
- * input or when the scheduler is lost. Errors are printed as one line on stderr.
+ * closes. Resolves to the process exit code: 0 after SIGINT/SIGTERM or the loss of its nanny
+ * (graceful retire), 1 on bad input, 3 when the scheduler is lost for --death-timeout, 4 when the
+ * scheduler removed the worker. Errors are printed as one line on stderr.
  */
 export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promise<number> {
+  // A log line to a nanny that was killed must not crash the worker (EPIPE).
+  if (io === defaultIO) guardStdio();
   let worker: Worker;
+  let underNanny: boolean;
   try {
     const opts = parseWorkerArgs(argv);
     if (opts === 'help') {
       io.stdout(workerUsage());
       return 0;
     }
+    underNanny = Boolean(opts.nannyAddress);
     worker = await Worker.start(opts);
   } catch (err) {
     io.stderr(`skein-worker: ${oneLine(err)}`);
     return 1;
   }
   let stopping = false;
-  const off = (io.onSignal ?? processSignals)((signal) => {
+  const retire = (why: string) => {
     if (stopping) return;
     stopping = true;
-    io.stderr(`skein-worker: ${signal} received, retiring`);
+    io.stderr(`skein-worker: ${why}, retiring`);
     worker.retire().catch(() => undefined);
-  });
+  };
+  const off = (io.onSignal ?? processSignals)((signal) => retire(`${signal} received`));
+  // Orphaned (its nanny was killed): leave gracefully, so the scheduler moves this worker's
+  // results to peers instead of losing them with the process.
+  const unwatch = underNanny ? watchParent((ppid) => retire(`its nanny (process ${ppid}) is gone`)) : () => undefined;
   // Printed only once the signal handlers are in place, so a supervisor that stops the worker
   // right after reading these lines gets a graceful retire.
   io.stdout(`Start worker at:  ${worker.address}`);
@@ -184,10 +213,12 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
     const closed = await worker.closed;
     if (closed.error) {
       io.stderr(`skein-worker: ${oneLine(closed.error)}`);
+      if (closed.error.code === 'not_found') return EXIT_REMOVED;
       return closed.error.code === 'unavailable' ? EXIT_SCHEDULER_LOST : 1;
     }
     return 0;
   } finally {
     off();
+    unwatch();
   }
 }

@@ -269,7 +269,8 @@ export class Worker {
             else reject(unreachable(err?.details || 'the session ended before the scheduler answered', err));
             return;
           }
-          this.onSessionLost(err ? toSkeinError(err).message : 'the scheduler ended the session');
+          if (err?.code === GrpcStatus.NOT_FOUND) this.onRemoved(err.details);
+          else this.onSessionLost(err ? toSkeinError(err).message : 'the scheduler ended the session');
         };
         call.on('error', (err: ServiceError) => onBroken(err));
         call.on('end', () => onBroken());
@@ -402,6 +403,23 @@ export class Worker {
     const now = Date.now();
     const stimulusId = b.stimulusId || this.stimulus('compute-batch-rejected');
     for (const key of keys) this.send({ type: 'TaskErred', key, error: toRemoteError(err, key), startMs: now, stopMs: now, stimulusId });
+  }
+
+  /**
+   * The scheduler dropped this worker (a reported death, another registration under its address,
+   * a missed heartbeat TTL) and ended the session with NOT_FOUND: it has already rescheduled the
+   * tasks and forgotten the results this worker holds. As a Dask worker the scheduler removed,
+   * it closes rather than run on unregistered; its nanny starts a fresh one (exit code 4 of
+   * skein-worker).
+   */
+  private onRemoved(details: string): void {
+    if (this.lifecycle.closing) return;
+    const error = new SkeinError(
+      'not_found',
+      `The scheduler at ${this.options.scheduler} removed this worker: ${details} Closing; a nanny starts a fresh worker.`,
+    );
+    this.log.warn(error.message);
+    void this.close(error.message, error).catch(() => undefined);
   }
 
   private onSessionLost(reason: string): void {

@@ -1,5 +1,5 @@
 // Light imports only: the worker process is started before gRPC and the nanny's own code load.
-import { contactHost, formatAddress, interfaceAddress, parseAddress, parseMemoryLimit, toSkeinError } from '@skein/common/lite';
+import { contactHost, formatAddress, guardStdio, interfaceAddress, parseAddress, parseMemoryLimit, toSkeinError } from '@skein/common/lite';
 import type { Nanny, NannyOptions } from './nanny.js';
 import { reservePort, spawnWorker } from './spawn.js';
 
@@ -69,6 +69,8 @@ export function parseNannyArgs(argv: string[]): NannyOptions | 'help' {
 
 /** Runs `skein-nanny` until it stops; resolves to the exit code. */
 export async function runNannyCli(argv: string[]): Promise<number> {
+  // Its own log lines and its worker's, to a reader that is gone, must not crash the nanny (EPIPE).
+  guardStdio();
   let options: NannyOptions | 'help';
   try {
     options = parseNannyArgs(argv);

@@ -29,15 +29,18 @@ import {
   parseAddress,
   parseMemoryLimit,
   shutdownServer,
+  skeinDefaults,
   toGrpcStatus,
   type Logger,
 } from '@skein/common';
-import { RestartPolicy, cpuPercent, memoryVerdict } from './policy.js';
+import { RestartPolicy, cpuPercent, memoryVerdict, workerDeathTimeoutMs } from './policy.js';
 import { spawnWorker } from './spawn.js';
 import { sampleProcess } from './proc.js';
 
 /** Exit code of a worker that gave up on a lost scheduler (see @skein/core-worker). */
 export const WORKER_EXIT_SCHEDULER_LOST = 3;
+/** Exit code of a worker the scheduler removed (see @skein/core-worker): the nanny starts a fresh one. */
+export const WORKER_EXIT_REMOVED = 4;
 
 export interface NannyOptions {
   /** Scheduler address, tcp://HOST:PORT. */
@@ -56,6 +59,13 @@ export interface NannyOptions {
   monitorIntervalMs?: number;
   /** How long to wait for a worker to register (ms, default 60 s). */
   startTimeoutMs?: number;
+  /**
+   * After its worker dies, how long the nanny keeps starting new ones that cannot register (the
+   * scheduler is gone, or each one fails at start) before it gives up and stops with exit code 1
+   * (ms). Default: the worker's `--death-timeout` in `workerArgs`, else the workers' default
+   * (SKEIN_DEATH_TIMEOUT_MS, 60 s).
+   */
+  deathTimeoutMs?: number;
   /** Environment of the worker process. */
   env?: Record<string, string>;
   /** Called with every line the worker prints on stdout. */
@@ -79,6 +89,7 @@ interface CompiledNannyOptions {
   port: number;
   monitorIntervalMs: number;
   startTimeoutMs: number;
+  deathTimeoutMs: number;
   env: Record<string, string>;
   onWorkerStdout: (line: string) => void;
   onWorkerStderr: (line: string) => void;
@@ -87,6 +98,8 @@ interface CompiledNannyOptions {
 
 function compile(o: NannyOptions): CompiledNannyOptions {
   parseAddress(o.scheduler);
+  const deathTimeoutMs = o.deathTimeoutMs ?? workerDeathTimeoutMs(o.workerArgs ?? []) ?? skeinDefaults().deathTimeoutMs;
+  if (!(deathTimeoutMs >= 0)) throw new InvalidArgumentError(`deathTimeoutMs must be a number of ms (0 or more), got ${deathTimeoutMs}.`);
   const tf = o.terminateFraction ?? 0.95;
   if (tf !== false && !(tf > 0 && tf <= 1)) {
     throw new InvalidArgumentError(`terminateFraction must be between 0 and 1 (or false), got ${tf}.`);
@@ -100,6 +113,7 @@ function compile(o: NannyOptions): CompiledNannyOptions {
     port: o.port ?? 0,
     monitorIntervalMs: o.monitorIntervalMs ?? 100,
     startTimeoutMs: o.startTimeoutMs ?? 60_000,
+    deathTimeoutMs,
     env: o.env ?? {},
     onWorkerStdout: o.onWorkerStdout ?? (() => undefined),
     onWorkerStderr: o.onWorkerStderr ?? ((line) => process.stderr.write(`${line}\n`)),
@@ -140,6 +154,9 @@ export class Nanny {
   private lastCpu: { s: number; t: number } | null = null;
   private status_: NannyStatus = 'starting';
   private exitResult: { code: number; reason: string } | null = null;
+  /** Set while no worker is registered after one died: the nanny gives up when it fires. */
+  private giveUp: NodeJS.Timeout | undefined;
+  private lastStartError = '';
   private readonly log: Logger;
   private resolveDone!: (result: { code: number; reason: string }) => void;
   /** Resolves when the nanny stops for good, with the exit code its CLI should use. */
@@ -244,6 +261,8 @@ export class Nanny {
           for (const l of held ?? []) this.options.onWorkerStderr(l);
           held = null;
           inc.registered_ = true;
+          clearTimeout(this.giveUp);
+          this.giveUp = undefined;
           resolve(inc.address);
         }
       });
@@ -276,10 +295,17 @@ export class Nanny {
       this.finish(1, 'the worker lost the scheduler and gave up after its death timeout');
       return;
     }
-    const reason = inc.stopping ?? `the worker process ${exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`}`;
+    const removed = exit.code === WORKER_EXIT_REMOVED;
+    const reason =
+      inc.stopping ??
+      (removed
+        ? 'the scheduler removed the worker'
+        : `the worker process ${exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`}`);
     this.lastDeathReason = reason;
     this.restarts++;
-    if (!inc.stopping && inc.address) this.reportDeath(inc.address, reason);
+    // A removed worker is not registered any more: there is no death to report.
+    if (!inc.stopping && !removed && inc.address) this.reportDeath(inc.address, reason);
+    this.armGiveUp(reason);
     const delay = this.policy.onDeath(lived);
     this.log.warn(`${reason}; restarting it${delay ? ` in ${delay} ms` : ''}`);
     this.status_ = 'restarting';
@@ -289,8 +315,30 @@ export class Nanny {
       await this.startWorker();
       this.status_ = 'running';
     } catch (err) {
-      this.log.error(`could not restart the worker: ${(err as Error).message}`);
+      this.lastStartError = (err as Error).message;
+      if (!this.lifecycle.closing) this.log.error(`could not restart the worker: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * Starts the death-timeout clock when a worker dies (unless it already runs): when no new
+   * worker has registered by then, the nanny gives up, as Dask's does, rather than start workers
+   * against a scheduler that is gone for good.
+   */
+  private armGiveUp(death: string): void {
+    if (this.giveUp) return;
+    const timeoutMs = this.options.deathTimeoutMs;
+    this.lastStartError = '';
+    this.giveUp = setTimeout(() => {
+      this.giveUp = undefined;
+      if (this.lifecycle.closing || this.current?.registered_) return;
+      const last = this.lastStartError || this.current?.stderrTail.filter((l) => l.trim()).slice(-1)[0] || '';
+      const reason =
+        `no worker could register with the scheduler at ${this.options.scheduler} within the death timeout ` +
+        `(${timeoutMs / 1000} s) after the worker died (${death}); giving up${last ? `. Last error: ${last}` : ''}`;
+      this.finish(1, reason);
+    }, timeoutMs);
+    this.giveUp.unref();
   }
 
   private finish(code: number, reason: string): void {
@@ -348,6 +396,7 @@ export class Nanny {
     this.status_ = 'closing';
     return this.lifecycle.close([
       ['stop monitor', () => clearInterval(this.monitor)],
+      ['stop the death timeout', () => clearTimeout(this.giveUp)],
       [
         'stop worker',
         async () => {

@@ -2,6 +2,7 @@
  * Pure pieces of the nanny's decisions: when to kill a worker for memory, and how long to wait
  * before starting a worker that keeps dying. No I/O, no timers.
  */
+import { InvalidArgumentError } from '@skein/common/lite';
 
 export interface RestartPolicyOptions {
   /** First delay after a quick death (ms). */
@@ -43,4 +44,18 @@ export function memoryVerdict(rss: number, memoryLimit: number, terminateFractio
 export function cpuPercent(prevCpuS: number, prevTimeMs: number, cpuS: number, timeMs: number): number {
   const dt = (timeMs - prevTimeMs) / 1000;
   return dt > 0 ? Math.max(0, ((cpuS - prevCpuS) / dt) * 100) : 0;
+}
+
+/** The worker's `--death-timeout SECONDS` (or `--death-timeout=SECONDS`) in ms, if given. */
+export function workerDeathTimeoutMs(workerArgs: readonly string[]): number | undefined {
+  let text: string | undefined;
+  for (let i = 0; i < workerArgs.length; i++) {
+    const a = workerArgs[i]!;
+    if (a === '--death-timeout') text = workerArgs[i + 1];
+    else if (a.startsWith('--death-timeout=')) text = a.slice('--death-timeout='.length);
+  }
+  if (text === undefined) return undefined;
+  const seconds = text.trim() === '' ? NaN : Number(text);
+  if (!(seconds >= 0)) throw new InvalidArgumentError(`--death-timeout must be a number of seconds, got "${text}".`);
+  return seconds * 1000;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RestartPolicy, cpuPercent, memoryVerdict } from '../src/policy.js';
+import { RestartPolicy, cpuPercent, memoryVerdict, workerDeathTimeoutMs } from '../src/policy.js';
 import { sampleProcess } from '../src/proc.js';
 import { parseNannyArgs } from '../src/cli-main.js';
 
@@ -57,5 +57,17 @@ describe('skein-nanny arguments', () => {
     expect(() => parseNannyArgs(['udp://x:1'])).toThrow(/Unsupported address scheme/);
     expect(() => parseNannyArgs(['tcp://h:1', '--nanny-port', 'abc'])).toThrow(/--nanny-port must be a number/);
     expect(() => parseNannyArgs(['tcp://h:1', '--terminate-fraction', '2'])).toThrow(/between 0 and 1/);
+  });
+});
+
+describe("the worker's death timeout, as the nanny reads it from the worker's flags", () => {
+  it('reads --death-timeout SECONDS and --death-timeout=SECONDS; none gives undefined', () => {
+    expect(workerDeathTimeoutMs(['--nthreads', '2', '--death-timeout', '3'])).toBe(3000);
+    expect(workerDeathTimeoutMs(['--death-timeout=0.5'])).toBe(500);
+    expect(workerDeathTimeoutMs(['--nthreads', '2'])).toBeUndefined();
+  });
+  it('refuses a value that is not a number of seconds, naming it', () => {
+    expect(() => workerDeathTimeoutMs(['--death-timeout', 'soon'])).toThrow(/--death-timeout must be a number of seconds, got "soon"/);
+    expect(() => workerDeathTimeoutMs(['--death-timeout='])).toThrow(/--death-timeout must be a number of seconds/);
   });
 });

@@ -343,7 +343,12 @@ export class Scheduler {
         return;
       case 'CloseWorker': {
         const w = this.workers.get(a.worker);
-        if (w) this.closeWorkerStream(w, a.reason);
+        if (!w) return;
+        // Removed by the state already (no heartbeat within the TTL): not a retirement, whose
+        // worker stays registered until it leaves. Tell the worker it is not registered, so it
+        // closes and its nanny starts a fresh one, as for any other worker the scheduler dropped.
+        if (!this.state.workers.has(a.worker)) this.dropWorkerConn(w, false, a.reason, true);
+        else this.closeWorkerStream(w, a.reason);
         return;
       }
       case 'ReportToClient': {
@@ -413,7 +418,7 @@ export class Scheduler {
       },
       reportWorkerDeath: (call: ServerUnaryCall<ReportWorkerDeathRequest, ReportWorkerDeathResponse>, cb: sendUnaryData<ReportWorkerDeathResponse>) => {
         const conn = this.workers.get(call.request.workerAddress);
-        if (conn) this.dropWorkerConn(conn, false, call.request.reason || 'reported dead by its nanny');
+        if (conn) this.dropWorkerConn(conn, false, call.request.reason || 'reported dead by its nanny', true);
         cb(null, {});
       },
       getAdaptiveTarget: (call: ServerUnaryCall<GetAdaptiveTargetRequest, GetAdaptiveTargetResponse>, cb: sendUnaryData<GetAdaptiveTargetResponse>) => {
@@ -591,6 +596,9 @@ export class Scheduler {
     let conn: WorkerConn | undefined;
     const fail = (code: GrpcStatus, details: string) => call.emit('error', { code, details });
     call.on('data', (req: WorkerSessionRequest) => {
+      // A dropped connection was told so (dropWorkerConn); what it still sends is not news, and
+      // its address may belong to a new registration by now.
+      if (conn && this.workers.get(conn.address) !== conn) return;
       for (const msg of req.messages) {
         const kind = msg.kind;
         if (!kind) continue;
@@ -622,7 +630,7 @@ export class Scheduler {
           };
           conn = c;
           const old = this.workers.get(c.address);
-          if (old) this.dropWorkerConn(old, true, 'replaced by a new connection');
+          if (old) this.dropWorkerConn(old, true, 'replaced by a new registration under its address', true);
           this.workers.set(c.address, c);
           c.out.push({ kind: { $case: 'welcome', value: this.welcome() } });
           this.handle({ type: 'WorkerAdded', worker: workerSpecFromHello(hello), stimulusId: `worker-added-${c.address}` });
@@ -652,16 +660,34 @@ export class Scheduler {
     call.on('close', closed('connection closed'));
   }
 
-  private dropWorkerConn(conn: WorkerConn, expected: boolean, reason: string): void {
+  /**
+   * Forgets a worker's connection and removes the worker from the state. `tell`: the worker may
+   * still be there (a reported death, a replacing registration, a missed heartbeat TTL), so its
+   * stream is ended with NOT_FOUND: the worker then knows it is no longer registered and closes
+   * (its nanny starts a fresh one) instead of running on as a zombie nobody sends work to.
+   */
+  private dropWorkerConn(conn: WorkerConn, expected: boolean, reason: string, tell = false): void {
     if (this.workers.get(conn.address) !== conn) return;
     this.workers.delete(conn.address);
     this.unsent.delete(conn);
+    if (tell && !conn.ended) {
+      conn.closing = true;
+      conn.ended = true; // the Batcher's last flush must not end the stream with an OK status
+    }
     conn.out.close();
-    this.handle({ type: 'WorkerRemoved', worker: conn.address, expected, reason, stimulusId: `worker-removed-${conn.address}` });
+    if (this.state.workers.has(conn.address)) {
+      this.handle({ type: 'WorkerRemoved', worker: conn.address, expected, reason, stimulusId: `worker-removed-${conn.address}` });
+    }
     const waiters = this.retireWaiters.get(conn.address);
     this.retireWaiters.delete(conn.address);
     for (const done of waiters ?? []) done();
     if (!this.lifecycle.closing) this.log.info(`Remove worker ${conn.address} (${reason})`);
+    if (tell && !conn.call.destroyed) {
+      conn.call.emit('error', {
+        code: GrpcStatus.NOT_FOUND,
+        details: `Worker ${conn.address} is not registered with the scheduler at ${this.address} any more (${reason}).`,
+      });
+    }
   }
 
   private workerMessage(conn: WorkerConn, kind: NonNullable<WorkerSessionRequest['messages'][number]['kind']>): void {
@@ -698,6 +724,8 @@ export class Scheduler {
         });
       }
       case 'heartbeat': {
+        // A worker the state does not know (it was removed) is told so, and closes.
+        if (!this.state.workers.has(worker)) return this.dropWorkerConn(conn, false, 'a heartbeat from a worker that is not registered', true);
         const m = kind.value;
         return this.handle({
           type: 'Heartbeat',
