@@ -113,9 +113,9 @@ describe('SchedulerState', () => {
   it('holds tasks without a suitable worker in no-worker until one joins', () => {
     const h = new Harness();
     h.addWorker('cpu');
-    h.submit('c', [def('gpu-1', [], { resources: { GPU: 1 } })], ['gpu-1']);
+    h.submit('c', [def('gpu-1', [], { resources: new Map([['GPU', 1]]) })], ['gpu-1']);
     expect(h.state_('gpu-1')).toBe('no-worker');
-    const acts = h.addWorker('gpu', { resources: { GPU: 2 } });
+    const acts = h.addWorker('gpu', { resources: new Map([['GPU', 2]]) });
     expect(computes(acts)).toEqual(['gpu:gpu-1']);
   });
 

@@ -11,7 +11,7 @@ const fn: InlineFunction = { hash: 'h1', source: '(x) => x', name: 'double' };
 /** A ComputeBatch (through a protobuf round trip, as a worker receives it) and the ComputeTasks it stands for. */
 function batchAndTasks(opts: { inline?: InlineFunction; registered?: string; keys: string[]; args: Array<Value | null> }) {
   const ref = opts.registered !== undefined ? { kind: { $case: 'registered' as const, value: opts.registered } } : { kind: { $case: 'inlineHash' as const, value: 'h1' } };
-  const shared = { priority: 3, resources: { GPU: 1 }, resultEncoding: Encoding.ENCODING_V8 };
+  const shared = { priority: 3, resources: new Map([['GPU', 1]]), resultEncoding: Encoding.ENCODING_V8 };
   const sequences = opts.keys.map((_, i) => 100 + i);
   const batch = ComputeBatch.decode(
     ComputeBatch.encode({
@@ -35,7 +35,7 @@ function batchAndTasks(opts: { inline?: InlineFunction; registered?: string; key
     spec: TaskSpec.create({ key, function: ref, args: opts.args[i] ?? undefined, retries: 2, ...shared }),
     function: opts.inline,
     whoHas: [],
-    inlineInputs: {},
+    inlineInputs: new Map(),
     sequence: sequences[i]!,
     stimulusId: 'stim-1',
   }));

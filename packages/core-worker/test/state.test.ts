@@ -257,7 +257,7 @@ describe('WorkerState: free, steal, replicas', () => {
     const s = newState();
     s.handle(compute('h'));
     s.handle(success('h'));
-    const acts = s.handle({ type: 'AcquireReplicas', whoHas: { r: [A], h: [B] }, nbytes: { r: 8 }, stimulusId: 'acq' });
+    const acts = s.handle({ type: 'AcquireReplicas', whoHas: new Map([['r', [A]], ['h', [B]]]), nbytes: new Map([['r', 8]]), stimulusId: 'acq' });
     expect(acts).toEqual([
       { type: 'SendToScheduler', stimulusId: 'acq', message: { type: 'AddKeys', keys: [{ key: 'h', workers: [SELF], nbytes: 1 }], stimulusId: 'acq' } },
       { type: 'GatherDep', worker: A, keys: ['r'], totalNbytes: 8, stimulusId: 'acq' },
@@ -368,7 +368,7 @@ describe('WorkerState: log and validation', () => {
       } else if (rand(20) === 0) {
         s.handle({ type: 'SchedulerLost', stimulusId: `lost${step}` });
       } else {
-        s.handle({ type: 'AcquireReplicas', whoHas: { [key]: [peers[rand(2)]!] }, nbytes: {}, stimulusId: `acq${step}` });
+        s.handle({ type: 'AcquireReplicas', whoHas: new Map([[key, [peers[rand(2)]!]]]), nbytes: new Map(), stimulusId: `acq${step}` });
       }
     }
     s.validateState();
