@@ -5,6 +5,7 @@ import { InvalidArgumentError, buildValueColumn, encodeValue, readValueColumn } 
 import { computeBatchEvents, computeTaskEvent, toWire, toWireBatch, type Outgoing } from '../src/server/convert.js';
 import type { ComputeTaskEvent, SchedulerMessage, WorkerEvent } from '../src/state/types.js';
 import { WorkerState } from '../src/state/worker-state.js';
+import { compileWorkerOptions, parseResources } from '../src/options.js';
 
 const json = (v: unknown) => encodeValue(v, 'json');
 const fn: InlineFunction = { hash: 'h1', source: '(x) => x', name: 'double' };
@@ -194,5 +195,16 @@ describe('keys named like Object.prototype members', () => {
     expect(done.map((a) => a.type)).toEqual(['SendToScheduler', ...PROTO_NAMES.map(() => 'ReleaseData')]);
     expect([...s.tasks.keys()]).toEqual(['use-1']);
     expect(s.availableResources).toEqual(new Map([['__proto__', 1], ['constructor', 2]]));
+  });
+});
+
+
+describe('resource names like Object.prototype members', () => {
+  it('parses and compiles them as own entries', () => {
+    const parsed = parseResources('__proto__=1,constructor=2,toString=3');
+    expect(Object.entries(parsed)).toEqual([['__proto__', 1], ['constructor', 2], ['toString', 3]]);
+    const o = compileWorkerOptions({ scheduler: 'tcp://127.0.0.1:8786', resources: parsed });
+    expect(Object.entries(o.resources)).toEqual([['__proto__', 1], ['constructor', 2], ['toString', 3]]);
+    expect(Object.getPrototypeOf(o.resources)).toBe(Object.prototype);
   });
 });

@@ -194,3 +194,18 @@ describe('worker and resource names like Object.prototype members', () => {
     expect(info.workers.find((w) => w.name === '__proto__')?.address).toBe(worker.address);
   });
 });
+
+describe('skein subcommands named like Object.prototype members', () => {
+  it('are unknown commands', async () => {
+    const { runSkeinCli } = await import('../src/dispatch.js');
+    const written: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string) => (written.push(String(chunk)), true)) as typeof process.stderr.write;
+    try {
+      for (const name of ['constructor', 'toString', '__proto__']) expect(await runSkeinCli([name])).toBe(2);
+    } finally {
+      process.stderr.write = write;
+    }
+    expect(written.filter((w) => /unknown command/.test(w))).toHaveLength(3);
+  });
+});
