@@ -10,7 +10,9 @@ import { Client } from '@skein/client';
 import { SchedulerServiceClient, TaskSpec, type ClientSessionResponse, type ClientUpdate, type InlineFunction } from '@skein/protocol';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, decodeValue, encodeValue, grpcTarget, inlineFunction, insecureChannel, makeRef } from '@skein/common';
 import { Worker } from '@skein/core-worker';
+import { chromium } from 'playwright-core';
 import { LocalCluster } from '../src/index.js';
+import { until } from './helpers.js';
 
 const KEYS = ['constructor', 'toString', 'hasOwnProperty', 'valueOf', '__proto__', 'isPrototypeOf', '__defineGetter__', 'propertyIsEnumerable'];
 const LARGE = 100 * 1024; // above the scheduler's 64 KiB inline limit: the dependent fetches it from a peer
@@ -207,5 +209,33 @@ describe('skein subcommands named like Object.prototype members', () => {
       process.stderr.write = write;
     }
     expect(written.filter((w) => /unknown command/.test(w))).toHaveLength(3);
+  });
+});
+
+describe('dashboard with task groups and a worker named like Object.prototype members', () => {
+  it('draws the task stream and progress bars of groups constructor, toString, __proto__ without a page error', async () => {
+    const cluster = await LocalCluster.start({ nWorkers: 1, threadsPerWorker: 2, nanny: false });
+    const client = await Client.connect(cluster);
+    const browser = await chromium.launch({ executablePath: process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+    const worker = await Worker.start({ scheduler: cluster.schedulerAddress, name: 'constructor', nthreads: 1 });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+      const pageErrors: string[] = [];
+      page.on('pageerror', (e) => pageErrors.push(e.message));
+      await page.goto(cluster.dashboardLink);
+      // One task per group, each group's name an Object.prototype member (the key's prefix).
+      const fs = ['constructor', 'toString', '__proto__', 'valueOf'].map((key) => client.submitWith({ key }, () => 1));
+      await client.gather(fs);
+      await until(async () => /[1-9]\d* task runs/.test((await page.locator('#stream-info').textContent()) ?? ''), 15_000, 'the task stream to draw the runs');
+      await until(async () => (await page.locator('#progress .bar').count()) >= 4, 15_000, 'a progress bar per group');
+      await until(async () => (await page.locator('#workers tbody tr').count()) === 2, 15_000, 'both workers listed');
+      expect(pageErrors).toEqual([]);
+      await page.close();
+    } finally {
+      await browser.close();
+      await client.close();
+      await worker.close();
+      await cluster.close();
+    }
   });
 });
