@@ -167,7 +167,7 @@ async function wTransfer({ client }, args) {
 function schedulerTaskCount(cluster) {
   const counts = cluster.scheduler.info().tasksByState;
   let total = 0;
-  for (const v of Object.values(counts)) total += Number(v);
+  for (const v of counts.values()) total += Number(v); // a protobuf map: a Map
   return total;
 }
 

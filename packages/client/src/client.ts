@@ -990,7 +990,8 @@ export class Client implements FutureHost {
         );
         const outcome = fromRunResponse(res);
         if (!outcome.ok) throw fromRemoteError(outcome.error);
-        out[address] = decodeValue(outcome.value) as Awaited<R>;
+        // An own property even for an address such as `__proto__` (the record is output only).
+        Object.defineProperty(out, address, { value: decodeValue(outcome.value), enumerable: true, writable: true, configurable: true });
       }),
     );
     return out;

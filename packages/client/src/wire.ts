@@ -27,7 +27,7 @@ import type {
   WorkerInfo,
   EncodedValue,
 } from './types.js';
-import { InvalidArgumentError, buildValueColumn, forEachRun, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
+import { InvalidArgumentError, buildValueColumn, forEachRun, hasKeys, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
 
 /** The first message of a session; `batches`: this client reads KeysInMemory. */
 export function helloRequest(protocolVersion: string, clientId: string): ClientSessionRequest {
@@ -48,7 +48,7 @@ export function toTaskSpec(t: TaskDef): TaskSpec {
     dependencies: t.dependencies,
     priority: t.priority,
     retries: t.retries,
-    resources: t.resources,
+    resources: resourceMap(t.resources),
     workers: t.workers,
     allowOtherWorkers: t.allowOtherWorkers,
     resultEncoding: t.resultEncoding,
@@ -71,7 +71,18 @@ function sameBatch(a: TaskDef, b: TaskDef): boolean {
 
 function sameRecord(a: Record<string, number>, b: Record<string, number>): boolean {
   const ka = Object.keys(a);
-  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+  // Resource names are user data: only own entries count (`constructor` is not inherited here).
+  return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
+}
+
+const NO_RESOURCES = new Map<string, number>();
+
+/**
+ * A task's resources as the protobuf map (a Map: the names are user data, so `__proto__` or
+ * `constructor` is an entry like any other). Tasks without resources share one empty Map.
+ */
+function resourceMap(r: Readonly<Record<string, number>>): Map<string, number> {
+  return hasKeys(r) ? new Map(Object.entries(r)) : NO_RESOURCES;
 }
 
 /** Tasks that share function and options (see sameBatch), column by column. */
@@ -101,7 +112,7 @@ function toTaskBatch(tasks: readonly TaskDef[]): TaskBatch {
     dependencies,
     priority: first.priority,
     retries: first.retries,
-    resources: first.resources,
+    resources: resourceMap(first.resources),
     workers: first.workers,
     allowOtherWorkers: first.allowOtherWorkers,
     resultEncoding: first.resultEncoding,
@@ -244,7 +255,8 @@ function fromWireWorker(w: WireWorkerInfo): WorkerInfo {
     name: w.name,
     nthreads: w.nthreads,
     memoryLimit: w.memoryLimit,
-    resources: { ...w.resources },
+    // Output only, built from own entries: a resource named `__proto__` is an own property.
+    resources: Object.fromEntries(w.resources),
     processing: w.processing,
     inMemory: w.inMemory,
     managedBytes: w.managedBytes,
@@ -264,7 +276,7 @@ export function fromGetInfo(r: GetInfoResponse): SchedulerInfo {
     address: r.address,
     protocolVersion: r.protocolVersion,
     workers,
-    tasksByState: { ...r.tasksByState },
+    tasksByState: Object.fromEntries(r.tasksByState),
     clients: r.clients,
     dashboardAddress: r.dashboardAddress,
   };

@@ -105,7 +105,7 @@ export class FakeCluster {
               name: 'fake-worker',
               nthreads: 1,
               memoryLimit: 0,
-              resources: {},
+              resources: new Map(),
               processing: 0,
               inMemory: this.data.size,
               managedBytes: 0,
@@ -178,9 +178,10 @@ export class FakeCluster {
     await shutdownServer(this.server, 100);
   }
 
-  private countStates(): Record<string, number> {
-    const c: Record<string, number> = {};
-    for (const t of this.tasks.values()) c[t.state] = (c[t.state] ?? 0) + 1;
+  // A protobuf map field: a Map (see @skein/protocol's README).
+  private countStates(): Map<string, number> {
+    const c = new Map<string, number>();
+    for (const t of this.tasks.values()) c.set(t.state, (c.get(t.state) ?? 0) + 1);
     return c;
   }
 

@@ -211,10 +211,12 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
 
   /** Recent output of every process, by name: 'cluster' (the base's own events), 'scheduler', then each worker. */
   logs(): Record<string, string[]> {
-    const out: Record<string, string[]> = { cluster: this.#events.slice() };
-    if (this.#scheduler) out['scheduler'] = this.#scheduler.logs();
-    for (const [name, w] of this.workers) out[name] = w.logs();
-    return out;
+    // Worker names are user data: the record is built from entries (own properties), so a worker
+    // named `__proto__` or `constructor` is listed like any other.
+    const out: Array<[string, string[]]> = [['cluster', this.#events.slice()]];
+    if (this.#scheduler) out.push(['scheduler', this.#scheduler.logs()]);
+    for (const [name, w] of this.workers) out.push([name, w.logs()]);
+    return Object.fromEntries(out);
   }
 
   /**

@@ -71,7 +71,7 @@ export function grpcTarget(address: string | Address): string {
 /** The IPv4 address of a network interface (`--interface eth0`). */
 export function interfaceAddress(name: string): string {
   const nics = networkInterfaces();
-  const entries = nics[name];
+  const entries = Object.hasOwn(nics, name) ? nics[name] : undefined; // own entries: a name is user input
   if (!entries) {
     throw new InvalidArgumentError(
       `No network interface named "${name}". Available: ${Object.keys(nics).join(', ') || '(none)'}.`,

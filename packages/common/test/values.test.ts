@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Encoding } from '@skein/protocol';
 import { collectRefs, decodeValue, encodeValue, makeRef, substituteRefs } from '../src/values.js';
-import { parseAddress, formatAddress } from '../src/address.js';
+import { parseAddress, formatAddress, interfaceAddress } from '../src/address.js';
 import { parseBytes, parseMemoryLimit } from '../src/units.js';
 import { InvalidArgumentError } from '../src/errors.js';
 
@@ -63,6 +63,8 @@ describe('addresses and units', () => {
     expect(parseBytes('4GB')).toBe(4e9);
     expect(parseBytes('2GiB')).toBe(2 * 2 ** 30);
     expect(() => parseBytes('lots')).toThrow(/Bad size "lots"/);
+    // the unit is looked up as user input: an Object.prototype name is no unit
+    expect(() => parseBytes('1constructor')).toThrow(/Bad size "1constructor"/);
     expect(parseMemoryLimit('0.5')).toBeGreaterThan(0);
     expect(parseMemoryLimit('1GB')).toBe(1e9);
     expect(parseMemoryLimit('none')).toBe(0);
@@ -83,5 +85,12 @@ describe('function sources', () => {
   });
   it('refuses native functions with a message that says what to do', () => {
     expect(() => functionSource(Math.sqrt)).toThrow(/Wrap it/);
+  });
+});
+
+
+describe('network interfaces by name', () => {
+  it('refuses a name like an Object.prototype member as an unknown interface', () => {
+    for (const name of ['constructor', '__proto__', 'toString']) expect(() => interfaceAddress(name)).toThrow(new RegExp(`No network interface named "${name}"`));
   });
 });

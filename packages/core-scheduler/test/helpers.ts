@@ -10,7 +10,7 @@ export function def(key: string, deps: string[] = [], extra: Partial<TaskDef> = 
     dependencies: deps,
     priority: 0,
     retries: 0,
-    resources: {},
+    resources: new Map(),
     workers: [],
     allowOtherWorkers: false,
     resultEncoding: 0,
@@ -20,5 +20,5 @@ export function def(key: string, deps: string[] = [], extra: Partial<TaskDef> = 
 
 /** A worker named after its address, one thread, no memory limit. */
 export function worker(address: string, extra: Partial<WorkerSpec> = {}): WorkerSpec {
-  return { address, name: address, nthreads: 1, memoryLimit: 0, resources: {}, registeredFunctions: [], held: [], pid: 1, nannyAddress: '', ...extra };
+  return { address, name: address, nthreads: 1, memoryLimit: 0, resources: new Map(), registeredFunctions: [], held: [], pid: 1, nannyAddress: '', ...extra };
 }

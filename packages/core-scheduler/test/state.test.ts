@@ -113,9 +113,9 @@ describe('SchedulerState', () => {
   it('holds tasks without a suitable worker in no-worker until one joins', () => {
     const h = new Harness();
     h.addWorker('cpu');
-    h.submit('c', [def('gpu-1', [], { resources: { GPU: 1 } })], ['gpu-1']);
+    h.submit('c', [def('gpu-1', [], { resources: new Map([['GPU', 1]]) })], ['gpu-1']);
     expect(h.state_('gpu-1')).toBe('no-worker');
-    const acts = h.addWorker('gpu', { resources: { GPU: 2 } });
+    const acts = h.addWorker('gpu', { resources: new Map([['GPU', 2]]) });
     expect(computes(acts)).toEqual(['gpu:gpu-1']);
   });
 
@@ -368,5 +368,46 @@ describe('SchedulerState', () => {
     expect(h.state.tasks.get('k-1')!.whoWants).toBe('c3');
     h.handle({ type: 'ClientReleasedKeys', client: 'c3', keys: ['k-1'] });
     expect(h.state_('k-1')).toBe('forgotten');
+  });
+});
+
+// Keys, worker names and resource names are user data (issue 11, item 13).
+describe('SchedulerState: names like Object.prototype members', () => {
+  const NAMES = ['constructor', 'toString', 'hasOwnProperty', 'valueOf', '__proto__', 'isPrototypeOf', '__defineGetter__', 'propertyIsEnumerable'];
+
+  it.each([
+    ['inline', 8],
+    ['held by a worker', 100_000],
+  ])('computes such keys as dependencies (%s values) and reports them', (_, bytes) => {
+    const h = new Harness();
+    h.addWorker('w1', { name: '__proto__', nthreads: 16, resources: new Map([['constructor', 1], ['__proto__', 1]]) });
+    const deps = NAMES.map((k) => def(k, [], { workers: ['__proto__'] }));
+    const uses = NAMES.map((k) => def(`use-${k}`, [k], { resources: new Map([['constructor', 1], ['__proto__', 1]]) }));
+    let acts = h.submit('c', [...deps, ...uses], [...NAMES, ...uses.map((u) => u.key)]);
+    expect(computes(acts)).toEqual(NAMES.map((k) => `w1:${k}`));
+    for (const k of NAMES) {
+      acts = h.finish('w1', k, bytes);
+      const c = acts.find((a) => a.type === 'Compute');
+      expect(c).toMatchObject({ worker: 'w1', key: `use-${k}` });
+      if (c?.type !== 'Compute') throw new Error('no Compute');
+      if (bytes <= 100) expect(c.inlineInputs.map(([key]) => key)).toEqual([k]);
+      else expect(c.whoHas).toEqual([{ key: k, workers: ['w1'], nbytes: bytes }]);
+      expect(reports(acts)).toEqual([`c:in-memory:${k}`]);
+      acts = h.finish('w1', `use-${k}`);
+      expect(reports(acts)).toEqual([`c:in-memory:use-${k}`]);
+    }
+    for (const k of NAMES) expect(h.state_(k)).toBe('memory');
+    h.state.validateState();
+  });
+
+  it('places a task needing a resource only on a worker that has it, whatever its name', () => {
+    const h = new Harness();
+    h.addWorker('w1', { resources: new Map([['toString', 1]]) });
+    h.submit('c', [def('needs-ctor', [], { resources: new Map([['constructor', 1]]) }), def('needs-proto', [], { resources: new Map([['__proto__', 1]]) })], ['needs-ctor', 'needs-proto']);
+    // w1 has neither (its resources inherit nothing): both wait for a worker that has them.
+    expect(h.state_('needs-ctor')).toBe('no-worker');
+    expect(h.state_('needs-proto')).toBe('no-worker');
+    const acts = h.addWorker('w2', { nthreads: 2, resources: new Map([['constructor', 1], ['__proto__', 1]]) });
+    expect(computes(acts).sort()).toEqual(['w2:needs-ctor', 'w2:needs-proto']);
   });
 });

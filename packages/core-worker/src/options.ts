@@ -138,18 +138,22 @@ function fraction(v: MemoryFraction | undefined, option: string, env: string, fa
   return fallback;
 }
 
-/** Parses `GPU=2,MEM=1e9` into {GPU: 2, MEM: 1e9}. */
+/**
+ * Parses `GPU=2,MEM=1e9` into {GPU: 2, MEM: 1e9}. Resource names are user data: the record is
+ * built from a Map with Object.fromEntries, so a name such as `__proto__` or `constructor` is an
+ * own entry like any other.
+ */
 export function parseResources(text: string): Record<string, number> {
-  const out: Record<string, number> = {};
+  const out = new Map<string, number>();
   for (const part of text.split(/[,\s]+/).filter(Boolean)) {
     const m = /^([A-Za-z_][\w.-]*)=(.+)$/.exec(part);
     const n = m ? Number(m[2]) : NaN;
     if (!m || !Number.isFinite(n) || n < 0) {
       throw new InvalidArgumentError(`Bad resource "${part}" in "${text}": use NAME=NUMBER pairs separated by commas, e.g. "GPU=2,MEM=1e9".`);
     }
-    out[m[1]!] = n;
+    out.set(m[1]!, n);
   }
-  return out;
+  return Object.fromEntries(out);
 }
 
 export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
@@ -169,13 +173,14 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
   const port = o.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`Bad port ${port}: a port is a number from 0 to 65535.`);
   const nthreads = positiveInt(o.nthreads, 1, 'nthreads');
-  const resources: Record<string, number> = {};
-  for (const [k, v] of Object.entries(o.resources ?? {})) {
+  const entries = Object.entries(o.resources ?? {});
+  for (const [k, v] of entries) {
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
       throw new InvalidArgumentError(`Resource ${k} must be a finite number of at least 0, got ${String(v)}.`);
     }
-    resources[k] = v;
   }
+  // Own entries only (Object.fromEntries): a resource named `__proto__` stays a resource.
+  const resources: Record<string, number> = Object.fromEntries(entries);
   return {
     scheduler: formatAddress(sched),
     schedulerTarget: grpcTarget(sched),

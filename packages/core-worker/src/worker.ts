@@ -285,7 +285,7 @@ export class Worker {
                   name: this.name,
                   nthreads: o.nthreads,
                   memoryLimit: o.memoryLimit,
-                  resources: o.resources,
+                  resources: new Map(Object.entries(o.resources)),
                   held: first ? [] : this.state.held(),
                   registeredFunctions: this.registeredFunctions,
                   pid,

@@ -79,7 +79,7 @@ describe('skein-worker CLI', () => {
     const lines = r.stdout().trim().split('\n');
     expect(lines[0]).toMatch(/^Start worker at: {2}tcp:\/\/[\d.]+:\d+$/);
     expect(lines[1]).toBe(`Registered to:    ${sched.address}`);
-    expect(sched.hellos[0]).toMatchObject({ name: 'cli-w', nthreads: 2, resources: { GPU: 2, MEM: 1e9 } });
+    expect(sched.hellos[0]).toMatchObject({ name: 'cli-w', nthreads: 2, resources: new Map([['GPU', 2], ['MEM', 1e9]]) });
     expect(sched.hellos[0]!.registeredFunctions).toContain('add');
     r.kill('SIGTERM');
     expect(await r.code).toBe(0);

@@ -1,9 +1,11 @@
 /** Wire ↔ domain conversion of the column forms (ComputeBatch in, TasksFinished out). */
 import { describe, expect, it } from 'vitest';
-import { ComputeBatch, Encoding, TaskSpec, WorkerSessionRequest, type ComputeTask, type InlineFunction, type Value } from '@skein/protocol';
+import { ComputeBatch, ComputeTask, Encoding, TaskSpec, WorkerSessionRequest, type InlineFunction, type Value } from '@skein/protocol';
 import { InvalidArgumentError, buildValueColumn, encodeValue, readValueColumn } from '@skein/common';
 import { computeBatchEvents, computeTaskEvent, toWire, toWireBatch, type Outgoing } from '../src/server/convert.js';
 import type { ComputeTaskEvent, SchedulerMessage, WorkerEvent } from '../src/state/types.js';
+import { WorkerState } from '../src/state/worker-state.js';
+import { compileWorkerOptions, parseResources } from '../src/options.js';
 
 const json = (v: unknown) => encodeValue(v, 'json');
 const fn: InlineFunction = { hash: 'h1', source: '(x) => x', name: 'double' };
@@ -11,7 +13,7 @@ const fn: InlineFunction = { hash: 'h1', source: '(x) => x', name: 'double' };
 /** A ComputeBatch (through a protobuf round trip, as a worker receives it) and the ComputeTasks it stands for. */
 function batchAndTasks(opts: { inline?: InlineFunction; registered?: string; keys: string[]; args: Array<Value | null> }) {
   const ref = opts.registered !== undefined ? { kind: { $case: 'registered' as const, value: opts.registered } } : { kind: { $case: 'inlineHash' as const, value: 'h1' } };
-  const shared = { priority: 3, resources: { GPU: 1 }, resultEncoding: Encoding.ENCODING_V8 };
+  const shared = { priority: 3, resources: new Map([['GPU', 1]]), resultEncoding: Encoding.ENCODING_V8 };
   const sequences = opts.keys.map((_, i) => 100 + i);
   const batch = ComputeBatch.decode(
     ComputeBatch.encode({
@@ -35,7 +37,7 @@ function batchAndTasks(opts: { inline?: InlineFunction; registered?: string; key
     spec: TaskSpec.create({ key, function: ref, args: opts.args[i] ?? undefined, retries: 2, ...shared }),
     function: opts.inline,
     whoHas: [],
-    inlineInputs: {},
+    inlineInputs: new Map(),
     sequence: sequences[i]!,
     stimulusId: 'stim-1',
   }));
@@ -140,5 +142,69 @@ describe('toWireBatch', () => {
     expect(last?.keys).toEqual(['e', 'f']);
     // an empty value is still a value (RAW, 0 bytes), not an absent one
     expect(readValueColumn(last!.values, 2, 'test').map((v) => v?.encoding ?? 0)).toEqual([Encoding.ENCODING_RAW, Encoding.ENCODING_JSON]);
+  });
+});
+
+// Keys (and resource names) are user data: named like Object.prototype members they must travel
+// from the wire into the state as any other name (issue 11, item 13).
+const PROTO_NAMES = ['constructor', 'toString', 'hasOwnProperty', 'valueOf', '__proto__', 'isPrototypeOf', '__defineGetter__', 'propertyIsEnumerable'];
+
+describe('keys named like Object.prototype members', () => {
+  const peer = 'tcp://127.0.0.1:2000';
+  /** A ComputeTask as the worker receives it (a protobuf round trip), depending on every name. */
+  function received(inline: boolean): ComputeTask {
+    const sent: ComputeTask = {
+      spec: TaskSpec.create({ key: 'use-1', function: { kind: { $case: 'registered', value: 'f' } }, args: json([]), dependencies: PROTO_NAMES, resources: new Map([['__proto__', 1], ['constructor', 2]]) }),
+      function: undefined,
+      whoHas: inline ? [] : PROTO_NAMES.map((key) => ({ key, workers: [peer], nbytes: 100_000 })),
+      inlineInputs: new Map(inline ? PROTO_NAMES.map((k, i) => [k, json(i)]) : []),
+      sequence: 1,
+      stimulusId: 'compute-use-1',
+    };
+    return ComputeTask.decode(ComputeTask.encode(sent).finish());
+  }
+
+  it('decodes every inline input, holder and resource by its name', () => {
+    const ev = computeTaskEvent(received(true));
+    expect([...ev.inlineInputs.keys()]).toEqual(PROTO_NAMES);
+    expect([...ev.resources]).toEqual([['__proto__', 1], ['constructor', 2]]);
+    const fetched = computeTaskEvent(received(false));
+    expect([...fetched.whoHas]).toEqual(PROTO_NAMES.map((k) => [k, [peer]]));
+    expect([...fetched.nbytes.values()]).toEqual(PROTO_NAMES.map(() => 100_000));
+    expect(fetched.inlineInputs.size).toBe(0);
+  });
+
+  it.each([
+    ['inline inputs', true],
+    ['inputs held by a peer', false],
+  ])('the worker state runs a task whose dependencies are such keys (%s)', (_, inline) => {
+    let t = 0;
+    const s = new WorkerState({ address: 'tcp://127.0.0.1:1000', nthreads: 1, inlineBytes: 100, now: () => ++t, validate: true, resources: { ['__proto__']: 1, constructor: 2 } });
+    const acts = s.handle(computeTaskEvent(received(inline)));
+    if (inline) {
+      expect(acts).toEqual([{ type: 'Execute', key: 'use-1', call: expect.anything(), inputs: PROTO_NAMES.map((k, i) => [k, json(i)]), stimulusId: 'compute-use-1' }]);
+    } else {
+      expect(acts).toEqual([{ type: 'GatherDep', worker: peer, keys: PROTO_NAMES, totalNbytes: 800_000, stimulusId: 'compute-use-1' }]);
+      const data = new Map(PROTO_NAMES.map((k, i) => [k, json(i)]));
+      const ran = s.handle({ type: 'GatherDepSuccess', worker: peer, data, missing: [], stimulusId: 'got' });
+      expect(ran).toEqual([{ type: 'Execute', key: 'use-1', call: expect.anything(), inputs: PROTO_NAMES.map((k, i) => [k, json(i)]), stimulusId: 'got' }]);
+    }
+    expect(s.availableResources).toEqual(new Map([['__proto__', 0], ['constructor', 0]]));
+    const done = s.handle({ type: 'ExecuteSuccess', key: 'use-1', value: json(1), typeName: 'number', startMs: 1, stopMs: 2, stimulusId: 'ok' });
+    // The result is reported; the inputs, needed by nothing else, are let go (ReleaseData each).
+    expect(done.map((a) => a.type)).toEqual(['SendToScheduler', ...PROTO_NAMES.map(() => 'ReleaseData')]);
+    expect([...s.tasks.keys()]).toEqual(['use-1']);
+    expect(s.availableResources).toEqual(new Map([['__proto__', 1], ['constructor', 2]]));
+  });
+});
+
+
+describe('resource names like Object.prototype members', () => {
+  it('parses and compiles them as own entries', () => {
+    const parsed = parseResources('__proto__=1,constructor=2,toString=3');
+    expect(Object.entries(parsed)).toEqual([['__proto__', 1], ['constructor', 2], ['toString', 3]]);
+    const o = compileWorkerOptions({ scheduler: 'tcp://127.0.0.1:8786', resources: parsed });
+    expect(Object.entries(o.resources)).toEqual([['__proto__', 1], ['constructor', 2], ['toString', 3]]);
+    expect(Object.getPrototypeOf(o.resources)).toBe(Object.prototype);
   });
 });

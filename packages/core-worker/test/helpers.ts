@@ -14,8 +14,23 @@ export function newState(over: Partial<WorkerStateConfig> = {}): WorkerState {
   return new WorkerState({ address: SELF, nthreads: 1, inlineBytes: 100, now: () => ++t, validate: true, ...over });
 }
 
+type Keyed<T> = Readonly<Record<string, T>> | ReadonlyMap<string, T>;
+/** The event's keyed fields, which are Maps (keys are user data), may be given as records here. */
+export interface ComputeOverrides extends Partial<Omit<ComputeTaskEvent, 'resources' | 'whoHas' | 'nbytes' | 'inlineInputs'>> {
+  resources?: Keyed<number>;
+  whoHas?: Keyed<readonly string[]>;
+  nbytes?: Keyed<number>;
+  inlineInputs?: Keyed<Encoded>;
+}
+
+/** A Map of a record's own entries (a Map as it is). */
+export function keyed<T>(r: Keyed<T> | undefined): ReadonlyMap<string, T> {
+  return r instanceof Map ? r : new Map(Object.entries((r ?? {}) as Record<string, T>));
+}
+
 let seq = 0;
-export function compute(key: string, over: Partial<ComputeTaskEvent> = {}): ComputeTaskEvent {
+export function compute(key: string, over: ComputeOverrides = {}): ComputeTaskEvent {
+  const { resources, whoHas, nbytes, inlineInputs, ...rest } = over;
   return {
     type: 'ComputeTask',
     key,
@@ -23,12 +38,12 @@ export function compute(key: string, over: Partial<ComputeTaskEvent> = {}): Comp
     dependencies: [],
     priority: 0,
     sequence: ++seq,
-    resources: {},
-    whoHas: {},
-    nbytes: {},
-    inlineInputs: {},
     stimulusId: `compute-${key}`,
-    ...over,
+    ...rest,
+    resources: keyed(resources),
+    whoHas: keyed(whoHas),
+    nbytes: keyed(nbytes),
+    inlineInputs: keyed(inlineInputs),
   };
 }
 

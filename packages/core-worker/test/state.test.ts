@@ -110,10 +110,10 @@ describe('WorkerState: resources', () => {
     const s = newState({ nthreads: 4, resources: { GPU: 1 } });
     const acts = s.handle(compute('g1', { resources: { GPU: 1 } }), compute('g2', { resources: { GPU: 1 } }), compute('c'));
     expect(kinds(acts)).toEqual(['execute:g1', 'execute:c']);
-    expect(s.availableResources).toEqual({ GPU: 0 });
+    expect(s.availableResources).toEqual(new Map([['GPU', 0]]));
     expect(kinds(s.handle(success('g1')))).toEqual(['send:TaskFinished:g1', 'execute:g2']);
     s.handle(success('g2'));
-    expect(s.availableResources).toEqual({ GPU: 1 });
+    expect(s.availableResources).toEqual(new Map([['GPU', 1]]));
   });
 
   it('fails a task that needs resources this worker does not have', () => {
@@ -257,7 +257,7 @@ describe('WorkerState: free, steal, replicas', () => {
     const s = newState();
     s.handle(compute('h'));
     s.handle(success('h'));
-    const acts = s.handle({ type: 'AcquireReplicas', whoHas: { r: [A], h: [B] }, nbytes: { r: 8 }, stimulusId: 'acq' });
+    const acts = s.handle({ type: 'AcquireReplicas', whoHas: new Map([['r', [A]], ['h', [B]]]), nbytes: new Map([['r', 8]]), stimulusId: 'acq' });
     expect(acts).toEqual([
       { type: 'SendToScheduler', stimulusId: 'acq', message: { type: 'AddKeys', keys: [{ key: 'h', workers: [SELF], nbytes: 1 }], stimulusId: 'acq' } },
       { type: 'GatherDep', worker: A, keys: ['r'], totalNbytes: 8, stimulusId: 'acq' },
@@ -368,12 +368,34 @@ describe('WorkerState: log and validation', () => {
       } else if (rand(20) === 0) {
         s.handle({ type: 'SchedulerLost', stimulusId: `lost${step}` });
       } else {
-        s.handle({ type: 'AcquireReplicas', whoHas: { [key]: [peers[rand(2)]!] }, nbytes: {}, stimulusId: `acq${step}` });
+        s.handle({ type: 'AcquireReplicas', whoHas: new Map([[key, [peers[rand(2)]!]]]), nbytes: new Map(), stimulusId: `acq${step}` });
       }
     }
     s.validateState();
     // the walk visits most states a task can rest in
     for (const st of ['executing', 'fetch', 'flight', 'memory', 'waiting']) expect(seen).toContain(st);
     expect(seen.size).toBeGreaterThanOrEqual(6);
+  });
+});
+
+describe('WorkerState: one task that cannot be set up', () => {
+  it('errs alone: the other commands of the same message run, and later ones too', () => {
+    const s = newState({ nthreads: 2 });
+    // A ComputeTask whose holders list is not a list (a malformed command, or a bug in reading
+    // one) in the middle of a message of root tasks.
+    const bad = compute('bad', { dependencies: ['x'], whoHas: new Map([['x', 5 as unknown as string[]]]) });
+    const acts = s.handle(compute('r1'), bad, compute('r2'), compute('r3'));
+    expect(kinds(acts)).toEqual(['send:TaskErred:bad', 'execute:r1', 'execute:r2']);
+    const erred = acts[0] as Extract<WorkerAction, { type: 'SendToScheduler' }>;
+    expect(erred.message).toMatchObject({ type: 'TaskErred', key: 'bad', error: { code: 'internal', message: expect.stringMatching(/could not set up task bad: .*not iterable/) } });
+    expect(s.tasks.get('bad')!.state).toBe('error');
+    expect(s.tasks.has('x')).toBe(false);
+    expect(kinds(s.handle(success('r1')))).toEqual(['send:TaskFinished:r1', 'execute:r3']);
+    expect(kinds(s.handle(compute('later')))).toEqual([]);
+    expect(kinds(s.handle(success('r2')))).toEqual(['send:TaskFinished:r2', 'execute:later']);
+    // The scheduler frees the erred key as any other.
+    s.handle({ type: 'FreeKeys', keys: ['bad'], stimulusId: 'free' });
+    expect(s.tasks.has('bad')).toBe(false);
+    s.validateState();
   });
 });

@@ -12,7 +12,7 @@ describe('Worker shell', () => {
     const { sched, worker } = await setup({ nthreads: 2, name: 'w1', resources: { GPU: 1 } });
     expect(worker.status).toBe('running');
     expect(worker.address).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
-    expect(sched.hellos[0]).toMatchObject({ address: worker.address, name: 'w1', nthreads: 2, resources: { GPU: 1 }, protocolVersion: PROTOCOL_VERSION, pid: process.pid, batches: true });
+    expect(sched.hellos[0]).toMatchObject({ address: worker.address, name: 'w1', nthreads: 2, resources: new Map([['GPU', 1]]), protocolVersion: PROTOCOL_VERSION, pid: process.pid, batches: true });
     expect(sched.hellos[0]!.registeredFunctions).toContain('add');
     sched.send(worker.address, computeCmd('add-1', 'add', [1, 2]), computeCmd('lambda-1', (x: number) => x * 10, [makeRef('add-1')], { deps: ['add-1'] }));
     const fin = await sched.waitFor(() => sched.of('taskFinished').length >= 2 && sched.of('taskFinished'));

@@ -94,7 +94,8 @@ export const STATUS_PAGE = `<!doctype html>
 <script>
 "use strict";
 var WINDOW_MS = 15000;
-var S = { snap: null, stream: [], history: [], lag: null, offset: 0, lanes: {}, rate: [], dirty: true };
+// Keyed by worker addresses and task groups (user data): Maps, never plain objects.
+var S = { snap: null, stream: [], history: [], lag: null, offset: 0, lanes: new Map(), rate: [], dirty: true };
 var $ = function (id) { return document.getElementById(id); };
 function esc(s) { return String(s).replace(/[&<>"']/g, function (c) { return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]; }); }
 function bytes(n) {
@@ -103,13 +104,14 @@ function bytes(n) {
   while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
   return (n >= 100 || i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + u[i];
 }
-var colorCache = {};
+var colorCache = new Map();
 function color(group, alpha) {
-  var c = colorCache[group];
+  var c = colorCache.get(group);
   if (c === undefined) {
     var h = 0;
     for (var i = 0; i < group.length; i++) h = (h * 31 + group.charCodeAt(i)) >>> 0;
-    c = colorCache[group] = Math.round((h % 1000) * 137.508) % 360; // golden angle: near names, far hues
+    c = Math.round((h % 1000) * 137.508) % 360; // golden angle: near names, far hues
+    colorCache.set(group, c);
   }
   return "hsla(" + c + ",62%,52%," + (alpha === undefined ? 1 : alpha) + ")";
 }
@@ -119,17 +121,18 @@ function now() { return Date.now() + S.offset; }
 function workerLanes() {
   // row offsets per worker, in the workers' order: one row per thread, or one per worker when
   // the cluster has more threads than fit
-  var lanes = {}, y = 0, ws = S.snap ? S.snap.workers : [], threads = 0, i;
+  var lanes = new Map(), y = 0, ws = S.snap ? S.snap.workers : [], threads = 0, i;
   for (i = 0; i < ws.length; i++) threads += ws[i].nthreads;
   var perThread = threads <= 96;
-  for (i = 0; i < ws.length; i++) { var n = perThread ? ws[i].nthreads : 1; lanes[ws[i].address] = { first: y, n: n, name: ws[i].name }; y += n; }
+  for (i = 0; i < ws.length; i++) { var n = perThread ? ws[i].nthreads : 1; lanes.set(ws[i].address, { first: y, n: n, name: ws[i].name }); y += n; }
   var laneH = y ? Math.max(1, Math.min(22, Math.floor(400 / y))) : 20;
   return { map: lanes, total: y, laneH: laneH, perThread: perThread };
 }
 function addRows(rows) {
   for (var i = 0; i < rows.length; i++) {
     var r = rows[i];
-    var ends = S.lanes[r[0]] || (S.lanes[r[0]] = []);
+    var ends = S.lanes.get(r[0]);
+    if (!ends) S.lanes.set(r[0], ends = []);
     var lane = -1, best = 0;
     for (var j = 0; j < ends.length; j++) {
       if (ends[j] <= r[3] + 1) { lane = j; break; }
@@ -166,12 +169,11 @@ function drawStream() {
   var t1 = now(), t0 = t1 - WINDOW_MS, plotW = W - LABEL_W;
   var sx = function (t) { return LABEL_W + (t - t0) / WINDOW_MS * plotW; };
   ctx.font = "11px system-ui, sans-serif"; ctx.textBaseline = "middle";
-  for (var a in L.map) {
-    var ln = L.map[a];
+  L.map.forEach(function (ln) {
     ctx.fillStyle = "#f0f2f5"; ctx.fillRect(LABEL_W, ln.first * laneH, plotW, Math.max(1, ln.n * laneH - (laneH > 3 ? 1 : 0)));
     if (ln.n * laneH >= 10) { ctx.fillStyle = "#6b7480"; ctx.fillText(ln.name.length > 13 ? ln.name.slice(0, 12) + "…" : ln.name, 4, ln.first * laneH + ln.n * laneH / 2); }
-  }
-  var byColor = {};
+  });
+  var byColor = new Map();
   var shown = 0;
   // Thousands of short tasks land on the same pixels: per row, skip a bar that would only cover
   // the pixel the previous bar of the same colour already filled.
@@ -179,20 +181,21 @@ function drawStream() {
   for (var i = 0; i < S.stream.length; i++) {
     var e = S.stream[i];
     if (e.b < t0) continue;
-    var wl = L.map[e.w]; if (!wl) continue;
+    var wl = L.map.get(e.w); if (!wl) continue;
     var row = wl.first + Math.min(e.lane, wl.n - 1);
     var key = e.kind === 1 ? "erred" : e.kind === 2 ? "transfer" : e.g;
     shown++;
     var x0 = sx(e.a), x1 = Math.max(x0 + 1, sx(e.b));
     if (lastKey[row] === key && Math.floor(x1) <= lastX[row]) continue;
     lastKey[row] = key; lastX[row] = Math.floor(x1);
-    (byColor[key] || (byColor[key] = [])).push(x0, row * laneH + (laneH > 6 ? 1 : 0), x1 - x0, laneH > 6 ? laneH - 3 : laneH);
+    var rects = byColor.get(key);
+    if (!rects) byColor.set(key, rects = []);
+    rects.push(x0, row * laneH + (laneH > 6 ? 1 : 0), x1 - x0, laneH > 6 ? laneH - 3 : laneH);
   }
-  for (var k in byColor) {
+  byColor.forEach(function (rs, k) {
     ctx.fillStyle = k === "erred" ? "#111" : k === "transfer" ? "rgba(229,83,75,.7)" : color(k);
-    var rs = byColor[k];
     for (var j = 0; j < rs.length; j += 4) ctx.fillRect(rs[j], rs[j + 1], rs[j + 2], rs[j + 3]);
-  }
+  });
   // time axis
   ctx.fillStyle = "#6b7480"; ctx.textBaseline = "top";
   for (var s = 0; s <= WINDOW_MS / 1000; s += 5) { var x = sx(t1 - s * 1000); ctx.fillRect(x, L.total * laneH, 1, 4); ctx.fillText(s ? "-" + s + " s" : "now", Math.min(x - 10, W - 26), L.total * laneH + 5); }
@@ -314,7 +317,7 @@ function apply(d) {
 var es = new EventSource("/api/events");
 es.addEventListener("init", function (ev) {
   var d = JSON.parse(ev.data);
-  S.snap = d.snapshot; S.stream = []; S.lanes = {}; S.history = d.history || [];
+  S.snap = d.snapshot; S.stream = []; S.lanes = new Map(); S.history = d.history || [];
   addRows(d.stream || []); apply(d); $("conn").className = "on";
 });
 es.addEventListener("update", function (ev) {
@@ -341,13 +344,13 @@ $("stream").addEventListener("mousemove", function (ev) {
   var laneH = L.laneH;
   var t1 = now(), t0 = t1 - WINDOW_MS, t = t0 + (x - LABEL_W) / (c.clientWidth - LABEL_W) * WINDOW_MS, laneIdx = Math.floor(y / laneH), hit = null;
   for (var i = S.stream.length - 1; i >= 0 && !hit; i--) {
-    var e = S.stream[i], wl = L.map[e.w];
+    var e = S.stream[i], wl = L.map.get(e.w);
     if (wl && wl.first + Math.min(e.lane, wl.n - 1) === laneIdx && e.a <= t + 30 && e.b >= t - 30) hit = e;
   }
   var tip = $("tip");
   if (!hit) { tip.style.display = "none"; return; }
   tip.style.display = "block"; tip.style.left = ev.clientX + 12 + "px"; tip.style.top = ev.clientY + 12 + "px";
-  tip.textContent = hit.k + " on " + (L.map[hit.w] ? L.map[hit.w].name : hit.w) + ": " + (hit.b - hit.a).toFixed(1) + " ms" + (hit.kind === 1 ? " (erred)" : "");
+  tip.textContent = hit.k + " on " + (L.map.has(hit.w) ? L.map.get(hit.w).name : hit.w) + ": " + (hit.b - hit.a).toFixed(1) + " ms" + (hit.kind === 1 ? " (erred)" : "");
 });
 $("stream").addEventListener("mouseleave", function () { $("tip").style.display = "none"; });
 </script>

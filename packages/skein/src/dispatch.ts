@@ -28,7 +28,8 @@ export async function runSkeinCli(argv: string[]): Promise<number> {
     process.stdout.write(usage());
     return name ? 0 : 2;
   }
-  const cmd = COMMANDS[name];
+  // Own entries only: `skein constructor` is an unknown command, not Object.prototype.constructor.
+  const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!cmd) {
     process.stderr.write(`skein: unknown command "${name}".\n${usage()}`);
     return 2;

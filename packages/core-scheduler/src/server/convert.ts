@@ -15,7 +15,7 @@ import type {
   WorkerHello,
   WorkerInfo,
 } from '@skein/protocol';
-import { StringTable, buildValueColumn, checkColumn, hasKeys, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
+import { StringTable, buildValueColumn, checkColumn, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
 import type { ClientReport, ComputeAction, EncodedValue, ErrorInfo, FinishedTask, SchedulerEvent, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
 import type { WorkerRecord } from '../state/records.js';
 
@@ -67,6 +67,8 @@ export function taskDefsFromBatch(b: TaskBatch, out: TaskDef[]): void {
 }
 
 const EMPTY_ARGS: EncodedValue = { encoding: 1, data: Buffer.from('[]') };
+// A ComputeBatch's tasks need no resources (tasks with some go as ComputeTask); only encoded.
+const NO_RESOURCES: ReadonlyMap<string, number> = new Map<string, number>();
 
 /** A TasksFinished column batch as one TasksFinished event. */
 export function tasksFinishedEvent(m: TasksFinished, worker: string): Extract<SchedulerEvent, { type: 'TasksFinished' }> {
@@ -94,7 +96,7 @@ export function tasksFinishedEvent(m: TasksFinished, worker: string): Extract<Sc
 /** Whether a Compute can travel in a ComputeBatch: no inputs, no restrictions. */
 export function batchable(a: ComputeAction): boolean {
   const d = a.def;
-  return a.whoHas.length === 0 && a.inlineInputs.length === 0 && d.dependencies.length === 0 && d.workers.length === 0 && !hasKeys(d.resources);
+  return a.whoHas.length === 0 && a.inlineInputs.length === 0 && d.dependencies.length === 0 && d.workers.length === 0 && d.resources.size === 0;
 }
 
 /** Whether two batchable Computes share everything a ComputeBatch shares. */
@@ -131,7 +133,7 @@ export function computeBatch(actions: readonly ComputeAction[], fn: InlineFuncti
       dependencies: [],
       priority: first.priority,
       retries: first.retries,
-      resources: {},
+      resources: NO_RESOURCES as Map<string, number>, // only read, by the encoder
       workers: [],
       allowOtherWorkers: first.allowOtherWorkers,
       resultEncoding: first.resultEncoding,
@@ -182,7 +184,7 @@ export function specFromTaskDef(def: TaskDef): TaskSpec {
     dependencies: def.dependencies,
     priority: def.priority,
     retries: def.retries,
-    resources: def.resources,
+    resources: def.resources as Map<string, number>, // only read, by the encoder
     workers: def.workers,
     allowOtherWorkers: def.allowOtherWorkers,
     resultEncoding: def.resultEncoding,
@@ -218,7 +220,7 @@ export function computeMessage(a: ComputeAction, fn: InlineFunction | undefined)
     spec: specFromTaskDef(a.def),
     function: fn,
     whoHas: a.whoHas,
-    inlineInputs: Object.fromEntries(a.inlineInputs),
+    inlineInputs: new Map(a.inlineInputs),
     sequence: a.sequence,
     stimulusId: a.stimulusId,
   } as ComputeTask;
@@ -252,7 +254,7 @@ export function workerInfo(ws: WorkerRecord): WorkerInfo {
     name: ws.name,
     nthreads: ws.nthreads,
     memoryLimit: ws.memoryLimit,
-    resources: ws.resources,
+    resources: ws.resources as Map<string, number>, // only read, by the encoder
     processing: ws.processing.size,
     inMemory: ws.hasWhat.size,
     managedBytes: ws.metrics.managedBytes || ws.nbytes,

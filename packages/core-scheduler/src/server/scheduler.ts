@@ -433,8 +433,8 @@ export class Scheduler {
   }
 
   info(): GetInfoResponse {
-    const tasksByState: Record<string, number> = {};
-    for (const [s, n] of Object.entries(this.state.counts)) if (s !== 'forgotten') tasksByState[s] = n;
+    const tasksByState = new Map<string, number>();
+    for (const [s, n] of Object.entries(this.state.counts)) if (s !== 'forgotten') tasksByState.set(s, n);
     return {
       schedulerId: this.id,
       address: this.address,

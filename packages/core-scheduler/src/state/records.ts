@@ -1,9 +1,8 @@
-import { hasKeys } from '@skein/common';
 import type { EncodedValue, ErrorInfo, FunctionId, MetricSample, TaskDef, TaskStateName, WorkerMetrics } from './types.js';
 
 /** Restrictions on where a task may run; most tasks have none (null), so they cost nothing. */
 export interface Restrictions {
-  resources: Record<string, number>;
+  resources: ReadonlyMap<string, number>;
   workers: string[];
   allowOtherWorkers: boolean;
 }
@@ -86,7 +85,7 @@ export class TaskRecord {
     this.resultEncoding = def.resultEncoding;
     this.args = data.length <= ARGS_AS_STRING_MAX ? latin1(data) : data.slice();
     this.restrictions =
-      def.workers.length || hasKeys(def.resources)
+      def.workers.length || def.resources.size > 0
         ? { resources: def.resources, workers: def.workers, allowOtherWorkers: def.allowOtherWorkers }
         : null;
   }
@@ -181,7 +180,7 @@ export class TaskRecord {
   }
 }
 
-const NO_RESOURCES: Record<string, number> = Object.freeze({}) as Record<string, number>;
+const NO_RESOURCES: ReadonlyMap<string, number> = new Map<string, number>();
 
 export type WorkerStatus = 'running' | 'paused' | 'retiring';
 
@@ -202,7 +201,7 @@ export class WorkerRecord {
     readonly name: string,
     readonly nthreads: number,
     readonly memoryLimit: number,
-    readonly resources: Record<string, number>,
+    readonly resources: ReadonlyMap<string, number>,
     readonly registeredFunctions: Set<string>,
     readonly pid: number,
     readonly nannyAddress: string,

@@ -1,4 +1,4 @@
-import { TransitionLog, hasKeys } from '@skein/common';
+import { TransitionLog } from '@skein/common';
 import { Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
 import { TASK_STATES } from './types.js';
@@ -912,9 +912,9 @@ export class SchedulerState {
     }
     const r = ts.restrictions;
     if (!r) return valid;
-    if (hasKeys(r.resources)) {
-      const needs = Object.entries(r.resources);
-      valid = valid.filter((w) => needs.every(([r, q]) => (w.resources[r] ?? 0) >= q));
+    if (r.resources.size > 0) {
+      const needs = [...r.resources];
+      valid = valid.filter((w) => needs.every(([r, q]) => (w.resources.get(r) ?? 0) >= q));
     }
     if (r.workers.length) {
       const named = valid.filter((w) => r.workers.includes(w.address) || r.workers.includes(w.name));

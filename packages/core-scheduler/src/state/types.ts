@@ -24,7 +24,8 @@ export interface TaskDef {
   dependencies: string[];
   priority: number;
   retries: number;
-  resources: Record<string, number>;
+  /** Resource name → amount one run holds. Names are user data: a Map, never a plain object. */
+  resources: ReadonlyMap<string, number>;
   workers: string[];
   allowOtherWorkers: boolean;
   /** Encoding the client asked for the result (passed to the worker untouched). */
@@ -55,7 +56,8 @@ export interface WorkerSpec {
   name: string;
   nthreads: number;
   memoryLimit: number;
-  resources: Record<string, number>;
+  /** Resource name → amount this worker offers. */
+  resources: ReadonlyMap<string, number>;
   registeredFunctions: string[];
   held: WhoHasInfo[];
   pid: number;

@@ -10,14 +10,16 @@ import type { ComputeTaskEvent, Encoded, FunctionSpec, SchedulerMessage, TaskCal
 const EMPTY_ARGS = { encoding: Encoding.ENCODING_JSON, data: Buffer.from('[]') };
 // Shared by every task of a ComputeBatch (its tasks have no inputs); the state only reads them.
 const NO_DEPENDENCIES: readonly string[] = Object.freeze([]);
-const NO_RECORDS: Readonly<Record<string, never>> = Object.freeze({});
+const NO_RECORDS: ReadonlyMap<string, never> = new Map<string, never>();
 
-function whoHasRecords(list: readonly WhoHas[]): { whoHas: Record<string, string[]>; nbytes: Record<string, number> } {
-  const whoHas: Record<string, string[]> = {};
-  const nbytes: Record<string, number> = {};
+// Keyed by task keys, which are user data: Maps, never plain objects (a key `constructor` or
+// `__proto__` would read an Object.prototype member or set the prototype).
+function whoHasRecords(list: readonly WhoHas[]): { whoHas: Map<string, string[]>; nbytes: Map<string, number> } {
+  const whoHas = new Map<string, string[]>();
+  const nbytes = new Map<string, number>();
   for (const w of list) {
-    whoHas[w.key] = w.workers;
-    if (w.nbytes) nbytes[w.key] = Number(w.nbytes);
+    whoHas.set(w.key, w.workers);
+    if (w.nbytes) nbytes.set(w.key, Number(w.nbytes));
   }
   return { whoHas, nbytes };
 }

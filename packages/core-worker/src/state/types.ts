@@ -71,13 +71,14 @@ export interface ComputeTaskEvent {
   dependencies: readonly string[];
   priority: number;
   sequence: number;
-  resources: Readonly<Record<string, number>>;
-  /** Holders of each dependency that is not inline. */
-  whoHas: Readonly<Record<string, readonly string[]>>;
+  /** Keyed by resource name; like the maps below, a Map because the names are user data. */
+  resources: ReadonlyMap<string, number>;
+  /** Holders of each dependency that is not inline (keyed by task key). */
+  whoHas: ReadonlyMap<string, readonly string[]>;
   /** Sizes of dependencies, when known. */
-  nbytes: Readonly<Record<string, number>>;
+  nbytes: ReadonlyMap<string, number>;
   /** Small dependency values sent along by the scheduler. */
-  inlineInputs: Readonly<Record<string, Encoded>>;
+  inlineInputs: ReadonlyMap<string, Encoded>;
   stimulusId: string;
 }
 
@@ -89,8 +90,8 @@ export interface FreeKeysEvent {
 
 export interface AcquireReplicasEvent {
   type: 'AcquireReplicas';
-  whoHas: Readonly<Record<string, readonly string[]>>;
-  nbytes: Readonly<Record<string, number>>;
+  whoHas: ReadonlyMap<string, readonly string[]>;
+  nbytes: ReadonlyMap<string, number>;
   stimulusId: string;
 }
 

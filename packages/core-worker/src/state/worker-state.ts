@@ -15,7 +15,7 @@
  * intrusive LRU list (links on the task records, so a touch allocates nothing); the shell picks
  * spill candidates from its cold end with `spillCandidates`.
  */
-import { SkeinError, TransitionLog, hasKeys } from '@skein/common';
+import { SkeinError, TransitionLog } from '@skein/common';
 import { Heap } from './heap.js';
 import { TASK_STATES, isSpilled, storedBytes } from './types.js';
 import type {
@@ -40,7 +40,7 @@ export interface TaskRecord {
   call: TaskCall | undefined;
   priority: number;
   sequence: number;
-  resources: Record<string, number>;
+  resources: ReadonlyMap<string, number>;
   /** Tasks this one needs (only while it has not finished). */
   dependencies: Set<string>;
   /** Unfinished tasks here that need this one. */
@@ -135,7 +135,7 @@ const NONE: Set<string> = new (class EmptySet extends Set<string> {
 })();
 
 /** Resources of a task that needs none (shared; never mutated). */
-const NO_RESOURCES: Record<string, number> = Object.freeze({}) as Record<string, number>;
+const NO_RESOURCES: ReadonlyMap<string, number> = new Map();
 
 type SetField = 'dependencies' | 'dependents' | 'waitingFor' | 'whoHas';
 
@@ -160,8 +160,8 @@ export class WorkerState {
   /** Peers being fetched from → keys in that transfer. */
   readonly inFlight = new Map<string, Set<string>>();
   /** Resources not held by executing tasks. */
-  readonly availableResources: Record<string, number>;
-  readonly totalResources: Readonly<Record<string, number>>;
+  readonly availableResources: Map<string, number>;
+  readonly totalResources: ReadonlyMap<string, number>;
   paused = false;
   /** Bytes of values held in memory. */
   managedBytes = 0;
@@ -187,8 +187,8 @@ export class WorkerState {
   private readonly targetGatherBytes: number;
 
   constructor(readonly config: WorkerStateConfig) {
-    this.totalResources = { ...(config.resources ?? {}) };
-    this.availableResources = { ...this.totalResources };
+    this.totalResources = new Map(Object.entries(config.resources ?? {}));
+    this.availableResources = new Map(this.totalResources);
     this.baseExecuting = Math.max(1, config.nthreads) * Math.max(1, config.pipelineDepth ?? 1);
     this.maxExecuting = this.baseExecuting;
     this.maxIncomingTransfers = config.maxIncomingTransfers ?? 8;
@@ -231,7 +231,15 @@ export class WorkerState {
     const ctx: Ctx = { recs: new Map(), actions: [], stimulusId: '', nowMs: this.config.now() };
     for (const ev of events) {
       ctx.stimulusId = ev.stimulusId;
-      this.handleEvent(ev, ctx);
+      try {
+        this.handleEvent(ev, ctx);
+      } catch (err) {
+        // Setting up one task from its command reads that command's user data (keys, holders,
+        // inline values): a throw there fails that task alone, not the other commands of the
+        // message nor the actions already produced for them.
+        if (ev.type !== 'ComputeTask') throw err;
+        this.failSetup(ev.key, err, ctx);
+      }
       this.drain(ctx);
     }
     this.ensureCommunicating(ctx);
@@ -297,16 +305,16 @@ export class WorkerState {
         // Set up (again): the spec of a task already under way is not changed.
         ts.priority = ev.priority;
         ts.sequence = ev.sequence;
-        ts.resources = hasKeys(ev.resources) ? { ...ev.resources } : NO_RESOURCES;
+        ts.resources = ev.resources.size > 0 ? new Map(ev.resources) : NO_RESOURCES;
         for (const dep of ev.dependencies) {
           if (dep === ev.key) continue;
           const d = this.tasks.get(dep) ?? this.newTask(dep);
           addTo(d, 'dependents', ts.key);
           addTo(ts, 'dependencies', dep);
-          for (const w of ev.whoHas[dep] ?? []) if (w !== this.config.address) addTo(d, 'whoHas', w);
-          const nb = ev.nbytes[dep];
+          for (const w of ev.whoHas.get(dep) ?? []) if (w !== this.config.address) addTo(d, 'whoHas', w);
+          const nb = ev.nbytes.get(dep);
           if (nb !== undefined && d.state !== 'memory') d.nbytes = nb;
-          const inline = ev.inlineInputs[dep];
+          const inline = ev.inlineInputs.get(dep);
           if (inline && (d.state === 'released' || d.state === 'fetch' || d.state === 'missing' || d.state === 'flight')) {
             d.staged = { kind: 'value', value: inline, typeName: '', startMs: 0, stopMs: 0 };
             ctx.recs.set(dep, 'memory');
@@ -333,12 +341,12 @@ export class WorkerState {
 
       case 'AcquireReplicas': {
         const have: WhoHasEntry[] = [];
-        for (const [key, workers] of Object.entries(ev.whoHas)) {
+        for (const [key, workers] of ev.whoHas) {
           const ts = this.tasks.get(key) ?? this.newTask(key);
           ts.wanted = true;
           ts.replica = true;
           for (const w of workers) if (w !== this.config.address) addTo(ts, 'whoHas', w);
-          const nb = ev.nbytes[key];
+          const nb = ev.nbytes.get(key);
           if (nb !== undefined && ts.state !== 'memory') ts.nbytes = nb;
           switch (ts.state) {
             case 'memory':
@@ -495,13 +503,12 @@ export class WorkerState {
 
   private static readonly TRANSITIONS: Readonly<Record<string, TransitionFn>> = {
     'released->waiting': function (ts, ctx) {
-      const impossible = Object.entries(ts.resources).filter(([r, n]) => n > (this.totalResources[r] ?? 0));
-      if (impossible.length > 0) {
+      if (ts.resources !== NO_RESOURCES && [...ts.resources].some(([r, n]) => n > (this.totalResources.get(r) ?? 0))) {
         this.setState(ts, 'waiting', ctx);
         const err = new SkeinError(
           'failed_precondition',
-          `Task ${ts.key} needs resources ${JSON.stringify(ts.resources)} but worker ${this.config.address} has ` +
-            `${JSON.stringify(this.totalResources)}. Start workers with --resources, or change the task's resources.`,
+          `Task ${ts.key} needs resources ${JSON.stringify(Object.fromEntries(ts.resources))} but worker ${this.config.address} has ` +
+            `${JSON.stringify(Object.fromEntries(this.totalResources))}. Start workers with --resources, or change the task's resources.`,
         );
         const now = this.config.now();
         ts.staged = {
@@ -564,7 +571,7 @@ export class WorkerState {
     },
     'ready->executing': function (ts, ctx) {
       this.readyCount--;
-      if (ts.resources !== NO_RESOURCES) for (const [r, n] of Object.entries(ts.resources)) this.availableResources[r] = (this.availableResources[r] ?? 0) - n;
+      if (ts.resources !== NO_RESOURCES) for (const [r, n] of ts.resources) this.availableResources.set(r, (this.availableResources.get(r) ?? 0) - n);
       this.executing.add(ts.key);
       this.setState(ts, 'executing', ctx);
       const inputs: Array<[string, StoredValue]> = [];
@@ -578,7 +585,7 @@ export class WorkerState {
     'ready->released': function (ts, ctx) {
       this.readyCount--;
       ts.readyToken = -1;
-      if (hasKeys(ts.resources)) this.constrained = this.constrained.filter((t) => t !== ts);
+      if (ts.resources.size > 0) this.constrained = this.constrained.filter((t) => t !== ts);
       this.unlinkDependencies(ts, ctx);
       this.setState(ts, 'released', ctx);
     },
@@ -775,7 +782,7 @@ export class WorkerState {
 
   private finishExecution(ts: TaskRecord): void {
     this.executing.delete(ts.key);
-    if (ts.resources !== NO_RESOURCES) for (const [r, n] of Object.entries(ts.resources)) this.availableResources[r] = (this.availableResources[r] ?? 0) + n;
+    if (ts.resources !== NO_RESOURCES) for (const [r, n] of ts.resources) this.availableResources.set(r, (this.availableResources.get(r) ?? 0) + n);
   }
 
   private inlineValue(key: string): Encoded | undefined {
@@ -868,6 +875,26 @@ export class WorkerState {
     ts.call = undefined;
   }
 
+  /**
+   * A ComputeTask that could not be set up: the task errs (reported to the scheduler, which
+   * reports it to the client) with an internal error saying what failed, and lets go of the
+   * inputs it had linked.
+   */
+  private failSetup(key: string, err: unknown, ctx: Ctx): void {
+    const ts = this.tasks.get(key);
+    if (!ts) throw err;
+    if (ts.state !== 'released') this.transition(ts, 'released', ctx);
+    const e = new SkeinError('internal', `Worker ${this.config.address} could not set up task ${key}: ${err instanceof Error ? err.message : String(err)}. This is a bug in Skein (or a malformed ComputeTask); please report it with the task's story.`);
+    ts.wanted = true;
+    ts.staged = {
+      kind: 'error',
+      error: { type: e.name, message: e.message, stack: err instanceof Error ? (err.stack ?? '') : '', code: e.code, key, detailsJson: '' },
+      startMs: ctx.nowMs,
+      stopMs: ctx.nowMs,
+    };
+    this.putInError(ts, ctx);
+  }
+
   /** No holder has this key: give back the tasks that need it; compute it here if assigned. */
   private onMissing(ts: TaskRecord, ctx: Ctx): void {
     for (const d of [...ts.dependents]) {
@@ -908,7 +935,7 @@ export class WorkerState {
 
   private enqueueReady(ts: TaskRecord): void {
     this.readyCount++;
-    if (hasKeys(ts.resources)) {
+    if (ts.resources.size > 0) {
       let i = this.constrained.length;
       while (i > 0 && better(ts, this.constrained[i - 1]!)) i--;
       this.constrained.splice(i, 0, ts);
@@ -919,7 +946,7 @@ export class WorkerState {
   }
 
   private fits(ts: TaskRecord): boolean {
-    for (const [r, n] of Object.entries(ts.resources)) if ((this.availableResources[r] ?? 0) < n) return false;
+    for (const [r, n] of ts.resources) if ((this.availableResources.get(r) ?? 0) < n) return false;
     return true;
   }
 
@@ -1006,7 +1033,7 @@ export class WorkerState {
     let bytes = 0;
     let spilled = 0;
     let inMemory = 0;
-    const used: Record<string, number> = {};
+    const used = new Map<string, number>();
     for (const [key, ts] of this.tasks) {
       if (ts.key !== key) problems.push(`${key}: record key ${ts.key}`);
       if ((ts.state === 'memory') !== this.data.has(key)) problems.push(`${key}: state ${ts.state} but data ${this.data.has(key) ? 'held' : 'absent'}`);
@@ -1014,7 +1041,7 @@ export class WorkerState {
       if (ts.state === 'missing') problems.push(`${key}: left in missing`);
       const runs = ts.state === 'executing' || (ts.state === 'cancelled' && ts.previous === 'executing');
       if (runs !== this.executing.has(key)) problems.push(`${key}: state ${ts.state}, executing set ${this.executing.has(key)}`);
-      if (runs) for (const [r, n] of Object.entries(ts.resources)) used[r] = (used[r] ?? 0) + n;
+      if (runs) for (const [r, n] of ts.resources) used.set(r, (used.get(r) ?? 0) + n);
       if ((ts.state === 'fetch') !== this.dataNeeded.has(key)) problems.push(`${key}: state ${ts.state}, dataNeeded ${this.dataNeeded.has(key)}`);
       const inFlight = ts.state === 'flight' || (ts.state === 'cancelled' && ts.previous === 'flight');
       if (inFlight && (!ts.flightWorker || !this.inFlight.get(ts.flightWorker)?.has(key))) problems.push(`${key}: in flight but not tracked`);
@@ -1060,9 +1087,9 @@ export class WorkerState {
     if (prev !== this.lruNewest) problems.push('LRU list: newest end broken');
     if (listed !== inMemory) problems.push(`LRU list has ${listed} entries, ${inMemory} values in memory`);
     if (ready !== this.readyCount) problems.push(`readyCount ${this.readyCount} != ${ready}`);
-    for (const [r, total] of Object.entries(this.totalResources)) {
-      if ((this.availableResources[r] ?? 0) + (used[r] ?? 0) !== total) problems.push(`resource ${r}: accounting off`);
-      if ((this.availableResources[r] ?? 0) < 0) problems.push(`resource ${r}: over-committed`);
+    for (const [r, total] of this.totalResources) {
+      if ((this.availableResources.get(r) ?? 0) + (used.get(r) ?? 0) !== total) problems.push(`resource ${r}: accounting off`);
+      if ((this.availableResources.get(r) ?? 0) < 0) problems.push(`resource ${r}: over-committed`);
     }
     if (this.executing.size > Math.max(this.maxExecuting, this.config.nthreads * 256)) problems.push(`executing ${this.executing.size} > ${this.maxExecuting}`);
     for (const [w, keys] of this.inFlight) {

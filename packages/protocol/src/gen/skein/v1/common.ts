@@ -65,7 +65,7 @@ export interface TaskSpec {
   /** How many times a failed task is run again before its error is reported. */
   retries: number;
   /** Abstract resources one run of this task holds on its worker, e.g. {"GPU": 1}. */
-  resources: { [key: string]: number };
+  resources: Map<string, number>;
   /** Worker addresses or names this task may run on. */
   workers: string[];
   /** With workers set: the others may be used when none of the named ones can. */
@@ -112,7 +112,7 @@ export interface TaskBatch {
   dependencies: string[];
   priority: number;
   retries: number;
-  resources: { [key: string]: number };
+  resources: Map<string, number>;
   workers: string[];
   allowOtherWorkers: boolean;
   resultEncoding: Encoding;
@@ -379,7 +379,7 @@ function createBaseTaskSpec(): TaskSpec {
     dependencies: [],
     priority: 0,
     retries: 0,
-    resources: {},
+    resources: new Map(),
     workers: [],
     allowOtherWorkers: false,
     resultEncoding: 0,
@@ -406,7 +406,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.retries !== 0) {
       writer.uint32(48).int32(message.retries);
     }
-    globalThis.Object.entries(message.resources).forEach(([key, value]: [string, number]) => {
+    message.resources.forEach((value, key) => {
       TaskSpec_ResourcesEntry.encode({ key: key as any, value }, writer.uint32(58).fork()).join();
     });
     for (const v of message.workers) {
@@ -489,7 +489,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
 
             const entry7 = TaskSpec_ResourcesEntry.decode(reader, reader.uint32());
             if (entry7.value !== undefined) {
-              message.resources[entry7.key] = entry7.value;
+              message.resources.set(entry7.key, entry7.value);
             }
             continue;
           }
@@ -542,15 +542,15 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     message.dependencies = object.dependencies?.map((e) => e) || [];
     message.priority = object.priority ?? 0;
     message.retries = object.retries ?? 0;
-    message.resources = (globalThis.Object.entries(object.resources ?? {}) as [string, number][]).reduce(
-      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+    message.resources = (() => {
+      const m = new Map();
+      (object.resources as Map<string, number> ?? new Map()).forEach((value, key) => {
         if (value !== undefined) {
-          acc[key] = globalThis.Number(value);
+          m.set(key, globalThis.Number(value));
         }
-        return acc;
-      },
-      {},
-    );
+      });
+      return m;
+    })();
     message.workers = object.workers?.map((e) => e) || [];
     message.allowOtherWorkers = object.allowOtherWorkers ?? false;
     message.resultEncoding = object.resultEncoding ?? 0;
@@ -741,7 +741,7 @@ function createBaseTaskBatch(): TaskBatch {
     dependencies: [],
     priority: 0,
     retries: 0,
-    resources: {},
+    resources: new Map(),
     workers: [],
     allowOtherWorkers: false,
     resultEncoding: 0,
@@ -775,7 +775,7 @@ export const TaskBatch: MessageFns<TaskBatch> = {
     if (message.retries !== 0) {
       writer.uint32(56).int32(message.retries);
     }
-    globalThis.Object.entries(message.resources).forEach(([key, value]: [string, number]) => {
+    message.resources.forEach((value, key) => {
       TaskBatch_ResourcesEntry.encode({ key: key as any, value }, writer.uint32(66).fork()).join();
     });
     for (const v of message.workers) {
@@ -876,7 +876,7 @@ export const TaskBatch: MessageFns<TaskBatch> = {
 
             const entry8 = TaskBatch_ResourcesEntry.decode(reader, reader.uint32());
             if (entry8.value !== undefined) {
-              message.resources[entry8.key] = entry8.value;
+              message.resources.set(entry8.key, entry8.value);
             }
             continue;
           }
@@ -932,15 +932,15 @@ export const TaskBatch: MessageFns<TaskBatch> = {
     message.dependencies = object.dependencies?.map((e) => e) || [];
     message.priority = object.priority ?? 0;
     message.retries = object.retries ?? 0;
-    message.resources = (globalThis.Object.entries(object.resources ?? {}) as [string, number][]).reduce(
-      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+    message.resources = (() => {
+      const m = new Map();
+      (object.resources as Map<string, number> ?? new Map()).forEach((value, key) => {
         if (value !== undefined) {
-          acc[key] = globalThis.Number(value);
+          m.set(key, globalThis.Number(value));
         }
-        return acc;
-      },
-      {},
-    );
+      });
+      return m;
+    })();
     message.workers = object.workers?.map((e) => e) || [];
     message.allowOtherWorkers = object.allowOtherWorkers ?? false;
     message.resultEncoding = object.resultEncoding ?? 0;

@@ -158,7 +158,7 @@ export interface WorkerHello {
   name: string;
   nthreads: number;
   memoryLimit: number;
-  resources: { [key: string]: number };
+  resources: Map<string, number>;
   /** Keys already held, when a worker reconnects. */
   held: WhoHas[];
   /** Names of functions registered on this worker. */
@@ -296,7 +296,7 @@ export interface ComputeTask {
   /** The function's source if this worker has not seen the hash before. */
   function: InlineFunction | undefined;
   whoHas: WhoHas[];
-  inlineInputs: { [key: string]: Value };
+  inlineInputs: Map<string, Value>;
   /** Order among ready tasks: higher user priority first, then lower sequence. */
   sequence: number;
   stimulusId: string;
@@ -367,7 +367,7 @@ export interface WorkerInfo {
   name: string;
   nthreads: number;
   memoryLimit: number;
-  resources: { [key: string]: number };
+  resources: Map<string, number>;
   processing: number;
   inMemory: number;
   managedBytes: number;
@@ -389,7 +389,7 @@ export interface GetInfoResponse {
   address: string;
   protocolVersion: string;
   workers: WorkerInfo[];
-  tasksByState: { [key: string]: number };
+  tasksByState: Map<string, number>;
   clients: number;
   dashboardAddress: string;
 }
@@ -1878,7 +1878,7 @@ function createBaseWorkerHello(): WorkerHello {
     name: "",
     nthreads: 0,
     memoryLimit: 0,
-    resources: {},
+    resources: new Map(),
     held: [],
     registeredFunctions: [],
     pid: 0,
@@ -1904,7 +1904,7 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     if (message.memoryLimit !== 0) {
       writer.uint32(40).int64(message.memoryLimit);
     }
-    globalThis.Object.entries(message.resources).forEach(([key, value]: [string, number]) => {
+    message.resources.forEach((value, key) => {
       WorkerHello_ResourcesEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
     });
     for (const v of message.held) {
@@ -1985,7 +1985,7 @@ export const WorkerHello: MessageFns<WorkerHello> = {
 
             const entry6 = WorkerHello_ResourcesEntry.decode(reader, reader.uint32());
             if (entry6.value !== undefined) {
-              message.resources[entry6.key] = entry6.value;
+              message.resources.set(entry6.key, entry6.value);
             }
             continue;
           }
@@ -2051,15 +2051,15 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     message.name = object.name ?? "";
     message.nthreads = object.nthreads ?? 0;
     message.memoryLimit = object.memoryLimit ?? 0;
-    message.resources = (globalThis.Object.entries(object.resources ?? {}) as [string, number][]).reduce(
-      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+    message.resources = (() => {
+      const m = new Map();
+      (object.resources as Map<string, number> ?? new Map()).forEach((value, key) => {
         if (value !== undefined) {
-          acc[key] = globalThis.Number(value);
+          m.set(key, globalThis.Number(value));
         }
-        return acc;
-      },
-      {},
-    );
+      });
+      return m;
+    })();
     message.held = object.held?.map((e) => WhoHas.fromPartial(e)) || [];
     message.registeredFunctions = object.registeredFunctions?.map((e) => e) || [];
     message.pid = object.pid ?? 0;
@@ -3474,7 +3474,7 @@ export const WorkerSessionRequest: MessageFns<WorkerSessionRequest> = {
 };
 
 function createBaseComputeTask(): ComputeTask {
-  return { spec: undefined, function: undefined, whoHas: [], inlineInputs: {}, sequence: 0, stimulusId: "" };
+  return { spec: undefined, function: undefined, whoHas: [], inlineInputs: new Map(), sequence: 0, stimulusId: "" };
 }
 
 export const ComputeTask: MessageFns<ComputeTask> = {
@@ -3488,7 +3488,7 @@ export const ComputeTask: MessageFns<ComputeTask> = {
     for (const v of message.whoHas) {
       WhoHas.encode(v!, writer.uint32(26).fork()).join();
     }
-    globalThis.Object.entries(message.inlineInputs).forEach(([key, value]: [string, Value]) => {
+    message.inlineInputs.forEach((value, key) => {
       ComputeTask_InlineInputsEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
     });
     if (message.sequence !== 0) {
@@ -3544,7 +3544,7 @@ export const ComputeTask: MessageFns<ComputeTask> = {
 
             const entry4 = ComputeTask_InlineInputsEntry.decode(reader, reader.uint32());
             if (entry4.value !== undefined) {
-              message.inlineInputs[entry4.key] = entry4.value;
+              message.inlineInputs.set(entry4.key, entry4.value);
             }
             continue;
           }
@@ -3586,15 +3586,15 @@ export const ComputeTask: MessageFns<ComputeTask> = {
       ? InlineFunction.fromPartial(object.function)
       : undefined;
     message.whoHas = object.whoHas?.map((e) => WhoHas.fromPartial(e)) || [];
-    message.inlineInputs = (globalThis.Object.entries(object.inlineInputs ?? {}) as [string, Value][]).reduce(
-      (acc: { [key: string]: Value }, [key, value]: [string, Value]) => {
+    message.inlineInputs = (() => {
+      const m = new Map();
+      (object.inlineInputs as Map<string, Value> ?? new Map()).forEach((value, key) => {
         if (value !== undefined) {
-          acc[key] = Value.fromPartial(value);
+          m.set(key, Value.fromPartial(value));
         }
-        return acc;
-      },
-      {},
-    );
+      });
+      return m;
+    })();
     message.sequence = object.sequence ?? 0;
     message.stimulusId = object.stimulusId ?? "";
     return message;
@@ -4303,7 +4303,7 @@ function createBaseWorkerInfo(): WorkerInfo {
     name: "",
     nthreads: 0,
     memoryLimit: 0,
-    resources: {},
+    resources: new Map(),
     processing: 0,
     inMemory: 0,
     managedBytes: 0,
@@ -4330,7 +4330,7 @@ export const WorkerInfo: MessageFns<WorkerInfo> = {
     if (message.memoryLimit !== 0) {
       writer.uint32(32).int64(message.memoryLimit);
     }
-    globalThis.Object.entries(message.resources).forEach(([key, value]: [string, number]) => {
+    message.resources.forEach((value, key) => {
       WorkerInfo_ResourcesEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
     });
     if (message.processing !== 0) {
@@ -4415,7 +4415,7 @@ export const WorkerInfo: MessageFns<WorkerInfo> = {
 
             const entry5 = WorkerInfo_ResourcesEntry.decode(reader, reader.uint32());
             if (entry5.value !== undefined) {
-              message.resources[entry5.key] = entry5.value;
+              message.resources.set(entry5.key, entry5.value);
             }
             continue;
           }
@@ -4512,15 +4512,15 @@ export const WorkerInfo: MessageFns<WorkerInfo> = {
     message.name = object.name ?? "";
     message.nthreads = object.nthreads ?? 0;
     message.memoryLimit = object.memoryLimit ?? 0;
-    message.resources = (globalThis.Object.entries(object.resources ?? {}) as [string, number][]).reduce(
-      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+    message.resources = (() => {
+      const m = new Map();
+      (object.resources as Map<string, number> ?? new Map()).forEach((value, key) => {
         if (value !== undefined) {
-          acc[key] = globalThis.Number(value);
+          m.set(key, globalThis.Number(value));
         }
-        return acc;
-      },
-      {},
-    );
+      });
+      return m;
+    })();
     message.processing = object.processing ?? 0;
     message.inMemory = object.inMemory ?? 0;
     message.managedBytes = object.managedBytes ?? 0;
@@ -4607,7 +4607,7 @@ function createBaseGetInfoResponse(): GetInfoResponse {
     address: "",
     protocolVersion: "",
     workers: [],
-    tasksByState: {},
+    tasksByState: new Map(),
     clients: 0,
     dashboardAddress: "",
   };
@@ -4627,7 +4627,7 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
     for (const v of message.workers) {
       WorkerInfo.encode(v!, writer.uint32(34).fork()).join();
     }
-    globalThis.Object.entries(message.tasksByState).forEach(([key, value]: [string, number]) => {
+    message.tasksByState.forEach((value, key) => {
       GetInfoResponse_TasksByStateEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
     });
     if (message.clients !== 0) {
@@ -4691,7 +4691,7 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
 
             const entry5 = GetInfoResponse_TasksByStateEntry.decode(reader, reader.uint32());
             if (entry5.value !== undefined) {
-              message.tasksByState[entry5.key] = entry5.value;
+              message.tasksByState.set(entry5.key, entry5.value);
             }
             continue;
           }
@@ -4732,15 +4732,15 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
     message.address = object.address ?? "";
     message.protocolVersion = object.protocolVersion ?? "";
     message.workers = object.workers?.map((e) => WorkerInfo.fromPartial(e)) || [];
-    message.tasksByState = (globalThis.Object.entries(object.tasksByState ?? {}) as [string, number][]).reduce(
-      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+    message.tasksByState = (() => {
+      const m = new Map();
+      (object.tasksByState as Map<string, number> ?? new Map()).forEach((value, key) => {
         if (value !== undefined) {
-          acc[key] = globalThis.Number(value);
+          m.set(key, globalThis.Number(value));
         }
-        return acc;
-      },
-      {},
-    );
+      });
+      return m;
+    })();
     message.clients = object.clients ?? 0;
     message.dashboardAddress = object.dashboardAddress ?? "";
     return message;
