@@ -85,7 +85,7 @@ async function rawWorkerSession(schedulerAddress: string, workerAddress: string)
             name: 'by-hand',
             nthreads: 1,
             memoryLimit: 0,
-            resources: {},
+            resources: new Map(),
             held: [],
             registeredFunctions: [],
             pid: process.pid,
