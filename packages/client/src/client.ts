@@ -26,11 +26,15 @@ import {
   grpcTarget,
   inlineFunction,
   insecureChannel,
+  mapTemplate,
   parseAddress,
   skeinDefaults,
   typeName,
+  KEEP,
+  WALK,
 } from '@skein/common';
 import {
+  Encoding,
   SchedulerServiceClient,
   WorkerServiceClient,
   type ClientSessionRequest,
@@ -984,7 +988,11 @@ export class Client implements FutureHost {
         const w = this.#worker(address);
         const res = await this.#unary(
           w.run.bind(w),
-          toRunRequest({ hash: f.hash, source: f.source, name: f.name }, encoded),
+          toRunRequest(
+            { hash: f.hash, source: f.source, name: f.name },
+            encoded,
+            options.encoding === 'json' ? Encoding.ENCODING_JSON : Encoding.ENCODING_V8,
+          ),
           `Run on worker ${address}`,
           options.timeoutMs ?? 300_000,
         );
@@ -1098,28 +1106,24 @@ function isPlainObject(v: object): boolean {
   return p === Object.prototype || p === null;
 }
 
-function collectFutures(v: unknown, out: Future<unknown>[]): void {
-  if (v === null || typeof v !== 'object') return;
+// gather walks arrays and plain objects (any depth, cycles kept) for futures.
+function visitCollect(v: object, out: Future<unknown>[]): unknown {
   if (v instanceof Future) {
     out.push(v);
-    return;
+    return KEEP;
   }
-  if (Array.isArray(v)) {
-    for (const x of v) collectFutures(x, out);
-  } else if (isPlainObject(v)) {
-    for (const k in v as Record<string, unknown>) collectFutures((v as Record<string, unknown>)[k], out);
-  }
+  return isPlainObject(v) ? WALK : KEEP;
+}
+
+function visitReplace(v: object, values: Map<KeyState, unknown>): unknown {
+  if (v instanceof Future) return values.get(v._state);
+  return isPlainObject(v) ? WALK : KEEP;
+}
+
+function collectFutures(v: unknown, out: Future<unknown>[]): void {
+  mapTemplate(v, visitCollect, out);
 }
 
 function replaceFutures(v: unknown, values: Map<KeyState, unknown>): unknown {
-  if (v === null || typeof v !== 'object') return v;
-  if (v instanceof Future) return values.get(v._state);
-  if (Array.isArray(v)) return v.map((x) => replaceFutures(x, values));
-  if (isPlainObject(v)) {
-    const out: Record<string, unknown> = {};
-    for (const k in v as Record<string, unknown>) out[k] = replaceFutures((v as Record<string, unknown>)[k], values);
-    return out;
-  }
-  return v;
+  return mapTemplate(v, visitReplace, values);
 }
-
