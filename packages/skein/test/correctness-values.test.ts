@@ -171,7 +171,7 @@ describe('values, arguments, errors and addresses on a LocalCluster', () => {
     expect(Object.values(runV8)).toEqual([NaN, NaN]);
   });
 
-  it('17: over the raw protocol, JSON (asked for, or unspecified with JSON arguments) gets JSON or an erred key; RAW gets bytes', async () => {
+  it('17: over the raw protocol, JSON asked for (or unspecified with JSON arguments) gets JSON or an erred key, RAW gets bytes', async () => {
     const grpc = new SchedulerServiceClient(grpcTarget(cluster.schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
     const call = grpc.clientSession();
     const updates: ClientUpdate[] = [];
@@ -189,6 +189,8 @@ describe('values, arguments, errors and addresses on a LocalCluster', () => {
         spec('nan-json', nanFn, [], Encoding.ENCODING_JSON),
         spec('plain-unspecified', plainFn, [5], Encoding.ENCODING_UNSPECIFIED),
         spec('bytes-raw', bytesFn, [], Encoding.ENCODING_RAW),
+        spec('bytes-unspecified', bytesFn, [], Encoding.ENCODING_UNSPECIFIED),
+        spec('bytes-json', bytesFn, [], Encoding.ENCODING_JSON),
         spec('plain-raw', plainFn, [1], Encoding.ENCODING_RAW),
       ];
       call.write({
@@ -219,6 +221,9 @@ describe('values, arguments, errors and addresses on a LocalCluster', () => {
       expect(raw?.encoding).toBe(Encoding.ENCODING_RAW);
       expect(Buffer.from(raw!.data).toString()).toBe('ab');
       expect(outcome('plain-raw')?.error).toMatch(/result of task plain-raw is not bytes/);
+      // Unspecified after JSON arguments: bytes come as RAW, which every language reads; asked JSON, they are an error.
+      expect(outcome('bytes-unspecified')?.value?.encoding).toBe(Encoding.ENCODING_RAW);
+      expect(outcome('bytes-json')?.error).toMatch(/not JSON-representable: a Buffer at the top level/);
       expect(decodeValue(plain)).toEqual({ a: 5 });
     } finally {
       call.end();

@@ -52,18 +52,18 @@ export function decodeArgs(args: Value, inputs: ReadonlyMap<string, Value>, key:
 }
 
 /**
- * Encodes a result in the encoding the client asked for (TaskSpec.result_encoding; unspecified
- * means JSON when the arguments were JSON, else V8), never another: a result that encoding cannot
- * carry fails the task with an error naming the value. V8 sends bytes raw (a Buffer as RAW, a
- * Uint8Array as RAW_UINT8ARRAY).
+ * Encodes a result in the encoding the client asked for (TaskSpec.result_encoding), never another:
+ * a result that encoding cannot carry fails the task with an error naming the value. V8 sends
+ * bytes raw (a Buffer as RAW, a Uint8Array as RAW_UINT8ARRAY). Unspecified with JSON arguments
+ * (clients in other languages) means JSON, with bytes as RAW (which every language reads);
+ * unspecified otherwise means V8.
  */
 export function encodeResult(value: unknown, argsEncoding: number, resultEncoding = Encoding.ENCODING_UNSPECIFIED as number, key = ''): Value {
-  const want =
-    resultEncoding === Encoding.ENCODING_UNSPECIFIED
-      ? argsEncoding === Encoding.ENCODING_JSON
-        ? Encoding.ENCODING_JSON
-        : Encoding.ENCODING_V8
-      : resultEncoding;
+  let want = resultEncoding;
+  if (want === Encoding.ENCODING_UNSPECIFIED) {
+    if (argsEncoding !== Encoding.ENCODING_JSON) return encodeValue(value);
+    want = value instanceof Uint8Array ? Encoding.ENCODING_RAW : Encoding.ENCODING_JSON;
+  }
   switch (want) {
     case Encoding.ENCODING_V8:
       return encodeValue(value);
