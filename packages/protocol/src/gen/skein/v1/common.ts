@@ -101,8 +101,10 @@ export interface TaskSpec {
    *   come as ENCODING_JSON, which decodes to the same value. For JavaScript clients.
    * - ENCODING_RAW (or ENCODING_RAW_UINT8ARRAY): the result must be bytes (a Buffer or Uint8Array),
    *   sent with the encoding asked for; anything else fails the task with an error saying so.
-   * - Unspecified: as ENCODING_JSON when args are ENCODING_JSON, else as ENCODING_V8. So a client
-   *   in another language that sends JSON arguments and never sets this gets only JSON.
+   * - Unspecified: when args are ENCODING_JSON, as ENCODING_JSON except that a result that is
+   *   bytes comes as ENCODING_RAW (never ENCODING_RAW_UINT8ARRAY); otherwise as ENCODING_V8. So a
+   *   client in another language that sends JSON arguments and never sets this gets only JSON and
+   *   RAW, both of which it can read.
    */
   resultEncoding: Encoding;
 }
