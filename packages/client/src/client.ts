@@ -46,6 +46,7 @@ import {
   buildTask,
   compileTaskOptions,
   flattenDelayed,
+  replaceLazy,
   resolveFunction,
   type CompiledTaskOptions,
   type LazyArgs,
@@ -980,7 +981,15 @@ export class Client implements FutureHost {
     this.#ensureRunning('run a function on the workers');
     if (typeof fn !== 'function') throw new InvalidArgumentError('run(fn, ...args) needs a JavaScript function.');
     const f = inlineFunction(fn);
-    const encoded = encodeValue(args, options.encoding ?? 'v8');
+    // The arguments are a template like a task's (data shaped like a marker is quoted), without inputs.
+    const ctx = { dependencies: undefined as Set<string> | undefined, delayed: [] };
+    const template = replaceLazy(args, ctx);
+    if (ctx.dependencies) {
+      throw new InvalidArgumentError(
+        `client.run(fn, ...args) runs outside the task graph, so its arguments cannot hold Futures, Delayed values or references (found ${[...ctx.dependencies].join(', ')}). Pass their values: await future.result().`,
+      );
+    }
+    const encoded = encodeValue(template, options.encoding ?? 'v8');
     const addresses = options.workers ? [...options.workers] : (await this.#getInfo()).workers.map((w) => w.address);
     const out: Record<string, Awaited<R>> = {};
     await Promise.all(

@@ -69,6 +69,8 @@ describe('values, arguments, errors and addresses on a LocalCluster', () => {
     const withFuture = { __skein_quote__: { x: f } };
     expect(await client.submit((x: unknown) => x, withFuture).result()).toEqual({ __skein_quote__: { x: 41 } });
     expect(await client.submit((x: unknown) => x, { __skein_ref__: f }).result()).toEqual({ __skein_ref__: 41 });
+    // client.run's arguments are data too.
+    expect(Object.values(await client.run((x: unknown) => x, ref))).toEqual([ref, ref]);
   });
 
   // ------------------------------------------------------------------ 10. bytes keep their type
