@@ -340,6 +340,7 @@ function jsonProblemAt(root: unknown): string | undefined {
     }
     const k = f.keys[f.next++]!;
     const x = (f.node as Record<string | number, unknown>)[k];
+    if (x === undefined && Array.isArray(f.node) && !(k in f.node)) return `an empty array slot at ${pathText([...path, k])}`;
     const what = describeNonJson(x);
     if (what !== undefined) return `${what} at ${pathText([...path, k])}`;
     if (x === null || typeof x !== 'object') continue;

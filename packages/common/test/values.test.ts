@@ -111,6 +111,7 @@ describe('encodings: bytes and JSON', () => {
     expect(jsonProblem(undefined)).toBeUndefined();
     expect(jsonProblem([{ x: 1, y: NaN }])).toBe('NaN at [0].y');
     expect(jsonProblem({ a: [1, undefined] })).toBe('undefined at a[1]');
+    expect(jsonProblem([1, , 3])).toBe('an empty array slot at [1]'); // eslint-disable-line no-sparse-arrays
     expect(jsonProblem({ 'odd key': { m: new Map() } })).toBe('a Map at ["odd key"].m');
     expect(jsonProblem(10n)).toBe('a bigint (10n) at the top level');
     expect(jsonProblem(new Uint8Array(2))).toBe('a Uint8Array at the top level');

@@ -76,7 +76,7 @@ export function encodeResult(value: unknown, argsEncoding: number, resultEncodin
           { details: { key, problem } },
         );
       }
-      return encodeValue(value, 'json');
+      return { encoding: Encoding.ENCODING_JSON, data: Buffer.from(JSON.stringify(value ?? null), 'utf8') };
     }
     case Encoding.ENCODING_RAW:
     case Encoding.ENCODING_RAW_UINT8ARRAY: {
