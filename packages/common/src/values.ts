@@ -430,7 +430,7 @@ export function encodeValue(value: unknown, prefer: EncodingName = 'v8'): Value 
   }
 }
 
-/** Decodes a Value into a JS value (bytes are a view of the Value's data, not a copy). */
+/** Decodes a Value into a JS value (a Buffer is a view of the Value's data, not a copy). */
 export function decodeValue(value: Value | undefined): unknown {
   if (!value) return undefined;
   switch (value.encoding) {
@@ -440,8 +440,15 @@ export function decodeValue(value: Value | undefined): unknown {
       return deserialize(value.data);
     case Encoding.ENCODING_RAW:
       return Buffer.from(value.data.buffer, value.data.byteOffset, value.data.byteLength);
-    case Encoding.ENCODING_RAW_UINT8ARRAY:
-      return new Uint8Array(value.data.buffer, value.data.byteOffset, value.data.byteLength);
+    case Encoding.ENCODING_RAW_UINT8ARRAY: {
+      // A Uint8Array over exactly its own memory, as one made with new Uint8Array(n) is: a view into
+      // a larger message buffer is copied (small inline values); exact and shared buffers are not.
+      const d = value.data;
+      if (d.buffer instanceof SharedArrayBuffer || (d.byteOffset === 0 && d.byteLength === d.buffer.byteLength)) {
+        return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+      }
+      return new Uint8Array(d);
+    }
     default:
       throw new InvalidArgumentError(
         `Unknown value encoding ${String(value.encoding)}: expected ENCODING_JSON (1), ENCODING_V8 (2), ENCODING_RAW (3) or ENCODING_RAW_UINT8ARRAY (4).`,

@@ -98,6 +98,10 @@ describe('encodings: bytes and JSON', () => {
     expect(Buffer.isBuffer(du)).toBe(false);
     expect(du.constructor).toBe(Uint8Array);
     expect([...du]).toEqual([1, 2, 3]);
+    // Out of a larger buffer (an inline value inside a message) it gets its own memory.
+    const inMessage = Buffer.concat([Buffer.from([9, 9]), Buffer.from(u), Buffer.from([9])]).subarray(2, 5);
+    const own = decodeValue({ encoding: Encoding.ENCODING_RAW_UINT8ARRAY, data: inMessage }) as Uint8Array;
+    expect([own.byteOffset, own.buffer.byteLength, ...own]).toEqual([0, 3, 1, 2, 3]);
     const b = Buffer.from([4, 5]);
     expect(encodeValue(b).encoding).toBe(Encoding.ENCODING_RAW);
     expect(Buffer.isBuffer(decodeValue(encodeValue(b)))).toBe(true);

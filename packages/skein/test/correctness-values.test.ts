@@ -82,6 +82,7 @@ describe('values, arguments, errors and addresses on a LocalCluster', () => {
     const u = await client.submit(() => new Uint8Array([1, 2])).result();
     expect(Buffer.isBuffer(u)).toBe(false);
     expect(u).toBeInstanceOf(Uint8Array);
+    expect([u.byteOffset, u.buffer.byteLength, ...u.slice()]).toEqual([0, 2, 1, 2]);
     const b = await client.submit(() => Buffer.from([3])).result();
     expect(Buffer.isBuffer(b)).toBe(true);
     const nested = await client.submit(() => ({ u: new Uint8Array(1), b: Buffer.alloc(1) })).result();
