@@ -554,8 +554,9 @@ export class Client implements FutureHost {
   }
 
   /**
-   * Runs `fn(...args)` on a worker. Arguments may hold Futures, Delayed values and TaskRefs at any
-   * depth inside arrays and plain objects; the task waits for them and receives their values.
+   * Runs `fn(...args)` on a worker. Arguments may hold Futures, Delayed values and references made
+   * with `makeRef(key)` at any depth inside arrays and objects (cycles included); the task waits
+   * for them and receives their values. Everything else is data, passed as it is.
    */
   submit<A extends unknown[], R>(fn: TaskFunction<A, R>, ...args: NoInfer<LazyArgs<A>>): Future<Awaited<R>> {
     return this.submitWith(undefined, fn, ...args);
