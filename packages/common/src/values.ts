@@ -422,6 +422,13 @@ export function encodeValue(value: unknown, prefer: EncodingName = 'v8'): Value 
   try {
     return { encoding: Encoding.ENCODING_V8, data: serialize(value) };
   } catch (err) {
+    if (err instanceof RangeError) {
+      throw new InvalidArgumentError(
+        `Value cannot be serialized: it is nested too deeply for V8's serializer (${err.message}; a few thousand levels ` +
+          'of arrays or objects is its limit). Flatten it, for example into a list of nodes and parent indexes.',
+        { cause: err },
+      );
+    }
     throw new InvalidArgumentError(
       `Value cannot be serialized (${(err as Error).message}). Functions, class instances with private ` +
         'state, sockets and promises cannot travel between processes; pass plain data instead.',

@@ -67,6 +67,11 @@ describe('templates: cycles, depth and quotes', () => {
     c.push(c);
     expect(substituteRefs(c, () => 0)).toBe(c);
   });
+  it('says so when a value is nested too deeply for the V8 serializer', () => {
+    let t: unknown = 1;
+    for (let i = 0; i < 100_000; i++) t = [t];
+    expect(() => encodeValue(t)).toThrow(/nested too deeply for V8's serializer/);
+  });
   it('walks templates nested 100,000 deep without recursion', () => {
     let t: unknown = makeRef('x');
     for (let i = 0; i < 100_000; i++) t = [t];
