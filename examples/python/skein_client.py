@@ -33,6 +33,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 PROTOCOL_VERSION = "1.0"
 REF_KEY = "__skein_ref__"
+QUOTE_KEY = "__skein_quote__"
 PROTO_DIR = Path(__file__).resolve().parent.parent.parent / "proto"
 
 try:
@@ -146,13 +147,16 @@ def _collect_tasks(value: Any, into: List[Task]) -> None:
 
 
 def _encode_refs(value: Any) -> Any:
-    """Replaces each Task at any depth with {"__skein_ref__": key}."""
+    """Replaces each Task at any depth with {"__skein_ref__": key}, and quotes each dict that has a
+    key named like a marker as {"__skein_quote__": dict}, so data is never read as a reference
+    (see TaskSpec.args in proto/skein/v1/common.proto)."""
     if isinstance(value, Task):
         return {REF_KEY: value.key}
     if isinstance(value, (list, tuple)):
         return [_encode_refs(v) for v in value]
     if isinstance(value, dict):
-        return {k: _encode_refs(v) for k, v in value.items()}
+        encoded = {k: _encode_refs(v) for k, v in value.items()}
+        return {QUOTE_KEY: encoded} if REF_KEY in value or QUOTE_KEY in value else encoded
     return value
 
 
@@ -371,7 +375,7 @@ def decode_value(value: Any) -> Any:
     """JSON values become Python values; RAW stays bytes. V8 (JS-only) cannot be read here."""
     if value.encoding == pb.common.ENCODING_JSON:
         return json.loads(value.data.decode("utf-8")) if value.data else None
-    if value.encoding == pb.common.ENCODING_RAW:
+    if value.encoding in (pb.common.ENCODING_RAW, pb.common.ENCODING_RAW_UINT8ARRAY):
         return bytes(value.data)
     raise ValueError(
         "the result is V8-encoded (a JavaScript-only value such as a Map, typed array or BigInt); "

@@ -26,11 +26,15 @@ import {
   grpcTarget,
   inlineFunction,
   insecureChannel,
+  mapTemplate,
   parseAddress,
   skeinDefaults,
   typeName,
+  KEEP,
+  WALK,
 } from '@skein/common';
 import {
+  Encoding,
   SchedulerServiceClient,
   WorkerServiceClient,
   type ClientSessionRequest,
@@ -42,6 +46,7 @@ import {
   buildTask,
   compileTaskOptions,
   flattenDelayed,
+  replaceLazy,
   resolveFunction,
   type CompiledTaskOptions,
   type LazyArgs,
@@ -549,8 +554,9 @@ export class Client implements FutureHost {
   }
 
   /**
-   * Runs `fn(...args)` on a worker. Arguments may hold Futures, Delayed values and TaskRefs at any
-   * depth inside arrays and plain objects; the task waits for them and receives their values.
+   * Runs `fn(...args)` on a worker. Arguments may hold Futures, Delayed values and references made
+   * with `makeRef(key)` at any depth inside arrays and objects (cycles included); the task waits
+   * for them and receives their values. Everything else is data, passed as it is.
    */
   submit<A extends unknown[], R>(fn: TaskFunction<A, R>, ...args: NoInfer<LazyArgs<A>>): Future<Awaited<R>> {
     return this.submitWith(undefined, fn, ...args);
@@ -976,7 +982,15 @@ export class Client implements FutureHost {
     this.#ensureRunning('run a function on the workers');
     if (typeof fn !== 'function') throw new InvalidArgumentError('run(fn, ...args) needs a JavaScript function.');
     const f = inlineFunction(fn);
-    const encoded = encodeValue(args, options.encoding ?? 'v8');
+    // The arguments are a template like a task's (data shaped like a marker is quoted), without inputs.
+    const ctx = { dependencies: undefined as Set<string> | undefined, delayed: [] };
+    const template = replaceLazy(args, ctx);
+    if (ctx.dependencies) {
+      throw new InvalidArgumentError(
+        `client.run(fn, ...args) runs outside the task graph, so its arguments cannot hold Futures, Delayed values or references (found ${[...ctx.dependencies].join(', ')}). Pass their values: await future.result().`,
+      );
+    }
+    const encoded = encodeValue(template, options.encoding ?? 'v8');
     const addresses = options.workers ? [...options.workers] : (await this.#getInfo()).workers.map((w) => w.address);
     const out: Record<string, Awaited<R>> = {};
     await Promise.all(
@@ -984,7 +998,11 @@ export class Client implements FutureHost {
         const w = this.#worker(address);
         const res = await this.#unary(
           w.run.bind(w),
-          toRunRequest({ hash: f.hash, source: f.source, name: f.name }, encoded),
+          toRunRequest(
+            { hash: f.hash, source: f.source, name: f.name },
+            encoded,
+            options.encoding === 'json' ? Encoding.ENCODING_JSON : Encoding.ENCODING_V8,
+          ),
           `Run on worker ${address}`,
           options.timeoutMs ?? 300_000,
         );
@@ -1099,28 +1117,24 @@ function isPlainObject(v: object): boolean {
   return p === Object.prototype || p === null;
 }
 
-function collectFutures(v: unknown, out: Future<unknown>[]): void {
-  if (v === null || typeof v !== 'object') return;
+// gather walks arrays and plain objects (any depth, cycles kept) for futures.
+function visitCollect(v: object, out: Future<unknown>[]): unknown {
   if (v instanceof Future) {
     out.push(v);
-    return;
+    return KEEP;
   }
-  if (Array.isArray(v)) {
-    for (const x of v) collectFutures(x, out);
-  } else if (isPlainObject(v)) {
-    for (const k in v as Record<string, unknown>) collectFutures((v as Record<string, unknown>)[k], out);
-  }
+  return isPlainObject(v) ? WALK : KEEP;
+}
+
+function visitReplace(v: object, values: Map<KeyState, unknown>): unknown {
+  if (v instanceof Future) return values.get(v._state);
+  return isPlainObject(v) ? WALK : KEEP;
+}
+
+function collectFutures(v: unknown, out: Future<unknown>[]): void {
+  mapTemplate(v, visitCollect, out);
 }
 
 function replaceFutures(v: unknown, values: Map<KeyState, unknown>): unknown {
-  if (v === null || typeof v !== 'object') return v;
-  if (v instanceof Future) return values.get(v._state);
-  if (Array.isArray(v)) return v.map((x) => replaceFutures(x, values));
-  if (isPlainObject(v)) {
-    const out: Record<string, unknown> = {};
-    for (const k in v as Record<string, unknown>) out[k] = replaceFutures((v as Record<string, unknown>)[k], values);
-    return out;
-  }
-  return v;
+  return mapTemplate(v, visitReplace, values);
 }
-

@@ -6,11 +6,16 @@ import * as nodeCrypto from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import {
   InvalidArgumentError,
+  KEEP,
+  QUOTE,
+  QUOTE_KEY,
   REF_KEY,
+  WALK,
   encodeValue,
   functionName,
   inlineFunction,
-  isRef,
+  isMadeRef,
+  mapTemplate,
   sha256,
   type TaskRef,
 } from '@skein/common';
@@ -165,11 +170,28 @@ function isPlainObject(v: object): boolean {
 }
 
 /**
- * Replaces Futures, Delayed values and TaskRefs at any depth inside arrays and plain objects with
- * references, recording their keys. Copies only the parts that change.
+ * Objects V8 serializes as something other than a plain object: they reach the worker as
+ * themselves and are never read as templates there, so they are not walked here either. Every
+ * other object (a class instance) arrives as a plain object and is walked like one.
  */
-export function replaceLazy(v: unknown, ctx: ArgContext): unknown {
-  if (v === null || typeof v !== 'object') return v;
+function keepsItsType(v: object): boolean {
+  return (
+    ArrayBuffer.isView(v) ||
+    v instanceof Map ||
+    v instanceof Set ||
+    v instanceof Date ||
+    v instanceof RegExp ||
+    v instanceof Error ||
+    v instanceof ArrayBuffer ||
+    (typeof SharedArrayBuffer !== 'undefined' && v instanceof SharedArrayBuffer) ||
+    v instanceof Boolean ||
+    v instanceof Number ||
+    v instanceof String ||
+    v instanceof BigInt
+  );
+}
+
+function visitArg(v: object, ctx: ArgContext): unknown {
   if (v instanceof Future) {
     (ctx.dependencies ??= new Set()).add(v.key);
     return refTo(v.key);
@@ -180,38 +202,31 @@ export function replaceLazy(v: unknown, ctx: ArgContext): unknown {
     ctx.delayed.push(v as Delayed<unknown>);
     return refTo(v.key);
   }
-  if (Array.isArray(v)) {
-    let out: unknown[] | undefined;
-    for (let i = 0; i < v.length; i++) {
-      const item: unknown = v[i];
-      const sub = replaceLazy(item, ctx);
-      if (sub !== item) {
-        out ??= v.slice();
-        out[i] = sub;
-      }
-    }
-    return out ?? v;
-  }
   if (typeof (v as { then?: unknown }).then === 'function') {
     throw new InvalidArgumentError(
       'A task argument is a Promise; it cannot travel to a worker. Await it first, or pass a Future (client.submit) instead.',
     );
   }
-  if (!isPlainObject(v)) return v;
-  if (isRef(v)) {
-    (ctx.dependencies ??= new Set()).add((v as TaskRef)[REF_KEY]);
-    return v;
-  }
-  let out: Record<string, unknown> | undefined;
-  for (const k in v as Record<string, unknown>) {
-    const item = (v as Record<string, unknown>)[k];
-    const sub = replaceLazy(item, ctx);
-    if (sub !== item) {
-      out ??= { ...(v as Record<string, unknown>) };
-      out[k] = sub;
+  if (!isPlainObject(v) && keepsItsType(v)) return KEEP;
+  // User data that could be read as a marker is quoted (the worker unwraps it); a reference made
+  // with makeRef is the only object sent as a reference.
+  if (REF_KEY in v || QUOTE_KEY in v) {
+    if (isMadeRef(v)) {
+      (ctx.dependencies ??= new Set()).add(v[REF_KEY]);
+      return KEEP;
     }
+    return QUOTE;
   }
-  return out ?? v;
+  return WALK;
+}
+
+/**
+ * Replaces Futures, Delayed values and references made with makeRef at any depth inside arrays
+ * and objects with references, recording their keys, and quotes data shaped like a marker (see
+ * TaskSpec.args in common.proto). Copies only the parts that change; cycles are kept.
+ */
+export function replaceLazy(v: unknown, ctx: ArgContext): unknown {
+  return mapTemplate(v, visitArg, ctx);
 }
 
 function refTo(key: string): TaskRef {
@@ -285,7 +300,7 @@ export function buildTask(
       allowOtherWorkers: opts.allowOtherWorkers,
       resultEncoding: opts.encoding === 'json' ? Encoding.ENCODING_JSON : Encoding.ENCODING_V8,
     },
-    delayed: ctx.delayed,
+    delayed: dedupe(ctx.delayed),
   };
 }
 

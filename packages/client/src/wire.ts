@@ -293,8 +293,8 @@ export function fromGetStory(r: GetStoryResponse): Transition[] {
   }));
 }
 
-export function toRunRequest(fn: FunctionSource, args: EncodedValue): RunRequest {
-  return { function: { hash: fn.hash, source: fn.source, name: fn.name }, args };
+export function toRunRequest(fn: FunctionSource, args: EncodedValue, resultEncoding: number): RunRequest {
+  return { function: { hash: fn.hash, source: fn.source, name: fn.name }, args, resultEncoding };
 }
 
 export type RunOutcome = { ok: true; value: EncodedValue | undefined } | { ok: false; error: RemoteErrorInfo };

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Encoding } from '@skein/protocol';
-import { decodeValue, makeRef, REF_KEY } from '@skein/common';
+import { QUOTE_KEY, decodeValue, makeRef, REF_KEY, substituteRefs } from '@skein/common';
 import {
   Delayed,
   buildTask,
@@ -104,6 +104,49 @@ describe('references', () => {
     ]);
     // The caller's structures are not modified.
     expect(args[0]).toBe(f1);
+  });
+
+  it('quotes data shaped like a marker; only makeRef makes a reference', () => {
+    const any = resolveFunction((..._a: unknown[]) => 0);
+    const f = fakeFuture('f-1');
+    const args = [{ [REF_KEY]: 'abc' }, { [QUOTE_KEY]: { x: f } }, { [REF_KEY]: 'k', more: 1 }, makeRef('m-1')];
+    const built = buildTask(any, args, compileTaskOptions(undefined));
+    expect(built.def.dependencies.sort()).toEqual(['f-1', 'm-1']);
+    const template = decodeValue(built.def.args);
+    expect(template).toEqual([
+      { [QUOTE_KEY]: { [REF_KEY]: 'abc' } },
+      { [QUOTE_KEY]: { [QUOTE_KEY]: { x: { [REF_KEY]: 'f-1' } } } },
+      { [QUOTE_KEY]: { [REF_KEY]: 'k', more: 1 } },
+      { [REF_KEY]: 'm-1' },
+    ]);
+    // What the worker makes of it: the data as it was, the future and the ref resolved.
+    expect(substituteRefs(template, (k) => `<${k}>`)).toEqual([{ [REF_KEY]: 'abc' }, { [QUOTE_KEY]: { x: '<f-1>' } }, { [REF_KEY]: 'k', more: 1 }, '<m-1>']);
+    // JSON arguments are quoted the same way.
+    const asJson = buildTask(any, [{ [REF_KEY]: 'abc' }], compileTaskOptions({ encoding: 'json' }));
+    expect(asJson.def.dependencies).toEqual([]);
+    expect(decodeValue(asJson.def.args)).toEqual([{ [QUOTE_KEY]: { [REF_KEY]: 'abc' } }]);
+  });
+
+  it('walks cyclic arguments and class instances, keeping cycles, and leaves the caller\'s values alone', () => {
+    const any = resolveFunction((..._a: unknown[]) => 0);
+    const f = fakeFuture('f-2');
+    const cyc: Record<string, unknown> = { f };
+    cyc['self'] = cyc;
+    class Box {
+      constructor(readonly inner: unknown) {}
+    }
+    const built = buildTask(any, [cyc, new Box(f)], compileTaskOptions(undefined));
+    expect(built.def.dependencies).toEqual(['f-2']);
+    const [t, box] = decodeValue(built.def.args) as [Record<string, unknown>, Record<string, unknown>];
+    expect(t['f']).toEqual({ [REF_KEY]: 'f-2' });
+    expect(t['self']).toBe(t);
+    expect(box).toEqual({ inner: { [REF_KEY]: 'f-2' } });
+    expect(cyc['f']).toBe(f);
+    // A cycle without futures is sent as it is.
+    const plain: unknown[] = [1];
+    plain.push(plain);
+    const p = decodeValue(buildTask(any, [plain], compileTaskOptions(undefined)).def.args) as unknown[][];
+    expect(p[0]![1]).toBe(p[0]);
   });
 
   it('the key of a call on futures depends on their keys', () => {

@@ -1,3 +1,4 @@
+import { isIPv4, isIPv6 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { InvalidArgumentError } from './errors.js';
 
@@ -6,54 +7,121 @@ export interface Address {
   port: number;
 }
 
+const FORMS = 'expected tcp://HOST:PORT, HOST:PORT, HOST or [IPV6]:PORT, for example tcp://10.0.0.5:8786';
+
+function bad(original: string, why: string): InvalidArgumentError {
+  return new InvalidArgumentError(`Bad address ${JSON.stringify(original)}: ${why}; ${FORMS}.`, { details: { address: original } });
+}
+
+const LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
+
+/** Why `host` (no brackets) is not an IPv4 address or a host name, or undefined when it is one. */
+function hostProblem(host: string): string | undefined {
+  if (/^[\d.]+$/.test(host)) return isIPv4(host) ? undefined : `"${host}" is not a valid IPv4 address`;
+  const name = host.endsWith('.') ? host.slice(0, -1) : host;
+  if (name.length > 253) return `the host name is longer than 253 characters`;
+  for (const label of name.split('.')) {
+    if (!LABEL.test(label)) {
+      return label === ''
+        ? `the host "${host}" has an empty part between dots`
+        : `the host "${host}" has a character a host name cannot have (letters, digits, "-", "_" and "." only)`;
+    }
+  }
+  return undefined;
+}
+
 /**
- * Parses `tcp://host:port`, `host:port` or `:port`. The default port fills in a missing one.
- * Throws InvalidArgumentError naming the address and the expected form.
+ * Parses `tcp://host:port`, `host:port`, `host`, `[v6]:port`, a bare IPv6 address, or `:port`
+ * (any interface). The default port fills in a missing one. Anything else (a second colon, an
+ * unknown scheme, a path, a bad host name or port...) throws InvalidArgumentError at once, naming
+ * what is wrong and the forms expected.
  */
 export function parseAddress(text: string, defaultPort?: number): Address {
+  if (typeof text !== 'string') throw new InvalidArgumentError(`An address must be a string, got ${text === null ? 'null' : typeof text}; ${FORMS}.`);
   const original = text;
   let s = text.trim();
+  if (s === '') throw bad(original, 'it is empty');
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(s);
   if (scheme) {
     if (scheme[1]!.toLowerCase() !== 'tcp') {
       throw new InvalidArgumentError(
         `Unsupported address scheme "${scheme[1]}://" in "${original}": use tcp://HOST:PORT, for example tcp://10.0.0.5:8786.`,
+        { details: { address: original } },
       );
     }
     s = s.slice(scheme[0].length);
+    if (s === '') throw bad(original, `nothing follows "${scheme[0]}"`);
+  } else if (s.includes('://')) {
+    throw bad(original, `"${s.slice(0, s.indexOf('://') + 3)}" is not a scheme`);
+  }
+  if (/[\s/?#@]/.test(s)) {
+    throw bad(original, /\s/.test(s) ? 'it contains white space' : `it contains "${/[/?#@]/.exec(s)![0]}" (no user, path or query is allowed)`);
   }
   let host: string;
   let portText: string | undefined;
-  const v6 = /^\[([^\]]+)\](?::(.*))?$/.exec(s);
-  if (v6) {
-    host = v6[1]!;
-    portText = v6[2];
+  if (s.startsWith('[')) {
+    const close = s.indexOf(']');
+    if (close < 0) throw bad(original, 'the "[" of an IPv6 address is not closed by "]"');
+    host = s.slice(1, close);
+    if (!isIPv6(host)) throw bad(original, `"${host}" in brackets is not an IPv6 address`);
+    const rest = s.slice(close + 1);
+    if (rest !== '') {
+      if (!rest.startsWith(':')) throw bad(original, `"${rest}" follows the "]" (only ":PORT" may)`);
+      portText = rest.slice(1);
+      if (portText === '') throw bad(original, 'the ":" after the host has no port after it');
+    }
   } else {
-    const i = s.lastIndexOf(':');
-    if (i >= 0 && s.indexOf(':') === i) {
-      host = s.slice(0, i);
-      portText = s.slice(i + 1);
+    const first = s.indexOf(':');
+    if (first >= 0 && s.indexOf(':', first + 1) >= 0) {
+      if (!isIPv6(s)) throw bad(original, 'it has more than one ":" (write an IPv6 address in brackets, [::1]:8786)');
+      host = s;
+    } else if (first >= 0) {
+      host = s.slice(0, first);
+      portText = s.slice(first + 1);
+      if (portText === '') throw bad(original, 'the ":" after the host has no port after it');
     } else {
       host = s;
     }
-  }
-  if (host === '') host = '0.0.0.0';
-  if (/[\s/]/.test(host)) {
-    throw new InvalidArgumentError(`Bad host "${host}" in address "${original}": expected tcp://HOST:PORT, for example tcp://10.0.0.5:8786.`);
+    if (host === '') {
+      host = '0.0.0.0';
+    } else if (!isIPv6(host)) {
+      const why = hostProblem(host);
+      if (why !== undefined) throw bad(original, why);
+    }
   }
   let port: number;
-  if (portText === undefined || portText === '') {
+  if (portText === undefined) {
     if (defaultPort === undefined) {
-      throw new InvalidArgumentError(`Address "${original}" has no port: expected tcp://HOST:PORT, for example tcp://${host}:8786.`);
+      throw new InvalidArgumentError(`Address "${original}" has no port: expected tcp://HOST:PORT, for example tcp://${host.includes(':') ? `[${host}]` : host}:8786.`, {
+        details: { address: original },
+      });
     }
     port = defaultPort;
   } else {
     port = Number(portText);
-    if (!/^\d+$/.test(portText) || !Number.isInteger(port) || port < 0 || port > 65535) {
-      throw new InvalidArgumentError(`Bad port "${portText}" in address "${original}": a port is a number from 0 to 65535.`);
+    if (!/^\d{1,5}$/.test(portText) || port > 65535) {
+      throw new InvalidArgumentError(`Bad port "${portText}" in address "${original}": a port is a number from 0 to 65535.`, { details: { address: original } });
     }
   }
   return { host, port };
+}
+
+/**
+ * Checks a host to listen on or advertise (`--host`): an IPv4 address, a host name, or an IPv6
+ * address (brackets optional). Returns it without brackets; throws InvalidArgumentError saying
+ * what is wrong (`what` names the option).
+ */
+export function parseHost(text: string, what = 'host'): string {
+  const s = typeof text === 'string' ? text.trim() : '';
+  const inner = s.startsWith('[') && s.endsWith(']') ? s.slice(1, -1) : s;
+  if (isIPv6(inner)) return inner;
+  const why = s === '' ? 'it is empty' : s.includes(':') ? 'a host has no port (give the port separately) and an IPv6 address must be valid' : hostProblem(s);
+  if (why !== undefined) {
+    throw new InvalidArgumentError(`Bad ${what} ${JSON.stringify(text)}: ${why}; expected an IPv4 address, a host name or an IPv6 address, for example 10.0.0.5.`, {
+      details: { host: text },
+    });
+  }
+  return s;
 }
 
 /** `tcp://host:port` */

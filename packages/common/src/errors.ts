@@ -189,11 +189,36 @@ export function fromGrpcStatus(err: ServiceError, context?: string): SkeinError 
   return new SkeinError(code, `${prefix}${err.details}`, { cause: err });
 }
 
+const BUILTIN_ERROR_PROTOTYPES = new Set<object>(
+  [Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError].map((c) => c.prototype),
+);
+
+/**
+ * The type name of an error as Node's inspect shows it: its `name`, except that a subclass which
+ * only inherits a built-in's name (`class ParseFailure extends Error {}`) is named by its class.
+ */
+export function errorTypeName(err: Error): string {
+  let name: unknown;
+  try {
+    name = err.name;
+  } catch {
+    name = undefined;
+  }
+  const ctor = (err as { constructor?: { name?: unknown } }).constructor?.name;
+  if (typeof ctor === 'string' && ctor !== '' && ctor !== name && !Object.prototype.hasOwnProperty.call(err, 'name')) {
+    // Where does `name` come from? A built-in prototype means the class did not set its own.
+    let p: object | null = Object.getPrototypeOf(err);
+    while (p !== null && !Object.prototype.hasOwnProperty.call(p, 'name')) p = Object.getPrototypeOf(p);
+    if (p === null || BUILTIN_ERROR_PROTOTYPES.has(p)) return ctor;
+  }
+  return typeof name === 'string' && name !== '' ? name : typeof ctor === 'string' && ctor !== '' ? ctor : 'Error';
+}
+
 /** A thrown value as the protocol's RemoteError message. */
 export function toRemoteError(err: unknown, key = ''): RemoteErrorMessage {
   if (err instanceof Error) {
     return {
-      type: err instanceof SkeinError ? err.name : err.name || err.constructor?.name || 'Error',
+      type: err instanceof SkeinError ? err.name : errorTypeName(err),
       message: err.message,
       stack: err.stack ?? '',
       code: err instanceof SkeinError ? err.code : '',

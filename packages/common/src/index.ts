@@ -26,18 +26,28 @@ export {
 } from './errors.js';
 export {
   REF_KEY,
+  QUOTE_KEY,
   makeRef,
+  isMadeRef,
   isRef,
+  isQuote,
   substituteRefs,
   collectRefs,
+  mapTemplate,
+  WALK,
+  KEEP,
+  QUOTE,
+  UNQUOTE,
+  jsonProblem,
   encodeValue,
   decodeValue,
   encodingName,
   typeName,
   type EncodingName,
   type TaskRef,
+  type TemplateVisitor,
 } from './values.js';
-export { parseAddress, formatAddress, grpcTarget, interfaceAddress, contactHost, type Address } from './address.js';
+export { parseAddress, parseHost, formatAddress, grpcTarget, interfaceAddress, contactHost, type Address } from './address.js';
 export { CHANNEL_OPTIONS, SERVER_OPTIONS, insecureChannel, newServer, bindServer, shutdownServer, Batcher, quietGrpcLogs, toGrpcStatus } from './grpc.js';
 export { PROTOCOL_VERSION, checkProtocolVersion } from './version.js';
 export { skeinDefaults, type SkeinDefaults } from './config.js';

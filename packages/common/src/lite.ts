@@ -19,12 +19,13 @@ export {
   REF_KEY,
   isRef,
   substituteRefs,
+  jsonProblem,
   encodeValue,
   decodeValue,
   typeName,
   type EncodingName,
 } from './values.js';
 export { compileFunction, explainReferenceError } from './functions.js';
-export { parseAddress, formatAddress, interfaceAddress, contactHost, type Address } from './address.js';
+export { parseAddress, parseHost, formatAddress, interfaceAddress, contactHost, type Address } from './address.js';
 export { parseBytes, parseMemoryLimit } from './units.js';
 export { guardStdio } from './log.js';

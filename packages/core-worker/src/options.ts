@@ -6,6 +6,7 @@ import {
   grpcTarget,
   interfaceAddress,
   parseAddress,
+  parseHost,
   parseMemoryLimit,
   skeinDefaults,
 } from '@skein/common';
@@ -162,7 +163,7 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
     throw new InvalidArgumentError('The scheduler address is required, e.g. tcp://10.0.0.5:8786.');
   }
   const sched = parseAddress(o.scheduler, d.schedulerPort);
-  let listenHost = o.host ?? '127.0.0.1';
+  let listenHost = o.host === undefined ? '127.0.0.1' : parseHost(o.host, 'worker host');
   let advertiseHost: string;
   if (o.interface) {
     listenHost = interfaceAddress(o.interface);
@@ -196,7 +197,7 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
     heartbeatMs: nonNegative(o.heartbeatMs, d.heartbeatMs, 'heartbeatMs') || d.heartbeatMs,
     inlineBytes: nonNegative(o.inlineBytes, d.inlineBytes, 'inlineBytes'),
     chunkBytes: d.chunkBytes,
-    nannyAddress: o.nannyAddress ?? '',
+    nannyAddress: o.nannyAddress ? formatAddress(parseAddress(o.nannyAddress)) : '',
     connectTimeoutMs: nonNegative(o.connectTimeoutMs, 10_000, 'connectTimeoutMs'),
     pipelineDepth: positiveInt(o.pipelineDepth, 4, 'pipelineDepth'),
     retireTimeoutMs: nonNegative(o.retireTimeoutMs, 30_000, 'retireTimeoutMs'),

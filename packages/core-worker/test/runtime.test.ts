@@ -55,7 +55,7 @@ describe('ThreadPool', () => {
     expect(ok(await run(pool, { key: 'lambda-2', fn: afn, args: json([1]), inputs: [] }))).toBe(2);
   });
 
-  it('answers JSON when the arguments were JSON and the result fits, V8 or RAW otherwise', async () => {
+  it('answers in the encoding asked for (unspecified: JSON, bytes RAW, after JSON arguments; else V8), never another', async () => {
     const r1 = await run(pool, { key: 'a', fn: { kind: 'registered', name: 'add' }, args: json([1, 2]), inputs: [] });
     expect(r1.ok && r1.value.encoding).toBe(Encoding.ENCODING_JSON);
     // A number travels as JSON even from v8 arguments: the same value, cheaper.
@@ -69,9 +69,18 @@ describe('ThreadPool', () => {
     expect(r2c.ok && r2c.value.encoding).toBe(Encoding.ENCODING_V8);
     const r2d = await run(pool, { key: 'b4', fn: obj, args: encodeValue([new Map()]), inputs: [], resultEncoding: Encoding.ENCODING_JSON });
     expect(r2d.ok && r2d.value.encoding).toBe(Encoding.ENCODING_JSON);
-    const r3 = await run(pool, { key: 'c', fn: { kind: 'registered', name: 'makeMap' }, args: json([]), inputs: [] });
+    const r3 = await run(pool, { key: 'c', fn: { kind: 'registered', name: 'makeMap' }, args: json([]), inputs: [], resultEncoding: Encoding.ENCODING_V8 });
     expect(r3.ok && r3.value.encoding).toBe(Encoding.ENCODING_V8);
     expect(r3.ok && deserialize(r3.value.data)).toEqual(new Map([[1, 'one']]));
+    // JSON arguments without a wish mean a client that reads JSON: a Map is an error, not V8.
+    const r3b = await run(pool, { key: 'c2', fn: { kind: 'registered', name: 'makeMap' }, args: json([]), inputs: [] });
+    expect(!r3b.ok && r3b.error.message).toMatch(/The result of task c2 is not JSON-representable: a Map at the top level/);
+    const r3c = await run(pool, { key: 'c3', fn: inline(() => [1, NaN], pool), args: encodeValue([new Map()]), inputs: [], resultEncoding: Encoding.ENCODING_JSON });
+    expect(!r3c.ok && r3c.error.message).toMatch(/NaN at \[1\]/);
+    const r3d = await run(pool, { key: 'c4', fn: inline(() => 5, pool), args: json([]), inputs: [], resultEncoding: Encoding.ENCODING_RAW });
+    expect(!r3d.ok && r3d.error.message).toMatch(/The result of task c4 is not bytes/);
+    const r3e = await run(pool, { key: 'c5', fn: inline(() => new Uint8Array([7]), pool), args: encodeValue([new Map()]), inputs: [] });
+    expect(r3e.ok && r3e.value.encoding).toBe(Encoding.ENCODING_RAW_UINT8ARRAY);
     const r4 = await run(pool, { key: 'd', fn: { kind: 'registered', name: 'bytes' }, args: json([5000]), inputs: [] });
     expect(r4.ok && r4.value.encoding).toBe(Encoding.ENCODING_RAW);
     expect(r4.ok && r4.value.data.byteLength).toBe(5000);
@@ -100,8 +109,10 @@ describe('ThreadPool', () => {
     expect(!r4.ok && r4.error.message).toMatch(/never sent to this worker/);
     const r5 = await run(pool, { key: 'lambda-11', fn: inline((a: unknown) => a, pool), args: json([makeRef('nothere')]), inputs: [] });
     expect(!r5.ok && r5.error.message).toMatch(/refers to the result of nothere/);
-    const r6 = await run(pool, { key: 'lambda-12', fn: inline(() => () => 1, pool), args: json([]), inputs: [] });
+    const r6 = await run(pool, { key: 'lambda-12', fn: inline(() => () => 1, pool), args: json([]), inputs: [], resultEncoding: Encoding.ENCODING_V8 });
     expect(!r6.ok && r6.error.message).toMatch(/cannot be serialized/);
+    const r7 = await run(pool, { key: 'lambda-13', fn: inline(() => () => 1, pool), args: json([]), inputs: [] });
+    expect(!r7.ok && r7.error.message).toMatch(/not JSON-representable: a function at the top level/);
   });
 
   it('compiles an inline function once per thread and sends its source once', async () => {

@@ -79,7 +79,7 @@ describe('WorkerService', () => {
     const client = peers.get(address);
     const call = (fn: Function, args: unknown[]) =>
       new Promise<unknown>((resolve, reject) =>
-        client.run({ function: inlineFunction(fn), args: encodeValue(args, 'json') }, (err, res) => (err ? reject(err) : resolve(res))),
+        client.run({ function: inlineFunction(fn), args: encodeValue(args, 'json'), resultEncoding: 0 }, (err, res) => (err ? reject(err) : resolve(res))),
       );
     const r1 = (await call((a: number, b: number) => a * b, [6, 7])) as { outcome: { $case: string; value: Value } };
     expect(r1.outcome.$case).toBe('result');

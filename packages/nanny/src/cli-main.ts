@@ -75,7 +75,7 @@ export async function runNannyCli(argv: string[]): Promise<number> {
   try {
     options = parseNannyArgs(argv);
   } catch (err) {
-    process.stderr.write(`skein-nanny: ${toSkeinError(err).message}. Run skein-nanny --help for the options.\n`);
+    process.stderr.write(`skein-nanny: ${toSkeinError(err).message.replace(/\.$/, '')}. Run skein-nanny --help for the options.\n`);
     return 2;
   }
   if (options === 'help') {

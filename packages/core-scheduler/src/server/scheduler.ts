@@ -34,6 +34,8 @@ import {
   fromGrpcStatus,
   grpcTarget,
   insecureChannel,
+  parseAddress,
+  parseHost,
   Lifecycle,
   PROTOCOL_VERSION,
   ProtocolVersionError,
@@ -122,12 +124,16 @@ export function parseDashboardAddress(value: string | number | null | false | un
   else if (typeof value === 'number') portText = String(value);
   else {
     const text = value.trim().replace(/^https?:\/\//, '');
-    const i = text.lastIndexOf(':');
-    if (i < 0) portText = text;
+    if (/^\d+$/.test(text)) portText = text;
     else {
-      const h = text.slice(0, i).replace(/^\[(.*)\]$/, '$1');
-      if (h) host = h;
-      portText = text.slice(i + 1);
+      let a: { host: string; port: number };
+      try {
+        a = parseAddress(text);
+      } catch (err) {
+        throw new InvalidArgumentError(`Bad dashboard address ${JSON.stringify(value)}: ${(err as Error).message}`, { cause: err });
+      }
+      if (!text.startsWith(':')) host = a.host;
+      portText = String(a.port);
     }
   }
   if (!/^\d+$/.test(portText)) throw bad();
@@ -138,7 +144,7 @@ export function parseDashboardAddress(value: string | number | null | false | un
 
 export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSchedulerOptions {
   const d = skeinDefaults();
-  const host = o.interface ? interfaceAddress(o.interface) : (o.host ?? '0.0.0.0');
+  const host = o.interface ? interfaceAddress(o.interface) : o.host === undefined ? '0.0.0.0' : parseHost(o.host, 'scheduler host');
   const port = o.port ?? d.schedulerPort;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new InvalidArgumentError(`Bad scheduler port ${port}: a port is a number from 0 to 65535.`);

@@ -5,7 +5,7 @@
 import { pathToFileURL } from 'node:url';
 import { resolve as resolvePath } from 'node:path';
 import type { Value } from '@skein/protocol';
-import { Encoding, SkeinError, decodeValue, encodeValue, substituteRefs, InvalidArgumentError } from '@skein/common/lite';
+import { Encoding, SkeinError, decodeValue, encodeValue, jsonProblem, substituteRefs, InvalidArgumentError } from '@skein/common/lite';
 
 /** Bytes as a Buffer over exactly its own ArrayBuffer (copied only when it shares one). */
 export function exactBytes(data: Uint8Array): Uint8Array {
@@ -52,20 +52,48 @@ export function decodeArgs(args: Value, inputs: ReadonlyMap<string, Value>, key:
 }
 
 /**
- * Encodes a result: JSON when asked for (resultEncoding JSON, or unspecified with JSON arguments)
- * and the result fits JSON, else the default (V8, RAW for bytes).
+ * Encodes a result in the encoding the client asked for (TaskSpec.result_encoding), never another:
+ * a result that encoding cannot carry fails the task with an error naming the value. V8 sends
+ * bytes raw (a Buffer as RAW, a Uint8Array as RAW_UINT8ARRAY). Unspecified with JSON arguments
+ * (clients in other languages) means JSON, with bytes as RAW (which every language reads);
+ * unspecified otherwise means V8.
  */
-export function encodeResult(value: unknown, argsEncoding: number, resultEncoding = Encoding.ENCODING_UNSPECIFIED as number): Value {
-  const json =
-    resultEncoding === Encoding.ENCODING_JSON || (resultEncoding === Encoding.ENCODING_UNSPECIFIED && argsEncoding === Encoding.ENCODING_JSON);
-  if (json) {
-    try {
-      return encodeValue(value, 'json');
-    } catch {
-      // not JSON-safe: fall through to V8/RAW
-    }
+export function encodeResult(value: unknown, argsEncoding: number, resultEncoding = Encoding.ENCODING_UNSPECIFIED as number, key = ''): Value {
+  let want = resultEncoding;
+  if (want === Encoding.ENCODING_UNSPECIFIED) {
+    if (argsEncoding !== Encoding.ENCODING_JSON) return encodeValue(value);
+    want = value instanceof Uint8Array ? Encoding.ENCODING_RAW : Encoding.ENCODING_JSON;
   }
-  return encodeValue(value);
+  switch (want) {
+    case Encoding.ENCODING_V8:
+      return encodeValue(value);
+    case Encoding.ENCODING_JSON: {
+      const problem = jsonProblem(value);
+      if (problem !== undefined) {
+        throw new InvalidArgumentError(
+          `The result of task ${key} is not JSON-representable: ${problem}. Return plain JSON (objects, arrays, strings, ` +
+            'finite numbers, booleans, null) or ask for ENCODING_V8.',
+          { details: { key, problem } },
+        );
+      }
+      return { encoding: Encoding.ENCODING_JSON, data: Buffer.from(JSON.stringify(value ?? null), 'utf8') };
+    }
+    case Encoding.ENCODING_RAW:
+    case Encoding.ENCODING_RAW_UINT8ARRAY: {
+      if (!(value instanceof Uint8Array)) {
+        throw new InvalidArgumentError(
+          `The result of task ${key} is not bytes (it is ${value === null ? 'null' : typeof value === 'object' ? `a ${value.constructor?.name ?? 'object'}` : typeof value}), ` +
+            'but the client asked for ENCODING_RAW. Return a Buffer or Uint8Array, or ask for ENCODING_JSON or ENCODING_V8.',
+          { details: { key } },
+        );
+      }
+      return { encoding: want, data: Buffer.from(value.buffer, value.byteOffset, value.byteLength) };
+    }
+    default:
+      throw new InvalidArgumentError(
+        `Task ${key} asks for its result in encoding ${want}, which this worker does not know: ask for ENCODING_JSON (1), ENCODING_V8 (2) or ENCODING_RAW (3).`,
+      );
+  }
 }
 
 /** Imports ES modules and collects their exported functions by export name (later modules win). */

@@ -68,7 +68,7 @@ function resolveFunction(task: ThreadTask): Function {
 
 function succeed(task: ThreadTask, value: unknown, startMs: number): ThreadResult {
   try {
-    const v = encodeResult(value, task.enc, task.renc);
+    const v = encodeResult(value, task.enc, task.renc, task.key);
     if (v.data.byteLength <= PACK_MAX_BYTES) {
       const at = packer.add(v.data);
       return { id: task.id, ok: true, enc: v.encoding, data: null, at, len: v.data.byteLength, typeName: typeName(value), startMs, stopMs: Date.now() };

@@ -6,7 +6,7 @@ import { decodeArgs, encodeResult } from '../runtime/execute.js';
 export class MainThreadRunner {
   private readonly compiled = new Map<string, Function>();
 
-  async run(fn: InlineFunction | undefined, args: Value | undefined): Promise<RunResponse> {
+  async run(fn: InlineFunction | undefined, args: Value | undefined, resultEncoding = 0): Promise<RunResponse> {
     const name = fn?.name || 'lambda';
     try {
       if (!fn || (!fn.source && !this.compiled.has(fn.hash))) {
@@ -20,7 +20,7 @@ export class MainThreadRunner {
       const a = args ?? { encoding: 1, data: Buffer.from('[]') };
       const decoded = decodeArgs(a, new Map(), `run-${name}`);
       const out: unknown = await f(...decoded);
-      return { outcome: { $case: 'result', value: encodeResult(out, a.encoding) } };
+      return { outcome: { $case: 'result', value: encodeResult(out, a.encoding, resultEncoding, `run-${name}`) } };
     } catch (err) {
       return { outcome: { $case: 'error', value: toRemoteError(explainReferenceError(err, name), `run-${name}`) } };
     }

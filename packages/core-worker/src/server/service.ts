@@ -93,7 +93,7 @@ export function createWorkerService(backend: WorkerServiceBackend): WorkerServic
       streamData(call, backend).catch((err: unknown) => call.destroy(Object.assign(new Error(String(err)), toGrpcStatus(err))));
     },
     run(call, callback) {
-      backend.runner.run(call.request.function, call.request.args).then(
+      backend.runner.run(call.request.function, call.request.args, call.request.resultEncoding).then(
         (res) => callback(null, res),
         (err: unknown) => callback(toGrpcStatus(err)),
       );

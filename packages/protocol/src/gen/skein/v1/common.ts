@@ -14,8 +14,14 @@ export enum Encoding {
   ENCODING_JSON = 1,
   /** ENCODING_V8 - Node's v8.serialize (structured clone): typed arrays, Map, Set, BigInt, Date. JS to JS only. */
   ENCODING_V8 = 2,
-  /** ENCODING_RAW - Opaque bytes, delivered to the function as a Uint8Array/Buffer. */
+  /** ENCODING_RAW - Opaque bytes. JavaScript reads them as a Buffer. */
   ENCODING_RAW = 3,
+  /**
+   * ENCODING_RAW_UINT8ARRAY - Opaque bytes, exactly as ENCODING_RAW; only JavaScript readers treat it apart: they read a plain
+   * Uint8Array instead of a Buffer (so a Uint8Array comes back as a Uint8Array). Readers in other
+   * languages read it as ENCODING_RAW.
+   */
+  ENCODING_RAW_UINT8ARRAY = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -55,8 +61,21 @@ export interface TaskSpec {
     | FunctionRef
     | undefined;
   /**
-   * The positional arguments: an encoded array. A reference to another task's result is the
-   * object {"__skein_ref__": "<key>"} at any depth; that key must be listed in dependencies.
+   * The positional arguments: an encoded array, read as a template. In a template, arrays and
+   * objects (JSON objects; for V8, objects whose prototype is Object.prototype or null) are walked
+   * at any depth, and two shapes of object are markers, never data:
+   * - a reference: an object whose only property is "__skein_ref__", with a string value, e.g.
+   *   {"__skein_ref__": "inc-1"}. The worker replaces it with the result of that key, which must
+   *   be listed in dependencies;
+   * - a quote: an object whose only property is "__skein_quote__", with an object value O (not an
+   *   array, not null), e.g. {"__skein_quote__": {"__skein_ref__": "abc"}}. The worker replaces it
+   *   with an object having O's properties, each value read as a template again (so a reference
+   *   inside still resolves); O itself is never taken as a marker.
+   * Every other object or array stands for itself, its values read as templates. Senders MUST
+   * quote every data object that has a property named "__skein_ref__" or "__skein_quote__" (by
+   * these rules no data value can then be read as a marker); quoting any other object is allowed
+   * and harmless. Values that are not arrays or objects (and, with V8, Maps, Sets, typed arrays
+   * and the like) are never looked into.
    */
   args: Value | undefined;
   dependencies: string[];
@@ -71,9 +90,21 @@ export interface TaskSpec {
   /** With workers set: the others may be used when none of the named ones can. */
   allowOtherWorkers: boolean;
   /**
-   * How the worker encodes the result. ENCODING_JSON: JSON when the result fits JSON, else V8
-   * (RAW for bytes). ENCODING_V8: V8 (RAW for bytes; small plain values may travel as JSON, which
-   * decodes to the same value). Unspecified: as ENCODING_JSON when args are JSON, else ENCODING_V8.
+   * How the worker encodes the result; the worker never answers in an encoding not asked for.
+   * - ENCODING_JSON: JSON. A result JSON cannot carry exactly (NaN, Infinity, undefined inside an
+   *   array or object, a bigint, bytes, a Map, a Date, a class instance, a cycle...) fails the
+   *   task with an error naming the value and its path, e.g. "The result of task f-1 is not
+   *   JSON-representable: NaN at [0].y". A top-level undefined (a function that returns nothing)
+   *   is the JSON null.
+   * - ENCODING_V8: V8, except bytes: a Buffer as ENCODING_RAW, a Uint8Array as
+   *   ENCODING_RAW_UINT8ARRAY; small plain values (numbers, strings, short arrays of them) may
+   *   come as ENCODING_JSON, which decodes to the same value. For JavaScript clients.
+   * - ENCODING_RAW (or ENCODING_RAW_UINT8ARRAY): the result must be bytes (a Buffer or Uint8Array),
+   *   sent with the encoding asked for; anything else fails the task with an error saying so.
+   * - Unspecified: when args are ENCODING_JSON, as ENCODING_JSON except that a result that is
+   *   bytes comes as ENCODING_RAW (never ENCODING_RAW_UINT8ARRAY); otherwise as ENCODING_V8. So a
+   *   client in another language that sends JSON arguments and never sets this gets only JSON and
+   *   RAW, both of which it can read.
    */
   resultEncoding: Encoding;
 }

@@ -48,7 +48,11 @@ export interface GetDataResponse {
 
 export interface RunRequest {
   function: InlineFunction | undefined;
-  args: Value | undefined;
+  args:
+    | Value
+    | undefined;
+  /** How the result is encoded, as TaskSpec.result_encoding. */
+  resultEncoding: Encoding;
 }
 
 export interface RunResponse {
@@ -276,7 +280,7 @@ export const GetDataResponse: MessageFns<GetDataResponse> = {
 };
 
 function createBaseRunRequest(): RunRequest {
-  return { function: undefined, args: undefined };
+  return { function: undefined, args: undefined, resultEncoding: 0 };
 }
 
 export const RunRequest: MessageFns<RunRequest> = {
@@ -286,6 +290,9 @@ export const RunRequest: MessageFns<RunRequest> = {
     }
     if (message.args !== undefined) {
       Value.encode(message.args, writer.uint32(18).fork()).join();
+    }
+    if (message.resultEncoding !== 0) {
+      writer.uint32(24).int32(message.resultEncoding);
     }
     return writer;
   },
@@ -319,6 +326,14 @@ export const RunRequest: MessageFns<RunRequest> = {
             message.args = Value.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.resultEncoding = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -340,6 +355,7 @@ export const RunRequest: MessageFns<RunRequest> = {
       ? InlineFunction.fromPartial(object.function)
       : undefined;
     message.args = (object.args !== undefined && object.args !== null) ? Value.fromPartial(object.args) : undefined;
+    message.resultEncoding = object.resultEncoding ?? 0;
     return message;
   },
 };
