@@ -191,6 +191,13 @@ export class Client implements FutureHost {
   /** The scheduler reads column batches (TaskBatch); from its Welcome. */
   #batches = false;
   readonly #states = new Map<string, KeyState>();
+  /**
+   * Keys this client cancelled whose acknowledgement (the scheduler's 'cancelled' report for each
+   * key of a CancelKeys) has not arrived, with how many are due. Reports about such a key belong
+   * to the cancelled task, not to a resubmission of the key, which only the scheduler's later
+   * reports are about.
+   */
+  readonly #cancelAcks = new Map<string, number>();
   readonly #sentFunctions = new Set<string>();
   readonly #batcher: Batcher<Outgoing>;
   #lastOut: Outgoing | undefined;
@@ -445,9 +452,18 @@ export class Client implements FutureHost {
   }
 
   #handle(ev: Incoming): void {
-    switch (ev.type) {
-      case 'Welcome':
+    if (ev.type === 'Welcome') return;
+    if (this.#cancelAcks.size > 0) {
+      const due = this.#cancelAcks.get(ev.key);
+      if (due !== undefined) {
+        if (ev.type === 'KeyCancelled') {
+          if (due > 1) this.#cancelAcks.set(ev.key, due - 1);
+          else this.#cancelAcks.delete(ev.key);
+        }
         return;
+      }
+    }
+    switch (ev.type) {
       case 'KeyInMemory': {
         const s = this.#states.get(ev.key);
         if (!s) return;
@@ -467,9 +483,20 @@ export class Client implements FutureHost {
         return;
       }
       case 'KeyCancelled': {
+        // The scheduler dropped this client's want of the key (a restart, or an input of it was
+        // cancelled): the futures are done, and submitting the key again starts afresh.
         const s = this.#states.get(ev.key);
         if (!s) return;
+        this.#states.delete(ev.key);
+        s.detached = true;
         s.settle('cancelled', new CancelledError(ev.key, ev.reason || 'cancelled on the scheduler'));
+        return;
+      }
+      case 'KeyNoWorker': {
+        const s = this.#states.get(ev.key);
+        if (!s || (s.status !== 'pending' && s.status !== 'no-worker')) return;
+        s.status = ev.resolved ? 'pending' : 'no-worker';
+        s.noWorkerReason = ev.resolved ? '' : ev.reason;
         return;
       }
       case 'KeyLost': {
@@ -844,7 +871,10 @@ export class Client implements FutureHost {
       keys.push(s.key);
       if (s.status !== 'cancelled') s.settle('cancelled', new CancelledError(s.key, 'cancelled by the client'));
     }
-    if (keys.length > 0 && this.#lifecycle.status === 'running') this.#queueKeys('CancelKeys', keys);
+    if (keys.length > 0 && this.#lifecycle.status === 'running' && !this.#lost) {
+      for (const k of keys) this.#cancelAcks.set(k, (this.#cancelAcks.get(k) ?? 0) + 1);
+      this.#queueKeys('CancelKeys', keys);
+    }
   }
 
   /** Waits for futures (see the standalone `wait`). */

@@ -51,6 +51,7 @@ export {
   KeyErred,
   KeyInMemory,
   KeyLost,
+  KeyNoWorker,
   KeysInMemory,
   KeysReleased,
   MetricSample,

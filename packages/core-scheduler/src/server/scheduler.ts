@@ -89,6 +89,12 @@ export interface SchedulerOptions {
   /** Check the state machine's invariants after every event (tests). */
   validate?: boolean;
   /**
+   * Dask's no-workers-timeout (ms): a task that no running worker can run (its restrictions match
+   * none) fails after this long, as does a queued task once no worker has been running this long.
+   * Default null: tasks wait for a suitable worker however long it takes. Checked every heartbeatMs.
+   */
+  noWorkersTimeoutMs?: number | null;
+  /**
    * Where the dashboard listens: ':8787' (the scheduler's host), 'host:port', or a port number;
    * `null` or `false` runs none. Default 0: a free port on the scheduler's host (the CLI uses
    * ':8787'). A busy port falls back to a free one with a warning.
@@ -106,6 +112,8 @@ export interface CompiledSchedulerOptions {
   allowedFailures: number;
   workerSaturation: number;
   validate: boolean;
+  /** Infinity: no timeout. */
+  noWorkersTimeoutMs: number;
   /** null: no dashboard. */
   dashboard: { host: string; port: number } | null;
   logger: Logger;
@@ -156,6 +164,7 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     allowedFailures: o.allowedFailures ?? d.allowedFailures,
     workerSaturation: positive('workerSaturation', o.workerSaturation ?? d.workerSaturation),
     validate: o.validate ?? process.env['SKEIN_VALIDATE'] === '1',
+    noWorkersTimeoutMs: o.noWorkersTimeoutMs == null ? Infinity : positive('noWorkersTimeoutMs', o.noWorkersTimeoutMs),
     dashboard: parseDashboardAddress(o.dashboardAddress, host),
     logger: o.logger ?? createLogger('scheduler'),
   };
@@ -221,6 +230,7 @@ export class Scheduler {
       allowedFailures: options.allowedFailures,
       workerTtlMs: options.workerTtlMs,
       validate: options.validate,
+      noWorkersTimeoutMs: options.noWorkersTimeoutMs,
     });
     this.server = newServer();
     this.server.addService(SchedulerServiceService, this.service());

@@ -136,6 +136,17 @@ export interface KeyLost {
   key: string;
 }
 
+/**
+ * No running worker satisfies the key's restrictions (workers, resources, registered function):
+ * it waits in no-worker until one joins, or fails after the scheduler's no-workers timeout.
+ * resolved: a suitable worker joined and the key runs again (futures stay pending either way).
+ */
+export interface KeyNoWorker {
+  key: string;
+  reason: string;
+  resolved: boolean;
+}
+
 export interface ClientUpdate {
   kind:
     | { $case: "welcome"; value: Welcome }
@@ -144,6 +155,7 @@ export interface ClientUpdate {
     | { $case: "cancelled"; value: KeyCancelled }
     | { $case: "lost"; value: KeyLost }
     | { $case: "keysInMemory"; value: KeysInMemory }
+    | { $case: "noWorker"; value: KeyNoWorker }
     | undefined;
 }
 
@@ -1667,6 +1679,85 @@ export const KeyLost: MessageFns<KeyLost> = {
   },
 };
 
+function createBaseKeyNoWorker(): KeyNoWorker {
+  return { key: "", reason: "", resolved: false };
+}
+
+export const KeyNoWorker: MessageFns<KeyNoWorker> = {
+  encode(message: KeyNoWorker, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.resolved !== false) {
+      writer.uint32(24).bool(message.resolved);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KeyNoWorker {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKeyNoWorker();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.resolved = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<KeyNoWorker>): KeyNoWorker {
+    return KeyNoWorker.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<KeyNoWorker>): KeyNoWorker {
+    const message = createBaseKeyNoWorker();
+    message.key = object.key ?? "";
+    message.reason = object.reason ?? "";
+    message.resolved = object.resolved ?? false;
+    return message;
+  },
+};
+
 function createBaseClientUpdate(): ClientUpdate {
   return { kind: undefined };
 }
@@ -1691,6 +1782,9 @@ export const ClientUpdate: MessageFns<ClientUpdate> = {
         break;
       case "keysInMemory":
         KeysInMemory.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
+      case "noWorker":
+        KeyNoWorker.encode(message.kind.value, writer.uint32(58).fork()).join();
         break;
     }
     return writer;
@@ -1757,6 +1851,14 @@ export const ClientUpdate: MessageFns<ClientUpdate> = {
             message.kind = { $case: "keysInMemory", value: KeysInMemory.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kind = { $case: "noWorker", value: KeyNoWorker.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1808,6 +1910,12 @@ export const ClientUpdate: MessageFns<ClientUpdate> = {
       case "keysInMemory": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "keysInMemory", value: KeysInMemory.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "noWorker": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "noWorker", value: KeyNoWorker.fromPartial(object.kind.value) };
         }
         break;
       }
