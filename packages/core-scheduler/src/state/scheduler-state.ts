@@ -740,7 +740,9 @@ export class SchedulerState {
     };
     for (const [ts, unrunnableSince] of this.unrunnable) {
       if (now <= unrunnableSince + timeout) continue;
-      if (since < 0 || since >= unrunnableSince) {
+      // Without restrictions a task is unrunnable only for want of any worker.
+      const noWorkers = since >= 0 && (since <= unrunnableSince || (ts.restrictions === null && !ts.fn.registered));
+      if (!noWorkers) {
         fail(
           ts,
           'NoValidWorkerError',
