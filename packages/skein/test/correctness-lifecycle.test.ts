@@ -52,7 +52,7 @@ describe('cancel, cycles, restrictions (2 worker processes)', () => {
   it('cancelling x cancels y = f(x) for every client that wants it, and x stops feeding it', async () => {
     const other = await Client.connect(cluster);
     try {
-      const x = client.submitWith({ key: 'cancel-x-1' }, sleepThen, 2_000, 'x');
+      const x = client.submitWith({ key: 'cancel-x-1' }, sleepThen, 800, 'x');
       const y = client.submitWith({ key: 'cancel-y-1' }, (v: string) => `${v}y`, x);
       const yOther = other.submitWith({ key: 'cancel-y-1' }, (v: string) => `${v}y`, 'unused');
       await reached(client, x.key, 'processing');
@@ -188,32 +188,47 @@ describe('restart', () => {
 });
 
 // Dask test_scheduler::test_retire_workers
-describe('results moved by retireWorkers', () => {
+describe('results moved by retireWorkers (values larger than inline)', () => {
   const big = (n: number, fill: number) => new Uint8Array(n).fill(fill);
+  let cluster: LocalCluster;
+  let client: Client;
+  let workers: Array<{ address: string; name: string }>;
+  let x: Future<Uint8Array> | undefined;
 
-  it('can be fetched after retiring their worker by name, and by n (values larger than inline)', async () => {
-    await using cluster = await LocalCluster.start({ nWorkers: 3, threadsPerWorker: 1, memoryLimit: '1GB' });
-    // A short refetch wait: before the fix the client kept asking the retired worker.
-    await using client = await Client.connect(cluster, { refetchTimeoutMs: 3_000 });
-    const [a, b, c] = (await client.schedulerInfo()).workers;
-    const x = client.submitWith({ workers: [a!.address] }, big, 1_000_000, 7);
-    await x.wait(10_000);
-    expect(await client.retireWorkers({ workers: [a!.name] })).toEqual([a!.address]);
-    const v = (await x.result(10_000)) as Uint8Array;
+  beforeAll(async () => {
+    cluster = await LocalCluster.start({ nWorkers: 3, threadsPerWorker: 1, memoryLimit: '1GB' });
+    // A short refetch wait: before the fix the client kept asking the retired worker until it gave up.
+    client = await Client.connect(cluster, { refetchTimeoutMs: 3_000 });
+    workers = (await client.schedulerInfo()).workers;
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+  });
+
+  it('can be fetched after retiring their worker by name', async () => {
+    const a = workers[0]!;
+    const fx = (x = client.submitWith({ workers: [a.address] }, big, 1_000_000, 7));
+    await fx.wait(10_000);
+    expect(await client.retireWorkers({ workers: [a.name] })).toEqual([a.address]);
+    const v = await fx.result(10_000);
     expect(v.length).toBe(1_000_000);
     expect(v[999_999]).toBe(7);
     // Moved, not recomputed.
-    expect((await client.story(x)).filter((t) => t.finish === 'processing')).toHaveLength(1);
+    expect((await client.story(fx)).filter((t) => t.finish === 'processing')).toHaveLength(1);
+  });
 
-    // By n: the scheduler picks the worker holding least (y's, 200 KB, beside z's 2 MB).
+  it('can be fetched after retiring by n (the scheduler picks the worker holding least)', async () => {
+    const [b, ...rest] = (await client.schedulerInfo()).workers;
     const y = client.submitWith({ workers: [b!.address] }, big, 200_000, 3);
-    const z = client.submitWith({ workers: [c!.address] }, big, 2_000_000, 4);
-    await client.wait([y, z]);
-    // x went to b or c; either way b holds less than c.
+    // 2 MB on every other worker: b holds least, even with x (1 MB) moved there.
+    const zs = rest.map((w, i) => client.submitWith({ workers: [w.address] }, big, 2_000_000, 4 + i));
+    await client.wait([y, ...zs]);
     expect(await client.retireWorkers({ n: 1 })).toEqual([b!.address]);
-    const got = await client.gather([x, y, z]);
-    expect(got.map((g) => (g as Uint8Array).length)).toEqual([1_000_000, 200_000, 2_000_000]);
-    expect((got[1] as Uint8Array)[0]).toBe(3);
-    expect((await client.schedulerInfo()).workers).toHaveLength(1);
+    const got = await client.gather([y, ...zs]);
+    expect(got.map((g) => g.length)).toEqual([200_000, ...zs.map(() => 2_000_000)]);
+    expect(got[0]![0]).toBe(3);
+    if (x) expect((await x.result(10_000)).length).toBe(1_000_000);
+    expect((await client.schedulerInfo()).workers.map((w) => w.address)).not.toContain(b!.address);
   });
 });
