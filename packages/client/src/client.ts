@@ -796,14 +796,22 @@ export class Client implements FutureHost {
   }
 
   /**
-   * Tries the key's other holders one by one. When none can hand the value over (a worker died
-   * mid-transfer, say), waits up to refetchTimeoutMs for the scheduler to report the key again:
-   * it notices the dead worker, reports the key lost and recomputes it elsewhere.
+   * Tries the key's other holders one by one. When none can hand the value over, asks the
+   * scheduler where the key is now (its who_has: the value may have moved, as when a worker
+   * retires) and tries those holders. Failing that (a worker died mid-transfer, say), waits up
+   * to refetchTimeoutMs for the scheduler to report the key again: it notices the dead worker,
+   * reports the key lost and recomputes it elsewhere.
    */
   async #fetchOne(s: KeyState, tried: Set<string>, lastError: unknown): Promise<void> {
     const deadline = Date.now() + this.#opts.refetchTimeoutMs;
+    let askedScheduler = false;
     for (;;) {
       const generation = s.generation;
+      if (askedScheduler === false && s.workers.every((w) => tried.has(w))) {
+        askedScheduler = true;
+        const holders = await this.#whoHas(s.key);
+        if (holders.some((w) => !tried.has(w)) && s.generation === generation) s.workers = holders;
+      }
       for (const w of s.workers) {
         if (tried.has(w)) continue;
         tried.add(w);
@@ -837,6 +845,18 @@ export class Client implements FutureHost {
           `The scheduler did not report it again within ${this.#opts.refetchTimeoutMs} ms (refetchTimeoutMs).`,
         { cause: lastError, details: { key: s.key } },
       );
+    }
+  }
+
+  /** The scheduler's holders of a key now; none when it cannot say (the fetch goes on without). */
+  async #whoHas(key: string): Promise<string[]> {
+    if (this.#lifecycle.closing) return [];
+    const sch = this.#scheduler;
+    try {
+      const res = await this.#unary(sch.getWhoHas.bind(sch), { keys: [key] }, `GetWhoHas from the scheduler at ${this.schedulerAddress}`, 10_000);
+      return res.whoHas[0]?.workers ?? [];
+    } catch {
+      return [];
     }
   }
 

@@ -44,6 +44,8 @@ export {
   GetInfoResponse_TasksByStateEntry,
   GetStoryRequest,
   GetStoryResponse,
+  GetWhoHasRequest,
+  GetWhoHasResponse,
   GetWorkerMetricsRequest,
   GetWorkerMetricsResponse,
   Heartbeat,

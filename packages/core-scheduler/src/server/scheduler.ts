@@ -9,6 +9,8 @@ import {
   type GetInfoResponse,
   type GetStoryRequest,
   type GetStoryResponse,
+  type GetWhoHasRequest,
+  type GetWhoHasResponse,
   type InlineFunction,
   type RetireWorkersRequest,
   type RetireWorkersResponse,
@@ -409,6 +411,8 @@ export class Scheduler {
       getInfo: (call: ServerUnaryCall<GetInfoRequest, GetInfoResponse>, cb: sendUnaryData<GetInfoResponse>) => cb(null, this.info()),
       getStory: (call: ServerUnaryCall<GetStoryRequest, GetStoryResponse>, cb: sendUnaryData<GetStoryResponse>) =>
         cb(null, { transitions: this.state.story(call.request.keys).map(transitionMessage) }),
+      getWhoHas: (call: ServerUnaryCall<GetWhoHasRequest, GetWhoHasResponse>, cb: sendUnaryData<GetWhoHasResponse>) =>
+        cb(null, { whoHas: this.state.whoHas(call.request.keys) }),
       retireWorkers: (call: ServerUnaryCall<RetireWorkersRequest, RetireWorkersResponse>, cb: sendUnaryData<RetireWorkersResponse>) => {
         this.retire(call.request.workers, call.request.n).then(
           (retired) => cb(null, { retired }),

@@ -126,6 +126,15 @@ export class SchedulerState {
     return this.log.select(new Set(keys));
   }
 
+  /** Where each key's result is held now (none unless in memory on workers); Dask's who_has. */
+  whoHas(keys: readonly string[]): WhoHasInfo[] {
+    return keys.map((key) => {
+      const ts = this.tasks.get(key);
+      const held = ts !== undefined && ts.state === 'memory';
+      return { key, workers: held ? ts.whoHas.map((w) => w.address) : [], nbytes: held ? ts.nbytes : -1 };
+    });
+  }
+
   /**
    * The number of workers the current load calls for (Dask's adaptive_target): enough threads to
    * finish the queued and running work within `targetDurationMs`, twice the workers when managed
