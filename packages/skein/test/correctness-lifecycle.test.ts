@@ -4,7 +4,8 @@
  * restrictions no worker meets). Each test names the Dask test whose behaviour it pins.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CancelledError, Client, InvalidArgumentError, TaskError, delayed, type Future } from '@skein/client';
+import { CancelledError, Client, TaskError, delayed, type Future } from '@skein/client';
+import { InvalidArgumentError } from '@skein/common';
 import { LocalCluster } from '../src/index.js';
 import { until } from './helpers.js';
 
