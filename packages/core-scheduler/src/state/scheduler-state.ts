@@ -373,7 +373,9 @@ export class SchedulerState {
       if (ts.restrictions !== null) this.checkResources(ts);
     }
     // Linked once the whole batch exists: a graph may list a task before its inputs.
-    let linked = false;
+    // Inputs that are not older than their task (a graph listing a task before its inputs, or a
+    // cycle) need the cycle check; a graph in dependency order, the usual case, costs nothing.
+    let unordered = false;
     for (let i = 0; i < added.length; i++) {
       const ts = added[i]!;
       const depKeys = addedDefs[i]!.dependencies;
@@ -383,11 +385,12 @@ export class SchedulerState {
       let missing: string[] | null = null;
       for (const depKey of depKeys) {
         const dep = this.tasks.get(depKey);
-        if (dep) deps[nDeps++] = dep;
-        else (missing ??= []).push(depKey);
+        if (dep) {
+          deps[nDeps++] = dep;
+          if (dep.sequence >= ts.sequence) unordered = true;
+        } else (missing ??= []).push(depKey);
       }
       if (missing) deps.length = nDeps;
-      linked ||= nDeps > 0;
       ts.setDependencies(deps);
       for (const dep of deps) dep.addDependent(ts);
       if (missing) {
@@ -406,7 +409,7 @@ export class SchedulerState {
       }
     }
     // Old tasks never depend on new ones, so a cycle lies within one update.
-    if (linked) this.refuseCycles(added);
+    if (unordered) this.refuseCycles(added);
     for (const key of broadcast) {
       const ts = this.tasks.get(key);
       if (ts) ts.broadcast = true;
