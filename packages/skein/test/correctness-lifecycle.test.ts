@@ -233,3 +233,18 @@ describe('results moved by retireWorkers (values larger than inline)', () => {
     expect((await client.schedulerInfo()).workers.map((w) => w.address)).not.toContain(b!.address);
   });
 });
+
+describe('results moved by the cluster scaling down (the path of scale and adapt)', () => {
+  it('can be fetched after cluster.retireWorkers([name])', async () => {
+    await using cluster = await LocalCluster.start({ nWorkers: 2, threadsPerWorker: 1, memoryLimit: '1GB' });
+    await using client = await Client.connect(cluster, { refetchTimeoutMs: 3_000 });
+    const [a] = (await client.schedulerInfo()).workers;
+    const x = client.submitWith({ workers: [a!.address] }, (n: number) => new Uint8Array(n).fill(9), 300_000);
+    await x.wait(10_000);
+    await cluster.retireWorkers([a!.name]);
+    expect((await client.schedulerInfo()).workers.map((w) => w.address)).not.toContain(a!.address);
+    const v = await x.result(10_000);
+    expect(v.length).toBe(300_000);
+    expect(v[0]).toBe(9);
+  });
+});
