@@ -55,6 +55,8 @@ describe('cancel, cycles, restrictions (2 worker processes)', () => {
     try {
       const x = client.submitWith({ key: 'cancel-x-1' }, sleepThen, 800, 'x');
       const y = client.submitWith({ key: 'cancel-y-1' }, (v: string) => `${v}y`, x);
+      // The other client only wants y (its definition arrives second and is not used).
+      await reached(client, y.key, 'waiting');
       const yOther = other.submitWith({ key: 'cancel-y-1' }, (v: string) => `${v}y`, 'unused');
       await reached(client, x.key, 'processing');
       await client.cancel(x);
