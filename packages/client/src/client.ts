@@ -467,8 +467,9 @@ export class Client implements FutureHost {
       case 'KeyInMemory': {
         const s = this.#states.get(ev.key);
         if (!s) return;
-        // Same key, same computation: a value already decoded stays valid.
-        if (!s.hasValue) s.inline = ev.value;
+        // Same key, same computation: a value already decoded, or fetched and not decoded yet,
+        // stays valid (a report of new holders, as after a retirement, carries no value).
+        if (!s.hasValue && ev.value !== undefined) s.inline = ev.value;
         s.workers = ev.workers;
         s.nbytes = ev.nbytes;
         s.typeName = ev.typeName;
