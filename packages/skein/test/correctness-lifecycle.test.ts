@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CancelledError, Client, TaskError, delayed, type Future } from '@skein/client';
-import { InvalidArgumentError } from '@skein/common';
+import { CHANNEL_OPTIONS, InvalidArgumentError, PROTOCOL_VERSION, encodeValue, grpcTarget, inlineFunction, insecureChannel, makeRef } from '@skein/common';
+import { SchedulerServiceClient, TaskSpec, type ClientSessionResponse, type ClientUpdate } from '@skein/protocol';
 import { LocalCluster } from '../src/index.js';
 import { until } from './helpers.js';
 
@@ -248,5 +249,61 @@ describe('results moved by the cluster scaling down (the path of scale and adapt
     const v = await x.result(10_000);
     expect(v.length).toBe(300_000);
     expect(v[0]).toBe(9);
+  });
+});
+
+// A client in another language skips the JavaScript client's checks: the scheduler refuses too.
+describe('bad graphs sent through the per-key protocol', () => {
+  it('a cycle and a NaN resource quantity are refused by the scheduler with erred reports', async () => {
+    await using cluster = await LocalCluster.start({ nWorkers: 1, threadsPerWorker: 1, processes: false });
+    const rpc = new SchedulerServiceClient(grpcTarget(cluster.schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
+    const call = rpc.clientSession();
+    const updates: ClientUpdate[] = [];
+    call.on('data', (r: ClientSessionResponse) => updates.push(...r.updates));
+    call.on('error', () => undefined);
+    try {
+      const inc = inlineFunction((v: number) => v + 1);
+      const spec = (key: string, deps: string[], over: Partial<TaskSpec> = {}) =>
+        TaskSpec.create({
+          key,
+          function: { kind: { $case: 'inlineHash', value: inc.hash } },
+          args: encodeValue(deps.length ? deps.map((d) => makeRef(d)) : [1], 'json'),
+          dependencies: deps,
+          ...over,
+        });
+      call.write({ messages: [{ kind: { $case: 'hello', value: { protocolVersion: PROTOCOL_VERSION, clientId: 'raw', batches: false } } }] });
+      call.write({
+        messages: [
+          {
+            kind: {
+              $case: 'updateGraph',
+              value: {
+                tasks: [spec('p-a', ['p-b']), spec('p-b', ['p-a']), spec('p-nan', [], { resources: { GPU: NaN } })],
+                batches: [],
+                wantedKeys: ['p-a', 'p-b', 'p-nan'],
+                functions: [inc],
+                broadcastKeys: [],
+                stimulusId: 'raw-1',
+              },
+            },
+          },
+        ],
+      });
+      const erred = new Map<string, string>();
+      await until(
+        () => {
+          for (const u of updates) if (u.kind?.$case === 'erred') erred.set(u.kind.value.key, u.kind.value.error?.message ?? '');
+          return erred.size === 3;
+        },
+        5_000,
+        'three erred reports',
+      );
+      expect(erred.get('p-a')).toMatch(/dependency cycle: the tasks "p-(a|b)" -> "p-(a|b)" -> "p-(a|b)"/);
+      expect(erred.get('p-b')).toMatch(/dependency cycle/);
+      expect(erred.get('p-nan')).toMatch(/NaN of resource "GPU"/);
+    } finally {
+      call.end();
+      rpc.close();
+    }
   });
 });
