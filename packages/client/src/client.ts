@@ -196,6 +196,13 @@ export class Client implements FutureHost {
   /** The scheduler reads column batches (TaskBatch); from its Welcome. */
   #batches = false;
   readonly #states = new Map<string, KeyState>();
+  /**
+   * Keys this client cancelled whose acknowledgement (the scheduler's 'cancelled' report for each
+   * key of a CancelKeys) has not arrived, with how many are due. Reports about such a key belong
+   * to the cancelled task, not to a resubmission of the key, which only the scheduler's later
+   * reports are about.
+   */
+  readonly #cancelAcks = new Map<string, number>();
   readonly #sentFunctions = new Set<string>();
   readonly #batcher: Batcher<Outgoing>;
   #lastOut: Outgoing | undefined;
@@ -450,14 +457,24 @@ export class Client implements FutureHost {
   }
 
   #handle(ev: Incoming): void {
-    switch (ev.type) {
-      case 'Welcome':
+    if (ev.type === 'Welcome') return;
+    if (this.#cancelAcks.size > 0) {
+      const due = this.#cancelAcks.get(ev.key);
+      if (due !== undefined) {
+        if (ev.type === 'KeyCancelled') {
+          if (due > 1) this.#cancelAcks.set(ev.key, due - 1);
+          else this.#cancelAcks.delete(ev.key);
+        }
         return;
+      }
+    }
+    switch (ev.type) {
       case 'KeyInMemory': {
         const s = this.#states.get(ev.key);
         if (!s) return;
-        // Same key, same computation: a value already decoded stays valid.
-        if (!s.hasValue) s.inline = ev.value;
+        // Same key, same computation: a value already decoded, or fetched and not decoded yet,
+        // stays valid (a report of new holders, as after a retirement, carries no value).
+        if (!s.hasValue && ev.value !== undefined) s.inline = ev.value;
         s.workers = ev.workers;
         s.nbytes = ev.nbytes;
         s.typeName = ev.typeName;
@@ -472,9 +489,20 @@ export class Client implements FutureHost {
         return;
       }
       case 'KeyCancelled': {
+        // The scheduler dropped this client's want of the key (a restart, or an input of it was
+        // cancelled): the futures are done, and submitting the key again starts afresh.
         const s = this.#states.get(ev.key);
         if (!s) return;
+        this.#states.delete(ev.key);
+        s.detached = true;
         s.settle('cancelled', new CancelledError(ev.key, ev.reason || 'cancelled on the scheduler'));
+        return;
+      }
+      case 'KeyNoWorker': {
+        const s = this.#states.get(ev.key);
+        if (!s || (s.status !== 'pending' && s.status !== 'no-worker')) return;
+        s.status = ev.resolved ? 'pending' : 'no-worker';
+        s.noWorkerReason = ev.resolved ? '' : ev.reason;
         return;
       }
       case 'KeyLost': {
@@ -775,14 +803,22 @@ export class Client implements FutureHost {
   }
 
   /**
-   * Tries the key's other holders one by one. When none can hand the value over (a worker died
-   * mid-transfer, say), waits up to refetchTimeoutMs for the scheduler to report the key again:
-   * it notices the dead worker, reports the key lost and recomputes it elsewhere.
+   * Tries the key's other holders one by one. When none can hand the value over, asks the
+   * scheduler where the key is now (its who_has: the value may have moved, as when a worker
+   * retires) and tries those holders. Failing that (a worker died mid-transfer, say), waits up
+   * to refetchTimeoutMs for the scheduler to report the key again: it notices the dead worker,
+   * reports the key lost and recomputes it elsewhere.
    */
   async #fetchOne(s: KeyState, tried: Set<string>, lastError: unknown): Promise<void> {
     const deadline = Date.now() + this.#opts.refetchTimeoutMs;
+    let askedScheduler = false;
     for (;;) {
       const generation = s.generation;
+      if (askedScheduler === false && s.workers.every((w) => tried.has(w))) {
+        askedScheduler = true;
+        const holders = await this.#whoHas(s.key);
+        if (holders.some((w) => !tried.has(w)) && s.generation === generation) s.workers = holders;
+      }
       for (const w of s.workers) {
         if (tried.has(w)) continue;
         tried.add(w);
@@ -819,6 +855,18 @@ export class Client implements FutureHost {
     }
   }
 
+  /** The scheduler's holders of a key now; none when it cannot say (the fetch goes on without). */
+  async #whoHas(key: string): Promise<string[]> {
+    if (this.#lifecycle.closing) return [];
+    const sch = this.#scheduler;
+    try {
+      const res = await this.#unary(sch.getWhoHas.bind(sch), { keys: [key] }, `GetWhoHas from the scheduler at ${this.schedulerAddress}`, 10_000);
+      return res.whoHas[0]?.workers ?? [];
+    } catch {
+      return [];
+    }
+  }
+
   #getData(address: string, keys: string[]) {
     if (this.#lifecycle.closing) {
       return Promise.reject(new SkeinError('cancelled', `The client is closed; cannot fetch ${keys.length} value(s) from ${address}.`));
@@ -850,7 +898,10 @@ export class Client implements FutureHost {
       keys.push(s.key);
       if (s.status !== 'cancelled') s.settle('cancelled', new CancelledError(s.key, 'cancelled by the client'));
     }
-    if (keys.length > 0 && this.#lifecycle.status === 'running') this.#queueKeys('CancelKeys', keys);
+    if (keys.length > 0 && this.#lifecycle.status === 'running' && !this.#lost) {
+      for (const k of keys) this.#cancelAcks.set(k, (this.#cancelAcks.get(k) ?? 0) + 1);
+      this.#queueKeys('CancelKeys', keys);
+    }
   }
 
   /** Waits for futures (see the standalone `wait`). */

@@ -55,6 +55,8 @@ export class KeyState {
   fetching: Promise<void> | undefined = undefined;
   /** Bumped on every new in_memory report (new holders). */
   generation = 0;
+  /** Why no worker can run the task, while the scheduler reports it so (status 'no-worker'). */
+  noWorkerReason = '';
 
   constructor(readonly key: string) {}
 
@@ -149,9 +151,17 @@ export class Future<T = unknown> {
     this.key = state.key;
   }
 
-  /** 'pending', 'finished', 'error', 'cancelled' or 'lost' (value lost, being recomputed). */
+  /**
+   * 'pending', 'no-worker' (no running worker satisfies the task's restrictions; see
+   * `noWorkerReason`), 'finished', 'error', 'cancelled' or 'lost' (value lost, being recomputed).
+   */
   get status(): FutureStatus {
     return this._state.status;
+  }
+
+  /** While status is 'no-worker': the scheduler's reason (which restrictions no worker meets). */
+  get noWorkerReason(): string {
+    return this._state.status === 'no-worker' ? this._state.noWorkerReason : '';
   }
 
   /** The result's type name as reported by the worker (empty until finished). */

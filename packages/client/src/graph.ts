@@ -5,6 +5,7 @@
 import * as nodeCrypto from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import {
+  CancelledError,
   InvalidArgumentError,
   KEEP,
   QUOTE,
@@ -141,12 +142,24 @@ export function compileTaskOptions(o: TaskOptions | undefined): CompiledTaskOpti
   }
   const retries = int(o.retries, 'retries');
   if (retries < 0) throw new InvalidArgumentError(`Task option retries must be 0 or more, got ${retries}.`);
+  const workers = o.workers === undefined ? [] : typeof o.workers === 'string' ? [o.workers] : [...o.workers];
+  if (o.allowOtherWorkers && workers.length === 0) {
+    throw new InvalidArgumentError(
+      'Task option allowOtherWorkers: true needs workers: it lets the task leave the workers it names. Name workers, or drop allowOtherWorkers.',
+    );
+  }
+  const resources = { ...(o.resources ?? {}) };
+  for (const [name, q] of Object.entries(resources)) {
+    if (typeof q !== 'number' || !Number.isFinite(q) || q < 0) {
+      throw new InvalidArgumentError(`Task option resources.${name} must be a finite number, 0 or more, got ${String(q)}.`);
+    }
+  }
   return {
     pure: o.pure ?? true,
     priority: int(o.priority, 'priority'),
     retries,
-    resources: { ...(o.resources ?? {}) },
-    workers: o.workers === undefined ? [] : typeof o.workers === 'string' ? [o.workers] : [...o.workers],
+    resources,
+    workers,
     allowOtherWorkers: o.allowOtherWorkers ?? false,
     encoding: o.encoding ?? 'v8',
   };
@@ -193,6 +206,9 @@ function keepsItsType(v: object): boolean {
 
 function visitArg(v: object, ctx: ArgContext): unknown {
   if (v instanceof Future) {
+    if (v._state.status === 'cancelled') {
+      throw new CancelledError(v.key, 'a task cannot take a cancelled future as an input; submit that task again for a new future');
+    }
     (ctx.dependencies ??= new Set()).add(v.key);
     return refTo(v.key);
   }

@@ -1,7 +1,7 @@
 import type { Value } from '@skein/protocol';
 
 /** Where a future's key is in its life, as seen by this client. */
-export type FutureStatus = 'pending' | 'finished' | 'error' | 'cancelled' | 'lost';
+export type FutureStatus = 'pending' | 'no-worker' | 'finished' | 'error' | 'cancelled' | 'lost';
 
 /** The client's connection state. */
 export type ClientStatus = 'connecting' | 'running' | 'closing' | 'closed';
@@ -164,4 +164,5 @@ export type Incoming =
     }
   | { type: 'KeyErred'; key: string; error: RemoteErrorInfo }
   | { type: 'KeyCancelled'; key: string; reason: string }
-  | { type: 'KeyLost'; key: string };
+  | { type: 'KeyLost'; key: string }
+  | { type: 'KeyNoWorker'; key: string; reason: string; resolved: boolean };

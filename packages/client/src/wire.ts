@@ -238,6 +238,8 @@ function fromSingleUpdate(k: Exclude<NonNullable<ClientUpdate['kind']>, { $case:
       return { type: 'KeyCancelled', key: k.value.key, reason: k.value.reason };
     case 'lost':
       return { type: 'KeyLost', key: k.value.key };
+    case 'noWorker':
+      return { type: 'KeyNoWorker', key: k.value.key, reason: k.value.reason, resolved: k.value.resolved };
     default: {
       const never: never = k;
       throw new Error(`unknown scheduler update ${JSON.stringify(never)}`);

@@ -306,6 +306,31 @@ describe('against a fake scheduler', () => {
     }
   });
 
+  it("asks the scheduler where a key is now when its known holders fail (Dask's who_has)", async () => {
+    // The value moved (a worker retired) and no update about it has arrived: the client asks.
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const gone = `tcp://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    await new Promise((r) => srv.close(r));
+    const asked: string[] = [];
+    const sched = await FakeCluster.start({
+      holders: () => [gone],
+      whoHas: (key) => {
+        asked.push(key);
+        return [sched.address];
+      },
+    });
+    const c = await Client.connect(sched.address, { refetchTimeoutMs: 300 });
+    try {
+      const big = c.submit((n: number) => Buffer.alloc(n, 5), 200_000);
+      expect(((await big.result()) as Buffer)[199_999]).toBe(5);
+      expect(asked).toEqual([big.key]);
+    } finally {
+      await c.close();
+      await sched.close();
+    }
+  });
+
   it('follows scheduler-side cancelled and lost updates', async () => {
     const slow = client.submit(() => new Promise((r) => setTimeout(r, 60_000)));
     const p = slow.result().catch((e: unknown) => e);

@@ -46,6 +46,8 @@ export interface FakeOptions {
   dashboardAddress?: string;
   /** Worker addresses reported as holders of large values (default: this fake's own address). */
   holders?: () => string[];
+  /** GetWhoHas answers: a key's holders now (default: the RPC is unimplemented). */
+  whoHas?: (key: string) => string[];
 }
 
 type TaskState = 'waiting' | 'running' | 'memory' | 'erred' | 'cancelled';
@@ -77,7 +79,7 @@ export class FakeCluster {
   readonly story: Array<{ key: string; start: string; finish: string }> = [];
   getDataCalls = 0;
   private readonly server: Server;
-  private readonly opts: Required<Omit<FakeOptions, 'registered' | 'holders'>> & Pick<FakeOptions, 'registered' | 'holders'>;
+  private readonly opts: Required<Omit<FakeOptions, 'registered' | 'holders' | 'whoHas'>> & Pick<FakeOptions, 'registered' | 'holders' | 'whoHas'>;
 
   private constructor(opts: FakeOptions) {
     this.opts = {
@@ -86,6 +88,7 @@ export class FakeCluster {
       chunkBytes: opts.chunkBytes ?? 1024 * 1024,
       registered: opts.registered,
       holders: opts.holders,
+      whoHas: opts.whoHas,
       dashboardAddress: opts.dashboardAddress ?? 'http://127.0.0.1:8787/status',
     };
     this.server = newServer();
@@ -128,6 +131,11 @@ export class FakeCluster {
             .map((t) => ({ ...t, stimulusId: 'fake', timeMs: 0, worker: this.address })),
         }),
       retireWorkers: (_call: unknown, cb: (e: null, r: unknown) => void) => cb(null, { retired: [] }),
+      getWhoHas: (call: { request: { keys: string[] } }, cb: (e: { code: number; details: string } | null, r?: unknown) => void) => {
+        const whoHas = this.opts.whoHas;
+        if (!whoHas) return cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' });
+        cb(null, { whoHas: call.request.keys.map((key) => ({ key, workers: whoHas(key), nbytes: -1 })) });
+      },
     });
     this.server.addService(WorkerServiceService, {
       getData: (call: ServerWritableStream<GetDataRequest, GetDataResponse>) => this.getData(call),

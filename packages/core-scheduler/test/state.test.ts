@@ -411,3 +411,156 @@ describe('SchedulerState: names like Object.prototype members', () => {
     expect(computes(acts).sort()).toEqual(['w2:needs-ctor', 'w2:needs-proto']);
   });
 });
+
+const reportsOf = (as: SchedulerAction[]) => as.flatMap((a) => (a.type === 'ReportToClient' ? [{ client: a.client, ...a.report }] : []));
+
+describe('SchedulerState: cancel, restart, retire and bad graphs (issue 11)', () => {
+  it('cancelling a key acknowledges every key named and cancels its dependents for every client, transitively', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.addWorker('w2');
+    h.submit('c1', [def('x-1'), def('y-1', ['x-1']), def('z-1', ['y-1'])], ['x-1', 'y-1']);
+    h.submit('c2', [def('z-1', ['y-1'])], ['z-1']);
+    const acts = h.handle({ type: 'ClientCancelledKeys', client: 'c1', keys: ['x-1', 'ghost-1'] });
+    expect(reportsOf(acts).map((r) => `${r.client}:${r.type}:${r.key}:${r.type === 'cancelled' ? r.reason : ''}`).sort()).toEqual([
+      'c1:cancelled:ghost-1:cancelled by the client',
+      'c1:cancelled:x-1:cancelled by the client',
+      'c1:cancelled:y-1:its input x-1 was cancelled',
+      'c2:cancelled:z-1:its input y-1 was cancelled',
+    ]);
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'FreeKeys', keys: ['x-1'] }));
+    expect(h.state.tasks.size).toBe(0);
+    expect(h.state.clients.get('c2')!.size).toBe(0);
+  });
+
+  it('cancelling a key another client still wants only drops this client (and cancels no dependent)', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c1', [def('x-1'), def('y-1', ['x-1'])], ['x-1', 'y-1']);
+    h.submit('c2', [def('x-1')], ['x-1']);
+    const acts = h.handle({ type: 'ClientCancelledKeys', client: 'c1', keys: ['x-1'] });
+    expect(reports(acts)).toEqual(['c1:cancelled:x-1']);
+    expect(h.state_('y-1')).toBe('waiting');
+    expect(h.state.tasks.get('x-1')!.wanters()).toEqual(['c2']);
+  });
+
+  it('cancelling a dependent and its input in one message reports each to the client once', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c', [def('x-1'), def('y-1', ['x-1'])], ['x-1', 'y-1']);
+    const acts = h.handle({ type: 'ClientCancelledKeys', client: 'c', keys: ['x-1', 'y-1'] });
+    expect(reports(acts).sort()).toEqual(['c:cancelled:x-1', 'c:cancelled:y-1']);
+    expect(h.state.tasks.size).toBe(0);
+  });
+
+  it('a key cancelled while running and resubmitted at once runs again, and the old run may finish it', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.submit('c', [def('k-1')], ['k-1']);
+    h.handle({ type: 'ClientCancelledKeys', client: 'c', keys: ['k-1'] });
+    expect(h.state_('k-1')).toBe('forgotten');
+    expect(computes(h.submit('c', [def('k-1')], ['k-1']))).toEqual(['w1:k-1']);
+    expect(reports(h.finish('w1', 'k-1'))).toEqual(['c:in-memory:k-1']);
+  });
+
+  it('refuses dependency cycles and self-dependencies at submit, naming the cycle; nothing is left behind', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    let acts = h.submit('c', [def('ok-1'), def('a-1', ['b-1', 'ok-1']), def('b-1', ['c-1']), def('c-1', ['a-1']), def('down-1', ['a-1', 'ok-1'])], ['a-1', 'down-1', 'ok-1']);
+    const erred = reportsOf(acts).filter((r) => r.type === 'erred');
+    expect(erred.map((r) => r.key).sort()).toEqual(['a-1', 'down-1']);
+    for (const r of erred) {
+      expect(r.type === 'erred' && r.error.type).toBe('InvalidArgumentError');
+      expect(r.type === 'erred' && r.error.message).toMatch(/"a-1" -> "b-1" -> "c-1" -> "a-1"|"b-1" -> "c-1" -> "a-1" -> "b-1"|"c-1" -> "a-1" -> "b-1" -> "c-1"/);
+    }
+    expect(computes(acts)).toEqual(['w1:ok-1']);
+    acts = h.submit('c', [def('self-1', ['self-1'])], ['self-1']);
+    const self = reportsOf(acts).find((r) => r.key === 'self-1');
+    expect(self?.type === 'erred' && self.error.message).toMatch(/task "self-1" depends on itself/);
+    h.finish('w1', 'ok-1');
+    h.handle({ type: 'ClientReleasedKeys', client: 'c', keys: ['a-1', 'down-1', 'ok-1', 'self-1'] });
+    expect(h.state.tasks.size).toBe(0);
+  });
+
+  it('refuses a NaN, negative or infinite resource quantity at submit', () => {
+    const h = new Harness();
+    h.addWorker('w1', { resources: new Map([['GPU', 2]]) });
+    for (const [key, q] of [['nan-1', NaN], ['neg-1', -1], ['inf-1', Infinity]] as const) {
+      const acts = h.submit('c', [def(key, [], { resources: new Map([['GPU', q]]) })], [key]);
+      const r = reportsOf(acts).find((x) => x.key === key);
+      expect(r?.type === 'erred' && r.error.type).toBe('InvalidArgumentError');
+      expect(r?.type === 'erred' && r.error.message).toMatch(/resource 'GPU'/);
+    }
+  });
+
+  it('reports a task no running worker can run as no-worker at once, and resolved when a suitable worker joins', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    let acts = h.submit('c', [def('r-1', [], { workers: ['gpu-box'] }), def('g-1', [], { resources: new Map([['GPU', 1]]) })], ['r-1', 'g-1']);
+    const nw = reportsOf(acts).filter((r) => r.type === 'no-worker');
+    expect(nw.map((r) => r.key).sort()).toEqual(['g-1', 'r-1']);
+    expect(nw.find((r) => r.key === 'r-1')).toMatchObject({ resolved: false, reason: expect.stringMatching(/gpu-box/) });
+    expect(nw.find((r) => r.key === 'g-1')).toMatchObject({ reason: expect.stringMatching(/GPU/) });
+    // A client that asks later is told too.
+    acts = h.submit('c2', [def('r-1', [], { workers: ['gpu-box'] })], ['r-1']);
+    expect(reports(acts)).toEqual(['c2:no-worker:r-1']);
+    acts = h.addWorker('w2', { name: 'gpu-box' });
+    expect(computes(acts)).toEqual(['w2:r-1']);
+    expect(reportsOf(acts).filter((r) => r.type === 'no-worker').map((r) => `${r.client}:${r.key}:${r.type === 'no-worker' && r.resolved}`).sort()).toEqual([
+      'c2:r-1:true',
+      'c:r-1:true',
+    ]);
+    expect(h.state_('g-1')).toBe('no-worker');
+  });
+
+  it('noWorkersTimeoutMs: an unrunnable task fails with NoValidWorkerError, a queued one with NoWorkerError', () => {
+    const h = new Harness();
+    h.state = new SchedulerState({ now: () => h.now, validate: true, workerSaturation: 1.0, noWorkersTimeoutMs: 1000 });
+    h.addWorker('w1');
+    h.submit('c', [def('r-1', [], { workers: ['nope'] })], ['r-1']);
+    h.now = 600;
+    h.addWorker('w2'); // not suitable either: the wait is counted from the first time
+    h.now = 1000;
+    expect(reports(h.handle({ type: 'Tick' }))).toEqual([]);
+    h.now = 1001;
+    let r = reportsOf(h.handle({ type: 'Tick' }));
+    expect(r).toHaveLength(1);
+    expect(r[0]).toMatchObject({ type: 'erred', key: 'r-1', error: { type: 'NoValidWorkerError', message: expect.stringMatching(/"nope".*1000 ms/) } });
+
+    const h2 = new Harness();
+    h2.state = new SchedulerState({ now: () => h2.now, validate: true, workerSaturation: 1.0, noWorkersTimeoutMs: 1000 });
+    h2.submit('c', [def('q-1')], ['q-1']);
+    h2.handle({ type: 'Tick' });
+    h2.now = 900;
+    expect(reports(h2.handle({ type: 'Tick' }))).toEqual([]);
+    h2.now = 1001;
+    r = reportsOf(h2.handle({ type: 'Tick' }));
+    expect(r).toMatchObject([{ type: 'erred', key: 'q-1', error: { type: 'NoWorkerError' } }]);
+  });
+
+  it('retiring a worker tells the clients that want its results where they are now', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.addWorker('w2');
+    h.submit('c', [def('big-1', [], { workers: ['w1'] })], ['big-1']);
+    h.finish('w1', 'big-1', 1000);
+    h.handle({ type: 'RetireWorkers', workers: ['w1'], n: 0 });
+    const acts = h.handle({ type: 'ReplicasAdded', worker: 'w2', keys: [{ key: 'big-1', workers: [], nbytes: 1000 }] });
+    const r = reportsOf(acts);
+    expect(r).toMatchObject([{ client: 'c', type: 'in-memory', key: 'big-1', workers: ['w2'] }]);
+    expect(acts.findIndex((a) => a.type === 'ReportToClient')).toBeLessThan(acts.findIndex((a) => a.type === 'CloseWorker'));
+  });
+
+  it('a holder of a replicated result dying tells the clients the remaining holders', () => {
+    const h = new Harness();
+    h.addWorker('w1');
+    h.addWorker('w2');
+    h.submit('c', [def('big-1')], ['big-1']);
+    const w = h.state.tasks.get('big-1')!.processingOn!.address;
+    const other = w === 'w1' ? 'w2' : 'w1';
+    h.finish(w, 'big-1', 1000);
+    h.handle({ type: 'ReplicasAdded', worker: other, keys: [{ key: 'big-1', workers: [], nbytes: 1000 }] });
+    const r = reportsOf(h.handle({ type: 'WorkerRemoved', worker: w, expected: false, reason: 'killed' }));
+    expect(r).toMatchObject([{ client: 'c', type: 'in-memory', key: 'big-1', workers: [other] }]);
+  });
+});

@@ -32,6 +32,8 @@ export interface LocalClusterOptions {
   startTimeoutMs?: number;
   /** Scheduler's worker saturation (tasks per thread before root tasks queue). */
   workerSaturation?: number;
+  /** Scheduler's no-workers timeout (ms; see SchedulerOptions.noWorkersTimeoutMs). Default: none. */
+  noWorkersTimeoutMs?: number | null;
 }
 
 interface CompiledLocalClusterOptions {
@@ -48,6 +50,7 @@ interface CompiledLocalClusterOptions {
   workerEnv: Record<string, string>;
   startTimeoutMs: number;
   workerSaturation: number | undefined;
+  noWorkersTimeoutMs: number | null | undefined;
 }
 
 function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
@@ -72,6 +75,7 @@ function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
     workerEnv: { SKEIN_LOG_LEVEL: process.env['SKEIN_LOG_LEVEL'] ?? 'warn', ...o.env },
     startTimeoutMs: o.startTimeoutMs ?? 60_000,
     workerSaturation: o.workerSaturation,
+    noWorkersTimeoutMs: o.noWorkersTimeoutMs,
   };
 }
 
@@ -288,6 +292,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
       host: this.o.host,
       port: this.o.schedulerPort,
       workerSaturation: this.o.workerSaturation,
+      noWorkersTimeoutMs: this.o.noWorkersTimeoutMs,
     });
     return new InProcessScheduler(this.scheduler);
   }

@@ -164,8 +164,10 @@ describe('LocalCluster with in-process workers and resources', () => {
     const f = client.submitWith({ resources: { GPU: 1 } }, (x: number) => x * 10, 4);
     expect(await f.result()).toBe(40);
     const never = client.submitWith({ resources: { TPU: 1 } }, (x: number) => x, 1);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(never.status).toBe('pending');
+    // No worker has a TPU: the future says so (issue 11) instead of looking merely pending.
+    for (const end = Date.now() + 5_000; never.status !== 'no-worker' && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
+    expect(never.status).toBe('no-worker');
+    expect(never.noWorkerReason).toMatch(/TPU/);
     const info = await client.schedulerInfo();
     expect(info.tasksByState['no-worker']).toBe(1);
   });

@@ -241,6 +241,8 @@ export function clientUpdate(r: ClientReport): ClientUpdate {
       return { kind: { $case: 'cancelled', value: { key: r.key, reason: r.reason } } };
     case 'lost':
       return { kind: { $case: 'lost', value: { key: r.key } } };
+    case 'no-worker':
+      return { kind: { $case: 'noWorker', value: { key: r.key, reason: r.reason, resolved: r.resolved } } };
   }
 }
 

@@ -9,6 +9,8 @@ import {
   type GetInfoResponse,
   type GetStoryRequest,
   type GetStoryResponse,
+  type GetWhoHasRequest,
+  type GetWhoHasResponse,
   type InlineFunction,
   type RetireWorkersRequest,
   type RetireWorkersResponse,
@@ -91,6 +93,12 @@ export interface SchedulerOptions {
   /** Check the state machine's invariants after every event (tests). */
   validate?: boolean;
   /**
+   * Dask's no-workers-timeout (ms): a task that no running worker can run (its restrictions match
+   * none) fails after this long, as does a queued task once no worker has been running this long.
+   * Default null: tasks wait for a suitable worker however long it takes. Checked every heartbeatMs.
+   */
+  noWorkersTimeoutMs?: number | null;
+  /**
    * Where the dashboard listens: ':8787' (the scheduler's host), 'host:port', or a port number;
    * `null` or `false` runs none. Default 0: a free port on the scheduler's host (the CLI uses
    * ':8787'). A busy port falls back to a free one with a warning.
@@ -108,6 +116,8 @@ export interface CompiledSchedulerOptions {
   allowedFailures: number;
   workerSaturation: number;
   validate: boolean;
+  /** Infinity: no timeout. */
+  noWorkersTimeoutMs: number;
   /** null: no dashboard. */
   dashboard: { host: string; port: number } | null;
   logger: Logger;
@@ -162,6 +172,7 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     allowedFailures: o.allowedFailures ?? d.allowedFailures,
     workerSaturation: positive('workerSaturation', o.workerSaturation ?? d.workerSaturation),
     validate: o.validate ?? process.env['SKEIN_VALIDATE'] === '1',
+    noWorkersTimeoutMs: o.noWorkersTimeoutMs == null ? Infinity : positive('noWorkersTimeoutMs', o.noWorkersTimeoutMs),
     dashboard: parseDashboardAddress(o.dashboardAddress, host),
     logger: o.logger ?? createLogger('scheduler'),
   };
@@ -227,6 +238,7 @@ export class Scheduler {
       allowedFailures: options.allowedFailures,
       workerTtlMs: options.workerTtlMs,
       validate: options.validate,
+      noWorkersTimeoutMs: options.noWorkersTimeoutMs,
     });
     this.server = newServer();
     this.server.addService(SchedulerServiceService, this.service());
@@ -410,6 +422,8 @@ export class Scheduler {
       getInfo: (call: ServerUnaryCall<GetInfoRequest, GetInfoResponse>, cb: sendUnaryData<GetInfoResponse>) => cb(null, this.info()),
       getStory: (call: ServerUnaryCall<GetStoryRequest, GetStoryResponse>, cb: sendUnaryData<GetStoryResponse>) =>
         cb(null, { transitions: this.state.story(call.request.keys).map(transitionMessage) }),
+      getWhoHas: (call: ServerUnaryCall<GetWhoHasRequest, GetWhoHasResponse>, cb: sendUnaryData<GetWhoHasResponse>) =>
+        cb(null, { whoHas: this.state.whoHas(call.request.keys) }),
       retireWorkers: (call: ServerUnaryCall<RetireWorkersRequest, RetireWorkersResponse>, cb: sendUnaryData<RetireWorkersResponse>) => {
         this.retire(call.request.workers, call.request.n).then(
           (retired) => cb(null, { retired }),

@@ -46,8 +46,11 @@ export class TaskRecord {
   exception: ErrorInfo | null = null;
   /** Key of the task whose error this one carries. */
   exceptionBlame = '';
-  /** Some dependencies were unknown when the task was submitted (its exception says which). */
-  missingDeps = false;
+  /**
+   * Refused when submitted: unknown inputs, a dependency cycle or bad restrictions (its exception
+   * says which); it errs as soon as it is wanted.
+   */
+  refused = false;
   retriesLeft: number;
   /** Number of workers that died while running this task. */
   suspicious = 0;

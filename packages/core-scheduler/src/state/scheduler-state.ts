@@ -58,7 +58,12 @@ export class SchedulerState {
     released: 0, waiting: 0, 'no-worker': 0, queued: 0, processing: 0, memory: 0, erred: 0, forgotten: 0,
   };
   private readonly queue = new TaskHeap();
-  private readonly unrunnable = new Set<TaskRecord>();
+  /** Tasks in no-worker, with the time they became unrunnable (for noWorkersTimeoutMs). */
+  private readonly unrunnable = new Map<TaskRecord, number>();
+  /** No-worker tasks reported to their clients, with the reason (see reportNoWorker). */
+  private readonly noWorkerReasons = new Map<TaskRecord, string>();
+  /** Since when there has been work but no running worker (ms), or -1. */
+  private noWorkersSince = -1;
   private readonly log: TransitionLog<TaskStateName>;
   private sequence = 0;
   private readonly groupDurationMs = new Map<string, number>();
@@ -85,6 +90,7 @@ export class SchedulerState {
       workerTtlMs: 30_000,
       logSize: 100_000,
       validate: false,
+      noWorkersTimeoutMs: Infinity,
       ...opts,
     };
     this.log = new TransitionLog(this.opts.logSize, TASK_STATES);
@@ -120,6 +126,15 @@ export class SchedulerState {
     return this.log.select(new Set(keys));
   }
 
+  /** Where each key's result is held now (none unless in memory on workers); Dask's who_has. */
+  whoHas(keys: readonly string[]): WhoHasInfo[] {
+    return keys.map((key) => {
+      const ts = this.tasks.get(key);
+      const held = ts !== undefined && ts.state === 'memory';
+      return { key, workers: held ? ts.whoHas.map((w) => w.address) : [], nbytes: held ? ts.nbytes : -1 };
+    });
+  }
+
   /**
    * The number of workers the current load calls for (Dask's adaptive_target): enough threads to
    * finish the queued and running work within `targetDurationMs`, twice the workers when managed
@@ -134,7 +149,7 @@ export class SchedulerState {
     let workMs = 0;
     for (const w of workers) for (const ts of w.processing) workMs += this.expectedDuration(ts);
     for (const ts of this.queue) workMs += this.expectedDuration(ts);
-    for (const ts of this.unrunnable) workMs += this.expectedDuration(ts);
+    for (const ts of this.unrunnable.keys()) workMs += this.expectedDuration(ts);
     const pending = this.counts.processing + this.counts.queued + this.counts['no-worker'];
     let target = Math.ceil(workMs / Math.max(1, targetDurationMs) / threadsPerWorker);
     // Never more workers than there are tasks to run.
@@ -174,6 +189,7 @@ export class SchedulerState {
       if ((ts.state === 'memory') !== ts.hasData) fail(`${key} is ${ts.state} with hasData=${ts.hasData}`);
       if ((ts.state === 'queued') !== (ts.heapIndex >= 0)) fail(`${key} ${ts.state} heapIndex=${ts.heapIndex}`);
       if ((ts.state === 'no-worker') !== this.unrunnable.has(ts)) fail(`${key} ${ts.state} vs unrunnable set`);
+      if (this.noWorkerReasons.has(ts) && ts.state !== 'no-worker') fail(`${key} reported no-worker in ${ts.state}`);
       if (ts.state === 'waiting') {
         const notInMemory = ts.dependencies.filter((d) => d.state !== 'memory').length;
         if (ts.waitingCount === 0) fail(`${key} waiting on nothing`);
@@ -219,12 +235,7 @@ export class SchedulerState {
       case 'ClientReleasedKeys':
         return this.releaseWants(e.client, e.keys);
       case 'ClientCancelledKeys':
-        for (const key of e.keys) {
-          if (this.tasks.get(key)?.wantedBy(e.client)) {
-            this.report(e.client, { type: 'cancelled', key, reason: 'cancelled by the client' });
-          }
-        }
-        return this.releaseWants(e.client, e.keys);
+        return this.cancelKeys(e.client, e.keys);
       case 'ClientWantsKeys':
         return this.addWants(e.client, e.keys);
       case 'WorkerAdded':
@@ -314,7 +325,7 @@ export class SchedulerState {
           ws.status = 'running';
           this.runningCache = null;
           this.freedSlots.add(ws);
-          for (const ts of this.unrunnable) this.recs.set(ts, 'processing');
+          for (const ts of this.unrunnable.keys()) this.recs.set(ts, 'processing');
         }
         return;
       }
@@ -336,6 +347,7 @@ export class SchedulerState {
             this.removeWorker(ws.address, false, reason);
           }
         }
+        if (this.opts.noWorkersTimeoutMs < Infinity) this.checkNoWorkers(now);
         this.balance();
         return;
       }
@@ -358,8 +370,12 @@ export class SchedulerState {
       this.telemetry.added(ts.group); // dashboard
       added.push(ts);
       addedDefs.push(def);
+      if (ts.restrictions !== null) this.checkResources(ts);
     }
     // Linked once the whole batch exists: a graph may list a task before its inputs.
+    // Inputs that are not older than their task (a graph listing a task before its inputs, or a
+    // cycle) need the cycle check; a graph in dependency order, the usual case, costs nothing.
+    let unordered = false;
     for (let i = 0; i < added.length; i++) {
       const ts = added[i]!;
       const depKeys = addedDefs[i]!.dependencies;
@@ -369,8 +385,10 @@ export class SchedulerState {
       let missing: string[] | null = null;
       for (const depKey of depKeys) {
         const dep = this.tasks.get(depKey);
-        if (dep && dep !== ts) deps[nDeps++] = dep;
-        else (missing ??= []).push(depKey);
+        if (dep) {
+          deps[nDeps++] = dep;
+          if (dep.sequence >= ts.sequence) unordered = true;
+        } else (missing ??= []).push(depKey);
       }
       if (missing) deps.length = nDeps;
       ts.setDependencies(deps);
@@ -387,9 +405,11 @@ export class SchedulerState {
           detailsJson: JSON.stringify({ missing }),
         };
         ts.exceptionBlame = ts.key;
-        ts.missingDeps = true;
+        ts.refused = true;
       }
     }
+    // Old tasks never depend on new ones, so a cycle lies within one update.
+    if (unordered) this.refuseCycles(added);
     for (const key of broadcast) {
       const ts = this.tasks.get(key);
       if (ts) ts.broadcast = true;
@@ -398,6 +418,85 @@ export class SchedulerState {
     // Tasks nobody wants and nothing depends on are dropped again.
     for (const ts of added) {
       if (ts.state === 'released' && !this.needed(ts) && ts.dependents.length === 0) this.recs.set(ts, 'forgotten');
+    }
+  }
+
+  /**
+   * Refuses the dependency cycles among the tasks of one update, self-dependencies included
+   * (Kahn's algorithm, O(tasks + edges)): the tasks on a cycle, and those that depend on one, err
+   * with an InvalidArgumentError that names the cycle, and lose their dependencies, so nothing
+   * waits forever and they are forgotten like any erred task once released.
+   */
+  private refuseCycles(added: TaskRecord[]): void {
+    // Inputs of each task from this same update (counted with repeats, as `dependents` lists them).
+    const indegree = new Map<TaskRecord, number>();
+    for (const ts of added) indegree.set(ts, 0);
+    for (const ts of added) {
+      for (const d of ts.dependencies) if (indegree.has(d)) indegree.set(ts, indegree.get(ts)! + 1);
+    }
+    const ready: TaskRecord[] = [];
+    for (const ts of added) if (indegree.get(ts) === 0) ready.push(ts);
+    for (let i = 0; i < ready.length; i++) {
+      for (const d of ready[i]!.dependents) {
+        const n = indegree.get(d)! - 1;
+        indegree.set(d, n);
+        if (n === 0) ready.push(d);
+      }
+    }
+    if (ready.length === added.length) return;
+    // Every task left has an input left: walking inputs from one of them must come round.
+    let ts = added.find((t) => indegree.get(t)! > 0)!;
+    const path: TaskRecord[] = [];
+    const onPath = new Map<TaskRecord, number>();
+    while (!onPath.has(ts)) {
+      onPath.set(ts, path.length);
+      path.push(ts);
+      ts = ts.dependencies.find((d) => (indegree.get(d) ?? 0) > 0)!;
+    }
+    const cycle = path.slice(onPath.get(ts)).map((t) => t.key);
+    const shown = cycle.length > 10 ? [...cycle.slice(0, 10), '…'] : cycle;
+    const text =
+      cycle.length === 1
+        ? `task "${cycle[0]}" depends on itself`
+        : `the tasks ${[...shown, cycle[0]!].map((k) => `"${k}"`).join(' -> ')} depend on each other in a cycle`;
+    const inCycle = new Set(cycle);
+    for (const t of added) {
+      if (indegree.get(t)! === 0) continue;
+      t.exception = {
+        type: 'InvalidArgumentError',
+        message:
+          `Task ${t.key} ${inCycle.has(t.key) ? 'is on' : 'depends on'} a dependency cycle: ${text}, so none of them can ever run. ` +
+          'A task cannot need its own result, directly or through other tasks: check the keys of the graph.',
+        stack: '',
+        code: 'invalid_argument',
+        key: t.key,
+        detailsJson: JSON.stringify({ cycle }),
+      };
+      t.exceptionBlame = t.key;
+      t.refused = true;
+      for (const d of t.dependencies) {
+        for (let i = d.dependents.indexOf(t); i >= 0; i = d.dependents.indexOf(t)) d.dependents.splice(i, 1);
+      }
+      t.setDependencies([]);
+    }
+  }
+
+  /** A resource quantity must be a finite number, 0 or more; anything else is refused. */
+  private checkResources(ts: TaskRecord): void {
+    const resources = ts.restrictions!.resources;
+    for (const [name, q] of resources) {
+      if (typeof q === 'number' && Number.isFinite(q) && q >= 0) continue;
+      ts.exception = {
+        type: 'InvalidArgumentError',
+        message: `Task ${ts.key} asks for ${String(q)} of resource "${name}": a resource quantity must be a finite number, 0 or more.`,
+        stack: '',
+        code: 'invalid_argument',
+        key: ts.key,
+        detailsJson: JSON.stringify({ resource: name, quantity: String(q) }),
+      };
+      ts.exceptionBlame = ts.key;
+      ts.refused = true;
+      return;
     }
   }
 
@@ -418,14 +517,56 @@ export class SchedulerState {
       mine.add(ts);
       if (ts.state === 'memory') this.report(client, this.inMemoryReport(ts));
       else if (ts.state === 'erred') this.report(client, { type: 'erred', key, error: ts.exception! });
-      else if (ts.state === 'released') {
-        if (ts.missingDeps) {
+      else if (ts.state === 'no-worker') {
+        const reason = this.noWorkerReasons.get(ts);
+        if (reason !== undefined) this.report(client, { type: 'no-worker', key, reason, resolved: false });
+      } else if (ts.state === 'released') {
+        if (ts.refused) {
           this.recs.set(ts, 'erred');
         } else {
           this.recs.set(ts, 'waiting');
         }
       }
     }
+  }
+
+  /**
+   * A client cancels keys (Dask's cancel_key). The client gets one 'cancelled' report per key it
+   * names, whether the scheduler knows the key or not, so it can tell the reports of the
+   * cancelled task from those of a resubmission of the same key that follows (they come after
+   * that report). A key nobody else wants any more is released, and with it each of its
+   * dependents that has no result yet, transitively, for every client that wants them.
+   */
+  private cancelKeys(client: string, keys: string[]): void {
+    const mine = this.clients.get(client);
+    let orphans: TaskRecord[] | null = null;
+    for (const key of keys) {
+      this.report(client, { type: 'cancelled', key, reason: 'cancelled by the client' });
+      const ts = this.tasks.get(key);
+      if (!ts || !ts.removeWanter(client)) continue;
+      mine?.delete(ts);
+      if (ts.whoWants === null) (orphans ??= []).push(ts);
+      else this.releaseIfUnneeded(ts);
+    }
+    if (!orphans) return;
+    // Dependents after every key of the message left this client: it is not told twice.
+    const cancelled = new Set<TaskRecord>();
+    const stack: Array<[TaskRecord, string]> = [];
+    for (const ts of orphans) for (const d of ts.dependents) stack.push([d, ts.key]);
+    while (stack.length > 0) {
+      const [d, cause] = stack.pop()!;
+      if (cancelled.has(d) || d.state === 'memory' || d.state === 'erred') continue;
+      cancelled.add(d);
+      const reason = `its input ${cause} was cancelled`;
+      for (const c of d.wanters()) {
+        this.report(c, { type: 'cancelled', key: d.key, reason });
+        this.clients.get(c)?.delete(d);
+      }
+      d.whoWants = null;
+      for (const dd of d.dependents) stack.push([dd, d.key]);
+    }
+    for (const ts of orphans) this.releaseIfUnneeded(ts);
+    for (const d of cancelled) this.releaseIfUnneeded(d);
   }
 
   private releaseWants(client: string, keys: string[]): void {
@@ -475,7 +616,7 @@ export class SchedulerState {
       else stale.push(info.key);
     }
     if (stale.length) this.emit({ type: 'FreeKeys', worker: ws.address, keys: stale, stimulusId: this.stimulusId });
-    for (const ts of this.unrunnable) this.recs.set(ts, 'processing');
+    for (const ts of this.unrunnable.keys()) this.recs.set(ts, 'processing');
     this.freedSlots.add(ws);
     this.stealFor(ws);
   }
@@ -507,9 +648,12 @@ export class SchedulerState {
         this.recs.set(ts, 'released');
       }
     }
+    // A retired worker's clients were told the new holders already (checkRetirements).
+    const retired = ws.status === 'retiring' && ws.pendingReplicas === null;
     for (const ts of ws.hasWhat) {
       ts.removeHolder(ws);
       if (!ts.hasData && ts.state === 'memory') this.recs.set(ts, 'released');
+      else if (!retired && ts.state === 'memory' && ts.whoWants !== null && !ts.inline) this.reportHolders(ts, null);
     }
     ws.hasWhat.clear();
     ws.nbytes = 0;
@@ -590,6 +734,53 @@ export class SchedulerState {
     this.checkRetirements();
   }
 
+  /**
+   * noWorkersTimeoutMs (Dask's no-workers-timeout): a task unrunnable for longer fails with
+   * NoValidWorkerError, or NoWorkerError when no worker has been running since before it became
+   * unrunnable; queued tasks fail with NoWorkerError once no worker has run for that long.
+   */
+  private checkNoWorkers(now: number): void {
+    const timeout = this.opts.noWorkersTimeoutMs;
+    if (this.running().length > 0 || (this.queue.size === 0 && this.unrunnable.size === 0)) this.noWorkersSince = -1;
+    else if (this.noWorkersSince < 0) this.noWorkersSince = now;
+    const since = this.noWorkersSince;
+    const fail = (ts: TaskRecord, type: string, message: string) => {
+      ts.exception = { type, message, stack: '', code: 'unavailable', key: ts.key, detailsJson: JSON.stringify({ timeoutMs: timeout }) };
+      ts.exceptionBlame = ts.key;
+      this.recs.set(ts, 'erred');
+    };
+    for (const [ts, unrunnableSince] of this.unrunnable) {
+      if (now <= unrunnableSince + timeout) continue;
+      // Without restrictions a task is unrunnable only for want of any worker.
+      const noWorkers = since >= 0 && (since <= unrunnableSince || (ts.restrictions === null && !ts.fn.registered));
+      if (!noWorkers) {
+        fail(
+          ts,
+          'NoValidWorkerError',
+          `Task ${ts.key} ${this.restrictionText(ts)}, and no running worker satisfied that for ${timeout} ms ` +
+            '(noWorkersTimeoutMs). Start a worker that does, or change the restrictions.',
+        );
+      } else {
+        fail(ts, 'NoWorkerError', `Task ${ts.key} waited ${timeout} ms (noWorkersTimeoutMs) with no running worker. Start workers, or raise the timeout.`);
+      }
+    }
+    if (since >= 0 && now > since + timeout) {
+      for (const ts of this.queue) {
+        fail(ts, 'NoWorkerError', `Task ${ts.key} waited ${timeout} ms (noWorkersTimeoutMs) with no running worker. Start workers, or raise the timeout.`);
+      }
+    }
+  }
+
+  /** What a task's restrictions ask for, for messages. */
+  private restrictionText(ts: TaskRecord): string {
+    const r = ts.restrictions;
+    const parts: string[] = [];
+    if (r && r.workers.length) parts.push(`the workers ${JSON.stringify(r.workers)}`);
+    if (r && r.resources.size > 0) parts.push(`the resources ${JSON.stringify(Object.fromEntries(r.resources))}`);
+    if (ts.fn.registered) parts.push(`a worker with the function "${ts.fn.registered}"`);
+    return parts.length ? `needs ${parts.join(' and ')}` : 'needs a worker';
+  }
+
   private forgetEverything(reason: string): void {
     for (const [client, wanted] of this.clients) {
       for (const ts of wanted) this.report(client, { type: 'cancelled', key: ts.key, reason });
@@ -603,6 +794,7 @@ export class SchedulerState {
     this.tasks.clear();
     while (this.queue.pop());
     this.unrunnable.clear();
+    this.noWorkerReasons.clear();
     for (const ws of this.workers.values()) {
       ws.processing.clear();
       ws.hasWhat.clear();
@@ -619,6 +811,10 @@ export class SchedulerState {
       }
       if (ws.pendingReplicas.size === 0) {
         ws.pendingReplicas = null;
+        // Clients fetch from the new holders (Dask's clients ask the scheduler's who_has).
+        for (const ts of ws.hasWhat) {
+          if (ts.state === 'memory' && ts.whoWants !== null && !ts.inline && ts.whoHas.length > 1) this.reportHolders(ts, ws);
+        }
         this.emit({ type: 'WorkerRetired', worker: ws.address, stimulusId: this.stimulusId });
         this.emit({ type: 'CloseWorker', worker: ws.address, reason: 'retired', stimulusId: this.stimulusId });
       }
@@ -674,7 +870,7 @@ export class SchedulerState {
   }
 
   private readonly releasedToWaiting: Transition = (ts) => {
-    if (ts.missingDeps) {
+    if (ts.refused) {
       this.recs.set(ts, 'erred');
       return 'released';
     }
@@ -700,17 +896,26 @@ export class SchedulerState {
   /** Places a ready task: processing on a worker, queued (root task, no free slot) or no-worker. */
   private readonly place: Transition = (ts) => {
     const from = ts.state;
+    let unrunnableSince: number | undefined;
     if (from === 'queued') this.queue.remove(ts);
-    else if (from === 'no-worker') this.unrunnable.delete(ts);
+    else if (from === 'no-worker') {
+      unrunnableSince = this.unrunnable.get(ts);
+      this.unrunnable.delete(ts);
+    }
     ts.waitingCount = 0;
     const valid = this.validWorkers(ts);
     if (typeof valid === 'string') {
       ts.exception = { type: 'SkeinError', message: valid, stack: '', code: 'not_found', key: ts.key, detailsJson: '' };
       ts.exceptionBlame = ts.key;
       this.recs.set(ts, 'erred');
-      return this.parkUnrunnable(ts);
+      return this.parkUnrunnable(ts, unrunnableSince);
     }
-    if (valid.length === 0) return this.parkUnrunnable(ts);
+    if (valid.length === 0) {
+      // Workers run, but none will do: tell the clients now rather than leave them waiting.
+      if (ts.whoWants !== null && !this.noWorkerReasons.has(ts) && this.running().length > 0) this.reportNoWorker(ts);
+      return this.parkUnrunnable(ts, unrunnableSince);
+    }
+    if (from === 'no-worker') this.leaveNoWorker(ts, true);
     let ws: WorkerRecord | undefined;
     if (ts.dependencies.length === 0 && !ts.restricted) {
       ws = this.leastBusyWithSlot(valid);
@@ -725,9 +930,25 @@ export class SchedulerState {
     return 'processing';
   };
 
-  private parkUnrunnable(ts: TaskRecord): TaskStateName {
-    this.unrunnable.add(ts);
+  /** Keeps the time a task first became unrunnable across retries (a worker joining that will not do). */
+  private parkUnrunnable(ts: TaskRecord, since = this.nowMs): TaskStateName {
+    this.unrunnable.set(ts, since);
     return 'no-worker';
+  }
+
+  private reportNoWorker(ts: TaskRecord): void {
+    const timeout = this.opts.noWorkersTimeoutMs;
+    const reason =
+      `no running worker can run it: it ${this.restrictionText(ts)}. It waits until such a worker joins` +
+      (timeout < Infinity ? `, and fails after ${timeout} ms (noWorkersTimeoutMs).` : ' (no noWorkersTimeoutMs is set).');
+    this.noWorkerReasons.set(ts, reason);
+    for (const c of ts.wanters()) this.report(c, { type: 'no-worker', key: ts.key, reason, resolved: false });
+  }
+
+  /** The task leaves no-worker; the clients told it had no worker hear that it runs again. */
+  private leaveNoWorker(ts: TaskRecord, runs: boolean): void {
+    if (!this.noWorkerReasons.delete(ts) || !runs) return;
+    for (const c of ts.wanters()) this.report(c, { type: 'no-worker', key: ts.key, reason: '', resolved: true });
   }
 
   private assign(ts: TaskRecord, ws: WorkerRecord): void {
@@ -760,6 +981,7 @@ export class SchedulerState {
         break;
       case 'no-worker':
         this.unrunnable.delete(ts);
+        this.leaveNoWorker(ts, false);
         break;
       case 'processing': {
         const ws = ts.processingOn!;
@@ -834,8 +1056,10 @@ export class SchedulerState {
     const from = ts.state;
     const ranOn = ts.processingOn?.address ?? ''; // dashboard
     if (from === 'queued') this.queue.remove(ts);
-    else if (from === 'no-worker') this.unrunnable.delete(ts);
-    else if (from === 'processing') {
+    else if (from === 'no-worker') {
+      this.unrunnable.delete(ts);
+      this.leaveNoWorker(ts, false);
+    } else if (from === 'processing') {
       const ws = ts.processingOn!;
       ws.processing.delete(ts);
       ts.processingOn = null;
@@ -1092,6 +1316,13 @@ export class SchedulerState {
       nbytes: ts.nbytes,
       typeName: ts.typeName,
     };
+  }
+
+  /** Tells the clients that want a key where it is now (the holders but `leaving`). */
+  private reportHolders(ts: TaskRecord, leaving: WorkerRecord | null): void {
+    const r = this.inMemoryReport(ts) as Extract<ClientReport, { type: 'in-memory' }>;
+    if (leaving) r.workers = r.workers.filter((a) => a !== leaving.address);
+    for (const c of ts.wanters()) this.report(c, r);
   }
 
   private report(client: string, report: ClientReport): void {

@@ -131,7 +131,12 @@ export type ClientReport =
   | { type: 'in-memory'; key: string; value: EncodedValue | null; workers: string[]; nbytes: number; typeName: string }
   | { type: 'erred'; key: string; error: ErrorInfo }
   | { type: 'cancelled'; key: string; reason: string }
-  | { type: 'lost'; key: string };
+  | { type: 'lost'; key: string }
+  /**
+   * No running worker satisfies the task's restrictions (it waits in no-worker), with the reason;
+   * `resolved`: a suitable worker joined and the task runs again.
+   */
+  | { type: 'no-worker'; key: string; reason: string; resolved: boolean };
 
 export interface ComputeAction {
   type: 'Compute';
@@ -177,4 +182,9 @@ export interface SchedulerStateOptions {
   logSize: number;
   /** Run validateState after every handle() (tests). */
   validate: boolean;
+  /**
+   * Dask's no-workers-timeout: a task unrunnable (no-worker) this long, or queued while no worker
+   * has been running this long, fails (checked on Tick). Infinity: never.
+   */
+  noWorkersTimeoutMs: number;
 }

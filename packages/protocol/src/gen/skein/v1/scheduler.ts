@@ -136,6 +136,17 @@ export interface KeyLost {
   key: string;
 }
 
+/**
+ * No running worker satisfies the key's restrictions (workers, resources, registered function):
+ * it waits in no-worker until one joins, or fails after the scheduler's no-workers timeout.
+ * resolved: a suitable worker joined and the key runs again (futures stay pending either way).
+ */
+export interface KeyNoWorker {
+  key: string;
+  reason: string;
+  resolved: boolean;
+}
+
 export interface ClientUpdate {
   kind:
     | { $case: "welcome"; value: Welcome }
@@ -144,6 +155,7 @@ export interface ClientUpdate {
     | { $case: "cancelled"; value: KeyCancelled }
     | { $case: "lost"; value: KeyLost }
     | { $case: "keysInMemory"; value: KeysInMemory }
+    | { $case: "noWorker"; value: KeyNoWorker }
     | undefined;
 }
 
@@ -397,6 +409,15 @@ export interface GetInfoResponse {
 export interface GetInfoResponse_TasksByStateEntry {
   key: string;
   value: number;
+}
+
+export interface GetWhoHasRequest {
+  keys: string[];
+}
+
+export interface GetWhoHasResponse {
+  /** One per requested key, in order. */
+  whoHas: WhoHas[];
 }
 
 export interface GetStoryRequest {
@@ -1667,6 +1688,85 @@ export const KeyLost: MessageFns<KeyLost> = {
   },
 };
 
+function createBaseKeyNoWorker(): KeyNoWorker {
+  return { key: "", reason: "", resolved: false };
+}
+
+export const KeyNoWorker: MessageFns<KeyNoWorker> = {
+  encode(message: KeyNoWorker, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.resolved !== false) {
+      writer.uint32(24).bool(message.resolved);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KeyNoWorker {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKeyNoWorker();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.resolved = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<KeyNoWorker>): KeyNoWorker {
+    return KeyNoWorker.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<KeyNoWorker>): KeyNoWorker {
+    const message = createBaseKeyNoWorker();
+    message.key = object.key ?? "";
+    message.reason = object.reason ?? "";
+    message.resolved = object.resolved ?? false;
+    return message;
+  },
+};
+
 function createBaseClientUpdate(): ClientUpdate {
   return { kind: undefined };
 }
@@ -1691,6 +1791,9 @@ export const ClientUpdate: MessageFns<ClientUpdate> = {
         break;
       case "keysInMemory":
         KeysInMemory.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
+      case "noWorker":
+        KeyNoWorker.encode(message.kind.value, writer.uint32(58).fork()).join();
         break;
     }
     return writer;
@@ -1757,6 +1860,14 @@ export const ClientUpdate: MessageFns<ClientUpdate> = {
             message.kind = { $case: "keysInMemory", value: KeysInMemory.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kind = { $case: "noWorker", value: KeyNoWorker.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1808,6 +1919,12 @@ export const ClientUpdate: MessageFns<ClientUpdate> = {
       case "keysInMemory": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "keysInMemory", value: KeysInMemory.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "noWorker": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "noWorker", value: KeyNoWorker.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -4814,6 +4931,116 @@ export const GetInfoResponse_TasksByStateEntry: MessageFns<GetInfoResponse_Tasks
   },
 };
 
+function createBaseGetWhoHasRequest(): GetWhoHasRequest {
+  return { keys: [] };
+}
+
+export const GetWhoHasRequest: MessageFns<GetWhoHasRequest> = {
+  encode(message: GetWhoHasRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.keys) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetWhoHasRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetWhoHasRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keys.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetWhoHasRequest>): GetWhoHasRequest {
+    return GetWhoHasRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetWhoHasRequest>): GetWhoHasRequest {
+    const message = createBaseGetWhoHasRequest();
+    message.keys = object.keys?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseGetWhoHasResponse(): GetWhoHasResponse {
+  return { whoHas: [] };
+}
+
+export const GetWhoHasResponse: MessageFns<GetWhoHasResponse> = {
+  encode(message: GetWhoHasResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.whoHas) {
+      WhoHas.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetWhoHasResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetWhoHasResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.whoHas.push(WhoHas.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetWhoHasResponse>): GetWhoHasResponse {
+    return GetWhoHasResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetWhoHasResponse>): GetWhoHasResponse {
+    const message = createBaseGetWhoHasResponse();
+    message.whoHas = object.whoHas?.map((e) => WhoHas.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseGetStoryRequest(): GetStoryRequest {
   return { keys: [] };
 }
@@ -5929,6 +6156,19 @@ export const SchedulerServiceService = {
       Buffer.from(GetAdaptiveTargetResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetAdaptiveTargetResponse => GetAdaptiveTargetResponse.decode(value),
   },
+  /**
+   * Where the given keys' results are now (Dask's who_has): the workers holding each key in
+   * memory; a key not in memory, or whose value the scheduler holds inline, lists none.
+   */
+  getWhoHas: {
+    path: "/skein.v1.SchedulerService/GetWhoHas" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetWhoHasRequest): Buffer => Buffer.from(GetWhoHasRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetWhoHasRequest => GetWhoHasRequest.decode(value),
+    responseSerialize: (value: GetWhoHasResponse): Buffer => Buffer.from(GetWhoHasResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetWhoHasResponse => GetWhoHasResponse.decode(value),
+  },
 } as const;
 
 export interface SchedulerServiceServer extends UntypedServiceImplementation {
@@ -5953,6 +6193,11 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
   getWorkerMetrics: handleUnaryCall<GetWorkerMetricsRequest, GetWorkerMetricsResponse>;
   /** How many workers the current load calls for, and which idle workers could go (adaptive scaling). */
   getAdaptiveTarget: handleUnaryCall<GetAdaptiveTargetRequest, GetAdaptiveTargetResponse>;
+  /**
+   * Where the given keys' results are now (Dask's who_has): the workers holding each key in
+   * memory; a key not in memory, or whose value the scheduler holds inline, lists none.
+   */
+  getWhoHas: handleUnaryCall<GetWhoHasRequest, GetWhoHasResponse>;
 }
 
 export interface SchedulerServiceClient extends Client {
@@ -6084,6 +6329,25 @@ export interface SchedulerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetAdaptiveTargetResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Where the given keys' results are now (Dask's who_has): the workers holding each key in
+   * memory; a key not in memory, or whose value the scheduler holds inline, lists none.
+   */
+  getWhoHas(
+    request: GetWhoHasRequest,
+    callback: (error: ServiceError | null, response: GetWhoHasResponse) => void,
+  ): ClientUnaryCall;
+  getWhoHas(
+    request: GetWhoHasRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetWhoHasResponse) => void,
+  ): ClientUnaryCall;
+  getWhoHas(
+    request: GetWhoHasRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetWhoHasResponse) => void,
   ): ClientUnaryCall;
 }
 
