@@ -489,7 +489,7 @@ describe('SchedulerState: cancel, restart, retire and bad graphs (issue 11)', ()
       const acts = h.submit('c', [def(key, [], { resources: new Map([['GPU', q]]) })], [key]);
       const r = reportsOf(acts).find((x) => x.key === key);
       expect(r?.type === 'erred' && r.error.type).toBe('InvalidArgumentError');
-      expect(r?.type === 'erred' && r.error.message).toMatch(/resource 'GPU'/);
+      expect(r?.type === 'erred' && r.error.message).toMatch(/resource "GPU"/);
     }
   });
 
