@@ -95,8 +95,11 @@ export {
   RunRequest,
   RunResponse,
   WorkerServiceClient,
+  WorkerServiceGetStoryRequest,
+  WorkerServiceGetStoryResponse,
   type WorkerServiceServer,
   WorkerServiceService,
+  WorkerTransition,
 } from './gen/skein/v1/worker.js';
 
 export {
