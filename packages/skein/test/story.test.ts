@@ -6,6 +6,7 @@ import { until } from './helpers.js';
 
 const steps = (story: Transition[], where: string) => story.filter((t) => t.where === where).map((t) => `${t.start}->${t.finish}`);
 const indexOf = (story: Transition[], where: string, step: string) => story.findIndex((t) => t.where === where && `${t.start}->${t.finish}` === step);
+const timeOf = (story: Transition[], where: string, step: string) => story[indexOf(story, where, step)]!.timeMs;
 
 // Level 3: stories from the scheduler and from the workers' own state machines (WorkerService.GetStory).
 describe('client.story from both sides', () => {
@@ -44,10 +45,16 @@ describe('client.story from both sides', () => {
     expect(steps(story, a).slice(0, 4)).toEqual(['released->waiting', 'waiting->ready', 'ready->executing', 'executing->memory']);
     expect(steps(story, b).slice(0, 3)).toEqual(['released->fetch', 'fetch->flight', 'flight->memory']);
     expect(story.filter((t) => t.where === a).every((t) => t.worker === a)).toBe(true);
-    // Cause before effect: a computes x, the scheduler learns it, then b fetches it.
+    // Cause before effect (one machine, one clock; within a millisecond the order across processes is open):
+    // a computes x, the scheduler learns it, then b fetches it.
     expect(indexOf(story, a, 'ready->executing')).toBeLessThan(indexOf(story, a, 'executing->memory'));
-    expect(indexOf(story, a, 'executing->memory')).toBeLessThan(indexOf(story, b, 'released->fetch'));
-    expect(indexOf(story, 'scheduler', 'processing->memory')).toBeLessThan(indexOf(story, b, 'flight->memory'));
+    expect(timeOf(story, a, 'executing->memory')).toBeLessThanOrEqual(timeOf(story, 'scheduler', 'processing->memory'));
+    expect(timeOf(story, 'scheduler', 'processing->memory')).toBeLessThanOrEqual(timeOf(story, b, 'released->fetch'));
+    expect(indexOf(story, b, 'released->fetch')).toBeLessThan(indexOf(story, b, 'flight->memory'));
+    // The stimulus travels: the scheduler logs a's result under the id a gave it, and b's fetch follows from it.
+    const finished = story[indexOf(story, a, 'executing->memory')]!.stimulusId;
+    expect(story[indexOf(story, 'scheduler', 'processing->memory')]!.stimulusId).toBe(finished);
+    expect(story[indexOf(story, b, 'released->fetch')]!.stimulusId).toBe(finished);
   });
 
   it('tells an empty story for a key nobody knows, without an error', async () => {
