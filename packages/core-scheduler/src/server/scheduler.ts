@@ -206,7 +206,6 @@ export class Scheduler {
   private readonly retireWaiters = new Map<string, Array<() => void>>();
   private tick: NodeJS.Timeout | undefined;
   private boundPort = 0;
-  private eventCount = 0;
   private stimulusSeq = 0;
   private dashboard: Dashboard | undefined;
   readonly options: CompiledSchedulerOptions;
@@ -320,7 +319,6 @@ export class Scheduler {
       this.log.error(`state machine failed on ${event.type} (${event.stimulusId}): ${(err as Error).stack ?? err}`);
       return;
     }
-    this.eventCount++;
     for (const a of actions) this.perform(a);
   }
 
