@@ -935,8 +935,9 @@ export class Client implements FutureHost {
 
   /**
    * `story` with options. Asks the scheduler for its transitions and its workers, then every
-   * worker (the current ones and the ones the scheduler's records name) in parallel, each with
-   * `timeoutMs` (default 5 s). A worker that fails or is gone is noted in `skipped`, not an error.
+   * connected worker in parallel, each within `timeoutMs` (default 5 s). A worker that fails or
+   * does not answer in time, and one the scheduler's records name that is gone, is noted in
+   * `skipped`, not an error.
    * Each process stamps transitions with its own wall clock (Date.now), so across processes the
    * order is only as good as their clocks agree; within one process it is the order of events.
    */
