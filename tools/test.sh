@@ -34,6 +34,9 @@ pnpm build || failed+=("build")
 step "generated code is fresh (node tools/codegen.mjs --check)"
 node tools/codegen.mjs --check || failed+=("codegen --check")
 
+step "protocol: buf lint, and buf breaking against the released protocol (pnpm check:proto)"
+pnpm check:proto || failed+=("check:proto")
+
 step "dependency rules (node tools/check-deps.mjs)"
 node tools/check-deps.mjs || failed+=("check-deps")
 

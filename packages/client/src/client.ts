@@ -65,6 +65,8 @@ import type {
   SchedulerInfo,
   TaskDef,
   TaskOptions,
+  Story,
+  StorySkip,
   Transition,
   FunctionSource,
 } from './types.js';
@@ -73,6 +75,7 @@ import {
   fromGetInfo,
   fromGetStory,
   fromRunResponse,
+  fromWorkerStory,
   helloRequest,
   toSessionRequest,
   toRunRequest,
@@ -113,6 +116,34 @@ export interface RunOptions {
   encoding?: 'v8' | 'json';
   /** Per-worker deadline. */
   timeoutMs?: number;
+}
+
+/** Options of `storyWith`. */
+export interface StoryOptions {
+  /** How long to wait for each worker's transitions (ms, default 5000). */
+  timeoutMs?: number;
+}
+
+/**
+ * Merges transition lists that are each in time order into one, by time; ties keep the order of
+ * `lists` (the scheduler first). Each list keeps its own order even where its clock stepped back.
+ */
+function mergeByTime(lists: Transition[][]): Transition[] {
+  const out: Transition[] = [];
+  const at = lists.map(() => 0);
+  for (;;) {
+    let best = -1;
+    let bestTime = Infinity;
+    for (let i = 0; i < lists.length; i++) {
+      const t = lists[i]![at[i]!];
+      if (t && (best < 0 || t.timeMs < bestTime)) {
+        best = i;
+        bestTime = t.timeMs;
+      }
+    }
+    if (best < 0) return out;
+    out.push(lists[best]![at[best]!++]!);
+  }
 }
 
 /** What `adaptiveTarget` returns. */
@@ -950,17 +981,51 @@ export class Client implements FutureHost {
     return this.#getInfo();
   }
 
-  /** Every recorded transition of these keys (or futures' keys), oldest first. */
-  async story(...keys: Array<string | Future<unknown>>): Promise<Transition[]> {
+  /**
+   * Every recorded transition of these keys (or futures' keys), from the scheduler and from every
+   * worker, merged by time, oldest first (each record says `where`). Workers that do not answer
+   * within 5 s are left out and listed in `skipped`; see `storyWith`.
+   */
+  story(...keys: Array<string | Future<unknown>>): Promise<Story> {
+    return this.storyWith({}, ...keys);
+  }
+
+  /**
+   * `story` with options. Asks the scheduler for its transitions and its workers, then every
+   * connected worker in parallel, each within `timeoutMs` (default 5 s). A worker that fails or
+   * does not answer in time, and one the scheduler's records name that is gone, is noted in
+   * `skipped`, not an error.
+   * Each process stamps transitions with its own wall clock (Date.now), so across processes the
+   * order is only as good as their clocks agree; within one process it is the order of events.
+   */
+  async storyWith(options: StoryOptions, ...keys: Array<string | Future<unknown>>): Promise<Story> {
     this.#ensureRunning('ask for a story');
+    const timeoutMs = options.timeoutMs ?? 5_000;
+    if (!(timeoutMs > 0)) throw new InvalidArgumentError(`storyWith: timeoutMs must be a positive number of ms, got ${String(timeoutMs)}.`);
+    const wanted = keys.map((k) => (typeof k === 'string' ? k : k.key));
     const s = this.#scheduler;
-    const res = await this.#unary(
-      s.getStory.bind(s),
-      { keys: keys.map((k) => (typeof k === 'string' ? k : k.key)) },
-      `GetStory from the scheduler at ${this.schedulerAddress}`,
-      30_000,
+    const [res, info] = await Promise.all([
+      this.#unary(s.getStory.bind(s), { keys: wanted }, `GetStory from the scheduler at ${this.schedulerAddress}`, 30_000),
+      this.#getInfo(),
+    ]);
+    const scheduler = fromGetStory(res);
+    const skipped: StorySkip[] = [];
+    const current = new Set(info.workers.map((w) => w.address));
+    const gone = new Set<string>();
+    for (const t of scheduler) if (t.worker && !current.has(t.worker)) gone.add(t.worker);
+    for (const worker of gone) skipped.push({ worker, reason: 'it is no longer connected to the scheduler; its transitions left with it' });
+    const stories = await Promise.all(
+      [...current].map(async (address) => {
+        try {
+          const w = this.#worker(address);
+          return fromWorkerStory(await this.#unary(w.getStory.bind(w), { keys: wanted }, `GetStory from the worker at ${address}`, timeoutMs), address);
+        } catch (err) {
+          skipped.push({ worker: address, reason: err instanceof Error ? err.message : String(err) });
+          return [];
+        }
+      }),
     );
-    return fromGetStory(res);
+    return Object.assign(mergeByTime([scheduler, ...stories]), { skipped });
   }
 
   /**

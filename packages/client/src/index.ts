@@ -24,7 +24,7 @@
  */
 import './polyfill.js';
 
-export { Client, type Gathered, type ComputedFutures, type ScatterOptions, type RunOptions, type RetireOptions, type AdaptiveTarget } from './client.js';
+export { Client, type Gathered, type ComputedFutures, type ScatterOptions, type RunOptions, type StoryOptions, type RetireOptions, type AdaptiveTarget } from './client.js';
 export { Future } from './future.js';
 export {
   Delayed,
@@ -45,7 +45,7 @@ export {
   type ReturnWhen,
   type WaitOptions,
 } from './waiting.js';
-export type { ClientOptions, ClientStatus, FutureStatus, SchedulerInfo, TaskOptions, Transition, WorkerInfo } from './types.js';
+export type { ClientOptions, ClientStatus, FutureStatus, SchedulerInfo, Story, StorySkip, TaskOptions, Transition, WorkerInfo } from './types.js';
 export {
   CancelledError,
   CommClosedError,

@@ -92,9 +92,25 @@ export interface Transition {
   start: string;
   finish: string;
   stimulusId: string;
+  /** When, in ms since the epoch, on the wall clock of the process that recorded it (`where`). */
   timeMs: number;
+  /** Scheduler records: the worker the task ran on or was held by ('' for none). Worker records: that worker. */
   worker: string;
+  /** Where it was recorded: 'scheduler', or the address of the worker whose state machine it is. */
+  where: string;
 }
+
+/** A worker whose transitions are missing from a story, and why. */
+export interface StorySkip {
+  worker: string;
+  reason: string;
+}
+
+/**
+ * What `client.story` returns: the transitions of the scheduler and the workers, merged by time,
+ * oldest first; `skipped` lists the workers that did not answer (their transitions are missing).
+ */
+export type Story = Transition[] & { skipped: StorySkip[] };
 
 /** Which function a task calls, in domain form. */
 export type FunctionSpec = { kind: 'inline'; hash: string } | { kind: 'registered'; name: string };

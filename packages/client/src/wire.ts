@@ -15,6 +15,7 @@ import type {
   TaskBatch,
   TaskSpec,
   WorkerInfo as WireWorkerInfo,
+  WorkerServiceGetStoryResponse,
 } from '@skein/protocol';
 import type {
   FunctionSource,
@@ -292,6 +293,20 @@ export function fromGetStory(r: GetStoryResponse): Transition[] {
     stimulusId: t.stimulusId,
     timeMs: t.timeMs,
     worker: t.worker,
+    where: 'scheduler',
+  }));
+}
+
+/** A worker's GetStory answer; `address` is where the client asked (the worker's own answer may spell it otherwise). */
+export function fromWorkerStory(r: WorkerServiceGetStoryResponse, address: string): Transition[] {
+  return r.transitions.map((t) => ({
+    key: t.key,
+    start: t.start,
+    finish: t.finish,
+    stimulusId: t.stimulusId,
+    timeMs: t.timeMs,
+    worker: address,
+    where: address,
   }));
 }
 

@@ -4,6 +4,7 @@
  * on the thread pool, fetch inputs from peers, send batched messages) and feeds the results of
  * that async work back as events.
  */
+import { randomBytes } from 'node:crypto';
 import { cpuUsage, memoryUsage, pid } from 'node:process';
 import type { ClientDuplexStream, Server, ServiceError } from '@grpc/grpc-js';
 import { Metadata, status as GrpcStatus } from '@grpc/grpc-js';
@@ -107,6 +108,7 @@ export class Worker {
   private pending: WorkerEvent[] = [];
   private flushScheduled = false;
   private seq = 0;
+  private readonly stimulusTag = randomBytes(3).toString('hex');
   private closeInfo: WorkerClosed | undefined;
   private resolveClosed!: (c: WorkerClosed) => void;
   private closeCommand: (() => void) | undefined;
@@ -180,6 +182,7 @@ export class Worker {
             return { encoding: v.encoding, totalSize: v.nbytes, chunks: (n) => store.chunks(v.file, n) };
           },
           status: () => this.statusMessage(),
+          story: (keys) => ({ address: this.address, transitions: this.state?.storyOf(keys) ?? [] }),
           runner: this.runner,
           chunkBytes: o.chunkBytes,
           bulk: this.bulk,
@@ -512,8 +515,12 @@ export class Worker {
   // ------------------------------------------------------------------------------------------
   // Events in, actions out
 
+  /**
+   * A stimulus id for an event this worker makes: unique per event here, and across workers (a
+   * random tag per worker; the scheduler logs these ids too when they come with a message).
+   */
   private stimulus(prefix: string): string {
-    return `${prefix}-${++this.seq}`;
+    return `${prefix}-${this.stimulusTag}-${++this.seq}`;
   }
 
   /** Queues an event from async work; all queued events are handled together. */

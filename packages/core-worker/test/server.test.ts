@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getEventListeners } from 'node:events';
-import type { Server } from '@grpc/grpc-js';
+import { status as GrpcStatus, type Server } from '@grpc/grpc-js';
 import { Encoding, WorkerServiceClient, WorkerServiceService, type GetDataResponse, type Value } from '@skein/protocol';
 import { CHANNEL_OPTIONS, bindServer, decodeValue, encodeValue, inlineFunction, insecureChannel, newServer, shutdownServer } from '@skein/common';
 import { createWorkerService } from '../src/server/service.js';
@@ -155,6 +155,41 @@ describe('WorkerService with the bulk path', () => {
       peers.close();
       await shutdownServer(server);
       await bulk.close();
+    }
+  });
+});
+
+describe('WorkerService.GetStory', () => {
+  it("answers with the backend's transitions, and UNIMPLEMENTED for a backend without a transition log", async () => {
+    const transition = { key: 'x', start: 'executing', finish: 'memory', stimulusId: 'task-finished-ab12cd-1', timeMs: 1 };
+    const start = async (withStory: boolean) => {
+      const server = newServer();
+      server.addService(
+        WorkerServiceService,
+        createWorkerService({
+          getValue: () => undefined,
+          status: () => ({ address: '', name: 'w', status: 'running', nthreads: 1, executing: 0, ready: 0, keys: [], managedBytes: 0 }),
+          ...(withStory ? { story: (keys: string[]) => ({ address: 'tcp://w:1', transitions: keys.includes('x') ? [transition] : [] }) } : {}),
+          runner: new MainThreadRunner(),
+          chunkBytes: CHUNK,
+        }),
+      );
+      const port = await bindServer(server, '127.0.0.1', 0, 'worker');
+      return { server, client: new WorkerServiceClient(`127.0.0.1:${port}`, insecureChannel(), CHANNEL_OPTIONS) };
+    };
+    const ask = (client: WorkerServiceClient, keys: string[]) =>
+      new Promise<unknown>((resolve, reject) => client.getStory({ keys }, (err, res) => (err ? reject(err) : resolve(res))));
+    const withLog = await start(true);
+    const without = await start(false);
+    try {
+      expect(await ask(withLog.client, ['x', 'y'])).toEqual({ address: 'tcp://w:1', transitions: [transition] });
+      expect(await ask(withLog.client, ['y'])).toEqual({ address: 'tcp://w:1', transitions: [] });
+      await expect(ask(without.client, ['x'])).rejects.toMatchObject({ code: GrpcStatus.UNIMPLEMENTED, details: expect.stringContaining('no transition log') });
+    } finally {
+      withLog.client.close();
+      without.client.close();
+      await shutdownServer(withLog.server);
+      await shutdownServer(without.server);
     }
   });
 });

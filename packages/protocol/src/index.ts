@@ -98,8 +98,11 @@ export {
   RunRequest,
   RunResponse,
   WorkerServiceClient,
+  WorkerServiceGetStoryRequest,
+  WorkerServiceGetStoryResponse,
   type WorkerServiceServer,
   WorkerServiceService,
+  WorkerTransition,
 } from './gen/skein/v1/worker.js';
 
 export {

@@ -70,8 +70,8 @@ const EMPTY_ARGS: EncodedValue = { encoding: 1, data: Buffer.from('[]') };
 // A ComputeBatch's tasks need no resources (tasks with some go as ComputeTask); only encoded.
 const NO_RESOURCES: ReadonlyMap<string, number> = new Map<string, number>();
 
-/** A TasksFinished column batch as one TasksFinished event. */
-export function tasksFinishedEvent(m: TasksFinished, worker: string): Extract<SchedulerEvent, { type: 'TasksFinished' }> {
+/** A TasksFinished column batch as one TasksFinished event; `stimulus` makes its id when the message carries none. */
+export function tasksFinishedEvent(m: TasksFinished, worker: string, stimulus: () => string): Extract<SchedulerEvent, { type: 'TasksFinished' }> {
   const n = m.keys.length;
   const where = `TasksFinished of ${n} keys from ${worker}`;
   const values = readValueColumn(m.values, n, `${where}, values`);
@@ -90,7 +90,7 @@ export function tasksFinishedEvent(m: TasksFinished, worker: string): Extract<Sc
       stopMs: m.stopMs[i]!,
     };
   }
-  return { type: 'TasksFinished', worker, tasks, stimulusId: m.stimulusId || 'tasks-finished' };
+  return { type: 'TasksFinished', worker, tasks, stimulusId: m.stimulusId || stimulus() };
 }
 
 /** Whether a Compute can travel in a ComputeBatch: no inputs, no restrictions. */

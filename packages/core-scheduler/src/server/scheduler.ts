@@ -223,7 +223,7 @@ export class Scheduler {
   private readonly retireWaiters = new Map<string, Array<() => void>>();
   private tick: NodeJS.Timeout | undefined;
   private boundPort = 0;
-  private eventCount = 0;
+  private stimulusSeq = 0;
   private dashboard: Dashboard | undefined;
   readonly options: CompiledSchedulerOptions;
   private readonly log: Logger;
@@ -253,7 +253,7 @@ export class Scheduler {
   private async start(): Promise<void> {
     this.lifecycle.beginStart();
     this.boundPort = await bindServer(this.server, this.options.host, this.options.port, 'scheduler');
-    this.tick = setInterval(() => this.handle({ type: 'Tick', stimulusId: `tick-${Date.now()}` }), this.options.heartbeatMs);
+    this.tick = setInterval(() => this.handle({ type: 'Tick', stimulusId: this.stimulus('tick') }), this.options.heartbeatMs);
     this.tick.unref();
     await this.startDashboard();
     this.lifecycle.started();
@@ -324,6 +324,11 @@ export class Scheduler {
 
   // ---------------------------------------------------------------- event loop
 
+  /** A stimulus id for an event the scheduler makes (or a message came without): unique per event. */
+  private stimulus(prefix: string): string {
+    return `${prefix}-${++this.stimulusSeq}`;
+  }
+
   handle(event: SchedulerEvent): void {
     let actions: SchedulerAction[];
     try {
@@ -332,7 +337,6 @@ export class Scheduler {
       this.log.error(`state machine failed on ${event.type} (${event.stimulusId}): ${(err as Error).stack ?? err}`);
       return;
     }
-    this.eventCount++;
     for (const a of actions) this.perform(a);
   }
 
@@ -545,7 +549,7 @@ export class Scheduler {
             }),
           };
           this.clients.set(id, conn);
-          this.handle({ type: 'ClientConnected', client: id, stimulusId: `client-connect-${id}` });
+          this.handle({ type: 'ClientConnected', client: id, stimulusId: this.stimulus(`client-connect-${id}`) });
           conn.out.push({ kind: { $case: 'welcome', value: this.welcome() } });
           continue;
         }
@@ -563,7 +567,7 @@ export class Scheduler {
       if (!conn || this.clients.get(conn.id) !== conn) return;
       this.clients.delete(conn.id);
       conn.out.close();
-      this.handle({ type: 'ClientDisconnected', client: conn.id, stimulusId: `client-disconnect-${conn.id}` });
+      this.handle({ type: 'ClientDisconnected', client: conn.id, stimulusId: this.stimulus(`client-disconnect-${conn.id}`) });
     };
     call.on('end', () => {
       closed();
@@ -589,16 +593,16 @@ export class Scheduler {
           tasks,
           wanted: u.wantedKeys,
           broadcast: u.broadcastKeys,
-          stimulusId: u.stimulusId || `update-graph-${this.eventCount}`,
+          stimulusId: u.stimulusId || this.stimulus('update-graph'),
         });
         return;
       }
       case 'releaseKeys':
-        return this.handle({ type: 'ClientReleasedKeys', client: conn.id, keys: kind.value.keys, stimulusId: kind.value.stimulusId || 'client-release' });
+        return this.handle({ type: 'ClientReleasedKeys', client: conn.id, keys: kind.value.keys, stimulusId: kind.value.stimulusId || this.stimulus('client-release') });
       case 'cancelKeys':
-        return this.handle({ type: 'ClientCancelledKeys', client: conn.id, keys: kind.value.keys, stimulusId: kind.value.stimulusId || 'client-cancel' });
+        return this.handle({ type: 'ClientCancelledKeys', client: conn.id, keys: kind.value.keys, stimulusId: kind.value.stimulusId || this.stimulus('client-cancel') });
       case 'wantKeys':
-        return this.handle({ type: 'ClientWantsKeys', client: conn.id, keys: kind.value.keys, stimulusId: kind.value.stimulusId || 'client-want' });
+        return this.handle({ type: 'ClientWantsKeys', client: conn.id, keys: kind.value.keys, stimulusId: kind.value.stimulusId || this.stimulus('client-want') });
     }
   }
 
@@ -653,7 +657,7 @@ export class Scheduler {
           if (old) this.dropWorkerConn(old, true, 'replaced by a new registration under its address', true);
           this.workers.set(c.address, c);
           c.out.push({ kind: { $case: 'welcome', value: this.welcome() } });
-          this.handle({ type: 'WorkerAdded', worker: workerSpecFromHello(hello), stimulusId: `worker-added-${c.address}` });
+          this.handle({ type: 'WorkerAdded', worker: workerSpecFromHello(hello), stimulusId: this.stimulus(`worker-added-${c.address}`) });
           this.log.info(`Register worker ${c.address} (${hello.name || 'unnamed'}, ${hello.nthreads} threads)`);
           continue;
         }
@@ -696,7 +700,7 @@ export class Scheduler {
     }
     conn.out.close();
     if (this.state.workers.has(conn.address)) {
-      this.handle({ type: 'WorkerRemoved', worker: conn.address, expected, reason, stimulusId: `worker-removed-${conn.address}` });
+      this.handle({ type: 'WorkerRemoved', worker: conn.address, expected, reason, stimulusId: this.stimulus(`worker-removed-${conn.address}`) });
     }
     const waiters = this.retireWaiters.get(conn.address);
     this.retireWaiters.delete(conn.address);
@@ -726,11 +730,11 @@ export class Scheduler {
           typeName: m.typeName,
           startMs: m.startMs,
           stopMs: m.stopMs,
-          stimulusId: m.stimulusId || `task-finished-${m.key}`,
+          stimulusId: m.stimulusId || this.stimulus(`task-finished-${m.key}`),
         });
       }
       case 'tasksFinished':
-        return this.handle(tasksFinishedEvent(kind.value, worker));
+        return this.handle(tasksFinishedEvent(kind.value, worker, () => this.stimulus('tasks-finished')));
       case 'taskErred': {
         const m = kind.value;
         return this.handle({
@@ -740,7 +744,7 @@ export class Scheduler {
           error: errorInfo(m.error, m.key),
           startMs: m.startMs,
           stopMs: m.stopMs,
-          stimulusId: m.stimulusId || `task-erred-${m.key}`,
+          stimulusId: m.stimulusId || this.stimulus(`task-erred-${m.key}`),
         });
       }
       case 'heartbeat': {
@@ -759,20 +763,20 @@ export class Scheduler {
             cpuPercent: m.cpuPercent,
             paused: m.paused,
           },
-          stimulusId: 'heartbeat',
+          stimulusId: this.stimulus('heartbeat'),
         });
       }
       case 'addKeys':
-        return this.handle({ type: 'ReplicasAdded', worker, keys: kind.value.keys.map(whoHasInfo), stimulusId: kind.value.stimulusId || 'add-keys' });
+        return this.handle({ type: 'ReplicasAdded', worker, keys: kind.value.keys.map(whoHasInfo), stimulusId: kind.value.stimulusId || this.stimulus('add-keys') });
       case 'keysReleased':
-        return this.handle({ type: 'WorkerReleasedKeys', worker, keys: kind.value.keys, stimulusId: kind.value.stimulusId || 'keys-released' });
+        return this.handle({ type: 'WorkerReleasedKeys', worker, keys: kind.value.keys, stimulusId: kind.value.stimulusId || this.stimulus('keys-released') });
       case 'missingData':
         return this.handle({
           type: 'MissingData',
           worker,
           key: kind.value.key,
           errant: kind.value.worker,
-          stimulusId: kind.value.stimulusId || 'missing-data',
+          stimulusId: kind.value.stimulusId || this.stimulus('missing-data'),
         });
       case 'stealResponse':
         return this.handle({
@@ -780,10 +784,10 @@ export class Scheduler {
           worker,
           key: kind.value.key,
           state: kind.value.state,
-          stimulusId: kind.value.stimulusId || 'steal-response',
+          stimulusId: kind.value.stimulusId || this.stimulus('steal-response'),
         });
       case 'reschedule':
-        return this.handle({ type: 'RescheduleRequested', worker, key: kind.value.key, stimulusId: kind.value.stimulusId || 'reschedule' });
+        return this.handle({ type: 'RescheduleRequested', worker, key: kind.value.key, stimulusId: kind.value.stimulusId || this.stimulus('reschedule') });
       case 'transferDone': {
         const m = kind.value;
         return this.handle({
@@ -794,7 +798,7 @@ export class Scheduler {
           nbytes: m.nbytes,
           startMs: m.startMs,
           stopMs: m.stopMs,
-          stimulusId: 'transfer-done',
+          stimulusId: this.stimulus('transfer-done'),
         });
       }
     }

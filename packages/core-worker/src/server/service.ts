@@ -1,6 +1,6 @@
-/** The worker's gRPC WorkerService: GetData (chunked stream), Run, GetStatus. */
+/** The worker's gRPC WorkerService: GetData (chunked stream), Run, GetStatus, GetStory. */
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import type { GetDataRequest, GetDataResponse, GetStatusResponse, Value, WorkerServiceServer } from '@skein/protocol';
+import type { GetDataRequest, GetDataResponse, GetStatusResponse, Value, WorkerServiceGetStoryResponse, WorkerServiceServer } from '@skein/protocol';
 import { SkeinError, toGrpcStatus } from '@skein/common';
 import type { MainThreadRunner } from './run.js';
 import { BULK_MIN_BYTES, type BulkServer } from './bulk.js';
@@ -11,6 +11,8 @@ export interface WorkerServiceBackend {
   /** A key held here but spilled to disk, read from its file as the stream goes. */
   getSpilled?(key: string): SpilledSource | undefined;
   status(): GetStatusResponse;
+  /** The worker's address and the transitions it recorded for these keys, oldest first. */
+  story?(keys: string[]): WorkerServiceGetStoryResponse;
   runner: MainThreadRunner;
   chunkBytes: number;
   /** Raw TCP path for large values, offered to requesters that accept it. */
@@ -101,6 +103,14 @@ export function createWorkerService(backend: WorkerServiceBackend): WorkerServic
     getStatus(_call, callback) {
       try {
         callback(null, backend.status());
+      } catch (err) {
+        callback(toGrpcStatus(err));
+      }
+    },
+    getStory(call, callback) {
+      try {
+        if (!backend.story) throw new SkeinError('unimplemented', 'This worker keeps no transition log.');
+        callback(null, backend.story(call.request.keys));
       } catch (err) {
         callback(toGrpcStatus(err));
       }

@@ -254,6 +254,11 @@ export class WorkerState {
     return this.records(new Set([key]));
   }
 
+  /** Every recorded transition of any of these keys, oldest first (WorkerService.GetStory). */
+  storyOf(keys: Iterable<string>): TransitionRecord[] {
+    return this.records(new Set(keys));
+  }
+
   /** The bounded transition log, oldest first. */
   transitionLog(): TransitionRecord[] {
     return this.records();

@@ -73,6 +73,27 @@ export interface GetStatusResponse {
   managedBytes: number;
 }
 
+export interface WorkerServiceGetStoryRequest {
+  /** No keys: no transitions. */
+  keys: string[];
+}
+
+/** One transition of a task in a worker's state machine. */
+export interface WorkerTransition {
+  key: string;
+  start: string;
+  finish: string;
+  stimulusId: string;
+  /** The worker's wall clock (ms since the epoch) when the transition happened. */
+  timeMs: number;
+}
+
+export interface WorkerServiceGetStoryResponse {
+  /** This worker's address. */
+  address: string;
+  transitions: WorkerTransition[];
+}
+
 function createBaseGetDataRequest(): GetDataRequest {
   return { keys: [], requester: "", acceptBulk: false };
 }
@@ -623,6 +644,231 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
   },
 };
 
+function createBaseWorkerServiceGetStoryRequest(): WorkerServiceGetStoryRequest {
+  return { keys: [] };
+}
+
+export const WorkerServiceGetStoryRequest: MessageFns<WorkerServiceGetStoryRequest> = {
+  encode(message: WorkerServiceGetStoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.keys) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerServiceGetStoryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerServiceGetStoryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keys.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerServiceGetStoryRequest>): WorkerServiceGetStoryRequest {
+    return WorkerServiceGetStoryRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerServiceGetStoryRequest>): WorkerServiceGetStoryRequest {
+    const message = createBaseWorkerServiceGetStoryRequest();
+    message.keys = object.keys?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseWorkerTransition(): WorkerTransition {
+  return { key: "", start: "", finish: "", stimulusId: "", timeMs: 0 };
+}
+
+export const WorkerTransition: MessageFns<WorkerTransition> = {
+  encode(message: WorkerTransition, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.start !== "") {
+      writer.uint32(18).string(message.start);
+    }
+    if (message.finish !== "") {
+      writer.uint32(26).string(message.finish);
+    }
+    if (message.stimulusId !== "") {
+      writer.uint32(34).string(message.stimulusId);
+    }
+    if (message.timeMs !== 0) {
+      writer.uint32(41).double(message.timeMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerTransition {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerTransition();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.start = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.finish = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.stimulusId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.timeMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerTransition>): WorkerTransition {
+    return WorkerTransition.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerTransition>): WorkerTransition {
+    const message = createBaseWorkerTransition();
+    message.key = object.key ?? "";
+    message.start = object.start ?? "";
+    message.finish = object.finish ?? "";
+    message.stimulusId = object.stimulusId ?? "";
+    message.timeMs = object.timeMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseWorkerServiceGetStoryResponse(): WorkerServiceGetStoryResponse {
+  return { address: "", transitions: [] };
+}
+
+export const WorkerServiceGetStoryResponse: MessageFns<WorkerServiceGetStoryResponse> = {
+  encode(message: WorkerServiceGetStoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.address !== "") {
+      writer.uint32(10).string(message.address);
+    }
+    for (const v of message.transitions) {
+      WorkerTransition.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerServiceGetStoryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerServiceGetStoryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.transitions.push(WorkerTransition.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerServiceGetStoryResponse>): WorkerServiceGetStoryResponse {
+    return WorkerServiceGetStoryResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerServiceGetStoryResponse>): WorkerServiceGetStoryResponse {
+    const message = createBaseWorkerServiceGetStoryResponse();
+    message.address = object.address ?? "";
+    message.transitions = object.transitions?.map((e) => WorkerTransition.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /** A worker's own service, used by peer workers and clients. */
 export type WorkerServiceService = typeof WorkerServiceService;
 export const WorkerServiceService = {
@@ -656,6 +902,18 @@ export const WorkerServiceService = {
     responseSerialize: (value: GetStatusResponse): Buffer => Buffer.from(GetStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetStatusResponse => GetStatusResponse.decode(value),
   },
+  /** Every transition of the given keys this worker recorded, oldest first (client.story). */
+  getStory: {
+    path: "/skein.v1.WorkerService/GetStory" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: WorkerServiceGetStoryRequest): Buffer =>
+      Buffer.from(WorkerServiceGetStoryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WorkerServiceGetStoryRequest => WorkerServiceGetStoryRequest.decode(value),
+    responseSerialize: (value: WorkerServiceGetStoryResponse): Buffer =>
+      Buffer.from(WorkerServiceGetStoryResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WorkerServiceGetStoryResponse => WorkerServiceGetStoryResponse.decode(value),
+  },
 } as const;
 
 export interface WorkerServiceServer extends UntypedServiceImplementation {
@@ -665,6 +923,8 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
   run: handleUnaryCall<RunRequest, RunResponse>;
   /** The worker's state. */
   getStatus: handleUnaryCall<GetStatusRequest, GetStatusResponse>;
+  /** Every transition of the given keys this worker recorded, oldest first (client.story). */
+  getStory: handleUnaryCall<WorkerServiceGetStoryRequest, WorkerServiceGetStoryResponse>;
 }
 
 export interface WorkerServiceClient extends Client {
@@ -703,6 +963,22 @@ export interface WorkerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetStatusResponse) => void,
+  ): ClientUnaryCall;
+  /** Every transition of the given keys this worker recorded, oldest first (client.story). */
+  getStory(
+    request: WorkerServiceGetStoryRequest,
+    callback: (error: ServiceError | null, response: WorkerServiceGetStoryResponse) => void,
+  ): ClientUnaryCall;
+  getStory(
+    request: WorkerServiceGetStoryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WorkerServiceGetStoryResponse) => void,
+  ): ClientUnaryCall;
+  getStory(
+    request: WorkerServiceGetStoryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WorkerServiceGetStoryResponse) => void,
   ): ClientUnaryCall;
 }
 
