@@ -18,6 +18,7 @@ import {
   ProtocolVersionError,
   SkeinError,
   checkProtocolVersion,
+  protocolMinorAtLeast,
   decodeValue,
   encodeValue,
   formatAddress,
@@ -234,6 +235,8 @@ export class Client implements FutureHost {
    * reports are about.
    */
   readonly #cancelAcks = new Map<string, number>();
+  /** The scheduler answers every key of a CancelKeys (protocol 1.2); from its Welcome. */
+  #cancelAcked = false;
   readonly #sentFunctions = new Set<string>();
   readonly #batcher: Batcher<Outgoing>;
   #lastOut: Outgoing | undefined;
@@ -334,6 +337,8 @@ export class Client implements FutureHost {
         welcomed = true;
         this.schedulerId = ev.schedulerId;
         this.#batches = ev.batches;
+        // A 1.1 scheduler answers only the cancelled keys it knows: no acknowledgement to wait for.
+        this.#cancelAcked = protocolMinorAtLeast(ev.protocolVersion, 2);
         onWelcome?.();
         return;
       }
@@ -930,7 +935,7 @@ export class Client implements FutureHost {
       if (s.status !== 'cancelled') s.settle('cancelled', new CancelledError(s.key, 'cancelled by the client'));
     }
     if (keys.length > 0 && this.#lifecycle.status === 'running' && !this.#lost) {
-      for (const k of keys) this.#cancelAcks.set(k, (this.#cancelAcks.get(k) ?? 0) + 1);
+      if (this.#cancelAcked) for (const k of keys) this.#cancelAcks.set(k, (this.#cancelAcks.get(k) ?? 0) + 1);
       this.#queueKeys('CancelKeys', keys);
     }
   }

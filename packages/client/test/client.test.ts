@@ -446,6 +446,28 @@ describe('connecting', () => {
     }
   });
 
+  it('with a protocol 1.1 scheduler (no answer per cancelled key) takes the next report of a resubmitted key as its own', async () => {
+    const old = await FakeCluster.start({ protocolVersion: '1.1' });
+    const c = await Client.connect(old.address);
+    try {
+      const slow = () => new Promise((r) => setTimeout(r, 60_000));
+      const first = c.submitWith({ key: 'again-1' }, slow);
+      await until(() => old.tasks.has('again-1'));
+      await first.cancel();
+      await until(() => old.keysOf('cancelKeys').includes('again-1'));
+      const second = c.submitWith({ key: 'again-1' }, slow);
+      const p = second.result().catch((e: unknown) => e);
+      await until(() => old.updates.flatMap((u) => u.wantedKeys).filter((k) => k === 'again-1').length === 2);
+      old.push({ kind: { $case: 'cancelled', value: { key: 'again-1', reason: 'impossible graph' } } });
+      const err = await p;
+      expect(err).toBeInstanceOf(CancelledError);
+      expect((err as Error).message).toContain('impossible graph');
+    } finally {
+      await c.close();
+      await old.close();
+    }
+  });
+
   it('fails fast with CommClosedError when nothing listens', async () => {
     const server = newServer();
     const port = await bindServer(server, '127.0.0.1', 0, 'probe');

@@ -49,7 +49,7 @@ export {
 } from './values.js';
 export { parseAddress, parseHost, formatAddress, grpcTarget, interfaceAddress, contactHost, type Address } from './address.js';
 export { CHANNEL_OPTIONS, SERVER_OPTIONS, insecureChannel, newServer, bindServer, shutdownServer, Batcher, quietGrpcLogs, toGrpcStatus } from './grpc.js';
-export { PROTOCOL_VERSION, checkProtocolVersion } from './version.js';
+export { PROTOCOL_VERSION, checkProtocolVersion, protocolMinorAtLeast } from './version.js';
 export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { functionName, functionSource, sha256, inlineFunction, compileFunction, explainReferenceError } from './functions.js';
 export { Lifecycle, type LifecycleStatus } from './lifecycle.js';

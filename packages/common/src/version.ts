@@ -1,7 +1,17 @@
 import { ProtocolVersionError } from './errors.js';
 
-/** The wire protocol version. Peers must share the major number. */
-export const PROTOCOL_VERSION = '1.1';
+/**
+ * The wire protocol version. Peers must share the major number; a minor number says which
+ * additions a peer knows (1.1: column forms; 1.2: quoted markers, ENCODING_RAW_UINT8ARRAY,
+ * KeyNoWorker, GetWhoHas, WorkerService.GetStory, one `cancelled` answer per cancelled key).
+ */
+export const PROTOCOL_VERSION = '1.2';
+
+/** Whether a peer announcing `remote` (same major) knows the additions of minor version `minor`. */
+export function protocolMinorAtLeast(remote: string, minor: number): boolean {
+  const m = Number(remote.split('.')[1]);
+  return Number.isInteger(m) && m >= minor;
+}
 
 /** Throws ProtocolVersionError when `remote` cannot talk to this side. */
 export function checkProtocolVersion(remote: string, who: string): void {
