@@ -353,12 +353,14 @@ export class Worker {
           break;
         }
         case 'freeKeys':
+          for (const key of k.value.keys) this.revokeUnstarted(key, true, k.value.stimulusId, events);
           events.push({ type: 'FreeKeys', keys: k.value.keys, stimulusId: k.value.stimulusId });
           break;
         case 'acquireReplicas':
           events.push(acquireReplicasEvent(k.value.whoHas, k.value.stimulusId));
           break;
         case 'steal':
+          this.revokeUnstarted(k.value.key, false, k.value.stimulusId, events);
           events.push({ type: 'StealRequest', key: k.value.key, stimulusId: k.value.stimulusId });
           break;
         case 'close':
@@ -378,6 +380,17 @@ export class Worker {
       this.closeCommand?.();
       void this.close(close);
     }
+  }
+
+  /**
+   * Before the scheduler frees `key` or takes it back: a task handed to the threads that has not
+   * started is taken back from them (ExecutionRevoked), so it never runs. A freed task that is
+   * still an input of another task here stays (it is needed anyway).
+   */
+  private revokeUnstarted(key: string, freeing: boolean, stimulusId: string, events: WorkerEvent[]): void {
+    const ts = this.state.tasks.get(key);
+    if (ts?.state !== 'executing' || (freeing && ts.dependents.size > 0)) return;
+    if (this.pool?.revoke(key)) events.push({ type: 'ExecutionRevoked', key, stimulusId });
   }
 
   private onWelcome(session: Session, w: Welcome): void {
@@ -557,7 +570,7 @@ export class Worker {
     for (const [, v] of a.inputs) if (isSpilled(v)) spilled = true;
     if (!spilled) {
       this.pool!.run(
-        { key, fn: a.call.fn, args: a.call.args, inputs: a.inputs as Array<[string, Encoded]>, resultEncoding: a.call.resultEncoding ?? 0 },
+        { key, fn: a.call.fn, args: a.call.args, inputs: a.inputs as Array<[string, Encoded]>, resultEncoding: a.call.resultEncoding ?? 0, priority: a.priority, sequence: a.sequence },
         (r) => this.onExecuted(key, r),
       );
       return;
@@ -566,7 +579,7 @@ export class Worker {
     const p = Promise.all(a.inputs.map(async ([dep, v]): Promise<[string, Encoded]> => [dep, isSpilled(v) ? await this.unspill(dep, v.file, v.encoding) : v])).then(
       (inputs) => {
         if (this.lifecycle.closing) return;
-        this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs, resultEncoding: a.call.resultEncoding ?? 0 }, (r) => this.onExecuted(key, r));
+        this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs, resultEncoding: a.call.resultEncoding ?? 0, priority: a.priority, sequence: a.sequence }, (r) => this.onExecuted(key, r));
       },
       (err: unknown) => {
         const now = Date.now();
