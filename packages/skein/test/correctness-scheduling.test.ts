@@ -67,6 +67,14 @@ describe('one worker with one thread', () => {
     // The victim reached the worker (it is processing there) and waits for the thread.
     await until(async () => (await client.story(victim)).some((t) => t.finish === 'processing'), 10_000, 'the victim to be sent');
     await victim.cancel();
+    // The worker let go of it (its heartbeat counts only the blocking task as executing) before
+    // the blocking task ends: otherwise the free command could still be on its way.
+    const cancelledAt = Date.now();
+    await until(
+      async () => Object.values(await client.workerMetrics()).some((h) => h.some((m) => m.timeMs > cancelledAt && m.executing === 1)),
+      5_000,
+      'the worker to drop the cancelled task',
+    );
     release('c5');
     expect(await blocker.result()).toBe('c5');
     // A task after it on the same thread has run, so the victim would have run by now.
