@@ -353,14 +353,14 @@ export class Worker {
           break;
         }
         case 'freeKeys':
-          for (const key of k.value.keys) this.revokeUnstarted(key, true, k.value.stimulusId, events);
+          this.revokeUnstarted(k.value.keys, true, k.value.stimulusId, events);
           events.push({ type: 'FreeKeys', keys: k.value.keys, stimulusId: k.value.stimulusId });
           break;
         case 'acquireReplicas':
           events.push(acquireReplicasEvent(k.value.whoHas, k.value.stimulusId));
           break;
         case 'steal':
-          this.revokeUnstarted(k.value.key, false, k.value.stimulusId, events);
+          this.revokeUnstarted([k.value.key], false, k.value.stimulusId, events);
           events.push({ type: 'StealRequest', key: k.value.key, stimulusId: k.value.stimulusId });
           break;
         case 'close':
@@ -383,14 +383,18 @@ export class Worker {
   }
 
   /**
-   * Before the scheduler frees `key` or takes it back: a task handed to the threads that has not
-   * started is taken back from them (ExecutionRevoked), so it never runs. A freed task that is
-   * still an input of another task here stays (it is needed anyway).
+   * Before the scheduler frees `keys` or takes them back: tasks handed to the threads that have
+   * not started are taken back from them (ExecutionRevoked), so they never run. A freed task that
+   * is still an input of another task here stays (it is needed anyway).
    */
-  private revokeUnstarted(key: string, freeing: boolean, stimulusId: string, events: WorkerEvent[]): void {
-    const ts = this.state.tasks.get(key);
-    if (ts?.state !== 'executing' || (freeing && ts.dependents.size > 0)) return;
-    if (this.pool?.revoke(key)) events.push({ type: 'ExecutionRevoked', key, stimulusId });
+  private revokeUnstarted(keys: readonly string[], freeing: boolean, stimulusId: string, events: WorkerEvent[]): void {
+    let executing: Set<string> | undefined;
+    for (const key of keys) {
+      const ts = this.state.tasks.get(key);
+      if (ts?.state === 'executing' && !(freeing && ts.dependents.size > 0)) (executing ??= new Set()).add(key);
+    }
+    if (!executing || !this.pool) return;
+    for (const key of this.pool.revoke(executing)) events.push({ type: 'ExecutionRevoked', key, stimulusId });
   }
 
   private onWelcome(session: Session, w: Welcome): void {

@@ -158,10 +158,13 @@ describe('ThreadPool: queued tasks', () => {
       pool.run({ key: 'victim', fn: count, args: json([]), inputs: [] }, () => (called = true));
       // Both go to the one thread in one batch; the victim waits behind the long task.
       await new Promise((r) => setImmediate(r));
-      expect(pool.revoke('victim')).toBe(true);
-      expect(pool.revoke('victim')).toBe(false);
+      expect(pool.revoke(new Set(['victim', 'unknown']))).toEqual(['victim']);
+      expect(pool.revoke(new Set(['victim']))).toEqual([]);
       expect(ok(await long)).toBe(100);
-      expect(pool.revoke('long')).toBe(false);
+      expect(pool.revoke(new Set(['long']))).toEqual([]);
+      // Taken back while still in the pool's own queue (before it went to a thread).
+      pool.run({ key: 'queued', fn: count, args: json([]), inputs: [] }, () => (called = true));
+      expect(pool.revoke(new Set(['queued']))).toEqual(['queued']);
       // The next task is the first to count: the victim never ran.
       expect(ok(await run(pool, { key: 'after', fn: count, args: json([]), inputs: [] }))).toBe(1);
       expect(called).toBe(false);

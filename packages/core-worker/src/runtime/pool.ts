@@ -105,8 +105,6 @@ export class ThreadPool {
   private queue: Pending[] = [];
   private queueHead = 0;
   private queued = 0;
-  /** Tasks in the pool (queued or on a thread), by key: what `revoke` looks up. */
-  private readonly byKey = new Map<string, Pending>();
   private watch: NodeJS.Timeout | undefined;
   private readonly sources = new Map<string, string>();
   private nextId = 1;
@@ -144,26 +142,29 @@ export class ThreadPool {
   }
 
   /**
-   * Takes back the task of `key` if it has not started (waiting in the pool or queued on a
-   * thread): true, and its callback is never called; false if it runs or ran (its result comes).
+   * Takes back the tasks of `keys` that have not started (waiting in the pool or queued on a
+   * thread) and returns their keys: their callbacks are never called. A task that runs or ran is
+   * left alone (its result comes). One pass over the tasks in the pool, so that running a task
+   * costs no index by key.
    */
-  revoke(key: string): boolean {
-    const p = this.byKey.get(key);
-    if (!p || p.gone) return false;
-    const slot = p.slot;
-    if (slot) {
-      if (!this.takeBack(slot, p)) return false;
-    } else {
+  revoke(keys: ReadonlySet<string>): string[] {
+    const out: string[] = [];
+    if (keys.size === 0) return out;
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const p = this.queue[i]!;
+      if (p.gone || !keys.has(p.task.key)) continue;
+      p.gone = true;
       this.queued--;
+      out.push(p.task.key);
     }
-    this.forget(p);
-    return true;
-  }
-
-  /** The task left the pool. */
-  private forget(p: Pending): void {
-    p.gone = true;
-    if (this.byKey.get(p.task.key) === p) this.byKey.delete(p.task.key);
+    for (const slot of this.slots) {
+      for (const p of slot.inflight.values()) {
+        if (!keys.has(p.task.key) || !this.takeBack(slot, p)) continue;
+        p.gone = true;
+        out.push(p.task.key);
+      }
+    }
+    return out;
   }
 
   /** Remembers an inline function's source; each thread compiles it on first use. */
@@ -188,7 +189,6 @@ export class ThreadPool {
       return;
     }
     const p: Pending = { id: this.nextId++, task, cb, priority: task.priority ?? 0, sequence: task.sequence ?? 0, slot: null, gone: false };
-    this.byKey.set(task.key, p);
     this.enqueue(p);
     if (!this.pumpScheduled) {
       this.pumpScheduled = true;
@@ -205,7 +205,6 @@ export class ThreadPool {
     await Promise.allSettled(slots.map((s) => s.thread.terminate()));
     const now = Date.now();
     const err = (key: string) => toRemoteError(new SkeinError('cancelled', 'The worker closed while the task ran.'), key);
-    this.byKey.clear();
     for (const s of slots) for (const p of s.inflight.values()) p.cb({ ok: false, error: err(p.task.key), startMs: now, stopMs: now });
     for (const p of this.queue.splice(this.queueHead)) if (!p.gone) p.cb({ ok: false, error: err(p.task.key), startMs: now, stopMs: now });
     this.queued = 0;
@@ -319,7 +318,7 @@ export class ThreadPool {
         this.enqueue(p);
         continue;
       }
-      this.forget(p);
+      p.gone = true;
       p.cb({ ok: false, error: toRemoteError(new SkeinError('internal', `Task ${p.task.key} failed: ${reason}.`), p.task.key), startMs: now, stopMs: now });
     }
     slot.inflight.clear();
@@ -337,7 +336,7 @@ export class ThreadPool {
       const p = slot.inflight.get(r.id);
       if (!p) continue;
       slot.inflight.delete(r.id);
-      this.forget(p);
+      p.gone = true;
       const ms = r.stopMs - r.startMs;
       slot.avgMs = slot.avgMs * 0.8 + ms * 0.2;
       if (r.ok) {
