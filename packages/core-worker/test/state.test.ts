@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { WorkerAction } from '../src/state/types.js';
+import type { WorkerAction, WorkerEvent } from '../src/state/types.js';
 import { A, B, SELF, compute, failure, json, newState, success } from './helpers.js';
 
 const kinds = (actions: WorkerAction[]) =>
@@ -405,10 +405,15 @@ describe('WorkerState: log and validation', () => {
           if (rand(3) === 0) s.handle({ type: 'GatherDepFailure', worker: peer, reason: 'x', stimulusId: `f${step}` });
           else s.handle({ type: 'GatherDepSuccess', worker: peer, data: new Map(ks.map((k) => [k, json(1)])), missing: [], stimulusId: `g${step}` });
         }
-      } else if (r < 8) {
-        s.handle({ type: 'FreeKeys', keys: [key], stimulusId: `free${step}` });
       } else if (r < 9) {
-        s.handle({ type: 'StealRequest', key, stimulusId: `steal${step}` });
+        // As the shell does: an executing task that has not started (here: at random) is first
+        // taken back from the threads, unless a freed one is still an input here.
+        const freeing = r < 8;
+        const t = s.tasks.get(key);
+        const revoked: WorkerEvent[] =
+          t?.state === 'executing' && !(freeing && t.dependents.size > 0) && rand(2) === 0 ? [{ type: 'ExecutionRevoked', key, stimulusId: `rev${step}` }] : [];
+        if (freeing) s.handle(...revoked, { type: 'FreeKeys', keys: [key], stimulusId: `free${step}` });
+        else s.handle(...revoked, { type: 'StealRequest', key, stimulusId: `steal${step}` });
       } else if (rand(20) === 0) {
         s.handle({ type: 'SchedulerLost', stimulusId: `lost${step}` });
       } else {
