@@ -69,13 +69,16 @@ describe('one worker with one thread', () => {
     await victim.cancel();
     // The worker let go of it (its heartbeat counts only the blocking task as executing) before
     // the blocking task ends: otherwise the free command could still be on its way.
-    const cancelledAt = Date.now();
-    await until(
-      async () => Object.values(await client.workerMetrics()).some((h) => h.some((m) => m.timeMs > cancelledAt && m.executing === 1)),
-      5_000,
-      'the worker to drop the cancelled task',
-    );
-    release('c5');
+    try {
+      const cancelledAt = Date.now();
+      await until(
+        async () => Object.values(await client.workerMetrics()).some((h) => h.some((m) => m.timeMs > cancelledAt && m.executing === 1)),
+        5_000,
+        'the worker to drop the cancelled task',
+      );
+    } finally {
+      release('c5');
+    }
     expect(await blocker.result()).toBe('c5');
     // A task after it on the same thread has run, so the victim would have run by now.
     expect(await client.submitWith({ key: 'c5-after' }, record, dir, 'c5-after').result()).toBeGreaterThan(0);
@@ -97,8 +100,7 @@ describe('one worker with one thread', () => {
       },
       10_000,
       'the tasks to reach the scheduler',
-    );
-    release('p6');
+    ).finally(() => release('p6'));
     await Promise.all([blocker.result(), low.result(), mid.result(), high.result()]);
     expect(logged()).toEqual(['high', 'mid', 'low']);
   });
@@ -187,5 +189,35 @@ describe('two workers with one thread each', () => {
     const strict = client.mapWith({ key: 'strict', workers: [a] }, nap, [1, 2, 3, 4, 5, 6]);
     const strictPids = new Set((await client.gather(strict)).map((r) => r[0]));
     expect(strictPids.size).toBe(1);
+  });
+});
+
+describe('two workers with two threads each', () => {
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    cluster = await LocalCluster.start({ nWorkers: 2, threadsPerWorker: 2, memoryLimit: '1GB' });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+  });
+
+  // The test_steal scenario: no short task waits for the long one submitted with them.
+  it('runs 40 short tasks while a long one holds one thread', async () => {
+    const blocker = client.submitWith({ key: 'h7b-blocker' }, block, dir, 'h7b');
+    const shorts = client.mapWith({ key: 'h7b-short' }, (x: number) => x * 3, Array.from({ length: 40 }, (_, i) => i));
+    try {
+      const out = await Promise.race([
+        client.gather(shorts),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('short tasks waited for the long one')), 5_000)),
+      ]);
+      expect(out).toEqual(Array.from({ length: 40 }, (_, i) => i * 3));
+    } finally {
+      release('h7b');
+    }
+    expect(await blocker.result()).toBe('h7b');
   });
 });

@@ -262,7 +262,8 @@ export class ThreadPool {
         if (!this.takeBack(slot, p)) break;
         back.push(p);
       }
-      for (const p of back) this.enqueue(p);
+      // Oldest first: in order, they mostly go to the end of the queue.
+      for (let i = back.length - 1; i >= 0; i--) this.enqueue(back[i]!);
       if (back.length > 0) moved = true;
     }
     if (moved) this.pump();
