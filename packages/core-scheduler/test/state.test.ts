@@ -390,7 +390,7 @@ describe('SchedulerState: order, stealing and loose restrictions (issue 11)', ()
     // x took 0 ms: y still goes where nothing else waits... unless B is busy; here B still runs z.
     acts = h.handle({ type: 'TaskFinished', worker: 'A', key: 'x', value: small(4), nbytes: 4, typeName: 'number', startMs: 5, stopMs: 5 });
     expect(computes(acts)).toEqual(['A:y']);
-    // B runs out of work: it asks A for y (the newest of A's tasks), not for w.
+    // B runs out of work: it asks A for y (waiting there), not for w (the oldest, running).
     acts = h.err('B', 'z');
     expect(steals(acts)).toEqual(['A:y']);
     acts = h.handle({ type: 'StealResponse', worker: 'A', key: 'y', state: 'ready' });

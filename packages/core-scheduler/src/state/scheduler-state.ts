@@ -40,6 +40,8 @@ const STEALABLE_WORKER_STATES = new Set(['ready', 'waiting', 'fetch', 'flight', 
 const BYTES_PER_MS = 100_000; // assumed network bandwidth for placement (100 MB/s)
 const MAX_TRANSITIONS_PER_EVENT = 10_000_000;
 const HISTORY_SAMPLES = 600;
+/** Tasks of one victim looked at per steal attempt (the rest wait for the next attempt). */
+const MAX_STEAL_SCAN = 1000;
 
 /** Whether the tasks do not all have the same priority. */
 function mixedPriorities(tasks: readonly TaskRecord[]): boolean {
@@ -1030,8 +1032,8 @@ export class SchedulerState {
   /**
    * Moves not-yet-started tasks to `idle` (a new worker, or one with a thread free and nothing
    * queued on the scheduler) from workers holding more tasks than threads: up to half of what
-   * waits there for a thread, newest first (the oldest are the ones running). The victim gives a
-   * task up only if it has not started it (StealResponse).
+   * waits there for a thread, passing over the oldest (the ones running). The victim gives a task
+   * up only if it has not started it (StealResponse).
    */
   private stealFor(idle: WorkerRecord): void {
     if (this.queue.size > 0 || idle.status !== 'running') return;
@@ -1042,9 +1044,15 @@ export class SchedulerState {
       .sort((a, b) => b.processing.size / b.nthreads - a.processing.size / a.nthreads);
     for (const victim of victims) {
       let excess = Math.ceil((victim.processing.size - victim.nthreads) / 2);
-      const tasks = [...victim.processing];
-      for (let i = tasks.length - 1; i >= 0 && want > 0 && excess > 0; i--) {
-        const ts = tasks[i]!;
+      // The oldest ones are the ones most likely running; a bounded look at the rest.
+      let skip = victim.nthreads;
+      let scan = MAX_STEAL_SCAN;
+      for (const ts of victim.processing) {
+        if (want <= 0 || excess <= 0 || --scan < 0) break;
+        if (skip > 0) {
+          skip--;
+          continue;
+        }
         if (ts.stealingFrom || !this.mayRunOn(ts, idle)) continue;
         ts.stealingFrom = victim;
         this.emit({ type: 'StealRequest', worker: victim.address, key: ts.key, stimulusId: this.stimulusId });
@@ -1058,6 +1066,8 @@ export class SchedulerState {
   /** Whether `ts` may move to `ws` (its restrictions allow it, loose ones included). */
   private mayRunOn(ts: TaskRecord, ws: WorkerRecord): boolean {
     if (!ts.restricted && !ts.fn.registered) return true;
+    const r = ts.restrictions;
+    if (r && r.workers.length > 0 && !r.allowOtherWorkers && !r.workers.includes(ws.address) && !r.workers.includes(ws.name)) return false;
     const valid = this.validWorkers(ts);
     return typeof valid !== 'string' && valid.includes(ws);
   }
