@@ -8,7 +8,7 @@
  * thread has a shared array of claim cells, one per queued task, and a thread starts a task only
  * if it wins the cell (compare-and-swap) before the main thread takes the task back. A thread
  * whose current task has run longer than HOLD_MS gets no more tasks, and the tasks queued behind
- * it go back to the pool's queue, for the next free thread (or for the worker to give away).
+ * it go back to the pool's queue when another thread has nothing to do.
  */
 import { Worker as Thread } from 'node:worker_threads';
 import { existsSync } from 'node:fs';
@@ -84,7 +84,8 @@ const TINY_TASK_WINDOW = 512;
 const TRANSFER_MIN_BYTES = 64 * 1024;
 /**
  * A task that has run this long holds its thread: no task is queued behind it, and the ones
- * queued behind it are taken back (checked every HOLD_MS while tasks are queued on threads).
+ * queued behind it move to a thread with nothing to do (checked every HOLD_MS while tasks are
+ * queued on threads).
  */
 const HOLD_MS = 3;
 
@@ -239,16 +240,24 @@ export class ThreadPool {
   }
 
   /**
-   * Every HOLD_MS while tasks are queued on threads: a thread whose task has run longer than
-   * HOLD_MS gives back the tasks queued behind it (for a free thread, or to be given away).
+   * Every HOLD_MS while tasks are queued on threads: when a thread has nothing to do, a thread
+   * whose task has run longer than HOLD_MS gives back the tasks queued behind it, for it.
    */
   private readonly check = (): void => {
     if (this.closed) return;
     const now = Date.now();
     let waiting = false;
     let moved = false;
+    // Only for a thread with nothing to do: moving tasks between busy threads (or on a pool of
+    // one) gains nothing and costs a resend (a thread the OS paused looks busy too).
+    let idle = false;
+    for (const slot of this.slots) if (slot.inflight.size === 0) idle = true;
     for (const slot of this.slots) {
       if (slot.inflight.size < 2) continue;
+      if (!idle) {
+        waiting = true;
+        continue;
+      }
       const since = slot.clock[0]!;
       if (since === 0 || now - since <= HOLD_MS) {
         waiting = true;
