@@ -45,6 +45,16 @@ const started = (name: string) => existsSync(join(dir, `${name}.started`));
 const release = (name: string) => writeFileSync(join(dir, `${name}.release`), '');
 const logged = (): string[] => (existsSync(join(dir, 'log')) ? readFileSync(join(dir, 'log'), 'utf8').split('\n').filter(Boolean) : []);
 
+/** `p`, or a rejection naming `what` after `ms` (the timer is cleared either way). */
+async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(what)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 describe('one worker with one thread', () => {
   let cluster: LocalCluster;
   let client: Client;
@@ -124,10 +134,7 @@ describe('one worker with two threads', () => {
     const blocker = client.submitWith({ key: 'h7-blocker' }, block, dir, 'h7');
     const shorts = client.mapWith({ key: 'h7-short' }, (x: number) => x + 1, Array.from({ length: 40 }, (_, i) => i));
     try {
-      const out = await Promise.race([
-        client.gather(shorts),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('short tasks waited for the long one')), 5_000)),
-      ]);
+      const out = await within(5_000, client.gather(shorts), 'short tasks waited for the long one');
       expect(out).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
       expect(started('h7')).toBe(true);
     } finally {
@@ -164,10 +171,7 @@ describe('two workers with one thread each', () => {
     }, 1, 0);
     const w = client.submitWith({ key: 'h7w' }, block, dir, 'h7w');
     try {
-      const got = await Promise.race([
-        y.result(),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('y waited for the long task')), 5_000)),
-      ]);
+      const got = await within(5_000, y.result(), 'y waited for the long task');
       expect(got).toBe(3);
       await expect(z.result()).rejects.toThrow(/division by zero/);
     } finally {
@@ -210,10 +214,7 @@ describe('two workers with two threads each', () => {
     const blocker = client.submitWith({ key: 'h7b-blocker' }, block, dir, 'h7b');
     const shorts = client.mapWith({ key: 'h7b-short' }, (x: number) => x * 3, Array.from({ length: 40 }, (_, i) => i));
     try {
-      const out = await Promise.race([
-        client.gather(shorts),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('short tasks waited for the long one')), 5_000)),
-      ]);
+      const out = await within(5_000, client.gather(shorts), 'short tasks waited for the long one');
       expect(out).toEqual(Array.from({ length: 40 }, (_, i) => i * 3));
     } finally {
       release('h7b');
