@@ -564,3 +564,87 @@ describe('SchedulerState: cancel, restart, retire and bad graphs (issue 11)', ()
     expect(r).toMatchObject([{ client: 'c', type: 'in-memory', key: 'big-1', workers: [other] }]);
   });
 });
+
+describe('SchedulerState: order, stealing and loose restrictions (issue 11)', () => {
+  /** Two slots per thread before durations are known (the default saturation 1.1 rounds up to 2). */
+  const harness = () => {
+    const h = new Harness();
+    h.state = new SchedulerState({ now: () => h.now, validate: true, workerSaturation: 1.1, inlineBytes: 100, allowedFailures: 1 });
+    return h;
+  };
+  const steals = (as: SchedulerAction[]) => as.filter((a) => a.type === 'StealRequest').map((a) => `${a.worker}:${(a as { key: string }).key}`);
+
+  // Dask test_client::test_long_tasks_dont_trigger_timeout: y = inc(x) waits behind a long w.
+  it('an idle worker steals a task queued behind a running one, and the task goes to it', () => {
+    const h = harness();
+    h.addWorker('A');
+    h.addWorker('B');
+    let acts = h.submit('c', [def('x'), def('y', ['x']), def('z'), def('w')], ['x', 'y', 'z', 'w']);
+    expect(computes(acts)).toEqual(['A:x', 'B:z', 'A:w']);
+    // x took 0 ms: y still goes where nothing else waits... unless B is busy; here B still runs z.
+    acts = h.handle({ type: 'TaskFinished', worker: 'A', key: 'x', value: small(4), nbytes: 4, typeName: 'number', startMs: 5, stopMs: 5 });
+    expect(computes(acts)).toEqual(['A:y']);
+    // B runs out of work: it asks A for y (waiting there), not for w (the oldest, running).
+    acts = h.err('B', 'z');
+    expect(steals(acts)).toEqual(['A:y']);
+    acts = h.handle({ type: 'StealResponse', worker: 'A', key: 'y', state: 'ready' });
+    expect(computes(acts)).toEqual(['B:y']);
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'FreeKeys', worker: 'A', keys: ['y'] }));
+  });
+
+  it('a worker does not steal from one that has no more tasks than threads', () => {
+    const h = harness();
+    h.addWorker('A', { nthreads: 2 });
+    h.addWorker('B');
+    h.submit('c', [def('a'), def('b'), def('c')], ['a', 'b', 'c']);
+    expect([...h.state.workers.get('A')!.processing].map((t) => t.key)).toEqual(['a', 'c']);
+    expect(steals(h.finish('B', 'b'))).toEqual([]);
+  });
+
+  // Dask test_priorities::test_submit (queue on scheduler).
+  it('places the tasks of one update best first, so the higher priority ones take the free slots', () => {
+    const h = harness();
+    h.addWorker('A');
+    h.submit('c', [def('blocker')], ['blocker']);
+    const acts = h.submit('c', [def('low', [], { priority: -1 }), def('mid'), def('high', [], { priority: 1 })], ['low', 'mid', 'high']);
+    expect(computes(acts)).toEqual(['A:high']);
+    expect(h.state_('low')).toBe('queued');
+    expect(h.state_('mid')).toBe('queued');
+    // Durations known: more slots, and the queue hands them out best first.
+    expect(computes(h.finish('A', 'blocker'))).toEqual(['A:mid', 'A:low']);
+  });
+
+  // Dask test_steal (loose restrictions may be stolen) and allow_other_workers.
+  it('tasks restricted to a busy worker with allowOtherWorkers go to other workers; strict ones stay', () => {
+    const h = harness();
+    h.addWorker('A');
+    h.addWorker('B');
+    const loose = ['l1', 'l2', 'l3', 'l4'];
+    let acts = h.submit('c', loose.map((k) => def(k, [], { workers: ['A'], allowOtherWorkers: true })), loose);
+    const placed = computes(acts);
+    expect(placed[0]).toBe('A:l1');
+    expect(placed.filter((p) => p.startsWith('B:')).length).toBeGreaterThan(0);
+    const strict = ['s1', 's2', 's3'];
+    acts = h.submit('c', strict.map((k) => def(k, [], { workers: ['A'] })), strict);
+    expect(computes(acts)).toEqual(['A:s1', 'A:s2', 'A:s3']);
+    // B runs out of work: it may take loose tasks from A, never strict ones.
+    for (const p of placed.filter((p) => p.startsWith('B:'))) acts = h.finish('B', p.slice(2));
+    const asked = steals(acts);
+    for (const s of asked) expect(s).toMatch(/^A:l/);
+  });
+
+  it('an idle worker steals a task restricted to it and a busy worker, but not one restricted elsewhere', () => {
+    const h = harness();
+    h.addWorker('A');
+    h.addWorker('B');
+    h.addWorker('C');
+    h.submit('c', [def('run-1', [], { workers: ['A'] })], ['run-1']);
+    h.submit('c', [def('ab-1', [], { workers: ['A', 'B'] }), def('a-2', [], { workers: ['A'] })], ['ab-1', 'a-2']);
+    expect(h.state.tasks.get('ab-1')!.processingOn?.address).toBe('B');
+    h.submit('c', [def('ab-2', [], { workers: ['A', 'B'] })], ['ab-2']);
+    const onA = [...h.state.workers.get('A')!.processing].map((t) => t.key);
+    expect(onA).toContain('a-2');
+    // C may run none of them; B may run the ab- ones.
+    expect(steals(h.handle({ type: 'Tick' }))).toEqual([]);
+  });
+});

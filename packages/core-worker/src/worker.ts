@@ -357,12 +357,14 @@ export class Worker {
           break;
         }
         case 'freeKeys':
+          this.revokeUnstarted(k.value.keys, true, k.value.stimulusId, events);
           events.push({ type: 'FreeKeys', keys: k.value.keys, stimulusId: k.value.stimulusId });
           break;
         case 'acquireReplicas':
           events.push(acquireReplicasEvent(k.value.whoHas, k.value.stimulusId));
           break;
         case 'steal':
+          this.revokeUnstarted([k.value.key], false, k.value.stimulusId, events);
           events.push({ type: 'StealRequest', key: k.value.key, stimulusId: k.value.stimulusId });
           break;
         case 'close':
@@ -382,6 +384,21 @@ export class Worker {
       this.closeCommand?.();
       void this.close(close);
     }
+  }
+
+  /**
+   * Before the scheduler frees `keys` or takes them back: tasks handed to the threads that have
+   * not started are taken back from them (ExecutionRevoked), so they never run. A freed task that
+   * is still an input of another task here stays (it is needed anyway).
+   */
+  private revokeUnstarted(keys: readonly string[], freeing: boolean, stimulusId: string, events: WorkerEvent[]): void {
+    let executing: Set<string> | undefined;
+    for (const key of keys) {
+      const ts = this.state.tasks.get(key);
+      if (ts?.state === 'executing' && !(freeing && ts.dependents.size > 0)) (executing ??= new Set()).add(key);
+    }
+    if (!executing || !this.pool) return;
+    for (const key of this.pool.revoke(executing)) events.push({ type: 'ExecutionRevoked', key, stimulusId });
   }
 
   private onWelcome(session: Session, w: Welcome): void {
@@ -582,7 +599,7 @@ export class Worker {
     for (const [, v] of a.inputs) if (isSpilled(v)) spilled = true;
     if (!spilled) {
       this.pool!.run(
-        { key, fn: a.call.fn, args: a.call.args, inputs: a.inputs as Array<[string, Encoded]>, resultEncoding: a.call.resultEncoding ?? 0 },
+        { key, fn: a.call.fn, args: a.call.args, inputs: a.inputs as Array<[string, Encoded]>, resultEncoding: a.call.resultEncoding ?? 0, priority: a.priority, sequence: a.sequence },
         (r) => this.onExecuted(key, r),
       );
       return;
@@ -591,7 +608,7 @@ export class Worker {
     const p = Promise.all(a.inputs.map(async ([dep, v]): Promise<[string, Encoded]> => [dep, isSpilled(v) ? await this.unspill(dep, v.file, v.encoding) : v])).then(
       (inputs) => {
         if (this.lifecycle.closing) return;
-        this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs, resultEncoding: a.call.resultEncoding ?? 0 }, (r) => this.onExecuted(key, r));
+        this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs, resultEncoding: a.call.resultEncoding ?? 0, priority: a.priority, sequence: a.sequence }, (r) => this.onExecuted(key, r));
       },
       (err: unknown) => {
         const now = Date.now();

@@ -154,3 +154,76 @@ describe('ThreadPool modules', () => {
     await expect(ThreadPool.start({ nthreads: 1, modules: [BROKEN] })).rejects.toThrow(/Cannot load task module .*broken\.mjs: this module is broken/);
   });
 });
+
+// Issue 11 items 5-7: tasks that have not started can be taken back from a thread.
+describe('ThreadPool: queued tasks', () => {
+  const nap = (ms: number) => new Promise((r) => setTimeout(() => r(ms), ms));
+
+  it('revoke takes back a task queued on a busy thread; it never runs and its callback is never called', async () => {
+    const pool = await ThreadPool.start({ nthreads: 1 });
+    try {
+      const sleep = inline(nap, pool);
+      const count = inline(() => ((globalThis as { ran?: number }).ran = ((globalThis as { ran?: number }).ran ?? 0) + 1), pool);
+      const long = run(pool, { key: 'long', fn: sleep, args: json([100]), inputs: [] });
+      let called = false;
+      pool.run({ key: 'victim', fn: count, args: json([]), inputs: [] }, () => (called = true));
+      // Both go to the one thread in one batch; the victim waits behind the long task.
+      await new Promise((r) => setImmediate(r));
+      expect(pool.revoke(new Set(['victim', 'unknown']))).toEqual(['victim']);
+      expect(pool.revoke(new Set(['victim']))).toEqual([]);
+      expect(ok(await long)).toBe(100);
+      expect(pool.revoke(new Set(['long']))).toEqual([]);
+      // Taken back while still in the pool's own queue (before it went to a thread).
+      pool.run({ key: 'queued', fn: count, args: json([]), inputs: [] }, () => (called = true));
+      expect(pool.revoke(new Set(['queued']))).toEqual(['queued']);
+      // The next task is the first to count: the victim never ran.
+      expect(ok(await run(pool, { key: 'after', fn: count, args: json([]), inputs: [] }))).toBe(1);
+      expect(called).toBe(false);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('starts waiting tasks best first: priority, then sequence', async () => {
+    const pool = await ThreadPool.start({ nthreads: 1 });
+    try {
+      const order = inline(() => ((globalThis as { n?: number }).n = ((globalThis as { n?: number }).n ?? 0) + 1), pool);
+      const task = (key: string, priority: number, sequence: number) => run(pool, { key, fn: order, args: json([]), inputs: [], priority, sequence });
+      const rs = await Promise.all([task('a', 0, 2), task('b', -1, 1), task('c', 1, 4), task('d', 0, 1)]);
+      expect(rs.map(ok)).toEqual([3, 4, 1, 2]);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('moves tasks queued behind a long one to the free thread', async () => {
+    const pool = await ThreadPool.start({ nthreads: 2 });
+    try {
+      const sleep = inline(nap, pool);
+      const double = inline((x: number) => x * 2, pool);
+      let longDone = false;
+      const long = run(pool, { key: 'long', fn: sleep, args: json([400]), inputs: [] }).then((r) => ((longDone = true), r));
+      const shorts = Array.from({ length: 20 }, (_, i) => run(pool, { key: `s-${i}`, fn: double, args: json([i]), inputs: [] }));
+      expect((await Promise.all(shorts)).map(ok)).toEqual(Array.from({ length: 20 }, (_, i) => i * 2));
+      expect(longDone).toBe(false);
+      expect(ok(await long)).toBe(400);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a task queued behind one that kills its thread runs on the new thread', async () => {
+    const pool = await ThreadPool.start({ nthreads: 1 });
+    try {
+      const exit = inline(() => process.exit(3), pool);
+      const double = inline((x: number) => x * 2, pool);
+      const crash = run(pool, { key: 'crash', fn: exit, args: json([]), inputs: [] });
+      const next = run(pool, { key: 'next', fn: double, args: json([21]), inputs: [] });
+      const r = await crash;
+      expect(r.ok).toBe(false);
+      expect(ok(await next)).toBe(42);
+    } finally {
+      await pool.close();
+    }
+  });
+});

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { WorkerAction } from '../src/state/types.js';
+import type { WorkerAction, WorkerEvent } from '../src/state/types.js';
 import { A, B, SELF, compute, failure, json, newState, success } from './helpers.js';
 
 const kinds = (actions: WorkerAction[]) =>
@@ -11,7 +11,7 @@ describe('WorkerState: computing', () => {
   it('runs a task with no dependencies and reports it', () => {
     const s = newState();
     const a1 = s.handle(compute('x'));
-    expect(a1).toEqual([{ type: 'Execute', key: 'x', call: expect.anything(), inputs: [], stimulusId: 'compute-x' }]);
+    expect(a1).toEqual([{ type: 'Execute', key: 'x', call: expect.anything(), inputs: [], priority: 0, sequence: 1, stimulusId: 'compute-x' }]);
     expect(s.tasks.get('x')!.state).toBe('executing');
     const a2 = s.handle(success('x', 42));
     expect(a2).toHaveLength(1);
@@ -82,14 +82,14 @@ describe('WorkerState: computing', () => {
     const acts = s.handle(success('x', 7));
     expect(acts).toEqual([
       expect.objectContaining({ type: 'SendToScheduler' }),
-      { type: 'Execute', key: 'y', call: expect.anything(), inputs: [['x', json(7)]], stimulusId: 'ok-x' },
+      expect.objectContaining({ type: 'Execute', key: 'y', inputs: [['x', json(7)]], stimulusId: 'ok-x' }),
     ]);
   });
 
   it('uses inline inputs without fetching', () => {
     const s = newState();
     const acts = s.handle(compute('y', { dependencies: ['x'], inlineInputs: { x: json(3) } }));
-    expect(acts).toEqual([{ type: 'Execute', key: 'y', call: expect.anything(), inputs: [['x', json(3)]], stimulusId: 'compute-y' }]);
+    expect(acts).toEqual([expect.objectContaining({ type: 'Execute', key: 'y', inputs: [['x', json(3)]], stimulusId: 'compute-y' })]);
     s.handle(success('y'));
     // x was only an input: dropped once y is done
     expect(s.tasks.has('x')).toBe(false);
@@ -253,6 +253,50 @@ describe('WorkerState: free, steal, replicas', () => {
     expect(s.tasks.get('a')!.state).toBe('executing');
   });
 
+  it('a task the runtime took back before it started is ready again, and runs once a thread is free', () => {
+    const s = newState({ nthreads: 1, pipelineDepth: 2 });
+    expect(kinds(s.handle(compute('a', { sequence: 1 }), compute('b', { sequence: 2 })))).toEqual(['execute:a', 'execute:b']);
+    expect(s.handle({ type: 'ExecutionRevoked', key: 'b', stimulusId: 'revoked' })).toEqual([
+      { type: 'Execute', key: 'b', call: expect.anything(), inputs: [], priority: 0, sequence: 2, stimulusId: 'revoked' },
+    ]);
+    expect(s.story('b').map((r) => `${r.start}->${r.finish}`).slice(-2)).toEqual(['executing->ready', 'ready->executing']);
+    // A revocation for a task that is not executing (finished meanwhile) changes nothing.
+    s.handle(success('a'));
+    expect(s.handle({ type: 'ExecutionRevoked', key: 'a', stimulusId: 'late' })).toEqual([]);
+    expect(s.tasks.get('a')!.state).toBe('memory');
+  });
+
+  // Dask test_worker::test_stop_doing_unnecessary_work: a freed task that had not started never runs.
+  it('FreeKeys after the runtime took an executing task back drops it without running it', () => {
+    const s = newState({ nthreads: 1, pipelineDepth: 1, resources: { GPU: 1 } });
+    s.handle(compute('x', { resources: { GPU: 1 } }), compute('y', { resources: { GPU: 1 } }));
+    const acts = s.handle({ type: 'ExecutionRevoked', key: 'x', stimulusId: 'free' }, { type: 'FreeKeys', keys: ['x'], stimulusId: 'free' });
+    // x is gone; its resources and slot went to y, and no late result is awaited
+    expect(kinds(acts)).toEqual(['execute:y']);
+    expect(s.tasks.has('x')).toBe(false);
+    expect(s.executing.has('x')).toBe(false);
+    expect(s.availableResources.get('GPU')).toBe(0);
+  });
+
+  it('a cancelled task the runtime took back is forgotten', () => {
+    const s = newState();
+    s.handle(compute('x'));
+    s.handle({ type: 'FreeKeys', keys: ['x'], stimulusId: 'free' });
+    expect(s.tasks.get('x')!.state).toBe('cancelled');
+    expect(s.handle({ type: 'ExecutionRevoked', key: 'x', stimulusId: 'revoked' })).toEqual([]);
+    expect(s.tasks.has('x')).toBe(false);
+    expect(s.executing.size).toBe(0);
+  });
+
+  it('StealRequest after the runtime took an executing task back gives it to the scheduler', () => {
+    const s = newState();
+    s.handle(compute('a'), compute('b'));
+    const acts = s.handle({ type: 'ExecutionRevoked', key: 'b', stimulusId: 'steal' }, { type: 'StealRequest', key: 'b', stimulusId: 'steal' });
+    expect(acts).toEqual([{ type: 'SendToScheduler', stimulusId: 'steal', message: { type: 'StealResponse', key: 'b', state: 'ready', stimulusId: 'steal' } }]);
+    expect(s.tasks.has('b')).toBe(false);
+    expect(s.executing.has('b')).toBe(false);
+  });
+
   it('AcquireReplicas fetches and reports add_keys; a held key is reported at once', () => {
     const s = newState();
     s.handle(compute('h'));
@@ -361,10 +405,15 @@ describe('WorkerState: log and validation', () => {
           if (rand(3) === 0) s.handle({ type: 'GatherDepFailure', worker: peer, reason: 'x', stimulusId: `f${step}` });
           else s.handle({ type: 'GatherDepSuccess', worker: peer, data: new Map(ks.map((k) => [k, json(1)])), missing: [], stimulusId: `g${step}` });
         }
-      } else if (r < 8) {
-        s.handle({ type: 'FreeKeys', keys: [key], stimulusId: `free${step}` });
       } else if (r < 9) {
-        s.handle({ type: 'StealRequest', key, stimulusId: `steal${step}` });
+        // As the shell does: an executing task that has not started (here: at random) is first
+        // taken back from the threads, unless a freed one is still an input here.
+        const freeing = r < 8;
+        const t = s.tasks.get(key);
+        const revoked: WorkerEvent[] =
+          t?.state === 'executing' && !(freeing && t.dependents.size > 0) && rand(2) === 0 ? [{ type: 'ExecutionRevoked', key, stimulusId: `rev${step}` }] : [];
+        if (freeing) s.handle(...revoked, { type: 'FreeKeys', keys: [key], stimulusId: `free${step}` });
+        else s.handle(...revoked, { type: 'StealRequest', key, stimulusId: `steal${step}` });
       } else if (rand(20) === 0) {
         s.handle({ type: 'SchedulerLost', stimulusId: `lost${step}` });
       } else {

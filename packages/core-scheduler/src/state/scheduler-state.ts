@@ -40,6 +40,15 @@ const STEALABLE_WORKER_STATES = new Set(['ready', 'waiting', 'fetch', 'flight', 
 const BYTES_PER_MS = 100_000; // assumed network bandwidth for placement (100 MB/s)
 const MAX_TRANSITIONS_PER_EVENT = 10_000_000;
 const HISTORY_SAMPLES = 600;
+/** Tasks of one victim looked at per steal attempt (the rest wait for the next attempt). */
+const MAX_STEAL_SCAN = 1000;
+
+/** Whether the tasks do not all have the same priority. */
+function mixedPriorities(tasks: readonly TaskRecord[]): boolean {
+  const first = tasks[0]?.priority;
+  for (const ts of tasks) if (ts.priority !== first) return true;
+  return false;
+}
 
 /**
  * The scheduler's logic as a pure state machine: `handle(event)` returns the actions the shell
@@ -414,7 +423,7 @@ export class SchedulerState {
       const ts = this.tasks.get(key);
       if (ts) ts.broadcast = true;
     }
-    this.addWants(client, wanted);
+    this.addWants(client, mixedPriorities(added) ? this.bestFirst(wanted) : wanted);
     // Tasks nobody wants and nothing depends on are dropped again.
     for (const ts of added) {
       if (ts.state === 'released' && !this.needed(ts) && ts.dependents.length === 0) this.recs.set(ts, 'forgotten');
@@ -1142,9 +1151,27 @@ export class SchedulerState {
     }
     if (r.workers.length) {
       const named = valid.filter((w) => r.workers.includes(w.address) || r.workers.includes(w.name));
-      valid = named.length || !r.allowOtherWorkers ? named : valid;
+      // Loose restrictions (allowOtherWorkers): any worker once every named one is busy.
+      valid = !r.allowOtherWorkers || (named.length > 0 && named.some((w) => w.processing.size < w.nthreads)) ? named : valid;
     }
     return valid;
+  }
+
+  /**
+   * Keys in the order their tasks should start: higher priority first, then submission order
+   * (as Dask sorts the runnable tasks of an update), so that the best tasks of one update take
+   * the free slots and lower ones queue.
+   */
+  private bestFirst(keys: string[]): string[] {
+    const known: TaskRecord[] = [];
+    const unknown: string[] = [];
+    for (const k of keys) {
+      const ts = this.tasks.get(k);
+      if (ts) known.push(ts);
+      else unknown.push(k);
+    }
+    known.sort((a, b) => b.priority - a.priority || a.sequence - b.sequence);
+    return [...known.map((ts) => ts.key), ...unknown];
   }
 
   private slots(ws: WorkerRecord): number {
@@ -1186,7 +1213,8 @@ export class SchedulerState {
     }
     let best: WorkerRecord | undefined;
     let bestCost = Infinity;
-    const dur = this.expectedDuration(ts);
+    // Never zero: tasks measured at 0 ms still queue behind the ones ahead of them.
+    const dur = Math.max(this.expectedDuration(ts), 0.01);
     for (const ws of candidates) {
       let bytes = 0;
       for (const dep of ts.dependencies) if (!dep.inline && !dep.whoHas.includes(ws)) bytes += Math.max(0, dep.nbytes);
@@ -1221,27 +1249,51 @@ export class SchedulerState {
       this.assign(ts, ws);
       free--;
     }
+    // A thread free and nothing queued here: take over work waiting on busy workers.
+    if (ws.processing.size < ws.nthreads) this.stealFor(ws);
   }
 
-  /** Moves not-yet-started tasks from saturated workers to `idle` (for example a new worker). */
+  /**
+   * Moves not-yet-started tasks to `idle` (a new worker, or one with a thread free and nothing
+   * queued on the scheduler) from workers holding more tasks than threads: up to half of what
+   * waits there for a thread, passing over the oldest (the ones running). The victim gives a task
+   * up only if it has not started it (StealResponse).
+   */
   private stealFor(idle: WorkerRecord): void {
-    if (this.queue.size > 0) return;
+    if (this.queue.size > 0 || idle.status !== 'running') return;
     let want = this.slots(idle) - idle.processing.size;
     if (want <= 0) return;
     const victims = [...this.workers.values()]
-      .filter((w) => w !== idle && w.processing.size > this.slots(w))
+      .filter((w) => w !== idle && w.processing.size > w.nthreads)
       .sort((a, b) => b.processing.size / b.nthreads - a.processing.size / a.nthreads);
     for (const victim of victims) {
-      let excess = victim.processing.size - this.slots(victim);
+      let excess = Math.ceil((victim.processing.size - victim.nthreads) / 2);
+      // The oldest ones are the ones most likely running; a bounded look at the rest.
+      let skip = victim.nthreads;
+      let scan = MAX_STEAL_SCAN;
       for (const ts of victim.processing) {
-        if (want <= 0 || excess <= 0) return;
-        if (ts.stealingFrom || ts.restricted) continue;
+        if (want <= 0 || excess <= 0 || --scan < 0) break;
+        if (skip > 0) {
+          skip--;
+          continue;
+        }
+        if (ts.stealingFrom || !this.mayRunOn(ts, idle)) continue;
         ts.stealingFrom = victim;
         this.emit({ type: 'StealRequest', worker: victim.address, key: ts.key, stimulusId: this.stimulusId });
         want--;
         excess--;
       }
+      if (want <= 0) return;
     }
+  }
+
+  /** Whether `ts` may move to `ws` (its restrictions allow it, loose ones included). */
+  private mayRunOn(ts: TaskRecord, ws: WorkerRecord): boolean {
+    if (!ts.restricted && !ts.fn.registered) return true;
+    const r = ts.restrictions;
+    if (r && r.workers.length > 0 && !r.allowOtherWorkers && !r.workers.includes(ws.address) && !r.workers.includes(ws.name)) return false;
+    const valid = this.validWorkers(ts);
+    return typeof valid !== 'string' && valid.includes(ws);
   }
 
   private balance(): void {

@@ -65,8 +65,27 @@ export interface DoneBatch {
   packed: Uint8Array | null;
 }
 
-/** `gc`: run a full collection (after the worker released large values; see gc.ts). */
-export type ToThread = { t: 'init'; modules: string[] } | { t: 'gc' } | RunBatch;
+/**
+ * `init`: the modules to load, and the thread's shared claim cells and clock (see claimCell).
+ * `gc`: run a full collection (after the worker released large values; see gc.ts).
+ */
+export type ToThread = { t: 'init'; modules: string[]; claims: SharedArrayBuffer; clock: SharedArrayBuffer } | { t: 'gc' } | RunBatch;
+
+/**
+ * Claim cells: Int32 cells shared by the main thread and one task thread. Sending task `id`, the
+ * main thread stores claimTag(id) in cell claimCell(id); the thread starts the task only if it
+ * swaps that tag for its negative, and the main thread takes an unstarted task back by swapping
+ * the tag for 0. A cell is reused only once it no longer holds a positive tag.
+ */
+export const CLAIM_CELLS = 4096;
+
+export function claimCell(id: number): number {
+  return id & (CLAIM_CELLS - 1);
+}
+
+export function claimTag(id: number): number {
+  return (id % 0x3fffffff) + 1;
+}
 
 /** Byte arrays up to this size are packed into the batch's buffer. */
 export const PACK_MAX_BYTES = 1024;

@@ -1,13 +1,15 @@
 /**
  * The body of one task thread: compiles inline functions once per hash, imports the task
  * modules, runs tasks one at a time (sync ones back to back, without awaiting) and sends the
- * results back in batches, transferring their bytes.
+ * results back in batches, transferring their bytes. A task starts only if the thread claims it
+ * (the main thread may have taken it back meanwhile); `clock` tells the main thread since when
+ * the current task runs.
  */
 import { parentPort } from 'node:worker_threads';
 import type { Value } from '@skein/protocol';
 import { compileFunction, explainReferenceError, toRemoteError, typeName, SkeinError } from '@skein/common/lite';
 import { decodeArgs, encodeResult, exactBytes, asBuffer, loadModules, unknownFunctionError } from './execute.js';
-import { PACK_MAX_BYTES, decodeRun, encodeDone, type FromThread, type ThreadResult, type ThreadTask, type ToThread } from './messages.js';
+import { PACK_MAX_BYTES, claimCell, claimTag, decodeRun, encodeDone, type FromThread, type ThreadResult, type ThreadTask, type ToThread } from './messages.js';
 import { Packer } from './pack.js';
 import { fullGcFunction } from './gc.js';
 
@@ -16,6 +18,9 @@ let fullGc: (() => void) | undefined;
 let registered = new Map<string, Function>();
 let modules: string[] = [];
 const inline = new Map<string, Function>();
+/** Claim cells and clock shared with the main thread (see messages.ts). */
+let claims: Int32Array<ArrayBufferLike> = new Int32Array(1);
+let clock: Float64Array<ArrayBufferLike> = new Float64Array(1);
 
 /** A queued task with the packed buffer of its batch. */
 interface Queued {
@@ -88,6 +93,7 @@ function fail(task: ThreadTask, err: unknown, startMs: number): ThreadResult {
 
 function runTask(task: ThreadTask, packed: Uint8Array | null): ThreadResult | Promise<ThreadResult> {
   const startMs = Date.now();
+  clock[0] = startMs;
   try {
     const fn = resolveFunction(task);
     const inputs = new Map<string, Value>();
@@ -111,6 +117,9 @@ async function loop(): Promise<void> {
   running = true;
   while (head < queue.length) {
     const { task, packed } = queue[head++]!;
+    const tag = claimTag(task.id);
+    // Taken back by the main thread (cancelled, or moved to another thread): skip it.
+    if (Atomics.compareExchange(claims, claimCell(task.id), tag, -tag) !== tag) continue;
     const r = runTask(task, packed);
     if (r instanceof Promise) {
       flush();
@@ -127,6 +136,7 @@ async function loop(): Promise<void> {
   }
   queue = [];
   head = 0;
+  clock[0] = 0;
   flush();
   running = false;
 }
@@ -135,6 +145,8 @@ port.on('message', (msg: ToThread) => {
   switch (msg.t) {
     case 'init':
       modules = msg.modules;
+      claims = new Int32Array(msg.claims);
+      clock = new Float64Array(msg.clock);
       loadModules(msg.modules).then(
         (fns) => {
           registered = fns;
@@ -144,6 +156,16 @@ port.on('message', (msg: ToThread) => {
       );
       return;
     case 'run':
+      // Compiled on arrival, not first use: the task that brought the source may be taken back.
+      for (const f of msg.fns) {
+        if (f.kind === 'inline' && f.source && !inline.has(f.hash)) {
+          try {
+            inline.set(f.hash, compileFunction(f.source));
+          } catch {
+            // reported by the task that brought it (resolveFunction compiles it again)
+          }
+        }
+      }
       for (const task of decodeRun(msg)) queue.push({ task, packed: msg.packed });
       if (!running) void loop();
       return;

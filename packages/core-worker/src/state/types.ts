@@ -101,6 +101,16 @@ export interface StealRequestEvent {
   stimulusId: string;
 }
 
+/**
+ * The runtime took back a task it had not started yet (the shell asked it to, before the task is
+ * dropped or given away): it is ready again, or gone if it was cancelled.
+ */
+export interface ExecutionRevokedEvent {
+  type: 'ExecutionRevoked';
+  key: string;
+  stimulusId: string;
+}
+
 export interface ExecuteSuccessEvent {
   type: 'ExecuteSuccess';
   key: string;
@@ -184,6 +194,7 @@ export type WorkerEvent =
   | FreeKeysEvent
   | AcquireReplicasEvent
   | StealRequestEvent
+  | ExecutionRevokedEvent
   | ExecuteSuccessEvent
   | ExecuteFailureEvent
   | GatherDepSuccessEvent
@@ -233,6 +244,9 @@ export interface ExecuteAction {
    * from disk before the task goes to a thread.
    */
   inputs: Array<[string, StoredValue]>;
+  /** The task's priority and sequence: the runtime starts waiting tasks best first. */
+  priority: number;
+  sequence: number;
   stimulusId: string;
 }
 

@@ -384,6 +384,13 @@ export class WorkerState {
         return;
       }
 
+      case 'ExecutionRevoked': {
+        const ts = this.tasks.get(ev.key);
+        if (ts?.state === 'executing') ctx.recs.set(ts.key, 'ready');
+        else if (ts?.state === 'cancelled' && ts.previous === 'executing') ctx.recs.set(ts.key, 'forgotten');
+        return;
+      }
+
       case 'ExecuteSuccess':
         this.executionWindow(ev.stopMs - ev.startMs);
       // falls through
@@ -585,7 +592,7 @@ export class WorkerState {
         inputs.push([dep, v]);
         if (!isSpilled(v)) this.lruTouch(this.tasks.get(dep)!);
       }
-      ctx.actions.push({ type: 'Execute', key: ts.key, call: ts.call!, inputs, stimulusId: ctx.stimulusId });
+      ctx.actions.push({ type: 'Execute', key: ts.key, call: ts.call!, inputs, priority: ts.priority, sequence: ts.sequence, stimulusId: ctx.stimulusId });
     },
     'ready->released': function (ts, ctx) {
       this.readyCount--;
@@ -601,6 +608,12 @@ export class WorkerState {
     'executing->error': function (ts, ctx) {
       this.finishExecution(ts);
       this.putInError(ts, ctx);
+    },
+    'executing->ready': function (ts, ctx) {
+      // Taken back from the runtime before it started (ExecutionRevoked).
+      this.finishExecution(ts);
+      this.setState(ts, 'ready', ctx);
+      this.enqueueReady(ts);
     },
     'executing->cancelled': function (ts, ctx) {
       ts.previous = 'executing';
