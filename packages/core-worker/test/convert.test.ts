@@ -182,12 +182,12 @@ describe('keys named like Object.prototype members', () => {
     const s = new WorkerState({ address: 'tcp://127.0.0.1:1000', nthreads: 1, inlineBytes: 100, now: () => ++t, validate: true, resources: { ['__proto__']: 1, constructor: 2 } });
     const acts = s.handle(computeTaskEvent(received(inline)));
     if (inline) {
-      expect(acts).toEqual([{ type: 'Execute', key: 'use-1', call: expect.anything(), inputs: PROTO_NAMES.map((k, i) => [k, json(i)]), stimulusId: 'compute-use-1' }]);
+      expect(acts).toEqual([{ type: 'Execute', key: 'use-1', call: expect.anything(), inputs: PROTO_NAMES.map((k, i) => [k, json(i)]), priority: 0, sequence: 1, stimulusId: 'compute-use-1' }]);
     } else {
       expect(acts).toEqual([{ type: 'GatherDep', worker: peer, keys: PROTO_NAMES, totalNbytes: 800_000, stimulusId: 'compute-use-1' }]);
       const data = new Map(PROTO_NAMES.map((k, i) => [k, json(i)]));
       const ran = s.handle({ type: 'GatherDepSuccess', worker: peer, data, missing: [], stimulusId: 'got' });
-      expect(ran).toEqual([{ type: 'Execute', key: 'use-1', call: expect.anything(), inputs: PROTO_NAMES.map((k, i) => [k, json(i)]), stimulusId: 'got' }]);
+      expect(ran).toEqual([{ type: 'Execute', key: 'use-1', call: expect.anything(), inputs: PROTO_NAMES.map((k, i) => [k, json(i)]), priority: 0, sequence: 1, stimulusId: 'got' }]);
     }
     expect(s.availableResources).toEqual(new Map([['__proto__', 0], ['constructor', 0]]));
     const done = s.handle({ type: 'ExecuteSuccess', key: 'use-1', value: json(1), typeName: 'number', startMs: 1, stopMs: 2, stimulusId: 'ok' });
