@@ -91,7 +91,6 @@ export default defineConfig(
             },
           ],
           patterns: [
-            { group: ['@grpc/*'], message: 'state/ is a pure state machine: no gRPC.' },
             { group: ['@skein/*/src/*', '@skein/*/dist/*'], message: 'no deep imports into @skein packages.' },
           ],
         },
