@@ -43,6 +43,9 @@ node tools/check-deps.mjs || failed+=("check-deps")
 step "tests type-check (tsc -p tsconfig.test.json)"
 pnpm exec tsc -p tsconfig.test.json || failed+=("tests type-check")
 
+step "lint (pnpm lint: eslint, type-aware, after the build)"
+pnpm lint || failed+=("lint")
+
 step "vitest run $*"
 mkdir -p .artifacts
 rm -f .artifacts/vitest.json

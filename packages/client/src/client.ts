@@ -288,7 +288,8 @@ export class Client implements FutureHost {
         return 'running';
       case 'closing':
         return 'closing';
-      default:
+      case 'closed':
+      case 'failed':
         return 'closed';
     }
   }

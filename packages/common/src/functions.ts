@@ -26,7 +26,6 @@ export function functionSource(fn: Function): string {
     `Cannot send function ${fn.name || '(anonymous)'} to workers: its source does not parse on its own ` +
       '(getters, setters and class members cannot travel). Pass an arrow function or a function expression.',
   );
-  return src;
 }
 
 function parses(body: string): boolean {
@@ -62,7 +61,6 @@ export function inlineFunction(fn: Function): InlineFunction {
  * message that says how to fix it.
  */
 export function compileFunction(source: string): Function {
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval
   const fn: unknown = new Function(`"use strict"; return (${source});`)();
   if (typeof fn !== 'function') {
     throw new InvalidArgumentError(`Inline function source does not evaluate to a function: ${source.slice(0, 80)}`);

@@ -1,7 +1,8 @@
 /**
  * @module @skein/common/lite
  * The parts of @skein/common that load without gRPC or the generated protocol code: errors,
- * values and function sources. Task threads import this, so each starts fast and small.
+ * values, function sources and the transition log. Task threads import this, so each starts fast and
+ * small, and so do the scheduler's and worker's state machines, which must not do I/O.
  *
  * @example
  * import { decodeValue, compileFunction } from '@skein/common/lite';
@@ -29,3 +30,4 @@ export { compileFunction, explainReferenceError } from './functions.js';
 export { parseAddress, parseHost, formatAddress, interfaceAddress, contactHost, type Address } from './address.js';
 export { parseBytes, parseMemoryLimit } from './units.js';
 export { guardStdio } from './log.js';
+export { TransitionLog, type LoggedTransition } from './transition-log.js';

@@ -387,7 +387,10 @@ function isPlainScalarValue(v: unknown, depth: number): boolean {
       }
       return isRef(v) && isPlainObject(v);
     }
-    default:
+    case 'bigint':
+    case 'function':
+    case 'symbol':
+    case 'undefined':
       return false;
   }
 }
@@ -440,7 +443,8 @@ export function encodeValue(value: unknown, prefer: EncodingName = 'v8'): Value 
 /** Decodes a Value into a JS value (a Buffer is a view of the Value's data, not a copy). */
 export function decodeValue(value: Value | undefined): unknown {
   if (!value) return undefined;
-  switch (value.encoding) {
+  // As a number: Encoding above copies the wire enum's values, and a newer peer may send others.
+  switch (value.encoding as number) {
     case Encoding.ENCODING_JSON:
       return value.data.length === 0 ? undefined : JSON.parse(Buffer.from(value.data.buffer, value.data.byteOffset, value.data.byteLength).toString('utf8'));
     case Encoding.ENCODING_V8:

@@ -382,7 +382,7 @@ export class Worker {
     if (events.length > 0) this.handle(events);
     if (close !== undefined) {
       this.closeCommand?.();
-      void this.close(close);
+      void this.close(close).catch((e: unknown) => this.log.error(`closing (asked by the scheduler) failed: ${(e as Error)?.message ?? String(e)}`));
     }
   }
 

@@ -49,7 +49,7 @@ describe('ThreadPool', () => {
     expect(ok(r)).toBe(111);
     // (async arrow functions with parentheses hit a bug in common functionSource; see report)
     const afn = inline(async function (x: number) {
-      await null;
+      await Promise.resolve();
       return x + 1;
     }, pool);
     expect(ok(await run(pool, { key: 'lambda-2', fn: afn, args: json([1]), inputs: [] }))).toBe(2);

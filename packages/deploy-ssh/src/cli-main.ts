@@ -20,8 +20,7 @@ interface SshArgs {
 
 /** Parses `skein-ssh` arguments into SSHCluster options (exported for tests). */
 export async function parseSshArgs(argv: string[], prog = 'skein-ssh'): Promise<SSHClusterOptions | 'help'> {
-  let args: SshArgs & { help?: boolean };
-  args = (await yargs(argv)
+  const args: SshArgs & { help?: boolean } = (await yargs(argv)
     .scriptName(prog)
     .usage(
       `$0 HOST1 HOST2 [HOST3 ...] [options]\n\nStart a Skein cluster over SSH: the scheduler on HOST1, one worker (under a nanny) on each other host.\n` +

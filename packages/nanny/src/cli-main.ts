@@ -86,11 +86,13 @@ export async function runNannyCli(argv: string[]): Promise<number> {
   let nanny: Nanny | undefined;
   let child: ReturnType<typeof spawnWorker> | undefined;
   let stopSignal: string | undefined;
+  // (the nanny's `done` still resolves: its close runs every step even when one fails)
+  const closeFailed = (err: unknown) => process.stderr.write(`skein-nanny: closing failed: ${toSkeinError(err).message}\n`);
   const onSignal = (signal: string) => {
     if (stopSignal) return;
     stopSignal = signal;
     process.stderr.write(`skein-nanny: received ${signal}, closing\n`);
-    if (nanny) void nanny.close();
+    if (nanny) void nanny.close().catch(closeFailed);
     else child?.kill('SIGTERM');
   };
   process.once('SIGINT', onSignal);
@@ -119,7 +121,7 @@ export async function runNannyCli(argv: string[]): Promise<number> {
     return 1;
   }
   process.stdout.write(`Start nanny at:   ${nanny.address}\n`);
-  if (stopSignal) void nanny.close();
+  if (stopSignal) void nanny.close().catch(closeFailed);
   const stop = await nanny.done;
   if (stop.code !== 0) process.stderr.write(`skein-nanny: ${stop.reason}\n`);
   return stop.code;

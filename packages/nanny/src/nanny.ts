@@ -276,7 +276,9 @@ export class Nanny {
     inc.registered.catch(() => undefined);
     this.current = inc;
     this.lastCpu = null;
-    void inc.exited.then((exit) => this.onExit(inc, exit));
+    void inc.exited
+      .then((exit) => this.onExit(inc, exit))
+      .catch((err: unknown) => this.log.error(`handling the worker's exit failed: ${(err as Error)?.message ?? String(err)}`));
     return inc.registered;
   }
 
@@ -345,7 +347,7 @@ export class Nanny {
   private finish(code: number, reason: string): void {
     this.log.info(`stopping: ${reason}`);
     this.exitResult ??= { code, reason };
-    void this.close();
+    void this.close().catch((err: unknown) => this.log.error(`closing failed: ${(err as Error)?.message ?? String(err)}`));
   }
 
   private reportDeath(workerAddress: string, reason: string): void {

@@ -1,4 +1,4 @@
-import { TransitionLog } from '@skein/common';
+import { TransitionLog } from '@skein/common/lite';
 import { Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
 import { TASK_STATES } from './types.js';
@@ -597,7 +597,11 @@ export class SchedulerState {
         return;
       case 'forgotten':
         return;
-      default:
+      case 'waiting':
+      case 'no-worker':
+      case 'queued':
+      case 'processing':
+      case 'memory':
         this.recs.set(ts, 'released');
     }
   }
@@ -1003,6 +1007,13 @@ export class SchedulerState {
         }
         break;
       }
+      case 'waiting': // holds no queue place and no worker slot
+        break;
+      case 'released':
+      case 'memory':
+      case 'erred':
+      case 'forgotten':
+        break; // never routed here (see this.table)
     }
     ts.waitingCount = 0;
     this.leaveDependencies(ts);

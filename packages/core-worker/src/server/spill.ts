@@ -69,15 +69,12 @@ export class SpillStore {
 
   /** Deletes files (after their current readers finish). */
   async remove(files: readonly string[]): Promise<void> {
-    await Promise.all(
-      files.map((f) => {
-        if ((this.readers.get(f) ?? 0) > 0) {
-          this.doomed.add(f);
-          return undefined;
-        }
-        return this.unlinkQuietly(f);
-      }),
-    );
+    const unlinks: Promise<void>[] = [];
+    for (const f of files) {
+      if ((this.readers.get(f) ?? 0) > 0) this.doomed.add(f);
+      else unlinks.push(this.unlinkQuietly(f));
+    }
+    await Promise.all(unlinks);
   }
 
   /** Removes the directory and everything in it. Idempotent. */

@@ -15,7 +15,7 @@
  * intrusive LRU list (links on the task records, so a touch allocates nothing); the shell picks
  * spill candidates from its cold end with `spillCandidates`.
  */
-import { SkeinError, TransitionLog } from '@skein/common';
+import { SkeinError, TransitionLog } from '@skein/common/lite';
 import { Heap } from './heap.js';
 import { TASK_STATES, isSpilled, storedBytes } from './types.js';
 import type {
@@ -364,8 +364,15 @@ export class WorkerState {
             case 'cancelled':
               if (ts.previous === 'flight') ctx.recs.set(key, 'flight');
               break;
-            default:
+            case 'waiting':
+            case 'fetch':
+            case 'flight':
+            case 'ready':
+            case 'executing':
               break; // coming anyway: reported with add_keys when it lands
+            case 'error':
+            case 'forgotten':
+              break; // left as they are (not fetched)
           }
         }
         if (have.length > 0) this.send(ctx, { type: 'AddKeys', keys: have, stimulusId: ctx.stimulusId });
@@ -781,7 +788,13 @@ export class WorkerState {
       case 'cancelled':
       case 'forgotten':
         return;
-      default:
+      case 'released':
+      case 'waiting':
+      case 'fetch':
+      case 'missing':
+      case 'ready':
+      case 'memory':
+      case 'error':
         ctx.recs.set(ts.key, 'forgotten');
     }
   }
