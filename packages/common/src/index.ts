@@ -21,7 +21,14 @@ export {
   fromGrpcStatus,
   toRemoteError,
   fromRemoteError,
+  errorInfoFromWire,
+  taskError,
+  InternalError,
+  InvalidTransitionError,
   type ErrorCode,
+  type ErrorInfo,
+  type ErrorType,
+  type SkeinErrorType,
   type SkeinErrorOptions,
 } from './errors.js';
 export {

@@ -12,7 +12,15 @@ export {
   TaskError,
   toSkeinError,
   toRemoteError,
+  fromRemoteError,
+  errorInfoFromWire,
+  taskError,
+  InternalError,
+  InvalidTransitionError,
   type ErrorCode,
+  type ErrorInfo,
+  type ErrorType,
+  type SkeinErrorType,
 } from './errors.js';
 export {
   Encoding,
@@ -29,3 +37,4 @@ export { compileFunction, explainReferenceError } from './functions.js';
 export { parseAddress, parseHost, formatAddress, interfaceAddress, contactHost, type Address } from './address.js';
 export { parseBytes, parseMemoryLimit } from './units.js';
 export { guardStdio } from './log.js';
+export { TransitionLog, type LoggedTransition } from './transition-log.js';

@@ -31,7 +31,7 @@ export type {
   Encoded,
   SpilledValue,
   StoredValue,
-  TaskErrorInfo,
+  ErrorInfo,
   FunctionSpec,
   TaskCall,
   TaskStateName,

@@ -29,12 +29,14 @@ import {
   bindServer,
   checkProtocolVersion,
   createLogger,
+  errorInfoFromWire,
   formatAddress,
   formatBytes,
   fromGrpcStatus,
   insecureChannel,
   newServer,
   shutdownServer,
+  taskError,
   toRemoteError,
   toSkeinError,
   type LifecycleStatus,
@@ -600,7 +602,7 @@ export class Worker {
         this.enqueue({
           type: 'ExecuteFailure',
           key,
-          error: { type: 'SkeinError', message, stack: '', code: 'internal', key, detailsJson: '' },
+          error: taskError(key, 'internal', message, undefined, 'SkeinError'),
           startMs: now,
           stopMs: now,
           stimulusId: this.stimulus('unspill-failed'),
@@ -708,7 +710,7 @@ export class Worker {
         stimulusId: this.stimulus('task-finished'),
       });
     } else {
-      this.enqueue({ type: 'ExecuteFailure', key, error: r.error, startMs: r.startMs, stopMs: r.stopMs, stimulusId: this.stimulus('task-erred') });
+      this.enqueue({ type: 'ExecuteFailure', key, error: errorInfoFromWire(r.error, key), startMs: r.startMs, stopMs: r.stopMs, stimulusId: this.stimulus('task-erred') });
     }
   }
 

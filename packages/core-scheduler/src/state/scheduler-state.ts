@@ -1,4 +1,4 @@
-import { TransitionLog } from '@skein/common';
+import { InternalError, InvalidTransitionError, TransitionLog, taskError } from '@skein/common/lite';
 import { Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
 import { TASK_STATES } from './types.js';
@@ -16,20 +16,7 @@ import type {
   WorkerSpec,
 } from './types.js';
 
-/** Thrown for an impossible transition; carries the task's story. */
-export class InvalidTransitionError extends Error {
-  constructor(
-    readonly key: string,
-    readonly start: TaskStateName,
-    readonly finish: TaskStateName,
-    readonly story: TransitionRecord[],
-  ) {
-    super(
-      `Impossible transition ${start}->${finish} for task ${key}. Story:\n` +
-        story.map((r) => `  ${r.start}->${r.finish} (${r.stimulusId})`).join('\n'),
-    );
-  }
-}
+export { InvalidTransitionError };
 
 type Transition = (ts: TaskRecord) => TaskStateName;
 
@@ -394,16 +381,13 @@ export class SchedulerState {
       ts.setDependencies(deps);
       for (const dep of deps) dep.addDependent(ts);
       if (missing) {
-        ts.exception = {
-          type: 'InvalidArgumentError',
-          message:
-            `Task ${ts.key} depends on ${missing.map((k) => `"${k}"`).join(', ')}, which the scheduler does not know ` +
+        ts.exception = taskError(
+          ts.key,
+          'invalid_argument',
+          `Task ${ts.key} depends on ${missing.map((k) => `"${k}"`).join(', ')}, which the scheduler does not know ` +
             '(never submitted, or already released). Keep a future for every input you pass to a task until it is submitted.',
-          stack: '',
-          code: 'invalid_argument',
-          key: ts.key,
-          detailsJson: JSON.stringify({ missing }),
-        };
+          { missing },
+        );
         ts.exceptionBlame = ts.key;
         ts.refused = true;
       }
@@ -462,16 +446,13 @@ export class SchedulerState {
     const inCycle = new Set(cycle);
     for (const t of added) {
       if (indegree.get(t)! === 0) continue;
-      t.exception = {
-        type: 'InvalidArgumentError',
-        message:
-          `Task ${t.key} ${inCycle.has(t.key) ? 'is on' : 'depends on'} a dependency cycle: ${text}, so none of them can ever run. ` +
+      t.exception = taskError(
+        t.key,
+        'invalid_argument',
+        `Task ${t.key} ${inCycle.has(t.key) ? 'is on' : 'depends on'} a dependency cycle: ${text}, so none of them can ever run. ` +
           'A task cannot need its own result, directly or through other tasks: check the keys of the graph.',
-        stack: '',
-        code: 'invalid_argument',
-        key: t.key,
-        detailsJson: JSON.stringify({ cycle }),
-      };
+        { cycle },
+      );
       t.exceptionBlame = t.key;
       t.refused = true;
       for (const d of t.dependencies) {
@@ -486,14 +467,12 @@ export class SchedulerState {
     const resources = ts.restrictions!.resources;
     for (const [name, q] of resources) {
       if (typeof q === 'number' && Number.isFinite(q) && q >= 0) continue;
-      ts.exception = {
-        type: 'InvalidArgumentError',
-        message: `Task ${ts.key} asks for ${String(q)} of resource "${name}": a resource quantity must be a finite number, 0 or more.`,
-        stack: '',
-        code: 'invalid_argument',
-        key: ts.key,
-        detailsJson: JSON.stringify({ resource: name, quantity: String(q) }),
-      };
+      ts.exception = taskError(
+        ts.key,
+        'invalid_argument',
+        `Task ${ts.key} asks for ${String(q)} of resource "${name}": a resource quantity must be a finite number, 0 or more.`,
+        { resource: name, quantity: String(q) },
+      );
       ts.exceptionBlame = ts.key;
       ts.refused = true;
       return;
@@ -632,16 +611,13 @@ export class SchedulerState {
         ts.lastDeathReason = reason;
       }
       if (ts.suspicious > this.opts.allowedFailures) {
-        ts.exception = {
-          type: 'KilledWorkerError',
-          message:
-            `Task ${ts.key} was running on ${ts.suspicious} workers that died (last: ${reason}); it is not retried again. ` +
+        ts.exception = taskError(
+          ts.key,
+          'killed_worker',
+          `Task ${ts.key} was running on ${ts.suspicious} workers that died (last: ${reason}); it is not retried again. ` +
             'Check the task for crashes or memory use, or raise allowed-failures.',
-          stack: '',
-          code: 'killed_worker',
-          key: ts.key,
-          detailsJson: JSON.stringify({ key: ts.key, deaths: ts.suspicious, reason }),
-        };
+          { key: ts.key, deaths: ts.suspicious, reason },
+        );
         ts.exceptionBlame = ts.key;
         this.recs.set(ts, 'erred');
       } else {
@@ -744,8 +720,8 @@ export class SchedulerState {
     if (this.running().length > 0 || (this.queue.size === 0 && this.unrunnable.size === 0)) this.noWorkersSince = -1;
     else if (this.noWorkersSince < 0) this.noWorkersSince = now;
     const since = this.noWorkersSince;
-    const fail = (ts: TaskRecord, type: string, message: string) => {
-      ts.exception = { type, message, stack: '', code: 'unavailable', key: ts.key, detailsJson: JSON.stringify({ timeoutMs: timeout }) };
+    const fail = (ts: TaskRecord, type: 'NoWorkerError' | 'NoValidWorkerError', message: string) => {
+      ts.exception = taskError(ts.key, 'unavailable', message, { timeoutMs: timeout }, type);
       ts.exceptionBlame = ts.key;
       this.recs.set(ts, 'erred');
     };
@@ -856,7 +832,7 @@ export class SchedulerState {
       if (ts.state === 'released') this.setState(ts, 'released', b(ts));
       return;
     }
-    throw new InvalidTransitionError(ts.key, start, finish, this.story([ts.key]));
+    throw new InvalidTransitionError('scheduler', ts.key, start, finish, this.story([ts.key]));
   }
 
   private setState(ts: TaskRecord, start: TaskStateName, finish: TaskStateName): void {
@@ -905,7 +881,7 @@ export class SchedulerState {
     ts.waitingCount = 0;
     const valid = this.validWorkers(ts);
     if (typeof valid === 'string') {
-      ts.exception = { type: 'SkeinError', message: valid, stack: '', code: 'not_found', key: ts.key, detailsJson: '' };
+      ts.exception = taskError(ts.key, 'not_found', valid);
       ts.exceptionBlame = ts.key;
       this.recs.set(ts, 'erred');
       return this.parkUnrunnable(ts, unrunnableSince);
@@ -1067,9 +1043,7 @@ export class SchedulerState {
     }
     ts.waitingCount = 0;
     this.leaveDependencies(ts);
-    const error = ts.exception ?? {
-      type: 'SkeinError', message: `Task ${ts.key} failed`, stack: '', code: 'internal', key: ts.key, detailsJson: '',
-    };
+    const error = ts.exception ?? taskError(ts.key, 'internal', `Task ${ts.key} failed`, undefined, 'SkeinError');
     ts.exception = error;
     if ((ts.exceptionBlame || ts.key) === ts.key) this.telemetry.taskErred(ts.key, ts.group, ranOn, error, this.opts.now()); // dashboard
     for (const c of ts.wanters()) this.report(c, { type: 'erred', key: ts.key, error });

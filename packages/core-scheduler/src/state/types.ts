@@ -2,6 +2,7 @@
  * Domain types of the scheduler state machine: plain data, no protobuf classes, no I/O.
  * The gRPC shell converts wire messages into these (src/server/convert.ts).
  */
+import type { ErrorInfo } from '@skein/common/lite';
 
 /** An encoded value, opaque to the scheduler (bytes plus the encoding tag). */
 export interface EncodedValue {
@@ -32,14 +33,8 @@ export interface TaskDef {
   resultEncoding: number;
 }
 
-export interface ErrorInfo {
-  type: string;
-  message: string;
-  stack: string;
-  code: string;
-  key: string;
-  detailsJson: string;
-}
+/** An error as it crosses the wire (the one definition is in @skein/common). */
+export type { ErrorInfo };
 
 export interface WhoHasInfo {
   key: string;
