@@ -10,6 +10,8 @@ export {
   SkeinError,
   InvalidArgumentError,
   TaskError,
+  KilledWorkerError,
+  CancelledError,
   toSkeinError,
   toRemoteError,
   fromRemoteError,
