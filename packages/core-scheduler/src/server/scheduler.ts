@@ -334,7 +334,9 @@ export class Scheduler {
     try {
       actions = this.state.handle(event);
     } catch (err) {
-      this.log.error(`state machine failed on ${event.type} (${event.stimulusId}): ${(err as Error).stack ?? err}`);
+      // A throw inside handle is recovered there (SchedulerState.recover); this is one inside
+      // that recovery: nothing more can be repaired here.
+      this.log.error(`the scheduler state could not recover from an internal error on ${event.type} (${event.stimulusId}): ${(err as Error).stack ?? err}`);
       return;
     }
     for (const a of actions) this.perform(a);
@@ -378,6 +380,13 @@ export class Scheduler {
         this.clients.get(a.client)?.out.push(r.type === 'in-memory' ? r : clientUpdate(r));
         return;
       }
+      case 'StateError':
+        // The state already failed the tasks the event touched and told their clients.
+        this.log.error(
+          `internal error while handling ${a.event} (stimulus ${a.stimulusId}); ${a.failed} task(s) the event touched failed ` +
+            `with an InternalError, the rest carries on. This is a bug in Skein, please report it: ${a.stack || a.message}`,
+        );
+        return;
       case 'WorkerRetired': {
         const waiters = this.retireWaiters.get(a.worker);
         this.retireWaiters.delete(a.worker);

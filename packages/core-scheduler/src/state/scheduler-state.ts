@@ -1,4 +1,4 @@
-import { InternalError, InvalidTransitionError, TransitionLog, taskError } from '@skein/common/lite';
+import { InvalidTransitionError, TransitionLog, taskError, type ErrorInfo } from '@skein/common/lite';
 import { Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
 import { TASK_STATES } from './types.js';
@@ -19,6 +19,51 @@ import type {
 export { InvalidTransitionError };
 
 type Transition = (ts: TaskRecord) => TaskStateName;
+
+const NO_KEYS: readonly string[] = Object.freeze([]);
+
+/** The task keys an event names (for `recover`; worker- and cluster-level events name none). */
+function* eventKeys(e: SchedulerEvent): Iterable<string> {
+  switch (e.type) {
+    case 'GraphUpdated':
+      for (const d of e.tasks) yield d.key;
+      yield* e.wanted;
+      return;
+    case 'ClientReleasedKeys':
+    case 'ClientCancelledKeys':
+    case 'ClientWantsKeys':
+    case 'WorkerReleasedKeys':
+      yield* e.keys;
+      return;
+    case 'TaskFinished':
+    case 'TaskErred':
+    case 'MissingData':
+    case 'RescheduleRequested':
+    case 'StealResponse':
+      yield e.key;
+      return;
+    case 'TasksFinished':
+      for (const t of e.tasks) yield t.key;
+      return;
+    case 'ReplicasAdded':
+      for (const k of e.keys) yield k.key;
+      return;
+    case 'ClientConnected':
+    case 'ClientDisconnected':
+    case 'WorkerAdded':
+    case 'WorkerRemoved':
+    case 'Heartbeat':
+    case 'TransferDone':
+    case 'RetireWorkers':
+    case 'ClusterRestarted':
+    case 'Tick':
+      return;
+    default: {
+      const never: never = e;
+      throw new Error(`unknown scheduler event ${JSON.stringify(never)}`);
+    }
+  }
+}
 
 const NO_WHO_HAS: WhoHasInfo[] = Object.freeze([]) as unknown as WhoHasInfo[];
 const NO_INLINE_INPUTS: Array<[string, { encoding: number; data: Uint8Array }]> = Object.freeze([]) as unknown as Array<[string, { encoding: number; data: Uint8Array }]>;
@@ -97,16 +142,87 @@ export class SchedulerState {
 
   // ------------------------------------------------------------------ public API
 
+  /**
+   * Test-only fault injection: when set, called after the event's own changes (`dispatched`,
+   * recommendations pending) and after they settled (`drained`, actions decided but not yet
+   * returned); a throw from it is handled as any bug in `handle` (see `recover`). Unset, it costs
+   * two property reads per event.
+   */
+  faultHook: ((event: SchedulerEvent, point: 'dispatched' | 'drained') => void) | undefined = undefined;
+
+  /**
+   * Handles one event and returns the actions for the shell. A throw inside (a bug) never leaves
+   * the event half-applied: see `recover`.
+   */
   handle(event: SchedulerEvent): SchedulerAction[] {
     this.actions = [];
     this.stimulusId = event.stimulusId;
     this.nowMs = this.opts.now();
     this.pendingFrees.clear();
-    this.dispatch(event);
-    this.drain();
+    const mark = this.log.pushed;
+    try {
+      this.dispatch(event);
+      if (this.faultHook !== undefined) this.faultHook(event, 'dispatched');
+      this.drain();
+      if (this.faultHook !== undefined) this.faultHook(event, 'drained');
+    } catch (err) {
+      this.recover(event, err, mark);
+    }
     this.pendingFrees.clear();
     if (this.opts.validate) this.validateState();
     return this.actions;
+  }
+
+  /**
+   * The failure policy for a throw inside `handle` (a bug in Skein; packages/protocol/README.md,
+   * "Internal errors"): no recommendation of the failed event survives into the next one, and the
+   * tasks the event touched are failed with an InternalError naming the event, its stimulus id,
+   * the cause and the task's story, reported to the clients that want them through the normal
+   * `erred` transition (their dependents err with it; every other task and client carries on).
+   * Touched: the keys the event names, the tasks it transitioned (the log since `mark`), and the
+   * tasks with a recommendation pending when it threw. Of those, tasks in memory or erred keep
+   * their state (a fact a worker reported); the others (released but still needed, waiting,
+   * queued, no-worker, processing) err. Compute actions for tasks no longer processing there are
+   * dropped. If failing them throws too, the state is beyond repair here: that error propagates.
+   */
+  private recover(event: SchedulerEvent, err: unknown, mark: number): void {
+    const pending = this.recs.clear();
+    this.freedSlots.clear();
+    const touched = this.log.keysSince(mark);
+    for (const ts of pending) touched.add(ts.key);
+    for (const key of eventKeys(event)) touched.add(key);
+    const cause = err instanceof Error ? err.message : String(err);
+    const stimulusId = event.stimulusId;
+    const failure = (key: string, state: string): ErrorInfo =>
+      taskError(
+        key,
+        'internal',
+        `The scheduler hit an internal error while handling ${event.type} (stimulus ${stimulusId}): ${cause}. ` +
+          `Task ${key} (${state} then) is failed rather than left half-done. This is a bug in Skein: please report it with ` +
+          "this error's details (its story). Submit the task again under a new key to retry it.",
+        { key, stimulusId, event: event.type, cause, story: this.story([key]) },
+      );
+    let failed = 0;
+    // Keys a client asked for in this event that the state does not know (it threw before adding them).
+    const asked = event.type === 'GraphUpdated' ? event.wanted : event.type === 'ClientWantsKeys' ? event.keys : NO_KEYS;
+    for (const key of asked) {
+      if (this.tasks.has(key)) continue;
+      this.report((event as { client: string }).client, { type: 'erred', key, error: failure(key, 'unknown') });
+      failed++;
+    }
+    for (const key of touched) {
+      const ts = this.tasks.get(key);
+      if (!ts || ts.state === 'memory' || ts.state === 'erred' || ts.state === 'forgotten') continue;
+      if (ts.state === 'released' && !this.needed(ts)) continue;
+      ts.exception = failure(key, ts.state);
+      ts.exceptionBlame = key;
+      this.recs.set(ts, 'erred');
+      failed++;
+    }
+    this.drain();
+    this.actions = this.actions.filter((a) => a.type !== 'Compute' || this.tasks.get(a.key)?.processingOn?.address === a.worker);
+    const stack = err instanceof Error ? (err.stack ?? '') : '';
+    this.actions.push({ type: 'StateError', event: event.type, message: cause, stack, failed, stimulusId });
   }
 
   story(keys: Iterable<string>): TransitionRecord[] {

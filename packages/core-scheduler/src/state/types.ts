@@ -151,7 +151,12 @@ export type SchedulerAction =
   | { type: 'StealRequest'; worker: string; key: string; stimulusId: string }
   | { type: 'CloseWorker'; worker: string; reason: string; stimulusId: string }
   | { type: 'ReportToClient'; client: string; report: ClientReport; stimulusId: string }
-  | { type: 'WorkerRetired'; worker: string; stimulusId: string };
+  | { type: 'WorkerRetired'; worker: string; stimulusId: string }
+  /**
+   * Handling the event threw (a bug in Skein): the event's pending recommendations were dropped
+   * and the tasks it touched failed with an InternalError (`failed` of them). For the log.
+   */
+  | { type: 'StateError'; event: SchedulerEvent['type']; message: string; stack: string; failed: number; stimulusId: string };
 
 export interface TransitionRecord {
   key: string;
