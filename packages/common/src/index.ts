@@ -65,3 +65,4 @@ export { createLogger, guardStdio, type Logger, type LogLevel } from './log.js';
 export { buildValueColumn, readValueColumn, splitByCounts, checkColumn, StringTable, readStringTable, forEachRun, type ColumnValue } from './columns.js';
 export { TransitionLog, type LoggedTransition } from './transition-log.js';
 export { hasKeys } from './objects.js';
+export { parseFaultSpec, faultHook, type FaultSpec } from './faults.js';

@@ -40,3 +40,4 @@ export { parseAddress, parseHost, formatAddress, interfaceAddress, contactHost, 
 export { parseBytes, parseMemoryLimit } from './units.js';
 export { guardStdio } from './log.js';
 export { TransitionLog, type LoggedTransition } from './transition-log.js';
+export { parseFaultSpec, faultHook, type FaultSpec } from './faults.js';

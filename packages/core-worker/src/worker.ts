@@ -5,6 +5,7 @@
  * that async work back as events.
  */
 import { randomBytes } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
 import { cpuUsage, memoryUsage, pid } from 'node:process';
 import type { ClientDuplexStream, Server, ServiceError } from '@grpc/grpc-js';
 import { Metadata, status as GrpcStatus } from '@grpc/grpc-js';
@@ -22,6 +23,7 @@ import {
   Batcher,
   CHANNEL_OPTIONS,
   CommClosedError,
+  InternalError,
   InvalidArgumentError,
   Lifecycle,
   PROTOCOL_VERSION,
@@ -30,6 +32,7 @@ import {
   checkProtocolVersion,
   createLogger,
   errorInfoFromWire,
+  faultHook,
   formatAddress,
   formatBytes,
   fromGrpcStatus,
@@ -112,6 +115,8 @@ export class Worker {
   private seq = 0;
   private readonly stimulusTag = randomBytes(3).toString('hex');
   private closeInfo: WorkerClosed | undefined;
+  /** Set once an internal error closes the worker (failHard); no event is handled after it. */
+  private failure: InternalError | undefined;
   private resolveClosed!: (c: WorkerClosed) => void;
   private closeCommand: (() => void) | undefined;
   private lastCpu = cpuUsage();
@@ -203,6 +208,7 @@ export class Worker {
         now: () => Date.now(),
         validate: o.validate,
       });
+      if (o.testFault) this.state.faultHook = faultHook(o.testFault, 'SKEIN_TEST_FAULT', claimFault(o.testFault.once));
       await this.connect(o.connectTimeoutMs, true);
       if (o.memoryLimit > 0) {
         this.monitor = setInterval(() => this.checkMemory(), o.memoryMonitorMs);
@@ -260,7 +266,7 @@ export class Worker {
               this.endSession(session);
               reject(e);
             } else {
-              this.log.error(`handling scheduler commands failed: ${(e as Error).stack ?? String(e)}`);
+              this.failHard(e, 'while handling commands from the scheduler');
             }
           }
         });
@@ -418,7 +424,7 @@ export class Worker {
    * skein-worker).
    */
   private onRemoved(details: string): void {
-    if (this.lifecycle.closing) return;
+    if (this.lifecycle.closing || this.failure) return;
     const error = new SkeinError(
       'not_found',
       `The scheduler at ${this.options.scheduler} removed this worker: ${details} Closing; a nanny starts a fresh worker.`,
@@ -428,7 +434,7 @@ export class Worker {
   }
 
   private onSessionLost(reason: string): void {
-    if (this.lifecycle.closing || this.reconnecting) return;
+    if (this.lifecycle.closing || this.reconnecting || this.failure) return;
     this.reconnecting = true;
     this.stopHeartbeat();
     this.log.warn(`lost the scheduler at ${this.options.scheduler} (${reason}); reconnecting for up to ${this.options.deathTimeoutMs / 1000}s`);
@@ -539,14 +545,66 @@ export class Worker {
     }
   }
 
+  /**
+   * Feeds events to the state and performs its actions. Any throw here is an internal error:
+   * the state is then unknown, so the worker closes (failHard) rather than carry on.
+   */
   private handle(events: WorkerEvent[]): void {
-    let actions: WorkerAction[];
+    if (this.failure) return;
     try {
-      actions = this.state.handle(...events);
+      this.perform(this.state.handle(...events));
     } catch (err) {
-      this.log.error(`worker state error: ${(err as Error).stack ?? String(err)}`);
-      throw err;
+      this.failHard(err, `while handling ${events.map((e) => `${e.type} (${e.stimulusId})`).slice(0, 5).join(', ')}${events.length > 5 ? ', ...' : ''}`);
     }
+  }
+
+  /**
+   * The failure policy for an internal error (packages/protocol/README.md, "Internal errors"), as
+   * Dask's fail_hard: log it, tell the scheduler why (WorkerClosing, after what is already queued
+   * for it), and close with an InternalError, so skein-worker exits with code 5 and its nanny
+   * starts a fresh worker; the scheduler reschedules this worker's tasks and recomputes results
+   * only it held. Never carries on in a state it cannot trust.
+   */
+  private failHard(err: unknown, context: string): void {
+    if (this.failure) return;
+    const stimulusId = err instanceof SkeinError && typeof err.details['stimulusId'] === 'string' ? err.details['stimulusId'] : '';
+    const error = new InternalError(
+      `Worker ${this.address} hit an internal error ${context}: ${err instanceof Error ? err.message : String(err)}. ` +
+        'It closes; a nanny starts a fresh worker and the scheduler reschedules its tasks. This is a bug in Skein: please report it with this log.',
+      { cause: err, details: { stimulusId } },
+    );
+    this.failure = error;
+    this.log.error(`${error.message}\n${err instanceof Error ? (err.stack ?? '') : ''}`);
+    const s = this.session;
+    const told = s && s.welcomed && !s.ended ? this.sayClosing(s, error.message, stimulusId) : Promise.resolve();
+    void told.then(() => this.close(error.message, error)).catch(() => undefined);
+  }
+
+  /**
+   * Sends what is queued for the scheduler and WorkerClosing last, and half-closes the session;
+   * resolves once the scheduler has ended its side (it removed this worker) or after 2 s.
+   */
+  private sayClosing(s: Session, reason: string, stimulusId: string): Promise<void> {
+    s.batcher.push({ kind: { $case: 'closing', value: { reason, stimulusId } } });
+    s.batcher.close();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, 2_000);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      s.call.once('end', done);
+      s.call.once('error', done);
+      s.call.once('close', done);
+      try {
+        s.call.end();
+      } catch {
+        done();
+      }
+    });
+  }
+
+  private perform(actions: WorkerAction[]): void {
     for (const a of actions) {
       switch (a.type) {
         case 'Execute':
@@ -794,4 +852,20 @@ export class Worker {
       ])
       .finally(() => this.resolveClosed(this.closeInfo!));
   }
+}
+
+/**
+ * For SKEIN_TEST_FAULT_ONCE: the first worker to reach the fault creates the file and fires;
+ * one that finds it there lets the fault pass. Without a file every worker fires.
+ */
+function claimFault(file: string | undefined): (() => boolean) | undefined {
+  if (file === undefined) return undefined;
+  return () => {
+    try {
+      closeSync(openSync(file, 'wx'));
+      return true;
+    } catch {
+      return false;
+    }
+  };
 }

@@ -195,6 +195,8 @@ interface WorkerConn {
   sentFunctions: Set<string>;
   closing: boolean;
   ended: boolean;
+  /** Why the worker said it closes (WorkerClosing), the reason of its removal. */
+  closeReason?: string;
 }
 
 interface ClientConn {
@@ -682,7 +684,7 @@ export class Scheduler {
       this.flushToWorkers();
     });
     const closed = (why: string) => () => {
-      if (conn) this.dropWorkerConn(conn, conn.closing, why);
+      if (conn) this.dropWorkerConn(conn, conn.closing, conn.closeReason ?? why);
     };
     call.on('end', () => {
       closed('connection closed')();
@@ -810,6 +812,12 @@ export class Scheduler {
           stimulusId: this.stimulus('transfer-done'),
         });
       }
+      case 'closing':
+        // The worker hit an internal error and closes (its nanny starts a fresh one); it is
+        // removed with this reason when its session ends, as a death: its tasks are rescheduled.
+        conn.closeReason = kind.value.reason || 'the worker closed on an internal error';
+        this.log.warn(`worker ${worker} is closing on an internal error (stimulus ${kind.value.stimulusId || '(none)'}): ${conn.closeReason}`);
+        return;
     }
   }
 }

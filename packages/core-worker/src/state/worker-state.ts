@@ -216,11 +216,23 @@ export class WorkerState {
     return out;
   }
 
-  /** Handles events in order and returns the actions for the shell. */
+  /**
+   * Test-only fault injection: when set, called with every event before it is handled; a throw
+   * from it is an internal error like any other (the shell closes the worker). Unset, it costs
+   * one property read per event.
+   */
+  faultHook: ((event: WorkerEvent) => void) | undefined = undefined;
+
+  /**
+   * Handles events in order and returns the actions for the shell. A throw (other than while
+   * setting up one ComputeTask, which errs that task alone) is an internal error: the state is
+   * then unknown, and the shell closes the worker (Worker.failHard).
+   */
   handle(...events: WorkerEvent[]): WorkerAction[] {
     const ctx: Ctx = { recs: new Map(), actions: [], stimulusId: '', nowMs: this.config.now() };
     for (const ev of events) {
       ctx.stimulusId = ev.stimulusId;
+      if (this.faultHook !== undefined) this.faultHook(ev);
       try {
         this.handleEvent(ev, ctx);
       } catch (err) {
