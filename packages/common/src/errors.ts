@@ -363,8 +363,8 @@ export function toRemoteError(err: unknown, key = ''): ErrorInfo {
 
 /**
  * An error received from the scheduler, as the error a future rejects with: KilledWorkerError,
- * CancelledError, InternalError (a bug in Skein, with the stimulus id and story in its details),
- * else TaskError (the task's function threw, or Skein refused it: `remoteType` and `details` say).
+ * CancelledError, InternalError (code `internal` with type InternalError: a bug in Skein, with the
+ * stimulus id and story in its details), else TaskError (the task's function threw, or Skein refused it: `remoteType` and `details` say).
  */
 export function fromRemoteError(e: ErrorInfo): SkeinError {
   switch (e.code) {
@@ -375,6 +375,9 @@ export function fromRemoteError(e: ErrorInfo): SkeinError {
     case 'cancelled':
       return new CancelledError(e.key, e.message);
     case 'internal': {
+      // Only a bug in Skein is an InternalError; other internal failures of a task (its thread
+      // died) stay TaskErrors with their remote type.
+      if (e.type !== 'InternalError' && e.type !== 'InvalidTransitionError') return new TaskError(e.key, e.type, e.message, e.stack);
       const err = new InternalError(e.message, { details: { ...parseDetails(e.detailsJson), key: e.key, remoteType: e.type } });
       if (e.stack) err.stack = `${e.type}: ${e.message}\n    [remote stack of task ${e.key}]\n${e.stack}`;
       return err;

@@ -46,6 +46,10 @@ describe('errors on the wire', () => {
     const internal = fromRemoteError(taskError('k', 'internal', 'state broke', { stimulusId: 'tick-7', story: [] }));
     expect(internal).toBeInstanceOf(InternalError);
     expect(internal).toMatchObject({ code: 'internal', stimulusId: 'tick-7', taskKey: 'k', message: 'state broke' });
+    // A task whose thread died failed with code internal too, but that is no bug in Skein.
+    const died = fromRemoteError(toRemoteError(new SkeinError('internal', 'Task k failed: the thread exited'), 'k'));
+    expect(died).toBeInstanceOf(TaskError);
+    expect(died).toMatchObject({ remoteType: 'SkeinError' });
   });
 
   it('a wire RemoteError with an unknown code reads as a user error; a missing one as an internal error', () => {
