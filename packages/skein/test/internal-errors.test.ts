@@ -31,7 +31,7 @@ describe('internal errors', () => {
       );
       expect(await client.gather(futures)).toEqual(xs.map((x) => x * 3));
       // The scheduler removed the worker with the reason it sent (WorkerClosing) and rescheduled its tasks.
-      const reasons = [...cluster.scheduler.state.tasks.values()].map((ts) => ts.lastDeathReason ?? '');
+      const reasons = [...cluster.scheduler.state.tasks.values()].map((ts) => ts.lastDeathReason);
       expect(reasons.some((r) => /hit an internal error while handling ExecuteSuccess/.test(r))).toBe(true);
 
       // Exactly one worker failed: it logged why, exited with the internal-error code, and its nanny restarted it.
