@@ -554,7 +554,8 @@ export class Worker {
     try {
       this.perform(this.state.handle(...events));
     } catch (err) {
-      this.failHard(err, `while handling ${events.map((e) => `${e.type} (${e.stimulusId})`).slice(0, 5).join(', ')}${events.length > 5 ? ', ...' : ''}`);
+      const what = events.map((e) => `${e.type} (${e.stimulusId})`).slice(0, 5).join(', ') + (events.length > 5 ? ', ...' : '');
+      this.failHard(err, `while handling ${what}`, events.length === 1 ? events[0]!.stimulusId : '');
     }
   }
 
@@ -565,9 +566,11 @@ export class Worker {
    * starts a fresh worker; the scheduler reschedules this worker's tasks and recomputes results
    * only it held. Never carries on in a state it cannot trust.
    */
-  private failHard(err: unknown, context: string): void {
+  private failHard(err: unknown, context: string, eventStimulusId = ''): void {
     if (this.failure) return;
-    const stimulusId = err instanceof SkeinError && typeof err.details['stimulusId'] === 'string' ? err.details['stimulusId'] : '';
+    // The failing event's stimulus id: the error's own if it names one, else the only event's.
+    const named = err instanceof SkeinError ? err.details['stimulusId'] : undefined;
+    const stimulusId = typeof named === 'string' && named !== '' ? named : eventStimulusId;
     const error = new InternalError(
       `Worker ${this.address} hit an internal error ${context}: ${err instanceof Error ? err.message : String(err)}. ` +
         'It closes; a nanny starts a fresh worker and the scheduler reschedules its tasks. This is a bug in Skein: please report it with this log.',
