@@ -20,8 +20,6 @@ export { InvalidTransitionError };
 
 type Transition = (ts: TaskRecord) => TaskStateName;
 
-const NO_KEYS: readonly string[] = Object.freeze([]);
-
 /** The task keys an event names (for `recover`; worker- and cluster-level events name none). */
 function* eventKeys(e: SchedulerEvent): Iterable<string> {
   switch (e.type) {
@@ -204,11 +202,12 @@ export class SchedulerState {
       );
     let failed = 0;
     // Keys a client asked for in this event that the state does not know (it threw before adding them).
-    const asked = event.type === 'GraphUpdated' ? event.wanted : event.type === 'ClientWantsKeys' ? event.keys : NO_KEYS;
-    for (const key of asked) {
-      if (this.tasks.has(key)) continue;
-      this.report((event as { client: string }).client, { type: 'erred', key, error: failure(key, 'unknown') });
-      failed++;
+    if (event.type === 'GraphUpdated' || event.type === 'ClientWantsKeys') {
+      for (const key of event.type === 'GraphUpdated' ? event.wanted : event.keys) {
+        if (this.tasks.has(key)) continue;
+        this.report(event.client, { type: 'erred', key, error: failure(key, 'unknown') });
+        failed++;
+      }
     }
     for (const key of touched) {
       const ts = this.tasks.get(key);
