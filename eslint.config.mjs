@@ -116,6 +116,7 @@ export default defineConfig(
       'packages/common/src/units.ts',
       'packages/common/src/log.ts',
       'packages/common/src/transition-log.ts',
+      'packages/common/src/faults.ts',
     ],
     rules: {
       '@typescript-eslint/no-restricted-imports': [

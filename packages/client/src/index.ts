@@ -49,6 +49,7 @@ export type { ClientOptions, ClientStatus, FutureStatus, SchedulerInfo, Story, S
 export {
   CancelledError,
   CommClosedError,
+  InternalError,
   KilledWorkerError,
   ProtocolVersionError,
   SkeinError,

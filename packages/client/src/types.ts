@@ -1,4 +1,5 @@
 import type { Value } from '@skein/protocol';
+import type { ErrorInfo } from '@skein/common';
 
 /** Where a future's key is in its life, as seen by this client. */
 export type FutureStatus = 'pending' | 'no-worker' | 'finished' | 'error' | 'cancelled' | 'lost';
@@ -143,15 +144,6 @@ export interface FunctionSource {
   name: string;
 }
 
-/** A remote error in domain form. */
-export interface RemoteErrorInfo {
-  type: string;
-  message: string;
-  stack: string;
-  code: string;
-  key: string;
-  detailsJson: string;
-}
 
 /** Messages the client sends to the scheduler (converted to protobuf in wire.ts). */
 export type Outgoing =
@@ -178,7 +170,7 @@ export type Incoming =
       nbytes: number;
       typeName: string;
     }
-  | { type: 'KeyErred'; key: string; error: RemoteErrorInfo }
+  | { type: 'KeyErred'; key: string; error: ErrorInfo }
   | { type: 'KeyCancelled'; key: string; reason: string }
   | { type: 'KeyLost'; key: string }
   | { type: 'KeyNoWorker'; key: string; reason: string; resolved: boolean };

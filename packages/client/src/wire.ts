@@ -9,7 +9,6 @@ import type {
   FunctionRef,
   GetInfoResponse,
   GetStoryResponse,
-  RemoteError,
   RunRequest,
   RunResponse,
   TaskBatch,
@@ -21,14 +20,14 @@ import type {
   FunctionSource,
   Incoming,
   Outgoing,
-  RemoteErrorInfo,
   SchedulerInfo,
   TaskDef,
   Transition,
   WorkerInfo,
   EncodedValue,
 } from './types.js';
-import { InvalidArgumentError, buildValueColumn, forEachRun, hasKeys, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
+import type { ErrorInfo } from '@skein/common';
+import { InvalidArgumentError, buildValueColumn, errorInfoFromWire, forEachRun, hasKeys, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
 
 /** The first message of a session; `batches`: this client reads KeysInMemory. */
 export function helloRequest(protocolVersion: string, clientId: string): ClientSessionRequest {
@@ -175,12 +174,6 @@ export function toSessionRequest(batch: readonly Outgoing[], batches: boolean): 
   return { messages: batch.map((m) => toClientMessage(m, batches)) };
 }
 
-const EMPTY_ERROR: RemoteErrorInfo = { type: 'Error', message: '(no error details)', stack: '', code: '', key: '', detailsJson: '' };
-
-export function fromRemoteErrorMessage(e: RemoteError | undefined, key: string): RemoteErrorInfo {
-  if (!e) return { ...EMPTY_ERROR, key };
-  return { type: e.type, message: e.message, stack: e.stack, code: e.code, key: e.key || key, detailsJson: e.detailsJson };
-}
 
 /**
  * A scheduler update in domain form, given to `emit` (a KeysInMemory gives one KeyInMemory per
@@ -234,7 +227,7 @@ function fromSingleUpdate(k: Exclude<NonNullable<ClientUpdate['kind']>, { $case:
         typeName: k.value.typeName,
       };
     case 'erred':
-      return { type: 'KeyErred', key: k.value.key, error: fromRemoteErrorMessage(k.value.error, k.value.key) };
+      return { type: 'KeyErred', key: k.value.key, error: errorInfoFromWire(k.value.error, k.value.key, `task ${k.value.key} erred, but the scheduler sent no error details`) };
     case 'cancelled':
       return { type: 'KeyCancelled', key: k.value.key, reason: k.value.reason };
     case 'lost':
@@ -246,10 +239,6 @@ function fromSingleUpdate(k: Exclude<NonNullable<ClientUpdate['kind']>, { $case:
       throw new Error(`unknown scheduler update ${JSON.stringify(never)}`);
     }
   }
-}
-
-export function toRemoteErrorMessage(e: RemoteErrorInfo): RemoteError {
-  return { ...e };
 }
 
 function fromWireWorker(w: WireWorkerInfo): WorkerInfo {
@@ -314,10 +303,10 @@ export function toRunRequest(fn: FunctionSource, args: EncodedValue, resultEncod
   return { function: { hash: fn.hash, source: fn.source, name: fn.name }, args, resultEncoding };
 }
 
-export type RunOutcome = { ok: true; value: EncodedValue | undefined } | { ok: false; error: RemoteErrorInfo };
+export type RunOutcome = { ok: true; value: EncodedValue | undefined } | { ok: false; error: ErrorInfo };
 
 export function fromRunResponse(r: RunResponse): RunOutcome {
   const o = r.outcome;
   if (!o) return { ok: true, value: undefined };
-  return o.$case === 'result' ? { ok: true, value: o.value } : { ok: false, error: fromRemoteErrorMessage(o.value, '') };
+  return o.$case === 'result' ? { ok: true, value: o.value } : { ok: false, error: errorInfoFromWire(o.value, '', 'the function failed, but the worker sent no error details') };
 }

@@ -145,6 +145,132 @@ export class TimeoutError extends SkeinError {
   }
 }
 
+/**
+ * A bug in Skein: an impossible state transition, or a throw inside a state machine's `handle`.
+ * `details` carry what is known: the task `key`, the `stimulusId` of the event that failed, the
+ * task's `story` (its transitions, oldest first).
+ */
+export class InternalError extends SkeinError {
+  constructor(message: string, options?: SkeinErrorOptions) {
+    super('internal', message, options);
+  }
+  /** The stimulus id of the event that failed, if known ('' otherwise). */
+  get stimulusId(): string {
+    const s = this.details['stimulusId'];
+    return typeof s === 'string' ? s : '';
+  }
+  /** The key of the task this error failed, if any ('' otherwise). */
+  get taskKey(): string {
+    const k = this.details['key'];
+    return typeof k === 'string' ? k : '';
+  }
+}
+
+/** A transition the table does not have, in the scheduler or a worker: a bug; carries the task's story. */
+export class InvalidTransitionError extends InternalError {
+  readonly key: string;
+  readonly start: string;
+  readonly finish: string;
+  readonly story: readonly { start: string; finish: string; stimulusId: string }[];
+  constructor(who: 'scheduler' | 'worker', key: string, start: string, finish: string, story: readonly { start: string; finish: string; stimulusId: string }[]) {
+    super(
+      `Impossible transition ${start}->${finish} of task ${key} in the ${who} state. This is a bug in Skein; please report it ` +
+        `with this story:\n${story.slice(-20).map((r) => `  ${r.start}->${r.finish} (${r.stimulusId})`).join('\n')}`,
+      { details: { key, start, finish, story } },
+    );
+    this.key = key;
+    this.start = start;
+    this.finish = finish;
+    this.story = story;
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Errors on the wire: the one definition of their shape, and the one converter each way.
+
+/** The type names of Skein's own errors as they travel in `RemoteError.type`. */
+export type SkeinErrorType =
+  | 'SkeinError'
+  | 'InvalidArgumentError'
+  | 'CommClosedError'
+  | 'ProtocolVersionError'
+  | 'TaskError'
+  | 'KilledWorkerError'
+  | 'CancelledError'
+  | 'TimeoutError'
+  | 'InternalError'
+  | 'InvalidTransitionError'
+  | 'NoWorkerError'
+  | 'NoValidWorkerError';
+
+/** `RemoteError.type`: a Skein error type, or the class name of the error a user's function threw. */
+export type ErrorType = SkeinErrorType | (string & Record<never, never>);
+
+/**
+ * An error as it crosses the wire between worker, scheduler and client: field for field the
+ * protocol's `RemoteError`, so it converts by copying. The one definition of that shape; build
+ * one with `toRemoteError` (a thrown value) or `taskError` (an error a state machine decides).
+ */
+export interface ErrorInfo {
+  type: ErrorType;
+  message: string;
+  /** The remote stack ('' when the error was decided by a state machine, not thrown). */
+  stack: string;
+  /** The code of a Skein error; '' for an error thrown by user code. */
+  code: ErrorCode | '';
+  key: string;
+  /** JSON of the error's details (a SkeinError's `details`), or ''. */
+  detailsJson: string;
+}
+
+/** The error type a state machine's error of each code travels under, unless it names another. */
+const TYPE_OF_CODE: Partial<Record<ErrorCode, SkeinErrorType>> = {
+  invalid_argument: 'InvalidArgumentError',
+  killed_worker: 'KilledWorkerError',
+  cancelled: 'CancelledError',
+  deadline_exceeded: 'TimeoutError',
+  internal: 'InternalError',
+};
+
+/**
+ * An error of task `key` decided by a state machine (no exception, no stack): what the state
+ * machines use instead of assembling a wire record by hand.
+ *
+ * @example
+ * ts.exception = taskError(ts.key, 'killed_worker', `Task ${ts.key} was running on ...`, { key: ts.key, deaths, reason });
+ */
+export function taskError(
+  key: string,
+  code: ErrorCode,
+  message: string,
+  details?: Record<string, unknown>,
+  type: SkeinErrorType = TYPE_OF_CODE[code] ?? 'SkeinError',
+): ErrorInfo {
+  return { type, message, stack: '', code, key, detailsJson: details ? JSON.stringify(details) : '' };
+}
+
+const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
+  'invalid_argument', 'not_found', 'already_exists', 'failed_precondition', 'unavailable', 'unauthenticated', 'cancelled',
+  'deadline_exceeded', 'internal', 'unimplemented', 'resource_exhausted', 'task_failed', 'killed_worker',
+]);
+
+/**
+ * A `RemoteError` message received from a peer, as an ErrorInfo: a missing message becomes an
+ * internal error saying so (`missing`), an empty key is the `key` the message was about, and a
+ * code Skein does not know is dropped (the error is then a user's error, as the client reads it).
+ */
+export function errorInfoFromWire(e: RemoteErrorMessage | undefined, key: string, missing = `task ${key} failed without an error message`): ErrorInfo {
+  if (!e) return taskError(key, 'internal', missing);
+  return {
+    type: e.type,
+    message: e.message,
+    stack: e.stack,
+    code: ERROR_CODES.has(e.code) ? (e.code as ErrorCode) : '',
+    key: e.key || key,
+    detailsJson: e.detailsJson,
+  };
+}
+
 /** Turns anything thrown into a SkeinError (an existing one passes through). */
 export function toSkeinError(err: unknown, context?: string): SkeinError {
   if (err instanceof SkeinError) return err;
@@ -214,8 +340,8 @@ export function errorTypeName(err: Error): string {
   return typeof name === 'string' && name !== '' ? name : typeof ctor === 'string' && ctor !== '' ? ctor : 'Error';
 }
 
-/** A thrown value as the protocol's RemoteError message. */
-export function toRemoteError(err: unknown, key = ''): RemoteErrorMessage {
+/** A thrown value as the error that crosses the wire (the protocol's RemoteError, field for field). */
+export function toRemoteError(err: unknown, key = ''): ErrorInfo {
   if (err instanceof Error) {
     return {
       type: err instanceof SkeinError ? err.name : errorTypeName(err),
@@ -235,8 +361,12 @@ export function toRemoteError(err: unknown, key = ''): RemoteErrorMessage {
   return { type: 'Error', message: `non-Error value thrown: ${message}`, stack: '', code: '', key, detailsJson: '' };
 }
 
-/** A RemoteError received from the scheduler, as the error a future rejects with. */
-export function fromRemoteError(e: RemoteErrorMessage): SkeinError {
+/**
+ * An error received from the scheduler, as the error a future rejects with: KilledWorkerError,
+ * CancelledError, InternalError (code `internal` with type InternalError: a bug in Skein, with the
+ * stimulus id and story in its details), else TaskError (the task's function threw, or Skein refused it: `remoteType` and `details` say).
+ */
+export function fromRemoteError(e: ErrorInfo): SkeinError {
   switch (e.code) {
     case 'killed_worker': {
       const d = parseDetails(e.detailsJson);
@@ -244,7 +374,27 @@ export function fromRemoteError(e: RemoteErrorMessage): SkeinError {
     }
     case 'cancelled':
       return new CancelledError(e.key, e.message);
-    default:
+    case 'internal': {
+      // Only a bug in Skein is an InternalError; other internal failures of a task (its thread
+      // died) stay TaskErrors with their remote type.
+      if (e.type !== 'InternalError' && e.type !== 'InvalidTransitionError') return new TaskError(e.key, e.type, e.message, e.stack);
+      const err = new InternalError(e.message, { details: { ...parseDetails(e.detailsJson), key: e.key, remoteType: e.type } });
+      if (e.stack) err.stack = `${e.type}: ${e.message}\n    [remote stack of task ${e.key}]\n${e.stack}`;
+      return err;
+    }
+    // The task's function threw (no code), or Skein refused or failed it for a reason its type
+    // and message say: the future rejects with a TaskError carrying them.
+    case '':
+    case 'task_failed':
+    case 'invalid_argument':
+    case 'not_found':
+    case 'already_exists':
+    case 'failed_precondition':
+    case 'unavailable':
+    case 'unauthenticated':
+    case 'deadline_exceeded':
+    case 'unimplemented':
+    case 'resource_exhausted':
       return new TaskError(e.key, e.type, e.message, e.stack);
   }
 }

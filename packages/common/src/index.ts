@@ -21,7 +21,14 @@ export {
   fromGrpcStatus,
   toRemoteError,
   fromRemoteError,
+  errorInfoFromWire,
+  taskError,
+  InternalError,
+  InvalidTransitionError,
   type ErrorCode,
+  type ErrorInfo,
+  type ErrorType,
+  type SkeinErrorType,
   type SkeinErrorOptions,
 } from './errors.js';
 export {
@@ -58,3 +65,4 @@ export { createLogger, guardStdio, type Logger, type LogLevel } from './log.js';
 export { buildValueColumn, readValueColumn, splitByCounts, checkColumn, StringTable, readStringTable, forEachRun, type ColumnValue } from './columns.js';
 export { TransitionLog, type LoggedTransition } from './transition-log.js';
 export { hasKeys } from './objects.js';
+export { parseFaultSpec, faultHook, type FaultSpec } from './faults.js';

@@ -11,9 +11,19 @@ export {
   SkeinError,
   InvalidArgumentError,
   TaskError,
+  KilledWorkerError,
+  CancelledError,
   toSkeinError,
   toRemoteError,
+  fromRemoteError,
+  errorInfoFromWire,
+  taskError,
+  InternalError,
+  InvalidTransitionError,
   type ErrorCode,
+  type ErrorInfo,
+  type ErrorType,
+  type SkeinErrorType,
 } from './errors.js';
 export {
   Encoding,
@@ -31,3 +41,4 @@ export { parseAddress, parseHost, formatAddress, interfaceAddress, contactHost, 
 export { parseBytes, parseMemoryLimit } from './units.js';
 export { guardStdio } from './log.js';
 export { TransitionLog, type LoggedTransition } from './transition-log.js';
+export { parseFaultSpec, faultHook, type FaultSpec } from './faults.js';

@@ -25,6 +25,7 @@ export class TransitionLog<S extends string> {
   private readonly codes = new Map<S, number>();
   private next = 0;
   private count = 0;
+  private pushes = 0;
 
   /** @param states every state name that may be logged (at most 256). */
   constructor(
@@ -46,6 +47,20 @@ export class TransitionLog<S extends string> {
     return this.count;
   }
 
+  /** How many records were ever pushed: a mark for `keysSince`. */
+  get pushed(): number {
+    return this.pushes;
+  }
+
+  /** The keys of the records pushed since `mark` (a value of `pushed`) that are still held. */
+  keysSince(mark: number): Set<string> {
+    const out = new Set<string>();
+    const n = this.keys.length;
+    const take = Math.min(this.pushes - mark, this.count);
+    for (let j = 1; j <= take; j++) out.add(this.keys[(this.next - j + n) % n]!);
+    return out;
+  }
+
   push(key: string, start: S, finish: S, stimulusId: string, timeMs: number, worker = ''): void {
     const i = this.next;
     this.keys[i] = key;
@@ -56,6 +71,7 @@ export class TransitionLog<S extends string> {
     this.workers[i] = worker;
     this.next = (i + 1) % this.keys.length;
     if (this.count < this.keys.length) this.count++;
+    this.pushes++;
   }
 
   /** The records of the given keys (all records without `keys`), oldest first. */

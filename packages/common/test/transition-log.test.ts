@@ -17,4 +17,16 @@ describe('TransitionLog', () => {
     ]);
     expect(log.select(new Set(['k1', 'k3'])).map((r) => `${r.key}:${r.start}->${r.finish}`)).toEqual(['k1:b->c', 'k3:a->c']);
   });
+
+  it('keysSince(mark) names the keys logged after the mark, within the capacity', () => {
+    const log = new TransitionLog(3, ['a', 'b'] as const);
+    log.push('k0', 'a', 'b', 's0', 0);
+    const mark = log.pushed;
+    expect(log.keysSince(mark)).toEqual(new Set());
+    log.push('k1', 'a', 'b', 's1', 1);
+    log.push('k2', 'a', 'b', 's2', 2);
+    expect(log.keysSince(mark)).toEqual(new Set(['k1', 'k2']));
+    for (let i = 3; i < 8; i++) log.push(`k${i}`, 'a', 'b', `s${i}`, i);
+    expect(log.keysSince(mark)).toEqual(new Set(['k5', 'k6', 'k7']));
+  });
 });

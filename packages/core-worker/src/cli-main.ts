@@ -13,6 +13,8 @@ import { parseMemoryFraction, parseResources, type WorkerOptions } from './optio
 export const EXIT_SCHEDULER_LOST = 3;
 /** Exit code of a worker the scheduler removed (its nanny starts a fresh one). */
 export const EXIT_REMOVED = 4;
+/** Exit code of a worker that closed on an internal error of its own (its nanny starts a fresh one). */
+export const EXIT_INTERNAL_ERROR = 5;
 
 /** How often a worker under a nanny checks that the nanny (its parent process) is still there (ms). */
 const PARENT_POLL_MS = 250;
@@ -175,7 +177,8 @@ export function parseWorkerArgs(argv: string[]): WorkerOptions | 'help' {
  * Runs `skein-worker` with the given arguments (without the program name) until the worker
  * closes. Resolves to the process exit code: 0 after SIGINT/SIGTERM or the loss of its nanny
  * (graceful retire), 1 on bad input, 3 when the scheduler is lost for --death-timeout, 4 when the
- * scheduler removed the worker. Errors are printed as one line on stderr.
+ * scheduler removed the worker, 5 after an internal error (a bug in Skein: the worker closed
+ * rather than run on in an unknown state). Errors are printed as one line on stderr.
  */
 export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promise<number> {
   // A log line to a nanny that was killed must not crash the worker (EPIPE).
@@ -214,6 +217,7 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
     if (closed.error) {
       io.stderr(`skein-worker: ${oneLine(closed.error)}`);
       if (closed.error.code === 'not_found') return EXIT_REMOVED;
+      if (closed.error.code === 'internal') return EXIT_INTERNAL_ERROR;
       return closed.error.code === 'unavailable' ? EXIT_SCHEDULER_LOST : 1;
     }
     return 0;

@@ -16,7 +16,7 @@
  */
 export { Worker, type WorkerStatus, type WorkerClosed } from './worker.js';
 export { compileWorkerOptions, parseResources, parseMemoryFraction, type WorkerOptions, type CompiledWorkerOptions } from './options.js';
-export { runWorkerCli, parseWorkerArgs, EXIT_SCHEDULER_LOST, type CliIO } from './cli-main.js';
+export { runWorkerCli, parseWorkerArgs, EXIT_SCHEDULER_LOST, EXIT_INTERNAL_ERROR, type CliIO } from './cli-main.js';
 export { WorkerState, InvalidTransitionError, InvalidStateError, type TaskRecord } from './state/worker-state.js';
 export { isSpilled, storedBytes } from './state/types.js';
 export {
@@ -31,7 +31,7 @@ export type {
   Encoded,
   SpilledValue,
   StoredValue,
-  TaskErrorInfo,
+  ErrorInfo,
   FunctionSpec,
   TaskCall,
   TaskStateName,

@@ -7,8 +7,10 @@ import {
   interfaceAddress,
   parseAddress,
   parseHost,
+  parseFaultSpec,
   parseMemoryLimit,
   skeinDefaults,
+  type FaultSpec,
 } from '@skein/common';
 import { memoryUsage } from 'node:process';
 import { DEFAULT_MEMORY_FRACTIONS, type MemoryFraction, type MemoryFractions } from './state/memory.js';
@@ -73,6 +75,18 @@ export interface WorkerOptions {
   memoryMonitorMs?: number;
   /** Reads the process memory in bytes (tests inject one). Default `process.memoryUsage.rss`. */
   readRss?: () => number;
+  /**
+   * Test only: make the state machine throw on the nth event of a type, `<event type>[:<nth>]`
+   * (e.g. `ExecuteSuccess:200`), to exercise the internal-error policy (the worker closes, exit
+   * code 5). Default `SKEIN_TEST_FAULT`.
+   */
+  testFault?: string;
+  /**
+   * Test only: a file the faulting worker creates first (exclusively); a worker that finds it
+   * there lets the fault pass, so of workers sharing the setting (and their restarts) only one
+   * fails. Default `SKEIN_TEST_FAULT_ONCE`.
+   */
+  testFaultOnce?: string;
 }
 
 /** Options with defaults applied, validated once at start. */
@@ -100,6 +114,8 @@ export interface CompiledWorkerOptions {
   localDirectory: string | undefined;
   memoryMonitorMs: number;
   readRss: () => number;
+  /** The injected fault (tests), if any. */
+  testFault: (FaultSpec & { once: string | undefined }) | undefined;
 }
 
 function positiveInt(v: number | undefined, fallback: number, what: string): number {
@@ -210,5 +226,13 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
     localDirectory: o.localDirectory ? resolvePath(o.localDirectory) : undefined,
     memoryMonitorMs: nonNegative(o.memoryMonitorMs, 100, 'memoryMonitorMs') || 100,
     readRss: o.readRss ?? (() => memoryUsage.rss()),
+    testFault: testFault(o),
   };
+}
+
+function testFault(o: WorkerOptions): CompiledWorkerOptions['testFault'] {
+  const spec = parseFaultSpec(o.testFault ?? process.env['SKEIN_TEST_FAULT'], o.testFault === undefined ? 'SKEIN_TEST_FAULT' : 'testFault');
+  if (!spec) return undefined;
+  const once = o.testFaultOnce ?? process.env['SKEIN_TEST_FAULT_ONCE'];
+  return { ...spec, once: once ? resolvePath(once) : undefined };
 }

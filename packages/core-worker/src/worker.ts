@@ -5,6 +5,7 @@
  * that async work back as events.
  */
 import { randomBytes } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
 import { cpuUsage, memoryUsage, pid } from 'node:process';
 import type { ClientDuplexStream, Server, ServiceError } from '@grpc/grpc-js';
 import { Metadata, status as GrpcStatus } from '@grpc/grpc-js';
@@ -22,6 +23,7 @@ import {
   Batcher,
   CHANNEL_OPTIONS,
   CommClosedError,
+  InternalError,
   InvalidArgumentError,
   Lifecycle,
   PROTOCOL_VERSION,
@@ -29,12 +31,15 @@ import {
   bindServer,
   checkProtocolVersion,
   createLogger,
+  errorInfoFromWire,
+  faultHook,
   formatAddress,
   formatBytes,
   fromGrpcStatus,
   insecureChannel,
   newServer,
   shutdownServer,
+  taskError,
   toRemoteError,
   toSkeinError,
   type LifecycleStatus,
@@ -110,6 +115,8 @@ export class Worker {
   private seq = 0;
   private readonly stimulusTag = randomBytes(3).toString('hex');
   private closeInfo: WorkerClosed | undefined;
+  /** Set once an internal error closes the worker (failHard); no event is handled after it. */
+  private failure: InternalError | undefined;
   private resolveClosed!: (c: WorkerClosed) => void;
   private closeCommand: (() => void) | undefined;
   private lastCpu = cpuUsage();
@@ -201,6 +208,7 @@ export class Worker {
         now: () => Date.now(),
         validate: o.validate,
       });
+      if (o.testFault) this.state.faultHook = faultHook(o.testFault, 'SKEIN_TEST_FAULT', claimFault(o.testFault.once));
       await this.connect(o.connectTimeoutMs, true);
       if (o.memoryLimit > 0) {
         this.monitor = setInterval(() => this.checkMemory(), o.memoryMonitorMs);
@@ -258,7 +266,7 @@ export class Worker {
               this.endSession(session);
               reject(e);
             } else {
-              this.log.error(`handling scheduler commands failed: ${(e as Error).stack ?? String(e)}`);
+              this.failHard(e, 'while handling commands from the scheduler');
             }
           }
         });
@@ -433,7 +441,7 @@ export class Worker {
    * skein-worker).
    */
   private onRemoved(details: string): void {
-    if (this.lifecycle.closing) return;
+    if (this.lifecycle.closing || this.failure) return;
     const error = new SkeinError(
       'not_found',
       `The scheduler at ${this.options.scheduler} removed this worker: ${details} Closing; a nanny starts a fresh worker.`,
@@ -443,7 +451,7 @@ export class Worker {
   }
 
   private onSessionLost(reason: string): void {
-    if (this.lifecycle.closing || this.reconnecting) return;
+    if (this.lifecycle.closing || this.reconnecting || this.failure) return;
     this.reconnecting = true;
     this.stopHeartbeat();
     this.log.warn(`lost the scheduler at ${this.options.scheduler} (${reason}); reconnecting for up to ${this.options.deathTimeoutMs / 1000}s`);
@@ -554,14 +562,69 @@ export class Worker {
     }
   }
 
+  /**
+   * Feeds events to the state and performs its actions. Any throw here is an internal error:
+   * the state is then unknown, so the worker closes (failHard) rather than carry on.
+   */
   private handle(events: WorkerEvent[]): void {
-    let actions: WorkerAction[];
+    if (this.failure) return;
     try {
-      actions = this.state.handle(...events);
+      this.perform(this.state.handle(...events));
     } catch (err) {
-      this.log.error(`worker state error: ${(err as Error).stack ?? String(err)}`);
-      throw err;
+      const what = events.map((e) => `${e.type} (${e.stimulusId})`).slice(0, 5).join(', ') + (events.length > 5 ? ', ...' : '');
+      this.failHard(err, `while handling ${what}`, events.length === 1 ? events[0]!.stimulusId : '');
     }
+  }
+
+  /**
+   * The failure policy for an internal error (packages/protocol/README.md, "Internal errors"), as
+   * Dask's fail_hard: log it, tell the scheduler why (WorkerClosing, after what is already queued
+   * for it), and close with an InternalError, so skein-worker exits with code 5 and its nanny
+   * starts a fresh worker; the scheduler reschedules this worker's tasks and recomputes results
+   * only it held. Never carries on in a state it cannot trust.
+   */
+  private failHard(err: unknown, context: string, eventStimulusId = ''): void {
+    if (this.failure) return;
+    // The failing event's stimulus id: the error's own if it names one, else the only event's.
+    const named = err instanceof SkeinError ? err.details['stimulusId'] : undefined;
+    const stimulusId = typeof named === 'string' && named !== '' ? named : eventStimulusId;
+    const error = new InternalError(
+      `Worker ${this.address} hit an internal error ${context}: ${err instanceof Error ? err.message : String(err)}. ` +
+        'It closes; a nanny starts a fresh worker and the scheduler reschedules its tasks. This is a bug in Skein: please report it with this log.',
+      { cause: err, details: { stimulusId } },
+    );
+    this.failure = error;
+    this.log.error(`${error.message}\n${err instanceof Error ? (err.stack ?? '') : ''}`);
+    const s = this.session;
+    const told = s && s.welcomed && !s.ended ? this.sayClosing(s, error.message, stimulusId) : Promise.resolve();
+    void told.then(() => this.close(error.message, error)).catch(() => undefined);
+  }
+
+  /**
+   * Sends what is queued for the scheduler and WorkerClosing last, and half-closes the session;
+   * resolves once the scheduler has ended its side (it removed this worker) or after 2 s.
+   */
+  private sayClosing(s: Session, reason: string, stimulusId: string): Promise<void> {
+    s.batcher.push({ kind: { $case: 'closing', value: { reason, stimulusId } } });
+    s.batcher.close();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, 2_000);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      s.call.once('end', done);
+      s.call.once('error', done);
+      s.call.once('close', done);
+      try {
+        s.call.end();
+      } catch {
+        done();
+      }
+    });
+  }
+
+  private perform(actions: WorkerAction[]): void {
     for (const a of actions) {
       switch (a.type) {
         case 'Execute':
@@ -617,7 +680,7 @@ export class Worker {
         this.enqueue({
           type: 'ExecuteFailure',
           key,
-          error: { type: 'SkeinError', message, stack: '', code: 'internal', key, detailsJson: '' },
+          error: taskError(key, 'internal', message, undefined, 'SkeinError'),
           startMs: now,
           stopMs: now,
           stimulusId: this.stimulus('unspill-failed'),
@@ -725,7 +788,7 @@ export class Worker {
         stimulusId: this.stimulus('task-finished'),
       });
     } else {
-      this.enqueue({ type: 'ExecuteFailure', key, error: r.error, startMs: r.startMs, stopMs: r.stopMs, stimulusId: this.stimulus('task-erred') });
+      this.enqueue({ type: 'ExecuteFailure', key, error: errorInfoFromWire(r.error, key), startMs: r.startMs, stopMs: r.stopMs, stimulusId: this.stimulus('task-erred') });
     }
   }
 
@@ -809,4 +872,20 @@ export class Worker {
       ])
       .finally(() => this.resolveClosed(this.closeInfo!));
   }
+}
+
+/**
+ * For SKEIN_TEST_FAULT_ONCE: the first worker to reach the fault creates the file and fires;
+ * one that finds it there lets the fault pass. Without a file every worker fires.
+ */
+function claimFault(file: string | undefined): (() => boolean) | undefined {
+  if (file === undefined) return undefined;
+  return () => {
+    try {
+      closeSync(openSync(file, 'wx'));
+      return true;
+    } catch {
+      return false;
+    }
+  };
 }

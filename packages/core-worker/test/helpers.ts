@@ -55,7 +55,7 @@ export function failure(key: string) {
   return {
     type: 'ExecuteFailure' as const,
     key,
-    error: { type: 'Error', message: 'boom', stack: '', code: '', key, detailsJson: '' },
+    error: { type: 'Error', message: 'boom', stack: '', code: '' as const, key, detailsJson: '' },
     startMs: 1,
     stopMs: 2,
     stimulusId: `fail-${key}`,

@@ -42,6 +42,8 @@ import { sampleProcess } from './proc.js';
 export const WORKER_EXIT_SCHEDULER_LOST = 3;
 /** Exit code of a worker the scheduler removed (see @skein/core-worker): the nanny starts a fresh one. */
 export const WORKER_EXIT_REMOVED = 4;
+/** Exit code of a worker that closed on an internal error (see @skein/core-worker): the nanny starts a fresh one. */
+export const WORKER_EXIT_INTERNAL_ERROR = 5;
 
 export interface NannyOptions {
   /** Scheduler address, tcp://HOST:PORT. */
@@ -303,7 +305,9 @@ export class Nanny {
       inc.stopping ??
       (removed
         ? 'the scheduler removed the worker'
-        : `the worker process ${exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`}`);
+        : exit.code === WORKER_EXIT_INTERNAL_ERROR
+          ? 'the worker closed on an internal error (exit code 5; its log says which)'
+          : `the worker process ${exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`}`);
     this.lastDeathReason = reason;
     this.restarts++;
     // A removed worker is not registered any more: there is no death to report.

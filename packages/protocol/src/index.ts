@@ -79,6 +79,7 @@ export {
   UpdateGraph,
   WantKeys,
   Welcome,
+  WorkerClosing,
   WorkerCommand,
   WorkerHello,
   WorkerHello_ResourcesEntry,

@@ -7,7 +7,6 @@ import type {
   TaskBatch,
   TasksFinished,
   InlineFunction,
-  RemoteError,
   TaskSpec,
   Transition,
   Value,
@@ -16,7 +15,7 @@ import type {
   WorkerInfo,
 } from '@skein/protocol';
 import { StringTable, buildValueColumn, checkColumn, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
-import type { ClientReport, ComputeAction, EncodedValue, ErrorInfo, FinishedTask, SchedulerEvent, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
+import type { ClientReport, ComputeAction, EncodedValue, FinishedTask, SchedulerEvent, TaskDef, TransitionRecord, WhoHasInfo, WorkerSpec } from '../state/types.js';
 import type { WorkerRecord } from '../state/records.js';
 
 export function taskDefFromSpec(spec: TaskSpec): TaskDef {
@@ -207,12 +206,6 @@ export function workerSpecFromHello(h: WorkerHello): WorkerSpec {
 
 export function whoHasInfo(w: WhoHas): WhoHasInfo {
   return { key: w.key, workers: w.workers, nbytes: w.nbytes };
-}
-
-export function errorInfo(e: RemoteError | undefined, key: string): ErrorInfo {
-  return e
-    ? { type: e.type, message: e.message, stack: e.stack, code: e.code, key: e.key || key, detailsJson: e.detailsJson }
-    : { type: 'Error', message: `task ${key} failed without an error message`, stack: '', code: 'internal', key, detailsJson: '' };
 }
 
 export function computeMessage(a: ComputeAction, fn: InlineFunction | undefined): ComputeTask {

@@ -31,6 +31,7 @@ import {
 import {
   Batcher,
   CHANNEL_OPTIONS,
+  errorInfoFromWire,
   forEachRun,
   InvalidArgumentError,
   fromGrpcStatus,
@@ -65,7 +66,6 @@ import {
   sameBatch,
   taskDefsFromBatch,
   tasksFinishedEvent,
-  errorInfo,
   taskDefFromSpec,
   transitionMessage,
   whoHasInfo,
@@ -195,6 +195,8 @@ interface WorkerConn {
   sentFunctions: Set<string>;
   closing: boolean;
   ended: boolean;
+  /** Why the worker said it closes (WorkerClosing), the reason of its removal. */
+  closeReason?: string;
 }
 
 interface ClientConn {
@@ -334,7 +336,9 @@ export class Scheduler {
     try {
       actions = this.state.handle(event);
     } catch (err) {
-      this.log.error(`state machine failed on ${event.type} (${event.stimulusId}): ${(err as Error).stack ?? err}`);
+      // A throw inside handle is recovered there (SchedulerState.recover); this is one inside
+      // that recovery: nothing more can be repaired here.
+      this.log.error(`the scheduler state could not recover from an internal error on ${event.type} (${event.stimulusId}): ${(err as Error).stack ?? err}`);
       return;
     }
     for (const a of actions) this.perform(a);
@@ -378,6 +382,13 @@ export class Scheduler {
         this.clients.get(a.client)?.out.push(r.type === 'in-memory' ? r : clientUpdate(r));
         return;
       }
+      case 'StateError':
+        // The state already failed the tasks the event touched and told their clients.
+        this.log.error(
+          `internal error while handling ${a.event} (stimulus ${a.stimulusId}); ${a.failed} task(s) the event touched failed ` +
+            `with an InternalError, the rest carries on. This is a bug in Skein, please report it: ${a.stack || a.message}`,
+        );
+        return;
       case 'WorkerRetired': {
         const waiters = this.retireWaiters.get(a.worker);
         this.retireWaiters.delete(a.worker);
@@ -673,7 +684,7 @@ export class Scheduler {
       this.flushToWorkers();
     });
     const closed = (why: string) => () => {
-      if (conn) this.dropWorkerConn(conn, conn.closing, why);
+      if (conn) this.dropWorkerConn(conn, conn.closing, conn.closeReason ?? why);
     };
     call.on('end', () => {
       closed('connection closed')();
@@ -741,7 +752,7 @@ export class Scheduler {
           type: 'TaskErred',
           worker,
           key: m.key,
-          error: errorInfo(m.error, m.key),
+          error: errorInfoFromWire(m.error, m.key),
           startMs: m.startMs,
           stopMs: m.stopMs,
           stimulusId: m.stimulusId || this.stimulus(`task-erred-${m.key}`),
@@ -801,6 +812,12 @@ export class Scheduler {
           stimulusId: this.stimulus('transfer-done'),
         });
       }
+      case 'closing':
+        // The worker hit an internal error and closes (its nanny starts a fresh one); it is
+        // removed with this reason when its session ends, as a death: its tasks are rescheduled.
+        conn.closeReason = kind.value.reason || 'the worker closed on an internal error';
+        this.log.warn(`worker ${worker} is closing on an internal error (stimulus ${kind.value.stimulusId || '(none)'}): ${conn.closeReason}`);
+        return;
     }
   }
 }

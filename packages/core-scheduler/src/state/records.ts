@@ -332,6 +332,22 @@ export class Recommendations {
     this.count--;
   }
 
+  /** Drops every recommendation (an event that failed); returns the tasks that had one. */
+  clear(): TaskRecord[] {
+    const dropped: TaskRecord[] = [];
+    for (let i = this.head; i < this.order.length; i++) {
+      const ts = this.order[i]!;
+      if (ts.recommended === null || ts.recSeq !== this.seqs[i]) continue;
+      ts.recommended = null;
+      dropped.push(ts);
+    }
+    this.order = [];
+    this.seqs = [];
+    this.head = 0;
+    this.count = 0;
+    return dropped;
+  }
+
   /** The oldest recommendation, removed. */
   shift(): [TaskRecord, TaskStateName] | undefined {
     while (this.head < this.order.length) {

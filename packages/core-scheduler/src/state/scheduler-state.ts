@@ -1,4 +1,4 @@
-import { TransitionLog } from '@skein/common/lite';
+import { InvalidTransitionError, TransitionLog, taskError, type ErrorInfo } from '@skein/common/lite';
 import { Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
 import { TASK_STATES } from './types.js';
@@ -16,22 +16,52 @@ import type {
   WorkerSpec,
 } from './types.js';
 
-/** Thrown for an impossible transition; carries the task's story. */
-export class InvalidTransitionError extends Error {
-  constructor(
-    readonly key: string,
-    readonly start: TaskStateName,
-    readonly finish: TaskStateName,
-    readonly story: TransitionRecord[],
-  ) {
-    super(
-      `Impossible transition ${start}->${finish} for task ${key}. Story:\n` +
-        story.map((r) => `  ${r.start}->${r.finish} (${r.stimulusId})`).join('\n'),
-    );
-  }
-}
+export { InvalidTransitionError };
 
 type Transition = (ts: TaskRecord) => TaskStateName;
+
+/** The task keys an event names (for `recover`; worker- and cluster-level events name none). */
+function* eventKeys(e: SchedulerEvent): Iterable<string> {
+  switch (e.type) {
+    case 'GraphUpdated':
+      for (const d of e.tasks) yield d.key;
+      yield* e.wanted;
+      return;
+    case 'ClientReleasedKeys':
+    case 'ClientCancelledKeys':
+    case 'ClientWantsKeys':
+    case 'WorkerReleasedKeys':
+      yield* e.keys;
+      return;
+    case 'TaskFinished':
+    case 'TaskErred':
+    case 'MissingData':
+    case 'RescheduleRequested':
+    case 'StealResponse':
+      yield e.key;
+      return;
+    case 'TasksFinished':
+      for (const t of e.tasks) yield t.key;
+      return;
+    case 'ReplicasAdded':
+      for (const k of e.keys) yield k.key;
+      return;
+    case 'ClientConnected':
+    case 'ClientDisconnected':
+    case 'WorkerAdded':
+    case 'WorkerRemoved':
+    case 'Heartbeat':
+    case 'TransferDone':
+    case 'RetireWorkers':
+    case 'ClusterRestarted':
+    case 'Tick':
+      return;
+    default: {
+      const never: never = e;
+      throw new Error(`unknown scheduler event ${JSON.stringify(never)}`);
+    }
+  }
+}
 
 const NO_WHO_HAS: WhoHasInfo[] = Object.freeze([]) as unknown as WhoHasInfo[];
 const NO_INLINE_INPUTS: Array<[string, { encoding: number; data: Uint8Array }]> = Object.freeze([]) as unknown as Array<[string, { encoding: number; data: Uint8Array }]>;
@@ -119,16 +149,88 @@ export class SchedulerState {
 
   // ------------------------------------------------------------------ public API
 
+  /**
+   * Test-only fault injection: when set, called after the event's own changes (`dispatched`,
+   * recommendations pending) and after they settled (`drained`, actions decided but not yet
+   * returned); a throw from it is handled as any bug in `handle` (see `recover`). Unset, it costs
+   * two property reads per event.
+   */
+  faultHook: ((event: SchedulerEvent, point: 'dispatched' | 'drained') => void) | undefined = undefined;
+
+  /**
+   * Handles one event and returns the actions for the shell. A throw inside (a bug) never leaves
+   * the event half-applied: see `recover`.
+   */
   handle(event: SchedulerEvent): SchedulerAction[] {
     this.actions = [];
     this.stimulusId = event.stimulusId;
     this.nowMs = this.opts.now();
     this.pendingFrees.clear();
-    this.dispatch(event);
-    this.drain();
+    const mark = this.log.pushed;
+    try {
+      this.dispatch(event);
+      if (this.faultHook !== undefined) this.faultHook(event, 'dispatched');
+      this.drain();
+      if (this.faultHook !== undefined) this.faultHook(event, 'drained');
+    } catch (err) {
+      this.recover(event, err, mark);
+    }
     this.pendingFrees.clear();
     if (this.opts.validate) this.validateState();
     return this.actions;
+  }
+
+  /**
+   * The failure policy for a throw inside `handle` (a bug in Skein; packages/protocol/README.md,
+   * "Internal errors"): no recommendation of the failed event survives into the next one, and the
+   * tasks the event touched are failed with an InternalError naming the event, its stimulus id,
+   * the cause and the task's story, reported to the clients that want them through the normal
+   * `erred` transition (their dependents err with it; every other task and client carries on).
+   * Touched: the keys the event names, the tasks it transitioned (the log since `mark`), and the
+   * tasks with a recommendation pending when it threw. Of those, tasks in memory or erred keep
+   * their state (a fact a worker reported); the others (released but still needed, waiting,
+   * queued, no-worker, processing) err. Compute actions for tasks no longer processing there are
+   * dropped. If failing them throws too, the state is beyond repair here: that error propagates.
+   */
+  private recover(event: SchedulerEvent, err: unknown, mark: number): void {
+    const pending = this.recs.clear();
+    this.freedSlots.clear();
+    const touched = this.log.keysSince(mark);
+    for (const ts of pending) touched.add(ts.key);
+    for (const key of eventKeys(event)) touched.add(key);
+    const cause = err instanceof Error ? err.message : String(err);
+    const stimulusId = event.stimulusId;
+    const failure = (key: string, state: string): ErrorInfo =>
+      taskError(
+        key,
+        'internal',
+        `The scheduler hit an internal error while handling ${event.type} (stimulus ${stimulusId}): ${cause}. ` +
+          `Task ${key} (${state} then) is failed rather than left half-done. This is a bug in Skein: please report it with ` +
+          "this error's details (its story). Submit the task again under a new key to retry it.",
+        { key, stimulusId, event: event.type, cause, story: this.story([key]) },
+      );
+    let failed = 0;
+    // Keys a client asked for in this event that the state does not know (it threw before adding them).
+    if (event.type === 'GraphUpdated' || event.type === 'ClientWantsKeys') {
+      for (const key of event.type === 'GraphUpdated' ? event.wanted : event.keys) {
+        if (this.tasks.has(key)) continue;
+        this.report(event.client, { type: 'erred', key, error: failure(key, 'unknown') });
+        failed++;
+      }
+    }
+    for (const key of touched) {
+      const ts = this.tasks.get(key);
+      if (!ts || ts.state === 'memory' || ts.state === 'erred' || ts.state === 'forgotten') continue;
+      if (ts.state === 'released' && !this.needed(ts)) continue;
+      ts.exception = failure(key, ts.state);
+      ts.exceptionBlame = key;
+      this.recs.set(ts, 'erred');
+      failed++;
+    }
+    this.drain();
+    this.actions = this.actions.filter((a) => a.type !== 'Compute' || this.tasks.get(a.key)?.processingOn?.address === a.worker);
+    const stack = err instanceof Error ? (err.stack ?? '') : '';
+    this.actions.push({ type: 'StateError', event: event.type, message: cause, stack, failed, stimulusId });
   }
 
   story(keys: Iterable<string>): TransitionRecord[] {
@@ -403,16 +505,13 @@ export class SchedulerState {
       ts.setDependencies(deps);
       for (const dep of deps) dep.addDependent(ts);
       if (missing) {
-        ts.exception = {
-          type: 'InvalidArgumentError',
-          message:
-            `Task ${ts.key} depends on ${missing.map((k) => `"${k}"`).join(', ')}, which the scheduler does not know ` +
+        ts.exception = taskError(
+          ts.key,
+          'invalid_argument',
+          `Task ${ts.key} depends on ${missing.map((k) => `"${k}"`).join(', ')}, which the scheduler does not know ` +
             '(never submitted, or already released). Keep a future for every input you pass to a task until it is submitted.',
-          stack: '',
-          code: 'invalid_argument',
-          key: ts.key,
-          detailsJson: JSON.stringify({ missing }),
-        };
+          { missing },
+        );
         ts.exceptionBlame = ts.key;
         ts.refused = true;
       }
@@ -471,16 +570,13 @@ export class SchedulerState {
     const inCycle = new Set(cycle);
     for (const t of added) {
       if (indegree.get(t)! === 0) continue;
-      t.exception = {
-        type: 'InvalidArgumentError',
-        message:
-          `Task ${t.key} ${inCycle.has(t.key) ? 'is on' : 'depends on'} a dependency cycle: ${text}, so none of them can ever run. ` +
+      t.exception = taskError(
+        t.key,
+        'invalid_argument',
+        `Task ${t.key} ${inCycle.has(t.key) ? 'is on' : 'depends on'} a dependency cycle: ${text}, so none of them can ever run. ` +
           'A task cannot need its own result, directly or through other tasks: check the keys of the graph.',
-        stack: '',
-        code: 'invalid_argument',
-        key: t.key,
-        detailsJson: JSON.stringify({ cycle }),
-      };
+        { cycle },
+      );
       t.exceptionBlame = t.key;
       t.refused = true;
       for (const d of t.dependencies) {
@@ -495,14 +591,12 @@ export class SchedulerState {
     const resources = ts.restrictions!.resources;
     for (const [name, q] of resources) {
       if (typeof q === 'number' && Number.isFinite(q) && q >= 0) continue;
-      ts.exception = {
-        type: 'InvalidArgumentError',
-        message: `Task ${ts.key} asks for ${String(q)} of resource "${name}": a resource quantity must be a finite number, 0 or more.`,
-        stack: '',
-        code: 'invalid_argument',
-        key: ts.key,
-        detailsJson: JSON.stringify({ resource: name, quantity: String(q) }),
-      };
+      ts.exception = taskError(
+        ts.key,
+        'invalid_argument',
+        `Task ${ts.key} asks for ${String(q)} of resource "${name}": a resource quantity must be a finite number, 0 or more.`,
+        { resource: name, quantity: String(q) },
+      );
       ts.exceptionBlame = ts.key;
       ts.refused = true;
       return;
@@ -645,16 +739,13 @@ export class SchedulerState {
         ts.lastDeathReason = reason;
       }
       if (ts.suspicious > this.opts.allowedFailures) {
-        ts.exception = {
-          type: 'KilledWorkerError',
-          message:
-            `Task ${ts.key} was running on ${ts.suspicious} workers that died (last: ${reason}); it is not retried again. ` +
+        ts.exception = taskError(
+          ts.key,
+          'killed_worker',
+          `Task ${ts.key} was running on ${ts.suspicious} workers that died (last: ${reason}); it is not retried again. ` +
             'Check the task for crashes or memory use, or raise allowed-failures.',
-          stack: '',
-          code: 'killed_worker',
-          key: ts.key,
-          detailsJson: JSON.stringify({ key: ts.key, deaths: ts.suspicious, reason }),
-        };
+          { key: ts.key, deaths: ts.suspicious, reason },
+        );
         ts.exceptionBlame = ts.key;
         this.recs.set(ts, 'erred');
       } else {
@@ -757,8 +848,8 @@ export class SchedulerState {
     if (this.running().length > 0 || (this.queue.size === 0 && this.unrunnable.size === 0)) this.noWorkersSince = -1;
     else if (this.noWorkersSince < 0) this.noWorkersSince = now;
     const since = this.noWorkersSince;
-    const fail = (ts: TaskRecord, type: string, message: string) => {
-      ts.exception = { type, message, stack: '', code: 'unavailable', key: ts.key, detailsJson: JSON.stringify({ timeoutMs: timeout }) };
+    const fail = (ts: TaskRecord, type: 'NoWorkerError' | 'NoValidWorkerError', message: string) => {
+      ts.exception = taskError(ts.key, 'unavailable', message, { timeoutMs: timeout }, type);
       ts.exceptionBlame = ts.key;
       this.recs.set(ts, 'erred');
     };
@@ -869,7 +960,7 @@ export class SchedulerState {
       if (ts.state === 'released') this.setState(ts, 'released', b(ts));
       return;
     }
-    throw new InvalidTransitionError(ts.key, start, finish, this.story([ts.key]));
+    throw new InvalidTransitionError('scheduler', ts.key, start, finish, this.story([ts.key]));
   }
 
   private setState(ts: TaskRecord, start: TaskStateName, finish: TaskStateName): void {
@@ -918,7 +1009,7 @@ export class SchedulerState {
     ts.waitingCount = 0;
     const valid = this.validWorkers(ts);
     if (typeof valid === 'string') {
-      ts.exception = { type: 'SkeinError', message: valid, stack: '', code: 'not_found', key: ts.key, detailsJson: '' };
+      ts.exception = taskError(ts.key, 'not_found', valid);
       ts.exceptionBlame = ts.key;
       this.recs.set(ts, 'erred');
       return this.parkUnrunnable(ts, unrunnableSince);
@@ -1087,9 +1178,7 @@ export class SchedulerState {
     }
     ts.waitingCount = 0;
     this.leaveDependencies(ts);
-    const error = ts.exception ?? {
-      type: 'SkeinError', message: `Task ${ts.key} failed`, stack: '', code: 'internal', key: ts.key, detailsJson: '',
-    };
+    const error = ts.exception ?? taskError(ts.key, 'internal', `Task ${ts.key} failed`, undefined, 'SkeinError');
     ts.exception = error;
     if ((ts.exceptionBlame || ts.key) === ts.key) this.telemetry.taskErred(ts.key, ts.group, ranOn, error, this.opts.now()); // dashboard
     for (const c of ts.wanters()) this.report(c, { type: 'erred', key: ts.key, error });

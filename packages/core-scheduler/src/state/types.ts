@@ -2,6 +2,7 @@
  * Domain types of the scheduler state machine: plain data, no protobuf classes, no I/O.
  * The gRPC shell converts wire messages into these (src/server/convert.ts).
  */
+import type { ErrorInfo } from '@skein/common/lite';
 
 /** An encoded value, opaque to the scheduler (bytes plus the encoding tag). */
 export interface EncodedValue {
@@ -32,14 +33,8 @@ export interface TaskDef {
   resultEncoding: number;
 }
 
-export interface ErrorInfo {
-  type: string;
-  message: string;
-  stack: string;
-  code: string;
-  key: string;
-  detailsJson: string;
-}
+/** An error as it crosses the wire (the one definition is in @skein/common). */
+export type { ErrorInfo };
 
 export interface WhoHasInfo {
   key: string;
@@ -156,7 +151,12 @@ export type SchedulerAction =
   | { type: 'StealRequest'; worker: string; key: string; stimulusId: string }
   | { type: 'CloseWorker'; worker: string; reason: string; stimulusId: string }
   | { type: 'ReportToClient'; client: string; report: ClientReport; stimulusId: string }
-  | { type: 'WorkerRetired'; worker: string; stimulusId: string };
+  | { type: 'WorkerRetired'; worker: string; stimulusId: string }
+  /**
+   * Handling the event threw (a bug in Skein): the event's pending recommendations were dropped
+   * and the tasks it touched failed with an InternalError (`failed` of them). For the log.
+   */
+  | { type: 'StateError'; event: SchedulerEvent['type']; message: string; stack: string; failed: number; stimulusId: string };
 
 export interface TransitionRecord {
   key: string;

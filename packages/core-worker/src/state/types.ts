@@ -2,6 +2,7 @@
  * Domain types of the worker state machine. Plain data only: no protobuf classes, no I/O.
  * The shell (src/server/convert.ts) converts wire messages to these and back.
  */
+import type { ErrorInfo } from '@skein/common/lite';
 
 /** Bytes plus the encoding that reads them (structurally the protocol's `Value`). */
 export interface Encoded {
@@ -33,15 +34,8 @@ export function storedBytes(v: StoredValue): number {
   return isSpilled(v) ? v.nbytes : v.data.byteLength;
 }
 
-/** An error raised by a task (structurally the protocol's `RemoteError`). */
-export interface TaskErrorInfo {
-  type: string;
-  message: string;
-  stack: string;
-  code: string;
-  key: string;
-  detailsJson: string;
-}
+/** An error raised by a task, as it crosses the wire (the one definition is in @skein/common). */
+export type { ErrorInfo };
 
 /** Which function a task calls. */
 export type FunctionSpec =
@@ -124,7 +118,7 @@ export interface ExecuteSuccessEvent {
 export interface ExecuteFailureEvent {
   type: 'ExecuteFailure';
   key: string;
-  error: TaskErrorInfo;
+  error: ErrorInfo;
   startMs: number;
   stopMs: number;
   stimulusId: string;
@@ -225,7 +219,7 @@ export type SchedulerMessage =
       stopMs: number;
       stimulusId: string;
     }
-  | { type: 'TaskErred'; key: string; error: TaskErrorInfo; startMs: number; stopMs: number; stimulusId: string }
+  | { type: 'TaskErred'; key: string; error: ErrorInfo; startMs: number; stopMs: number; stimulusId: string }
   | { type: 'AddKeys'; keys: WhoHasEntry[]; stimulusId: string }
   | { type: 'KeysReleased'; keys: string[]; stimulusId: string }
   | { type: 'MissingData'; key: string; worker: string; stimulusId: string }

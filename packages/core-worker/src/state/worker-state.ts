@@ -15,14 +15,14 @@
  * intrusive LRU list (links on the task records, so a touch allocates nothing); the shell picks
  * spill candidates from its cold end with `spillCandidates`.
  */
-import { SkeinError, TransitionLog } from '@skein/common/lite';
+import { InternalError, InvalidTransitionError, SkeinError, TransitionLog, taskError, toRemoteError } from '@skein/common/lite';
 import { Heap } from './heap.js';
 import { TASK_STATES, isSpilled, storedBytes } from './types.js';
 import type {
   Encoded,
   StoredValue,
   TaskCall,
-  TaskErrorInfo,
+  ErrorInfo,
   TaskStateName,
   TransitionRecord,
   WorkerAction,
@@ -62,7 +62,7 @@ export interface TaskRecord {
   /** A result handed to the next transition (memory or error). */
   staged:
     | { kind: 'value'; value: Encoded; typeName: string; startMs: number; stopMs: number }
-    | { kind: 'error'; error: TaskErrorInfo; startMs: number; stopMs: number }
+    | { kind: 'error'; error: ErrorInfo; startMs: number; stopMs: number }
     | undefined;
   /** Identifies the current entry of this task in the ready queue. */
   readyToken: number;
@@ -71,22 +71,12 @@ export interface TaskRecord {
   lruNewer: TaskRecord | undefined;
 }
 
-/** An impossible transition: a bug. The message carries the task's story. */
-export class InvalidTransitionError extends SkeinError {
-  constructor(key: string, start: string, finish: string, story: TransitionRecord[]) {
-    super(
-      'internal',
-      `Worker state: impossible transition ${start} -> ${finish} of task ${key}. This is a bug in Skein; ` +
-        `please report it with this story: ${JSON.stringify(story.slice(-20))}`,
-      { details: { key, start, finish, story } },
-    );
-  }
-}
+export { InvalidTransitionError };
 
 /** An invariant of the worker state is broken (validateState). */
-export class InvalidStateError extends SkeinError {
+export class InvalidStateError extends InternalError {
   constructor(problems: string[]) {
-    super('internal', `Worker state is inconsistent: ${problems.slice(0, 10).join('; ')}`, { details: { problems } });
+    super(`Worker state is inconsistent: ${problems.slice(0, 10).join('; ')}`, { details: { problems } });
   }
 }
 
@@ -226,11 +216,23 @@ export class WorkerState {
     return out;
   }
 
-  /** Handles events in order and returns the actions for the shell. */
+  /**
+   * Test-only fault injection: when set, called with every event before it is handled; a throw
+   * from it is an internal error like any other (the shell closes the worker). Unset, it costs
+   * one property read per event.
+   */
+  faultHook: ((event: WorkerEvent) => void) | undefined = undefined;
+
+  /**
+   * Handles events in order and returns the actions for the shell. A throw (other than while
+   * setting up one ComputeTask, which errs that task alone) is an internal error: the state is
+   * then unknown, and the shell closes the worker (Worker.failHard).
+   */
   handle(...events: WorkerEvent[]): WorkerAction[] {
     const ctx: Ctx = { recs: new Map(), actions: [], stimulusId: '', nowMs: this.config.now() };
     for (const ev of events) {
       ctx.stimulusId = ev.stimulusId;
+      if (this.faultHook !== undefined) this.faultHook(ev);
       try {
         this.handleEvent(ev, ctx);
       } catch (err) {
@@ -524,18 +526,14 @@ export class WorkerState {
     'released->waiting': function (ts, ctx) {
       if (ts.resources !== NO_RESOURCES && [...ts.resources].some(([r, n]) => n > (this.totalResources.get(r) ?? 0))) {
         this.setState(ts, 'waiting', ctx);
-        const err = new SkeinError(
+        const error = taskError(
+          ts.key,
           'failed_precondition',
           `Task ${ts.key} needs resources ${JSON.stringify(Object.fromEntries(ts.resources))} but worker ${this.config.address} has ` +
             `${JSON.stringify(Object.fromEntries(this.totalResources))}. Start workers with --resources, or change the task's resources.`,
         );
         const now = this.config.now();
-        ts.staged = {
-          kind: 'error',
-          error: { type: err.name, message: err.message, stack: '', code: err.code, key: ts.key, detailsJson: '' },
-          startMs: now,
-          stopMs: now,
-        };
+        ts.staged = { kind: 'error', error, startMs: now, stopMs: now };
         ctx.recs.set(ts.key, 'error');
         return;
       }
@@ -722,7 +720,7 @@ export class WorkerState {
       if (ts.state === 'released') fromReleased.call(this, ts, ctx);
       return;
     }
-    throw new InvalidTransitionError(ts.key, start, finish, this.story(ts.key));
+    throw new InvalidTransitionError('worker', ts.key, start, finish, this.story(ts.key));
   }
 
   private drain(ctx: Ctx): void {
@@ -849,7 +847,7 @@ export class WorkerState {
   private putInMemory(ts: TaskRecord, ctx: Ctx): void {
     const start = ts.state;
     const staged = ts.staged;
-    if (!staged || staged.kind !== 'value') throw new InvalidTransitionError(ts.key, start, 'memory', this.story(ts.key));
+    if (!staged || staged.kind !== 'value') throw new InvalidTransitionError('worker', ts.key, start, 'memory', this.story(ts.key));
     ts.staged = undefined;
     this.data.set(ts.key, staged.value);
     ts.nbytes = staged.value.data.byteLength;
@@ -889,7 +887,7 @@ export class WorkerState {
 
   private putInError(ts: TaskRecord, ctx: Ctx): void {
     const staged = ts.staged;
-    if (!staged || staged.kind !== 'error') throw new InvalidTransitionError(ts.key, ts.state, 'error', this.story(ts.key));
+    if (!staged || staged.kind !== 'error') throw new InvalidTransitionError('worker', ts.key, ts.state, 'error', this.story(ts.key));
     ts.staged = undefined;
     this.setState(ts, 'error', ctx);
     if (ts.wanted) {
@@ -915,11 +913,15 @@ export class WorkerState {
     const ts = this.tasks.get(key);
     if (!ts) throw err;
     if (ts.state !== 'released') this.transition(ts, 'released', ctx);
-    const e = new SkeinError('internal', `Worker ${this.config.address} could not set up task ${key}: ${err instanceof Error ? err.message : String(err)}. This is a bug in Skein (or a malformed ComputeTask); please report it with the task's story.`);
+    const e = new InternalError(
+      `Worker ${this.config.address} could not set up task ${key}: ${err instanceof Error ? err.message : String(err)}. This is a bug in Skein (or a malformed ComputeTask); please report it with the task's story.`,
+      { details: { key, stimulusId: ctx.stimulusId } },
+    );
+    if (err instanceof Error && err.stack) e.stack = err.stack;
     ts.wanted = true;
     ts.staged = {
       kind: 'error',
-      error: { type: e.name, message: e.message, stack: err instanceof Error ? (err.stack ?? '') : '', code: e.code, key, detailsJson: '' },
+      error: toRemoteError(e, key),
       startMs: ctx.nowMs,
       stopMs: ctx.nowMs,
     };

@@ -280,6 +280,17 @@ export interface TransferDone {
   stopMs: number;
 }
 
+/**
+ * The worker closes because of a failure of its own (an internal error in its state machine):
+ * `reason` says why. Its last message; the session ends right after it. The scheduler logs the
+ * reason and removes the worker with it (as a death: its tasks are rescheduled, results only it
+ * held are recomputed); a nanny starts a fresh worker.
+ */
+export interface WorkerClosing {
+  reason: string;
+  stimulusId: string;
+}
+
 export interface WorkerMessage {
   kind:
     | { $case: "hello"; value: WorkerHello }
@@ -293,6 +304,7 @@ export interface WorkerMessage {
     | { $case: "reschedule"; value: RescheduleTask }
     | { $case: "transferDone"; value: TransferDone }
     | { $case: "tasksFinished"; value: TasksFinished }
+    | { $case: "closing"; value: WorkerClosing }
     | undefined;
 }
 
@@ -3301,6 +3313,73 @@ export const TransferDone: MessageFns<TransferDone> = {
   },
 };
 
+function createBaseWorkerClosing(): WorkerClosing {
+  return { reason: "", stimulusId: "" };
+}
+
+export const WorkerClosing: MessageFns<WorkerClosing> = {
+  encode(message: WorkerClosing, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.reason !== "") {
+      writer.uint32(10).string(message.reason);
+    }
+    if (message.stimulusId !== "") {
+      writer.uint32(18).string(message.stimulusId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerClosing {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerClosing();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.stimulusId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerClosing>): WorkerClosing {
+    return WorkerClosing.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerClosing>): WorkerClosing {
+    const message = createBaseWorkerClosing();
+    message.reason = object.reason ?? "";
+    message.stimulusId = object.stimulusId ?? "";
+    return message;
+  },
+};
+
 function createBaseWorkerMessage(): WorkerMessage {
   return { kind: undefined };
 }
@@ -3340,6 +3419,9 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
         break;
       case "tasksFinished":
         TasksFinished.encode(message.kind.value, writer.uint32(90).fork()).join();
+        break;
+      case "closing":
+        WorkerClosing.encode(message.kind.value, writer.uint32(98).fork()).join();
         break;
     }
     return writer;
@@ -3446,6 +3528,14 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
             message.kind = { $case: "tasksFinished", value: TasksFinished.decode(reader, reader.uint32()) };
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.kind = { $case: "closing", value: WorkerClosing.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3527,6 +3617,12 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
       case "tasksFinished": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "tasksFinished", value: TasksFinished.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "closing": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "closing", value: WorkerClosing.fromPartial(object.kind.value) };
         }
         break;
       }
