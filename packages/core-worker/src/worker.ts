@@ -36,6 +36,7 @@ import {
   shutdownServer,
   toRemoteError,
   toSkeinError,
+  watchInvariants,
   type LifecycleStatus,
   type Logger,
 } from '@skein/common';
@@ -198,6 +199,7 @@ export class Worker {
         now: () => Date.now(),
         validate: o.validate,
       });
+      if (o.validate) watchInvariants(this.state, () => `worker ${this.address}`);
       await this.connect(o.connectTimeoutMs, true);
       if (o.memoryLimit > 0) {
         this.monitor = setInterval(() => this.checkMemory(), o.memoryMonitorMs);

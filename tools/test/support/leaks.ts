@@ -1,0 +1,159 @@
+// The leak check of every test file (setup.ts runs it): what a test file opened and did not close.
+// Three views of this process, each compared with a snapshot taken before the file's tests:
+//  - child processes (/proc/<pid>/task/*/children): a worker or CLI process left running;
+//  - file descriptors (/proc/self/fd): sockets, servers, pipes and files, whether or not their
+//    handle is unref'd (a gRPC channel's socket or an unref'd server would hide from the next view);
+//  - process.getActiveResourcesInfo(): what keeps the event loop alive, e.g. a ref'd timer.
+// Linux only (/proc); elsewhere the first two views are empty and only the third is compared.
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+
+export interface ResourceSnapshot {
+  /** Live (not zombie) child processes of this process: pid → command line. */
+  children: Map<number, string>;
+  /** Open file descriptors: fd → what it points at (`socket:[123]`, `pipe:[45]`, a path). */
+  fds: Map<number, string>;
+  /** process.getActiveResourcesInfo(), e.g. ['TCPServerWrap', 'Timeout', 'PipeWrap']. */
+  resources: string[];
+}
+
+function readOr(path: string, fallback: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return fallback;
+  }
+}
+
+function listOr(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch {
+    return [];
+  }
+}
+
+/** The live child processes of process `pid` (all its threads' children), zombies left out. */
+export function childProcesses(pid = process.pid): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const task of listOr(`/proc/${pid}/task`)) {
+    for (const word of readOr(`/proc/${pid}/task/${task}/children`, '').split(/\s+/)) {
+      const child = Number(word);
+      if (!word || !Number.isInteger(child)) continue;
+      // /proc/<pid>/stat: "pid (comm) S ..."; comm may hold spaces and parentheses.
+      const stat = readOr(`/proc/${child}/stat`, '');
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      if (state === '' || state === 'Z' || state === 'X') continue;
+      const cmd = readOr(`/proc/${child}/cmdline`, '').split('\0').filter(Boolean).join(' ');
+      out.set(child, cmd || '?');
+    }
+  }
+  return out;
+}
+
+/** This process's open file descriptors. */
+export function openFds(): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const name of listOr('/proc/self/fd')) {
+    try {
+      out.set(Number(name), readlinkSync(`/proc/self/fd/${name}`));
+    } catch {
+      // Closed between the listing and the readlink (or the listing's own descriptor): not open.
+    }
+  }
+  return out;
+}
+
+export function snapshot(): ResourceSnapshot {
+  return { children: childProcesses(), fds: openFds(), resources: process.getActiveResourcesInfo() };
+}
+
+/** What `now` holds that `before` did not, one line per leaked thing; [] when nothing leaked. */
+export function leaksSince(before: ResourceSnapshot, now: ResourceSnapshot): string[] {
+  const out: string[] = [];
+  for (const [pid, cmd] of now.children) {
+    if (before.children.get(pid) !== cmd) out.push(`child process ${pid}: ${cmd}`);
+  }
+  const newFds = [...now.fds].filter(([fd, target]) => before.fds.get(fd) !== target);
+  if (newFds.length > 0) {
+    const sockets = socketTable();
+    for (const [fd, target] of newFds) {
+      const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+      out.push(`fd ${fd}: ${inode ? sockets.get(inode) ?? target : target}`);
+    }
+  }
+  // A multiset difference: one more Timeout than before is one leaked timer.
+  const left = new Map<string, number>();
+  for (const r of before.resources) left.set(r, (left.get(r) ?? 0) + 1);
+  const extra = new Map<string, number>();
+  for (const r of now.resources) {
+    const n = left.get(r) ?? 0;
+    if (n > 0) left.set(r, n - 1);
+    else extra.set(r, (extra.get(r) ?? 0) + 1);
+  }
+  for (const [r, n] of extra) out.push(`active resource ${r}${n > 1 ? ` ×${n}` : ''} (keeps the event loop alive)`);
+  return out;
+}
+
+/**
+ * Polls until nothing leaked since `before` or `graceMs` passed (sockets, processes and timers
+ * take a moment to go once close() has returned); returns what is left.
+ */
+export async function waitForNoLeaks(before: ResourceSnapshot, graceMs = 2000, pollMs = 50): Promise<string[]> {
+  const deadline = Date.now() + graceMs;
+  for (;;) {
+    const leaks = leaksSince(before, snapshot());
+    if (leaks.length === 0 || Date.now() >= deadline) return leaks;
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
+}
+
+const TCP_STATES: Record<string, string> = {
+  '01': 'ESTABLISHED',
+  '02': 'SYN_SENT',
+  '03': 'SYN_RECV',
+  '04': 'FIN_WAIT1',
+  '05': 'FIN_WAIT2',
+  '06': 'TIME_WAIT',
+  '07': 'CLOSE',
+  '08': 'CLOSE_WAIT',
+  '09': 'LAST_ACK',
+  '0A': 'LISTEN',
+  '0B': 'CLOSING',
+};
+
+/** /proc/net/tcp's `0100007F:1F90` (little-endian IPv4) or its 32-hex-digit IPv6 form → `127.0.0.1:8080`. */
+function hexAddress(text: string): string {
+  const [hostHex = '', portHex = '0'] = text.split(':');
+  const port = parseInt(portHex, 16);
+  if (hostHex.length === 8) {
+    const bytes = hostHex.match(/../g)!.map((b) => parseInt(b, 16)).reverse();
+    return `${bytes.join('.')}:${port}`;
+  }
+  // IPv6: four little-endian 32-bit words.
+  const words = hostHex.match(/.{8}/g) ?? [];
+  const groups = words.flatMap((w) => {
+    const b = w.match(/../g)!.reverse().join('');
+    return [b.slice(0, 4), b.slice(4)];
+  });
+  return `[${groups.map((g) => g.replace(/^0{1,3}/, '')).join(':')}]:${port}`;
+}
+
+/** Socket inode → a description (`tcp 127.0.0.1:4567 LISTEN`, `unix /path`), from /proc/self/net. */
+function socketTable(): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const proto of ['tcp', 'tcp6', 'udp', 'udp6']) {
+    for (const line of readOr(`/proc/self/net/${proto}`, '').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      const state = proto.startsWith('tcp') ? ` ${TCP_STATES[f[3]!] ?? f[3]}` : '';
+      const peer = f[3] === '0A' || proto.startsWith('udp') ? '' : ` → ${hexAddress(f[2]!)}`;
+      out.set(f[9]!, `${proto} ${hexAddress(f[1]!)}${peer}${state}`);
+    }
+  }
+  for (const line of readOr('/proc/self/net/unix', '').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 7) continue;
+    out.set(f[6]!, `unix socket ${f[7] ?? '(unnamed)'}`);
+  }
+  return out;
+}
