@@ -5,6 +5,7 @@
 //    handle is unref'd (a gRPC channel's socket or an unref'd server would hide from the next view);
 //  - process.getActiveResourcesInfo(): what keeps the event loop alive, e.g. a ref'd timer.
 // Linux only (/proc); elsewhere the first two views are empty and only the third is compared.
+import { createHook } from 'node:async_hooks';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 export interface ResourceSnapshot {
@@ -64,8 +65,14 @@ export function openFds(): Map<number, string> {
 }
 
 export function snapshot(): ResourceSnapshot {
+  // process.stdout and process.stderr open their handle on first use: make that happen before the
+  // baseline, not in the middle of a test file.
+  void process.stdout.writableLength;
+  void process.stderr.writableLength;
   return { children: childProcesses(), fds: openFds(), resources: process.getActiveResourcesInfo() };
 }
+
+const COUNTED_FROM_ZERO = new Set(['Timeout', 'Immediate']);
 
 /** What `now` holds that `before` did not, one line per leaked thing; [] when nothing leaked. */
 export function leaksSince(before: ResourceSnapshot, now: ResourceSnapshot): string[] {
@@ -81,9 +88,12 @@ export function leaksSince(before: ResourceSnapshot, now: ResourceSnapshot): str
       out.push(`fd ${fd}: ${inode ? sockets.get(inode) ?? target : target}`);
     }
   }
-  // A multiset difference: one more Timeout than before is one leaked timer.
+  // A multiset difference: one more PipeWrap than before is one leaked pipe. Timers are counted
+  // from zero: the ref'd timer vitest may have running at the baseline (it flushes output and
+  // reports on timers of a few ms) is gone again by the time the poll gives up, and nothing
+  // else keeps a ref'd timer for good.
   const left = new Map<string, number>();
-  for (const r of before.resources) left.set(r, (left.get(r) ?? 0) + 1);
+  for (const r of before.resources) if (!COUNTED_FROM_ZERO.has(r)) left.set(r, (left.get(r) ?? 0) + 1);
   const extra = new Map<string, number>();
   for (const r of now.resources) {
     const n = left.get(r) ?? 0;
@@ -156,4 +166,45 @@ function socketTable(): Map<string, string> {
     out.set(f[6]!, `unix socket ${f[7] ?? '(unnamed)'}`);
   }
   return out;
+}
+
+/** Async resource types that outlive a call: what the leak check can report. */
+const TRACED = new Set(['Timeout', 'TCPSERVERWRAP', 'TCPWRAP', 'PIPEWRAP', 'PIPESERVERWRAP', 'PROCESSWRAP', 'UDPWRAP', 'Http2Session', 'WORKER', 'MESSAGEPORT', 'FSEVENTWRAP', 'SIGNALWRAP', 'Immediate']);
+
+/**
+ * Where the resources alive now were created (SKEIN_LEAK_TRACE=1, for finding a leak: async hooks
+ * slow every call down). `start()` begins recording; `live()` lists what was created since and is
+ * not destroyed yet, with the creating stack.
+ */
+export function traceResources(): { live(): string[]; stop(): void } {
+  const alive = new Map<number, { type: string; stack: string; resource: { hasRef?: () => boolean } }>();
+  const hook = createHook({
+    init(id, type, _trigger, resource: { hasRef?: () => boolean }) {
+      if (!TRACED.has(type)) return;
+      const limit = Error.stackTraceLimit;
+      Error.stackTraceLimit = 30;
+      const stack = new Error().stack ?? '';
+      Error.stackTraceLimit = limit;
+      // Without "Error", this hook's own frame, Node's and vitest's.
+      const frames = stack
+        .split('\n')
+        .slice(2)
+        .filter((l) => !/[( ]node:|\/node_modules\/\.pnpm\/(@vitest|vitest)/.test(l) && !l.includes('new Promise (<anonymous>)'));
+      // The leak check's own poll timer and vitest's hook timeouts are not the file's.
+      if (frames.length === 0 || frames[0]!.includes('/tools/test/support/')) return;
+      // Not "at …": vitest would take these lines for the stack of the leak check's error.
+      alive.set(id, { type, resource, stack: frames.slice(0, 10).map((l) => l.replace(/^\s*at /, '    from ')).join('\n') });
+    },
+    destroy(id) {
+      alive.delete(id);
+    },
+  }).enable();
+  return {
+    // An unref'd timer is no leak; an unref'd socket or server still is (it holds a descriptor).
+    live: () =>
+      [...alive.values()]
+        .filter((r) => r.type !== 'Timeout' || r.resource.hasRef?.() !== false)
+        .map((r) => `${r.type}${r.resource.hasRef?.() === false ? ' (unref\'d)' : ''} created\n${r.stack}`),
+    stop: () => void hook.disable(),
+  };
 }

@@ -11,7 +11,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import { snapshot, waitForNoLeaks, type ResourceSnapshot } from './leaks.js';
+import { snapshot, traceResources, waitForNoLeaks, type ResourceSnapshot } from './leaks.js';
 
 // An explicit SKEIN_VALIDATE=0 (say, to time a test without validation) is respected.
 process.env['SKEIN_VALIDATE'] ??= '1';
@@ -43,9 +43,12 @@ function failOnViolations(when: string): void {
 }
 
 let before: ResourceSnapshot | undefined;
+/** SKEIN_LEAK_TRACE=1: record where each timer, socket, server and process was created (slow). */
+let trace: ReturnType<typeof traceResources> | undefined;
 
 beforeAll(() => {
   before = snapshot();
+  if (process.env['SKEIN_LEAK_TRACE'] === '1') trace = traceResources();
 });
 
 afterEach(() => {
@@ -64,8 +67,12 @@ afterAll(async (suite) => {
   const leaks = before ? await waitForNoLeaks(before) : [];
   if (leaks.length > 0) {
     problems.push(
-      `Leak check: ${file} left ${leaks.length} thing(s) open after its tests; close them in the test or its afterAll:\n  ${leaks.join('\n  ')}`,
+      `Leak check: ${file} left ${leaks.length} thing(s) open after its tests; close them in the test or its afterAll:\n  ${leaks.join('\n  ')}` +
+        (trace
+          ? `\nResources created during the file and still alive (SKEIN_LEAK_TRACE=1):\n${trace.live().join('\n\n')}`
+          : '\n(Run with SKEIN_LEAK_TRACE=1 to see where each live timer, socket, server and process was created.)'),
     );
   }
+  trace?.stop();
   if (problems.length > 0) throw new Error(problems.join('\n\n'));
 });
