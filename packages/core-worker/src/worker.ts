@@ -461,6 +461,8 @@ export class Worker {
   /** Waits `ms`, or less if the worker closes (the abort listener is removed either way). */
   private sleep(ms: number): Promise<void> {
     const signal = this.abort.signal;
+    // Closing already (CloseWorker can beat the reply to retire's RetireWorkers): no timer left behind.
+    if (signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const t = setTimeout(done, ms);
       function done() {
