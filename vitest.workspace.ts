@@ -26,6 +26,7 @@ export default defineWorkspace([
       name: 'repo',
       root: './tools',
       include: ['test/**/*.test.ts'],
+      setupFiles,
       testTimeout: 300_000,
       hookTimeout: 300_000,
     },
