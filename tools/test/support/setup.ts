@@ -58,16 +58,29 @@ afterEach(() => {
 afterAll(async (suite) => {
   const file = (suite as { filepath?: string }).filepath ?? suite.name;
   const problems: string[] = [];
+  // First the grace period for closing processes, which may still record a broken invariant.
+  const leaks = before ? await waitForNoLeaks(before) : [];
   try {
     failOnViolations(`after the last test of ${file} (in its afterAll hooks or later)`);
   } catch (err) {
     problems.push((err as Error).message);
   }
   rmSync(report, { force: true });
-  const leaks = before ? await waitForNoLeaks(before) : [];
   if (leaks.length > 0) {
+    // Leaked processes do not outlive the run (a worker process would keep using a core).
+    const killed: number[] = [];
+    for (const pid of snapshot().children.keys()) {
+      if (before?.children.has(pid)) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+        killed.push(pid);
+      } catch {
+        // Gone already.
+      }
+    }
     problems.push(
       `Leak check: ${file} left ${leaks.length} thing(s) open after its tests; close them in the test or its afterAll:\n  ${leaks.join('\n  ')}` +
+        (killed.length > 0 ? `\n(The leak check killed child process ${killed.join(', ')}.)` : '') +
         (trace
           ? `\nResources created during the file and still alive (SKEIN_LEAK_TRACE=1):\n${trace.live().join('\n\n')}`
           : '\n(Run with SKEIN_LEAK_TRACE=1 to see where each live timer, socket, server and process was created.)'),
