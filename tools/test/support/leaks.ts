@@ -178,25 +178,34 @@ const TRACED = new Set(['Timeout', 'TCPSERVERWRAP', 'TCPWRAP', 'PIPEWRAP', 'PIPE
  */
 export function traceResources(): { live(): string[]; stop(): void } {
   const alive = new Map<number, { type: string; stack: string; resource: { hasRef?: () => boolean } }>();
+  /** Where the other (short-lived, non-promise) resources came from: a socket made in a DNS
+   * lookup's callback has only Node's frames, its lookup request has the caller's. */
+  const origins = new Map<number, string>();
   const hook = createHook({
-    init(id, type, _trigger, resource: { hasRef?: () => boolean }) {
-      if (!TRACED.has(type)) return;
+    init(id, type, trigger, resource: { hasRef?: () => boolean }) {
+      if (type === 'PROMISE') return;
       const limit = Error.stackTraceLimit;
       Error.stackTraceLimit = 30;
-      const stack = new Error().stack ?? '';
+      const raw = new Error().stack ?? '';
       Error.stackTraceLimit = limit;
       // Without "Error", this hook's own frame, Node's and vitest's.
-      const frames = stack
+      const frames = raw
         .split('\n')
         .slice(2)
         .filter((l) => !/[( ]node:|\/node_modules\/\.pnpm\/(@vitest|vitest)/.test(l) && !l.includes('new Promise (<anonymous>)'));
-      // The leak check's own poll timer and vitest's hook timeouts are not the file's.
-      if (frames.length === 0 || frames[0]!.includes('/tools/test/support/')) return;
       // Not "at …": vitest would take these lines for the stack of the leak check's error.
-      alive.set(id, { type, resource, stack: frames.slice(0, 10).map((l) => l.replace(/^\s*at /, '    from ')).join('\n') });
+      const stack = frames.length > 0 ? frames.slice(0, 10).map((l) => l.replace(/^\s*at /, '    from ')).join('\n') : origins.get(trigger) ?? '';
+      if (!TRACED.has(type)) {
+        if (stack) origins.set(id, stack);
+        return;
+      }
+      // The leak check's own poll timer and vitest's hook timeouts are not the file's.
+      if (stack === '' || stack.includes('/tools/test/support/')) return;
+      alive.set(id, { type, resource, stack });
     },
     destroy(id) {
       alive.delete(id);
+      origins.delete(id);
     },
   }).enable();
   return {
