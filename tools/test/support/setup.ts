@@ -5,7 +5,10 @@
 //     broken invariant is recorded (@skein/common invariants.ts). A test during which one was
 //     recorded fails, with the invariant's message and where it broke.
 //  2. The leak check: after the file's tests (and its own afterAll hooks) the file must have left
-//     no child process, open socket, server, pipe or file, or active timer behind (leaks.ts).
+//     no child process, open socket, server, pipe or file, or active timer behind (leaks.ts); the
+//     processes it leaked are killed. SKEIN_LEAK_TRACE=1 also names where each leaked thing was made.
+// Both assume vitest's default `forks` pool: one test file at a time per process (with `threads`,
+// the files running next to each other would share the descriptors and the environment).
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
