@@ -168,7 +168,7 @@ describe('against a fake scheduler', () => {
   });
 
   it('cancels futures: they reject with CancelledError and the scheduler gets CancelKeys', async () => {
-    const slow = client.submit(() => new Promise((r) => setTimeout(() => r(1), 60_000)));
+    const slow = client.submit(() => new Promise<number>(() => undefined));
     const waiting = slow.result();
     await slow.cancel();
     expect(slow.status).toBe('cancelled');
@@ -332,7 +332,7 @@ describe('against a fake scheduler', () => {
   });
 
   it('follows scheduler-side cancelled and lost updates', async () => {
-    const slow = client.submit(() => new Promise((r) => setTimeout(r, 60_000)));
+    const slow = client.submit(() => new Promise(() => undefined));
     const p = slow.result().catch((e: unknown) => e);
     await until(() => fake.sessions.size === 1 && fake.tasks.has(slow.key));
     fake.push({ kind: { $case: 'cancelled', value: { key: slow.key, reason: 'impossible graph' } } });
@@ -384,7 +384,7 @@ describe('against a fake scheduler', () => {
   });
 
   it('close rejects pending futures with a clear error and is idempotent', async () => {
-    const slow = client.submit(() => new Promise((r) => setTimeout(r, 60_000)));
+    const slow = client.submit(() => new Promise(() => undefined));
     const p = slow.result().catch((e: unknown) => e);
     const c1 = client.close();
     const c2 = client.close();
@@ -398,7 +398,7 @@ describe('against a fake scheduler', () => {
   });
 
   it('a malformed KeysInMemory ends the session: pending futures fail with the reason', async () => {
-    const slow = client.submit(() => new Promise((r) => setTimeout(r, 60_000)));
+    const slow = client.submit(() => new Promise(() => undefined));
     const p = slow.result();
     await until(() => fake.sessions.size === 1);
     // three keys, but a value column for two
@@ -424,7 +424,7 @@ describe('against a fake scheduler', () => {
   });
 
   it('connection loss rejects pending futures with CommClosedError', async () => {
-    const slow = client.submit(() => new Promise((r) => setTimeout(r, 60_000)));
+    const slow = client.submit(() => new Promise(() => undefined));
     const p = slow.result();
     await until(() => fake.sessions.size === 1);
     fake.dropSessions();

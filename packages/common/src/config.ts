@@ -16,6 +16,16 @@ export interface SkeinDefaults {
   workerSaturation: number;
   /** How long a worker keeps trying to reach a lost scheduler. SKEIN_DEATH_TIMEOUT_MS */
   deathTimeoutMs: number;
+  /**
+   * Validation mode: the scheduler and worker state machines check their invariants after every
+   * event (slow; for tests). An explicit `validate` option wins. SKEIN_VALIDATE=1
+   */
+  validate: boolean;
+  /**
+   * In validation mode, a file every process appends each broken invariant to, one JSON line each
+   * (the test setup reads it to fail the test); '' for none. SKEIN_VALIDATE_REPORT
+   */
+  validateReport: string;
 }
 
 function envNumber(name: string, fallback: number): number {
@@ -28,6 +38,13 @@ function envNumber(name: string, fallback: number): number {
   return v;
 }
 
+function envFlag(name: string): boolean {
+  const raw = (process.env[name] ?? '').trim().toLowerCase();
+  if (raw === '' || raw === '0' || raw === 'false') return false;
+  if (raw === '1' || raw === 'true') return true;
+  throw new Error(`Environment variable ${name}="${process.env[name]}" is not a flag; use 1 or 0 (or unset it).`);
+}
+
 export function skeinDefaults(): SkeinDefaults {
   return {
     schedulerPort: envNumber('SKEIN_SCHEDULER_PORT', 8786),
@@ -38,5 +55,7 @@ export function skeinDefaults(): SkeinDefaults {
     allowedFailures: envNumber('SKEIN_ALLOWED_FAILURES', 3),
     workerSaturation: envNumber('SKEIN_WORKER_SATURATION', 1.1),
     deathTimeoutMs: envNumber('SKEIN_DEATH_TIMEOUT_MS', 60_000),
+    validate: envFlag('SKEIN_VALIDATE'),
+    validateReport: process.env['SKEIN_VALIDATE_REPORT'] ?? '',
   };
 }

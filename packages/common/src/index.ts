@@ -58,6 +58,7 @@ export { parseAddress, parseHost, formatAddress, grpcTarget, interfaceAddress, c
 export { CHANNEL_OPTIONS, SERVER_OPTIONS, insecureChannel, newServer, bindServer, shutdownServer, Batcher, quietGrpcLogs, toGrpcStatus } from './grpc.js';
 export { PROTOCOL_VERSION, checkProtocolVersion, protocolMinorAtLeast } from './version.js';
 export { skeinDefaults, type SkeinDefaults } from './config.js';
+export { watchInvariants, reportInvariantViolation, type InvariantViolation } from './invariants.js';
 export { functionName, functionSource, sha256, inlineFunction, compileFunction, explainReferenceError } from './functions.js';
 export { Lifecycle, type LifecycleStatus } from './lifecycle.js';
 export { parseBytes, parseMemoryLimit, formatBytes, cpuCount } from './units.js';

@@ -7,7 +7,7 @@ import { Scheduler } from './server/scheduler.js';
  * Returns the process exit code.
  */
 export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'): Promise<number> {
-  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate: boolean; dashboardAddress: string; dashboard: boolean };
+  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate?: boolean; dashboardAddress: string; dashboard: boolean };
   try {
     args = await yargs(argv)
       .scriptName(prog)
@@ -16,7 +16,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       .option('port', { type: 'number', default: 8786, describe: 'Port to listen on (0: any free port)' })
       .option('interface', { type: 'string', describe: 'Listen on this network interface (e.g. eth0, ib0)' })
       .option('heartbeat-ms', { type: 'number', describe: 'Worker heartbeat interval in ms' })
-      .option('validate', { type: 'boolean', default: false, describe: 'Check state invariants after every event (slow)' })
+      .option('validate', { type: 'boolean', describe: 'Check state invariants after every event (slow; default SKEIN_VALIDATE=1)' })
       .option('dashboard-address', { type: 'string', default: ':8787', describe: "Dashboard address, ':PORT' or 'HOST:PORT' (a busy port falls back to a free one)" })
       .option('dashboard', { type: 'boolean', default: true, describe: 'Serve the dashboard (--no-dashboard: none)' })
       .strict()

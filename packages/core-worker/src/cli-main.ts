@@ -87,6 +87,7 @@ const FLAGS = {
   'death-timeout': { value: 'SECONDS', describe: 'Seconds to keep trying to reach a lost scheduler' },
   'nanny-address': { value: 'ADDRESS', describe: 'Address of the nanny supervising this worker (set by skein-nanny)' },
   module: { value: 'FILE', describe: 'ES module whose exported functions are registered', repeatable: true },
+  validate: { describe: 'Check state invariants after every event (slow; default SKEIN_VALIDATE=1)' },
   help: { describe: 'Show this help', short: 'h' },
 } as const satisfies Record<string, Flag>;
 
@@ -170,6 +171,7 @@ export function parseWorkerArgs(argv: string[]): WorkerOptions | 'help' {
     deathTimeoutMs: deathTimeout === undefined ? undefined : deathTimeout * 1000,
     modules: Array.isArray(modules) ? modules.filter((m): m is string => typeof m === 'string') : undefined,
     nannyAddress: text('nanny-address'),
+    validate: values['validate'] === true ? true : undefined,
   };
 }
 

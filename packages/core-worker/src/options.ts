@@ -49,7 +49,7 @@ export interface WorkerOptions {
   pipelineDepth?: number;
   /** How long retire() waits for the scheduler's CloseWorker, ms. Default 30 000. */
   retireTimeoutMs?: number;
-  /** Check the state machine's invariants after every batch of events (tests). */
+  /** Check the state machine's invariants after every batch of events (tests). Default SKEIN_VALIDATE=1. */
   validate?: boolean;
   /**
    * Spill least recently used results to disk when the results in memory pass this fraction of
@@ -217,7 +217,7 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
     connectTimeoutMs: nonNegative(o.connectTimeoutMs, 10_000, 'connectTimeoutMs'),
     pipelineDepth: positiveInt(o.pipelineDepth, 4, 'pipelineDepth'),
     retireTimeoutMs: nonNegative(o.retireTimeoutMs, 30_000, 'retireTimeoutMs'),
-    validate: o.validate ?? false,
+    validate: o.validate ?? d.validate,
     memoryFractions: {
       target: fraction(o.memoryTargetFraction, 'memoryTargetFraction', 'SKEIN_MEMORY_TARGET', DEFAULT_MEMORY_FRACTIONS.target),
       spill: fraction(o.memorySpillFraction, 'memorySpillFraction', 'SKEIN_MEMORY_SPILL', DEFAULT_MEMORY_FRACTIONS.spill),

@@ -42,6 +42,7 @@ import {
   taskError,
   toRemoteError,
   toSkeinError,
+  watchInvariants,
   type LifecycleStatus,
   type Logger,
 } from '@skein/common';
@@ -209,6 +210,7 @@ export class Worker {
         validate: o.validate,
       });
       if (o.testFault) this.state.faultHook = faultHook(o.testFault, 'SKEIN_TEST_FAULT', claimFault(o.testFault.once));
+      if (o.validate) watchInvariants(this.state, () => `worker ${this.address}`);
       await this.connect(o.connectTimeoutMs, true);
       if (o.memoryLimit > 0) {
         this.monitor = setInterval(() => this.checkMemory(), o.memoryMonitorMs);
@@ -487,6 +489,8 @@ export class Worker {
   /** Waits `ms`, or less if the worker closes (the abort listener is removed either way). */
   private sleep(ms: number): Promise<void> {
     const signal = this.abort.signal;
+    // Closing already (CloseWorker can beat the reply to retire's RetireWorkers): no timer left behind.
+    if (signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const t = setTimeout(done, ms);
       function done() {

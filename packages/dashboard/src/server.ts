@@ -107,7 +107,8 @@ class DashboardHub implements Dashboard {
   private readonly watchersSet = new Set<Watcher>();
   private readonly history: HistorySample[] = [];
   private readonly recent: StreamRow[] = [];
-  private readonly histogram: IntervalHistogram;
+  /** Made once the server listens: one made for a start that failed would stay open. */
+  private histogram: IntervalHistogram | undefined;
   private lag: EventLoopLag = { meanMs: 0, p50Ms: 0, p99Ms: 0, maxMs: 0 };
   private cursor = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -122,7 +123,6 @@ class DashboardHub implements Dashboard {
     this.source = options.source;
     this.warn = options.warn ?? ((m) => process.stderr.write(`dashboard: ${m}\n`));
     this.intervalMs = Math.max(50, options.intervalMs ?? 500);
-    this.histogram = monitorEventLoopDelay({ resolution: 10 });
     this.server = createServer((req, res) => this.route(req, res));
   }
 
@@ -147,6 +147,7 @@ class DashboardHub implements Dashboard {
     }
     const contact = this.options.contactHost ?? defaultContactHost(host);
     this.url = `http://${contact.includes(':') ? `[${contact}]` : contact}:${this.boundPort}/status`;
+    this.histogram = monitorEventLoopDelay({ resolution: 10 });
     this.histogram.enable();
     this.sample(Date.now());
     this.timer = setInterval(() => this.tick(), this.intervalMs);
@@ -156,7 +157,7 @@ class DashboardHub implements Dashboard {
   close(): Promise<void> {
     this.closePromise ??= new Promise<void>((resolve) => {
       clearInterval(this.timer);
-      this.histogram.disable();
+      this.histogram?.disable();
       for (const w of this.watchersSet) w.res.end();
       this.watchersSet.clear();
       this.server.close(() => resolve());
@@ -182,10 +183,10 @@ class DashboardHub implements Dashboard {
   private sample(now: number): ClusterSnapshot {
     this.lastSampleMs = now;
     const h = this.histogram;
-    if (h.count > 0) {
+    if (h && h.count > 0) {
       this.lag = { meanMs: h.mean / 1e6, p50Ms: h.percentile(50) / 1e6, p99Ms: h.percentile(99) / 1e6, maxMs: h.max / 1e6 };
     }
-    h.reset();
+    h?.reset();
     const snap = this.source.snapshot();
     const s: HistorySample = { timeMs: now, managedBytes: 0, rssBytes: 0, spilledBytes: 0, limitBytes: 0, cpuPercent: 0, threads: 0, processing: 0, lagMs: this.lag.p99Ms };
     for (const w of snap.workers) {

@@ -5,7 +5,7 @@ import { Scheduler } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
 import { workerCommand } from '@skein/core-worker/command';
 import { Nanny } from '@skein/nanny';
-import { InvalidArgumentError, SkeinError, cpuCount, createLogger, parseMemoryLimit, toSkeinError, type LogLevel } from '@skein/common';
+import { InvalidArgumentError, SkeinError, cpuCount, createLogger, parseMemoryLimit, skeinDefaults, toSkeinError, type LogLevel } from '@skein/common';
 
 export interface LocalClusterOptions {
   /** Number of workers (default: one per core). */
@@ -34,6 +34,11 @@ export interface LocalClusterOptions {
   workerSaturation?: number;
   /** Scheduler's no-workers timeout (ms; see SchedulerOptions.noWorkersTimeoutMs). Default: none. */
   noWorkersTimeoutMs?: number | null;
+  /**
+   * Check the scheduler's and every worker's state invariants after every event (slow; for tests).
+   * Default SKEIN_VALIDATE=1.
+   */
+  validate?: boolean;
 }
 
 interface CompiledLocalClusterOptions {
@@ -51,6 +56,7 @@ interface CompiledLocalClusterOptions {
   startTimeoutMs: number;
   workerSaturation: number | undefined;
   noWorkersTimeoutMs: number | null | undefined;
+  validate: boolean;
 }
 
 function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
@@ -76,6 +82,7 @@ function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
     startTimeoutMs: o.startTimeoutMs ?? 60_000,
     workerSaturation: o.workerSaturation,
     noWorkersTimeoutMs: o.noWorkersTimeoutMs,
+    validate: o.validate ?? skeinDefaults().validate,
   };
 }
 
@@ -114,6 +121,7 @@ function workerArgs(name: string, o: CompiledLocalClusterOptions): string[] {
   for (const m of o.modules) args.push('--module', m);
   const res = Object.entries(o.resources).map(([k, v]) => `${k}=${v}`).join(',');
   if (res) args.push('--resources', res);
+  if (o.validate) args.push('--validate');
   return args;
 }
 
@@ -293,6 +301,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
       port: this.o.schedulerPort,
       workerSaturation: this.o.workerSaturation,
       noWorkersTimeoutMs: this.o.noWorkersTimeoutMs,
+      validate: this.o.validate,
     });
     return new InProcessScheduler(this.scheduler);
   }
@@ -321,6 +330,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
       name,
       modules: o.modules,
       resources: o.resources,
+      validate: o.validate,
     });
     return new InProcessWorker(name, worker);
   }

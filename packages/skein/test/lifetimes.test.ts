@@ -5,7 +5,7 @@ import { Client } from '@skein/client';
 import { SchedulerServiceClient, type WorkerSessionRequest, type WorkerSessionResponse } from '@skein/protocol';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, grpcTarget, insecureChannel } from '@skein/common';
 import { Scheduler } from '@skein/core-scheduler';
-import { SKEIN_BIN, startProcess, until, type Proc } from './helpers.js';
+import { SKEIN_BIN, startProcess, until, within, type Proc } from './helpers.js';
 
 // Level 3: nannies, workers and the scheduler as real processes (the `skein` CLI), killed with
 // SIGKILL, and what each of the others does about it.
@@ -113,7 +113,7 @@ describe('a nanny whose worker dies while the scheduler is gone', () => {
     process.kill(pid, 'SIGKILL');
     const t0 = Date.now();
     // Without a deadline this nanny restarted workers against the missing scheduler forever.
-    const code = await Promise.race([nanny.exited, new Promise<'still running'>((r) => setTimeout(() => r('still running'), 15_000))]);
+    const code = await within(nanny.exited, 15_000, 'still running' as const);
     expect(code).toBe(1);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(2_500);
     expect(nanny.stderr.join('\n')).toMatch(/no worker could register with the scheduler at \S+ within the death timeout \(3 s\)/);
@@ -223,7 +223,7 @@ describe('a worker the scheduler dropped', () => {
     await worker.waitFor(/^Registered to:/);
     const { rpc, session } = await rawWorkerSession(address, workerAddress!);
     try {
-      const code = await Promise.race([worker.exited, new Promise<'still running'>((r) => setTimeout(() => r('still running'), 10_000))]);
+      const code = await within(worker.exited, 10_000, 'still running' as const);
       expect(code).toBe(4);
       expect(worker.stderr.join('\n')).toMatch(/removed this worker: .*replaced by a new registration under its address/);
     } finally {
@@ -263,7 +263,7 @@ describe('a worker the scheduler dropped', () => {
       scheduler.state.handle({ type: 'WorkerRemoved', worker: 'tcp://127.0.0.1:9', expected: false, reason: 'test', stimulusId: 'test-removed' });
       const heartbeat = { executing: 0, ready: 0, memoryRss: 0, managedBytes: 0, cpuPercent: 0, nowMs: Date.now(), spilledBytes: 0, paused: false };
       session.write({ messages: [{ kind: { $case: 'heartbeat', value: heartbeat } }] });
-      const err = await Promise.race([ended, new Promise<'no answer'>((r) => setTimeout(() => r('no answer'), 5_000))]);
+      const err = await within(ended, 5_000, 'no answer' as const);
       expect(err).not.toBe('no answer');
       expect((err as ServiceError).code).toBe(GrpcStatus.NOT_FOUND);
       expect((err as ServiceError).details).toMatch(/not registered .*heartbeat from a worker that is not registered/);

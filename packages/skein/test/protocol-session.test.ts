@@ -28,7 +28,7 @@ function spec(key: string, fn: { registered: string } | { inline: string }, args
 }
 
 async function cluster(validate = true, batches = false) {
-  const scheduler = await Scheduler.start({ host: '127.0.0.1', port: 0 });
+  const scheduler = await Scheduler.start({ host: '127.0.0.1', port: 0, validate });
   cleanup.push(() => scheduler.close());
   const workers = await Promise.all(
     [1, 2].map((i) => Worker.start({ scheduler: scheduler.address, name: `w${i}`, modules: [TASKS], nthreads: 2, validate })),

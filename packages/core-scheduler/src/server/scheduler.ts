@@ -50,6 +50,7 @@ import {
   newServer,
   shutdownServer,
   skeinDefaults,
+  watchInvariants,
   toGrpcStatus,
   type Logger,
 } from '@skein/common';
@@ -90,7 +91,7 @@ export interface SchedulerOptions {
   allowedFailures?: number;
   /** Tasks per worker thread before root tasks queue on the scheduler (Infinity: no queuing). */
   workerSaturation?: number;
-  /** Check the state machine's invariants after every event (tests). */
+  /** Check the state machine's invariants after every event (tests). Default SKEIN_VALIDATE=1. */
   validate?: boolean;
   /**
    * Dask's no-workers-timeout (ms): a task that no running worker can run (its restrictions match
@@ -171,7 +172,7 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     inlineBytes: o.inlineBytes ?? d.inlineBytes,
     allowedFailures: o.allowedFailures ?? d.allowedFailures,
     workerSaturation: positive('workerSaturation', o.workerSaturation ?? d.workerSaturation),
-    validate: o.validate ?? process.env['SKEIN_VALIDATE'] === '1',
+    validate: o.validate ?? d.validate,
     noWorkersTimeoutMs: o.noWorkersTimeoutMs == null ? Infinity : positive('noWorkersTimeoutMs', o.noWorkersTimeoutMs),
     dashboard: parseDashboardAddress(o.dashboardAddress, host),
     logger: o.logger ?? createLogger('scheduler'),
@@ -242,6 +243,7 @@ export class Scheduler {
       validate: options.validate,
       noWorkersTimeoutMs: options.noWorkersTimeoutMs,
     });
+    if (options.validate) watchInvariants(this.state, () => `scheduler ${this.address}`);
     this.server = newServer();
     this.server.addService(SchedulerServiceService, this.service());
   }
