@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -178,7 +178,10 @@ describe('SSHCluster errors say what went wrong', () => {
     expect((refused as Error).message).toMatch(/Cannot reach 127\.0\.0\.1:1 over SSH \(ECONNREFUSED\).*sshd listens on port 1/s);
     // A host that accepts the TCP connection but never speaks SSH (loopback only: tests never
     // send traffic off this machine): no answer within the ready timeout.
-    const mute: Server = createServer(() => undefined);
+    const accepted: Socket[] = [];
+    const mute: Server = createServer((socket) => {
+      accepted.push(socket);
+    });
     await new Promise<void>((r) => mute.listen(0, '127.0.0.4', r));
     const mutePort = (mute.address() as { port: number }).port;
     try {
@@ -191,6 +194,8 @@ describe('SSHCluster errors say what went wrong', () => {
       expect((silent as Error).message).toMatch(new RegExp(`Cannot reach 127\\.0\\.0\\.4:${mutePort}`));
     } finally {
       mute.close();
+      // The mute host's side of each connection the SSH client gave up on.
+      for (const socket of accepted) socket.destroy();
     }
   });
 
