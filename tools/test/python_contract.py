@@ -121,7 +121,7 @@ def check_cancel_then_resubmit(address):
     until it returns. The key submitted again gets one `in_memory`, and nothing else ever."""
     with SkeinClient(address) as c:
         key = f"slow-{uuid.uuid4().hex}"
-        c.submit([c.call("slowInc", 1, 1500, key=key)])
+        c.submit([c.call("slowInc", 1, 2500, key=key)])
 
         def running_on():
             for s in c.story([key]):
@@ -135,7 +135,7 @@ def check_cancel_then_resubmit(address):
         c.wait_until(lambda: key not in c._cancel_acks)
         eq(c.updates(key), ["cancelled"], f"updates of {key} after the cancel")
         eq(c.worker_status(worker).executing, 1, "the cancelled function still runs on its thread")
-        c.submit([c.call("slowInc", 1, 1500, key=key)])
+        c.submit([c.call("slowInc", 1, 2500, key=key)])
         eq(c.gather([key])[key], 2, "result of the resubmission")
         # The cancelled run, wherever it went, has returned: its worker's thread is free again.
         poll("workers idle", lambda: all(c.worker_status(w.address).executing == 0 for w in
