@@ -81,6 +81,16 @@ def _generate_stubs() -> Any:
 pb = _generate_stubs()
 
 
+# One ClientSessionResponse may carry up to 2,000 updates, each with a value of up to 64 KiB inline:
+# far more than grpc's default 4 MiB receive limit. Skein peers set no limit (packages/common grpc.ts).
+# Connections to 127.0.0.1 must not go through an HTTP proxy from the environment.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.enable_http_proxy", 0),
+]
+
+
 def grpc_target(address: str) -> str:
     """tcp://host:port -> host:port (what grpc wants)."""
     return address[len("tcp://"):] if address.startswith("tcp://") else address
@@ -89,13 +99,18 @@ def grpc_target(address: str) -> str:
 class SkeinTaskError(Exception):
     """A task failed on a worker (or the scheduler gave up on it)."""
 
-    def __init__(self, key: str, type_name: str, message: str, stack: str = "", code: str = ""):
+    def __init__(self, key: str, type_name: str, message: str, stack: str = "", code: str = "",
+                 remote_key: str = "", details_json: str = ""):
         super().__init__(f"{type_name}: {message}")
         self.key = key
         self.type_name = type_name
         self.message = message
         self.stack = stack
+        # Skein's own errors have a code (see RemoteError in the protocol README); user errors none.
         self.code = code
+        # The task that failed: `key` itself, or the input whose error this key inherited.
+        self.remote_key = remote_key or key
+        self.details = json.loads(details_json) if details_json else {}
 
 
 class SkeinCancelledError(Exception):
@@ -107,12 +122,18 @@ class Task:
     to use its result there."""
 
     def __init__(self, function: str, args: tuple, key: Optional[str] = None, priority: int = 0,
-                 retries: int = 0):
+                 retries: int = 0, workers: Iterable[str] = (), allow_other_workers: bool = False,
+                 resources: Optional[Dict[str, float]] = None, result_encoding: int = 0):
         self.function = function
         self.args = list(args)
         self.key = key or f"{function}-{uuid.uuid4().hex}"
         self.priority = priority
         self.retries = retries
+        self.workers = list(workers)
+        self.allow_other_workers = allow_other_workers
+        self.resources = dict(resources or {})
+        # 0 (unspecified): with JSON arguments the worker answers JSON (bytes as RAW), never V8.
+        self.result_encoding = result_encoding
 
     def __repr__(self) -> str:
         return f"Task({self.key})"
@@ -132,6 +153,10 @@ class Task:
             dependencies=sorted({d.key for d in deps}),
             priority=self.priority,
             retries=self.retries,
+            workers=self.workers,
+            allow_other_workers=self.allow_other_workers,
+            resources=self.resources,
+            result_encoding=self.result_encoding,
         )
 
 
@@ -176,8 +201,13 @@ class SkeinClient:
         self._wanted: set = set()
         self._sent: set = set()
         self._closed = False
-        # Connections to 127.0.0.1 must not go through an HTTP proxy from the environment.
-        self._channel = grpc.insecure_channel(grpc_target(address), options=[("grpc.enable_http_proxy", 0)])
+        self._no_worker: Dict[str, str] = {}
+        # Every update in arrival order, as (kind, key): what the protocol README promises per key.
+        self._log: List[tuple] = []
+        # Keys cancelled whose `cancelled` answer has not come yet, with how many are due: reports
+        # about such a key before that answer concern the cancelled task, not a resubmission.
+        self._cancel_acks: Dict[str, int] = {}
+        self._channel = grpc.insecure_channel(grpc_target(address), options=CHANNEL_OPTIONS)
         self._stub = pb.scheduler_grpc.SchedulerServiceStub(self._channel)
         self._responses = self._stub.ClientSession(self._requests())
         self._reader = threading.Thread(target=self._read, name="skein-client-reader", daemon=True)
@@ -233,23 +263,46 @@ class SkeinClient:
         kind = update.WhichOneof("kind")
         if kind == "welcome":
             self.welcome = update.welcome
+            return
+        key = getattr(update, kind).key
+        self._log.append((kind, key))
+        due = self._cancel_acks.get(key)
+        if due is not None:
+            # Reports up to the answer to our CancelKeys concern the cancelled task.
+            if kind == "cancelled":
+                if due > 1:
+                    self._cancel_acks[key] = due - 1
+                else:
+                    del self._cancel_acks[key]
+            return
+        if kind == "no_worker":
+            m = update.no_worker
+            if m.resolved:
+                self._no_worker.pop(m.key, None)
+            else:
+                self._no_worker[m.key] = m.reason
         elif kind == "in_memory":
             m = update.in_memory
             self._outcomes[m.key] = ("in_memory", m)
         elif kind == "erred":
             self._outcomes[update.erred.key] = ("erred", update.erred)
         elif kind == "cancelled":
-            self._outcomes[update.cancelled.key] = ("cancelled", update.cancelled)
+            # The scheduler dropped this client's want of the key (an input was cancelled, a restart).
+            self._outcomes[key] = ("cancelled", update.cancelled)
+            self._wanted.discard(key)
+            self._sent.discard(key)
         elif kind == "lost":
-            self._outcomes.pop(update.lost.key, None)
+            self._outcomes.pop(key, None)
+        if kind in ("in_memory", "erred", "cancelled"):
+            self._no_worker.pop(key, None)
 
     # ---- the API ----
 
-    def call(self, function: str, *args: Any, key: Optional[str] = None, priority: int = 0,
-             retries: int = 0) -> Task:
+    def call(self, function: str, *args: Any, key: Optional[str] = None, **options: Any) -> Task:
         """A task calling the registered `function` with `args` (JSON values and other Tasks).
+        `options`: priority, retries, workers, allow_other_workers, resources, result_encoding.
         Nothing is sent until `submit` or `compute`."""
-        return Task(function, args, key=key, priority=priority, retries=retries)
+        return Task(function, args, key=key, **options)
 
     def submit(self, tasks: Iterable[Task]) -> List[str]:
         """Sends the tasks (and every task they depend on, once per session) and wants their keys."""
@@ -263,6 +316,10 @@ class SkeinClient:
             graph[t.key] = t
             stack.extend(t.dependencies())
         keys = [t.key for t in wanted]
+        with self._cond:
+            for k in keys:
+                if k not in self._wanted:
+                    self._outcomes.pop(k, None)
         self._send(pb.scheduler.ClientMessage(update_graph=pb.scheduler.UpdateGraph(
             tasks=[t.to_spec() for t in graph.values()],
             wanted_keys=keys,
@@ -290,7 +347,8 @@ class SkeinClient:
         for k, (kind, msg) in outcomes.items():
             if kind == "erred":
                 err = msg.error
-                raise SkeinTaskError(k, err.type or "Error", err.message, err.stack, err.code)
+                raise SkeinTaskError(k, err.type or "Error", err.message, err.stack, err.code, err.key,
+                                     err.details_json)
             if kind == "cancelled":
                 raise SkeinCancelledError(f"{k} was cancelled: {msg.reason}")
             results[k] = self._value(msg)
@@ -322,6 +380,64 @@ class SkeinClient:
             for k in keys:
                 self._outcomes.pop(k, None)
 
+    def cancel(self, keys: Iterable[str]) -> None:
+        """Stops the keys (CancelKeys). The scheduler answers each with one `cancelled`; until then
+        reports about a key concern the cancelled task. Submitting a key again starts afresh."""
+        keys = list(keys)
+        with self._cond:
+            for k in keys:
+                self._cancel_acks[k] = self._cancel_acks.get(k, 0) + 1
+                self._outcomes[k] = ("cancelled", pb.scheduler.KeyCancelled(key=k, reason="cancelled by this client"))
+                self._no_worker.pop(k, None)
+        self._send(pb.scheduler.ClientMessage(cancel_keys=pb.scheduler.CancelKeys(
+            keys=keys, stimulus_id=f"cancel-{uuid.uuid4().hex[:8]}")))
+        self._wanted.difference_update(keys)
+        self._sent.difference_update(keys)
+
+    def want(self, keys: Iterable[str]) -> None:
+        """Wants keys the scheduler already knows (WantKeys), e.g. submitted by another client.
+        A key it does not know is answered with `cancelled`."""
+        keys = list(keys)
+        with self._cond:
+            for k in keys:
+                if k not in self._wanted:
+                    self._outcomes.pop(k, None)
+        self._send(pb.scheduler.ClientMessage(want_keys=pb.scheduler.WantKeys(
+            keys=keys, stimulus_id=f"want-{uuid.uuid4().hex[:8]}")))
+        self._wanted.update(keys)
+
+    def updates(self, key: str) -> List[str]:
+        """The kinds of every update received for `key`, in order (e.g. ["no_worker", "cancelled"])."""
+        with self._cond:
+            return [kind for kind, k in self._log if k == key]
+
+    def wait_until(self, predicate: Any, timeout: Optional[float] = None) -> None:
+        """Waits until `predicate()` holds (checked after every batch of updates)."""
+        timeout = self.timeout if timeout is None else timeout
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._stream_ended or predicate(), timeout):
+                raise TimeoutError(f"condition not met within {timeout} s")
+
+    def no_worker_reason(self, key: str) -> Optional[str]:
+        """The reason of the last unresolved `no_worker` report for key, or None."""
+        with self._cond:
+            return self._no_worker.get(key)
+
+    def who_has(self, keys: Iterable[str]) -> Dict[str, List[str]]:
+        """SchedulerService.GetWhoHas: the workers holding each key now (none unless in memory)."""
+        res = self._stub.GetWhoHas(pb.scheduler.GetWhoHasRequest(keys=list(keys)), timeout=self.timeout)
+        return {w.key: list(w.workers) for w in res.who_has}
+
+    def story(self, keys: Iterable[str]) -> List[Any]:
+        """SchedulerService.GetStory: the scheduler's transitions of the keys, oldest first."""
+        return list(self._stub.GetStory(pb.scheduler.GetStoryRequest(keys=list(keys)), timeout=self.timeout).transitions)
+
+    def worker_status(self, worker: str) -> Any:
+        """WorkerService.GetStatus of one worker (executing counts cancelled runs still going)."""
+        with grpc.insecure_channel(grpc_target(worker), options=CHANNEL_OPTIONS) as channel:
+            stub = pb.worker_grpc.WorkerServiceStub(channel)
+            return stub.GetStatus(pb.worker.GetStatusRequest(), timeout=self.timeout)
+
     def close(self, timeout: float = 10.0) -> None:
         """Ends the session (the scheduler releases every key still wanted) and the channel."""
         if self._closed:
@@ -345,17 +461,23 @@ class SkeinClient:
     def _value(self, m: Any) -> Any:
         if m.HasField("value"):
             return decode_value(m.value)
-        # Too large to come inline: stream it from a worker that holds it.
+        # Too large to come inline: stream it from a worker that holds it; when every holder the
+        # report named fails, ask the scheduler where the key is now (GetWhoHas).
         last: Optional[BaseException] = None
-        for worker in m.workers:
-            try:
-                return self._get_data(worker, m.key)
-            except (grpc.RpcError, KeyError) as e:
-                last = e
-        raise ConnectionError(f"could not fetch {m.key} from any of {list(m.workers)}: {last}")
+        tried: List[str] = []
+        for holders in (list(m.workers), None):
+            if holders is None:
+                holders = [w for w in self.who_has([m.key]).get(m.key, []) if w not in tried]
+            for worker in holders:
+                tried.append(worker)
+                try:
+                    return self._get_data(worker, m.key)
+                except (grpc.RpcError, KeyError) as e:
+                    last = e
+        raise ConnectionError(f"could not fetch {m.key} from any of {tried}: {last}")
 
     def _get_data(self, worker: str, key: str) -> Any:
-        with grpc.insecure_channel(grpc_target(worker), options=[("grpc.enable_http_proxy", 0)]) as channel:
+        with grpc.insecure_channel(grpc_target(worker), options=CHANNEL_OPTIONS) as channel:
             stub = pb.worker_grpc.WorkerServiceStub(channel)
             encoding, chunks = None, []
             for chunk in stub.GetData(pb.worker.GetDataRequest(keys=[key], requester="client"),

@@ -28,3 +28,18 @@ export async function slowInc(x, ms = 100) {
 export function fail(message = 'failed on purpose') {
   throw new Error(message);
 }
+
+/** Returns its argument as it is (for tests of argument encoding: markers, quoting). */
+export function echo(x) {
+  return x;
+}
+
+/** NaN, which JSON cannot carry (for tests of result encodings). */
+export function nan() {
+  return NaN;
+}
+
+/** A string of `n` times `char` (for tests of inline and fetched results). */
+export function text(n, char = 'x') {
+  return char.repeat(n);
+}

@@ -76,4 +76,23 @@ describe('examples/python against a real cluster', () => {
     // The cluster is still healthy after the Python client has gone.
     for (const p of procs) expect(p.child.exitCode, `${p.name} exited:\n${p.output()}`).toBeNull();
   });
+
+  // What packages/protocol/README.md promises a client in another language, checked from Python
+  // (tools/test/python_contract.py: one function per check, named here).
+  const contract: Array<[string, string]> = [
+    ['json_result_never_v8', 'a JSON result request for NaN is erred naming the value, never V8'],
+    ['marker_shaped_data', 'marker-shaped data quoted as the README says comes back unchanged'],
+    ['no_worker', 'a task restricted to a nonexistent worker gets no_worker, then cancelled'],
+    ['cancel_then_resubmit', 'cancel then resubmit of a running key: cancelled, then one in_memory'],
+    ['sizes', 'over 4 MiB of inline values in one batch, a large value fetched with GetData, GetWhoHas'],
+    ['errors_and_unknown_keys', 'errors of inputs, unknown wanted keys and a foreign major version'],
+  ];
+  it.each(contract)('protocol README contract: %s (%s)', async (check) => {
+    const result = await run(python, [join(repoRoot, 'tools/test/python_contract.py'), schedulerAddress, check], {
+      timeoutMs: 60_000,
+    });
+    const context = `exit ${result.code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`;
+    expect(result.code, context).toBe(0);
+    expect(result.stdout.trim(), context).toBe(`ok ${check}`);
+  });
 });

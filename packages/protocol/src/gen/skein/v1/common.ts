@@ -115,7 +115,6 @@ export interface TaskSpec_ResourcesEntry {
 }
 
 /**
- * An error raised by user code or by Skein, carried to the client.
  * The values of many keys, column by column: one message for a whole batch instead of a Value
  * per key. Value i has encoding `encodings[i]` and is the next `lengths[i]` bytes of `data`
  * (values lie back to back, in order). ENCODING_UNSPECIFIED means key i has no value here.
@@ -154,15 +153,19 @@ export interface TaskBatch_ResourcesEntry {
   value: number;
 }
 
+/** An error raised by user code or by Skein, carried to the client. */
 export interface RemoteError {
   /** Error class name, e.g. "TypeError" or "KilledWorkerError". */
   type: string;
   message: string;
   /** Remote stack trace, as text. */
   stack: string;
-  /** Skein error code, when the error is Skein's own (see @skein/common ErrorCode). */
+  /**
+   * Skein error code, when the error is Skein's own (see @skein/common ErrorCode); empty for errors
+   * of user code.
+   */
   code: string;
-  /** The task key the error belongs to. */
+  /** The task that failed: the key itself, or, for a task whose input failed, that input. */
   key: string;
   /** Structured details of a Skein error (for example the death count of KilledWorkerError), as JSON. */
   detailsJson: string;

@@ -36,6 +36,7 @@ export interface Welcome {
 }
 
 export interface ClientHello {
+  /** "1.2" for this protocol (see packages/protocol/README.md); the scheduler checks the major. */
   protocolVersion: string;
   clientId: string;
   /** The client reads KeysInMemory; without it the scheduler sends a KeyInMemory per key. */
@@ -44,7 +45,7 @@ export interface ClientHello {
 
 export interface UpdateGraph {
   tasks: TaskSpec[];
-  /** Keys this client holds futures for: each adds one reference on the scheduler. */
+  /** Keys this client wants reports about, as WantKeys (a set per client: wanting twice is once). */
   wantedKeys: string[];
   /** Sources of inline functions the tasks use, each sent once per session. */
   functions: InlineFunction[];
@@ -55,19 +56,25 @@ export interface UpdateGraph {
   batches: TaskBatch[];
 }
 
-/** The client holds no more futures for these keys (drops one reference each). */
+/** The client no longer wants these keys (drops its want of each); nothing is answered. */
 export interface ReleaseKeys {
   keys: string[];
   stimulusId: string;
 }
 
-/** Stop computing these keys; their futures fail with a CancelledError. */
+/**
+ * Stop computing these keys; their futures fail with a CancelledError. Each key listed is answered
+ * with exactly one KeyCancelled (protocol 1.2), known or not.
+ */
 export interface CancelKeys {
   keys: string[];
   stimulusId: string;
 }
 
-/** The client wants to know about these keys again (for example after a reconnect). */
+/**
+ * The client wants to know about these keys again (for example after a reconnect). A key the
+ * scheduler does not know is answered with KeyCancelled.
+ */
 export interface WantKeys {
   keys: string[];
   stimulusId: string;
@@ -137,8 +144,9 @@ export interface KeyLost {
 }
 
 /**
- * No running worker satisfies the key's restrictions (workers, resources, registered function):
- * it waits in no-worker until one joins, or fails after the scheduler's no-workers timeout.
+ * Workers run, but none satisfies the key's restrictions (workers, resources): it waits in
+ * no-worker until one joins, or fails after the scheduler's no-workers timeout. (A registered
+ * function that no running worker has fails the task at once instead.)
  * resolved: a suitable worker joined and the key runs again (futures stay pending either way).
  */
 export interface KeyNoWorker {
@@ -6254,7 +6262,8 @@ export const SchedulerServiceService = {
   },
   /**
    * Where the given keys' results are now (Dask's who_has): the workers holding each key in
-   * memory; a key not in memory, or whose value the scheduler holds inline, lists none.
+   * memory, also when the scheduler holds the value inline; a key not in memory (or unknown)
+   * lists none, with nbytes -1.
    */
   getWhoHas: {
     path: "/skein.v1.SchedulerService/GetWhoHas" as const,
@@ -6291,7 +6300,8 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
   getAdaptiveTarget: handleUnaryCall<GetAdaptiveTargetRequest, GetAdaptiveTargetResponse>;
   /**
    * Where the given keys' results are now (Dask's who_has): the workers holding each key in
-   * memory; a key not in memory, or whose value the scheduler holds inline, lists none.
+   * memory, also when the scheduler holds the value inline; a key not in memory (or unknown)
+   * lists none, with nbytes -1.
    */
   getWhoHas: handleUnaryCall<GetWhoHasRequest, GetWhoHasResponse>;
 }
@@ -6428,7 +6438,8 @@ export interface SchedulerServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Where the given keys' results are now (Dask's who_has): the workers holding each key in
-   * memory; a key not in memory, or whose value the scheduler holds inline, lists none.
+   * memory, also when the scheduler holds the value inline; a key not in memory (or unknown)
+   * lists none, with nbytes -1.
    */
   getWhoHas(
     request: GetWhoHasRequest,
