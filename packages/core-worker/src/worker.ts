@@ -34,7 +34,6 @@ import {
   errorInfoFromWire,
   faultHook,
   formatAddress,
-  formatBytes,
   fromGrpcStatus,
   insecureChannel,
   newServer,
@@ -48,14 +47,13 @@ import {
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './options.js';
 import { WorkerState } from './state/worker-state.js';
 import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type WorkerAction, type WorkerEvent } from './state/types.js';
-import { memoryDecision } from './state/memory.js';
-import { SpillStore } from './server/spill.js';
 import { BulkServer } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
 import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, toWireBatch, type Outgoing } from './server/convert.js';
 import { PeerClients, fetchData } from './server/fetch.js';
-import { ReleasedMemory, fullGcFunction } from './runtime/gc.js';
+import type { ReleasedMemory } from './runtime/gc.js';
+import { MemoryManager } from './memory-manager.js';
 import { MainThreadRunner } from './server/run.js';
 import { createWorkerService } from './server/service.js';
 
@@ -98,12 +96,7 @@ export class Worker {
   private bulk: BulkServer | undefined;
   private readonly peers = new PeerClients();
   private readonly runner = new MainThreadRunner();
-  /** Runs full GCs after large frees, so released values leave RSS at once (runtime/gc.ts). */
-  readonly releasedMemory = new ReleasedMemory(() => {
-    (this.mainGc ??= fullGcFunction() ?? (() => undefined))();
-    this.pool?.collectGarbage();
-  });
-  private mainGc: (() => void) | undefined;
+  private readonly memory: MemoryManager;
   private session: Session | undefined;
   private readonly lifecycle = new Lifecycle('worker');
   private readonly log: Logger;
@@ -121,16 +114,6 @@ export class Worker {
   private closeCommand: (() => void) | undefined;
   private lastCpu = cpuUsage();
   private lastCpuAt = Date.now();
-  private store: SpillStore | undefined;
-  private monitor: NodeJS.Timeout | undefined;
-  /** Keys being written to disk in the current spill round. */
-  private readonly spilling = new Set<string>();
-  /** Spilled files being read back for tasks, shared by tasks that need the same one. */
-  private readonly unspilling = new Map<string, Promise<Encoded>>();
-  /** Disk I/O in progress (awaited before the local directory is removed). */
-  private readonly diskIO = new Set<Promise<unknown>>();
-  private spillBackoffUntil = 0;
-  private warnedNothingToSpill = false;
 
   private constructor(options: CompiledWorkerOptions) {
     this.options = options;
@@ -138,6 +121,19 @@ export class Worker {
     this.heartbeatIntervalMs = options.heartbeatMs;
     this.log = createLogger('worker');
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.memory = new MemoryManager(
+      options,
+      {
+        handle: (events) => this.handle(events),
+        enqueue: (ev) => this.enqueue(ev),
+        stimulus: (prefix) => this.stimulus(prefix),
+        report: () => this.sendHeartbeat(),
+        closing: () => this.lifecycle.closing,
+        track: (p) => void this.lifecycle.track(p),
+        collectThreadGarbage: () => this.pool?.collectGarbage(),
+      },
+      this.log,
+    );
   }
 
   /** Starts a worker and registers it with the scheduler. */
@@ -154,7 +150,12 @@ export class Worker {
 
   /** The directory holding this worker's spilled results (removed at close). */
   get localDirectory(): string {
-    return this.store?.dir ?? '';
+    return this.memory.localDirectory;
+  }
+
+  /** Counts released bytes and runs a full GC after large frees (runtime/gc.ts). */
+  get releasedMemory(): ReleasedMemory {
+    return this.memory.released;
   }
 
   /** The state machine (read it; do not mutate). */
@@ -172,7 +173,7 @@ export class Worker {
       pool = ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth });
       pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
-      this.store = await SpillStore.create(o.localDirectory);
+      await this.memory.open();
       this.bulk = await BulkServer.start(o.listenHost);
       this.server = newServer();
       this.server.addService(
@@ -184,7 +185,7 @@ export class Worker {
           },
           getSpilled: (key) => {
             const v = this.state?.data.get(key);
-            const store = this.store;
+            const store = this.memory.spillStore;
             if (!isSpilled(v) || !store) return undefined;
             return { encoding: v.encoding, totalSize: v.nbytes, chunks: (n) => store.chunks(v.file, n) };
           },
@@ -210,10 +211,7 @@ export class Worker {
       });
       if (o.testFault) this.state.faultHook = faultHook(o.testFault, 'SKEIN_TEST_FAULT', claimFault(o.testFault.once));
       await this.connect(o.connectTimeoutMs, true);
-      if (o.memoryLimit > 0) {
-        this.monitor = setInterval(() => this.checkMemory(), o.memoryMonitorMs);
-        this.monitor.unref();
-      }
+      this.memory.start(this.state);
       this.lifecycle.started();
     } catch (err) {
       if (pool && !this.pool) void pool.then((p) => p.close(), () => undefined);
@@ -637,10 +635,10 @@ export class Worker {
           this.send(a.message);
           break;
         case 'ReleaseData':
-          this.releasedMemory.add(a.nbytes);
+          this.memory.released.add(a.nbytes);
           break;
         case 'RemoveSpilled':
-          if (this.store) void this.trackDisk(this.store.remove(a.files));
+          this.memory.removeSpilled(a.files);
           break;
         default: {
           const never: never = a;
@@ -648,12 +646,7 @@ export class Worker {
         }
       }
     }
-    // Past the target with new results: spill now rather than at the next monitor tick.
-    const o = this.options;
-    const target = o.memoryFractions.target;
-    if (this.monitor && target !== false && this.spilling.size === 0 && this.state.managedBytes > target * o.memoryLimit) {
-      this.spill(this.state.managedBytes - Math.floor(target * o.memoryLimit), 'target');
-    }
+    this.memory.afterActions();
   }
 
   private execute(a: ExecuteAction): void {
@@ -668,7 +661,7 @@ export class Worker {
       return;
     }
     // Read spilled inputs back first (they go back into memory: DataUnspilled).
-    const p = Promise.all(a.inputs.map(async ([dep, v]): Promise<[string, Encoded]> => [dep, isSpilled(v) ? await this.unspill(dep, v.file, v.encoding) : v])).then(
+    const p = Promise.all(a.inputs.map(async ([dep, v]): Promise<[string, Encoded]> => [dep, isSpilled(v) ? await this.memory.unspill(dep, v.file, v.encoding) : v])).then(
       (inputs) => {
         if (this.lifecycle.closing) return;
         this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs, resultEncoding: a.call.resultEncoding ?? 0, priority: a.priority, sequence: a.sequence }, (r) => this.onExecuted(key, r));
@@ -688,92 +681,6 @@ export class Worker {
       },
     );
     void this.lifecycle.track(p);
-  }
-
-  private unspill(key: string, file: string, encoding: number): Promise<Encoded> {
-    let p = this.unspilling.get(file);
-    if (!p) {
-      p = this.store!.read(file).then((data) => {
-        const value: Encoded = { encoding, data };
-        this.enqueue({ type: 'DataUnspilled', key, value, file, stimulusId: this.stimulus('unspill') });
-        return value;
-      });
-      this.unspilling.set(file, p);
-      const done = () => this.unspilling.delete(file);
-      p.then(done, done);
-      void this.trackDisk(p);
-    }
-    return p;
-  }
-
-  private trackDisk<T>(p: Promise<T>): Promise<T> {
-    this.diskIO.add(p);
-    const done = () => this.diskIO.delete(p);
-    p.then(done, done);
-    return p;
-  }
-
-  // ------------------------------------------------------------------------------------------
-  // Memory: spill to disk and pause (the decisions are the pure memoryDecision)
-
-  private checkMemory(): void {
-    if (this.lifecycle.closing || !this.state) return;
-    const o = this.options;
-    const rss = o.readRss();
-    const d = memoryDecision({ rss, managed: this.state.managedBytes, limit: o.memoryLimit, fractions: o.memoryFractions, paused: this.state.paused });
-    if (d.pauseChanged) {
-      const pct = Math.round((rss / o.memoryLimit) * 100);
-      if (d.paused) {
-        this.log.warn(
-          `paused: process memory ${formatBytes(rss)} is ${pct}% of the limit ${formatBytes(o.memoryLimit)} (pause at ${Math.round(
-            (o.memoryFractions.pause || 0) * 100,
-          )}%); no new tasks start until it falls (results in memory ${formatBytes(this.state.managedBytes)}, spilled ${formatBytes(this.state.spilledBytes)})`,
-        );
-      } else {
-        this.log.warn(`resumed: process memory ${formatBytes(rss)} is ${pct}% of the limit ${formatBytes(o.memoryLimit)}`);
-      }
-      this.handle([{ type: 'PauseChanged', paused: d.paused, stimulusId: this.stimulus(d.paused ? 'pause' : 'unpause') }]);
-      this.sendHeartbeat(); // tell the scheduler now, not at the next heartbeat
-    }
-    if (d.spillBytes > 0) this.spill(d.spillBytes, d.spillReason);
-    else if (d.spillReason === undefined && o.memoryFractions.spill !== false && rss > o.memoryFractions.spill * o.memoryLimit) {
-      if (!this.warnedNothingToSpill) {
-        this.warnedNothingToSpill = true;
-        this.log.warn(
-          `process memory ${formatBytes(rss)} is past the spill threshold of the limit ${formatBytes(o.memoryLimit)} but no results are left in memory to spill; ` +
-            'the memory is held by tasks or the runtime (unmanaged memory)',
-        );
-      }
-    } else this.warnedNothingToSpill = false;
-  }
-
-  /** Writes least recently used results to disk, one spill round at a time. */
-  private spill(bytes: number, reason: string | undefined): void {
-    const store = this.store;
-    if (!store || this.spilling.size > 0 || Date.now() < this.spillBackoffUntil) return;
-    const candidates = this.state.spillCandidates(bytes);
-    if (candidates.length === 0) return;
-    this.log.debug(`spilling ${candidates.length} results (${formatBytes(bytes)} wanted, ${reason} threshold)`);
-    for (const [key] of candidates) this.spilling.add(key);
-    const round = (async () => {
-      // shift(): a value written and handed to the state is no longer referenced from here
-      for (let c = candidates.shift(); c; c = candidates.shift()) {
-        const [key, value] = c;
-        if (this.lifecycle.closing) break;
-        try {
-          const file = await store.write(key, value);
-          this.enqueue({ type: 'DataSpilled', key, value, file, stimulusId: this.stimulus('spill') });
-          // The value leaves memory with this event: count it like a release, so RSS drops too.
-          this.releasedMemory.add(value.data.byteLength);
-        } catch (err) {
-          this.spillBackoffUntil = Date.now() + 5_000;
-          this.log.error(`could not spill ${key} to ${store.dir}: ${(err as Error).message}; spilling stops for 5s`);
-          break;
-        }
-      }
-    })().finally(() => this.spilling.clear());
-    void this.trackDisk(round);
-    void this.lifecycle.track(round);
   }
 
   private onExecuted(key: string, r: PoolResult): void {
@@ -855,20 +762,14 @@ export class Worker {
     return this.lifecycle
       .close([
         ['stop heartbeat', () => this.stopHeartbeat()],
-        ['stop the memory monitor', () => this.monitor && clearInterval(this.monitor)],
+        ['stop the memory monitor', () => this.memory.stop()],
         ['cancel waits and transfers', () => this.abort.abort()],
         ['close the scheduler session', () => this.session && this.endSession(this.session)],
         ['stop the task threads', () => this.pool?.close()],
         ['stop the server', () => this.server && shutdownServer(this.server, 1_000)],
         ['stop the bulk server', () => this.bulk?.close()],
         ['close peer channels', () => this.peers.close()],
-        [
-          'remove the local directory',
-          async () => {
-            await Promise.allSettled([...this.diskIO]);
-            await this.store?.close();
-          },
-        ],
+        ['remove the local directory', () => this.memory.close()],
       ])
       .finally(() => this.resolveClosed(this.closeInfo!));
   }
