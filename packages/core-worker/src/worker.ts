@@ -6,41 +6,22 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { cpuUsage, memoryUsage, pid } from 'node:process';
-import type { ClientDuplexStream, Server, ServiceError } from '@grpc/grpc-js';
-import { Metadata, status as GrpcStatus } from '@grpc/grpc-js';
+import type { Server } from '@grpc/grpc-js';
+import { WorkerServiceService, type ComputeBatch, type GetStatusResponse, type WorkerCommand } from '@skein/protocol';
 import {
-  SchedulerServiceClient,
-  WorkerServiceService,
-  type ComputeBatch,
-  type GetStatusResponse,
-  type Welcome,
-  type WorkerCommand,
-  type WorkerSessionRequest,
-  type WorkerSessionResponse,
-} from '@skein/protocol';
-import {
-  Batcher,
-  CHANNEL_OPTIONS,
-  CommClosedError,
   InternalError,
   InvalidArgumentError,
   Lifecycle,
-  PROTOCOL_VERSION,
   SkeinError,
   bindServer,
-  checkProtocolVersion,
   createLogger,
   errorInfoFromWire,
   faultHook,
   formatAddress,
-  fromGrpcStatus,
-  insecureChannel,
   newServer,
   shutdownServer,
   taskError,
   toRemoteError,
-  toSkeinError,
   type LifecycleStatus,
   type Logger,
 } from '@skein/common';
@@ -50,11 +31,12 @@ import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type
 import { BulkServer } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
-import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, toWireBatch, type Outgoing } from './server/convert.js';
+import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, type Outgoing } from './server/convert.js';
 import { PeerClients, fetchData } from './server/fetch.js';
 import type { ReleasedMemory } from './runtime/gc.js';
 import { MemoryManager } from './memory-manager.js';
 import { MainThreadRunner } from './server/run.js';
+import { SchedulerSession, sleep } from './server/session.js';
 import { createWorkerService } from './server/service.js';
 
 export type WorkerStatus = LifecycleStatus | 'reconnecting';
@@ -64,17 +46,6 @@ export interface WorkerClosed {
   reason: string;
   /** Set when the worker closed because of a failure (e.g. the scheduler was lost). */
   error?: SkeinError;
-}
-
-interface Session {
-  client: SchedulerServiceClient;
-  call: ClientDuplexStream<WorkerSessionRequest, WorkerSessionResponse>;
-  /** State messages stay in their domain form until their batch leaves (see toWireBatch). */
-  batcher: Batcher<Outgoing>;
-  welcomed: boolean;
-  /** The scheduler's Welcome says it reads TasksFinished (protocol 1.1 column forms). */
-  batches: boolean;
-  ended: boolean;
 }
 
 export class Worker {
@@ -88,7 +59,6 @@ export class Worker {
   readonly closed: Promise<WorkerClosed>;
   /** Names of the functions registered by --module. */
   registeredFunctions: string[] = [];
-  heartbeatIntervalMs: number;
 
   private state!: WorkerState;
   private pool: ThreadPool | undefined;
@@ -97,11 +67,9 @@ export class Worker {
   private readonly peers = new PeerClients();
   private readonly runner = new MainThreadRunner();
   private readonly memory: MemoryManager;
-  private session: Session | undefined;
+  private session: SchedulerSession | undefined;
   private readonly lifecycle = new Lifecycle('worker');
   private readonly log: Logger;
-  private reconnecting = false;
-  private heartbeat: NodeJS.Timeout | undefined;
   private readonly abort = new AbortController();
   private pending: WorkerEvent[] = [];
   private flushScheduled = false;
@@ -112,13 +80,10 @@ export class Worker {
   private failure: InternalError | undefined;
   private resolveClosed!: (c: WorkerClosed) => void;
   private closeCommand: (() => void) | undefined;
-  private lastCpu = cpuUsage();
-  private lastCpuAt = Date.now();
 
   private constructor(options: CompiledWorkerOptions) {
     this.options = options;
     this.schedulerAddress = options.scheduler;
-    this.heartbeatIntervalMs = options.heartbeatMs;
     this.log = createLogger('worker');
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.memory = new MemoryManager(
@@ -127,7 +92,7 @@ export class Worker {
         handle: (events) => this.handle(events),
         enqueue: (ev) => this.enqueue(ev),
         stimulus: (prefix) => this.stimulus(prefix),
-        report: () => this.sendHeartbeat(),
+        report: () => this.session?.sendHeartbeat(),
         closing: () => this.lifecycle.closing,
         track: (p) => void this.lifecycle.track(p),
         collectThreadGarbage: () => this.pool?.collectGarbage(),
@@ -144,8 +109,13 @@ export class Worker {
   }
 
   get status(): WorkerStatus {
-    if (this.reconnecting && this.lifecycle.status === 'running') return 'reconnecting';
+    if (this.session?.reconnecting && this.lifecycle.status === 'running') return 'reconnecting';
     return this.lifecycle.status;
+  }
+
+  /** The heartbeat interval in use: the scheduler's (from its Welcome) or the worker's option. */
+  get heartbeatIntervalMs(): number {
+    return this.session?.heartbeatIntervalMs ?? this.options.heartbeatMs;
   }
 
   /** The directory holding this worker's spilled results (removed at close). */
@@ -210,7 +180,23 @@ export class Worker {
         validate: o.validate,
       });
       if (o.testFault) this.state.faultHook = faultHook(o.testFault, 'SKEIN_TEST_FAULT', claimFault(o.testFault.once));
-      await this.connect(o.connectTimeoutMs, true);
+      this.session = new SchedulerSession(
+        o,
+        { address: this.address, name: this.name, registeredFunctions: this.registeredFunctions },
+        this.state,
+        {
+          commands: (commands, welcomed) => this.onCommands(commands, welcomed),
+          fail: (err, context) => this.failHard(err, context),
+          lost: () => this.handle([{ type: 'SchedulerLost', stimulusId: this.stimulus('scheduler-lost') }]),
+          close: (error) => void this.close(error.message, error).catch(() => undefined),
+          closing: () => this.lifecycle.closing,
+          failed: () => this.failure !== undefined,
+          track: (p) => void this.lifecycle.track(p),
+        },
+        this.abort.signal,
+        this.log,
+      );
+      await this.session.start();
       this.memory.start(this.state);
       this.lifecycle.started();
     } catch (err) {
@@ -221,109 +207,10 @@ export class Worker {
   }
 
   // ------------------------------------------------------------------------------------------
-  // The scheduler session
+  // Commands from the scheduler
 
-  private connect(timeoutMs: number, first: boolean): Promise<void> {
-    const o = this.options;
-    const client = new SchedulerServiceClient(o.schedulerTarget, insecureChannel(), CHANNEL_OPTIONS);
-    return new Promise<void>((resolve, reject) => {
-      const unreachable = (detail: string, cause?: unknown) =>
-        new CommClosedError(
-          o.scheduler,
-          `Cannot reach the scheduler at ${o.scheduler}: ${detail}. Is \`skein scheduler\` running there?`,
-          { cause },
-        );
-      client.waitForReady(Date.now() + Math.max(1, timeoutMs), (err) => {
-        if (err) {
-          client.close();
-          reject(unreachable(`no connection within ${Math.round(timeoutMs / 1000)}s`, err));
-          return;
-        }
-        if (this.lifecycle.closing) {
-          client.close();
-          reject(new SkeinError('cancelled', 'The worker is closing.'));
-          return;
-        }
-        const call = client.workerSession();
-        const session: Session = {
-          client,
-          call,
-          welcomed: false,
-          batches: false,
-          ended: false,
-          batcher: new Batcher<Outgoing>((queued) => {
-            if (!session.ended) call.write({ messages: toWireBatch(queued, session.batches) });
-          }),
-        };
-        this.session = session;
-        call.on('data', (res: WorkerSessionResponse) => {
-          try {
-            this.onCommands(session, res.commands, resolve);
-          } catch (e) {
-            if (!session.welcomed) {
-              this.endSession(session);
-              reject(e);
-            } else {
-              this.failHard(e, 'while handling commands from the scheduler');
-            }
-          }
-        });
-        const onBroken = (err?: ServiceError) => {
-          if (session.ended) return;
-          const welcomed = session.welcomed;
-          this.endSession(session);
-          if (!welcomed) {
-            if (err?.code === GrpcStatus.FAILED_PRECONDITION) reject(fromGrpcStatus(err));
-            else if (err && err.code !== GrpcStatus.UNAVAILABLE) reject(fromGrpcStatus(err, `The scheduler at ${o.scheduler} refused this worker`));
-            else reject(unreachable(err?.details || 'the session ended before the scheduler answered', err));
-            return;
-          }
-          if (err?.code === GrpcStatus.NOT_FOUND) this.onRemoved(err.details);
-          else this.onSessionLost(err ? toSkeinError(err).message : 'the scheduler ended the session');
-        };
-        call.on('error', (err: ServiceError) => onBroken(err));
-        call.on('end', () => onBroken());
-        call.write({
-          messages: [
-            {
-              kind: {
-                $case: 'hello',
-                value: {
-                  protocolVersion: PROTOCOL_VERSION,
-                  address: this.address,
-                  name: this.name,
-                  nthreads: o.nthreads,
-                  memoryLimit: o.memoryLimit,
-                  resources: new Map(Object.entries(o.resources)),
-                  held: first ? [] : this.state.held(),
-                  registeredFunctions: this.registeredFunctions,
-                  pid,
-                  nannyAddress: o.nannyAddress,
-                  batches: true,
-                },
-              },
-            },
-          ],
-        });
-      });
-    });
-  }
-
-  private endSession(s: Session): void {
-    if (s.ended) return;
-    s.batcher.close();
-    s.ended = true;
-    try {
-      s.call.end();
-    } catch {
-      // already broken
-    }
-    s.call.cancel();
-    s.client.close();
-    if (this.session === s) this.session = undefined;
-  }
-
-  private onCommands(session: Session, commands: WorkerCommand[], welcomed: () => void): void {
+  /** Turns the scheduler's commands into state events (the session has handled a Welcome among them). */
+  private onCommands(commands: readonly WorkerCommand[], welcomed: boolean): void {
     const events: WorkerEvent[] = [];
     let close: string | undefined;
     let rejected = false;
@@ -332,8 +219,6 @@ export class Worker {
       if (!k) continue;
       switch (k.$case) {
         case 'welcome':
-          this.onWelcome(session, k.value);
-          welcomed();
           break;
         case 'compute': {
           const f = k.value.function;
@@ -382,7 +267,7 @@ export class Worker {
         }
       }
     }
-    if (!session.welcomed && (events.length > 0 || close || rejected)) {
+    if (!welcomed && (events.length > 0 || close || rejected)) {
       throw new SkeinError('failed_precondition', 'The scheduler sent commands before its Welcome.');
     }
     if (events.length > 0) this.handle(events);
@@ -407,15 +292,6 @@ export class Worker {
     for (const key of this.pool.revoke(executing)) events.push({ type: 'ExecutionRevoked', key, stimulusId });
   }
 
-  private onWelcome(session: Session, w: Welcome): void {
-    checkProtocolVersion(w.protocolVersion, 'worker');
-    session.welcomed = true;
-    session.batches = w.batches;
-    if (w.heartbeatIntervalMs > 0) this.heartbeatIntervalMs = w.heartbeatIntervalMs;
-    this.reconnecting = false;
-    this.startHeartbeat();
-  }
-
   /**
    * A ComputeBatch whose columns do not agree (or that lists dependencies) is a bug in the
    * scheduler that sent it, and none of its tasks can run. Rather than drop it and leave the
@@ -431,108 +307,8 @@ export class Worker {
     for (const key of keys) this.send({ type: 'TaskErred', key, error: toRemoteError(err, key), startMs: now, stopMs: now, stimulusId });
   }
 
-  /**
-   * The scheduler dropped this worker (a reported death, another registration under its address,
-   * a missed heartbeat TTL) and ended the session with NOT_FOUND: it has already rescheduled the
-   * tasks and forgotten the results this worker holds. As a Dask worker the scheduler removed,
-   * it closes rather than run on unregistered; its nanny starts a fresh one (exit code 4 of
-   * skein-worker).
-   */
-  private onRemoved(details: string): void {
-    if (this.lifecycle.closing || this.failure) return;
-    const error = new SkeinError(
-      'not_found',
-      `The scheduler at ${this.options.scheduler} removed this worker: ${details} Closing; a nanny starts a fresh worker.`,
-    );
-    this.log.warn(error.message);
-    void this.close(error.message, error).catch(() => undefined);
-  }
-
-  private onSessionLost(reason: string): void {
-    if (this.lifecycle.closing || this.reconnecting || this.failure) return;
-    this.reconnecting = true;
-    this.stopHeartbeat();
-    this.log.warn(`lost the scheduler at ${this.options.scheduler} (${reason}); reconnecting for up to ${this.options.deathTimeoutMs / 1000}s`);
-    this.handle([{ type: 'SchedulerLost', stimulusId: this.stimulus('scheduler-lost') }]);
-    void this.lifecycle.track(this.reconnectLoop(reason));
-  }
-
-  private async reconnectLoop(reason: string): Promise<void> {
-    const deadline = Date.now() + this.options.deathTimeoutMs;
-    let delay = 100;
-    let lastError: unknown;
-    while (!this.lifecycle.closing && Date.now() < deadline) {
-      try {
-        await this.connect(Math.max(1, Math.min(deadline - Date.now(), 1_000)), false);
-        this.log.info(`reconnected to the scheduler at ${this.options.scheduler}`);
-        return;
-      } catch (err) {
-        lastError = err;
-        if (err instanceof SkeinError && err.code === 'failed_precondition') break;
-      }
-      await this.sleep(Math.min(delay, Math.max(0, deadline - Date.now())));
-      delay = Math.min(delay * 2, 2_000);
-    }
-    if (this.lifecycle.closing) return;
-    const error = new CommClosedError(
-      this.options.scheduler,
-      `Lost the scheduler at ${this.options.scheduler} (${reason}) and could not reconnect within ${this.options.deathTimeoutMs / 1000}s` +
-        (lastError ? `: ${(lastError as Error).message}` : '.'),
-    );
-    void this.close(error.message, error).catch(() => undefined);
-  }
-
-  /** Waits `ms`, or less if the worker closes (the abort listener is removed either way). */
-  private sleep(ms: number): Promise<void> {
-    const signal = this.abort.signal;
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
-      function done() {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      }
-      signal.addEventListener('abort', done, { once: true });
-    });
-  }
-
-  private startHeartbeat(): void {
-    this.stopHeartbeat();
-    this.heartbeat = setInterval(() => this.sendHeartbeat(), this.heartbeatIntervalMs);
-    this.heartbeat.unref();
-  }
-
-  private stopHeartbeat(): void {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = undefined;
-  }
-
-  private sendHeartbeat(): void {
-    const now = Date.now();
-    const cpu = cpuUsage(this.lastCpu);
-    const elapsed = Math.max(1, now - this.lastCpuAt);
-    this.lastCpu = cpuUsage();
-    this.lastCpuAt = now;
-    this.send({
-      kind: {
-        $case: 'heartbeat',
-        value: {
-          executing: this.state.executing.size,
-          ready: this.state.readyLength,
-          memoryRss: memoryUsage.rss(),
-          managedBytes: this.state.managedBytes,
-          cpuPercent: ((cpu.user + cpu.system) / 1000 / elapsed) * 100,
-          nowMs: now,
-          spilledBytes: this.state.spilledBytes,
-          paused: this.state.paused,
-        },
-      },
-    });
-  }
-
   private send(m: Outgoing): void {
-    const s = this.session;
-    if (s && s.welcomed && !s.ended) s.batcher.push(m);
+    this.session?.send(m);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -593,33 +369,8 @@ export class Worker {
     );
     this.failure = error;
     this.log.error(`${error.message}\n${err instanceof Error ? (err.stack ?? '') : ''}`);
-    const s = this.session;
-    const told = s && s.welcomed && !s.ended ? this.sayClosing(s, error.message, stimulusId) : Promise.resolve();
+    const told = this.session ? this.session.sayClosing(error.message, stimulusId) : Promise.resolve();
     void told.then(() => this.close(error.message, error)).catch(() => undefined);
-  }
-
-  /**
-   * Sends what is queued for the scheduler and WorkerClosing last, and half-closes the session;
-   * resolves once the scheduler has ended its side (it removed this worker) or after 2 s.
-   */
-  private sayClosing(s: Session, reason: string, stimulusId: string): Promise<void> {
-    s.batcher.push({ kind: { $case: 'closing', value: { reason, stimulusId } } });
-    s.batcher.close();
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, 2_000);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      s.call.once('end', done);
-      s.call.once('error', done);
-      s.call.once('close', done);
-      try {
-        s.call.end();
-      } catch {
-        done();
-      }
-    });
   }
 
   private perform(actions: WorkerAction[]): void {
@@ -742,16 +493,11 @@ export class Worker {
    */
   async retire(timeoutMs = this.options.retireTimeoutMs): Promise<void> {
     const s = this.session;
-    if (!this.lifecycle.closing && s && s.welcomed && !s.ended) {
+    if (!this.lifecycle.closing && s?.open) {
       const closeCmd = new Promise<void>((resolve) => (this.closeCommand = resolve));
       const deadline = Date.now() + timeoutMs;
-      const ok = await new Promise<boolean>((resolve) => {
-        s.client.retireWorkers({ workers: [this.address], n: 0 }, new Metadata(), { deadline }, (err) => {
-          if (err) this.log.warn(`retiring through the scheduler failed (${err.details}); closing anyway`);
-          resolve(!err);
-        });
-      });
-      if (ok) await Promise.race([closeCmd, this.closed, this.sleep(Math.max(0, deadline - Date.now()))]);
+      const ok = await s.retire(deadline);
+      if (ok) await Promise.race([closeCmd, this.closed, sleep(Math.max(0, deadline - Date.now()), this.abort.signal)]);
     }
     await this.close('retired');
   }
@@ -761,10 +507,10 @@ export class Worker {
     this.closeInfo ??= error ? { reason, error } : { reason };
     return this.lifecycle
       .close([
-        ['stop heartbeat', () => this.stopHeartbeat()],
+        ['stop heartbeat', () => this.session?.stopHeartbeat()],
         ['stop the memory monitor', () => this.memory.stop()],
         ['cancel waits and transfers', () => this.abort.abort()],
-        ['close the scheduler session', () => this.session && this.endSession(this.session)],
+        ['close the scheduler session', () => this.session?.close()],
         ['stop the task threads', () => this.pool?.close()],
         ['stop the server', () => this.server && shutdownServer(this.server, 1_000)],
         ['stop the bulk server', () => this.bulk?.close()],
