@@ -1,8 +1,9 @@
 /**
- * The Worker: the thin I/O shell around WorkerState. It serves WorkerService, holds the session
- * with the scheduler, turns commands into state events, performs the state's actions (run tasks
- * on the thread pool, fetch inputs from peers, send batched messages) and feeds the results of
- * that async work back as events.
+ * The Worker: the thin I/O shell around WorkerState. It wires the state machine, the thread pool,
+ * the scheduler session (server/session.ts) and the memory manager (memory-manager.ts) together:
+ * serves WorkerService, turns the scheduler's commands into state events, performs the state's
+ * actions (run tasks on the thread pool, fetch inputs from peers, send messages through the
+ * session) and feeds the results of that async work back as events.
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
