@@ -1,28 +1,16 @@
 import './polyfill.js';
 import { randomUUID } from 'node:crypto';
 import {
-  Metadata,
-  status as GrpcStatus,
-  type ClientDuplexStream,
-  type ServiceError,
-  type StatusObject,
-} from '@grpc/grpc-js';
-import {
   Batcher,
   CHANNEL_OPTIONS,
   CancelledError,
   CommClosedError,
   InvalidArgumentError,
   Lifecycle,
-  PROTOCOL_VERSION,
-  ProtocolVersionError,
   SkeinError,
-  checkProtocolVersion,
-  protocolMinorAtLeast,
   decodeValue,
   encodeValue,
   formatAddress,
-  fromGrpcStatus,
   fromRemoteError,
   grpcTarget,
   inlineFunction,
@@ -34,13 +22,8 @@ import {
   KEEP,
   WALK,
 } from '@skein/common';
-import {
-  Encoding,
-  SchedulerServiceClient,
-  WorkerServiceClient,
-  type ClientSessionRequest,
-  type ClientSessionResponse,
-} from '@skein/protocol';
+import { Encoding, WorkerServiceClient } from '@skein/protocol';
+import { SchedulerConnection, deadlineIn, unary } from './connection.js';
 import { Future, KeyState, releasedError, type FutureHost } from './future.js';
 import {
   Delayed,
@@ -71,16 +54,7 @@ import type {
   Transition,
   FunctionSource,
 } from './types.js';
-import {
-  fromClientUpdate,
-  fromGetInfo,
-  fromGetStory,
-  fromRunResponse,
-  fromWorkerStory,
-  helloRequest,
-  toSessionRequest,
-  toRunRequest,
-} from './wire.js';
+import { fromGetStory, fromRunResponse, fromWorkerStory, toRunRequest } from './wire.js';
 
 /** The result type of a structure of futures: each Future<T> replaced by T, at any depth. */
 export type Gathered<T> =
@@ -170,10 +144,10 @@ export interface RetireOptions {
 type UpdateMessage = Extract<Outgoing, { type: 'UpdateGraph' }>;
 type KeysMessage = Exclude<Outgoing, UpdateMessage>;
 
-// A scattered value is stored as the result of this identity task.
 /** Tasks per graph update message (see #update): big enough to amortize, small enough to stream. */
 const MAX_UPDATE_TASKS = 2000;
 
+/** A scattered value is stored as the result of this identity task. */
 const scatterIdentity = resolveFunction(function scatter(x: unknown) {
   return x;
 });
@@ -193,10 +167,6 @@ function compileClientOptions(o: ClientOptions): CompiledClientOptions {
     throw new InvalidArgumentError(`refetchTimeoutMs must be a number of milliseconds (0 or more), got ${refetchTimeoutMs}.`);
   }
   return { connectTimeoutMs, clientId: o.clientId ?? `client-${randomUUID()}`, refetchTimeoutMs };
-}
-
-function deadlineIn(ms: number): Date {
-  return new Date(Date.now() + ms);
 }
 
 /**
@@ -221,12 +191,7 @@ export class Client implements FutureHost {
 
   readonly #opts: CompiledClientOptions;
   readonly #lifecycle = new Lifecycle('Client');
-  readonly #scheduler: SchedulerServiceClient;
-  #session: ClientDuplexStream<ClientSessionRequest, ClientSessionResponse> | undefined;
-  #sessionEnded: Promise<void> | undefined;
-  #lost = false;
-  /** The scheduler reads column batches (TaskBatch); from its Welcome. */
-  #batches = false;
+  readonly #conn: SchedulerConnection;
   readonly #states = new Map<string, KeyState>();
   /**
    * Keys this client cancelled whose acknowledgement (the scheduler's 'cancelled' report for each
@@ -235,8 +200,6 @@ export class Client implements FutureHost {
    * reports are about.
    */
   readonly #cancelAcks = new Map<string, number>();
-  /** The scheduler answers every key of a CancelKeys (protocol 1.2); from its Welcome. */
-  #cancelAcked = false;
   readonly #sentFunctions = new Set<string>();
   readonly #batcher: Batcher<Outgoing>;
   #lastOut: Outgoing | undefined;
@@ -249,10 +212,14 @@ export class Client implements FutureHost {
     this.schedulerAddress = schedulerAddress;
     this.#opts = opts;
     this.id = opts.clientId;
-    this.#scheduler = new SchedulerServiceClient(grpcTarget(schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
+    this.#conn = new SchedulerConnection(schedulerAddress, this.id, {
+      update: (ev) => this.#handle(ev),
+      lost: (error) => this.#sessionLost(error),
+      closing: () => this.#lifecycle.closing,
+    });
     // Weighed in tasks, so a map of 100k tasks leaves as ~50 messages the scheduler can start on
     // one by one, and no receive buffer has to hold the whole graph.
-    this.#batcher = new Batcher<Outgoing>((batch) => this.#send(batch), MAX_UPDATE_TASKS, (m) => (m.type === 'UpdateGraph' ? Math.max(1, m.tasks.length) : 1));
+    this.#batcher = new Batcher<Outgoing>((batch) => this.#flush(batch), MAX_UPDATE_TASKS, (m) => (m.type === 'UpdateGraph' ? Math.max(1, m.tasks.length) : 1));
     this.#registry = new FinalizationRegistry((state) => this.#decrefState(state));
   }
 
@@ -294,97 +261,16 @@ export class Client implements FutureHost {
     }
   }
 
-  // ------------------------------------------------------------------ session
+  // ------------------------------------------------------------------ session and outgoing messages
 
   async #start(): Promise<void> {
     this.#lifecycle.beginStart();
-    const addr = this.schedulerAddress;
     const timeoutMs = this.#opts.connectTimeoutMs;
     const deadline = deadlineIn(timeoutMs);
-    const unreachable = (detail: string, cause?: unknown) =>
-      new CommClosedError(
-        addr,
-        `Cannot reach the scheduler at ${addr} (${detail}). Check that the scheduler is running and that the ` +
-          'address and port are right; start one with `skein scheduler`.',
-        cause === undefined ? undefined : { cause },
-      );
-    await new Promise<void>((resolve, reject) => {
-      this.#scheduler.waitForReady(deadline, (err) => {
-        if (err) reject(unreachable(`no connection within ${timeoutMs / 1000} s: ${err.message}`, err));
-        else resolve();
-      });
-    });
-
-    const call = this.#scheduler.clientSession(new Metadata());
-    this.#session = call;
-    let welcomed = false;
-    let streamError: ServiceError | undefined;
-    let onWelcome: (() => void) | undefined;
-    let onRefused: ((err: unknown) => void) | undefined;
-    const welcome = new Promise<void>((resolve, reject) => {
-      onWelcome = resolve;
-      onRefused = reject;
-    });
-    const onUpdate = (ev: Incoming): void => {
-      if (ev.type === 'Welcome') {
-        if (welcomed) return;
-        try {
-          if (ev.protocolVersion) checkProtocolVersion(ev.protocolVersion, 'client');
-        } catch (err) {
-          onRefused?.(err);
-          call.cancel();
-          return;
-        }
-        welcomed = true;
-        this.schedulerId = ev.schedulerId;
-        this.#batches = ev.batches;
-        // A 1.1 scheduler answers only the cancelled keys it knows: no acknowledgement to wait for.
-        this.#cancelAcked = protocolMinorAtLeast(ev.protocolVersion, 2);
-        onWelcome?.();
-        return;
-      }
-      if (welcomed) this.#handle(ev);
-    };
-    call.on('data', (resp: ClientSessionResponse) => {
-      try {
-        for (const u of resp.updates) fromClientUpdate(u, onUpdate);
-      } catch (err) {
-        // A malformed column batch: the futures it was for would wait forever, so end the session
-        // (every pending future fails with CommClosedError naming the cause). Other errors are bugs.
-        if (!(err instanceof InvalidArgumentError)) throw err;
-        this.#sessionLost({ code: GrpcStatus.INTERNAL, details: `malformed update from the scheduler: ${err.message}` });
-      }
-    });
-    call.on('error', (err: ServiceError) => {
-      streamError = err;
-    });
-    this.#sessionEnded = new Promise<void>((resolve) => {
-      call.on('status', (st: StatusObject) => {
-        resolve();
-        if (!welcomed) {
-          const refusal = streamError
-            ? this.#refusal(streamError)
-            : Promise.resolve(unreachable('the scheduler closed the session before welcoming the client'));
-          void refusal.then((e) => onRefused?.(e));
-        } else {
-          this.#sessionLost(st.code === GrpcStatus.OK ? undefined : (streamError ?? st));
-        }
-      });
-    });
-    call.write(helloRequest(PROTOCOL_VERSION, this.id));
-
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(unreachable(`no Welcome within ${timeoutMs / 1000} s`)), Math.max(1, deadline.getTime() - Date.now()));
-    });
+    await this.#conn.open(deadline, timeoutMs);
+    this.schedulerId = this.#conn.schedulerId;
     try {
-      await Promise.race([welcome, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-
-    try {
-      const info = await this.#getInfo(Math.max(1000, deadline.getTime() - Date.now()));
+      const info = await this.#conn.getInfo(Math.max(1000, deadline.getTime() - Date.now()));
       this.dashboardLink = info.dashboardAddress;
     } catch {
       this.dashboardLink = '';
@@ -392,56 +278,16 @@ export class Client implements FutureHost {
     this.#lifecycle.started();
   }
 
-  /** The error for a session the scheduler ended before its Welcome. */
-  async #refusal(err: ServiceError): Promise<SkeinError> {
-    const context = `The scheduler at ${this.schedulerAddress} refused the client session`;
-    if (err.code === GrpcStatus.UNAVAILABLE) {
-      return new CommClosedError(this.schedulerAddress, `Cannot reach the scheduler at ${this.schedulerAddress}: ${err.details}`, { cause: err });
-    }
-    if (err.code !== GrpcStatus.FAILED_PRECONDITION) return fromGrpcStatus(err, context);
-    // The scheduler names both versions; pick the one that is not ours, or ask GetInfo.
-    const versions = (err.details ?? '').match(/\b\d+\.\d+(?:\.\d+)?\b/g) ?? [];
-    let remote = versions.find((v) => v !== PROTOCOL_VERSION);
-    if (!remote) {
-      try {
-        remote = (await this.#getInfo(2000)).protocolVersion || undefined;
-      } catch {
-        remote = undefined;
-      }
-    }
-    if (remote && remote.split('.')[0] !== PROTOCOL_VERSION.split('.')[0]) {
-      const e = new ProtocolVersionError(PROTOCOL_VERSION, remote, 'client');
-      e.message += ` (scheduler at ${this.schedulerAddress}: ${err.details})`;
-      return e;
-    }
-    if (/version/i.test(err.details ?? '')) {
-      const e = new ProtocolVersionError(PROTOCOL_VERSION, remote ?? 'unknown', 'client');
-      e.message += ` (scheduler at ${this.schedulerAddress}: ${err.details})`;
-      return e;
-    }
-    return fromGrpcStatus(err, context);
-  }
-
-  /** The session broke without close(): every pending future fails with CommClosedError. */
-  #sessionLost(err: Partial<ServiceError> | StatusObject | undefined): void {
-    if (this.#lifecycle.closing) return;
-    this.#lost = true;
-    const detail = err ? `: ${err.details || err.code}` : ' (the scheduler ended the session)';
-    const error = new CommClosedError(
-      this.schedulerAddress,
-      `Lost the connection to the scheduler at ${this.schedulerAddress}${detail}. Futures without a result fail; ` +
-        'connect a new client once the scheduler is back.',
-      err ? { cause: err } : undefined,
-    );
+  /** The session broke without close(): every pending future fails with `error` (a CommClosedError). */
+  #sessionLost(error: CommClosedError): void {
     this.#failAll('error', () => error);
     void this.close().catch(() => undefined);
   }
 
-  #send(batch: Outgoing[]): void {
+  /** The batcher's flush: the messages being assembled leave (the next ones start anew). */
+  #flush(batch: Outgoing[]): void {
     this.#lastOut = undefined;
-    const call = this.#session;
-    if (!call || this.#lost) return;
-    call.write(toSessionRequest(batch, this.#batches));
+    this.#conn.send(batch);
   }
 
   #stimulusId(kind: string): string {
@@ -472,7 +318,7 @@ export class Client implements FutureHost {
 
   /** Queues keys for a Release/Cancel/Want message, merged with the previous one of its kind. */
   #queueKeys(type: KeysMessage['type'], keys: readonly string[]): void {
-    if (keys.length === 0 || this.#lost) return;
+    if (keys.length === 0 || this.#conn.lost) return;
     const last = this.#lastOut;
     if (last?.type === type) {
       for (const k of keys) last.keys.push(k);
@@ -487,7 +333,7 @@ export class Client implements FutureHost {
   #ensureRunning(what: string): void {
     const s = this.#lifecycle.status;
     if (s === 'running') return;
-    if (this.#lost) {
+    if (this.#conn.lost) {
       throw new CommClosedError(this.schedulerAddress, `Cannot ${what}: the connection to the scheduler at ${this.schedulerAddress} was lost. Connect a new client.`);
     }
     throw new SkeinError('failed_precondition', `Cannot ${what}: the client is ${this.status}. Connect a new client with Client.connect().`);
@@ -895,9 +741,9 @@ export class Client implements FutureHost {
   /** The scheduler's holders of a key now; none when it cannot say (the fetch goes on without). */
   async #whoHas(key: string): Promise<string[]> {
     if (this.#lifecycle.closing) return [];
-    const sch = this.#scheduler;
+    const sch = this.#conn.stub;
     try {
-      const res = await this.#unary(sch.getWhoHas.bind(sch), { keys: [key] }, `GetWhoHas from the scheduler at ${this.schedulerAddress}`, 10_000);
+      const res = await unary(sch.getWhoHas.bind(sch), { keys: [key] }, `GetWhoHas from the scheduler at ${this.schedulerAddress}`, 10_000);
       return res.whoHas[0]?.workers ?? [];
     } catch {
       return [];
@@ -935,8 +781,8 @@ export class Client implements FutureHost {
       keys.push(s.key);
       if (s.status !== 'cancelled') s.settle('cancelled', new CancelledError(s.key, 'cancelled by the client'));
     }
-    if (keys.length > 0 && this.#lifecycle.status === 'running' && !this.#lost) {
-      if (this.#cancelAcked) for (const k of keys) this.#cancelAcks.set(k, (this.#cancelAcks.get(k) ?? 0) + 1);
+    if (keys.length > 0 && this.#lifecycle.status === 'running' && !this.#conn.lost) {
+      if (this.#conn.cancelAcked) for (const k of keys) this.#cancelAcks.set(k, (this.#cancelAcks.get(k) ?? 0) + 1);
       this.#queueKeys('CancelKeys', keys);
     }
   }
@@ -961,30 +807,10 @@ export class Client implements FutureHost {
 
   // ------------------------------------------------------------------ cluster calls
 
-  #unary<Req, Res>(
-    method: (req: Req, meta: Metadata, opts: { deadline: Date }, cb: (err: ServiceError | null, res?: Res) => void) => unknown,
-    req: Req,
-    context: string,
-    timeoutMs: number,
-  ): Promise<Res> {
-    return new Promise<Res>((resolve, reject) => {
-      method(req, new Metadata(), { deadline: deadlineIn(timeoutMs) }, (err, res) => {
-        if (err) reject(fromGrpcStatus(err, context));
-        else resolve(res as Res);
-      });
-    });
-  }
-
-  async #getInfo(timeoutMs = 30_000): Promise<SchedulerInfo> {
-    const s = this.#scheduler;
-    const res = await this.#unary(s.getInfo.bind(s), {}, `GetInfo from the scheduler at ${this.schedulerAddress}`, timeoutMs);
-    return fromGetInfo(res);
-  }
-
   /** The scheduler, its workers and task counts. */
   schedulerInfo(): Promise<SchedulerInfo> {
     this.#ensureRunning('ask the scheduler for info');
-    return this.#getInfo();
+    return this.#conn.getInfo();
   }
 
   /**
@@ -1009,10 +835,10 @@ export class Client implements FutureHost {
     const timeoutMs = options.timeoutMs ?? 5_000;
     if (!(timeoutMs > 0)) throw new InvalidArgumentError(`storyWith: timeoutMs must be a positive number of ms, got ${String(timeoutMs)}.`);
     const wanted = keys.map((k) => (typeof k === 'string' ? k : k.key));
-    const s = this.#scheduler;
+    const s = this.#conn.stub;
     const [res, info] = await Promise.all([
-      this.#unary(s.getStory.bind(s), { keys: wanted }, `GetStory from the scheduler at ${this.schedulerAddress}`, 30_000),
-      this.#getInfo(),
+      unary(s.getStory.bind(s), { keys: wanted }, `GetStory from the scheduler at ${this.schedulerAddress}`, 30_000),
+      this.#conn.getInfo(),
     ]);
     const scheduler = fromGetStory(res);
     const skipped: StorySkip[] = [];
@@ -1024,7 +850,7 @@ export class Client implements FutureHost {
       [...current].map(async (address) => {
         try {
           const w = this.#worker(address);
-          return fromWorkerStory(await this.#unary(w.getStory.bind(w), { keys: wanted }, `GetStory from the worker at ${address}`, timeoutMs), address);
+          return fromWorkerStory(await unary(w.getStory.bind(w), { keys: wanted }, `GetStory from the worker at ${address}`, timeoutMs), address);
         } catch (err) {
           skipped.push({ worker: address, reason: err instanceof Error ? err.message : String(err) });
           return [];
@@ -1042,8 +868,8 @@ export class Client implements FutureHost {
   async restart(options: { timeoutMs?: number } = {}): Promise<{ workers: string[]; closed: string[] }> {
     this.#ensureRunning('restart the cluster');
     const timeoutMs = options.timeoutMs ?? 60_000;
-    const s = this.#scheduler;
-    const res = await this.#unary(
+    const s = this.#conn.stub;
+    const res = await unary(
       s.restartWorkers.bind(s),
       { timeoutMs },
       `RestartWorkers on the scheduler at ${this.schedulerAddress}`,
@@ -1055,16 +881,16 @@ export class Client implements FutureHost {
   /** Recent memory and CPU samples of every worker (from their heartbeats), oldest first. */
   async workerMetrics(): Promise<Record<string, Array<{ timeMs: number; memoryRss: number; managedBytes: number; spilledBytes: number; cpuPercent: number; executing: number }>>> {
     this.#ensureRunning('ask for worker metrics');
-    const s = this.#scheduler;
-    const res = await this.#unary(s.getWorkerMetrics.bind(s), {}, `GetWorkerMetrics from the scheduler at ${this.schedulerAddress}`, 30_000);
+    const s = this.#conn.stub;
+    const res = await unary(s.getWorkerMetrics.bind(s), {}, `GetWorkerMetrics from the scheduler at ${this.schedulerAddress}`, 30_000);
     return Object.fromEntries(res.workers.map((w) => [w.address, w.samples.map((x) => ({ ...x }))]));
   }
 
   /** Asks workers to leave gracefully (their unique results move to peers first); returns those retired. */
   async retireWorkers(options: RetireOptions = {}): Promise<string[]> {
     this.#ensureRunning('retire workers');
-    const s = this.#scheduler;
-    const res = await this.#unary(
+    const s = this.#conn.stub;
+    const res = await unary(
       s.retireWorkers.bind(s),
       { workers: [...(options.workers ?? [])], n: options.n ?? 0 },
       `RetireWorkers on the scheduler at ${this.schedulerAddress}`,
@@ -1080,8 +906,8 @@ export class Client implements FutureHost {
    */
   async adaptiveTarget(options: { targetDurationMs?: number } = {}): Promise<AdaptiveTarget> {
     this.#ensureRunning('ask for the adaptive target');
-    const s = this.#scheduler;
-    const res = await this.#unary(
+    const s = this.#conn.stub;
+    const res = await unary(
       s.getAdaptiveTarget.bind(s),
       { targetDurationMs: options.targetDurationMs ?? 0 },
       `GetAdaptiveTarget from the scheduler at ${this.schedulerAddress}`,
@@ -1113,12 +939,12 @@ export class Client implements FutureHost {
       );
     }
     const encoded = encodeValue(template, options.encoding ?? 'v8');
-    const addresses = options.workers ? [...options.workers] : (await this.#getInfo()).workers.map((w) => w.address);
+    const addresses = options.workers ? [...options.workers] : (await this.#conn.getInfo()).workers.map((w) => w.address);
     const out: Record<string, Awaited<R>> = {};
     await Promise.all(
       addresses.map(async (address) => {
         const w = this.#worker(address);
-        const res = await this.#unary(
+        const res = await unary(
           w.run.bind(w),
           toRunRequest(
             { hash: f.hash, source: f.source, name: f.name },
@@ -1154,7 +980,7 @@ export class Client implements FutureHost {
           ),
       ],
       ['flush outgoing messages', () => this.#batcher.close()],
-      ['end the session', () => this.#endSession()],
+      ['end the session', () => this.#conn.end()],
       [
         'stop transfers',
         () => {
@@ -1167,29 +993,10 @@ export class Client implements FutureHost {
         () => {
           for (const w of this.#workers.values()) w.close();
           this.#workers.clear();
-          this.#scheduler.close();
+          this.#conn.close();
         },
       ],
     ]);
-  }
-
-  async #endSession(): Promise<void> {
-    const call = this.#session;
-    const ended = this.#sessionEnded;
-    if (!call || !ended) return;
-    if (!this.#lost) call.end();
-    let timer: NodeJS.Timeout | undefined;
-    const gone = await Promise.race([
-      ended.then(() => true),
-      new Promise<boolean>((r) => {
-        timer = setTimeout(() => r(false), 2_000);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (!gone) {
-      call.cancel();
-      await ended;
-    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,47 +1,28 @@
 /**
- * The Worker: the thin I/O shell around WorkerState. It serves WorkerService, holds the session
- * with the scheduler, turns commands into state events, performs the state's actions (run tasks
- * on the thread pool, fetch inputs from peers, send batched messages) and feeds the results of
- * that async work back as events.
+ * The Worker: the thin I/O shell around WorkerState. It wires the state machine, the thread pool,
+ * the scheduler session (server/session.ts) and the memory manager (memory-manager.ts) together:
+ * serves WorkerService, turns the scheduler's commands into state events, performs the state's
+ * actions (run tasks on the thread pool, fetch inputs from peers, send messages through the
+ * session) and feeds the results of that async work back as events.
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { cpuUsage, memoryUsage, pid } from 'node:process';
-import type { ClientDuplexStream, Server, ServiceError } from '@grpc/grpc-js';
-import { Metadata, status as GrpcStatus } from '@grpc/grpc-js';
+import type { Server } from '@grpc/grpc-js';
+import { WorkerServiceService, type ComputeBatch, type GetStatusResponse, type WorkerCommand } from '@skein/protocol';
 import {
-  SchedulerServiceClient,
-  WorkerServiceService,
-  type ComputeBatch,
-  type GetStatusResponse,
-  type Welcome,
-  type WorkerCommand,
-  type WorkerSessionRequest,
-  type WorkerSessionResponse,
-} from '@skein/protocol';
-import {
-  Batcher,
-  CHANNEL_OPTIONS,
-  CommClosedError,
   InternalError,
   InvalidArgumentError,
   Lifecycle,
-  PROTOCOL_VERSION,
   SkeinError,
   bindServer,
-  checkProtocolVersion,
   createLogger,
   errorInfoFromWire,
   faultHook,
   formatAddress,
-  formatBytes,
-  fromGrpcStatus,
-  insecureChannel,
   newServer,
   shutdownServer,
   taskError,
   toRemoteError,
-  toSkeinError,
   watchInvariants,
   type LifecycleStatus,
   type Logger,
@@ -49,15 +30,15 @@ import {
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './options.js';
 import { WorkerState } from './state/worker-state.js';
 import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type WorkerAction, type WorkerEvent } from './state/types.js';
-import { memoryDecision } from './state/memory.js';
-import { SpillStore } from './server/spill.js';
 import { BulkServer } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
-import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, toWireBatch, type Outgoing } from './server/convert.js';
+import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, type Outgoing } from './server/convert.js';
 import { PeerClients, fetchData } from './server/fetch.js';
-import { ReleasedMemory, fullGcFunction } from './runtime/gc.js';
+import type { ReleasedMemory } from './runtime/gc.js';
+import { MemoryManager } from './memory-manager.js';
 import { MainThreadRunner } from './server/run.js';
+import { SchedulerSession, sleep } from './server/session.js';
 import { createWorkerService } from './server/service.js';
 
 export type WorkerStatus = LifecycleStatus | 'reconnecting';
@@ -67,17 +48,6 @@ export interface WorkerClosed {
   reason: string;
   /** Set when the worker closed because of a failure (e.g. the scheduler was lost). */
   error?: SkeinError;
-}
-
-interface Session {
-  client: SchedulerServiceClient;
-  call: ClientDuplexStream<WorkerSessionRequest, WorkerSessionResponse>;
-  /** State messages stay in their domain form until their batch leaves (see toWireBatch). */
-  batcher: Batcher<Outgoing>;
-  welcomed: boolean;
-  /** The scheduler's Welcome says it reads TasksFinished (protocol 1.1 column forms). */
-  batches: boolean;
-  ended: boolean;
 }
 
 export class Worker {
@@ -91,7 +61,6 @@ export class Worker {
   readonly closed: Promise<WorkerClosed>;
   /** Names of the functions registered by --module. */
   registeredFunctions: string[] = [];
-  heartbeatIntervalMs: number;
 
   private state!: WorkerState;
   private pool: ThreadPool | undefined;
@@ -99,17 +68,10 @@ export class Worker {
   private bulk: BulkServer | undefined;
   private readonly peers = new PeerClients();
   private readonly runner = new MainThreadRunner();
-  /** Runs full GCs after large frees, so released values leave RSS at once (runtime/gc.ts). */
-  readonly releasedMemory = new ReleasedMemory(() => {
-    (this.mainGc ??= fullGcFunction() ?? (() => undefined))();
-    this.pool?.collectGarbage();
-  });
-  private mainGc: (() => void) | undefined;
-  private session: Session | undefined;
+  private readonly memory: MemoryManager;
+  private session: SchedulerSession | undefined;
   private readonly lifecycle = new Lifecycle('worker');
   private readonly log: Logger;
-  private reconnecting = false;
-  private heartbeat: NodeJS.Timeout | undefined;
   private readonly abort = new AbortController();
   private pending: WorkerEvent[] = [];
   private flushScheduled = false;
@@ -120,25 +82,25 @@ export class Worker {
   private failure: InternalError | undefined;
   private resolveClosed!: (c: WorkerClosed) => void;
   private closeCommand: (() => void) | undefined;
-  private lastCpu = cpuUsage();
-  private lastCpuAt = Date.now();
-  private store: SpillStore | undefined;
-  private monitor: NodeJS.Timeout | undefined;
-  /** Keys being written to disk in the current spill round. */
-  private readonly spilling = new Set<string>();
-  /** Spilled files being read back for tasks, shared by tasks that need the same one. */
-  private readonly unspilling = new Map<string, Promise<Encoded>>();
-  /** Disk I/O in progress (awaited before the local directory is removed). */
-  private readonly diskIO = new Set<Promise<unknown>>();
-  private spillBackoffUntil = 0;
-  private warnedNothingToSpill = false;
 
   private constructor(options: CompiledWorkerOptions) {
     this.options = options;
     this.schedulerAddress = options.scheduler;
-    this.heartbeatIntervalMs = options.heartbeatMs;
     this.log = createLogger('worker');
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.memory = new MemoryManager(
+      options,
+      {
+        handle: (events) => this.handle(events),
+        enqueue: (ev) => this.enqueue(ev),
+        stimulus: (prefix) => this.stimulus(prefix),
+        report: () => this.session?.sendHeartbeat(),
+        closing: () => this.lifecycle.closing,
+        track: (p) => void this.lifecycle.track(p),
+        collectThreadGarbage: () => this.pool?.collectGarbage(),
+      },
+      this.log,
+    );
   }
 
   /** Starts a worker and registers it with the scheduler. */
@@ -149,13 +111,23 @@ export class Worker {
   }
 
   get status(): WorkerStatus {
-    if (this.reconnecting && this.lifecycle.status === 'running') return 'reconnecting';
+    if (this.session?.reconnecting && this.lifecycle.status === 'running') return 'reconnecting';
     return this.lifecycle.status;
+  }
+
+  /** The heartbeat interval in use: the scheduler's (from its Welcome) or the worker's option. */
+  get heartbeatIntervalMs(): number {
+    return this.session?.heartbeatIntervalMs ?? this.options.heartbeatMs;
   }
 
   /** The directory holding this worker's spilled results (removed at close). */
   get localDirectory(): string {
-    return this.store?.dir ?? '';
+    return this.memory.localDirectory;
+  }
+
+  /** Counts released bytes and runs a full GC after large frees (runtime/gc.ts). */
+  get releasedMemory(): ReleasedMemory {
+    return this.memory.released;
   }
 
   /** The state machine (read it; do not mutate). */
@@ -173,7 +145,7 @@ export class Worker {
       pool = ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth });
       pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
-      this.store = await SpillStore.create(o.localDirectory);
+      await this.memory.open();
       this.bulk = await BulkServer.start(o.listenHost);
       this.server = newServer();
       this.server.addService(
@@ -185,7 +157,7 @@ export class Worker {
           },
           getSpilled: (key) => {
             const v = this.state?.data.get(key);
-            const store = this.store;
+            const store = this.memory.spillStore;
             if (!isSpilled(v) || !store) return undefined;
             return { encoding: v.encoding, totalSize: v.nbytes, chunks: (n) => store.chunks(v.file, n) };
           },
@@ -211,11 +183,24 @@ export class Worker {
       });
       if (o.testFault) this.state.faultHook = faultHook(o.testFault, 'SKEIN_TEST_FAULT', claimFault(o.testFault.once));
       if (o.validate) watchInvariants(this.state, () => `worker ${this.address}`);
-      await this.connect(o.connectTimeoutMs, true);
-      if (o.memoryLimit > 0) {
-        this.monitor = setInterval(() => this.checkMemory(), o.memoryMonitorMs);
-        this.monitor.unref();
-      }
+      this.session = new SchedulerSession(
+        o,
+        { address: this.address, name: this.name, registeredFunctions: this.registeredFunctions },
+        this.state,
+        {
+          commands: (commands, welcomed) => this.onCommands(commands, welcomed),
+          fail: (err, context) => this.failHard(err, context),
+          lost: () => this.handle([{ type: 'SchedulerLost', stimulusId: this.stimulus('scheduler-lost') }]),
+          close: (error) => void this.close(error.message, error).catch(() => undefined),
+          closing: () => this.lifecycle.closing,
+          failed: () => this.failure !== undefined,
+          track: (p) => void this.lifecycle.track(p),
+        },
+        this.abort.signal,
+        this.log,
+      );
+      await this.session.start();
+      this.memory.start(this.state);
       this.lifecycle.started();
     } catch (err) {
       if (pool && !this.pool) void pool.then((p) => p.close(), () => undefined);
@@ -225,109 +210,10 @@ export class Worker {
   }
 
   // ------------------------------------------------------------------------------------------
-  // The scheduler session
+  // Commands from the scheduler
 
-  private connect(timeoutMs: number, first: boolean): Promise<void> {
-    const o = this.options;
-    const client = new SchedulerServiceClient(o.schedulerTarget, insecureChannel(), CHANNEL_OPTIONS);
-    return new Promise<void>((resolve, reject) => {
-      const unreachable = (detail: string, cause?: unknown) =>
-        new CommClosedError(
-          o.scheduler,
-          `Cannot reach the scheduler at ${o.scheduler}: ${detail}. Is \`skein scheduler\` running there?`,
-          { cause },
-        );
-      client.waitForReady(Date.now() + Math.max(1, timeoutMs), (err) => {
-        if (err) {
-          client.close();
-          reject(unreachable(`no connection within ${Math.round(timeoutMs / 1000)}s`, err));
-          return;
-        }
-        if (this.lifecycle.closing) {
-          client.close();
-          reject(new SkeinError('cancelled', 'The worker is closing.'));
-          return;
-        }
-        const call = client.workerSession();
-        const session: Session = {
-          client,
-          call,
-          welcomed: false,
-          batches: false,
-          ended: false,
-          batcher: new Batcher<Outgoing>((queued) => {
-            if (!session.ended) call.write({ messages: toWireBatch(queued, session.batches) });
-          }),
-        };
-        this.session = session;
-        call.on('data', (res: WorkerSessionResponse) => {
-          try {
-            this.onCommands(session, res.commands, resolve);
-          } catch (e) {
-            if (!session.welcomed) {
-              this.endSession(session);
-              reject(e);
-            } else {
-              this.failHard(e, 'while handling commands from the scheduler');
-            }
-          }
-        });
-        const onBroken = (err?: ServiceError) => {
-          if (session.ended) return;
-          const welcomed = session.welcomed;
-          this.endSession(session);
-          if (!welcomed) {
-            if (err?.code === GrpcStatus.FAILED_PRECONDITION) reject(fromGrpcStatus(err));
-            else if (err && err.code !== GrpcStatus.UNAVAILABLE) reject(fromGrpcStatus(err, `The scheduler at ${o.scheduler} refused this worker`));
-            else reject(unreachable(err?.details || 'the session ended before the scheduler answered', err));
-            return;
-          }
-          if (err?.code === GrpcStatus.NOT_FOUND) this.onRemoved(err.details);
-          else this.onSessionLost(err ? toSkeinError(err).message : 'the scheduler ended the session');
-        };
-        call.on('error', (err: ServiceError) => onBroken(err));
-        call.on('end', () => onBroken());
-        call.write({
-          messages: [
-            {
-              kind: {
-                $case: 'hello',
-                value: {
-                  protocolVersion: PROTOCOL_VERSION,
-                  address: this.address,
-                  name: this.name,
-                  nthreads: o.nthreads,
-                  memoryLimit: o.memoryLimit,
-                  resources: new Map(Object.entries(o.resources)),
-                  held: first ? [] : this.state.held(),
-                  registeredFunctions: this.registeredFunctions,
-                  pid,
-                  nannyAddress: o.nannyAddress,
-                  batches: true,
-                },
-              },
-            },
-          ],
-        });
-      });
-    });
-  }
-
-  private endSession(s: Session): void {
-    if (s.ended) return;
-    s.batcher.close();
-    s.ended = true;
-    try {
-      s.call.end();
-    } catch {
-      // already broken
-    }
-    s.call.cancel();
-    s.client.close();
-    if (this.session === s) this.session = undefined;
-  }
-
-  private onCommands(session: Session, commands: WorkerCommand[], welcomed: () => void): void {
+  /** Turns the scheduler's commands into state events (the session has handled a Welcome among them). */
+  private onCommands(commands: readonly WorkerCommand[], welcomed: boolean): void {
     const events: WorkerEvent[] = [];
     let close: string | undefined;
     let rejected = false;
@@ -336,8 +222,6 @@ export class Worker {
       if (!k) continue;
       switch (k.$case) {
         case 'welcome':
-          this.onWelcome(session, k.value);
-          welcomed();
           break;
         case 'compute': {
           const f = k.value.function;
@@ -386,7 +270,7 @@ export class Worker {
         }
       }
     }
-    if (!session.welcomed && (events.length > 0 || close || rejected)) {
+    if (!welcomed && (events.length > 0 || close || rejected)) {
       throw new SkeinError('failed_precondition', 'The scheduler sent commands before its Welcome.');
     }
     if (events.length > 0) this.handle(events);
@@ -411,15 +295,6 @@ export class Worker {
     for (const key of this.pool.revoke(executing)) events.push({ type: 'ExecutionRevoked', key, stimulusId });
   }
 
-  private onWelcome(session: Session, w: Welcome): void {
-    checkProtocolVersion(w.protocolVersion, 'worker');
-    session.welcomed = true;
-    session.batches = w.batches;
-    if (w.heartbeatIntervalMs > 0) this.heartbeatIntervalMs = w.heartbeatIntervalMs;
-    this.reconnecting = false;
-    this.startHeartbeat();
-  }
-
   /**
    * A ComputeBatch whose columns do not agree (or that lists dependencies) is a bug in the
    * scheduler that sent it, and none of its tasks can run. Rather than drop it and leave the
@@ -435,110 +310,8 @@ export class Worker {
     for (const key of keys) this.send({ type: 'TaskErred', key, error: toRemoteError(err, key), startMs: now, stopMs: now, stimulusId });
   }
 
-  /**
-   * The scheduler dropped this worker (a reported death, another registration under its address,
-   * a missed heartbeat TTL) and ended the session with NOT_FOUND: it has already rescheduled the
-   * tasks and forgotten the results this worker holds. As a Dask worker the scheduler removed,
-   * it closes rather than run on unregistered; its nanny starts a fresh one (exit code 4 of
-   * skein-worker).
-   */
-  private onRemoved(details: string): void {
-    if (this.lifecycle.closing || this.failure) return;
-    const error = new SkeinError(
-      'not_found',
-      `The scheduler at ${this.options.scheduler} removed this worker: ${details} Closing; a nanny starts a fresh worker.`,
-    );
-    this.log.warn(error.message);
-    void this.close(error.message, error).catch(() => undefined);
-  }
-
-  private onSessionLost(reason: string): void {
-    if (this.lifecycle.closing || this.reconnecting || this.failure) return;
-    this.reconnecting = true;
-    this.stopHeartbeat();
-    this.log.warn(`lost the scheduler at ${this.options.scheduler} (${reason}); reconnecting for up to ${this.options.deathTimeoutMs / 1000}s`);
-    this.handle([{ type: 'SchedulerLost', stimulusId: this.stimulus('scheduler-lost') }]);
-    void this.lifecycle.track(this.reconnectLoop(reason));
-  }
-
-  private async reconnectLoop(reason: string): Promise<void> {
-    const deadline = Date.now() + this.options.deathTimeoutMs;
-    let delay = 100;
-    let lastError: unknown;
-    while (!this.lifecycle.closing && Date.now() < deadline) {
-      try {
-        await this.connect(Math.max(1, Math.min(deadline - Date.now(), 1_000)), false);
-        this.log.info(`reconnected to the scheduler at ${this.options.scheduler}`);
-        return;
-      } catch (err) {
-        lastError = err;
-        if (err instanceof SkeinError && err.code === 'failed_precondition') break;
-      }
-      await this.sleep(Math.min(delay, Math.max(0, deadline - Date.now())));
-      delay = Math.min(delay * 2, 2_000);
-    }
-    if (this.lifecycle.closing) return;
-    const error = new CommClosedError(
-      this.options.scheduler,
-      `Lost the scheduler at ${this.options.scheduler} (${reason}) and could not reconnect within ${this.options.deathTimeoutMs / 1000}s` +
-        (lastError ? `: ${(lastError as Error).message}` : '.'),
-    );
-    void this.close(error.message, error).catch(() => undefined);
-  }
-
-  /** Waits `ms`, or less if the worker closes (the abort listener is removed either way). */
-  private sleep(ms: number): Promise<void> {
-    const signal = this.abort.signal;
-    // Closing already (CloseWorker can beat the reply to retire's RetireWorkers): no timer left behind.
-    if (signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
-      function done() {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      }
-      signal.addEventListener('abort', done, { once: true });
-    });
-  }
-
-  private startHeartbeat(): void {
-    this.stopHeartbeat();
-    this.heartbeat = setInterval(() => this.sendHeartbeat(), this.heartbeatIntervalMs);
-    this.heartbeat.unref();
-  }
-
-  private stopHeartbeat(): void {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = undefined;
-  }
-
-  private sendHeartbeat(): void {
-    const now = Date.now();
-    const cpu = cpuUsage(this.lastCpu);
-    const elapsed = Math.max(1, now - this.lastCpuAt);
-    this.lastCpu = cpuUsage();
-    this.lastCpuAt = now;
-    this.send({
-      kind: {
-        $case: 'heartbeat',
-        value: {
-          executing: this.state.executing.size,
-          ready: this.state.readyLength,
-          memoryRss: memoryUsage.rss(),
-          managedBytes: this.state.managedBytes,
-          cpuPercent: ((cpu.user + cpu.system) / 1000 / elapsed) * 100,
-          nowMs: now,
-          spilledBytes: this.state.spilledBytes,
-          paused: this.state.paused,
-        },
-      },
-    });
-  }
-
   private send(m: Outgoing): void {
-    const s = this.session;
-    if (s && s.welcomed && !s.ended) s.batcher.push(m);
+    this.session?.send(m);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -599,33 +372,8 @@ export class Worker {
     );
     this.failure = error;
     this.log.error(`${error.message}\n${err instanceof Error ? (err.stack ?? '') : ''}`);
-    const s = this.session;
-    const told = s && s.welcomed && !s.ended ? this.sayClosing(s, error.message, stimulusId) : Promise.resolve();
+    const told = this.session ? this.session.sayClosing(error.message, stimulusId) : Promise.resolve();
     void told.then(() => this.close(error.message, error)).catch(() => undefined);
-  }
-
-  /**
-   * Sends what is queued for the scheduler and WorkerClosing last, and half-closes the session;
-   * resolves once the scheduler has ended its side (it removed this worker) or after 2 s.
-   */
-  private sayClosing(s: Session, reason: string, stimulusId: string): Promise<void> {
-    s.batcher.push({ kind: { $case: 'closing', value: { reason, stimulusId } } });
-    s.batcher.close();
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, 2_000);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      s.call.once('end', done);
-      s.call.once('error', done);
-      s.call.once('close', done);
-      try {
-        s.call.end();
-      } catch {
-        done();
-      }
-    });
   }
 
   private perform(actions: WorkerAction[]): void {
@@ -641,10 +389,10 @@ export class Worker {
           this.send(a.message);
           break;
         case 'ReleaseData':
-          this.releasedMemory.add(a.nbytes);
+          this.memory.released.add(a.nbytes);
           break;
         case 'RemoveSpilled':
-          if (this.store) void this.trackDisk(this.store.remove(a.files));
+          this.memory.removeSpilled(a.files);
           break;
         default: {
           const never: never = a;
@@ -652,12 +400,7 @@ export class Worker {
         }
       }
     }
-    // Past the target with new results: spill now rather than at the next monitor tick.
-    const o = this.options;
-    const target = o.memoryFractions.target;
-    if (this.monitor && target !== false && this.spilling.size === 0 && this.state.managedBytes > target * o.memoryLimit) {
-      this.spill(this.state.managedBytes - Math.floor(target * o.memoryLimit), 'target');
-    }
+    this.memory.afterActions();
   }
 
   private execute(a: ExecuteAction): void {
@@ -672,7 +415,7 @@ export class Worker {
       return;
     }
     // Read spilled inputs back first (they go back into memory: DataUnspilled).
-    const p = Promise.all(a.inputs.map(async ([dep, v]): Promise<[string, Encoded]> => [dep, isSpilled(v) ? await this.unspill(dep, v.file, v.encoding) : v])).then(
+    const p = Promise.all(a.inputs.map(async ([dep, v]): Promise<[string, Encoded]> => [dep, isSpilled(v) ? await this.memory.unspill(dep, v.file, v.encoding) : v])).then(
       (inputs) => {
         if (this.lifecycle.closing) return;
         this.pool!.run({ key, fn: a.call.fn, args: a.call.args, inputs, resultEncoding: a.call.resultEncoding ?? 0, priority: a.priority, sequence: a.sequence }, (r) => this.onExecuted(key, r));
@@ -692,92 +435,6 @@ export class Worker {
       },
     );
     void this.lifecycle.track(p);
-  }
-
-  private unspill(key: string, file: string, encoding: number): Promise<Encoded> {
-    let p = this.unspilling.get(file);
-    if (!p) {
-      p = this.store!.read(file).then((data) => {
-        const value: Encoded = { encoding, data };
-        this.enqueue({ type: 'DataUnspilled', key, value, file, stimulusId: this.stimulus('unspill') });
-        return value;
-      });
-      this.unspilling.set(file, p);
-      const done = () => this.unspilling.delete(file);
-      p.then(done, done);
-      void this.trackDisk(p);
-    }
-    return p;
-  }
-
-  private trackDisk<T>(p: Promise<T>): Promise<T> {
-    this.diskIO.add(p);
-    const done = () => this.diskIO.delete(p);
-    p.then(done, done);
-    return p;
-  }
-
-  // ------------------------------------------------------------------------------------------
-  // Memory: spill to disk and pause (the decisions are the pure memoryDecision)
-
-  private checkMemory(): void {
-    if (this.lifecycle.closing || !this.state) return;
-    const o = this.options;
-    const rss = o.readRss();
-    const d = memoryDecision({ rss, managed: this.state.managedBytes, limit: o.memoryLimit, fractions: o.memoryFractions, paused: this.state.paused });
-    if (d.pauseChanged) {
-      const pct = Math.round((rss / o.memoryLimit) * 100);
-      if (d.paused) {
-        this.log.warn(
-          `paused: process memory ${formatBytes(rss)} is ${pct}% of the limit ${formatBytes(o.memoryLimit)} (pause at ${Math.round(
-            (o.memoryFractions.pause || 0) * 100,
-          )}%); no new tasks start until it falls (results in memory ${formatBytes(this.state.managedBytes)}, spilled ${formatBytes(this.state.spilledBytes)})`,
-        );
-      } else {
-        this.log.warn(`resumed: process memory ${formatBytes(rss)} is ${pct}% of the limit ${formatBytes(o.memoryLimit)}`);
-      }
-      this.handle([{ type: 'PauseChanged', paused: d.paused, stimulusId: this.stimulus(d.paused ? 'pause' : 'unpause') }]);
-      this.sendHeartbeat(); // tell the scheduler now, not at the next heartbeat
-    }
-    if (d.spillBytes > 0) this.spill(d.spillBytes, d.spillReason);
-    else if (d.spillReason === undefined && o.memoryFractions.spill !== false && rss > o.memoryFractions.spill * o.memoryLimit) {
-      if (!this.warnedNothingToSpill) {
-        this.warnedNothingToSpill = true;
-        this.log.warn(
-          `process memory ${formatBytes(rss)} is past the spill threshold of the limit ${formatBytes(o.memoryLimit)} but no results are left in memory to spill; ` +
-            'the memory is held by tasks or the runtime (unmanaged memory)',
-        );
-      }
-    } else this.warnedNothingToSpill = false;
-  }
-
-  /** Writes least recently used results to disk, one spill round at a time. */
-  private spill(bytes: number, reason: string | undefined): void {
-    const store = this.store;
-    if (!store || this.spilling.size > 0 || Date.now() < this.spillBackoffUntil) return;
-    const candidates = this.state.spillCandidates(bytes);
-    if (candidates.length === 0) return;
-    this.log.debug(`spilling ${candidates.length} results (${formatBytes(bytes)} wanted, ${reason} threshold)`);
-    for (const [key] of candidates) this.spilling.add(key);
-    const round = (async () => {
-      // shift(): a value written and handed to the state is no longer referenced from here
-      for (let c = candidates.shift(); c; c = candidates.shift()) {
-        const [key, value] = c;
-        if (this.lifecycle.closing) break;
-        try {
-          const file = await store.write(key, value);
-          this.enqueue({ type: 'DataSpilled', key, value, file, stimulusId: this.stimulus('spill') });
-          // The value leaves memory with this event: count it like a release, so RSS drops too.
-          this.releasedMemory.add(value.data.byteLength);
-        } catch (err) {
-          this.spillBackoffUntil = Date.now() + 5_000;
-          this.log.error(`could not spill ${key} to ${store.dir}: ${(err as Error).message}; spilling stops for 5s`);
-          break;
-        }
-      }
-    })().finally(() => this.spilling.clear());
-    void this.trackDisk(round);
-    void this.lifecycle.track(round);
   }
 
   private onExecuted(key: string, r: PoolResult): void {
@@ -839,16 +496,11 @@ export class Worker {
    */
   async retire(timeoutMs = this.options.retireTimeoutMs): Promise<void> {
     const s = this.session;
-    if (!this.lifecycle.closing && s && s.welcomed && !s.ended) {
+    if (!this.lifecycle.closing && s?.open) {
       const closeCmd = new Promise<void>((resolve) => (this.closeCommand = resolve));
       const deadline = Date.now() + timeoutMs;
-      const ok = await new Promise<boolean>((resolve) => {
-        s.client.retireWorkers({ workers: [this.address], n: 0 }, new Metadata(), { deadline }, (err) => {
-          if (err) this.log.warn(`retiring through the scheduler failed (${err.details}); closing anyway`);
-          resolve(!err);
-        });
-      });
-      if (ok) await Promise.race([closeCmd, this.closed, this.sleep(Math.max(0, deadline - Date.now()))]);
+      const ok = await s.retire(deadline);
+      if (ok) await Promise.race([closeCmd, this.closed, sleep(Math.max(0, deadline - Date.now()), this.abort.signal)]);
     }
     await this.close('retired');
   }
@@ -858,21 +510,15 @@ export class Worker {
     this.closeInfo ??= error ? { reason, error } : { reason };
     return this.lifecycle
       .close([
-        ['stop heartbeat', () => this.stopHeartbeat()],
-        ['stop the memory monitor', () => this.monitor && clearInterval(this.monitor)],
+        ['stop heartbeat', () => this.session?.stopHeartbeat()],
+        ['stop the memory monitor', () => this.memory.stop()],
         ['cancel waits and transfers', () => this.abort.abort()],
-        ['close the scheduler session', () => this.session && this.endSession(this.session)],
+        ['close the scheduler session', () => this.session?.close()],
         ['stop the task threads', () => this.pool?.close()],
         ['stop the server', () => this.server && shutdownServer(this.server, 1_000)],
         ['stop the bulk server', () => this.bulk?.close()],
         ['close peer channels', () => this.peers.close()],
-        [
-          'remove the local directory',
-          async () => {
-            await Promise.allSettled([...this.diskIO]);
-            await this.store?.close();
-          },
-        ],
+        ['remove the local directory', () => this.memory.close()],
       ])
       .finally(() => this.resolveClosed(this.closeInfo!));
   }

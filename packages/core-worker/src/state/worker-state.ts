@@ -111,7 +111,6 @@ interface ReadyEntry {
   token: number;
 }
 
-/** The worker's pure state machine. */
 /**
  * The set every task starts with for its dependencies, dependents, inputs still awaited and peers
  * holding it, until it needs one of its own (addTo): most tasks of a map have none of them, and
@@ -136,6 +135,7 @@ function addTo(ts: TaskRecord, field: SetField, value: string): void {
   set.add(value);
 }
 
+/** The worker's pure state machine: events in, actions out (no I/O, no timers; the clock is injected). */
 export class WorkerState {
   readonly tasks = new Map<string, TaskRecord>();
   /**
@@ -1047,7 +1047,6 @@ export class WorkerState {
   // ------------------------------------------------------------------------------------------
   // Invariants
 
-  /** Checks the invariants; throws InvalidStateError listing what is wrong. */
   /**
    * Keeps threads fed in proportion to how short tasks are: tiny tasks (under 0.2 ms on average)
    * go to the threads hundreds at a time, so no task pays a thread round trip of its own; longer
@@ -1060,6 +1059,7 @@ export class WorkerState {
     this.maxExecuting = tiny ? Math.max(this.baseExecuting, this.config.nthreads * 256) : this.baseExecuting;
   }
 
+  /** Checks the invariants; throws InvalidStateError listing what is wrong. */
   validateState(): void {
     const problems: string[] = [];
     let ready = 0;
