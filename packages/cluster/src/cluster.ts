@@ -1,6 +1,6 @@
 import { InvalidArgumentError, Lifecycle, SkeinError, toSkeinError, type LifecycleStatus } from '@skein/common';
 import { compileAdaptiveOptions, decideAdaptive, type AdaptiveDecision, type AdaptiveOptions, type CompiledAdaptiveOptions } from './adaptive.js';
-import { clientControl } from './control.js';
+import { adminControl } from './control.js';
 import type { ClusterBackend, SchedulerControl, SchedulerHandle, WorkerHandle } from './types.js';
 
 /** A worker slot that crashed this many times is not refilled again (a crash loop). */
@@ -304,7 +304,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   #controlOf(): Promise<SchedulerControl> {
     if (!this.#control) {
       const address = this.schedulerAddress;
-      this.#control = this.#backend.connect ? this.#backend.connect(address) : clientControl(address);
+      this.#control = this.#backend.connect ? this.#backend.connect(address) : adminControl(address);
       this.#control.catch(() => {
         this.#control = undefined; // try again next time
       });

@@ -26,5 +26,13 @@ export {
   type AdaptiveInput,
   type AdaptiveDecision,
 } from './adaptive.js';
-export { clientControl } from './control.js';
+export { adminControl } from './control.js';
+export {
+  SchedulerAdmin,
+  type SchedulerAdminOptions,
+  type AdminWorkerInfo,
+  type WorkerChange,
+  type WorkerWatchHandlers,
+  type WorkerWatchSubscription,
+} from './admin.js';
 export type { ClusterBackend, ProcessHandle, SchedulerHandle, WorkerHandle, SchedulerControl } from './types.js';

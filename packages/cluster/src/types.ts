@@ -1,3 +1,5 @@
+import type { WorkerWatchHandlers, WorkerWatchSubscription } from './admin.js';
+
 /** One process a deployer started: the scheduler or one worker (with its nanny). */
 export interface ProcessHandle {
   /** Its name: `scheduler`, or the worker name the base chose (unique in the cluster). */
@@ -22,8 +24,8 @@ export interface SchedulerHandle extends ProcessHandle {
 export type WorkerHandle = ProcessHandle;
 
 /**
- * What the base asks of the scheduler: a few unary calls. The default implementation is a
- * `Client` connection; tests pass a fake.
+ * What the base asks of the scheduler: a few unary calls and the worker watch. The default
+ * implementation is a `SchedulerAdmin` (no client session); tests pass a fake.
  */
 export interface SchedulerControl {
   /** Retires these workers (names or addresses): their unique results move to peers, then they close. */
@@ -32,6 +34,8 @@ export interface SchedulerControl {
   adaptiveTarget(targetDurationMs: number): Promise<{ target: number; workersToClose: string[]; current: number; reason: string }>;
   /** The registered workers. */
   workers(): Promise<Array<{ name: string; address: string; processing: number; managedBytes: number }>>;
+  /** Follows the workers as they register and leave (WatchWorkers); optional for fakes. */
+  watchWorkers?(handlers: WorkerWatchHandlers): WorkerWatchSubscription;
   close(): Promise<void>;
 }
 
@@ -45,7 +49,7 @@ export interface ClusterBackend<W extends WorkerHandle = WorkerHandle, S extends
   startScheduler(): Promise<S>;
   /** Starts one worker named `name` for the scheduler at `schedulerAddress`; resolves once it has registered. */
   startWorker(name: string, schedulerAddress: string): Promise<W>;
-  /** How the base talks to the scheduler (default: a Client connection to `schedulerAddress`). */
+  /** How the base talks to the scheduler (default: a `SchedulerAdmin` for `schedulerAddress`). */
   connect?(schedulerAddress: string): Promise<SchedulerControl>;
   /** Releases what the backend holds besides the processes (SSH connections ...), after they stopped. */
   close?(): Promise<void>;
