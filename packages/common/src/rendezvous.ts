@@ -113,7 +113,9 @@ export function readyJsonWanted(flag: boolean | undefined, env: NodeJS.ProcessEn
 /** The ready line of a Skein process (one JSON object on one stdout line). */
 export type ReadyEvent =
   | { event: 'ready'; role: 'scheduler'; address: string; dashboard: string; id: string; pid: number }
-  | { event: 'ready'; role: 'worker'; address: string; scheduler: string; name: string; pid: number; nanny?: string };
+  | { event: 'ready'; role: 'worker'; address: string; scheduler: string; name: string; pid: number; nanny?: string }
+  /** A cluster CLI (`skein ssh`): its scheduler's address and the workers it started. */
+  | { event: 'ready'; role: 'cluster'; address: string; dashboard: string; workers: Array<{ name: string; host: string; address: string }> };
 
 /** Formats a ready line (no newline). */
 export function readyLine(event: ReadyEvent): string {
@@ -126,7 +128,7 @@ export function parseReadyLine(line: string): ReadyEvent | undefined {
   if (!s.startsWith('{') || !s.includes('"ready"')) return undefined;
   try {
     const v = JSON.parse(s) as Partial<ReadyEvent> | null;
-    if (v && v.event === 'ready' && (v.role === 'scheduler' || v.role === 'worker') && typeof v.address === 'string') return v as ReadyEvent;
+    if (v && v.event === 'ready' && (v.role === 'scheduler' || v.role === 'worker' || v.role === 'cluster') && typeof v.address === 'string') return v as ReadyEvent;
   } catch {
     // not ours
   }

@@ -1,5 +1,5 @@
 import { Cluster, type ClusterBackend, type SchedulerHandle } from '@skein/cluster';
-import { InvalidArgumentError, SkeinError } from '@skein/common';
+import { InvalidArgumentError, SkeinError, formatAddress, parseAddress } from '@skein/common';
 import { RemoteProcessError, SchedulerPortInUseError, SkeinNotInstalledError } from './errors.js';
 import { RemoteProcess, compileConnectOptions, connectSSH, shellQuote, type CompiledConnectOptions, type SSHConnectOptions } from './ssh.js';
 
@@ -121,15 +121,13 @@ class RemoteScheduler implements SchedulerHandle {
   constructor(
     readonly process: RemoteProcess,
     readonly address: string,
+    readonly dashboardLink: string,
   ) {}
   get name(): string {
     return 'scheduler';
   }
   get exited(): Promise<number | null> {
     return this.process.exited;
-  }
-  get dashboardLink(): string {
-    return this.process.match(/^dashboard at:\s+(\S+)/i)?.[1] ?? '';
   }
   logs(): string[] {
     return this.process.logs();
@@ -159,7 +157,7 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
     const o = this.o;
     const h = o.scheduler;
     const listen = o.schedulerListen ?? h.host;
-    const args = ['scheduler', '--host', listen, '--port', String(o.schedulerPort), ...o.schedulerArgs];
+    const args = ['scheduler', '--host', listen, '--port', String(o.schedulerPort), '--ready-json', ...o.schedulerArgs];
     const command = `${o.remoteCommand} ${args.map(shellQuote).join(' ')}`;
     const p = await RemoteProcess.start(
       {
@@ -170,7 +168,7 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
         command,
         workDir: h.workDir,
         env: o.env,
-        ready: /^Scheduler at:\s+(tcp:\/\/\S+)/,
+        readyRole: 'scheduler',
         startTimeoutMs: o.startTimeoutMs,
         explain: (code, output) => {
           if (notInstalled(code, output)) return new SkeinNotInstalledError(h.host, o.remoteCommand, output);
@@ -180,11 +178,12 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
       },
       this.#connector(h),
     );
-    const printed = p.match(/^Scheduler at:\s+tcp:\/\/(.+):(\d+)$/);
-    const port = printed?.[2] ?? String(o.schedulerPort);
-    // A scheduler listening on every interface prints some address of its machine; reach it by the name we used.
-    const contact = listen === '0.0.0.0' || listen === '::' ? h.host : (printed?.[1] ?? listen);
-    return new RemoteScheduler(p, `tcp://${contact}:${port}`);
+    const ready = p.ready!;
+    const printed = parseAddress(ready.address);
+    // A scheduler listening on every interface reports some address of its machine; reach it by the name we used.
+    const contact = listen === '0.0.0.0' || listen === '::' ? h.host : printed.host;
+    const dashboard = ready.role === 'scheduler' ? ready.dashboard : '';
+    return new RemoteScheduler(p, formatAddress({ host: contact, port: printed.port }), dashboard);
   }
 
   /** The worker host with the fewest of our workers (ties: the earlier host): round-robin as workers come and go. */
@@ -202,7 +201,7 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
     const h = this.#pickHost();
     this.placement.set(name, h);
     const w = o.worker;
-    const args = ['worker', schedulerAddress, '--host', h.host, '--name', name, '--nthreads', String(w.nthreads)];
+    const args = ['worker', schedulerAddress, '--host', h.host, '--name', name, '--nthreads', String(w.nthreads), '--ready-json'];
     if (w.memoryLimit !== undefined) args.push('--memory-limit', w.memoryLimit);
     for (const m of w.modules) args.push('--module', m);
     if (!w.nanny) args.push('--no-nanny');
@@ -218,14 +217,14 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
           command,
           workDir: h.workDir,
           env: o.env,
-          ready: /^Registered to:/,
+          readyRole: 'worker',
           startTimeoutMs: o.startTimeoutMs,
           explain: (code, output) =>
             notInstalled(code, output) ? new SkeinNotInstalledError(h.host, o.remoteCommand, output) : new RemoteProcessError(h.host, `worker ${name}`, code, output),
         },
         this.#connector(h),
       );
-      p.address = p.match(/^Start worker at:\s+(\S+)/)?.[1] ?? '';
+      p.address = p.ready?.address ?? '';
       void p.exited.then(() => this.placement.delete(name));
       return p;
     } catch (err) {

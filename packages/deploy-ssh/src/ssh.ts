@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import ssh2 from 'ssh2';
 import type { ClientChannel, ConnectConfig } from 'ssh2';
-import { SkeinError } from '@skein/common';
+import { SkeinError, parseReadyLine, type ReadyEvent } from '@skein/common';
 import type { ProcessHandle } from '@skein/cluster';
 import { HostKeyVerificationError, RemoteProcessError, SSHAuthenticationError, SSHHostUnreachableError } from './errors.js';
 
@@ -210,8 +210,8 @@ export interface RemoteProcessOptions {
   /** Directory to run in (created when missing); '' for the login directory. */
   workDir: string;
   env: Record<string, string>;
-  /** Output line that means "ready" (the match is kept). */
-  ready: RegExp;
+  /** Whose JSON ready line (`--ready-json`, see `parseReadyLine`) means "ready": the event is kept as `ready`. */
+  readyRole: ReadyEvent['role'];
   startTimeoutMs: number;
   /** Classifies output + exit code of a process that died before ready into a typed error. */
   explain(code: number | null, output: string): SkeinError;
@@ -226,6 +226,8 @@ export interface RemoteProcessOptions {
 export class RemoteProcess implements ProcessHandle {
   address = '';
   pgid = 0;
+  /** The process's JSON ready line, once it printed it. */
+  ready: ReadyEvent | undefined;
   readonly exited: Promise<number | null>;
   readonly lines: string[] = [];
   #stream: ClientChannel | undefined;
@@ -264,15 +266,6 @@ export class RemoteProcess implements ProcessHandle {
 
   logs(): string[] {
     return this.lines.slice();
-  }
-
-  /** The first match of `re` in the output so far. */
-  match(re: RegExp): RegExpExecArray | undefined {
-    for (const l of this.lines) {
-      const m = re.exec(l);
-      if (m) return m;
-    }
-    return undefined;
   }
 
   #keep(line: string): void {
@@ -315,8 +308,13 @@ export class RemoteProcess implements ProcessHandle {
         this.#stream = stream;
         createInterface({ input: stream }).on('line', (line) => {
           const pg = /^SKEIN_PGID (\d+)$/.exec(line);
-          if (pg && !this.pgid) this.pgid = Number(pg[1]);
-          else this.#keep(line);
+          if (pg && !this.pgid) {
+            this.pgid = Number(pg[1]);
+            return;
+          }
+          const ready = this.ready ? undefined : parseReadyLine(line);
+          if (ready?.role === o.readyRole) this.ready = ready;
+          this.#keep(line);
         });
         createInterface({ input: stream.stderr }).on('line', (line) => this.#keep(line));
         stream.on('exit', (code: number | null) => {
@@ -333,7 +331,7 @@ export class RemoteProcess implements ProcessHandle {
         });
         const check = () => {
           if (settled) return;
-          if (this.match(o.ready)) {
+          if (this.ready) {
             settled = true;
             clearTimeout(timer);
             this.#listeners.delete(check);

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, type Transition } from '@skein/client';
+import { parseReadyLine } from '@skein/common';
 import {
   SSHAuthenticationError,
   SSHCluster,
@@ -61,7 +62,7 @@ describe('SSHCluster on a real sshd', () => {
       expect(await client.gather(client.map((x: number) => x * x, xs))).toEqual(xs.map((x) => x * x));
       const cwds = await client.run(() => process.cwd());
       expect(Object.values(cwds).sort()).toEqual([join(root, marker, 'host2'), join(root, marker, 'host3')]);
-      expect(cluster.logs()['scheduler']!.join('\n')).toMatch(/Scheduler at:/);
+      expect(cluster.logs()['scheduler']).toContain(`Scheduler at:   ${cluster.schedulerAddress}`);
 
       // scale up (round-robin over the worker hosts) and down, keeping results.
       await cluster.scale(4);
@@ -127,7 +128,7 @@ describe('the skein-ssh command', () => {
     const child = spawn(
       process.execPath,
       [SSH_BIN, '127.0.0.1', '127.0.0.2', '127.0.0.3', '--ssh-port', String(SSHD_PORT), '--ssh-user', 'root', '--ssh-key', KEY,
-        '--known-hosts', KNOWN_HOSTS, '--remote-command', REMOTE_COMMAND, '--scheduler-port', '0', '--work-dir', workDir],
+        '--known-hosts', KNOWN_HOSTS, '--remote-command', REMOTE_COMMAND, '--scheduler-port', '0', '--work-dir', workDir, '--ready-json'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const out: string[] = [];
@@ -135,11 +136,15 @@ describe('the skein-ssh command', () => {
     createInterface({ input: child.stderr! }).on('line', (l) => out.push(l));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     try {
-      await until(() => out.some((l) => /^Worker ssh-1 on/.test(l)) || child.exitCode !== null, 30_000, `skein-ssh to start:\n${out.join('\n')}`);
-      const address = out.map((l) => /^Scheduler at:\s+(\S+)/.exec(l)?.[1]).find(Boolean);
+      await until(() => out.some((l) => parseReadyLine(l)) || child.exitCode !== null, 30_000, `skein-ssh to start:\n${out.join('\n')}`);
+      const ready = out.map((l) => parseReadyLine(l)).find((e) => e !== undefined);
+      if (ready?.role !== 'cluster') throw new Error(`no cluster ready line:\n${out.join('\n')}`);
+      const address = ready.address;
       expect(address, out.join('\n')).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
-      expect(out.filter((l) => /^Worker ssh-\d on 127\.0\.0\.[23]: tcp:/.test(l))).toHaveLength(2);
-      await using client = await Client.connect(address!);
+      expect(ready.workers.map((w) => w.host).sort()).toEqual(['127.0.0.2', '127.0.0.3']);
+      for (const w of ready.workers) expect(w.address).toMatch(/^tcp:\/\/127\.0\.0\.[23]:\d+$/);
+      expect(out).toContain(`Scheduler at:   ${address}`); // the banner, for people
+      await using client = await Client.connect(address);
       expect(await client.submit((a: number, b: number) => a * b, 6, 7).result()).toBe(42);
       await client.close();
       expect(processesWithMarker(marker).length).toBeGreaterThan(0);

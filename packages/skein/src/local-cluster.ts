@@ -5,7 +5,7 @@ import { Scheduler } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
 import { workerCommand } from '@skein/core-worker/command';
 import { Nanny } from '@skein/nanny';
-import { InvalidArgumentError, SkeinError, cpuCount, createLogger, parseMemoryLimit, toSkeinError, type LogLevel } from '@skein/common';
+import { InvalidArgumentError, READY_JSON_ENV, SkeinError, cpuCount, createLogger, parseMemoryLimit, parseReadyLine, toSkeinError, type LogLevel } from '@skein/common';
 
 export interface LocalClusterOptions {
   /** Number of workers (default: one per core). */
@@ -205,9 +205,10 @@ class ProcessWorker implements LocalWorkerHandle {
       }, timeoutMs);
       const lines = createInterface({ input: this.child.stdout! });
       lines.on('line', (line) => {
-        const start = /^Start worker at:\s+(\S+)/.exec(line);
-        if (start) this.address = start[1]!;
-        if (/^Registered to:/.test(line)) {
+        // The worker's JSON ready line (SKEIN_READY_JSON=1), never its banners for people.
+        const ready = parseReadyLine(line);
+        if (ready?.role === 'worker' && !this.address) {
+          this.address = ready.address;
           clearTimeout(timer);
           resolve();
         }
@@ -302,7 +303,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
     if (o.processes && o.nanny) return NannyWorker.start(name, schedulerAddress, o);
     if (o.processes) {
       const args = [workerCommand(), schedulerAddress, ...workerArgs(name, o), '--memory-limit', String(o.memoryLimit)];
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.workerEnv } });
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.workerEnv, [READY_JSON_ENV]: '1' } });
       const pw = new ProcessWorker(name, child);
       try {
         await pw.waitRegistered(o.startTimeoutMs);

@@ -3,8 +3,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@skein/client';
-import { parseReadyLine, type ReadyEvent } from '@skein/common';
-import { SKEIN_BIN, startProcess, type Proc } from './helpers.js';
+import { SchedulerAdmin } from '@skein/cluster';
+import { parseReadyLine } from '@skein/common';
+import { SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
 
 // Level 3: how processes a deployer starts find each other (the scheduler file) and say they are
 // ready (the JSON ready line), through the real `skein` command.
@@ -20,13 +21,6 @@ function start(args: string[], env: Record<string, string> = {}): Proc {
   const p = startProcess([SKEIN_BIN, ...args], env);
   procs.push(p);
   return p;
-}
-
-async function readyOf(p: Proc): Promise<ReadyEvent> {
-  const line = (await p.waitFor(/^\{"event":"ready"/)).input;
-  const event = parseReadyLine(line);
-  if (!event) throw new Error(`not a ready line: ${line}`);
-  return event;
 }
 
 describe('--scheduler-file and the JSON ready line', () => {
@@ -72,9 +66,17 @@ describe('--scheduler-file and the JSON ready line', () => {
     expect(wready).toMatchObject({ role: 'worker', scheduler: sready.address, pid: worker.child.pid });
     expect((wready as { nanny?: string }).nanny).toBeUndefined();
     // Without the flag or the variable, no JSON line: the output stays for people.
-    const plain = start(['worker', sready.address, '--host', '127.0.0.1', '--no-nanny'], { SKEIN_READY_JSON: '' });
-    await plain.waitFor(/^Registered to:/);
+    const plain = start(['worker', sready.address, '--host', '127.0.0.1', '--no-nanny', '--name', 'plain'], { SKEIN_READY_JSON: '' });
+    const admin = new SchedulerAdmin(sready.address);
+    try {
+      await until(async () => (await admin.workers()).some((w) => w.name === 'plain'), 15_000, 'the plain worker to register');
+    } finally {
+      admin.close();
+    }
+    plain.kill('SIGTERM');
+    expect(await plain.exited).toBe(0);
     expect(plain.stdout.filter((l) => l.startsWith('{'))).toEqual([]);
+    expect(plain.stdout).toContain(`Registered to:    ${sready.address}`);
   });
 
   it.each([['without a nanny', ['--no-nanny']], ['under a nanny', []]])(
