@@ -27,6 +27,7 @@ export {
   type AdaptiveDecision,
 } from './adaptive.js';
 export { adminControl } from './control.js';
+export { workerLaunch, workerFlags, schedulerLaunch, type WorkerLaunchSpec, type SchedulerLaunchSpec, type Launch } from './launch.js';
 export {
   SchedulerAdmin,
   type SchedulerAdminOptions,

@@ -1,4 +1,4 @@
-import { Cluster, type ClusterBackend, type SchedulerHandle } from '@skein/cluster';
+import { Cluster, schedulerLaunch, workerFlags, workerLaunch, type ClusterBackend, type SchedulerHandle } from '@skein/cluster';
 import { InvalidArgumentError, SkeinError, formatAddress, parseAddress } from '@skein/common';
 import { RemoteProcessError, SchedulerPortInUseError, SkeinNotInstalledError } from './errors.js';
 import { RemoteProcess, compileConnectOptions, connectSSH, shellQuote, type CompiledConnectOptions, type SSHConnectOptions } from './ssh.js';
@@ -34,6 +34,12 @@ export interface SSHWorkerOptions {
   nanny?: boolean;
   /** Modules of registered functions every worker loads (paths on the worker hosts). */
   modules?: string[];
+  /** Abstract resources every worker offers, e.g. { GPU: 1 }. */
+  resources?: Record<string, number>;
+  /** Network interface the workers listen on and advertise (e.g. ib0; default: the host name as given in `hosts`). */
+  interface?: string;
+  /** How long a worker keeps trying to reach a lost scheduler, ms (default: the worker's own, 60 s). */
+  deathTimeoutMs?: number;
   /** More `skein worker` flags, passed as they are. */
   extraArgs?: string[];
 }
@@ -71,7 +77,8 @@ interface CompiledSSHClusterOptions {
   schedulerPort: number;
   schedulerListen: string | undefined;
   schedulerArgs: string[];
-  worker: Required<Pick<SSHWorkerOptions, 'nthreads' | 'nanny' | 'modules' | 'extraArgs'>> & { memoryLimit: string | undefined };
+  worker: Required<Pick<SSHWorkerOptions, 'nthreads' | 'nanny' | 'modules' | 'extraArgs' | 'resources'>> &
+    Pick<SSHWorkerOptions, 'interface' | 'deathTimeoutMs'> & { memoryLimit: string | undefined };
   remoteCommand: string;
   nWorkers: number;
   env: Record<string, string>;
@@ -101,6 +108,8 @@ function compile(o: SSHClusterOptions): CompiledSSHClusterOptions {
   const w = o.workerOptions ?? {};
   const nthreads = w.nthreads ?? 1;
   if (!Number.isInteger(nthreads) || nthreads < 1) throw new InvalidArgumentError(`workerOptions.nthreads must be a whole number ≥ 1, got ${nthreads}.`);
+  // The launch spec checks the rest (resources, death timeout) now rather than at the first start.
+  workerFlags({ resources: w.resources ?? {}, ...(w.deathTimeoutMs !== undefined ? { deathTimeoutMs: w.deathTimeoutMs } : {}) });
   return {
     scheduler: hosts[0]!,
     workerHosts,
@@ -108,7 +117,16 @@ function compile(o: SSHClusterOptions): CompiledSSHClusterOptions {
     schedulerPort,
     schedulerListen: o.schedulerOptions?.host,
     schedulerArgs: o.schedulerOptions?.extraArgs ?? [],
-    worker: { nthreads, nanny: w.nanny ?? true, modules: w.modules ?? [], extraArgs: w.extraArgs ?? [], memoryLimit: w.memoryLimit === undefined ? undefined : String(w.memoryLimit) },
+    worker: {
+      nthreads,
+      nanny: w.nanny ?? true,
+      modules: w.modules ?? [],
+      resources: w.resources ?? {},
+      extraArgs: w.extraArgs ?? [],
+      memoryLimit: w.memoryLimit === undefined ? undefined : String(w.memoryLimit),
+      ...(w.interface !== undefined ? { interface: w.interface } : {}),
+      ...(w.deathTimeoutMs !== undefined ? { deathTimeoutMs: w.deathTimeoutMs } : {}),
+    },
     remoteCommand: o.remoteCommand ?? 'skein',
     nWorkers,
     env: o.env ?? {},
@@ -157,8 +175,8 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
     const o = this.o;
     const h = o.scheduler;
     const listen = o.schedulerListen ?? h.host;
-    const args = ['scheduler', '--host', listen, '--port', String(o.schedulerPort), '--ready-json', ...o.schedulerArgs];
-    const command = `${o.remoteCommand} ${args.map(shellQuote).join(' ')}`;
+    const { argv } = schedulerLaunch({ host: listen, port: o.schedulerPort, extraArgs: o.schedulerArgs });
+    const command = `${o.remoteCommand} ${argv.map(shellQuote).join(' ')}`;
     const p = await RemoteProcess.start(
       {
         host: h.host,
@@ -201,12 +219,19 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
     const h = this.#pickHost();
     this.placement.set(name, h);
     const w = o.worker;
-    const args = ['worker', schedulerAddress, '--host', h.host, '--name', name, '--nthreads', String(w.nthreads), '--ready-json'];
-    if (w.memoryLimit !== undefined) args.push('--memory-limit', w.memoryLimit);
-    for (const m of w.modules) args.push('--module', m);
-    if (!w.nanny) args.push('--no-nanny');
-    args.push(...w.extraArgs);
-    const command = `${o.remoteCommand} ${args.map(shellQuote).join(' ')}`;
+    const { argv } = workerLaunch({
+      scheduler: schedulerAddress,
+      name,
+      ...(w.interface !== undefined ? { interface: w.interface } : { host: h.host }),
+      nthreads: w.nthreads,
+      ...(w.memoryLimit !== undefined ? { memoryLimit: w.memoryLimit } : {}),
+      resources: w.resources,
+      modules: w.modules,
+      ...(w.deathTimeoutMs !== undefined ? { deathTimeoutMs: w.deathTimeoutMs } : {}),
+      nanny: w.nanny,
+      extraArgs: w.extraArgs,
+    });
+    const command = `${o.remoteCommand} ${argv.map(shellQuote).join(' ')}`;
     try {
       const p = await RemoteProcess.start(
         {

@@ -101,6 +101,21 @@ describe('SSHCluster on a real sshd', () => {
     await until(() => processesWithMarker(marker).length === 0, 15_000, 'every remote process to stop');
   });
 
+  it('gives remote workers every worker option of the launch spec: resources, threads, memory limit', async () => {
+    const marker = `mark-${randomUUID()}`;
+    const cluster = await SSHCluster.start(
+      options(marker, { hosts: options(marker).hosts.slice(0, 2), workerOptions: { resources: { GPU: 2 }, nthreads: 2, memoryLimit: '1GB', deathTimeoutMs: 7_000 } }),
+    );
+    try {
+      await using client = await Client.connect(cluster);
+      const [w] = (await client.schedulerInfo()).workers;
+      expect(w).toMatchObject({ name: 'ssh-0', nthreads: 2, memoryLimit: 1e9, resources: { GPU: 2 } });
+      expect(await client.submitWith({ resources: { GPU: 2 } }, () => 'on a GPU worker').result()).toBe('on a GPU worker');
+    } finally {
+      await cluster.close();
+    }
+  });
+
   it('logs in with a password', async () => {
     const marker = `mark-${randomUUID()}`;
     const pwRoot = join('/tmp', `skein-ssh-pw-${marker}`); // created by the remote user itself

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@skein/client';
-import { SchedulerAdmin } from '@skein/cluster';
+import { SchedulerAdmin, schedulerLaunch, workerLaunch } from '@skein/cluster';
 import { parseReadyLine } from '@skein/common';
 import { SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
 
@@ -88,6 +88,19 @@ describe('--scheduler-file and the JSON ready line', () => {
       expect(worker.stderr.join('\n')).toContain(`The scheduler file ${file} did not appear within 0.5 s`);
     },
   );
+
+  it('the launch spec of @skein/cluster runs as it is: worker first, through the scheduler file', async () => {
+    const file = join(dir, 'launch.json');
+    const w = workerLaunch({ schedulerFile: file, name: 'launched', host: '127.0.0.1', nthreads: 2, resources: { GPU: 1 }, deathTimeoutMs: 20_000 });
+    const worker = start(w.argv, w.env);
+    await worker.waitFor(/waiting for the scheduler file/);
+    const s = schedulerLaunch({ host: '127.0.0.1', port: 0, dashboardAddress: null, schedulerFile: file });
+    const scheduler = start(s.argv, s.env);
+    const { address } = await readyOf(scheduler);
+    expect(await readyOf(worker)).toMatchObject({ role: 'worker', name: 'launched', scheduler: address });
+    await using client = await Client.connect(address);
+    expect((await client.schedulerInfo()).workers).toMatchObject([{ name: 'launched', nthreads: 2, resources: { GPU: 1 } }]);
+  });
 
   it('an address and --scheduler-file together are refused', async () => {
     const worker = start(['worker', 'tcp://127.0.0.1:1', '--scheduler-file', join(dir, 'x.json'), '--no-nanny']);
