@@ -47,8 +47,14 @@ export interface SchedulerControl {
 export interface ClusterBackend<W extends WorkerHandle = WorkerHandle, S extends SchedulerHandle = SchedulerHandle> {
   /** Starts the scheduler; resolves once it accepts connections. */
   startScheduler(): Promise<S>;
-  /** Starts one worker named `name` for the scheduler at `schedulerAddress`; resolves once it has registered. */
-  startWorker(name: string, schedulerAddress: string): Promise<W>;
+  /**
+   * Starts one worker named `name` for the scheduler at `schedulerAddress`; resolves once it runs
+   * (has registered). The base never waits for it: it may take as long as the resource manager
+   * needs. `signal` aborts when the worker is no longer wanted or the cluster closes: the backend
+   * then cancels the start (kills the process, cancels the job) and rejects soon; `close()` waits
+   * for that.
+   */
+  startWorker(name: string, schedulerAddress: string, options?: { signal: AbortSignal }): Promise<W>;
   /** How the base talks to the scheduler (default: a `SchedulerAdmin` for `schedulerAddress`). */
   connect?(schedulerAddress: string): Promise<SchedulerControl>;
   /** Releases what the backend holds besides the processes (SSH connections ...), after they stopped. */

@@ -66,6 +66,7 @@ describe('SSHCluster on a real sshd', () => {
 
       // scale up (round-robin over the worker hosts) and down, keeping results.
       await cluster.scale(4);
+      await cluster.waitForWorkers(4, { timeoutMs: 30_000 });
       expect((await client.schedulerInfo()).workers).toHaveLength(4);
       expect(Object.values(cluster.placement).sort()).toEqual(['127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3']);
       const info = await client.schedulerInfo();

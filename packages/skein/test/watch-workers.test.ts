@@ -44,6 +44,7 @@ describe('WatchWorkers and SchedulerAdmin', () => {
       expect(snapshot[0]!.address).toBe(cluster.workers.get('local-0')!.address);
 
       await cluster.scale(2);
+      await cluster.waitForWorkers(2, { timeoutMs: 30_000 });
       const added = await rec.next((c) => c.kind === 'added');
       expect(added).toMatchObject({ name: 'local-1', status: 'running', address: cluster.workers.get('local-1')!.address });
       expect(added.pid).toBe(cluster.workers.get('local-1')!.pid);
