@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, type Transition } from '@skein/client';
 import { parseReadyLine } from '@skein/common';
+import { deployerConformance, type DeployerUnderTest } from '@skein/cluster/testing';
 import {
   SSHAuthenticationError,
   SSHCluster,
@@ -236,4 +237,39 @@ describe('SSHCluster errors say what went wrong', () => {
     }
     await until(() => processesWithMarker(marker).length === 0, 15_000, 'the failed scheduler to be gone');
   });
+});
+
+// The deployer conformance suite of @skein/cluster, in this file so that it shares its sshd.
+const markers = new WeakMap<SSHCluster, string>();
+const sshDeployer: DeployerUnderTest<SSHCluster> = {
+  async start(nWorkers) {
+    const marker = `mark-${randomUUID()}`;
+    const cluster = await SSHCluster.start(options(marker, { nWorkers }));
+    markers.set(cluster, marker);
+    return cluster;
+  },
+  async kill(cluster, name) {
+    await using client = await Client.connect(cluster);
+    const w = (await client.schedulerInfo()).workers.find((x) => x.name === name)!;
+    process.kill(w.pid, 'SIGKILL'); // the "remote" hosts are this machine
+  },
+  leftovers: (cluster) => processesWithMarker(markers.get(cluster)!).map((pid) => `remote process ${pid}`),
+  async burst(cluster, tasks, taskMs) {
+    await using client = await Client.connect(cluster);
+    const futures = client.map(
+      async (x: number, ms: number) => {
+        await new Promise((r) => setTimeout(r, ms));
+        return x;
+      },
+      Array.from({ length: tasks }, (_, i) => i),
+      Array.from({ length: tasks }, () => taskMs),
+    );
+    await client.gather(futures);
+  },
+  startBroken: () => SSHCluster.start(options(`mark-${randomUUID()}`, { nWorkers: 1, workerOptions: { modules: ['/nonexistent/skein-conformance.mjs'] } })),
+  startTimeoutMs: 30_000,
+};
+
+describe('SSHCluster: deployer conformance', () => {
+  for (const c of deployerConformance(sshDeployer)) it(c.name, c.run, c.timeoutMs);
 });
