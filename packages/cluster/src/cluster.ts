@@ -2,7 +2,7 @@ import { InvalidArgumentError, Lifecycle, SkeinError, TimeoutError, toSkeinError
 import { compileAdaptiveOptions, decideAdaptive, type AdaptiveDecision, type AdaptiveOptions, type CompiledAdaptiveOptions } from './adaptive.js';
 import { adminControl } from './control.js';
 import type { WorkerWatchSubscription } from './admin.js';
-import type { ClusterBackend, SchedulerControl, SchedulerHandle, WorkerHandle } from './types.js';
+import type { ClusterBackend, SchedulerControl, SchedulerHandle, WorkerHandle, WorkerJob, WorkerJobStatus } from './types.js';
 
 /** A worker slot that crashed this many times is not refilled again (a crash loop). */
 const MAX_REPLACEMENTS = 5;
@@ -15,18 +15,43 @@ export interface ClusterOptions {
   namePrefix?: string;
   /** What to call the cluster in messages (default 'Cluster'). */
   name?: string;
+  /**
+   * Give up on a worker that has not started this long after it was requested (ms; default: wait
+   * as long as the backend does): its start is cancelled and `waitForWorkers` rejects with a
+   * `WorkerStartTimeoutError` carrying the backend's last reason.
+   */
+  workerStartTimeoutMs?: number;
 }
 
 interface CompiledClusterOptions {
   nWorkers: number;
   namePrefix: string;
   name: string;
+  workerStartTimeoutMs: number;
+}
+
+/** A worker that did not start within `workerStartTimeoutMs`; `reason` is the backend's last word on it. */
+export class WorkerStartTimeoutError extends TimeoutError {
+  constructor(
+    readonly workerName: string,
+    readonly timeoutMs: number,
+    readonly reason: string,
+  ) {
+    super(
+      `Worker ${workerName} did not start within ${timeoutMs} ms` +
+        (reason ? ` (last reported: ${reason})` : '') +
+        '; its start was cancelled. Raise workerStartTimeoutMs, or see why the resource manager does not run it.',
+      { details: { worker: workerName, timeoutMs, reason } },
+    );
+  }
 }
 
 function compileClusterOptions(o: ClusterOptions): CompiledClusterOptions {
   const nWorkers = o.nWorkers ?? 0;
   if (!Number.isInteger(nWorkers) || nWorkers < 0) throw new InvalidArgumentError(`nWorkers must be a whole number ≥ 0, got ${nWorkers}.`);
-  return { nWorkers, namePrefix: o.namePrefix ?? 'worker', name: o.name ?? 'Cluster' };
+  const workerStartTimeoutMs = o.workerStartTimeoutMs ?? Infinity;
+  if (!(workerStartTimeoutMs > 0)) throw new InvalidArgumentError(`workerStartTimeoutMs must be a number of ms > 0, got ${workerStartTimeoutMs}.`);
+  return { nWorkers, namePrefix: o.namePrefix ?? 'worker', name: o.name ?? 'Cluster', workerStartTimeoutMs };
 }
 
 /** One round of adaptive scaling, as recorded in `Adaptive.history`. */
@@ -157,6 +182,8 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   readonly #deaths = new Map<string, number>();
   /** Starts in flight (requested, not yet running), by name: aborted when no longer wanted or at close. */
   readonly #starting = new Map<string, { abort: AbortController; since: number; settled: Promise<void> }>();
+  /** Every requested worker's state, by name (the latest request of a name; ended ones are kept, at most 200). */
+  readonly #jobs = new Map<string, WorkerJobStatus>();
   /** Our workers the scheduler reports registered (WatchWorkers), name → address. */
   readonly #observed = new Map<string, string>();
   /** The WatchWorkers stream, once its snapshot arrived (undefined: not watching, handles count instead). */
@@ -222,6 +249,34 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   }
 
   /**
+   * A handle on every worker requested (pending, running, or ended recently), at once: `status()`
+   * with the backend's reason, `logs()`, `cancel()`.
+   */
+  jobs(): WorkerJob[] {
+    return [...this.#jobs.keys()].map((name) => this.#jobOf(name));
+  }
+
+  #jobOf(name: string): WorkerJob {
+    return {
+      name,
+      status: () => ({ ...(this.#jobs.get(name) ?? { state: 'finished', reason: 'forgotten', sinceMs: 0 }) }),
+      logs: async () => this.workers.get(name)?.logs() ?? [],
+      cancel: () => this.#retire([name]),
+    };
+  }
+
+  #setJob(name: string, state: WorkerJobStatus['state'], reason: string): void {
+    this.#jobs.delete(name); // re-inserted last: the map stays in order of the latest change
+    this.#jobs.set(name, { state, reason, sinceMs: Date.now() });
+    if (this.#jobs.size > 200) {
+      for (const [n, j] of this.#jobs) {
+        if (this.#jobs.size <= 200) break;
+        if (j.state === 'finished' || j.state === 'failed') this.#jobs.delete(n);
+      }
+    }
+  }
+
+  /**
    * Dask's three counts: `planned` the workers the cluster wants, `requested` those asked of the
    * backend (starting or running), `observed` those the scheduler reports registered (from
    * WatchWorkers; the running handles when the scheduler cannot be watched).
@@ -252,6 +307,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
         if (this.#lifecycle.closing) return finish(new SkeinError('failed_precondition', `The ${this.#opts.name} closed while waiting for ${n} workers.`));
         if (this.#wanted.size < n) {
           const last = this.#lastStartError;
+          if (last instanceof WorkerStartTimeoutError) return finish(last);
           if (last !== undefined) {
             const e = toSkeinError(last);
             return finish(new SkeinError(e.code, `Waiting for ${n} workers, but a worker failed to start: ${e.message}`, { cause: last }));
@@ -505,32 +561,59 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   /** Requests one worker from the backend and tracks the start until it runs, fails or is cancelled. */
   #launch(name: string): void {
     const abort = new AbortController();
+    let reason = 'requested';
+    this.#setJob(name, 'pending', reason);
+    const report = (why: string) => {
+      if (abort.signal.aborted || this.#jobs.get(name)?.state !== 'pending') return;
+      reason = why;
+      this.#setJob(name, 'pending', why);
+    };
+    const timeoutMs = this.#opts.workerStartTimeoutMs;
+    const timer = Number.isFinite(timeoutMs)
+      ? setTimeout(() => {
+          const err = new WorkerStartTimeoutError(name, timeoutMs, reason);
+          this.#wanted.delete(name);
+          this.#lastStartError = err;
+          this.#setJob(name, 'failed', err.message);
+          this.#log(err.message);
+          abort.abort();
+          this.#notify();
+        }, timeoutMs)
+      : undefined;
+    timer?.unref?.();
     let started: Promise<W>;
     try {
-      started = Promise.resolve(this.#backend.startWorker(name, this.schedulerAddress, { signal: abort.signal }));
+      started = Promise.resolve(this.#backend.startWorker(name, this.schedulerAddress, { signal: abort.signal, report }));
     } catch (err) {
       started = Promise.reject(err);
     }
     const settled = started.then(
       async (handle) => {
+        clearTimeout(timer);
         this.#starting.delete(name);
         if (this.#lifecycle.closing || !this.#wanted.has(name) || abort.signal.aborted) {
           // Not wanted any more (scaled down or closing while it started): it must not linger.
+          if (this.#jobs.get(name)?.state === 'pending') this.#setJob(name, 'finished', 'cancelled: no longer wanted');
           await handle.close().catch(() => undefined);
           this.#notify();
           return;
         }
         this.workers.set(name, handle);
+        this.#setJob(name, 'running', '');
         this.#watchExit(name, handle);
         this.#log(`worker ${name} at ${handle.address}`);
         this.#notify();
       },
       (err: unknown) => {
+        clearTimeout(timer);
         this.#starting.delete(name);
         if (!abort.signal.aborted && !this.#lifecycle.closing) {
           this.#wanted.delete(name);
           this.#lastStartError = err;
+          this.#setJob(name, 'failed', toSkeinError(err).message);
           this.#log(`worker ${name} failed to start: ${toSkeinError(err).message}`);
+        } else if (this.#jobs.get(name)?.state === 'pending') {
+          this.#setJob(name, 'finished', 'cancelled: no longer wanted');
         }
         this.#notify();
       },
@@ -547,7 +630,9 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
       this.#log(`could not retire ${names.join(', ')} gracefully (${toSkeinError(err).message}); stopping them`);
     }
     await Promise.allSettled(handles.map((h) => h.close()));
-    for (const n of names) this.workers.delete(n);
+    for (const n of names) {
+      if (this.workers.delete(n)) this.#setJob(n, 'finished', 'retired');
+    }
   }
 
   /** Replaces a worker that crashes (non-zero exit or signal) while it is still wanted. */
@@ -555,6 +640,9 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     void handle.exited.then((code) => {
       if (this.workers.get(name) !== handle) return;
       this.workers.delete(name);
+      if (this.#lifecycle.closing) this.#setJob(name, 'finished', 'closed');
+      else if (!this.#wanted.has(name)) this.#setJob(name, 'finished', 'retired');
+      else this.#setJob(name, code === 0 ? 'finished' : 'failed', code === 0 ? 'exited (code 0)' : `exited unexpectedly (code ${code})`);
       this.#notify();
       if (this.#lifecycle.closing || !this.#wanted.has(name)) return;
       if (code === 0) {

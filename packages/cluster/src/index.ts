@@ -17,7 +17,7 @@
  * const adaptive = cluster.adapt({ minimum: 1, maximum: 10 }); // follow the load
  * await adaptive.stop();
  */
-export { Cluster, Adaptive, type ClusterOptions, type AdaptiveRecord } from './cluster.js';
+export { Cluster, Adaptive, WorkerStartTimeoutError, type ClusterOptions, type AdaptiveRecord } from './cluster.js';
 export {
   decideAdaptive,
   compileAdaptiveOptions,
@@ -36,4 +36,14 @@ export {
   type WorkerWatchHandlers,
   type WorkerWatchSubscription,
 } from './admin.js';
-export type { ClusterBackend, ProcessHandle, SchedulerHandle, WorkerHandle, SchedulerControl } from './types.js';
+export type {
+  ClusterBackend,
+  ProcessHandle,
+  SchedulerHandle,
+  WorkerHandle,
+  SchedulerControl,
+  StartWorkerOptions,
+  WorkerJob,
+  WorkerJobState,
+  WorkerJobStatus,
+} from './types.js';

@@ -87,12 +87,20 @@ export function deployerConformance<C extends Cluster<WorkerHandle>>(d: Deployer
           await cluster.scale(3);
           const counts = cluster.workerCounts;
           check(counts.planned === 3 && counts.requested === 3, `scale(3) plans and requests 3 workers at once, got ${JSON.stringify(counts)}`);
+          const live = cluster.jobs().filter((j) => ['pending', 'running'].includes(j.status().state));
+          check(live.length === 3, `scale(3) hands out a job for each of the 3 workers at once, got ${live.map((j) => `${j.name}: ${j.status().state}`).join(', ')}`);
+          for (const j of live) {
+            const s = j.status();
+            check(s.state === 'running' || s.reason !== '', `a pending job says why it is pending (${j.name})`);
+          }
           await cluster.waitForWorkers(3, { timeoutMs: 2 * startMs });
           const names = await registered(admin);
           check([...cluster.workers.keys()].every((n) => names.has(n)) && names.size === 3, `3 workers registered, got ${[...names.keys()].join(', ')}`);
           check(cluster.pendingWorkers.length === 0, `no worker pending once they run, got ${cluster.pendingWorkers.join(', ')}`);
           await cluster.scale(1);
           check(cluster.workers.size === 1, `scale(1) leaves 1 worker, got ${cluster.workers.size}`);
+          const retired = cluster.jobs().filter((j) => j.status().state === 'finished');
+          check(retired.length === 2, `the 2 retired workers' jobs are finished, got ${cluster.jobs().map((j) => `${j.name}: ${j.status().state}`).join(', ')}`);
           await until(async () => (await registered(admin)).size === 1, startMs, 'the scheduler to have 1 worker after scale(1)');
         }),
     },

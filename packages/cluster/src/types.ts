@@ -54,9 +54,42 @@ export interface ClusterBackend<W extends WorkerHandle = WorkerHandle, S extends
    * then cancels the start (kills the process, cancels the job) and rejects soon; `close()` waits
    * for that.
    */
-  startWorker(name: string, schedulerAddress: string, options?: { signal: AbortSignal }): Promise<W>;
+  startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<W>;
   /** How the base talks to the scheduler (default: a `SchedulerAdmin` for `schedulerAddress`). */
   connect?(schedulerAddress: string): Promise<SchedulerControl>;
   /** Releases what the backend holds besides the processes (SSH connections ...), after they stopped. */
   close?(): Promise<void>;
+}
+
+/** What the base passes to `startWorker`. */
+export interface StartWorkerOptions {
+  /** Aborts when the worker is no longer wanted, its start timed out, or the cluster closes. */
+  signal: AbortSignal;
+  /**
+   * Tells the base why the worker is not running yet, in the resource manager's words (Slurm's
+   * pending reason, a pod's waiting reason, "connecting over SSH"): shown by `cluster.jobs()` and
+   * in the error of a start that times out.
+   */
+  report(reason: string): void;
+}
+
+/** Where one requested worker is: its start asked of the backend, then running, then over. */
+export type WorkerJobState = 'pending' | 'running' | 'finished' | 'failed';
+
+export interface WorkerJobStatus {
+  state: WorkerJobState;
+  /** The backend's last word on it (pending), or why it ended (finished, failed); '' when running. */
+  reason: string;
+  /** When it entered this state (ms since the epoch). */
+  sinceMs: number;
+}
+
+/** The cluster's handle on one requested worker, from the moment it is requested (`cluster.jobs()`). */
+export interface WorkerJob {
+  readonly name: string;
+  status(): WorkerJobStatus;
+  /** Its output so far ([] while it has not started). */
+  logs(): Promise<string[]>;
+  /** Stops it: cancels a pending start, retires a running worker. The cluster then wants one worker fewer. */
+  cancel(): Promise<void>;
 }

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { SkeinError } from '@skein/common';
-import { Cluster, type ClusterBackend, type SchedulerControl, type SchedulerHandle, type WorkerChange, type WorkerHandle, type WorkerWatchHandlers } from '../src/index.js';
+import { Cluster, WorkerStartTimeoutError, type ClusterBackend, type SchedulerControl, type SchedulerHandle, type WorkerChange, type WorkerHandle, type WorkerWatchHandlers } from '../src/index.js';
 
 // Level 2 without sockets: a fake backend whose "processes" are objects, and a fake scheduler
 // that records what the base asks of it.
@@ -72,6 +72,7 @@ function fakeBackend(opts: { failNames?: Set<string>; startDelayMs?: number; pen
       expect(schedulerAddress).toBe('tcp://127.0.0.1:8786');
       backend.requests.push(name);
       if (opts.pendingForever) {
+        options?.report('Priority (3 jobs ahead in the queue)');
         await new Promise<void>((_, reject) => {
           const timer = setTimeout(() => reject(new Error('still pending after 30 s')), 30_000);
           options?.signal.addEventListener('abort', () => {
@@ -210,6 +211,39 @@ describe('Cluster base with a fake backend', () => {
     expect(Date.now() - t0).toBeLessThan(500);
     expect(backend.aborted.sort()).toEqual(['worker-0', 'worker-1', 'worker-2']);
     expect(c.pendingWorkers).toEqual([]);
+  });
+
+  it('hands out a job for every requested worker at once; a start that times out says the backend\'s reason', async () => {
+    const backend = fakeBackend({ pendingForever: true });
+    cluster = await new Cluster(backend, { workerStartTimeoutMs: 100 }).start();
+    await cluster.scale(1);
+    const [job] = cluster.jobs();
+    expect(job!.name).toBe('worker-0');
+    expect(job!.status()).toMatchObject({ state: 'pending', reason: 'Priority (3 jobs ahead in the queue)' });
+    expect(await job!.logs()).toEqual([]);
+    const err = await cluster.waitForWorkers(1).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkerStartTimeoutError);
+    expect(err).toMatchObject({ code: 'deadline_exceeded', workerName: 'worker-0', reason: 'Priority (3 jobs ahead in the queue)' });
+    expect((err as Error).message).toMatch(/Worker worker-0 did not start within 100 ms \(last reported: Priority \(3 jobs ahead in the queue\)\)/);
+    expect(job!.status().state).toBe('failed');
+    expect(backend.aborted).toEqual(['worker-0']);
+    expect(cluster.workerCounts).toEqual({ planned: 0, requested: 0, observed: 0 });
+  });
+
+  it('job handles follow a worker from running to retired, and cancel() retires it', async () => {
+    const backend = fakeBackend();
+    cluster = await new Cluster(backend, { nWorkers: 2 }).start();
+    const jobs = new Map(cluster.jobs().map((j) => [j.name, j]));
+    expect([...jobs.values()].map((j) => j.status().state)).toEqual(['running', 'running']);
+    backend.started[0]!.lines.push('hello from worker-0');
+    expect(await jobs.get('worker-0')!.logs()).toEqual(['hello from worker-0']);
+    await jobs.get('worker-1')!.cancel();
+    expect(jobs.get('worker-1')!.status()).toMatchObject({ state: 'finished', reason: 'retired' });
+    expect(cluster.requested).toBe(1);
+    cluster.workers.get('worker-0')!.crash();
+    await until(() => backend.started.length === 3);
+    await cluster.waitForWorkers(1);
+    expect(jobs.get('worker-0')!.status().state).toBe('running'); // its replacement
   });
 
   it('adapt counts pending workers: a burst with every start pending asks for each worker once', async () => {

@@ -1,4 +1,4 @@
-import { Cluster, schedulerLaunch, workerFlags, workerLaunch, type ClusterBackend, type SchedulerHandle } from '@skein/cluster';
+import { Cluster, schedulerLaunch, workerFlags, workerLaunch, type ClusterBackend, type SchedulerHandle, type StartWorkerOptions } from '@skein/cluster';
 import { InvalidArgumentError, SkeinError, formatAddress, parseAddress } from '@skein/common';
 import { RemoteProcessError, SchedulerPortInUseError, SkeinNotInstalledError } from './errors.js';
 import { RemoteProcess, compileConnectOptions, connectSSH, shellQuote, type CompiledConnectOptions, type SSHConnectOptions } from './ssh.js';
@@ -214,7 +214,7 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
     return best;
   }
 
-  async startWorker(name: string, schedulerAddress: string): Promise<SSHWorkerHandle> {
+  async startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<SSHWorkerHandle> {
     const o = this.o;
     const h = this.#pickHost();
     this.placement.set(name, h);
@@ -244,6 +244,7 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
           env: o.env,
           readyRole: 'worker',
           startTimeoutMs: o.startTimeoutMs,
+          ...(options ? { signal: options.signal, report: options.report } : {}),
           explain: (code, output) =>
             notInstalled(code, output) ? new SkeinNotInstalledError(h.host, o.remoteCommand, output) : new RemoteProcessError(h.host, `worker ${name}`, code, output),
         },

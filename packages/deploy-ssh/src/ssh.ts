@@ -213,6 +213,10 @@ export interface RemoteProcessOptions {
   /** Whose JSON ready line (`--ready-json`, see `parseReadyLine`) means "ready": the event is kept as `ready`. */
   readyRole: ReadyEvent['role'];
   startTimeoutMs: number;
+  /** Cancels the start: the process group is stopped and `start` rejects with a `cancelled` error. */
+  signal?: AbortSignal;
+  /** Told where the start is (connecting, waiting for the ready line). */
+  report?: (reason: string) => void;
   /** Classifies output + exit code of a process that died before ready into a typed error. */
   explain(code: number | null, output: string): SkeinError;
 }
@@ -253,7 +257,13 @@ export class RemoteProcess implements ProcessHandle {
 
   /** Connects, starts the command and waits for its ready line. */
   static async start(o: RemoteProcessOptions, connect: () => Promise<ssh2.Client>): Promise<RemoteProcess> {
+    o.report?.(`connecting to ${o.host} over SSH`);
     const conn = await connect();
+    if (o.signal?.aborted) {
+      conn.end();
+      throw new SkeinError('cancelled', `The start of the ${o.what} on ${o.host} was cancelled.`);
+    }
+    o.report?.(`started on ${o.host}, waiting for its ready line`);
     const p = new RemoteProcess(conn, o);
     try {
       await p.#start();
@@ -299,6 +309,7 @@ export class RemoteProcess implements ProcessHandle {
       const timer = setTimeout(() => {
         fail(new RemoteProcessError(o.host, o.what, null, this.lines.slice(-20).join('\n'), true));
       }, o.startTimeoutMs);
+      o.signal?.addEventListener('abort', () => fail(new SkeinError('cancelled', `The start of the ${o.what} on ${o.host} was cancelled.`)), { once: true });
       this.conn.exec(this.#script(), (err, stream) => {
         if (err) {
           fail(new SkeinError('unavailable', `Could not start the ${o.what} on ${o.host} over SSH: ${err.message}`, { cause: err }));

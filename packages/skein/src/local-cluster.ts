@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { Cluster, workerFlags, type ClusterBackend, type SchedulerHandle, type WorkerLaunchSpec } from '@skein/cluster';
+import { Cluster, workerFlags, type ClusterBackend, type SchedulerHandle, type StartWorkerOptions, type WorkerLaunchSpec } from '@skein/cluster';
 import { Scheduler } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
 import { workerCommand } from '@skein/core-worker/command';
@@ -306,7 +306,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
     return new InProcessScheduler(this.scheduler);
   }
 
-  async startWorker(name: string, schedulerAddress: string): Promise<LocalWorkerHandle> {
+  async startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<LocalWorkerHandle> {
     const o = this.o;
     if (o.processes && o.nanny) return NannyWorker.start(name, schedulerAddress, o);
     if (o.processes) {
@@ -315,6 +315,8 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
       const args = [workerCommand(), schedulerAddress, ...workerFlags(spec)];
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...spec.env } });
       const pw = new ProcessWorker(name, child);
+      // A start the cluster no longer wants (scaled down, closing) is killed: it fails at once.
+      options?.signal.addEventListener('abort', () => pw.kill(), { once: true });
       try {
         await pw.waitRegistered(o.startTimeoutMs);
       } catch (err) {
