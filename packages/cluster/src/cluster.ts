@@ -139,6 +139,7 @@ export class Adaptive {
       maximum: o.maximum,
       waitCount: o.waitCount,
       closeCounts: this.#closeCounts,
+      maxRetireFraction: o.maxRetireFraction,
     });
     this.#closeCounts = closeCounts;
     this.history.push({ timeMs: Date.now(), recommended: rec.target, reason: rec.reason, current, decision });
