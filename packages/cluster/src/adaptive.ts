@@ -12,6 +12,11 @@ export interface AdaptiveOptions {
   intervalMs?: number;
   /** Retire a worker only after this many consecutive recommendations to close it (default 3). */
   waitCount?: number;
+  /**
+   * Retire at most this share of the current workers in one round (at least one worker; default
+   * 1: all the scheduler names), so a sudden quiet moment shrinks a large cluster step by step.
+   */
+  maxRetireFraction?: number;
 }
 
 export interface CompiledAdaptiveOptions {
@@ -20,6 +25,7 @@ export interface CompiledAdaptiveOptions {
   targetDurationMs: number;
   intervalMs: number;
   waitCount: number;
+  maxRetireFraction: number;
 }
 
 export function compileAdaptiveOptions(o: AdaptiveOptions): CompiledAdaptiveOptions {
@@ -35,7 +41,11 @@ export function compileAdaptiveOptions(o: AdaptiveOptions): CompiledAdaptiveOpti
   if (!(targetDurationMs > 0)) throw new InvalidArgumentError(`adapt({ targetDurationMs }) must be > 0, got ${targetDurationMs}.`);
   if (!(intervalMs > 0)) throw new InvalidArgumentError(`adapt({ intervalMs }) must be > 0, got ${intervalMs}.`);
   if (!Number.isInteger(waitCount) || waitCount < 1) throw new InvalidArgumentError(`adapt({ waitCount }) must be a whole number ≥ 1, got ${waitCount}.`);
-  return { minimum, maximum, targetDurationMs, intervalMs, waitCount };
+  const maxRetireFraction = o.maxRetireFraction ?? 1;
+  if (!(maxRetireFraction > 0 && maxRetireFraction <= 1)) {
+    throw new InvalidArgumentError(`adapt({ maxRetireFraction }) must be a fraction in (0, 1], got ${maxRetireFraction}.`);
+  }
+  return { minimum, maximum, targetDurationMs, intervalMs, waitCount, maxRetireFraction };
 }
 
 /** The inputs of one adaptive decision. */
@@ -51,6 +61,8 @@ export interface AdaptiveInput {
   waitCount: number;
   /** How many consecutive rounds each worker has been named for closing (from the previous decision). */
   closeCounts: ReadonlyMap<string, number>;
+  /** At most this share of `current` is retired in one round (at least one; default 1). */
+  maxRetireFraction?: number;
 }
 
 export type AdaptiveDecision =
@@ -76,6 +88,9 @@ export function decideAdaptive(input: AdaptiveInput): { decision: AdaptiveDecisi
     if (count >= input.waitCount) retire.push(name);
     else closeCounts.set(name, count);
   }
+  // The rest stay named: their counts carry over, so they go in the next rounds.
+  const cap = Math.max(1, Math.floor(input.current * (input.maxRetireFraction ?? 1)));
+  for (const name of retire.splice(cap)) closeCounts.set(name, input.waitCount);
   if (retire.length === 0) return { decision: { type: 'same', target }, closeCounts };
   return { decision: { type: 'down', target: input.current - retire.length, retire }, closeCounts };
 }

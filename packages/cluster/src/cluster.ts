@@ -1,7 +1,8 @@
-import { InvalidArgumentError, Lifecycle, SkeinError, toSkeinError, type LifecycleStatus } from '@skein/common';
+import { InvalidArgumentError, Lifecycle, SkeinError, TimeoutError, toSkeinError, type LifecycleStatus } from '@skein/common';
 import { compileAdaptiveOptions, decideAdaptive, type AdaptiveDecision, type AdaptiveOptions, type CompiledAdaptiveOptions } from './adaptive.js';
-import { clientControl } from './control.js';
-import type { ClusterBackend, SchedulerControl, SchedulerHandle, WorkerHandle } from './types.js';
+import { adminControl } from './control.js';
+import type { WorkerWatchSubscription } from './admin.js';
+import type { ClusterBackend, SchedulerControl, SchedulerHandle, WorkerHandle, WorkerJob, WorkerJobStatus } from './types.js';
 
 /** A worker slot that crashed this many times is not refilled again (a crash loop). */
 const MAX_REPLACEMENTS = 5;
@@ -14,18 +15,43 @@ export interface ClusterOptions {
   namePrefix?: string;
   /** What to call the cluster in messages (default 'Cluster'). */
   name?: string;
+  /**
+   * Give up on a worker that has not started this long after it was requested (ms; default: wait
+   * as long as the backend does): its start is cancelled and `waitForWorkers` rejects with a
+   * `WorkerStartTimeoutError` carrying the backend's last reason.
+   */
+  workerStartTimeoutMs?: number;
 }
 
 interface CompiledClusterOptions {
   nWorkers: number;
   namePrefix: string;
   name: string;
+  workerStartTimeoutMs: number;
+}
+
+/** A worker that did not start within `workerStartTimeoutMs`; `reason` is the backend's last word on it. */
+export class WorkerStartTimeoutError extends TimeoutError {
+  constructor(
+    readonly workerName: string,
+    readonly timeoutMs: number,
+    readonly reason: string,
+  ) {
+    super(
+      `Worker ${workerName} did not start within ${timeoutMs} ms` +
+        (reason ? ` (last reported: ${reason})` : '') +
+        '; its start was cancelled. Raise workerStartTimeoutMs, or see why the resource manager does not run it.',
+      { details: { worker: workerName, timeoutMs, reason } },
+    );
+  }
 }
 
 function compileClusterOptions(o: ClusterOptions): CompiledClusterOptions {
   const nWorkers = o.nWorkers ?? 0;
   if (!Number.isInteger(nWorkers) || nWorkers < 0) throw new InvalidArgumentError(`nWorkers must be a whole number ≥ 0, got ${nWorkers}.`);
-  return { nWorkers, namePrefix: o.namePrefix ?? 'worker', name: o.name ?? 'Cluster' };
+  const workerStartTimeoutMs = o.workerStartTimeoutMs ?? Infinity;
+  if (!(workerStartTimeoutMs > 0)) throw new InvalidArgumentError(`workerStartTimeoutMs must be a number of ms > 0, got ${workerStartTimeoutMs}.`);
+  return { nWorkers, namePrefix: o.namePrefix ?? 'worker', name: o.name ?? 'Cluster', workerStartTimeoutMs };
 }
 
 /** One round of adaptive scaling, as recorded in `Adaptive.history`. */
@@ -113,6 +139,7 @@ export class Adaptive {
       maximum: o.maximum,
       waitCount: o.waitCount,
       closeCounts: this.#closeCounts,
+      maxRetireFraction: o.maxRetireFraction,
     });
     this.#closeCounts = closeCounts;
     this.history.push({ timeMs: Date.now(), recommended: rec.target, reason: rec.reason, current, decision });
@@ -154,6 +181,17 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   #adaptive: Adaptive | undefined;
   #counter = 0;
   readonly #deaths = new Map<string, number>();
+  /** Starts in flight (requested, not yet running), by name: aborted when no longer wanted or at close. */
+  readonly #starting = new Map<string, { abort: AbortController; since: number; settled: Promise<void> }>();
+  /** Every requested worker's state, by name (the latest request of a name; ended ones are kept, at most 200). */
+  readonly #jobs = new Map<string, WorkerJobStatus>();
+  /** Our workers the scheduler reports registered (WatchWorkers), name → address. */
+  readonly #observed = new Map<string, string>();
+  /** The WatchWorkers stream, once its snapshot arrived (undefined: not watching, handles count instead). */
+  #watch: WorkerWatchSubscription | undefined;
+  #lastStartError: unknown;
+  /** Called whenever the counts change (waitForWorkers). */
+  readonly #waiters = new Set<() => void>();
 
   constructor(backend: ClusterBackend<W, S>, options: ClusterOptions = {}) {
     this.#backend = backend;
@@ -170,7 +208,9 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
       void this.#scheduler.exited.then((code) => {
         if (!this.#lifecycle.closing) this.#log(`the scheduler exited unexpectedly (code ${code})`);
       });
+      await this.#openWatch();
       await this.#scaleTo(this.#opts.nWorkers);
+      await this.waitForWorkers(this.#opts.nWorkers);
     } catch (err) {
       this.#lifecycle.status = 'failed';
       await this.close().catch(() => undefined);
@@ -204,6 +244,97 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     return this.#wanted.size;
   }
 
+  /** Workers requested from the backend that do not run yet, oldest request first. */
+  get pendingWorkers(): string[] {
+    return [...this.#starting.keys()];
+  }
+
+  /**
+   * A handle on every worker requested (pending, running, or ended recently), at once: `status()`
+   * with the backend's reason, `logs()`, `cancel()`.
+   */
+  jobs(): WorkerJob[] {
+    return [...this.#jobs.keys()].map((name) => this.#jobOf(name));
+  }
+
+  #jobOf(name: string): WorkerJob {
+    return {
+      name,
+      status: () => ({ ...(this.#jobs.get(name) ?? { state: 'finished', reason: 'forgotten', sinceMs: 0 }) }),
+      logs: async () => this.workers.get(name)?.logs() ?? [],
+      cancel: () => this.#retire([name]),
+    };
+  }
+
+  #setJob(name: string, state: WorkerJobStatus['state'], reason: string): void {
+    this.#jobs.delete(name); // re-inserted last: the map stays in order of the latest change
+    this.#jobs.set(name, { state, reason, sinceMs: Date.now() });
+    if (this.#jobs.size > 200) {
+      for (const [n, j] of this.#jobs) {
+        if (this.#jobs.size <= 200) break;
+        if (j.state === 'finished' || j.state === 'failed') this.#jobs.delete(n);
+      }
+    }
+  }
+
+  /**
+   * Dask's three counts: `planned` the workers the cluster wants, `requested` those asked of the
+   * backend (starting or running), `observed` those the scheduler reports registered (from
+   * WatchWorkers; the running handles when the scheduler cannot be watched).
+   */
+  get workerCounts(): { planned: number; requested: number; observed: number } {
+    return { planned: this.#wanted.size, requested: this.#starting.size + this.workers.size, observed: this.#readyCount() };
+  }
+
+  /**
+   * Resolves once at least `n` of the cluster's workers run and the scheduler has them registered.
+   * Rejects with a `TimeoutError` after `timeoutMs` (naming the workers still starting), and at
+   * once when the cluster wants fewer than `n` (say after a start failed: its error is the cause)
+   * or closes.
+   */
+  waitForWorkers(n: number, options: { timeoutMs?: number } = {}): Promise<void> {
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`waitForWorkers(n) needs a whole number ≥ 0, got ${n}.`);
+    const timeoutMs = options.timeoutMs ?? Infinity;
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (err?: unknown) => {
+        this.#waiters.delete(check);
+        clearTimeout(timer);
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const check = () => {
+        if (this.#readyCount() >= n) return finish();
+        if (this.#lifecycle.closing) return finish(new SkeinError('failed_precondition', `The ${this.#opts.name} closed while waiting for ${n} workers.`));
+        if (this.#wanted.size < n) {
+          const last = this.#lastStartError;
+          if (last instanceof WorkerStartTimeoutError) return finish(last);
+          if (last !== undefined) {
+            const e = toSkeinError(last);
+            return finish(new SkeinError(e.code, `Waiting for ${n} workers, but a worker failed to start: ${e.message}`, { cause: last }));
+          }
+          return finish(new SkeinError('failed_precondition', `Waiting for ${n} workers, but the ${this.#opts.name} wants only ${this.#wanted.size}; call scale(${n}) first.`));
+        }
+      };
+      if (Number.isFinite(timeoutMs)) {
+        timer = setTimeout(() => {
+          const now = Date.now();
+          const pending = [...this.#starting].map(([name, s]) => `${name} (requested ${((now - s.since) / 1000).toFixed(1)} s ago)`);
+          finish(
+            new TimeoutError(
+              `Only ${this.#readyCount()} of ${n} workers of the ${this.#opts.name} registered within ${timeoutMs} ms` +
+                (pending.length > 0 ? `; still starting: ${pending.join(', ')}` : '') +
+                '. See cluster.logs() for their output.',
+              { details: { pending: [...this.#starting.keys()] } },
+            ),
+          );
+        }, timeoutMs);
+      }
+      this.#waiters.add(check);
+      check();
+    });
+  }
+
   /** The adaptive scaling in force, if any. */
   get adaptive(): Adaptive | undefined {
     return this.#adaptive?.running ? this.#adaptive : undefined;
@@ -220,9 +351,11 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   }
 
   /**
-   * Starts or stops workers until `n` run (resolves when they have). Stopping retires workers
-   * gracefully: idle ones holding the least data first, their unique results moved to peers.
-   * Stops adaptive scaling, as the cluster's size is now fixed.
+   * Wants `n` workers: requests the missing ones and retires the extra ones. Resolves once every
+   * start is requested (not once the workers run: `waitForWorkers(n)` waits for that) and the
+   * extra workers are retired, gracefully: idle ones holding the least data first, their unique
+   * results moved to peers; a worker still starting is cancelled first. Stops adaptive scaling,
+   * as the cluster's size is now fixed.
    */
   async scale(n: number): Promise<void> {
     if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`scale(n) needs a whole number ≥ 0, got ${n}.`);
@@ -266,6 +399,15 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
       ['stop adaptive scaling', () => this.#adaptive?.stop()],
       ['wait for scaling in progress', () => this.#queue],
       [
+        'cancel starts in progress',
+        () => {
+          for (const s of this.#starting.values()) s.abort.abort();
+          return Promise.all([...this.#starting.values()].map((s) => s.settled));
+        },
+      ],
+      ['stop watching the workers', () => this.#watch?.close()],
+      ['wake waiters', () => this.#notify()],
+      [
         'disconnect from the scheduler',
         async () => {
           const control = await this.#control?.catch(() => undefined);
@@ -294,6 +436,58 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     if (this.#events.length > 500) this.#events.shift();
   }
 
+  #notify(): void {
+    for (const w of [...this.#waiters]) w();
+  }
+
+  /** Running workers the scheduler has registered (every running one while not watching). */
+  #readyCount(): number {
+    if (!this.#watch) return this.workers.size;
+    let n = 0;
+    for (const name of this.workers.keys()) if (this.#observed.has(name)) n++;
+    return n;
+  }
+
+  /** Follows the scheduler's workers (WatchWorkers), when the control can; else handles count as registered. */
+  async #openWatch(): Promise<void> {
+    let control: SchedulerControl;
+    try {
+      control = await this.#controlOf();
+    } catch (err) {
+      this.#log(`cannot reach the scheduler to watch its workers (${toSkeinError(err).message}); counting started workers instead`);
+      return;
+    }
+    if (!control.watchWorkers) return;
+    const sub = control.watchWorkers({
+      onSnapshot: (workers) => {
+        for (const w of workers) this.#observed.set(w.name, w.address);
+        this.#notify();
+      },
+      onChange: (c) => {
+        if (c.kind === 'added') {
+          this.#observed.set(c.name, c.address);
+          if (this.#wanted.has(c.name)) this.#log(`worker ${c.name} registered at ${c.address}`);
+        } else if (c.kind === 'removed') {
+          if (this.#observed.get(c.name) === c.address) this.#observed.delete(c.name);
+          if (this.#wanted.has(c.name) && !c.expected) this.#log(`the scheduler lost worker ${c.name} (${c.reason})`);
+        }
+        this.#notify();
+      },
+      onEnd: (error) => {
+        if (this.#watch === sub) this.#watch = undefined;
+        if (error && !this.#lifecycle.closing) this.#log(`stopped watching the workers: ${error.message}`);
+        this.#notify();
+      },
+    });
+    try {
+      await sub.ready;
+      this.#watch = sub;
+    } catch (err) {
+      sub.close();
+      this.#log(`cannot watch the scheduler's workers (${toSkeinError(err).message}); counting started workers instead`);
+    }
+  }
+
   /** Runs `fn` after every earlier reconcile step: one loop, never two at once. */
   #enqueue<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(fn);
@@ -304,7 +498,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   #controlOf(): Promise<SchedulerControl> {
     if (!this.#control) {
       const address = this.schedulerAddress;
-      this.#control = this.#backend.connect ? this.#backend.connect(address) : clientControl(address);
+      this.#control = this.#backend.connect ? this.#backend.connect(address) : adminControl(address);
       this.#control.catch(() => {
         this.#control = undefined; // try again next time
       });
@@ -330,10 +524,14 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     });
   }
 
-  /** Which `k` wanted workers to drop: not started yet first, then idle ones with the least data, newest first. */
+  /**
+   * Which `k` wanted workers to drop: not running yet first, the latest requests first (the oldest
+   * request is the nearest to running: first in a batch queue), then idle ones with the least data,
+   * newest first.
+   */
   async #chooseToDrop(k: number): Promise<string[]> {
     const wanted = [...this.#wanted];
-    const notRunning = wanted.filter((n) => !this.workers.has(n));
+    const notRunning = wanted.filter((n) => !this.workers.has(n)).reverse();
     const running = wanted.filter((n) => this.workers.has(n)).reverse();
     let load = new Map<string, [number, number]>();
     try {
@@ -347,29 +545,81 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     return [...notRunning, ...running].slice(0, k);
   }
 
-  /** Makes the running workers match the wanted ones: retire the unwanted, start the missing. */
+  /**
+   * Makes the workers match the wanted ones: cancels unwanted starts, retires the unwanted running
+   * workers, requests the missing ones. Never waits for a start: a worker that takes an hour to
+   * start (a batch job in a queue) blocks no `scale`, `adapt` or `close`.
+   */
   async #reconcile(): Promise<void> {
+    for (const [name, s] of this.#starting) if (!this.#wanted.has(name)) s.abort.abort();
     const toStop = [...this.workers.keys()].filter((n) => !this.#wanted.has(n));
     if (toStop.length > 0) await this.#stopWorkers(toStop);
     if (this.#lifecycle.closing) return;
-    const toStart = [...this.#wanted].filter((n) => !this.workers.has(n));
-    if (toStart.length === 0) return;
-    const address = this.schedulerAddress;
-    const results = await Promise.allSettled(toStart.map((name) => this.#backend.startWorker(name, address)));
-    const errors: unknown[] = [];
-    results.forEach((r, i) => {
-      const name = toStart[i]!;
-      if (r.status === 'fulfilled') {
-        this.workers.set(name, r.value);
-        this.#watch(name, r.value);
-        this.#log(`worker ${name} at ${r.value.address}`);
-      } else {
-        this.#wanted.delete(name);
-        errors.push(r.reason);
-        this.#log(`worker ${name} failed to start: ${toSkeinError(r.reason).message}`);
-      }
-    });
-    if (errors.length > 0) throw errors[0];
+    for (const name of this.#wanted) if (!this.workers.has(name) && !this.#starting.has(name)) this.#launch(name);
+    this.#notify();
+  }
+
+  /** Requests one worker from the backend and tracks the start until it runs, fails or is cancelled. */
+  #launch(name: string): void {
+    const abort = new AbortController();
+    let reason = 'requested';
+    this.#setJob(name, 'pending', reason);
+    const report = (why: string) => {
+      if (abort.signal.aborted || this.#jobs.get(name)?.state !== 'pending') return;
+      reason = why;
+      this.#setJob(name, 'pending', why);
+    };
+    const timeoutMs = this.#opts.workerStartTimeoutMs;
+    const timer = Number.isFinite(timeoutMs)
+      ? setTimeout(() => {
+          const err = new WorkerStartTimeoutError(name, timeoutMs, reason);
+          this.#wanted.delete(name);
+          this.#lastStartError = err;
+          this.#setJob(name, 'failed', err.message);
+          this.#log(err.message);
+          abort.abort();
+          this.#notify();
+        }, timeoutMs)
+      : undefined;
+    timer?.unref?.();
+    let started: Promise<W>;
+    try {
+      started = Promise.resolve(this.#backend.startWorker(name, this.schedulerAddress, { signal: abort.signal, report }));
+    } catch (err) {
+      started = Promise.reject(err);
+    }
+    const settled = started.then(
+      async (handle) => {
+        clearTimeout(timer);
+        this.#starting.delete(name);
+        if (this.#lifecycle.closing || !this.#wanted.has(name) || abort.signal.aborted) {
+          // Not wanted any more (scaled down or closing while it started): it must not linger.
+          if (this.#jobs.get(name)?.state === 'pending') this.#setJob(name, 'finished', 'cancelled: no longer wanted');
+          await handle.close().catch(() => undefined);
+          this.#notify();
+          return;
+        }
+        this.workers.set(name, handle);
+        this.#setJob(name, 'running', '');
+        this.#watchExit(name, handle);
+        this.#log(`worker ${name} at ${handle.address}`);
+        this.#notify();
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        this.#starting.delete(name);
+        if (!abort.signal.aborted && !this.#lifecycle.closing) {
+          this.#wanted.delete(name);
+          this.#lastStartError = err;
+          this.#setJob(name, 'failed', toSkeinError(err).message);
+          this.#log(`worker ${name} failed to start: ${toSkeinError(err).message}`);
+        } else if (this.#jobs.get(name)?.state === 'pending') {
+          this.#setJob(name, 'finished', 'cancelled: no longer wanted');
+        }
+        this.#notify();
+      },
+    );
+    this.#starting.set(name, { abort, since: Date.now(), settled });
   }
 
   async #stopWorkers(names: string[]): Promise<void> {
@@ -381,19 +631,26 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
       this.#log(`could not retire ${names.join(', ')} gracefully (${toSkeinError(err).message}); stopping them`);
     }
     await Promise.allSettled(handles.map((h) => h.close()));
-    for (const n of names) this.workers.delete(n);
+    for (const n of names) {
+      if (this.workers.delete(n)) this.#setJob(n, 'finished', 'retired');
+    }
   }
 
   /** Replaces a worker that crashes (non-zero exit or signal) while it is still wanted. */
-  #watch(name: string, handle: W): void {
+  #watchExit(name: string, handle: W): void {
     void handle.exited.then((code) => {
       if (this.workers.get(name) !== handle) return;
       this.workers.delete(name);
+      if (this.#lifecycle.closing) this.#setJob(name, 'finished', 'closed');
+      else if (!this.#wanted.has(name)) this.#setJob(name, 'finished', 'retired');
+      else this.#setJob(name, code === 0 ? 'finished' : 'failed', code === 0 ? 'exited (code 0)' : `exited unexpectedly (code ${code})`);
+      this.#notify();
       if (this.#lifecycle.closing || !this.#wanted.has(name)) return;
       if (code === 0) {
         // Exit 0 is a deliberate leave (retired or closed through the scheduler): not replaced.
         this.#wanted.delete(name);
         this.#log(`worker ${name} left (exit 0); the cluster now wants ${this.#wanted.size}`);
+        this.#notify();
         return;
       }
       const deaths = (this.#deaths.get(name) ?? 0) + 1;
@@ -401,6 +658,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
       if (deaths > MAX_REPLACEMENTS) {
         this.#wanted.delete(name);
         this.#log(`worker ${name} exited unexpectedly (code ${code}) for the ${deaths}th time; not replacing it again (see its logs)`);
+        this.#notify();
         return;
       }
       this.#log(`worker ${name} exited unexpectedly (code ${code}); starting a new one`);

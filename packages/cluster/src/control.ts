@@ -1,14 +1,17 @@
-import { Client } from '@skein/client';
+import { SchedulerAdmin } from './admin.js';
 import type { SchedulerControl } from './types.js';
 
-/** The default SchedulerControl: a Client connection to the scheduler, opened when first needed. */
-export async function clientControl(schedulerAddress: string): Promise<SchedulerControl> {
-  const client = await Client.connect(schedulerAddress, { clientId: `cluster-${process.pid}-${Date.now().toString(36)}` });
+/**
+ * The default SchedulerControl: a `SchedulerAdmin` (one gRPC channel, no client session) to the
+ * scheduler, opened when first needed.
+ */
+export async function adminControl(schedulerAddress: string): Promise<SchedulerControl> {
+  const admin = new SchedulerAdmin(schedulerAddress);
   return {
-    retireWorkers: (workers) => client.retireWorkers({ workers }),
-    adaptiveTarget: (targetDurationMs) => client.adaptiveTarget({ targetDurationMs }),
-    workers: async () =>
-      (await client.schedulerInfo()).workers.map((w) => ({ name: w.name, address: w.address, processing: w.processing, managedBytes: w.managedBytes })),
-    close: () => client.close(),
+    retireWorkers: (workers) => admin.retireWorkers(workers),
+    adaptiveTarget: (targetDurationMs) => admin.adaptiveTarget(targetDurationMs),
+    workers: () => admin.workers(),
+    watchWorkers: (handlers) => admin.watchWorkers(handlers),
+    close: async () => admin.close(),
   };
 }

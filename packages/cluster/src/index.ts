@@ -17,7 +17,7 @@
  * const adaptive = cluster.adapt({ minimum: 1, maximum: 10 }); // follow the load
  * await adaptive.stop();
  */
-export { Cluster, Adaptive, type ClusterOptions, type AdaptiveRecord } from './cluster.js';
+export { Cluster, Adaptive, WorkerStartTimeoutError, type ClusterOptions, type AdaptiveRecord } from './cluster.js';
 export {
   decideAdaptive,
   compileAdaptiveOptions,
@@ -26,5 +26,24 @@ export {
   type AdaptiveInput,
   type AdaptiveDecision,
 } from './adaptive.js';
-export { clientControl } from './control.js';
-export type { ClusterBackend, ProcessHandle, SchedulerHandle, WorkerHandle, SchedulerControl } from './types.js';
+export { adminControl } from './control.js';
+export { workerLaunch, workerFlags, schedulerLaunch, type WorkerLaunchSpec, type SchedulerLaunchSpec, type Launch } from './launch.js';
+export {
+  SchedulerAdmin,
+  type SchedulerAdminOptions,
+  type AdminWorkerInfo,
+  type WorkerChange,
+  type WorkerWatchHandlers,
+  type WorkerWatchSubscription,
+} from './admin.js';
+export type {
+  ClusterBackend,
+  ProcessHandle,
+  SchedulerHandle,
+  WorkerHandle,
+  SchedulerControl,
+  StartWorkerOptions,
+  WorkerJob,
+  WorkerJobState,
+  WorkerJobStatus,
+} from './types.js';

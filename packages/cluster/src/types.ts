@@ -1,3 +1,5 @@
+import type { WorkerWatchHandlers, WorkerWatchSubscription } from './admin.js';
+
 /** One process a deployer started: the scheduler or one worker (with its nanny). */
 export interface ProcessHandle {
   /** Its name: `scheduler`, or the worker name the base chose (unique in the cluster). */
@@ -22,8 +24,8 @@ export interface SchedulerHandle extends ProcessHandle {
 export type WorkerHandle = ProcessHandle;
 
 /**
- * What the base asks of the scheduler: a few unary calls. The default implementation is a
- * `Client` connection; tests pass a fake.
+ * What the base asks of the scheduler: a few unary calls and the worker watch. The default
+ * implementation is a `SchedulerAdmin` (no client session); tests pass a fake.
  */
 export interface SchedulerControl {
   /** Retires these workers (names or addresses): their unique results move to peers, then they close. */
@@ -32,6 +34,8 @@ export interface SchedulerControl {
   adaptiveTarget(targetDurationMs: number): Promise<{ target: number; workersToClose: string[]; current: number; reason: string }>;
   /** The registered workers. */
   workers(): Promise<Array<{ name: string; address: string; processing: number; managedBytes: number }>>;
+  /** Follows the workers as they register and leave (WatchWorkers); optional for fakes. */
+  watchWorkers?(handlers: WorkerWatchHandlers): WorkerWatchSubscription;
   close(): Promise<void>;
 }
 
@@ -43,10 +47,49 @@ export interface SchedulerControl {
 export interface ClusterBackend<W extends WorkerHandle = WorkerHandle, S extends SchedulerHandle = SchedulerHandle> {
   /** Starts the scheduler; resolves once it accepts connections. */
   startScheduler(): Promise<S>;
-  /** Starts one worker named `name` for the scheduler at `schedulerAddress`; resolves once it has registered. */
-  startWorker(name: string, schedulerAddress: string): Promise<W>;
-  /** How the base talks to the scheduler (default: a Client connection to `schedulerAddress`). */
+  /**
+   * Starts one worker named `name` for the scheduler at `schedulerAddress`; resolves once it runs
+   * (has registered). The base never waits for it: it may take as long as the resource manager
+   * needs. `signal` aborts when the worker is no longer wanted or the cluster closes: the backend
+   * then cancels the start (kills the process, cancels the job) and rejects soon; `close()` waits
+   * for that.
+   */
+  startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<W>;
+  /** How the base talks to the scheduler (default: a `SchedulerAdmin` for `schedulerAddress`). */
   connect?(schedulerAddress: string): Promise<SchedulerControl>;
   /** Releases what the backend holds besides the processes (SSH connections ...), after they stopped. */
   close?(): Promise<void>;
+}
+
+/** What the base passes to `startWorker`. */
+export interface StartWorkerOptions {
+  /** Aborts when the worker is no longer wanted, its start timed out, or the cluster closes. */
+  signal: AbortSignal;
+  /**
+   * Tells the base why the worker is not running yet, in the resource manager's words (Slurm's
+   * pending reason, a pod's waiting reason, "connecting over SSH"): shown by `cluster.jobs()` and
+   * in the error of a start that times out.
+   */
+  report(reason: string): void;
+}
+
+/** Where one requested worker is: its start asked of the backend, then running, then over. */
+export type WorkerJobState = 'pending' | 'running' | 'finished' | 'failed';
+
+export interface WorkerJobStatus {
+  state: WorkerJobState;
+  /** The backend's last word on it (pending), or why it ended (finished, failed); '' when running. */
+  reason: string;
+  /** When it entered this state (ms since the epoch). */
+  sinceMs: number;
+}
+
+/** The cluster's handle on one requested worker, from the moment it is requested (`cluster.jobs()`). */
+export interface WorkerJob {
+  readonly name: string;
+  status(): WorkerJobStatus;
+  /** Its output so far ([] while it has not started). */
+  logs(): Promise<string[]>;
+  /** Stops it: cancels a pending start, retires a running worker. The cluster then wants one worker fewer. */
+  cancel(): Promise<void>;
 }

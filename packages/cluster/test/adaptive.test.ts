@@ -21,6 +21,17 @@ describe('decideAdaptive', () => {
     expect(r.closeCounts.size).toBe(0);
   });
 
+  it('retires at most maxRetireFraction of the workers per round; the others go in the next rounds', () => {
+    const names = Array.from({ length: 8 }, (_, i) => `w-${i}`);
+    let r = decideAdaptive({ ...base, target: 0, current: 8, waitCount: 1, workersToClose: names, maxRetireFraction: 0.25 });
+    expect(r.decision).toEqual({ type: 'down', target: 6, retire: ['w-0', 'w-1'] });
+    r = decideAdaptive({ ...base, target: 0, current: 6, waitCount: 1, workersToClose: names.slice(2), maxRetireFraction: 0.25, closeCounts: r.closeCounts });
+    expect(r.decision).toEqual({ type: 'down', target: 5, retire: ['w-2'] });
+    // At least one per round, however small the share.
+    expect(decideAdaptive({ ...base, target: 0, current: 2, waitCount: 1, workersToClose: ['a', 'b'], maxRetireFraction: 0.1 }).decision).toEqual({ type: 'down', target: 1, retire: ['a'] });
+    expect(() => compileAdaptiveOptions({ maxRetireFraction: 0 })).toThrow(/maxRetireFraction/);
+  });
+
   it('retires a worker only after waitCount consecutive recommendations', () => {
     let counts: ReadonlyMap<string, number> = new Map();
     const decisions = [];
@@ -63,7 +74,7 @@ describe('decideAdaptive', () => {
   });
 
   it('validates options', () => {
-    expect(compileAdaptiveOptions({})).toEqual({ minimum: 0, maximum: Infinity, targetDurationMs: 5000, intervalMs: 1000, waitCount: 3 });
+    expect(compileAdaptiveOptions({})).toEqual({ minimum: 0, maximum: Infinity, targetDurationMs: 5000, intervalMs: 1000, waitCount: 3, maxRetireFraction: 1 });
     expect(() => compileAdaptiveOptions({ minimum: 3, maximum: 2 })).toThrow(/maximum/);
     expect(() => compileAdaptiveOptions({ waitCount: 0 })).toThrow(/waitCount/);
   });

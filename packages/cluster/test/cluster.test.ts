@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { SkeinError } from '@skein/common';
-import { Cluster, type ClusterBackend, type SchedulerControl, type SchedulerHandle, type WorkerHandle } from '../src/index.js';
+import { Cluster, WorkerStartTimeoutError, type ClusterBackend, type SchedulerControl, type SchedulerHandle, type WorkerChange, type WorkerHandle, type WorkerWatchHandlers } from '../src/index.js';
 
 // Level 2 without sockets: a fake backend whose "processes" are objects, and a fake scheduler
 // that records what the base asks of it.
@@ -46,21 +46,42 @@ class FakeScheduler implements SchedulerControl {
   async close(): Promise<void> {}
 }
 
-function fakeBackend(opts: { failNames?: Set<string>; startDelayMs?: number } = {}) {
+/** Starts that stay pending (a job in a batch queue) until their signal aborts them. */
+function fakeBackend(opts: { failNames?: Set<string>; startDelayMs?: number; pendingForever?: boolean } = {}) {
   const scheduler = new FakeScheduler();
   const started: FakeProcess[] = [];
   let port = 9000;
   let concurrent = 0;
   let maxConcurrentReconciles = 0;
-  const backend: ClusterBackend<FakeProcess, SchedulerHandle> & { scheduler: FakeScheduler; started: FakeProcess[]; closed: boolean } = {
+  const backend: ClusterBackend<FakeProcess, SchedulerHandle> & {
+    scheduler: FakeScheduler;
+    started: FakeProcess[];
+    closed: boolean;
+    requests: string[];
+    aborted: string[];
+  } = {
     scheduler,
     started,
     closed: false,
+    requests: [],
+    aborted: [],
     async startScheduler() {
       return new FakeProcess('scheduler', 'tcp://127.0.0.1:8786');
     },
-    async startWorker(name, schedulerAddress) {
+    async startWorker(name, schedulerAddress, options) {
       expect(schedulerAddress).toBe('tcp://127.0.0.1:8786');
+      backend.requests.push(name);
+      if (opts.pendingForever) {
+        options?.report('Priority (3 jobs ahead in the queue)');
+        await new Promise<void>((_, reject) => {
+          const timer = setTimeout(() => reject(new Error('still pending after 30 s')), 30_000);
+          options?.signal.addEventListener('abort', () => {
+            clearTimeout(timer);
+            backend.aborted.push(name);
+            reject(new SkeinError('cancelled', `start of ${name} cancelled`));
+          });
+        });
+      }
       concurrent++;
       maxConcurrentReconciles = Math.max(maxConcurrentReconciles, concurrent);
       await new Promise((r) => setTimeout(r, opts.startDelayMs ?? 1));
@@ -103,6 +124,7 @@ describe('Cluster base with a fake backend', () => {
     expect(cluster.schedulerAddress).toBe('tcp://127.0.0.1:8786');
     expect([...cluster.workers.keys()]).toEqual(['worker-0', 'worker-1']);
     await cluster.scale(4);
+    await cluster.waitForWorkers(4);
     expect(cluster.workers.size).toBe(4);
     // worker-1 is busy, worker-2 holds data: drop the idle, empty ones first.
     backend.scheduler.load.set('worker-1', { processing: 3, managedBytes: 0 });
@@ -117,8 +139,12 @@ describe('Cluster base with a fake backend', () => {
     const backend = fakeBackend({ startDelayMs: 20 });
     cluster = await new Cluster(backend).start();
     await Promise.all([cluster.scale(3), cluster.scale(1), cluster.scale(2)]);
+    await cluster.waitForWorkers(2);
+    await until(() => cluster!.pendingWorkers.length === 0);
     expect(cluster.workers.size).toBe(2);
     expect(cluster.requested).toBe(2);
+    // The starts no longer wanted were closed as soon as they came up.
+    expect(backend.started.filter((p) => !p.closed)).toHaveLength(2);
   });
 
   it('replaces a worker that dies while wanted, not one that was retired', async () => {
@@ -157,9 +183,115 @@ describe('Cluster base with a fake backend', () => {
   it('reports a worker that fails to start, and forgets it', async () => {
     const backend = fakeBackend({ failNames: new Set(['worker-1']) });
     cluster = await new Cluster(backend).start();
-    await expect(cluster.scale(2)).rejects.toThrow(/cannot start worker-1/);
+    await cluster.scale(2);
+    await expect(cluster.waitForWorkers(2)).rejects.toThrow(/a worker failed to start: cannot start worker-1/);
     expect([...cluster.workers.keys()]).toEqual(['worker-0']);
     expect(cluster.requested).toBe(1);
+    expect(cluster.logs()['cluster']!.join('\n')).toMatch(/worker worker-1 failed to start: cannot start worker-1/);
+  });
+
+  it('workers pending for 30 s block neither scale nor close: they are counted, cancelled when unwanted', async () => {
+    const backend = fakeBackend({ pendingForever: true });
+    const c = await new Cluster(backend).start();
+    let t0 = Date.now();
+    await c.scale(3);
+    expect(Date.now() - t0).toBeLessThan(500);
+    expect(c.pendingWorkers).toEqual(['worker-0', 'worker-1', 'worker-2']);
+    expect(c.workerCounts).toEqual({ planned: 3, requested: 3, observed: 0 });
+    const err = await c.waitForWorkers(3, { timeoutMs: 50 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'TimeoutError', code: 'deadline_exceeded', details: { pending: ['worker-0', 'worker-1', 'worker-2'] } });
+    expect((err as Error).message).toMatch(/Only 0 of 3 workers .* registered within 50 ms; still starting: worker-0 \(requested [\d.]+ s ago\)/);
+    t0 = Date.now();
+    await c.scale(1); // the pending starts are dropped first, and cancelled
+    expect(Date.now() - t0).toBeLessThan(500);
+    await until(() => c.pendingWorkers.length === 1);
+    expect(backend.aborted.sort()).toEqual(['worker-1', 'worker-2']);
+    t0 = Date.now();
+    await c.close();
+    expect(Date.now() - t0).toBeLessThan(500);
+    expect(backend.aborted.sort()).toEqual(['worker-0', 'worker-1', 'worker-2']);
+    expect(c.pendingWorkers).toEqual([]);
+  });
+
+  it('hands out a job for every requested worker at once; a start that times out says the backend\'s reason', async () => {
+    const backend = fakeBackend({ pendingForever: true });
+    cluster = await new Cluster(backend, { workerStartTimeoutMs: 100 }).start();
+    await cluster.scale(1);
+    const [job] = cluster.jobs();
+    expect(job!.name).toBe('worker-0');
+    expect(job!.status()).toMatchObject({ state: 'pending', reason: 'Priority (3 jobs ahead in the queue)' });
+    expect(await job!.logs()).toEqual([]);
+    const err = await cluster.waitForWorkers(1).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkerStartTimeoutError);
+    expect(err).toMatchObject({ code: 'deadline_exceeded', workerName: 'worker-0', reason: 'Priority (3 jobs ahead in the queue)' });
+    expect((err as Error).message).toMatch(/Worker worker-0 did not start within 100 ms \(last reported: Priority \(3 jobs ahead in the queue\)\)/);
+    expect(job!.status().state).toBe('failed');
+    expect(backend.aborted).toEqual(['worker-0']);
+    expect(cluster.workerCounts).toEqual({ planned: 0, requested: 0, observed: 0 });
+  });
+
+  it('job handles follow a worker from running to retired, and cancel() retires it', async () => {
+    const backend = fakeBackend();
+    cluster = await new Cluster(backend, { nWorkers: 2 }).start();
+    const jobs = new Map(cluster.jobs().map((j) => [j.name, j]));
+    expect([...jobs.values()].map((j) => j.status().state)).toEqual(['running', 'running']);
+    backend.started[0]!.lines.push('hello from worker-0');
+    expect(await jobs.get('worker-0')!.logs()).toEqual(['hello from worker-0']);
+    await jobs.get('worker-1')!.cancel();
+    expect(jobs.get('worker-1')!.status()).toMatchObject({ state: 'finished', reason: 'retired' });
+    expect(cluster.requested).toBe(1);
+    cluster.workers.get('worker-0')!.crash();
+    await until(() => backend.started.length === 3);
+    await cluster.waitForWorkers(1);
+    expect(jobs.get('worker-0')!.status().state).toBe('running'); // its replacement
+  });
+
+  it('adapt counts pending workers: a burst with every start pending asks for each worker once', async () => {
+    const backend = fakeBackend({ pendingForever: true });
+    cluster = await new Cluster(backend).start();
+    backend.scheduler.recommendation = { target: 4, workersToClose: [], reason: 'burst' };
+    const adaptive = cluster.adapt({ maximum: 10, intervalMs: 5 });
+    await until(() => adaptive.history.length >= 20);
+    expect(backend.requests).toEqual(['worker-0', 'worker-1', 'worker-2', 'worker-3']);
+    expect(adaptive.history.filter((h) => h.decision.type === 'up')).toHaveLength(1);
+    expect(cluster.workerCounts).toEqual({ planned: 4, requested: 4, observed: 0 });
+    await adaptive.stop();
+  });
+
+  it('learns registration from the scheduler (WatchWorkers), not from the start', async () => {
+    const backend = fakeBackend();
+    let watcher: WorkerWatchHandlers | undefined;
+    const watching: SchedulerControl = {
+      ...backend.scheduler,
+      retireWorkers: (w) => backend.scheduler.retireWorkers(w),
+      adaptiveTarget: () => backend.scheduler.adaptiveTarget(),
+      workers: () => backend.scheduler.workers(),
+      close: async () => undefined,
+      watchWorkers(handlers) {
+        watcher = handlers;
+        handlers.onSnapshot?.([]);
+        return { ready: Promise.resolve(), close: () => handlers.onEnd?.(undefined) };
+      },
+    };
+    backend.connect = async () => watching;
+    cluster = await new Cluster(backend).start();
+    await cluster.scale(1);
+    await until(() => cluster!.workers.size === 1);
+    let ready = false;
+    const waiting = cluster.waitForWorkers(1).then(() => (ready = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(ready).toBe(false); // started, but the scheduler has not said it registered
+    expect(cluster.workerCounts).toEqual({ planned: 1, requested: 1, observed: 0 });
+    const added: WorkerChange = {
+      kind: 'added', address: cluster.workers.get('worker-0')!.address, name: 'worker-0', status: 'running',
+      reason: '', expected: false, nannyAddress: '', pid: 1, timeMs: Date.now(),
+    };
+    watcher!.onChange(added);
+    await waiting;
+    expect(cluster.workerCounts.observed).toBe(1);
+    watcher!.onChange({ ...added, kind: 'removed', reason: 'connection lost' });
+    expect(cluster.workerCounts.observed).toBe(0);
+    expect(cluster.logs()['cluster']!.join('\n')).toMatch(/the scheduler lost worker worker-0 \(connection lost\)/);
   });
 
   it('closes everything once, in order, and refuses to scale afterwards', async () => {

@@ -67,3 +67,15 @@ export { buildValueColumn, readValueColumn, splitByCounts, checkColumn, StringTa
 export { TransitionLog, type LoggedTransition } from './transition-log.js';
 export { hasKeys } from './objects.js';
 export { parseFaultSpec, faultHook, type FaultSpec } from './faults.js';
+export {
+  writeSchedulerFile,
+  readSchedulerFile,
+  removeSchedulerFile,
+  waitForSchedulerFile,
+  READY_JSON_ENV,
+  readyJsonWanted,
+  readyLine,
+  parseReadyLine,
+  type SchedulerFileContents,
+  type ReadyEvent,
+} from './rendezvous.js';

@@ -40,5 +40,18 @@ export { compileFunction, explainReferenceError } from './functions.js';
 export { parseAddress, parseHost, formatAddress, interfaceAddress, contactHost, type Address } from './address.js';
 export { parseBytes, parseMemoryLimit } from './units.js';
 export { guardStdio } from './log.js';
+export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { TransitionLog, type LoggedTransition } from './transition-log.js';
 export { parseFaultSpec, faultHook, type FaultSpec } from './faults.js';
+export {
+  writeSchedulerFile,
+  readSchedulerFile,
+  removeSchedulerFile,
+  waitForSchedulerFile,
+  READY_JSON_ENV,
+  readyJsonWanted,
+  readyLine,
+  parseReadyLine,
+  type SchedulerFileContents,
+  type ReadyEvent,
+} from './rendezvous.js';

@@ -1,5 +1,5 @@
 import yargs from 'yargs';
-import { SkeinError, guardStdio, toSkeinError } from '@skein/common';
+import { SkeinError, guardStdio, readyJsonWanted, readyLine, removeSchedulerFile, toSkeinError, writeSchedulerFile } from '@skein/common';
 import { Scheduler } from './server/scheduler.js';
 
 /**
@@ -7,7 +7,7 @@ import { Scheduler } from './server/scheduler.js';
  * Returns the process exit code.
  */
 export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'): Promise<number> {
-  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate?: boolean; dashboardAddress: string; dashboard: boolean };
+  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate?: boolean; dashboardAddress: string; dashboard: boolean; schedulerFile?: string; readyJson: boolean };
   try {
     args = await yargs(argv)
       .scriptName(prog)
@@ -19,6 +19,8 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       .option('validate', { type: 'boolean', describe: 'Check state invariants after every event (slow; default SKEIN_VALIDATE=1)' })
       .option('dashboard-address', { type: 'string', default: ':8787', describe: "Dashboard address, ':PORT' or 'HOST:PORT' (a busy port falls back to a free one)" })
       .option('dashboard', { type: 'boolean', default: true, describe: 'Serve the dashboard (--no-dashboard: none)' })
+      .option('scheduler-file', { type: 'string', describe: 'Write the address (JSON: address, dashboard, id, pid) to this file; workers started with --scheduler-file FILE read it' })
+      .option('ready-json', { type: 'boolean', default: false, describe: `Print one JSON line {"event":"ready",...} on stdout once ready (also SKEIN_READY_JSON=1)` })
       .strict()
       .help()
       .version(false)
@@ -52,9 +54,21 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
     return 1;
   }
+  const schedulerFile = args.schedulerFile;
+  const identity = { address: scheduler.address, dashboard: scheduler.dashboardLink, id: scheduler.id, pid: process.pid };
+  if (schedulerFile) {
+    try {
+      writeSchedulerFile(schedulerFile, identity);
+    } catch (err) {
+      process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
+      await scheduler.close().catch(() => undefined);
+      return 1;
+    }
+  }
   return await new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       process.stderr.write(`${prog}: received ${signal}, closing\n`);
+      if (schedulerFile) removeSchedulerFile(schedulerFile, scheduler.id);
       scheduler.close().then(
         () => resolve(0),
         (err) => {
@@ -68,5 +82,6 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     // Printed once the signal handlers are in place.
     process.stdout.write(`Scheduler at:   ${scheduler.address}\n`);
     if (scheduler.dashboardLink) process.stdout.write(`dashboard at:   ${scheduler.dashboardLink}\n`);
+    if (readyJsonWanted(args.readyJson)) process.stdout.write(readyLine({ event: 'ready', role: 'scheduler', ...identity }) + '\n');
   });
 }

@@ -5,7 +5,7 @@
  * than the rest of the CLI together, on every worker start.
  */
 import { parseArgs } from 'node:util';
-import { InvalidArgumentError, guardStdio } from '@skein/common';
+import { InvalidArgumentError, guardStdio, readyJsonWanted, readyLine, skeinDefaults, waitForSchedulerFile } from '@skein/common';
 import { Worker } from './worker.js';
 import { parseMemoryFraction, parseResources, type WorkerOptions } from './options.js';
 
@@ -88,6 +88,8 @@ const FLAGS = {
   'nanny-address': { value: 'ADDRESS', describe: 'Address of the nanny supervising this worker (set by skein-nanny)' },
   module: { value: 'FILE', describe: 'ES module whose exported functions are registered', repeatable: true },
   validate: { describe: 'Check state invariants after every event (slow; default SKEIN_VALIDATE=1)' },
+  'scheduler-file': { value: 'FILE', describe: "Read the scheduler's address from FILE (written by skein scheduler --scheduler-file), waiting up to the death timeout for it to appear" },
+  'ready-json': { describe: 'Print one JSON line {"event":"ready","role":"worker",...} on stdout once registered (also SKEIN_READY_JSON=1)' },
   help: { describe: 'Show this help', short: 'h' },
 } as const satisfies Record<string, Flag>;
 
@@ -102,6 +104,7 @@ function workerUsage(): string {
   const width = Math.max(...rows.map(([flag]) => flag!.length));
   return [
     'Usage: skein-worker <scheduler> [options]',
+    '       skein-worker --scheduler-file FILE [options]',
     '',
     'Start a Skein worker and register it with the scheduler at <scheduler> (tcp://HOST:PORT).',
     '',
@@ -110,8 +113,16 @@ function workerUsage(): string {
   ].join('\n');
 }
 
+/** What the flags of `skein-worker` ask for: the worker's options and how the CLI finds the scheduler and reports readiness. */
+export interface WorkerCliOptions extends WorkerOptions {
+  /** Read the scheduler's address from this file, waiting for it (`scheduler` is '' until then). */
+  schedulerFile?: string;
+  /** Print the JSON ready line (`--ready-json`). */
+  readyJson?: boolean;
+}
+
 /** Parses the flags of `skein-worker` into WorkerOptions (throws InvalidArgumentError on bad input). */
-export function parseWorkerArgs(argv: string[]): WorkerOptions | 'help' {
+export function parseWorkerArgs(argv: string[]): WorkerCliOptions | 'help' {
   const { values, positionals, tokens } = parseArgs({
     args: argv,
     options: Object.fromEntries(
@@ -135,7 +146,13 @@ export function parseWorkerArgs(argv: string[]): WorkerOptions | 'help' {
     }
   }
   if (values['help']) return 'help';
-  if (positionals.length === 0) throw new InvalidArgumentError('Missing the scheduler address, e.g. skein-worker tcp://10.0.0.5:8786');
+  const schedulerFile = values['scheduler-file'];
+  if (typeof schedulerFile === 'string' && positionals.length > 0) {
+    throw new InvalidArgumentError(`Give either a scheduler address or --scheduler-file, not both (got ${positionals.join(' ')} and --scheduler-file ${schedulerFile}).`);
+  }
+  if (positionals.length === 0 && typeof schedulerFile !== 'string') {
+    throw new InvalidArgumentError('Missing the scheduler address, e.g. skein-worker tcp://10.0.0.5:8786 (or --scheduler-file FILE)');
+  }
   if (positionals.length > 1) throw new InvalidArgumentError(`Give exactly one scheduler address, got ${positionals.join(' ')}`);
   const text = (name: FlagName): string | undefined => {
     const v = values[name];
@@ -156,7 +173,9 @@ export function parseWorkerArgs(argv: string[]): WorkerOptions | 'help' {
   const resources = text('resources');
   const modules = values['module'];
   return {
-    scheduler: positionals[0]!,
+    scheduler: positionals[0] ?? '',
+    ...(typeof schedulerFile === 'string' ? { schedulerFile } : {}),
+    ...(values['ready-json'] ? { readyJson: true } : {}),
     nthreads: num('nthreads') ?? 1,
     memoryLimit: text('memory-limit') ?? 'auto',
     memoryTargetFraction: frac('memory-target-fraction'),
@@ -187,6 +206,7 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
   if (io === defaultIO) guardStdio();
   let worker: Worker;
   let underNanny: boolean;
+  let readyJson = false;
   try {
     const opts = parseWorkerArgs(argv);
     if (opts === 'help') {
@@ -194,7 +214,14 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
       return 0;
     }
     underNanny = Boolean(opts.nannyAddress);
-    worker = await Worker.start(opts);
+    readyJson = readyJsonWanted(opts.readyJson);
+    const { schedulerFile, readyJson: _readyJson, ...workerOptions } = opts;
+    if (schedulerFile) {
+      const waitMs = opts.deathTimeoutMs ?? skeinDefaults().deathTimeoutMs;
+      io.stderr(`skein-worker: waiting for the scheduler file ${schedulerFile} (up to ${waitMs / 1000} s)`);
+      workerOptions.scheduler = (await waitForSchedulerFile(schedulerFile, waitMs)).address;
+    }
+    worker = await Worker.start(workerOptions);
   } catch (err) {
     io.stderr(`skein-worker: ${oneLine(err)}`);
     return 1;
@@ -214,6 +241,9 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
   // right after reading these lines gets a graceful retire.
   io.stdout(`Start worker at:  ${worker.address}`);
   io.stdout(`Registered to:    ${worker.schedulerAddress}`);
+  if (readyJson) {
+    io.stdout(readyLine({ event: 'ready', role: 'worker', address: worker.address, scheduler: worker.schedulerAddress, name: worker.name, pid: process.pid }));
+  }
   try {
     const closed = await worker.closed;
     if (closed.error) {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freshBundle, workerCommand } from '../src/command.js';
 import { FakeScheduler } from './fake-scheduler.js';
+import { parseReadyLine } from '@skein/common';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const TASKS = fileURLToPath(new URL('./fixtures/tasks.mjs', import.meta.url));
@@ -74,11 +75,13 @@ describe('skein-worker CLI', () => {
   it('registers, prints its addresses and retires on SIGTERM', async () => {
     const sched = await FakeScheduler.start();
     cleanup.push(() => sched.close());
-    const r = runCli([sched.address, '--nthreads', '2', '--resources', 'GPU=2,MEM=1e9', '--name', 'cli-w', '--module', TASKS, '--death-timeout', '5']);
-    await r.waitForStdout(/Registered to:/);
+    const r = runCli([sched.address, '--nthreads', '2', '--resources', 'GPU=2,MEM=1e9', '--name', 'cli-w', '--module', TASKS, '--death-timeout', '5', '--ready-json']);
+    await r.waitForStdout(/^\{"event":"ready".*\}$/m);
     const lines = r.stdout().trim().split('\n');
-    expect(lines[0]).toMatch(/^Start worker at: {2}tcp:\/\/[\d.]+:\d+$/);
-    expect(lines[1]).toBe(`Registered to:    ${sched.address}`);
+    const ready = parseReadyLine(lines[2]!);
+    expect(ready).toEqual({ event: 'ready', role: 'worker', address: expect.stringMatching(/^tcp:\/\/[\d.]+:\d+$/), scheduler: sched.address, name: 'cli-w', pid: expect.any(Number) });
+    // The banners, for people, come first.
+    expect(lines.slice(0, 2)).toEqual([`Start worker at:  ${ready!.address}`, `Registered to:    ${sched.address}`]);
     expect(sched.hellos[0]).toMatchObject({ name: 'cli-w', nthreads: 2, resources: new Map([['GPU', 2], ['MEM', 1e9]]) });
     expect(sched.hellos[0]!.registeredFunctions).toContain('add');
     r.kill('SIGTERM');

@@ -47,6 +47,7 @@ export class FakeScheduler {
       reportWorkerDeath: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       getWorkerMetrics: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       getAdaptiveTarget: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
+      watchWorkers: (call) => call.emit('error', { code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       retireWorkers: (call, cb) => {
         f.retired.push(...call.request.workers);
         cb(null, { retired: call.request.workers });

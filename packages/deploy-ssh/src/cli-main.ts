@@ -1,5 +1,5 @@
 import yargs from 'yargs';
-import { SkeinError, toSkeinError } from '@skein/common';
+import { SkeinError, readyJsonWanted, readyLine, toSkeinError } from '@skein/common';
 import { SSHCluster, type SSHClusterOptions } from './ssh-cluster.js';
 
 interface SshArgs {
@@ -16,10 +16,11 @@ interface SshArgs {
   nWorkers?: number;
   workDir?: string;
   nanny: boolean;
+  readyJson: boolean;
 }
 
 /** Parses `skein-ssh` arguments into SSHCluster options (exported for tests). */
-export async function parseSshArgs(argv: string[], prog = 'skein-ssh'): Promise<SSHClusterOptions | 'help'> {
+export async function parseSshArgs(argv: string[], prog = 'skein-ssh'): Promise<(SSHClusterOptions & { readyJson?: boolean }) | 'help'> {
   const args: SshArgs & { help?: boolean } = (await yargs(argv)
     .scriptName(prog)
     .usage(
@@ -40,6 +41,7 @@ export async function parseSshArgs(argv: string[], prog = 'skein-ssh'): Promise<
     .option('n-workers', { type: 'number', describe: 'Workers to start (default: one per worker host)' })
     .option('work-dir', { type: 'string', describe: 'Remote working directory (default: the login directory)' })
     .option('nanny', { type: 'boolean', default: true, describe: 'Run workers under a nanny (--no-nanny: bare workers)' })
+    .option('ready-json', { type: 'boolean', default: false, describe: 'Print one JSON line {"event":"ready","role":"cluster",...} once the cluster runs (also SKEIN_READY_JSON=1)' })
     .strict()
     .help()
     .version(false)
@@ -68,6 +70,7 @@ export async function parseSshArgs(argv: string[], prog = 'skein-ssh'): Promise<
     remoteCommand: args.remoteCommand,
     ...(args.nWorkers !== undefined ? { nWorkers: args.nWorkers } : {}),
     ...(args.workDir !== undefined ? { workDir: args.workDir } : {}),
+    ...(args.readyJson ? { readyJson: true } : {}),
   };
 }
 
@@ -76,7 +79,7 @@ export async function parseSshArgs(argv: string[], prog = 'skein-ssh'): Promise<
  * remote process. Returns the process exit code.
  */
 export async function runSshCli(argv: string[], prog = 'skein-ssh'): Promise<number> {
-  let options: SSHClusterOptions | 'help';
+  let options: (SSHClusterOptions & { readyJson?: boolean }) | 'help';
   try {
     options = await parseSshArgs(argv, prog);
   } catch (err) {
@@ -86,14 +89,19 @@ export async function runSshCli(argv: string[], prog = 'skein-ssh'): Promise<num
   if (options === 'help') return 0;
   let cluster: SSHCluster;
   try {
-    cluster = await SSHCluster.start(options);
+    const { readyJson: _readyJson, ...clusterOptions } = options;
+    cluster = await SSHCluster.start(clusterOptions);
   } catch (err) {
     process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
     return 1;
   }
   process.stdout.write(`Scheduler at:   ${cluster.schedulerAddress}\n`);
   if (cluster.dashboardLink) process.stdout.write(`Dashboard at:   ${cluster.dashboardLink}\n`);
-  for (const [name, host] of Object.entries(cluster.placement)) process.stdout.write(`Worker ${name} on ${host}: ${cluster.workers.get(name)?.address ?? ''}\n`);
+  const placed = Object.entries(cluster.placement).map(([name, host]) => ({ name, host, address: cluster.workers.get(name)?.address ?? '' }));
+  for (const w of placed) process.stdout.write(`Worker ${w.name} on ${w.host}: ${w.address}\n`);
+  if (readyJsonWanted(options.readyJson)) {
+    process.stdout.write(readyLine({ event: 'ready', role: 'cluster', address: cluster.schedulerAddress, dashboard: cluster.dashboardLink, workers: placed }) + '\n');
+  }
   return await new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       process.stderr.write(`${prog}: received ${signal}, stopping the remote processes\n`);

@@ -1,5 +1,5 @@
-import { Cluster, type ClusterBackend, type SchedulerHandle } from '@skein/cluster';
-import { InvalidArgumentError, SkeinError } from '@skein/common';
+import { Cluster, schedulerLaunch, workerFlags, workerLaunch, type ClusterBackend, type SchedulerHandle, type StartWorkerOptions } from '@skein/cluster';
+import { InvalidArgumentError, SkeinError, formatAddress, parseAddress } from '@skein/common';
 import { RemoteProcessError, SchedulerPortInUseError, SkeinNotInstalledError } from './errors.js';
 import { RemoteProcess, compileConnectOptions, connectSSH, shellQuote, type CompiledConnectOptions, type SSHConnectOptions } from './ssh.js';
 
@@ -34,6 +34,12 @@ export interface SSHWorkerOptions {
   nanny?: boolean;
   /** Modules of registered functions every worker loads (paths on the worker hosts). */
   modules?: string[];
+  /** Abstract resources every worker offers, e.g. { GPU: 1 }. */
+  resources?: Record<string, number>;
+  /** Network interface the workers listen on and advertise (e.g. ib0; default: the host name as given in `hosts`). */
+  interface?: string;
+  /** How long a worker keeps trying to reach a lost scheduler, ms (default: the worker's own, 60 s). */
+  deathTimeoutMs?: number;
   /** More `skein worker` flags, passed as they are. */
   extraArgs?: string[];
 }
@@ -71,7 +77,8 @@ interface CompiledSSHClusterOptions {
   schedulerPort: number;
   schedulerListen: string | undefined;
   schedulerArgs: string[];
-  worker: Required<Pick<SSHWorkerOptions, 'nthreads' | 'nanny' | 'modules' | 'extraArgs'>> & { memoryLimit: string | undefined };
+  worker: Required<Pick<SSHWorkerOptions, 'nthreads' | 'nanny' | 'modules' | 'extraArgs' | 'resources'>> &
+    Pick<SSHWorkerOptions, 'interface' | 'deathTimeoutMs'> & { memoryLimit: string | undefined };
   remoteCommand: string;
   nWorkers: number;
   env: Record<string, string>;
@@ -101,6 +108,8 @@ function compile(o: SSHClusterOptions): CompiledSSHClusterOptions {
   const w = o.workerOptions ?? {};
   const nthreads = w.nthreads ?? 1;
   if (!Number.isInteger(nthreads) || nthreads < 1) throw new InvalidArgumentError(`workerOptions.nthreads must be a whole number ≥ 1, got ${nthreads}.`);
+  // The launch spec checks the rest (resources, death timeout) now rather than at the first start.
+  workerFlags({ resources: w.resources ?? {}, ...(w.deathTimeoutMs !== undefined ? { deathTimeoutMs: w.deathTimeoutMs } : {}) });
   return {
     scheduler: hosts[0]!,
     workerHosts,
@@ -108,7 +117,16 @@ function compile(o: SSHClusterOptions): CompiledSSHClusterOptions {
     schedulerPort,
     schedulerListen: o.schedulerOptions?.host,
     schedulerArgs: o.schedulerOptions?.extraArgs ?? [],
-    worker: { nthreads, nanny: w.nanny ?? true, modules: w.modules ?? [], extraArgs: w.extraArgs ?? [], memoryLimit: w.memoryLimit === undefined ? undefined : String(w.memoryLimit) },
+    worker: {
+      nthreads,
+      nanny: w.nanny ?? true,
+      modules: w.modules ?? [],
+      resources: w.resources ?? {},
+      extraArgs: w.extraArgs ?? [],
+      memoryLimit: w.memoryLimit === undefined ? undefined : String(w.memoryLimit),
+      ...(w.interface !== undefined ? { interface: w.interface } : {}),
+      ...(w.deathTimeoutMs !== undefined ? { deathTimeoutMs: w.deathTimeoutMs } : {}),
+    },
     remoteCommand: o.remoteCommand ?? 'skein',
     nWorkers,
     env: o.env ?? {},
@@ -121,15 +139,13 @@ class RemoteScheduler implements SchedulerHandle {
   constructor(
     readonly process: RemoteProcess,
     readonly address: string,
+    readonly dashboardLink: string,
   ) {}
   get name(): string {
     return 'scheduler';
   }
   get exited(): Promise<number | null> {
     return this.process.exited;
-  }
-  get dashboardLink(): string {
-    return this.process.match(/^dashboard at:\s+(\S+)/i)?.[1] ?? '';
   }
   logs(): string[] {
     return this.process.logs();
@@ -159,8 +175,8 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
     const o = this.o;
     const h = o.scheduler;
     const listen = o.schedulerListen ?? h.host;
-    const args = ['scheduler', '--host', listen, '--port', String(o.schedulerPort), ...o.schedulerArgs];
-    const command = `${o.remoteCommand} ${args.map(shellQuote).join(' ')}`;
+    const { argv } = schedulerLaunch({ host: listen, port: o.schedulerPort, extraArgs: o.schedulerArgs });
+    const command = `${o.remoteCommand} ${argv.map(shellQuote).join(' ')}`;
     const p = await RemoteProcess.start(
       {
         host: h.host,
@@ -170,7 +186,7 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
         command,
         workDir: h.workDir,
         env: o.env,
-        ready: /^Scheduler at:\s+(tcp:\/\/\S+)/,
+        readyRole: 'scheduler',
         startTimeoutMs: o.startTimeoutMs,
         explain: (code, output) => {
           if (notInstalled(code, output)) return new SkeinNotInstalledError(h.host, o.remoteCommand, output);
@@ -180,11 +196,12 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
       },
       this.#connector(h),
     );
-    const printed = p.match(/^Scheduler at:\s+tcp:\/\/(.+):(\d+)$/);
-    const port = printed?.[2] ?? String(o.schedulerPort);
-    // A scheduler listening on every interface prints some address of its machine; reach it by the name we used.
-    const contact = listen === '0.0.0.0' || listen === '::' ? h.host : (printed?.[1] ?? listen);
-    return new RemoteScheduler(p, `tcp://${contact}:${port}`);
+    const ready = p.ready!;
+    const printed = parseAddress(ready.address);
+    // A scheduler listening on every interface reports some address of its machine; reach it by the name we used.
+    const contact = listen === '0.0.0.0' || listen === '::' ? h.host : printed.host;
+    const dashboard = ready.role === 'scheduler' ? ready.dashboard : '';
+    return new RemoteScheduler(p, formatAddress({ host: contact, port: printed.port }), dashboard);
   }
 
   /** The worker host with the fewest of our workers (ties: the earlier host): round-robin as workers come and go. */
@@ -197,17 +214,24 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
     return best;
   }
 
-  async startWorker(name: string, schedulerAddress: string): Promise<SSHWorkerHandle> {
+  async startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<SSHWorkerHandle> {
     const o = this.o;
     const h = this.#pickHost();
     this.placement.set(name, h);
     const w = o.worker;
-    const args = ['worker', schedulerAddress, '--host', h.host, '--name', name, '--nthreads', String(w.nthreads)];
-    if (w.memoryLimit !== undefined) args.push('--memory-limit', w.memoryLimit);
-    for (const m of w.modules) args.push('--module', m);
-    if (!w.nanny) args.push('--no-nanny');
-    args.push(...w.extraArgs);
-    const command = `${o.remoteCommand} ${args.map(shellQuote).join(' ')}`;
+    const { argv } = workerLaunch({
+      scheduler: schedulerAddress,
+      name,
+      ...(w.interface !== undefined ? { interface: w.interface } : { host: h.host }),
+      nthreads: w.nthreads,
+      ...(w.memoryLimit !== undefined ? { memoryLimit: w.memoryLimit } : {}),
+      resources: w.resources,
+      modules: w.modules,
+      ...(w.deathTimeoutMs !== undefined ? { deathTimeoutMs: w.deathTimeoutMs } : {}),
+      nanny: w.nanny,
+      extraArgs: w.extraArgs,
+    });
+    const command = `${o.remoteCommand} ${argv.map(shellQuote).join(' ')}`;
     try {
       const p = await RemoteProcess.start(
         {
@@ -218,14 +242,15 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
           command,
           workDir: h.workDir,
           env: o.env,
-          ready: /^Registered to:/,
+          readyRole: 'worker',
           startTimeoutMs: o.startTimeoutMs,
+          ...(options ? { signal: options.signal, report: options.report } : {}),
           explain: (code, output) =>
             notInstalled(code, output) ? new SkeinNotInstalledError(h.host, o.remoteCommand, output) : new RemoteProcessError(h.host, `worker ${name}`, code, output),
         },
         this.#connector(h),
       );
-      p.address = p.match(/^Start worker at:\s+(\S+)/)?.[1] ?? '';
+      p.address = p.ready?.address ?? '';
       void p.exited.then(() => this.placement.delete(name));
       return p;
     } catch (err) {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import ssh2 from 'ssh2';
 import type { ClientChannel, ConnectConfig } from 'ssh2';
-import { SkeinError } from '@skein/common';
+import { SkeinError, parseReadyLine, type ReadyEvent } from '@skein/common';
 import type { ProcessHandle } from '@skein/cluster';
 import { HostKeyVerificationError, RemoteProcessError, SSHAuthenticationError, SSHHostUnreachableError } from './errors.js';
 
@@ -210,9 +210,13 @@ export interface RemoteProcessOptions {
   /** Directory to run in (created when missing); '' for the login directory. */
   workDir: string;
   env: Record<string, string>;
-  /** Output line that means "ready" (the match is kept). */
-  ready: RegExp;
+  /** Whose JSON ready line (`--ready-json`, see `parseReadyLine`) means "ready": the event is kept as `ready`. */
+  readyRole: ReadyEvent['role'];
   startTimeoutMs: number;
+  /** Cancels the start: the process group is stopped and `start` rejects with a `cancelled` error. */
+  signal?: AbortSignal;
+  /** Told where the start is (connecting, waiting for the ready line). */
+  report?: (reason: string) => void;
   /** Classifies output + exit code of a process that died before ready into a typed error. */
   explain(code: number | null, output: string): SkeinError;
 }
@@ -226,6 +230,8 @@ export interface RemoteProcessOptions {
 export class RemoteProcess implements ProcessHandle {
   address = '';
   pgid = 0;
+  /** The process's JSON ready line, once it printed it. */
+  ready: ReadyEvent | undefined;
   readonly exited: Promise<number | null>;
   readonly lines: string[] = [];
   #stream: ClientChannel | undefined;
@@ -251,7 +257,13 @@ export class RemoteProcess implements ProcessHandle {
 
   /** Connects, starts the command and waits for its ready line. */
   static async start(o: RemoteProcessOptions, connect: () => Promise<ssh2.Client>): Promise<RemoteProcess> {
+    o.report?.(`connecting to ${o.host} over SSH`);
     const conn = await connect();
+    if (o.signal?.aborted) {
+      conn.end();
+      throw new SkeinError('cancelled', `The start of the ${o.what} on ${o.host} was cancelled.`);
+    }
+    o.report?.(`started on ${o.host}, waiting for its ready line`);
     const p = new RemoteProcess(conn, o);
     try {
       await p.#start();
@@ -264,15 +276,6 @@ export class RemoteProcess implements ProcessHandle {
 
   logs(): string[] {
     return this.lines.slice();
-  }
-
-  /** The first match of `re` in the output so far. */
-  match(re: RegExp): RegExpExecArray | undefined {
-    for (const l of this.lines) {
-      const m = re.exec(l);
-      if (m) return m;
-    }
-    return undefined;
   }
 
   #keep(line: string): void {
@@ -306,6 +309,7 @@ export class RemoteProcess implements ProcessHandle {
       const timer = setTimeout(() => {
         fail(new RemoteProcessError(o.host, o.what, null, this.lines.slice(-20).join('\n'), true));
       }, o.startTimeoutMs);
+      o.signal?.addEventListener('abort', () => fail(new SkeinError('cancelled', `The start of the ${o.what} on ${o.host} was cancelled.`)), { once: true });
       this.conn.exec(this.#script(), (err, stream) => {
         if (err) {
           fail(new SkeinError('unavailable', `Could not start the ${o.what} on ${o.host} over SSH: ${err.message}`, { cause: err }));
@@ -315,8 +319,13 @@ export class RemoteProcess implements ProcessHandle {
         this.#stream = stream;
         createInterface({ input: stream }).on('line', (line) => {
           const pg = /^SKEIN_PGID (\d+)$/.exec(line);
-          if (pg && !this.pgid) this.pgid = Number(pg[1]);
-          else this.#keep(line);
+          if (pg && !this.pgid) {
+            this.pgid = Number(pg[1]);
+            return;
+          }
+          const ready = this.ready ? undefined : parseReadyLine(line);
+          if (ready?.role === o.readyRole) this.ready = ready;
+          this.#keep(line);
         });
         createInterface({ input: stream.stderr }).on('line', (line) => this.#keep(line));
         stream.on('exit', (code: number | null) => {
@@ -333,7 +342,7 @@ export class RemoteProcess implements ProcessHandle {
         });
         const check = () => {
           if (settled) return;
-          if (this.match(o.ready)) {
+          if (this.ready) {
             settled = true;
             clearTimeout(timer);
             this.#listeners.delete(check);

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, type Transition } from '@skein/client';
+import { parseReadyLine } from '@skein/common';
+import { deployerConformance, type DeployerUnderTest } from '@skein/cluster/testing';
 import {
   SSHAuthenticationError,
   SSHCluster,
@@ -61,10 +63,11 @@ describe('SSHCluster on a real sshd', () => {
       expect(await client.gather(client.map((x: number) => x * x, xs))).toEqual(xs.map((x) => x * x));
       const cwds = await client.run(() => process.cwd());
       expect(Object.values(cwds).sort()).toEqual([join(root, marker, 'host2'), join(root, marker, 'host3')]);
-      expect(cluster.logs()['scheduler']!.join('\n')).toMatch(/Scheduler at:/);
+      expect(cluster.logs()['scheduler']).toContain(`Scheduler at:   ${cluster.schedulerAddress}`);
 
       // scale up (round-robin over the worker hosts) and down, keeping results.
       await cluster.scale(4);
+      await cluster.waitForWorkers(4, { timeoutMs: 30_000 });
       expect((await client.schedulerInfo()).workers).toHaveLength(4);
       expect(Object.values(cluster.placement).sort()).toEqual(['127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3']);
       const info = await client.schedulerInfo();
@@ -100,6 +103,21 @@ describe('SSHCluster on a real sshd', () => {
     await until(() => processesWithMarker(marker).length === 0, 15_000, 'every remote process to stop');
   });
 
+  it('gives remote workers every worker option of the launch spec: resources, threads, memory limit', async () => {
+    const marker = `mark-${randomUUID()}`;
+    const cluster = await SSHCluster.start(
+      options(marker, { hosts: options(marker).hosts.slice(0, 2), workerOptions: { resources: { GPU: 2 }, nthreads: 2, memoryLimit: '1GB', deathTimeoutMs: 7_000 } }),
+    );
+    try {
+      await using client = await Client.connect(cluster);
+      const [w] = (await client.schedulerInfo()).workers;
+      expect(w).toMatchObject({ name: 'ssh-0', nthreads: 2, memoryLimit: 1e9, resources: { GPU: 2 } });
+      expect(await client.submitWith({ resources: { GPU: 2 } }, () => 'on a GPU worker').result()).toBe('on a GPU worker');
+    } finally {
+      await cluster.close();
+    }
+  });
+
   it('logs in with a password', async () => {
     const marker = `mark-${randomUUID()}`;
     const pwRoot = join('/tmp', `skein-ssh-pw-${marker}`); // created by the remote user itself
@@ -127,7 +145,7 @@ describe('the skein-ssh command', () => {
     const child = spawn(
       process.execPath,
       [SSH_BIN, '127.0.0.1', '127.0.0.2', '127.0.0.3', '--ssh-port', String(SSHD_PORT), '--ssh-user', 'root', '--ssh-key', KEY,
-        '--known-hosts', KNOWN_HOSTS, '--remote-command', REMOTE_COMMAND, '--scheduler-port', '0', '--work-dir', workDir],
+        '--known-hosts', KNOWN_HOSTS, '--remote-command', REMOTE_COMMAND, '--scheduler-port', '0', '--work-dir', workDir, '--ready-json'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const out: string[] = [];
@@ -135,11 +153,15 @@ describe('the skein-ssh command', () => {
     createInterface({ input: child.stderr! }).on('line', (l) => out.push(l));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     try {
-      await until(() => out.some((l) => /^Worker ssh-1 on/.test(l)) || child.exitCode !== null, 30_000, `skein-ssh to start:\n${out.join('\n')}`);
-      const address = out.map((l) => /^Scheduler at:\s+(\S+)/.exec(l)?.[1]).find(Boolean);
+      await until(() => out.some((l) => parseReadyLine(l)) || child.exitCode !== null, 30_000, `skein-ssh to start:\n${out.join('\n')}`);
+      const ready = out.map((l) => parseReadyLine(l)).find((e) => e !== undefined);
+      if (ready?.role !== 'cluster') throw new Error(`no cluster ready line:\n${out.join('\n')}`);
+      const address = ready.address;
       expect(address, out.join('\n')).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
-      expect(out.filter((l) => /^Worker ssh-\d on 127\.0\.0\.[23]: tcp:/.test(l))).toHaveLength(2);
-      await using client = await Client.connect(address!);
+      expect(ready.workers.map((w) => w.host).sort()).toEqual(['127.0.0.2', '127.0.0.3']);
+      for (const w of ready.workers) expect(w.address).toMatch(/^tcp:\/\/127\.0\.0\.[23]:\d+$/);
+      expect(out).toContain(`Scheduler at:   ${address}`); // the banner, for people
+      await using client = await Client.connect(address);
       expect(await client.submit((a: number, b: number) => a * b, 6, 7).result()).toBe(42);
       await client.close();
       expect(processesWithMarker(marker).length).toBeGreaterThan(0);
@@ -220,4 +242,39 @@ describe('SSHCluster errors say what went wrong', () => {
     }
     await until(() => processesWithMarker(marker).length === 0, 15_000, 'the failed scheduler to be gone');
   });
+});
+
+// The deployer conformance suite of @skein/cluster, in this file so that it shares its sshd.
+const markers = new WeakMap<SSHCluster, string>();
+const sshDeployer: DeployerUnderTest<SSHCluster> = {
+  async start(nWorkers) {
+    const marker = `mark-${randomUUID()}`;
+    const cluster = await SSHCluster.start(options(marker, { nWorkers }));
+    markers.set(cluster, marker);
+    return cluster;
+  },
+  async kill(cluster, name) {
+    await using client = await Client.connect(cluster);
+    const w = (await client.schedulerInfo()).workers.find((x) => x.name === name)!;
+    process.kill(w.pid, 'SIGKILL'); // the "remote" hosts are this machine
+  },
+  leftovers: (cluster) => processesWithMarker(markers.get(cluster)!).map((pid) => `remote process ${pid}`),
+  async burst(cluster, tasks, taskMs) {
+    await using client = await Client.connect(cluster);
+    const futures = client.map(
+      async (x: number, ms: number) => {
+        await new Promise((r) => setTimeout(r, ms));
+        return x;
+      },
+      Array.from({ length: tasks }, (_, i) => i),
+      Array.from({ length: tasks }, () => taskMs),
+    );
+    await client.gather(futures);
+  },
+  startBroken: () => SSHCluster.start(options(`mark-${randomUUID()}`, { nWorkers: 1, workerOptions: { modules: ['/nonexistent/skein-conformance.mjs'] } })),
+  startTimeoutMs: 30_000,
+};
+
+describe('SSHCluster: deployer conformance', () => {
+  for (const c of deployerConformance(sshDeployer)) it(c.name, c.run, c.timeoutMs);
 });

@@ -1,9 +1,23 @@
 // Light imports only: the worker process is started before gRPC and the nanny's own code load.
-import { contactHost, formatAddress, guardStdio, interfaceAddress, parseAddress, parseMemoryLimit, toSkeinError } from '@skein/common/lite';
+import {
+  contactHost,
+  formatAddress,
+  guardStdio,
+  interfaceAddress,
+  parseAddress,
+  parseMemoryLimit,
+  readyJsonWanted,
+  readyLine,
+  skeinDefaults,
+  toSkeinError,
+  waitForSchedulerFile,
+} from '@skein/common/lite';
 import type { Nanny, NannyOptions } from './nanny.js';
+import { workerDeathTimeoutMs } from './policy.js';
 import { reservePort, spawnWorker } from './spawn.js';
 
 const USAGE = `Usage: skein-nanny <scheduler> [nanny options] [worker options]
+       skein-nanny --scheduler-file FILE [nanny options] [worker options]
 
 Start a worker under a nanny. The nanny restarts the worker when it crashes and kills it when its
 memory passes the terminate threshold. Worker options are those of skein-worker.
@@ -12,13 +26,25 @@ Nanny options:
   --nanny-port N            port of the nanny's own service (default: any free port)
   --terminate-fraction F    kill the worker past F × its memory limit (default 0.95; 0 turns it off)
   --memory-limit LIMIT      the worker's memory limit: 4GB, 0.5 (of the machine) or auto
+  --scheduler-file FILE     read the scheduler's address from FILE (skein scheduler --scheduler-file),
+                            waiting up to the worker's death timeout for it to appear
+  --ready-json              print one JSON line {"event":"ready","role":"worker",...} on stdout once the
+                            worker has registered (also SKEIN_READY_JSON=1)
 `;
 
+/** What skein-nanny's flags ask for: the nanny's options, and how the CLI finds the scheduler and reports readiness. */
+export interface NannyCliOptions extends NannyOptions {
+  /** Read the scheduler's address from this file, waiting for it (`scheduler` is '' until then). */
+  schedulerFile?: string;
+  /** Print the JSON ready line (`--ready-json`). */
+  readyJson?: boolean;
+}
+
 /** Splits argv into the nanny's options and the flags passed to the worker unchanged. */
-export function parseNannyArgs(argv: string[]): NannyOptions | 'help' {
+export function parseNannyArgs(argv: string[]): NannyCliOptions | 'help' {
   const workerArgs: string[] = [];
   let scheduler: string | undefined;
-  const opts: Partial<NannyOptions> = {};
+  const opts: Partial<NannyCliOptions> = {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
@@ -48,6 +74,12 @@ export function parseNannyArgs(argv: string[]): NannyOptions | 'help' {
       case '--memory-limit':
         opts.memoryLimit = value();
         break;
+      case '--scheduler-file':
+        opts.schedulerFile = value();
+        break;
+      case '--ready-json':
+        opts.readyJson = true;
+        break;
       case '--host':
       case '--interface': {
         const v = value();
@@ -60,18 +92,25 @@ export function parseNannyArgs(argv: string[]): NannyOptions | 'help' {
         if (!arg.startsWith('-') && scheduler === undefined) {
           scheduler = arg;
           parseAddress(scheduler);
-        } else workerArgs.push(arg);
+        } else {
+          workerArgs.push(arg);
+          // Every skein-worker flag but --help takes a value: `--death-timeout 5` passes on whole,
+          // and 5 is not taken for the scheduler address.
+          const next = argv[i + 1];
+          if (arg.startsWith('--') && inline === undefined && next !== undefined && !next.startsWith('--')) workerArgs.push(argv[++i]!);
+        }
     }
   }
-  if (!scheduler) throw new Error('missing the scheduler address, e.g. skein-nanny tcp://10.0.0.5:8786');
-  return { ...opts, scheduler, workerArgs };
+  if (scheduler && opts.schedulerFile) throw new Error(`give either a scheduler address or --scheduler-file, not both (got ${scheduler} and --scheduler-file ${opts.schedulerFile})`);
+  if (!scheduler && !opts.schedulerFile) throw new Error('missing the scheduler address, e.g. skein-nanny tcp://10.0.0.5:8786 (or --scheduler-file FILE)');
+  return { ...opts, scheduler: scheduler ?? '', workerArgs };
 }
 
 /** Runs `skein-nanny` until it stops; resolves to the exit code. */
 export async function runNannyCli(argv: string[]): Promise<number> {
   // Its own log lines and its worker's, to a reader that is gone, must not crash the nanny (EPIPE).
   guardStdio();
-  let options: NannyOptions | 'help';
+  let options: NannyCliOptions | 'help';
   try {
     options = parseNannyArgs(argv);
   } catch (err) {
@@ -97,7 +136,23 @@ export async function runNannyCli(argv: string[]): Promise<number> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  const { schedulerFile, readyJson, ...nannyOptions } = options;
   try {
+    if (schedulerFile) {
+      const waitMs = workerDeathTimeoutMs(nannyOptions.workerArgs ?? []) ?? skeinDefaults().deathTimeoutMs;
+      process.stderr.write(`skein-nanny: waiting for the scheduler file ${schedulerFile} (up to ${waitMs / 1000} s)\n`);
+      const abort = new AbortController();
+      const onStop = () => abort.abort();
+      process.once('SIGINT', onStop);
+      process.once('SIGTERM', onStop);
+      try {
+        nannyOptions.scheduler = (await waitForSchedulerFile(schedulerFile, waitMs, { signal: abort.signal })).address;
+      } finally {
+        process.off('SIGINT', onStop);
+        process.off('SIGTERM', onStop);
+      }
+    }
+    options = nannyOptions;
     const host = options.interface ? interfaceAddress(options.interface) : (options.host ?? '0.0.0.0');
     const port = options.port ?? (await reservePort(host));
     const memoryLimit = parseMemoryLimit(options.memoryLimit ?? 'auto');
@@ -121,6 +176,10 @@ export async function runNannyCli(argv: string[]): Promise<number> {
     return 1;
   }
   process.stdout.write(`Start nanny at:   ${nanny.address}\n`);
+  if (readyJsonWanted(readyJson)) {
+    const w = { event: 'ready', role: 'worker', address: nanny.workerAddress, scheduler: nannyOptions.scheduler, name: nanny.workerName, pid: nanny.workerPid } as const;
+    process.stdout.write(readyLine({ ...w, nanny: nanny.address }) + '\n');
+  }
   if (stopSignal) void nanny.close().catch(closeFailed);
   const stop = await nanny.done;
   if (stop.code !== 0) process.stderr.write(`skein-nanny: ${stop.reason}\n`);

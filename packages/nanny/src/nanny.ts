@@ -29,6 +29,7 @@ import {
   parseAddress,
   parseHost,
   parseMemoryLimit,
+  parseReadyLine,
   shutdownServer,
   skeinDefaults,
   toGrpcStatus,
@@ -128,6 +129,8 @@ interface Incarnation {
   child: ChildProcess;
   startedAt: number;
   address: string;
+  /** The name the worker registered with. */
+  name: string;
   registered: Promise<string>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Why we are stopping it ourselves, if we are. */
@@ -209,6 +212,11 @@ export class Nanny {
     return this.current?.address ?? '';
   }
 
+  /** The name the current worker registered with ('' before it has). */
+  get workerName(): string {
+    return this.current?.name ?? '';
+  }
+
   get workerPid(): number {
     return this.current?.child.pid ?? -1;
   }
@@ -235,6 +243,7 @@ export class Nanny {
       child,
       startedAt: Date.now(),
       address: '',
+      name: '',
       stopping: null,
       stderrTail: [],
       registered_: false,
@@ -256,10 +265,15 @@ export class Nanny {
         this.options.startTimeoutMs,
       );
       createInterface({ input: child.stdout! }).on('line', (line) => {
-        this.options.onWorkerStdout(line);
-        const m = /^Start worker at:\s+(\S+)/.exec(line);
-        if (m) inc.address = m[1]!;
-        if (/^Registered to:/.test(line)) {
+        // The worker's JSON ready line (spawnWorker asks for it) is for the nanny; the rest is passed on.
+        const ready = parseReadyLine(line);
+        if (!ready || ready.role !== 'worker') {
+          this.options.onWorkerStdout(line);
+          return;
+        }
+        if (!inc.registered_) {
+          inc.address = ready.address;
+          inc.name = ready.name;
           clearTimeout(timer);
           for (const l of held ?? []) this.options.onWorkerStderr(l);
           held = null;

@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { READY_JSON_ENV } from '@skein/common/lite';
 import { workerCommand } from '@skein/core-worker/command';
 
 /** The script that starts a worker process: skein-worker's single-file bundle when it is built. */
@@ -19,6 +20,7 @@ export interface WorkerSpawnSpec {
   env: Record<string, string>;
 }
 
+/** Starts a worker process that prints its JSON ready line (SKEIN_READY_JSON=1) once registered: see `parseReadyLine`. */
 export function spawnWorker(spec: WorkerSpawnSpec): ChildProcess {
   const args = [
     workerBin(),
@@ -29,7 +31,7 @@ export function spawnWorker(spec: WorkerSpawnSpec): ChildProcess {
     '--nanny-address',
     spec.nannyAddress,
   ];
-  return spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...spec.env } });
+  return spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...spec.env, [READY_JSON_ENV]: '1' } });
 }
 
 /** A free port on `host` (the nanny binds its service there once gRPC has loaded). */

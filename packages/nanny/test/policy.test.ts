@@ -52,6 +52,15 @@ describe('skein-nanny arguments', () => {
       workerArgs: ['--nthreads', '2', '--host', '127.0.0.1', '--module', 'a.js'],
     });
   });
+  it('takes --scheduler-file and --ready-json for itself, and a worker flag\'s value is never the scheduler address', () => {
+    expect(parseNannyArgs(['--scheduler-file', '/shared/s.json', '--death-timeout', '5', '--ready-json', '--nthreads=2'])).toEqual({
+      scheduler: '',
+      schedulerFile: '/shared/s.json',
+      readyJson: true,
+      workerArgs: ['--death-timeout', '5', '--nthreads=2'],
+    });
+    expect(() => parseNannyArgs(['tcp://h:1', '--scheduler-file', 'f.json'])).toThrow(/either a scheduler address or --scheduler-file, not both/);
+  });
   it('rejects bad input with a message that names the flag', () => {
     expect(() => parseNannyArgs([])).toThrow(/missing the scheduler address/);
     expect(() => parseNannyArgs(['udp://x:1'])).toThrow(/Unsupported address scheme/);

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { Cluster, type ClusterBackend, type SchedulerHandle } from '@skein/cluster';
+import { Cluster, workerFlags, type ClusterBackend, type SchedulerHandle, type StartWorkerOptions, type WorkerLaunchSpec } from '@skein/cluster';
 import { Scheduler } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
 import { workerCommand } from '@skein/core-worker/command';
 import { Nanny } from '@skein/nanny';
-import { InvalidArgumentError, SkeinError, cpuCount, createLogger, parseMemoryLimit, skeinDefaults, toSkeinError, type LogLevel } from '@skein/common';
+import { InvalidArgumentError, SkeinError, cpuCount, createLogger, parseMemoryLimit, parseReadyLine, skeinDefaults, toSkeinError, type LogLevel } from '@skein/common';
 
 export interface LocalClusterOptions {
   /** Number of workers (default: one per core). */
@@ -115,14 +115,21 @@ class LogTail {
   }
 }
 
-/** The skein-worker flags of a LocalCluster worker, but for the scheduler address and memory limit. */
-function workerArgs(name: string, o: CompiledLocalClusterOptions): string[] {
-  const args = ['--host', o.host, '--port', '0', '--nthreads', String(o.threadsPerWorker), '--name', name];
-  for (const m of o.modules) args.push('--module', m);
-  const res = Object.entries(o.resources).map(([k, v]) => `${k}=${v}`).join(',');
-  if (res) args.push('--resources', res);
-  if (o.validate) args.push('--validate');
-  return args;
+/** The launch spec of a LocalCluster worker process (its flags come from `workerFlags`, as every deployer's do). */
+function workerSpec(name: string, schedulerAddress: string, o: CompiledLocalClusterOptions): WorkerLaunchSpec {
+  return {
+    scheduler: schedulerAddress,
+    name,
+    host: o.host,
+    port: 0,
+    nthreads: o.threadsPerWorker,
+    memoryLimit: o.memoryLimit,
+    resources: o.resources,
+    modules: o.modules,
+    nanny: o.nanny,
+    env: o.workerEnv,
+    validate: o.validate,
+  };
 }
 
 /**
@@ -150,7 +157,8 @@ class NannyWorker implements LocalWorkerHandle {
     try {
       const nanny = await Nanny.start({
         scheduler: schedulerAddress,
-        workerArgs: workerArgs(name, o),
+        // The nanny passes the memory limit itself (and watches it).
+        workerArgs: workerFlags(workerSpec(name, schedulerAddress, o), false),
         memoryLimit: o.memoryLimit,
         host: o.host,
         port: 0,
@@ -213,9 +221,10 @@ class ProcessWorker implements LocalWorkerHandle {
       }, timeoutMs);
       const lines = createInterface({ input: this.child.stdout! });
       lines.on('line', (line) => {
-        const start = /^Start worker at:\s+(\S+)/.exec(line);
-        if (start) this.address = start[1]!;
-        if (/^Registered to:/.test(line)) {
+        // The worker's JSON ready line (--ready-json), never its banners for people.
+        const ready = parseReadyLine(line);
+        if (ready?.role === 'worker' && !this.address) {
+          this.address = ready.address;
           clearTimeout(timer);
           resolve();
         }
@@ -306,13 +315,17 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
     return new InProcessScheduler(this.scheduler);
   }
 
-  async startWorker(name: string, schedulerAddress: string): Promise<LocalWorkerHandle> {
+  async startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<LocalWorkerHandle> {
     const o = this.o;
     if (o.processes && o.nanny) return NannyWorker.start(name, schedulerAddress, o);
     if (o.processes) {
-      const args = [workerCommand(), schedulerAddress, ...workerArgs(name, o), '--memory-limit', String(o.memoryLimit)];
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.workerEnv } });
+      // skein-worker itself (its bundle), not `skein worker`: one process, no dispatch.
+      const spec = workerSpec(name, schedulerAddress, o);
+      const args = [workerCommand(), schedulerAddress, ...workerFlags(spec)];
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...spec.env } });
       const pw = new ProcessWorker(name, child);
+      // A start the cluster no longer wants (scaled down, closing) is killed: it fails at once.
+      options?.signal.addEventListener('abort', () => pw.kill(), { once: true });
       try {
         await pw.waitRegistered(o.startTimeoutMs);
       } catch (err) {

@@ -4,7 +4,7 @@ import { credentials } from '@grpc/grpc-js';
 import { Client, registered } from '@skein/client';
 import { SchedulerServiceClient, type ClientSessionResponse } from '@skein/protocol';
 import { PROTOCOL_VERSION } from '@skein/common';
-import { REPO, SKEIN_BIN, startProcess, type Proc } from './helpers.js';
+import { REPO, SKEIN_BIN, readyOf, startProcess, type Proc } from './helpers.js';
 
 // Level 3: the multi-machine flow through the real `skein` command, on loopback.
 describe('skein scheduler + skein worker (the multi-machine flow)', () => {
@@ -15,23 +15,28 @@ describe('skein scheduler + skein worker (the multi-machine flow)', () => {
   });
 
   it('prints the addresses, registers workers and computes with registered functions', async () => {
-    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0']);
+    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0', '--ready-json']);
     procs.push(scheduler);
-    const [, address] = await scheduler.waitFor(/^Scheduler at:\s+(tcp:\/\/127\.0\.0\.1:\d+)$/);
+    const { address } = await readyOf(scheduler);
+    expect(address).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
+    expect(scheduler.stdout[0]).toBe(`Scheduler at:   ${address}`); // the banner, for people
     const workers = [0, 1].map((i) => {
       const w = startProcess([
-        SKEIN_BIN, 'worker', address!, '--host', '127.0.0.1', '--name', `cli-${i}`, '--nthreads', '1',
-        '--module', `${REPO}examples/tasks/tasks.mjs`,
+        SKEIN_BIN, 'worker', address, '--host', '127.0.0.1', '--name', `cli-${i}`, '--nthreads', '1',
+        '--module', `${REPO}examples/tasks/tasks.mjs`, '--ready-json',
       ]);
       procs.push(w);
       return w;
     });
     for (const w of workers) {
-      await w.waitFor(/^Start worker at:\s+tcp:\/\/127\.0\.0\.1:\d+$/);
-      const [line] = await w.waitFor(/^Registered to:\s+tcp:\/\/\S+$/);
-      expect(line).toBe(`Registered to:    ${address}`);
+      const ready = await readyOf(w);
+      expect(ready).toMatchObject({ role: 'worker', scheduler: address });
+      expect(ready.address).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
+      // The banners, for people: the nanny passes its worker's lines on.
+      expect(w.stdout).toContain(`Start worker at:  ${ready.address}`);
+      expect(w.stdout).toContain(`Registered to:    ${address}`);
     }
-    await using client = await Client.connect(address!);
+    await using client = await Client.connect(address);
     const info = await client.schedulerInfo();
     expect(info.workers.map((w) => w.name).sort()).toEqual(['cli-0', 'cli-1']);
     const inc = registered<[number], number>('inc');
@@ -60,13 +65,13 @@ describe('skein scheduler + skein worker (the multi-machine flow)', () => {
 
 describe('--interface binds to that network card', () => {
   it('scheduler and worker on the loopback card (lo) advertise its address', async () => {
-    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--interface', 'lo', '--port', '0']);
+    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--interface', 'lo', '--port', '0', '--ready-json']);
     const worker = { p: undefined as Proc | undefined };
     try {
-      const [, address] = await scheduler.waitFor(/^Scheduler at:\s+(tcp:\/\/127\.0\.0\.1:\d+)$/);
-      worker.p = startProcess([SKEIN_BIN, 'worker', address!, '--interface', 'lo', '--no-nanny']);
-      await worker.p.waitFor(/^Start worker at:\s+tcp:\/\/127\.0\.0\.1:\d+$/);
-      await worker.p.waitFor(/^Registered to:/);
+      const { address } = await readyOf(scheduler);
+      expect(address).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
+      worker.p = startProcess([SKEIN_BIN, 'worker', address, '--interface', 'lo', '--no-nanny', '--ready-json']);
+      expect((await readyOf(worker.p)).address).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
       const bad = startProcess([SKEIN_BIN, 'scheduler', '--interface', 'nosuchnic0', '--port', '0']);
       expect(await bad.exited).not.toBe(0);
       expect(bad.stderr.join('\n')).toMatch(/No network interface named "nosuchnic0"\. Available: .*lo/);
@@ -136,10 +141,10 @@ describe('bad input gets a one-line error and a non-zero exit', () => {
 
 describe('protocol version check', () => {
   it('refuses a client of another major version, naming both versions', async () => {
-    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0']);
+    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0', '--ready-json']);
     try {
-      const [, address] = await scheduler.waitFor(/^Scheduler at:\s+tcp:\/\/(\S+)$/);
-      const raw = new SchedulerServiceClient(address!, credentials.createInsecure());
+      const { address } = await readyOf(scheduler);
+      const raw = new SchedulerServiceClient(address.replace('tcp://', ''), credentials.createInsecure());
       const call = raw.clientSession();
       const error = await new Promise<Error>((resolve) => {
         call.on('data', (_: ClientSessionResponse) => undefined);

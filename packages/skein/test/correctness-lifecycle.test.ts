@@ -170,6 +170,7 @@ describe('a no-worker task runs once a suitable worker joins', () => {
     const f = client.submitWith({ workers: [next] }, inc, 1);
     await until(() => f.status === 'no-worker', 5_000, 'no-worker status');
     await cluster.scale(2);
+    await cluster.waitForWorkers(2);
     expect((await client.schedulerInfo()).workers.map((w) => w.name)).toContain(next);
     expect(await f.result(10_000)).toBe(2);
   });

@@ -6,7 +6,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { Client } from '@skein/client';
 import { LocalCluster } from '../src/index.js';
 import { parsePrometheus, promValue } from '../../dashboard/test/prometheus-parse.js';
-import { REPO, SKEIN_BIN, startProcess, until, type Proc } from './helpers.js';
+import { REPO, SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
 
 // Level 3: the dashboard of a real LocalCluster in a real headless Chromium (Debian's chromium,
 // installed by tools/setup-test-deps.sh), driven by playwright-core.
@@ -165,24 +165,27 @@ describe('skein scheduler dashboard flags', () => {
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
     const busy = (blocker.address() as { port: number }).port;
     try {
-      const s = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0', '--dashboard-address', `:${busy}`]);
+      const s = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0', '--dashboard-address', `:${busy}`, '--ready-json']);
       procs.push(s);
-      const [, link] = await s.waitFor(/^dashboard at:\s+(http:\/\/127\.0\.0\.1:\d+\/status)$/);
-      expect(s.stdout[0]).toMatch(/^Scheduler at:/);
-      expect(s.stdout[1]).toMatch(/^dashboard at:/);
+      const ready = await readyOf(s);
+      const link = ready.role === 'scheduler' ? ready.dashboard : '';
+      expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/status$/);
+      // The banners, for people: the address, then the dashboard.
+      expect(s.stdout.slice(0, 2)).toEqual([`Scheduler at:   ${ready.address}`, `dashboard at:   ${link}`]);
       expect(link).not.toContain(`:${busy}/`);
       await s.waitFor(new RegExp(`Port ${busy} is already in use`));
-      expect(await (await fetch(link!.replace('/status', '/health'))).text()).toBe('ok');
+      expect(await (await fetch(link.replace('/status', '/health'))).text()).toBe('ok');
     } finally {
       blocker.close();
     }
   });
 
   it('--no-dashboard runs none', async () => {
-    const s = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0', '--no-dashboard']);
+    const s = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0', '--no-dashboard', '--ready-json']);
     procs.push(s);
-    await s.waitFor(/^Scheduler at:/);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(s.stdout.join('\n')).not.toMatch(/dashboard at/);
+    // The ready line comes after every banner.
+    expect(await readyOf(s)).toMatchObject({ role: 'scheduler', dashboard: '' });
+    expect(s.stdout).toHaveLength(2);
+    expect(s.stdout[0]).toMatch(/^Scheduler at:/);
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Client, CommClosedError, KilledWorkerError, asCompleted } from '@skein/client';
 import { LocalCluster } from '../src/index.js';
-import { SKEIN_BIN, startProcess, until } from './helpers.js';
+import { SKEIN_BIN, readyOf, startProcess, until } from './helpers.js';
 
 // Level 3: real worker processes under real nannies, real signals.
 describe('fault tolerance with nannies', () => {
@@ -87,10 +87,10 @@ describe('fault tolerance with nannies', () => {
 
 describe('the scheduler going away', () => {
   it('workers and nannies exit after --death-timeout; clients get a clear error', async () => {
-    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0']);
-    const [, address] = await scheduler.waitFor(/^Scheduler at:\s+(tcp:\/\/\S+)$/);
-    const worker = startProcess([SKEIN_BIN, 'worker', address!, '--host', '127.0.0.1', '--death-timeout', '2']);
-    await worker.waitFor(/^Registered to:/);
+    const scheduler = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0', '--ready-json']);
+    const { address } = await readyOf(scheduler);
+    const worker = startProcess([SKEIN_BIN, 'worker', address, '--host', '127.0.0.1', '--death-timeout', '2', '--ready-json']);
+    await readyOf(worker);
     const client = await Client.connect(address!);
     const pending = client.submitWith({ pure: false }, () => new Promise((r) => setTimeout(r, 60_000)));
     scheduler.kill('SIGKILL');

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { parseReadyLine, type ReadyEvent } from '@skein/common';
 
 export const SKEIN_BIN = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -83,4 +84,15 @@ export async function within<T, F>(p: Promise<T>, ms: number, fallback: F): Prom
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Waits for the process's JSON ready line (it was started with --ready-json or SKEIN_READY_JSON=1)
+ * and returns it: tests read addresses from it, never from the banners printed for people.
+ */
+export async function readyOf(p: Proc, timeoutMs?: number): Promise<ReadyEvent> {
+  const line = (await p.waitFor(/^\{"event":"ready"/, timeoutMs)).input;
+  const event = parseReadyLine(line);
+  if (!event) throw new Error(`not a ready line: ${line}`);
+  return event;
 }

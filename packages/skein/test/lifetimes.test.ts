@@ -5,7 +5,7 @@ import { Client } from '@skein/client';
 import { SchedulerServiceClient, type WorkerSessionRequest, type WorkerSessionResponse } from '@skein/protocol';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, grpcTarget, insecureChannel } from '@skein/common';
 import { Scheduler } from '@skein/core-scheduler';
-import { SKEIN_BIN, startProcess, until, within, type Proc } from './helpers.js';
+import { SKEIN_BIN, readyOf, startProcess, until, within, type Proc } from './helpers.js';
 
 // Level 3: nannies, workers and the scheduler as real processes (the `skein` CLI), killed with
 // SIGKILL, and what each of the others does about it.
@@ -37,21 +37,21 @@ afterEach(async () => {
 });
 
 function start(args: string[], env: Record<string, string> = {}): Proc {
-  const p = startProcess([SKEIN_BIN, ...args], env);
+  const p = startProcess([SKEIN_BIN, ...args], { SKEIN_READY_JSON: '1', ...env });
   procs.push(p);
   return p;
 }
 
 async function startScheduler(args: string[] = [], env: Record<string, string> = {}): Promise<{ scheduler: Proc; address: string }> {
   const scheduler = start(['scheduler', '--host', '127.0.0.1', '--port', '0', '--no-dashboard', ...args], env);
-  const [, address] = await scheduler.waitFor(/^Scheduler at:\s+(tcp:\/\/\S+)$/);
-  return { scheduler, address: address! };
+  const { address } = await readyOf(scheduler);
+  return { scheduler, address };
 }
 
 /** `skein worker` under its nanny (the default), registered. */
 async function startNanny(address: string, name: string, args: string[] = []): Promise<Proc> {
   const nanny = start(['worker', address, '--host', '127.0.0.1', '--name', name, ...args]);
-  await nanny.waitFor(/^Registered to:/);
+  await readyOf(nanny);
   return nanny;
 }
 
@@ -124,7 +124,7 @@ describe('a worker whose nanny is killed', () => {
   it('notices, retires (its results move to a peer) and exits', async () => {
     const { address } = await startScheduler();
     const peer = start(['worker', address, '--no-nanny', '--host', '127.0.0.1', '--name', 'peer']);
-    await peer.waitFor(/^Registered to:/);
+    await readyOf(peer);
     const nanny = await startNanny(address, 'orphan', ['--death-timeout', '30']);
     const client = await connect(address);
     // Random, so that a recomputation would show; large, so that only the worker holds it.
@@ -156,7 +156,7 @@ describe('log lines to a pipe nobody reads', () => {
     closePipes(scheduler);
     // The scheduler logs each registration ("Register worker ...").
     const worker = start(['worker', address, '--no-nanny', '--host', '127.0.0.1', '--name', 'bare']);
-    await worker.waitFor(/^Registered to:/);
+    await readyOf(worker);
     const client = await connect(address);
     expect(await client.submit((n: number) => n + 1, 1).result()).toBe(2);
     worker.kill('SIGTERM'); // ... and each removal
@@ -183,7 +183,7 @@ describe('log lines to a pipe nobody reads', () => {
   it('do not crash a worker', async () => {
     const { address } = await startScheduler();
     const worker = start(['worker', address, '--no-nanny', '--host', '127.0.0.1', '--name', 'bare']);
-    await worker.waitFor(/^Registered to:/);
+    await readyOf(worker);
     closePipes(worker);
     // A worker logs that it retires on SIGTERM; a crash would exit with code 1.
     worker.kill('SIGTERM');
@@ -219,8 +219,7 @@ describe('a worker the scheduler dropped', () => {
   it('replaced by a second registration under its address: exits with code 4, saying so', async () => {
     const { address } = await startScheduler();
     const worker = start(['worker', address, '--no-nanny', '--host', '127.0.0.1', '--name', 'first']);
-    const [, workerAddress] = await worker.waitFor(/^Start worker at:\s+(tcp:\/\/\S+)$/);
-    await worker.waitFor(/^Registered to:/);
+    const { address: workerAddress } = await readyOf(worker);
     const { rpc, session } = await rawWorkerSession(address, workerAddress!);
     try {
       const code = await within(worker.exited, 10_000, 'still running' as const);

@@ -11,6 +11,7 @@ describe('LocalCluster scale and adapt', () => {
     await using cluster = await LocalCluster.start({ nWorkers: 1, memoryLimit: '1GB' });
     await using client = await Client.connect(cluster);
     await cluster.scale(3);
+    await cluster.waitForWorkers(3, { timeoutMs: 30_000 });
     expect(cluster.workers.size).toBe(3);
     expect((await client.schedulerInfo()).workers).toHaveLength(3);
     // Spread results over the three workers (larger than the scheduler keeps inline), then shrink.

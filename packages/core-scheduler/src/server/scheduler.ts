@@ -57,6 +57,7 @@ import {
 import { startDashboard, type Dashboard } from '@skein/dashboard';
 import { SchedulerState } from '../state/scheduler-state.js';
 import { SchedulerDashboardSource } from './dashboard-source.js';
+import { WorkerWatch } from './worker-watch.js';
 import type { ClientReport, ComputeAction, SchedulerAction, SchedulerEvent } from '../state/types.js';
 import {
   batchable,
@@ -224,6 +225,8 @@ export class Scheduler {
   private readonly clients = new Map<string, ClientConn>();
   private readonly functions = new Map<string, InlineFunction>();
   private readonly retireWaiters = new Map<string, Array<() => void>>();
+  /** The WatchWorkers streams. */
+  private readonly watch = new WorkerWatch();
   private tick: NodeJS.Timeout | undefined;
   private boundPort = 0;
   private stimulusSeq = 0;
@@ -321,6 +324,7 @@ export class Scheduler {
           }
         },
       ],
+      ['end worker watches', () => this.watch.close()],
       ['stop dashboard', () => this.dashboard?.close()],
       ['stop server', () => shutdownServer(this.server, 1000)],
     ]);
@@ -461,6 +465,13 @@ export class Scheduler {
       getAdaptiveTarget: (call: ServerUnaryCall<GetAdaptiveTargetRequest, GetAdaptiveTargetResponse>, cb: sendUnaryData<GetAdaptiveTargetResponse>) => {
         cb(null, this.state.adaptiveTarget(call.request.targetDurationMs || 5_000));
       },
+      watchWorkers: (call) => {
+        if (this.lifecycle.closing) {
+          call.emit('error', { code: GrpcStatus.UNAVAILABLE, details: 'The scheduler is closing.' });
+          return;
+        }
+        this.watch.watch(call, this.state.workers.values());
+      },
       getWorkerMetrics: (_call: ServerUnaryCall<GetWorkerMetricsRequest, GetWorkerMetricsResponse>, cb: sendUnaryData<GetWorkerMetricsResponse>) => {
         cb(null, {
           workers: [...this.state.workers.values()].map((ws) => ({ address: ws.address, samples: ws.history.slice() })),
@@ -519,6 +530,7 @@ export class Scheduler {
   async retire(names: string[], n: number, timeoutMs = 30_000): Promise<string[]> {
     const before = new Set([...this.state.workers.values()].filter((w) => w.status === 'retiring').map((w) => w.address));
     this.handle({ type: 'RetireWorkers', workers: names, n, stimulusId: `retire-${randomUUID()}` });
+    for (const ws of this.state.workers.values()) this.watch.statusMaybeChanged(ws);
     const chosen = [...this.state.workers.values()].filter((w) => w.status === 'retiring' && !before.has(w.address)).map((w) => w.address);
     await Promise.all(
       chosen.map(
@@ -671,6 +683,8 @@ export class Scheduler {
           this.workers.set(c.address, c);
           c.out.push({ kind: { $case: 'welcome', value: this.welcome() } });
           this.handle({ type: 'WorkerAdded', worker: workerSpecFromHello(hello), stimulusId: this.stimulus(`worker-added-${c.address}`) });
+          const added = this.state.workers.get(c.address);
+          if (added) this.watch.added(added);
           this.log.info(`Register worker ${c.address} (${hello.name || 'unnamed'}, ${hello.nthreads} threads)`);
           continue;
         }
@@ -715,6 +729,7 @@ export class Scheduler {
     if (this.state.workers.has(conn.address)) {
       this.handle({ type: 'WorkerRemoved', worker: conn.address, expected, reason, stimulusId: this.stimulus(`worker-removed-${conn.address}`) });
     }
+    this.watch.removed(conn.address, reason, expected);
     const waiters = this.retireWaiters.get(conn.address);
     this.retireWaiters.delete(conn.address);
     for (const done of waiters ?? []) done();
@@ -764,7 +779,7 @@ export class Scheduler {
         // A worker the state does not know (it was removed) is told so, and closes.
         if (!this.state.workers.has(worker)) return this.dropWorkerConn(conn, false, 'a heartbeat from a worker that is not registered', true);
         const m = kind.value;
-        return this.handle({
+        this.handle({
           type: 'Heartbeat',
           worker,
           metrics: {
@@ -778,6 +793,7 @@ export class Scheduler {
           },
           stimulusId: this.stimulus('heartbeat'),
         });
+        return this.watch.statusMaybeChanged(this.state.workers.get(worker));
       }
       case 'addKeys':
         return this.handle({ type: 'ReplicasAdded', worker, keys: kind.value.keys.map(whoHasInfo), stimulusId: kind.value.stimulusId || this.stimulus('add-keys') });

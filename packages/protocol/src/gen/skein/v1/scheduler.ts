@@ -12,8 +12,10 @@ import {
   Client,
   type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
   type handleBidiStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -21,6 +23,17 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { InlineFunction, RemoteError, TaskBatch, TaskSpec, Value, ValueColumn, WhoHas } from "./common.js";
+
+export enum WorkerEventKind {
+  WORKER_EVENT_KIND_UNSPECIFIED = 0,
+  /** WORKER_EVENT_KIND_ADDED - The worker registered (or, in the snapshot, is registered). */
+  WORKER_EVENT_KIND_ADDED = 1,
+  /** WORKER_EVENT_KIND_REMOVED - The worker is gone: it left, retired, died or was removed (see reason). */
+  WORKER_EVENT_KIND_REMOVED = 2,
+  /** WORKER_EVENT_KIND_STATUS - The worker's status changed (running, paused, retiring). */
+  WORKER_EVENT_KIND_STATUS = 3,
+  UNRECOGNIZED = -1,
+}
 
 export interface Welcome {
   protocolVersion: string;
@@ -521,6 +534,32 @@ export interface GetAdaptiveTargetResponse {
   current: number;
   /** Why: "cpu", "memory", "idle" or "none". */
   reason: string;
+}
+
+export interface WatchWorkersRequest {
+}
+
+export interface WorkerEvent {
+  kind: WorkerEventKind;
+  address: string;
+  /** The name the worker registered with (a deployer's name for it). */
+  name: string;
+  /** running | paused | retiring; for a removed worker, its last status. */
+  status: string;
+  /** Why it was removed ('' otherwise). */
+  reason: string;
+  /** Whether the removal was expected (a retire or a graceful close) rather than a loss. */
+  expected: boolean;
+  nannyAddress: string;
+  pid: number;
+  /** When the scheduler saw the change (ms since the epoch). */
+  timeMs: number;
+}
+
+export interface WatchWorkersResponse {
+  /** True on the first message only: `events` then lists every registered worker (kind ADDED). */
+  snapshot: boolean;
+  events: WorkerEvent[];
 }
 
 function createBaseWelcome(): Welcome {
@@ -6150,6 +6189,277 @@ export const GetAdaptiveTargetResponse: MessageFns<GetAdaptiveTargetResponse> = 
   },
 };
 
+function createBaseWatchWorkersRequest(): WatchWorkersRequest {
+  return {};
+}
+
+export const WatchWorkersRequest: MessageFns<WatchWorkersRequest> = {
+  encode(_: WatchWorkersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchWorkersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchWorkersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WatchWorkersRequest>): WatchWorkersRequest {
+    return WatchWorkersRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<WatchWorkersRequest>): WatchWorkersRequest {
+    const message = createBaseWatchWorkersRequest();
+    return message;
+  },
+};
+
+function createBaseWorkerEvent(): WorkerEvent {
+  return {
+    kind: 0,
+    address: "",
+    name: "",
+    status: "",
+    reason: "",
+    expected: false,
+    nannyAddress: "",
+    pid: 0,
+    timeMs: 0,
+  };
+}
+
+export const WorkerEvent: MessageFns<WorkerEvent> = {
+  encode(message: WorkerEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    if (message.name !== "") {
+      writer.uint32(26).string(message.name);
+    }
+    if (message.status !== "") {
+      writer.uint32(34).string(message.status);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    if (message.expected !== false) {
+      writer.uint32(48).bool(message.expected);
+    }
+    if (message.nannyAddress !== "") {
+      writer.uint32(58).string(message.nannyAddress);
+    }
+    if (message.pid !== 0) {
+      writer.uint32(64).int32(message.pid);
+    }
+    if (message.timeMs !== 0) {
+      writer.uint32(73).double(message.timeMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.status = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.expected = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.nannyAddress = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.pid = reader.int32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.timeMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerEvent>): WorkerEvent {
+    return WorkerEvent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerEvent>): WorkerEvent {
+    const message = createBaseWorkerEvent();
+    message.kind = object.kind ?? 0;
+    message.address = object.address ?? "";
+    message.name = object.name ?? "";
+    message.status = object.status ?? "";
+    message.reason = object.reason ?? "";
+    message.expected = object.expected ?? false;
+    message.nannyAddress = object.nannyAddress ?? "";
+    message.pid = object.pid ?? 0;
+    message.timeMs = object.timeMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseWatchWorkersResponse(): WatchWorkersResponse {
+  return { snapshot: false, events: [] };
+}
+
+export const WatchWorkersResponse: MessageFns<WatchWorkersResponse> = {
+  encode(message: WatchWorkersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.snapshot !== false) {
+      writer.uint32(8).bool(message.snapshot);
+    }
+    for (const v of message.events) {
+      WorkerEvent.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchWorkersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchWorkersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.snapshot = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.events.push(WorkerEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WatchWorkersResponse>): WatchWorkersResponse {
+    return WatchWorkersResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WatchWorkersResponse>): WatchWorkersResponse {
+    const message = createBaseWatchWorkersResponse();
+    message.snapshot = object.snapshot ?? false;
+    message.events = object.events?.map((e) => WorkerEvent.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * The scheduler. Clients and workers each hold one long-lived bidirectional stream; every stream
  * message is a batch, so many small events share one HTTP/2 frame.
@@ -6274,6 +6584,21 @@ export const SchedulerServiceService = {
     responseSerialize: (value: GetWhoHasResponse): Buffer => Buffer.from(GetWhoHasResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetWhoHasResponse => GetWhoHasResponse.decode(value),
   },
+  /**
+   * The workers as they come and go, for deployers: first one message with the registered workers
+   * (snapshot = true), then one message per change (a worker added, removed, or whose status
+   * changed). Ends when the scheduler closes.
+   */
+  watchWorkers: {
+    path: "/skein.v1.SchedulerService/WatchWorkers" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchWorkersRequest): Buffer => Buffer.from(WatchWorkersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchWorkersRequest => WatchWorkersRequest.decode(value),
+    responseSerialize: (value: WatchWorkersResponse): Buffer =>
+      Buffer.from(WatchWorkersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchWorkersResponse => WatchWorkersResponse.decode(value),
+  },
 } as const;
 
 export interface SchedulerServiceServer extends UntypedServiceImplementation {
@@ -6304,6 +6629,12 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
    * lists none, with nbytes -1.
    */
   getWhoHas: handleUnaryCall<GetWhoHasRequest, GetWhoHasResponse>;
+  /**
+   * The workers as they come and go, for deployers: first one message with the registered workers
+   * (snapshot = true), then one message per change (a worker added, removed, or whose status
+   * changed). Ends when the scheduler closes.
+   */
+  watchWorkers: handleServerStreamingCall<WatchWorkersRequest, WatchWorkersResponse>;
 }
 
 export interface SchedulerServiceClient extends Client {
@@ -6456,6 +6787,20 @@ export interface SchedulerServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetWhoHasResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * The workers as they come and go, for deployers: first one message with the registered workers
+   * (snapshot = true), then one message per change (a worker added, removed, or whose status
+   * changed). Ends when the scheduler closes.
+   */
+  watchWorkers(
+    request: WatchWorkersRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchWorkersResponse>;
+  watchWorkers(
+    request: WatchWorkersRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<WatchWorkersResponse>;
 }
 
 export const SchedulerServiceClient = makeGenericClientConstructor(
