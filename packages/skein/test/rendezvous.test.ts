@@ -73,6 +73,9 @@ describe('--scheduler-file and the JSON ready line', () => {
     } finally {
       admin.close();
     }
+    // The banner is printed once the CLI's signal handlers are in place (registration at the
+    // scheduler comes a little earlier): a SIGTERM from then on retires the worker gracefully.
+    await plain.waitFor(/^Registered to: /);
     plain.kill('SIGTERM');
     expect(await plain.exited).toBe(0);
     expect(plain.stdout.filter((l) => l.startsWith('{'))).toEqual([]);
