@@ -204,12 +204,25 @@ export function parseWorkerArgs(argv: string[]): WorkerCliOptions | 'help' {
 export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promise<number> {
   // A log line to a nanny that was killed must not crash the worker (EPIPE).
   if (io === defaultIO) guardStdio();
-  let worker: Worker;
+  let worker: Worker | undefined;
   let underNanny: boolean;
   let readyJson = false;
+  // Installed before anything starts: a signal while the worker waits for its scheduler file or
+  // registers stops it cleanly (exit 0) instead of killing it half-started.
+  const starting = new AbortController();
+  let stopping = false;
+  const retire = (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    io.stderr(`skein-worker: ${why}, retiring`);
+    if (worker) worker.retire().catch(() => undefined);
+    else starting.abort();
+  };
+  const off = (io.onSignal ?? processSignals)((signal) => retire(`${signal} received`));
   try {
     const opts = parseWorkerArgs(argv);
     if (opts === 'help') {
+      off();
       io.stdout(workerUsage());
       return 0;
     }
@@ -219,26 +232,23 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
     if (schedulerFile) {
       const waitMs = opts.deathTimeoutMs ?? skeinDefaults().deathTimeoutMs;
       io.stderr(`skein-worker: waiting for the scheduler file ${schedulerFile} (up to ${waitMs / 1000} s)`);
-      workerOptions.scheduler = (await waitForSchedulerFile(schedulerFile, waitMs)).address;
+      workerOptions.scheduler = (await waitForSchedulerFile(schedulerFile, waitMs, { signal: starting.signal })).address;
     }
     worker = await Worker.start(workerOptions);
   } catch (err) {
+    off();
+    // Stopped by a signal before it was started: nothing to retire.
+    if (stopping) return 0;
     io.stderr(`skein-worker: ${oneLine(err)}`);
     return 1;
   }
-  let stopping = false;
-  const retire = (why: string) => {
-    if (stopping) return;
-    stopping = true;
-    io.stderr(`skein-worker: ${why}, retiring`);
-    worker.retire().catch(() => undefined);
-  };
-  const off = (io.onSignal ?? processSignals)((signal) => retire(`${signal} received`));
+  // A signal that came while it registered: retire now that there is a worker to retire.
+  if (stopping) worker.retire().catch(() => undefined);
   // Orphaned (its nanny was killed): leave gracefully, so the scheduler moves this worker's
   // results to peers instead of losing them with the process.
   const unwatch = underNanny ? watchParent((ppid) => retire(`its nanny (process ${ppid}) is gone`)) : () => undefined;
-  // Printed only once the signal handlers are in place, so a supervisor that stops the worker
-  // right after reading these lines gets a graceful retire.
+  // Printed once registered (the signal handlers were installed before the start): a supervisor
+  // may stop the worker at any time and gets a graceful retire.
   io.stdout(`Start worker at:  ${worker.address}`);
   io.stdout(`Registered to:    ${worker.schedulerAddress}`);
   if (readyJson) {

@@ -82,6 +82,16 @@ describe('--scheduler-file and the JSON ready line', () => {
     expect(plain.stdout).toContain(`Registered to:    ${sready.address}`);
   });
 
+  it('a worker stopped by SIGTERM while it waits for its scheduler file exits 0 at once', async () => {
+    const worker = start(['worker', '--scheduler-file', join(dir, 'not-yet.json'), '--no-nanny', '--death-timeout', '60']);
+    await worker.waitFor(/waiting for the scheduler file/);
+    const sent = Date.now();
+    worker.kill('SIGTERM');
+    expect(await worker.exited).toBe(0);
+    expect(Date.now() - sent).toBeLessThan(5_000);
+    expect(worker.stderr.join('\n')).toContain('SIGTERM received');
+  });
+
   it.each([['without a nanny', ['--no-nanny']], ['under a nanny', []]])(
     'a worker (%s) whose scheduler file never appears stops with an error naming the file',
     async (_what, extra) => {
