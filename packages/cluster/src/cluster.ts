@@ -54,6 +54,18 @@ function compileClusterOptions(o: ClusterOptions): CompiledClusterOptions {
   return { nWorkers, namePrefix: o.namePrefix ?? 'worker', name: o.name ?? 'Cluster', workerStartTimeoutMs };
 }
 
+/** `cluster.workerStatus()`: the lifecycle and where each worker is. */
+export interface ClusterWorkerStatus {
+  status: LifecycleStatus;
+  planned: number;
+  requested: number;
+  observed: number;
+  /** Workers requested from the backend and not running yet, oldest request first. */
+  pending: Array<{ name: string; reason: string; requestedMs: number }>;
+  /** Running workers; `registered` once the scheduler reports them (always true when the base cannot watch). */
+  running: Array<{ name: string; registered: boolean }>;
+}
+
 /** One round of adaptive scaling, as recorded in `Adaptive.history`. */
 export interface AdaptiveRecord {
   timeMs: number;
@@ -235,8 +247,22 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     return this.#scheduler?.dashboardLink ?? '';
   }
 
+  /** The cluster's lifecycle: 'starting', 'running', 'closing', 'closed', 'failed' (see `workerStatus()` for its workers). */
   get status(): LifecycleStatus {
     return this.#lifecycle.status;
+  }
+
+  /**
+   * The cluster's state with its workers, at once: the lifecycle, the counts, every pending worker
+   * with the backend's reason (Slurm's pending reason, "connecting over SSH"...) and since when it
+   * was requested, and the running ones (registered or not yet seen by the scheduler).
+   */
+  workerStatus(): ClusterWorkerStatus {
+    const pending = [...this.#starting]
+      .filter(([name]) => this.#jobs.get(name)?.state === 'pending')
+      .map(([name, s]) => ({ name, reason: this.#jobs.get(name)?.reason ?? '', requestedMs: s.since }));
+    const running = [...this.workers.keys()].map((name) => ({ name, registered: !this.#watch || this.#observed.has(name) }));
+    return { status: this.#lifecycle.status, ...this.workerCounts, pending, running };
   }
 
   /** How many workers the cluster wants now (running or about to start). */
