@@ -55,6 +55,14 @@ export interface ClusterBackend<W extends WorkerHandle = WorkerHandle, S extends
    * for that.
    */
   startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<W>;
+  /**
+   * How many workers one `startWorker` starts (default 1): a batch job with `processes > 1`. The
+   * base then counts workers, not handles: `scale(n)` requests `ceil(n / workersPerHandle)`
+   * handles, named `<prefix>-<n>`, each carrying the workers `<handle name>-0` ... (in
+   * `StartWorkerOptions.workerNames`: the backend must register them under these names). Its
+   * workers are retired and stopped together.
+   */
+  readonly workersPerHandle?: number;
   /** How the base talks to the scheduler (default: a `SchedulerAdmin` for `schedulerAddress`). */
   connect?(schedulerAddress: string): Promise<SchedulerControl>;
   /** Releases what the backend holds besides the processes (SSH connections ...), after they stopped. */
@@ -71,6 +79,11 @@ export interface StartWorkerOptions {
    * in the error of a start that times out.
    */
   report(reason: string): void;
+  /**
+   * The names the handle's workers must register under: `[name]` when the backend starts one
+   * worker per handle, else `workersPerHandle` names (`<name>-0`, `<name>-1`, ...).
+   */
+  workerNames: string[];
 }
 
 /** Where one requested worker is: its start asked of the backend, then running, then over. */
