@@ -368,6 +368,32 @@ describe('Cluster base with a fake backend', () => {
     await adaptive.stop();
   });
 
+  it('handles of several workers pending for 30 s: counted in workers, listed per worker, cancelled at once by scale and close', async () => {
+    const backend = fakeBackend({ pendingForever: true });
+    const multi: ClusterBackend<FakeProcess, SchedulerHandle> = {
+      startScheduler: () => backend.startScheduler(),
+      workersPerHandle: 3,
+      startWorker: (name, address, options) => backend.startWorker(name, address, options),
+      connect: () => backend.connect!(''),
+    };
+    cluster = await new Cluster(multi).start();
+    await cluster.scale(5); // 2 handles of 3
+    expect(backend.requests).toEqual(['worker-0', 'worker-1']);
+    expect(cluster.workerCounts).toEqual({ planned: 6, requested: 6, observed: 0 });
+    const st = cluster.workerStatus();
+    expect(st.pending.map((p) => p.name)).toEqual(['worker-0-0', 'worker-0-1', 'worker-0-2', 'worker-1-0', 'worker-1-1', 'worker-1-2']);
+    expect(st.pending.every((p) => p.reason === 'Priority (3 jobs ahead in the queue)')).toBe(true);
+    const t0 = Date.now();
+    await cluster.scale(3); // the later handle's start is cancelled
+    await until(() => backend.aborted.length === 1);
+    expect(backend.aborted).toEqual(['worker-1']);
+    expect(cluster.workerCounts).toEqual({ planned: 3, requested: 3, observed: 0 });
+    await cluster.close();
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    expect(backend.aborted).toEqual(['worker-1', 'worker-0']);
+    cluster = undefined;
+  });
+
   it('closes everything once, in order, and refuses to scale afterwards', async () => {
     const backend = fakeBackend();
     const c = await new Cluster(backend, { nWorkers: 2 }).start();
