@@ -300,6 +300,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   #jobOf(name: string): WorkerJob {
     return {
       name,
+      workerNames: this.#workerNames(name),
       status: () => ({ ...(this.#jobs.get(name) ?? { state: 'finished', reason: 'forgotten', sinceMs: 0 }) }),
       logs: async () => this.workers.get(name)?.logs() ?? [],
       cancel: () => this.#retire([name]),

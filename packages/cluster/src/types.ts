@@ -100,6 +100,8 @@ export interface WorkerJobStatus {
 /** The cluster's handle on one requested worker, from the moment it is requested (`cluster.jobs()`). */
 export interface WorkerJob {
   readonly name: string;
+  /** The workers it carries, as they register: `[name]`, or `<name>-0`... when the backend's `workersPerHandle` is more than 1. */
+  readonly workerNames: readonly string[];
   status(): WorkerJobStatus;
   /** Its output so far ([] while it has not started). */
   logs(): Promise<string[]>;

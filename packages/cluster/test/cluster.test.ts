@@ -383,6 +383,10 @@ describe('Cluster base with a fake backend', () => {
     const st = cluster.workerStatus();
     expect(st.pending.map((p) => p.name)).toEqual(['worker-0-0', 'worker-0-1', 'worker-0-2', 'worker-1-0', 'worker-1-1', 'worker-1-2']);
     expect(st.pending.every((p) => p.reason === 'Priority (3 jobs ahead in the queue)')).toBe(true);
+    expect(cluster.jobs().map((j) => [j.name, j.workerNames, j.status().state])).toEqual([
+      ['worker-0', ['worker-0-0', 'worker-0-1', 'worker-0-2'], 'pending'],
+      ['worker-1', ['worker-1-0', 'worker-1-1', 'worker-1-2'], 'pending'],
+    ]);
     const t0 = Date.now();
     await cluster.scale(3); // the later handle's start is cancelled
     await until(() => backend.aborted.length === 1);
