@@ -54,6 +54,22 @@ function compileClusterOptions(o: ClusterOptions): CompiledClusterOptions {
   return { nWorkers, namePrefix: o.namePrefix ?? 'worker', name: o.name ?? 'Cluster', workerStartTimeoutMs };
 }
 
+/** `cluster.workerStatus()`: the lifecycle and where each worker is. */
+export interface ClusterWorkerStatus {
+  status: LifecycleStatus;
+  planned: number;
+  requested: number;
+  observed: number;
+  /**
+   * Workers requested from the backend and not running yet, oldest request first: the worker's
+   * name, its handle's (`job`: the same unless the backend's `workersPerHandle` is more than 1),
+   * the backend's last reason, when it was requested (ms since the epoch).
+   */
+  pending: Array<{ name: string; job: string; reason: string; requestedMs: number }>;
+  /** Running workers; `registered` once the scheduler reports them (always true when the base cannot watch). */
+  running: Array<{ name: string; job: string; registered: boolean }>;
+}
+
 /** One round of adaptive scaling, as recorded in `Adaptive.history`. */
 export interface AdaptiveRecord {
   timeMs: number;
@@ -168,7 +184,10 @@ export class Adaptive {
  * await cluster.close();
  */
 export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerHandle = SchedulerHandle> {
-  /** Running workers by name (registered with the scheduler). */
+  /**
+   * Running handles by name (one worker each, unless the backend's `workersPerHandle` is more:
+   * then a handle is a job carrying that many workers, `<handle name>-0` ...).
+   */
   readonly workers = new Map<string, W>();
   readonly #backend: ClusterBackend<W, S>;
   readonly #opts: CompiledClusterOptions;
@@ -192,10 +211,15 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   #lastStartError: unknown;
   /** Called whenever the counts change (waitForWorkers). */
   readonly #waiters = new Set<() => void>();
+  /** Workers per handle (the backend's `workersPerHandle`). */
+  readonly #k: number;
 
   constructor(backend: ClusterBackend<W, S>, options: ClusterOptions = {}) {
     this.#backend = backend;
     this.#opts = compileClusterOptions(options);
+    const k = backend.workersPerHandle ?? 1;
+    if (!Number.isInteger(k) || k < 1) throw new InvalidArgumentError(`The backend's workersPerHandle must be a whole number ≥ 1, got ${k}.`);
+    this.#k = k;
     this.#lifecycle = new Lifecycle(this.#opts.name);
   }
 
@@ -235,13 +259,29 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     return this.#scheduler?.dashboardLink ?? '';
   }
 
+  /** The cluster's lifecycle: 'starting', 'running', 'closing', 'closed', 'failed' (see `workerStatus()` for its workers). */
   get status(): LifecycleStatus {
     return this.#lifecycle.status;
   }
 
+  /**
+   * The cluster's state with its workers, at once: the lifecycle, the counts, every pending worker
+   * with the backend's reason (Slurm's pending reason, "connecting over SSH"...) and since when it
+   * was requested, and the running ones (registered or not yet seen by the scheduler).
+   */
+  workerStatus(): ClusterWorkerStatus {
+    const pending = [...this.#starting]
+      .filter(([job]) => this.#jobs.get(job)?.state === 'pending')
+      .flatMap(([job, s]) => this.#workerNames(job).map((name) => ({ name, job, reason: this.#jobs.get(job)?.reason ?? '', requestedMs: s.since })));
+    const running = [...this.workers.keys()].flatMap((job) =>
+      this.#workerNames(job).map((name) => ({ name, job, registered: !this.#watch || this.#observed.has(name) })),
+    );
+    return { status: this.#lifecycle.status, ...this.workerCounts, pending, running };
+  }
+
   /** How many workers the cluster wants now (running or about to start). */
   get requested(): number {
-    return this.#wanted.size;
+    return this.#wanted.size * this.#k;
   }
 
   /** Workers requested from the backend that do not run yet, oldest request first. */
@@ -260,6 +300,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   #jobOf(name: string): WorkerJob {
     return {
       name,
+      workerNames: this.#workerNames(name),
       status: () => ({ ...(this.#jobs.get(name) ?? { state: 'finished', reason: 'forgotten', sinceMs: 0 }) }),
       logs: async () => this.workers.get(name)?.logs() ?? [],
       cancel: () => this.#retire([name]),
@@ -283,7 +324,8 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
    * WatchWorkers; the running handles when the scheduler cannot be watched).
    */
   get workerCounts(): { planned: number; requested: number; observed: number } {
-    return { planned: this.#wanted.size, requested: this.#starting.size + this.workers.size, observed: this.#readyCount() };
+    const k = this.#k;
+    return { planned: this.#wanted.size * k, requested: (this.#starting.size + this.workers.size) * k, observed: this.#readyCount() };
   }
 
   /**
@@ -306,14 +348,14 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
       const check = () => {
         if (this.#readyCount() >= n) return finish();
         if (this.#lifecycle.closing) return finish(new SkeinError('failed_precondition', `The ${this.#opts.name} closed while waiting for ${n} workers.`));
-        if (this.#wanted.size < n) {
+        if (this.#wanted.size * this.#k < n) {
           const last = this.#lastStartError;
           if (last instanceof WorkerStartTimeoutError) return finish(last);
           if (last !== undefined) {
             const e = toSkeinError(last);
             return finish(new SkeinError(e.code, `Waiting for ${n} workers, but a worker failed to start: ${e.message}`, { cause: last }));
           }
-          return finish(new SkeinError('failed_precondition', `Waiting for ${n} workers, but the ${this.#opts.name} wants only ${this.#wanted.size}; call scale(${n}) first.`));
+          return finish(new SkeinError('failed_precondition', `Waiting for ${n} workers, but the ${this.#opts.name} wants only ${this.#wanted.size * this.#k}; call scale(${n}) first.`));
         }
       };
       if (Number.isFinite(timeoutMs)) {
@@ -374,11 +416,12 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     void this.#adaptive?.stop();
     this.#adaptive = new Adaptive(
       {
-        requested: () => this.#wanted.size,
-        owns: (name) => this.#wanted.has(name),
+        requested: () => this.#wanted.size * this.#k,
+        owns: (name) => this.#owns(name),
         control: () => this.#controlOf(),
         scaleTo: (n) => this.#scaleTo(n),
-        retire: (names) => this.#retire(names),
+        // A handle's workers stop together: only handles whose every worker the scheduler named.
+        retire: (names) => this.#retire(this.#wholeJobs(names)),
         log: (m) => this.#log(m),
         closing: () => this.#lifecycle.closing,
       },
@@ -387,7 +430,10 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     return this.#adaptive;
   }
 
-  /** Retires these workers (names) gracefully and stops their processes. */
+  /**
+   * Retires these workers gracefully and stops their processes. A name may be a handle's or one of
+   * its workers' (with `workersPerHandle > 1`): the whole handle is retired, its workers stop together.
+   */
   async retireWorkers(names: string[]): Promise<void> {
     this.#ensureUsable('retire workers');
     await this.#retire(names);
@@ -442,10 +488,43 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
 
   /** Running workers the scheduler has registered (every running one while not watching). */
   #readyCount(): number {
-    if (!this.#watch) return this.workers.size;
+    if (!this.#watch) return this.workers.size * this.#k;
     let n = 0;
-    for (const name of this.workers.keys()) if (this.#observed.has(name)) n++;
+    for (const job of this.workers.keys()) for (const name of this.#workerNames(job)) if (this.#observed.has(name)) n++;
     return n;
+  }
+
+  /** The names the workers of handle `job` register under. */
+  #workerNames(job: string): string[] {
+    return this.#k === 1 ? [job] : Array.from({ length: this.#k }, (_, i) => `${job}-${i}`);
+  }
+
+  /** The handle a worker name (or a handle name) belongs to, if it is one of ours. */
+  #jobOfName(name: string): string | undefined {
+    if (this.#wanted.has(name) || this.workers.has(name) || this.#starting.has(name)) return name;
+    if (this.#k === 1) return undefined;
+    const cut = name.lastIndexOf('-');
+    const job = name.slice(0, cut);
+    const i = Number(name.slice(cut + 1));
+    if (cut < 0 || !Number.isInteger(i) || i < 0 || i >= this.#k || `${job}-${i}` !== name) return undefined;
+    return this.#wanted.has(job) || this.workers.has(job) || this.#starting.has(job) ? job : undefined;
+  }
+
+  /** Is this worker (or handle) name one the cluster wants? */
+  #owns(name: string): boolean {
+    const job = this.#jobOfName(name);
+    return job !== undefined && this.#wanted.has(job);
+  }
+
+  /** The handles all of whose workers are named (a handle's workers stop together). */
+  #wholeJobs(names: string[]): string[] {
+    const named = new Set(names);
+    const jobs = new Set<string>();
+    for (const n of names) {
+      const job = this.#jobOfName(n);
+      if (job !== undefined && (job === n || this.#workerNames(job).every((w) => named.has(w)))) jobs.add(job);
+    }
+    return [...jobs];
   }
 
   /** Follows the scheduler's workers (WatchWorkers), when the control can; else handles count as registered. */
@@ -466,10 +545,10 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
       onChange: (c) => {
         if (c.kind === 'added') {
           this.#observed.set(c.name, c.address);
-          if (this.#wanted.has(c.name)) this.#log(`worker ${c.name} registered at ${c.address}`);
+          if (this.#owns(c.name)) this.#log(`worker ${c.name} registered at ${c.address}`);
         } else if (c.kind === 'removed') {
           if (this.#observed.get(c.name) === c.address) this.#observed.delete(c.name);
-          if (this.#wanted.has(c.name) && !c.expected) this.#log(`the scheduler lost worker ${c.name} (${c.reason})`);
+          if (this.#owns(c.name) && !c.expected) this.#log(`the scheduler lost worker ${c.name} (${c.reason})`);
         }
         this.#notify();
       },
@@ -506,20 +585,26 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     return this.#control;
   }
 
+  /** Wants `n` workers: `ceil(n / workersPerHandle)` handles. */
   #scaleTo(n: number): Promise<void> {
+    const jobs = Math.ceil(n / this.#k);
     return this.#enqueue(async () => {
-      if (n > this.#wanted.size) {
-        while (this.#wanted.size < n) this.#wanted.add(`${this.#opts.namePrefix}-${this.#counter++}`);
-      } else if (n < this.#wanted.size) {
-        for (const name of await this.#chooseToDrop(this.#wanted.size - n)) this.#wanted.delete(name);
+      if (jobs > this.#wanted.size) {
+        while (this.#wanted.size < jobs) this.#wanted.add(`${this.#opts.namePrefix}-${this.#counter++}`);
+      } else if (jobs < this.#wanted.size) {
+        for (const name of await this.#chooseToDrop(this.#wanted.size - jobs)) this.#wanted.delete(name);
       }
       await this.#reconcile();
     });
   }
 
+  /** Stops these handles (or the handles of these workers: a handle's workers stop together). */
   #retire(names: string[]): Promise<void> {
     return this.#enqueue(async () => {
-      for (const name of names) this.#wanted.delete(name);
+      for (const name of names) {
+        const job = this.#jobOfName(name);
+        if (job !== undefined) this.#wanted.delete(job);
+      }
       await this.#reconcile();
     });
   }
@@ -540,7 +625,15 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     } catch (err) {
       this.#log(`could not ask the scheduler which workers are idle: ${toSkeinError(err).message}`);
     }
-    const cost = (n: string): [number, number] => load.get(n) ?? [0, 0];
+    const cost = (job: string): [number, number] => {
+      const c: [number, number] = [0, 0];
+      for (const w of this.#workerNames(job)) {
+        const [p, b] = load.get(w) ?? [0, 0];
+        c[0] += p;
+        c[1] += b;
+      }
+      return c;
+    };
     running.sort((a, b) => cost(a)[0] - cost(b)[0] || cost(a)[1] - cost(b)[1]);
     return [...notRunning, ...running].slice(0, k);
   }
@@ -584,7 +677,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     timer?.unref?.();
     let started: Promise<W>;
     try {
-      started = Promise.resolve(this.#backend.startWorker(name, this.schedulerAddress, { signal: abort.signal, report }));
+      started = Promise.resolve(this.#backend.startWorker(name, this.schedulerAddress, { signal: abort.signal, report, workerNames: this.#workerNames(name) }));
     } catch (err) {
       started = Promise.reject(err);
     }
@@ -625,7 +718,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   async #stopWorkers(names: string[]): Promise<void> {
     const handles = names.map((n) => this.workers.get(n)).filter((h): h is W => h !== undefined);
     try {
-      const retired = await (await this.#controlOf()).retireWorkers(names);
+      const retired = await (await this.#controlOf()).retireWorkers(names.flatMap((n) => this.#workerNames(n)));
       this.#log(`retired ${retired.join(', ') || '(none)'}`);
     } catch (err) {
       this.#log(`could not retire ${names.join(', ')} gracefully (${toSkeinError(err).message}); stopping them`);

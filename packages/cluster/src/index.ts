@@ -17,7 +17,7 @@
  * const adaptive = cluster.adapt({ minimum: 1, maximum: 10 }); // follow the load
  * await adaptive.stop();
  */
-export { Cluster, Adaptive, WorkerStartTimeoutError, type ClusterOptions, type AdaptiveRecord } from './cluster.js';
+export { Cluster, Adaptive, WorkerStartTimeoutError, type ClusterOptions, type ClusterWorkerStatus, type AdaptiveRecord } from './cluster.js';
 export {
   decideAdaptive,
   compileAdaptiveOptions,

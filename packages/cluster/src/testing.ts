@@ -10,7 +10,7 @@
  * import { deployerConformance } from '@skein/cluster/testing';
  * for (const check of deployerConformance(myDeployer)) it(check.name, check.run, check.timeoutMs);
  */
-import type { Cluster } from './cluster.js';
+import { WorkerStartTimeoutError, type Cluster } from './cluster.js';
 import { SchedulerAdmin } from './admin.js';
 import type { WorkerHandle } from './types.js';
 
@@ -26,6 +26,13 @@ export interface DeployerUnderTest<C extends Cluster<WorkerHandle> = Cluster<Wor
   burst(cluster: C, tasks: number, taskMs: number): Promise<void>;
   /** Starts a cluster whose workers cannot start (a bad module, a missing binary...), if the deployer can. */
   startBroken?(): Promise<C>;
+  /**
+   * Starts a cluster (no workers) whose workers start but never become ready (a process that hangs
+   * before registering, a job that stays queued), with `workerStartTimeoutMs: timeoutMs`, if the
+   * deployer can. The suite asks for one worker and expects a `WorkerStartTimeoutError` carrying
+   * the reason the backend last reported (not the base's own 'requested').
+   */
+  startNeverReady?(timeoutMs: number): Promise<C>;
   /** How long one worker may take to start here (default 30 s). */
   startTimeoutMs?: number;
 }
@@ -87,6 +94,13 @@ export function deployerConformance<C extends Cluster<WorkerHandle>>(d: Deployer
           await cluster.scale(3);
           const counts = cluster.workerCounts;
           check(counts.planned === 3 && counts.requested === 3, `scale(3) plans and requests 3 workers at once, got ${JSON.stringify(counts)}`);
+          const st = cluster.workerStatus();
+          check(
+            st.pending.length >= 1 && st.pending.length + st.running.length === 3,
+            `scale(3) shows the workers not running yet as pending in cluster.workerStatus() at once, got ${JSON.stringify(st)}`,
+          );
+          for (const p of st.pending) check(p.reason !== '', `a pending worker in cluster.workerStatus() says why it is pending (${p.name})`);
+          check(st.status === cluster.status && st.planned === 3, `cluster.workerStatus() carries the lifecycle and the counts, got ${JSON.stringify(st)}`);
           const live = cluster.jobs().filter((j) => ['pending', 'running'].includes(j.status().state));
           check(live.length === 3, `scale(3) hands out a job for each of the 3 workers at once, got ${live.map((j) => `${j.name}: ${j.status().state}`).join(', ')}`);
           for (const j of live) {
@@ -97,6 +111,11 @@ export function deployerConformance<C extends Cluster<WorkerHandle>>(d: Deployer
           const names = await registered(admin);
           check([...cluster.workers.keys()].every((n) => names.has(n)) && names.size === 3, `3 workers registered, got ${[...names.keys()].join(', ')}`);
           check(cluster.pendingWorkers.length === 0, `no worker pending once they run, got ${cluster.pendingWorkers.join(', ')}`);
+          const after = cluster.workerStatus();
+          check(
+            after.pending.length === 0 && after.running.length === 3 && after.running.every((r) => r.registered),
+            `cluster.workerStatus() shows 3 registered workers and none pending once they run, got ${JSON.stringify(after)}`,
+          );
           await cluster.scale(1);
           check(cluster.workers.size === 1, `scale(1) leaves 1 worker, got ${cluster.workers.size}`);
           const retired = cluster.jobs().filter((j) => j.status().state === 'finished');
@@ -168,6 +187,50 @@ export function deployerConformance<C extends Cluster<WorkerHandle>>(d: Deployer
           check(left.length === 0, `close() leaves nothing behind, found: ${left.join('; ')}`);
         }
         check(error instanceof Error && error.message.length > 0, `a worker that cannot start is an error with a reason, got ${String(error)}`);
+      },
+    });
+  }
+  if (d.startNeverReady) {
+    const startNeverReady = d.startNeverReady.bind(d);
+    checks.push({
+      name: 'a worker that never starts times out with the backend\'s reason, and nothing is left behind',
+      timeoutMs: 3 * startMs,
+      run: async () => {
+        const timeoutMs = Math.min(3_000, startMs);
+        const cluster = await startNeverReady(timeoutMs);
+        let error: unknown;
+        let reported = '';
+        try {
+          await cluster.scale(1);
+          const [name] = cluster.pendingWorkers;
+          check(name !== undefined, `scale(1) leaves the worker pending, got ${JSON.stringify(cluster.workerStatus())}`);
+          // The backend's report, as the status shows it while the worker is pending.
+          await until(
+            () => {
+              const p = cluster.workerStatus().pending.find((w) => w.name === name);
+              if (p && p.reason !== 'requested') reported = p.reason;
+              return reported !== '' || p === undefined;
+            },
+            startMs,
+            `the backend to report why ${name} is pending`,
+          );
+          error = await cluster.waitForWorkers(1, { timeoutMs: startMs + timeoutMs }).then(
+            () => undefined,
+            (err: unknown) => err,
+          );
+          check(error instanceof WorkerStartTimeoutError, `a worker that never starts is a WorkerStartTimeoutError, got ${String(error)}`);
+          const e = error as WorkerStartTimeoutError;
+          check(e.workerName === name && e.timeoutMs === timeoutMs, `the error names ${name} and ${timeoutMs} ms, got ${e.workerName}, ${e.timeoutMs}`);
+          check(e.reason !== '' && e.reason !== 'requested', `the error carries the backend's reason, got '${e.reason}'`);
+          check(e.message.includes(e.reason), `the error's message says the reason, got ${e.message}`);
+          const job = cluster.jobs().find((j) => j.name === name);
+          check(job?.status().state === 'failed', `the timed-out worker's job is failed, got ${job?.status().state}`);
+          check(cluster.workerStatus().pending.length === 0 && cluster.requested === 0, `the timed-out worker is no longer wanted, got ${JSON.stringify(cluster.workerStatus())}`);
+        } finally {
+          await cluster.close();
+        }
+        const left = await d.leftovers(cluster);
+        check(left.length === 0, `close() leaves nothing behind after a start that timed out, found: ${left.join('; ')}`);
       },
     });
   }

@@ -55,6 +55,14 @@ export interface ClusterBackend<W extends WorkerHandle = WorkerHandle, S extends
    * for that.
    */
   startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<W>;
+  /**
+   * How many workers one `startWorker` starts (default 1): a batch job with `processes > 1`. The
+   * base then counts workers, not handles: `scale(n)` requests `ceil(n / workersPerHandle)`
+   * handles, named `<prefix>-<n>`, each carrying the workers `<handle name>-0` ... (in
+   * `StartWorkerOptions.workerNames`: the backend must register them under these names). Its
+   * workers are retired and stopped together.
+   */
+  readonly workersPerHandle?: number;
   /** How the base talks to the scheduler (default: a `SchedulerAdmin` for `schedulerAddress`). */
   connect?(schedulerAddress: string): Promise<SchedulerControl>;
   /** Releases what the backend holds besides the processes (SSH connections ...), after they stopped. */
@@ -71,6 +79,11 @@ export interface StartWorkerOptions {
    * in the error of a start that times out.
    */
   report(reason: string): void;
+  /**
+   * The names the handle's workers must register under: `[name]` when the backend starts one
+   * worker per handle, else `workersPerHandle` names (`<name>-0`, `<name>-1`, ...).
+   */
+  workerNames: string[];
 }
 
 /** Where one requested worker is: its start asked of the backend, then running, then over. */
@@ -87,6 +100,8 @@ export interface WorkerJobStatus {
 /** The cluster's handle on one requested worker, from the moment it is requested (`cluster.jobs()`). */
 export interface WorkerJob {
   readonly name: string;
+  /** The workers it carries, as they register: `[name]`, or `<name>-0`... when the backend's `workersPerHandle` is more than 1. */
+  readonly workerNames: readonly string[];
   status(): WorkerJobStatus;
   /** Its output so far ([] while it has not started). */
   logs(): Promise<string[]>;

@@ -294,6 +294,110 @@ describe('Cluster base with a fake backend', () => {
     expect(cluster.logs()['cluster']!.join('\n')).toMatch(/the scheduler lost worker worker-0 \(connection lost\)/);
   });
 
+  it('one handle may carry several workers (a batch job with processes > 1): counts are in workers, whole handles are requested and retired', async () => {
+    const backend = fakeBackend();
+    let watcher: WorkerWatchHandlers | undefined;
+    const change = (kind: WorkerChange['kind'], name: string, address: string): WorkerChange => ({
+      kind, address, name, status: 'running', reason: '', expected: false, nannyAddress: '', pid: 1, timeMs: Date.now(),
+    });
+    const watching: SchedulerControl = {
+      retireWorkers: (w) => backend.scheduler.retireWorkers(w),
+      adaptiveTarget: () => backend.scheduler.adaptiveTarget(),
+      workers: () => backend.scheduler.workers(),
+      close: async () => undefined,
+      watchWorkers(handlers) {
+        watcher = handlers;
+        handlers.onSnapshot?.([]);
+        return { ready: Promise.resolve(), close: () => handlers.onEnd?.(undefined) };
+      },
+    };
+    const multi: ClusterBackend<FakeProcess, SchedulerHandle> = {
+      startScheduler: () => backend.startScheduler(),
+      workersPerHandle: 2,
+      async startWorker(name, address, options) {
+        expect(options?.workerNames).toEqual([`${name}-0`, `${name}-1`]);
+        const job = await backend.startWorker(name, address, options);
+        // The job's two processes register under the names the base gave them.
+        backend.scheduler.registered.delete(name);
+        for (const [i, w] of options!.workerNames.entries()) {
+          const p = new FakeProcess(w, `${job.address}${i}`);
+          backend.scheduler.registered.set(w, p);
+          watcher?.onChange(change('added', w, p.address));
+        }
+        return job;
+      },
+      connect: async () => watching,
+    };
+    cluster = await new Cluster(multi).start();
+    await cluster.scale(4);
+    expect(backend.requests).toEqual(['worker-0', 'worker-1']); // 2 handles for 4 workers
+    expect(cluster.workerCounts).toMatchObject({ planned: 4, requested: 4 });
+    expect(cluster.workerStatus().pending.map((p) => [p.name, p.job])).toEqual([
+      ['worker-0-0', 'worker-0'], ['worker-0-1', 'worker-0'], ['worker-1-0', 'worker-1'], ['worker-1-1', 'worker-1'],
+    ]);
+    await cluster.waitForWorkers(4);
+    expect(cluster.workerCounts).toEqual({ planned: 4, requested: 4, observed: 4 });
+    expect(cluster.requested).toBe(4);
+    expect(cluster.workerStatus().running.map((r) => r.name)).toEqual(['worker-0-0', 'worker-0-1', 'worker-1-0', 'worker-1-1']);
+    // 3 workers still need both handles: nothing is retired.
+    await cluster.scale(3);
+    expect(backend.scheduler.retired).toEqual([]);
+    expect(cluster.workerCounts.planned).toBe(4);
+    // Down to 2: the idle handle goes, both its workers retired through the scheduler first.
+    backend.scheduler.load.set('worker-0-0', { processing: 2, managedBytes: 0 });
+    await cluster.scale(2);
+    expect(backend.scheduler.retired).toEqual([['worker-1-0', 'worker-1-1']]);
+    expect(backend.started.filter((p) => p.closed).map((p) => p.name)).toEqual(['worker-1']);
+    expect(cluster.workerCounts).toEqual({ planned: 2, requested: 2, observed: 2 });
+    // Retiring one worker of a handle retires its handle: its workers stop together.
+    await cluster.scale(4);
+    await cluster.waitForWorkers(4);
+    await cluster.retireWorkers(['worker-2-1']);
+    expect(backend.scheduler.retired.at(-1)).toEqual(['worker-2-0', 'worker-2-1']);
+    expect([...cluster.workers.keys()]).toEqual(['worker-0']);
+    expect(cluster.requested).toBe(2);
+    // adapt retires a handle only once the scheduler names all of its workers.
+    const addressOf = (w: string) => backend.scheduler.registered.get(w)!.address;
+    backend.scheduler.recommendation = { target: 0, workersToClose: [addressOf('worker-0-1')], reason: 'idle' };
+    const adaptive = cluster.adapt({ minimum: 0, maximum: 4, intervalMs: 5, waitCount: 2 });
+    await until(() => adaptive.history.filter((h) => h.decision.type === 'down').length >= 3);
+    expect(cluster.workers.size).toBe(1);
+    backend.scheduler.recommendation = { target: 0, workersToClose: [addressOf('worker-0-1'), addressOf('worker-0-0')], reason: 'idle' };
+    await until(() => cluster!.workers.size === 0);
+    expect(backend.scheduler.retired.at(-1)?.slice().sort()).toEqual(['worker-0-0', 'worker-0-1']);
+    await adaptive.stop();
+  });
+
+  it('handles of several workers pending for 30 s: counted in workers, listed per worker, cancelled at once by scale and close', async () => {
+    const backend = fakeBackend({ pendingForever: true });
+    const multi: ClusterBackend<FakeProcess, SchedulerHandle> = {
+      startScheduler: () => backend.startScheduler(),
+      workersPerHandle: 3,
+      startWorker: (name, address, options) => backend.startWorker(name, address, options),
+      connect: () => backend.connect!(''),
+    };
+    cluster = await new Cluster(multi).start();
+    await cluster.scale(5); // 2 handles of 3
+    expect(backend.requests).toEqual(['worker-0', 'worker-1']);
+    expect(cluster.workerCounts).toEqual({ planned: 6, requested: 6, observed: 0 });
+    const st = cluster.workerStatus();
+    expect(st.pending.map((p) => p.name)).toEqual(['worker-0-0', 'worker-0-1', 'worker-0-2', 'worker-1-0', 'worker-1-1', 'worker-1-2']);
+    expect(st.pending.every((p) => p.reason === 'Priority (3 jobs ahead in the queue)')).toBe(true);
+    expect(cluster.jobs().map((j) => [j.name, j.workerNames, j.status().state])).toEqual([
+      ['worker-0', ['worker-0-0', 'worker-0-1', 'worker-0-2'], 'pending'],
+      ['worker-1', ['worker-1-0', 'worker-1-1', 'worker-1-2'], 'pending'],
+    ]);
+    const t0 = Date.now();
+    await cluster.scale(3); // the later handle's start is cancelled
+    await until(() => backend.aborted.length === 1);
+    expect(backend.aborted).toEqual(['worker-1']);
+    expect(cluster.workerCounts).toEqual({ planned: 3, requested: 3, observed: 0 });
+    await cluster.close();
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    expect(backend.aborted).toEqual(['worker-1', 'worker-0']);
+    cluster = undefined;
+  });
+
   it('closes everything once, in order, and refuses to scale afterwards', async () => {
     const backend = fakeBackend();
     const c = await new Cluster(backend, { nWorkers: 2 }).start();

@@ -61,6 +61,12 @@ export interface SSHClusterOptions {
   env?: Record<string, string>;
   /** How long a remote scheduler or worker may take to be ready (default 60 s). */
   startTimeoutMs?: number;
+  /**
+   * Give up on a worker not running this long after it was requested (ms; default: none, a start
+   * then fails after `startTimeoutMs`): its remote process is stopped and `waitForWorkers` rejects
+   * with a `WorkerStartTimeoutError` carrying the last reason (e.g. "started on HOST, waiting for its ready line").
+   */
+  workerStartTimeoutMs?: number;
 }
 
 interface CompiledHost {
@@ -83,6 +89,7 @@ interface CompiledSSHClusterOptions {
   nWorkers: number;
   env: Record<string, string>;
   startTimeoutMs: number;
+  workerStartTimeoutMs: number | undefined;
 }
 
 function compile(o: SSHClusterOptions): CompiledSSHClusterOptions {
@@ -131,6 +138,7 @@ function compile(o: SSHClusterOptions): CompiledSSHClusterOptions {
     nWorkers,
     env: o.env ?? {},
     startTimeoutMs: o.startTimeoutMs ?? 60_000,
+    workerStartTimeoutMs: o.workerStartTimeoutMs,
   };
 }
 
@@ -280,7 +288,12 @@ export class SSHCluster extends Cluster<SSHWorkerHandle, RemoteScheduler> {
   constructor(options: SSHClusterOptions) {
     const compiled = compile(options);
     const backend = new SSHBackend(compiled);
-    super(backend, { nWorkers: compiled.nWorkers, namePrefix: 'ssh', name: 'SSHCluster' });
+    super(backend, {
+      nWorkers: compiled.nWorkers,
+      namePrefix: 'ssh',
+      name: 'SSHCluster',
+      ...(compiled.workerStartTimeoutMs !== undefined ? { workerStartTimeoutMs: compiled.workerStartTimeoutMs } : {}),
+    });
     this.options = compiled;
     this.#backend = backend;
   }

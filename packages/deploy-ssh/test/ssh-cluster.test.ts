@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -272,6 +272,15 @@ const sshDeployer: DeployerUnderTest<SSHCluster> = {
     await client.gather(futures);
   },
   startBroken: () => SSHCluster.start(options(`mark-${randomUUID()}`, { nWorkers: 1, workerOptions: { modules: ['/nonexistent/skein-conformance.mjs'] } })),
+  // The remote worker starts but hangs loading its module (the "remote" hosts share this file system).
+  async startNeverReady(timeoutMs) {
+    const marker = `mark-${randomUUID()}`;
+    const module = join(root, `${marker}-hangs.mjs`);
+    writeFileSync(module, 'setInterval(() => {}, 1 << 30);\nawait new Promise(() => {});\n');
+    const cluster = await SSHCluster.start(options(marker, { nWorkers: 0, workerOptions: { modules: [module] }, workerStartTimeoutMs: timeoutMs }));
+    markers.set(cluster, marker);
+    return cluster;
+  },
   startTimeoutMs: 30_000,
 };
 

@@ -82,6 +82,11 @@ export interface NannyOptions {
   onWorkerStderr?: (line: string) => void;
   /** Where the nanny's own messages go (default: this process's stderr). */
   logger?: Logger;
+  /**
+   * Aborts the start: the worker process is killed at once and `start()` rejects with a
+   * `cancelled` error, instead of waiting up to `startTimeoutMs` (a deployer's start no longer wanted).
+   */
+  signal?: AbortSignal;
 }
 
 interface CompiledNannyOptions {
@@ -181,21 +186,35 @@ export class Nanny {
    */
   static async start(options: NannyOptions, prespawned?: ChildProcess): Promise<Nanny> {
     const n = new Nanny(compile(options));
+    const signal = options.signal;
+    const cancelled = (cause?: unknown) =>
+      new SkeinError('cancelled', 'The nanny\'s start was cancelled (its signal aborted) before the worker registered.', cause === undefined ? {} : { cause });
     n.lifecycle.beginStart();
     try {
+      if (signal?.aborted) throw cancelled();
       n.boundPort = await bindServer(n.server, n.options.host, n.options.port, 'nanny');
     } catch (err) {
       prespawned?.kill('SIGKILL');
       throw err;
     }
+    // An abort kills the worker: its start then fails at once ("exited before registering").
+    const onAbort = () => n.current?.child.kill('SIGKILL');
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      if (signal?.aborted) throw cancelled();
       await n.startWorker(prespawned);
+      if (signal?.aborted) throw cancelled();
     } catch (err) {
       // A worker that did not register in time may still be running: it must not outlive a
       // nanny that failed to start (LocalCluster runs nannies in its own, long-lived process).
-      n.current?.child.kill('SIGKILL');
+      const inc = n.current;
+      if (inc) inc.stopping ??= 'kill';
+      inc?.child.kill('SIGKILL');
+      if (inc) await inc.exited;
       await shutdownServer(n.server, 100);
-      throw err;
+      throw signal?.aborted ? cancelled(err) : err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
     n.monitor = setInterval(() => void n.sample(), n.options.monitorIntervalMs);
     n.monitor.unref();

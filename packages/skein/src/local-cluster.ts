@@ -30,6 +30,12 @@ export interface LocalClusterOptions {
   env?: Record<string, string>;
   /** How long to wait for workers to register (ms, default 60 s). */
   startTimeoutMs?: number;
+  /**
+   * Give up on a worker not running this long after it was requested (ms; default: none, a start
+   * then fails after `startTimeoutMs`): its start is cancelled and `waitForWorkers` rejects with a
+   * `WorkerStartTimeoutError` carrying the last thing the worker printed.
+   */
+  workerStartTimeoutMs?: number;
   /** Scheduler's worker saturation (tasks per thread before root tasks queue). */
   workerSaturation?: number;
   /** Scheduler's no-workers timeout (ms; see SchedulerOptions.noWorkersTimeoutMs). Default: none. */
@@ -54,6 +60,7 @@ interface CompiledLocalClusterOptions {
   /** Added to the environment of worker processes: `env` over a default SKEIN_LOG_LEVEL. */
   workerEnv: Record<string, string>;
   startTimeoutMs: number;
+  workerStartTimeoutMs: number | undefined;
   workerSaturation: number | undefined;
   noWorkersTimeoutMs: number | null | undefined;
   validate: boolean;
@@ -80,6 +87,7 @@ function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
     resources: o.resources ?? {},
     workerEnv: { SKEIN_LOG_LEVEL: process.env['SKEIN_LOG_LEVEL'] ?? 'warn', ...o.env },
     startTimeoutMs: o.startTimeoutMs ?? 60_000,
+    workerStartTimeoutMs: o.workerStartTimeoutMs,
     workerSaturation: o.workerSaturation,
     noWorkersTimeoutMs: o.noWorkersTimeoutMs,
     validate: o.validate ?? skeinDefaults().validate,
@@ -152,8 +160,9 @@ class NannyWorker implements LocalWorkerHandle {
   }
 
   /** Starts the nanny and its worker; resolves once the worker has registered. */
-  static async start(name: string, schedulerAddress: string, o: CompiledLocalClusterOptions): Promise<NannyWorker> {
+  static async start(name: string, schedulerAddress: string, o: CompiledLocalClusterOptions, options?: StartWorkerOptions): Promise<NannyWorker> {
     const tail = new LogTail();
+    options?.report('starting the worker process under a nanny, waiting for it to register');
     try {
       const nanny = await Nanny.start({
         scheduler: schedulerAddress,
@@ -165,6 +174,8 @@ class NannyWorker implements LocalWorkerHandle {
         startTimeoutMs: o.startTimeoutMs,
         env: o.workerEnv,
         onWorkerStderr: tail.push,
+        // A start the cluster no longer wants (scaled down, timed out, closing) kills the worker at once.
+        ...(options ? { signal: options.signal } : {}),
         // The nanny's messages (memory kills, restarts) belong to this worker's logs, not to the
         // user's terminal: the cluster's process may be a notebook or a service of its own.
         logger: createLogger(`nanny ${name}`, o.workerEnv['SKEIN_LOG_LEVEL'] as LogLevel, tail.push),
@@ -201,9 +212,14 @@ class ProcessWorker implements LocalWorkerHandle {
   constructor(
     readonly name: string,
     private readonly child: ChildProcess,
+    report?: (reason: string) => void,
   ) {
     this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
-    createInterface({ input: child.stderr! }).on('line', this.tail.push);
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      this.tail.push(line);
+      // Until it registers, its last words are why it is not running yet.
+      if (!this.address && line.trim()) report?.(`worker process ${this.pid} not registered yet; it last printed: ${line.trim()}`);
+    });
   }
 
   get pid(): number {
@@ -317,13 +333,14 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
 
   async startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<LocalWorkerHandle> {
     const o = this.o;
-    if (o.processes && o.nanny) return NannyWorker.start(name, schedulerAddress, o);
+    if (o.processes && o.nanny) return NannyWorker.start(name, schedulerAddress, o, options);
     if (o.processes) {
       // skein-worker itself (its bundle), not `skein worker`: one process, no dispatch.
       const spec = workerSpec(name, schedulerAddress, o);
       const args = [workerCommand(), schedulerAddress, ...workerFlags(spec)];
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...spec.env } });
-      const pw = new ProcessWorker(name, child);
+      const pw = new ProcessWorker(name, child, options?.report);
+      options?.report(`worker process ${pw.pid} started, waiting for it to register`);
       // A start the cluster no longer wants (scaled down, closing) is killed: it fails at once.
       options?.signal.addEventListener('abort', () => pw.kill(), { once: true });
       try {
@@ -364,7 +381,12 @@ export class LocalCluster extends Cluster<LocalWorkerHandle, InProcessScheduler>
   readonly #backend: LocalBackend;
 
   private constructor(options: CompiledLocalClusterOptions, backend: LocalBackend) {
-    super(backend, { nWorkers: options.nWorkers, namePrefix: 'local', name: 'LocalCluster' });
+    super(backend, {
+      nWorkers: options.nWorkers,
+      namePrefix: 'local',
+      name: 'LocalCluster',
+      ...(options.workerStartTimeoutMs !== undefined ? { workerStartTimeoutMs: options.workerStartTimeoutMs } : {}),
+    });
     this.options = options;
     this.#backend = backend;
   }
