@@ -14,7 +14,7 @@ export interface AdaptiveOptions {
   waitCount?: number;
   /**
    * Retire at most this share of the current workers in one round (at least one worker; default
-   * 1: all the scheduler names), so a sudden quiet moment shrinks a large cluster step by step.
+   * 0.5; 1: all the scheduler names), so a sudden quiet moment shrinks a large cluster step by step.
    */
   maxRetireFraction?: number;
 }
@@ -41,7 +41,7 @@ export function compileAdaptiveOptions(o: AdaptiveOptions): CompiledAdaptiveOpti
   if (!(targetDurationMs > 0)) throw new InvalidArgumentError(`adapt({ targetDurationMs }) must be > 0, got ${targetDurationMs}.`);
   if (!(intervalMs > 0)) throw new InvalidArgumentError(`adapt({ intervalMs }) must be > 0, got ${intervalMs}.`);
   if (!Number.isInteger(waitCount) || waitCount < 1) throw new InvalidArgumentError(`adapt({ waitCount }) must be a whole number ≥ 1, got ${waitCount}.`);
-  const maxRetireFraction = o.maxRetireFraction ?? 1;
+  const maxRetireFraction = o.maxRetireFraction ?? 0.5;
   if (!(maxRetireFraction > 0 && maxRetireFraction <= 1)) {
     throw new InvalidArgumentError(`adapt({ maxRetireFraction }) must be a fraction in (0, 1], got ${maxRetireFraction}.`);
   }

@@ -74,7 +74,7 @@ describe('decideAdaptive', () => {
   });
 
   it('validates options', () => {
-    expect(compileAdaptiveOptions({})).toEqual({ minimum: 0, maximum: Infinity, targetDurationMs: 5000, intervalMs: 1000, waitCount: 3, maxRetireFraction: 1 });
+    expect(compileAdaptiveOptions({})).toEqual({ minimum: 0, maximum: Infinity, targetDurationMs: 5000, intervalMs: 1000, waitCount: 3, maxRetireFraction: 0.5 });
     expect(() => compileAdaptiveOptions({ minimum: 3, maximum: 2 })).toThrow(/maximum/);
     expect(() => compileAdaptiveOptions({ waitCount: 0 })).toThrow(/waitCount/);
   });

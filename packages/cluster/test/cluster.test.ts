@@ -359,7 +359,7 @@ describe('Cluster base with a fake backend', () => {
     // adapt retires a handle only once the scheduler names all of its workers.
     const addressOf = (w: string) => backend.scheduler.registered.get(w)!.address;
     backend.scheduler.recommendation = { target: 0, workersToClose: [addressOf('worker-0-1')], reason: 'idle' };
-    const adaptive = cluster.adapt({ minimum: 0, maximum: 4, intervalMs: 5, waitCount: 2 });
+    const adaptive = cluster.adapt({ minimum: 0, maximum: 4, intervalMs: 5, waitCount: 2, maxRetireFraction: 1 });
     await until(() => adaptive.history.filter((h) => h.decision.type === 'down').length >= 3);
     expect(cluster.workers.size).toBe(1);
     backend.scheduler.recommendation = { target: 0, workersToClose: [addressOf('worker-0-1'), addressOf('worker-0-0')], reason: 'idle' };
@@ -412,7 +412,7 @@ describe('Cluster base with a fake backend', () => {
     const backend = fakeBackend();
     cluster = await new Cluster(backend, { nWorkers: 1 }).start();
     backend.scheduler.recommendation = { target: 4, workersToClose: [], reason: 'cpu' };
-    const adaptive = cluster.adapt({ minimum: 1, maximum: 3, intervalMs: 10, waitCount: 3 });
+    const adaptive = cluster.adapt({ minimum: 1, maximum: 3, intervalMs: 10, waitCount: 3, maxRetireFraction: 1 });
     await until(() => cluster!.workers.size === 3);
     const addressOf = (n: string) => cluster!.workers.get(n)!.address;
     backend.scheduler.recommendation = { target: 1, workersToClose: [addressOf('worker-2'), addressOf('worker-0')], reason: 'idle' };
@@ -425,6 +425,20 @@ describe('Cluster base with a fake backend', () => {
     expect(beforeDown.length).toBeGreaterThanOrEqual(2); // waited for agreeing rounds
     await adaptive.stop();
     expect(cluster.adaptive).toBeUndefined();
+  });
+
+  it('adapts down by at most half the workers per round by default (maxRetireFraction 0.5)', async () => {
+    const backend = fakeBackend();
+    cluster = await new Cluster(backend, { nWorkers: 1 }).start();
+    backend.scheduler.recommendation = { target: 4, workersToClose: [], reason: 'cpu' };
+    const adaptive = cluster.adapt({ minimum: 1, maximum: 3, intervalMs: 10, waitCount: 1 });
+    await until(() => cluster!.workers.size === 3);
+    const addressOf = (n: string) => cluster!.workers.get(n)?.address ?? '';
+    backend.scheduler.recommendation = { target: 1, workersToClose: [addressOf('worker-2'), addressOf('worker-0')], reason: 'idle' };
+    await until(() => cluster!.workers.size === 1);
+    // 3 workers: one retired per round (floor(3 * 0.5)), then the other.
+    expect(backend.scheduler.retired.map((r) => [...r])).toEqual([['worker-2'], ['worker-0']]);
+    await adaptive.stop();
   });
 
   it('scale() stops adaptive scaling', async () => {
