@@ -853,6 +853,8 @@ export class SchedulerState {
       ts.exceptionBlame = ts.key;
       this.recs.set(ts, 'erred');
     };
+    const failNoWorker = (ts: TaskRecord) =>
+      fail(ts, 'NoWorkerError', `Task ${ts.key} waited ${timeout} ms (noWorkersTimeoutMs) with no running worker. Start workers, or raise the timeout.`);
     for (const [ts, unrunnableSince] of this.unrunnable) {
       if (now <= unrunnableSince + timeout) continue;
       // Without restrictions a task is unrunnable only for want of any worker.
@@ -865,13 +867,11 @@ export class SchedulerState {
             '(noWorkersTimeoutMs). Start a worker that does, or change the restrictions.',
         );
       } else {
-        fail(ts, 'NoWorkerError', `Task ${ts.key} waited ${timeout} ms (noWorkersTimeoutMs) with no running worker. Start workers, or raise the timeout.`);
+        failNoWorker(ts);
       }
     }
     if (since >= 0 && now > since + timeout) {
-      for (const ts of this.queue) {
-        fail(ts, 'NoWorkerError', `Task ${ts.key} waited ${timeout} ms (noWorkersTimeoutMs) with no running worker. Start workers, or raise the timeout.`);
-      }
+      for (const ts of this.queue) failNoWorker(ts);
     }
   }
 
