@@ -245,9 +245,7 @@ function visitDecoded(v: object, lookup: (key: string) => unknown): unknown {
   if (!isPlainObject(v)) return KEEP;
   const r = (v as Record<string, unknown>)[REF_KEY];
   if (r !== undefined) return typeof r === 'string' && hasOneKey(v) ? lookup(r) : WALK;
-  const q = (v as Record<string, unknown>)[QUOTE_KEY];
-  if (q !== undefined && q !== null && typeof q === 'object' && isPlainObject(q) && hasOneKey(v)) return UNQUOTE;
-  return WALK;
+  return isQuote(v) ? UNQUOTE : WALK;
 }
 
 /**
@@ -385,7 +383,7 @@ function isPlainScalarValue(v: unknown, depth: number): boolean {
         for (let i = 0; i < v.length; i++) if (!isPlainScalarValue(v[i], 1)) return false;
         return true;
       }
-      return isRef(v) && isPlainObject(v);
+      return isRef(v);
     }
     case 'bigint':
     case 'function':

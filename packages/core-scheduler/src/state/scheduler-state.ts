@@ -853,6 +853,8 @@ export class SchedulerState {
       ts.exceptionBlame = ts.key;
       this.recs.set(ts, 'erred');
     };
+    const failNoWorker = (ts: TaskRecord) =>
+      fail(ts, 'NoWorkerError', `Task ${ts.key} waited ${timeout} ms (noWorkersTimeoutMs) with no running worker. Start workers, or raise the timeout.`);
     for (const [ts, unrunnableSince] of this.unrunnable) {
       if (now <= unrunnableSince + timeout) continue;
       // Without restrictions a task is unrunnable only for want of any worker.
@@ -865,13 +867,11 @@ export class SchedulerState {
             '(noWorkersTimeoutMs). Start a worker that does, or change the restrictions.',
         );
       } else {
-        fail(ts, 'NoWorkerError', `Task ${ts.key} waited ${timeout} ms (noWorkersTimeoutMs) with no running worker. Start workers, or raise the timeout.`);
+        failNoWorker(ts);
       }
     }
     if (since >= 0 && now > since + timeout) {
-      for (const ts of this.queue) {
-        fail(ts, 'NoWorkerError', `Task ${ts.key} waited ${timeout} ms (noWorkersTimeoutMs) with no running worker. Start workers, or raise the timeout.`);
-      }
+      for (const ts of this.queue) failNoWorker(ts);
     }
   }
 
@@ -1363,9 +1363,11 @@ export class SchedulerState {
     if (this.queue.size > 0 || idle.status !== 'running') return;
     let want = this.slots(idle) - idle.processing.size;
     if (want <= 0) return;
-    const victims = [...this.workers.values()]
-      .filter((w) => w !== idle && w.processing.size > w.nthreads)
-      .sort((a, b) => b.processing.size / b.nthreads - a.processing.size / a.nthreads);
+    // Called whenever a thread frees with nothing queued (hot): no allocation unless there is a victim.
+    let victims: WorkerRecord[] | null = null;
+    for (const w of this.workers.values()) if (w !== idle && w.processing.size > w.nthreads) (victims ??= []).push(w);
+    if (victims === null) return;
+    victims.sort((a, b) => b.processing.size / b.nthreads - a.processing.size / a.nthreads);
     for (const victim of victims) {
       let excess = Math.ceil((victim.processing.size - victim.nthreads) / 2);
       // The oldest ones are the ones most likely running; a bounded look at the rest.
