@@ -341,15 +341,13 @@ export class Client implements FutureHost {
 
   #handle(ev: Incoming): void {
     if (ev.type === 'Welcome') return;
-    if (this.#cancelAcks.size > 0) {
-      const due = this.#cancelAcks.get(ev.key);
-      if (due !== undefined) {
-        if (ev.type === 'KeyCancelled') {
-          if (due > 1) this.#cancelAcks.set(ev.key, due - 1);
-          else this.#cancelAcks.delete(ev.key);
-        }
-        return;
-      }
+    const due = this.#cancelAcks.size > 0 ? this.#cancelAcks.get(ev.key) : undefined;
+    if (due !== undefined) {
+      // A report about the cancelled task: dropped; its 'cancelled' acknowledgement counts down.
+      if (ev.type !== 'KeyCancelled') return;
+      if (due > 1) this.#cancelAcks.set(ev.key, due - 1);
+      else this.#cancelAcks.delete(ev.key);
+      return;
     }
     switch (ev.type) {
       case 'KeyInMemory': {
@@ -697,7 +695,7 @@ export class Client implements FutureHost {
     let askedScheduler = false;
     for (;;) {
       const generation = s.generation;
-      if (askedScheduler === false && s.workers.every((w) => tried.has(w))) {
+      if (!askedScheduler && s.workers.every((w) => tried.has(w))) {
         askedScheduler = true;
         const holders = await this.#whoHas(s.key);
         if (holders.some((w) => !tried.has(w)) && s.generation === generation) s.workers = holders;
