@@ -938,8 +938,7 @@ export class Client implements FutureHost {
     }
     const encoded = encodeValue(template, options.encoding ?? 'v8');
     const addresses = options.workers ? [...options.workers] : (await this.#conn.getInfo()).workers.map((w) => w.address);
-    const out: Record<string, Awaited<R>> = {};
-    await Promise.all(
+    const results = await Promise.all(
       addresses.map(async (address) => {
         const w = this.#worker(address);
         const res = await unary(
@@ -954,11 +953,11 @@ export class Client implements FutureHost {
         );
         const outcome = fromRunResponse(res);
         if (!outcome.ok) throw fromRemoteError(outcome.error);
-        // An own property even for an address such as `__proto__` (the record is output only).
-        Object.defineProperty(out, address, { value: decodeValue(outcome.value), enumerable: true, writable: true, configurable: true });
+        return [address, decodeValue(outcome.value) as Awaited<R>] as const;
       }),
     );
-    return out;
+    // Own properties even for an address such as `__proto__` (the record is output only).
+    return Object.fromEntries(results);
   }
 
   // ------------------------------------------------------------------ close
