@@ -341,15 +341,13 @@ export class Client implements FutureHost {
 
   #handle(ev: Incoming): void {
     if (ev.type === 'Welcome') return;
-    if (this.#cancelAcks.size > 0) {
-      const due = this.#cancelAcks.get(ev.key);
-      if (due !== undefined) {
-        if (ev.type === 'KeyCancelled') {
-          if (due > 1) this.#cancelAcks.set(ev.key, due - 1);
-          else this.#cancelAcks.delete(ev.key);
-        }
-        return;
-      }
+    const due = this.#cancelAcks.size > 0 ? this.#cancelAcks.get(ev.key) : undefined;
+    if (due !== undefined) {
+      // A report about the cancelled task: dropped; its 'cancelled' acknowledgement counts down.
+      if (ev.type !== 'KeyCancelled') return;
+      if (due > 1) this.#cancelAcks.set(ev.key, due - 1);
+      else this.#cancelAcks.delete(ev.key);
+      return;
     }
     switch (ev.type) {
       case 'KeyInMemory': {
@@ -697,7 +695,7 @@ export class Client implements FutureHost {
     let askedScheduler = false;
     for (;;) {
       const generation = s.generation;
-      if (askedScheduler === false && s.workers.every((w) => tried.has(w))) {
+      if (!askedScheduler && s.workers.every((w) => tried.has(w))) {
         askedScheduler = true;
         const holders = await this.#whoHas(s.key);
         if (holders.some((w) => !tried.has(w)) && s.generation === generation) s.workers = holders;
@@ -940,8 +938,7 @@ export class Client implements FutureHost {
     }
     const encoded = encodeValue(template, options.encoding ?? 'v8');
     const addresses = options.workers ? [...options.workers] : (await this.#conn.getInfo()).workers.map((w) => w.address);
-    const out: Record<string, Awaited<R>> = {};
-    await Promise.all(
+    const results = await Promise.all(
       addresses.map(async (address) => {
         const w = this.#worker(address);
         const res = await unary(
@@ -956,11 +953,11 @@ export class Client implements FutureHost {
         );
         const outcome = fromRunResponse(res);
         if (!outcome.ok) throw fromRemoteError(outcome.error);
-        // An own property even for an address such as `__proto__` (the record is output only).
-        Object.defineProperty(out, address, { value: decodeValue(outcome.value), enumerable: true, writable: true, configurable: true });
+        return [address, decodeValue(outcome.value) as Awaited<R>] as const;
       }),
     );
-    return out;
+    // Own properties even for an address such as `__proto__` (the record is output only).
+    return Object.fromEntries(results);
   }
 
   // ------------------------------------------------------------------ close

@@ -324,8 +324,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
    * WatchWorkers; the running handles when the scheduler cannot be watched).
    */
   get workerCounts(): { planned: number; requested: number; observed: number } {
-    const k = this.#k;
-    return { planned: this.#wanted.size * k, requested: (this.#starting.size + this.workers.size) * k, observed: this.#readyCount() };
+    return { planned: this.requested, requested: (this.#starting.size + this.workers.size) * this.#k, observed: this.#readyCount() };
   }
 
   /**
@@ -348,14 +347,14 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
       const check = () => {
         if (this.#readyCount() >= n) return finish();
         if (this.#lifecycle.closing) return finish(new SkeinError('failed_precondition', `The ${this.#opts.name} closed while waiting for ${n} workers.`));
-        if (this.#wanted.size * this.#k < n) {
+        if (this.requested < n) {
           const last = this.#lastStartError;
           if (last instanceof WorkerStartTimeoutError) return finish(last);
           if (last !== undefined) {
             const e = toSkeinError(last);
             return finish(new SkeinError(e.code, `Waiting for ${n} workers, but a worker failed to start: ${e.message}`, { cause: last }));
           }
-          return finish(new SkeinError('failed_precondition', `Waiting for ${n} workers, but the ${this.#opts.name} wants only ${this.#wanted.size * this.#k}; call scale(${n}) first.`));
+          return finish(new SkeinError('failed_precondition', `Waiting for ${n} workers, but the ${this.#opts.name} wants only ${this.requested}; call scale(${n}) first.`));
         }
       };
       if (Number.isFinite(timeoutMs)) {
@@ -416,7 +415,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     void this.#adaptive?.stop();
     this.#adaptive = new Adaptive(
       {
-        requested: () => this.#wanted.size * this.#k,
+        requested: () => this.requested,
         owns: (name) => this.#owns(name),
         control: () => this.#controlOf(),
         scaleTo: (n) => this.#scaleTo(n),
