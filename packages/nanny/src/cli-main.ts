@@ -180,8 +180,8 @@ export async function runNannyCli(argv: string[]): Promise<number> {
   }
   process.stdout.write(`Start nanny at:   ${nanny.address}\n`);
   if (readyJsonWanted(readyJson)) {
-    const w = { event: 'ready', role: 'worker', address: nanny.workerAddress, scheduler: nannyOptions.scheduler, name: nanny.workerName, pid: nanny.workerPid } as const;
-    process.stdout.write(readyLine({ ...w, nanny: nanny.address }) + '\n');
+    const ready = readyLine({ event: 'ready', role: 'worker', address: nanny.workerAddress, scheduler: nannyOptions.scheduler, name: nanny.workerName, pid: nanny.workerPid, nanny: nanny.address });
+    process.stdout.write(ready + '\n');
   }
   if (stopSignal) void nanny.close().catch(closeFailed);
   const stop = await nanny.done;
