@@ -205,6 +205,8 @@ export class Nanny {
       // A worker that did not register in time may still be running: it must not outlive a
       // nanny that failed to start (LocalCluster runs nannies in its own, long-lived process).
       const inc = n.current;
+      // (aborted before startWorker took it over)
+      if (!inc) prespawned?.kill('SIGKILL');
       if (inc) inc.stopping ??= 'kill';
       inc?.child.kill('SIGKILL');
       if (inc) await inc.exited;
