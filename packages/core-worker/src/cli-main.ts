@@ -8,13 +8,9 @@ import { parseArgs } from 'node:util';
 import { InvalidArgumentError, guardStdio, readyJsonWanted, readyLine, skeinDefaults, waitForSchedulerFile } from '@skein/common';
 import { Worker } from './worker.js';
 import { parseMemoryFraction, parseResources, type WorkerOptions } from './options.js';
+import { EXIT_INTERNAL_ERROR, EXIT_REMOVED, EXIT_SCHEDULER_LOST } from './command.js';
 
-/** Exit code of a worker that lost its scheduler and gave up after --death-timeout (nannies stop then). */
-export const EXIT_SCHEDULER_LOST = 3;
-/** Exit code of a worker the scheduler removed (its nanny starts a fresh one). */
-export const EXIT_REMOVED = 4;
-/** Exit code of a worker that closed on an internal error of its own (its nanny starts a fresh one). */
-export const EXIT_INTERNAL_ERROR = 5;
+export { EXIT_INTERNAL_ERROR, EXIT_REMOVED, EXIT_SCHEDULER_LOST };
 
 /** How often a worker under a nanny checks that the nanny (its parent process) is still there (ms). */
 const PARENT_POLL_MS = 250;

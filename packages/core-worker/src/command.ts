@@ -18,6 +18,13 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** Exit code of a worker that lost its scheduler and gave up after --death-timeout (nannies stop then). */
+export const EXIT_SCHEDULER_LOST = 3;
+/** Exit code of a worker the scheduler removed (its nanny starts a fresh one). */
+export const EXIT_REMOVED = 4;
+/** Exit code of a worker that closed on an internal error of its own (its nanny starts a fresh one). */
+export const EXIT_INTERNAL_ERROR = 5;
+
 // Both src/ (tests) and dist/ sit one level below the package root.
 const dist = resolve(dirname(dirname(fileURLToPath(import.meta.url))), 'dist');
 

@@ -16,7 +16,7 @@
  */
 export { Worker, type WorkerStatus, type WorkerClosed } from './worker.js';
 export { compileWorkerOptions, parseResources, parseMemoryFraction, type WorkerOptions, type CompiledWorkerOptions } from './options.js';
-export { runWorkerCli, parseWorkerArgs, EXIT_SCHEDULER_LOST, EXIT_INTERNAL_ERROR, type CliIO } from './cli-main.js';
+export { runWorkerCli, parseWorkerArgs, EXIT_SCHEDULER_LOST, EXIT_REMOVED, EXIT_INTERNAL_ERROR, type CliIO } from './cli-main.js';
 export { WorkerState, InvalidTransitionError, InvalidStateError, type TaskRecord } from './state/worker-state.js';
 export { isSpilled, storedBytes } from './state/types.js';
 export {

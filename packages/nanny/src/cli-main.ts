@@ -40,6 +40,9 @@ export interface NannyCliOptions extends NannyOptions {
   readyJson?: boolean;
 }
 
+/** The skein-worker flags that take no value (--help and --ready-json are the nanny's own). */
+const WORKER_SWITCHES: ReadonlySet<string> = new Set(['--validate']);
+
 /** Splits argv into the nanny's options and the flags passed to the worker unchanged. */
 export function parseNannyArgs(argv: string[]): NannyCliOptions | 'help' {
   const workerArgs: string[] = [];
@@ -94,10 +97,10 @@ export function parseNannyArgs(argv: string[]): NannyCliOptions | 'help' {
           parseAddress(scheduler);
         } else {
           workerArgs.push(arg);
-          // Every skein-worker flag but --help takes a value: `--death-timeout 5` passes on whole,
+          // Every other skein-worker flag takes a value: `--death-timeout 5` passes on whole,
           // and 5 is not taken for the scheduler address.
           const next = argv[i + 1];
-          if (arg.startsWith('--') && inline === undefined && next !== undefined && !next.startsWith('--')) workerArgs.push(argv[++i]!);
+          if (arg.startsWith('--') && !WORKER_SWITCHES.has(arg) && inline === undefined && next !== undefined && !next.startsWith('--')) workerArgs.push(argv[++i]!);
         }
     }
   }
@@ -177,8 +180,8 @@ export async function runNannyCli(argv: string[]): Promise<number> {
   }
   process.stdout.write(`Start nanny at:   ${nanny.address}\n`);
   if (readyJsonWanted(readyJson)) {
-    const w = { event: 'ready', role: 'worker', address: nanny.workerAddress, scheduler: nannyOptions.scheduler, name: nanny.workerName, pid: nanny.workerPid } as const;
-    process.stdout.write(readyLine({ ...w, nanny: nanny.address }) + '\n');
+    const ready = readyLine({ event: 'ready', role: 'worker', address: nanny.workerAddress, scheduler: nannyOptions.scheduler, name: nanny.workerName, pid: nanny.workerPid, nanny: nanny.address });
+    process.stdout.write(ready + '\n');
   }
   if (stopSignal) void nanny.close().catch(closeFailed);
   const stop = await nanny.done;

@@ -36,15 +36,12 @@ import {
   type Logger,
 } from '@skein/common';
 import { RestartPolicy, cpuPercent, memoryVerdict, workerDeathTimeoutMs } from './policy.js';
+import { EXIT_INTERNAL_ERROR, EXIT_REMOVED, EXIT_SCHEDULER_LOST } from '@skein/core-worker/command';
 import { spawnWorker } from './spawn.js';
 import { sampleProcess } from './proc.js';
 
-/** Exit code of a worker that gave up on a lost scheduler (see @skein/core-worker). */
-export const WORKER_EXIT_SCHEDULER_LOST = 3;
-/** Exit code of a worker the scheduler removed (see @skein/core-worker): the nanny starts a fresh one. */
-export const WORKER_EXIT_REMOVED = 4;
-/** Exit code of a worker that closed on an internal error (see @skein/core-worker): the nanny starts a fresh one. */
-export const WORKER_EXIT_INTERNAL_ERROR = 5;
+/** Exit codes of a worker (@skein/core-worker's EXIT_*): gave up on a lost scheduler (the nanny stops), removed by the scheduler, closed on an internal error (the nanny starts a fresh one). */
+export { EXIT_SCHEDULER_LOST as WORKER_EXIT_SCHEDULER_LOST, EXIT_REMOVED as WORKER_EXIT_REMOVED, EXIT_INTERNAL_ERROR as WORKER_EXIT_INTERNAL_ERROR };
 
 export interface NannyOptions {
   /** Scheduler address, tcp://HOST:PORT. */
@@ -208,6 +205,8 @@ export class Nanny {
       // A worker that did not register in time may still be running: it must not outlive a
       // nanny that failed to start (LocalCluster runs nannies in its own, long-lived process).
       const inc = n.current;
+      // (aborted before startWorker took it over)
+      if (!inc) prespawned?.kill('SIGKILL');
       if (inc) inc.stopping ??= 'kill';
       inc?.child.kill('SIGKILL');
       if (inc) await inc.exited;
@@ -329,16 +328,16 @@ export class Nanny {
       this.finish(0, 'the worker closed (retired or asked to stop by the scheduler)');
       return;
     }
-    if (exit.code === WORKER_EXIT_SCHEDULER_LOST) {
+    if (exit.code === EXIT_SCHEDULER_LOST) {
       this.finish(1, 'the worker lost the scheduler and gave up after its death timeout');
       return;
     }
-    const removed = exit.code === WORKER_EXIT_REMOVED;
+    const removed = exit.code === EXIT_REMOVED;
     const reason =
       inc.stopping ??
       (removed
         ? 'the scheduler removed the worker'
-        : exit.code === WORKER_EXIT_INTERNAL_ERROR
+        : exit.code === EXIT_INTERNAL_ERROR
           ? 'the worker closed on an internal error (exit code 5; its log says which)'
           : `the worker process ${exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`}`);
     this.lastDeathReason = reason;

@@ -61,6 +61,9 @@ describe('skein-nanny arguments', () => {
     });
     expect(() => parseNannyArgs(['tcp://h:1', '--scheduler-file', 'f.json'])).toThrow(/either a scheduler address or --scheduler-file, not both/);
   });
+  it('passes a worker flag without a value (--validate) on alone: the next argument is still the scheduler address', () => {
+    expect(parseNannyArgs(['--validate', 'tcp://h:1', '--nthreads', '2'])).toEqual({ scheduler: 'tcp://h:1', workerArgs: ['--validate', '--nthreads', '2'] });
+  });
   it('rejects bad input with a message that names the flag', () => {
     expect(() => parseNannyArgs([])).toThrow(/missing the scheduler address/);
     expect(() => parseNannyArgs(['udp://x:1'])).toThrow(/Unsupported address scheme/);
