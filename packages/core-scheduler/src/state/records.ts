@@ -61,6 +61,8 @@ export class TaskRecord {
   broadcast = false;
   /** A steal request is outstanding to this worker. */
   stealingFrom: WorkerRecord | null = null;
+  /** Workers asked to copy this result (AcquireReplicas) that have not said they hold it (AddKeys). */
+  replicaTargets: Set<WorkerRecord> | null = null;
   /** The transition recommended for this task and not applied yet (see Recommendations). */
   recommended: TaskStateName | null = null;
   recSeq = 0;

@@ -361,7 +361,12 @@ export class SchedulerState {
         return;
       case 'TaskErred': {
         const ts = this.tasks.get(e.key);
-        if (!ts || ts.state !== 'processing' || ts.processingOn?.address !== e.worker) return;
+        if (!ts || ts.state !== 'processing' || ts.processingOn?.address !== e.worker) {
+          const ws = this.workers.get(e.worker);
+          // Released or forgotten while it ran is a race; anything else was not this worker's to report.
+          if (ws && ts && ts.state !== 'released' && ts.state !== 'erred') this.refuse(ws, ts, 'TaskErred');
+          return;
+        }
         this.recordDuration(ts, e.stopMs - e.startMs);
         this.telemetry.taskRan(e.worker, ts.key, ts.group, e.startMs, e.stopMs, true); // dashboard
         if (ts.retriesLeft > 0) {
@@ -384,6 +389,12 @@ export class SchedulerState {
             stale.push(info.key);
             continue;
           }
+          // Only a copy this worker was asked for (AcquireReplicas): no worker adds itself as a holder.
+          if (!ts.replicaTargets?.delete(ws) && !ts.whoHas.includes(ws)) {
+            this.refuse(ws, ts, 'ReplicasAdded');
+            continue;
+          }
+          if (ts.replicaTargets?.size === 0) ts.replicaTargets = null;
           this.addReplica(ts, ws, info.nbytes);
         }
         if (stale.length) this.emit({ type: 'FreeKeys', worker: ws.address, keys: stale, stimulusId: this.stimulusId });
@@ -716,13 +727,11 @@ export class SchedulerState {
     );
     this.workers.set(ws.address, ws);
     this.runningCache = null;
-    const stale: string[] = [];
-    for (const info of spec.held) {
-      const ts = this.tasks.get(info.key);
-      if (ts && ts.state === 'memory') this.addReplica(ts, ws, info.nbytes);
-      else stale.push(info.key);
-    }
-    if (stale.length) this.emit({ type: 'FreeKeys', worker: ws.address, keys: stale, stimulusId: this.stimulusId });
+    // What a (re)connecting worker says it holds is not taken: nothing shows it computed or was
+    // sent those results (the scheduler dropped this address's holdings when it removed it), and
+    // a holder is what clients and dependents fetch from. It drops them; the results stay where
+    // the scheduler knows them to be.
+    if (spec.held.length) this.emit({ type: 'FreeKeys', worker: ws.address, keys: spec.held.map((h) => h.key), stimulusId: this.stimulusId });
     for (const ts of this.unrunnable.keys()) this.recs.set(ts, 'processing');
     this.freedSlots.add(ws);
     this.stealFor(ws);
@@ -771,25 +780,16 @@ export class SchedulerState {
     const ts = this.tasks.get(e.key);
     if (!ws) return;
     if (!ts || ts.state === 'released' || ts.state === 'forgotten' || ts.state === 'erred') {
+      // Released (or never known) while it ran: the worker drops its copy.
       this.emit({ type: 'FreeKeys', worker: ws.address, keys: [e.key], stimulusId: this.stimulusId });
       return;
     }
-    if (ts.state === 'memory') {
-      this.addReplica(ts, ws, e.nbytes);
-      return;
-    }
-    if (ts.state !== 'processing' || ts.processingOn !== ws) {
-      // Finished on a worker we had moved it away from (stolen): use the result.
-      if (ts.state === 'processing' && ts.processingOn) {
-        ts.processingOn.processing.delete(ts);
-        this.emit({ type: 'FreeKeys', worker: ts.processingOn.address, keys: [ts.key], stimulusId: this.stimulusId });
-        this.freedSlots.add(ts.processingOn);
-        ts.processingOn = ws;
-        ws.processing.add(ts);
-      } else {
-        this.emit({ type: 'FreeKeys', worker: ws.address, keys: [e.key], stimulusId: this.stimulusId });
-        return;
-      }
+    // A worker reports only on the tasks it was given (Dask drops a finish with a stale run id):
+    // a result from any other, a worker the task was taken back from or one that never had it,
+    // reaches no client and names no holder. (A victim gives a stolen task up before it starts.)
+    if (ts.processingOn !== ws) {
+      if (!ts.whoHas.includes(ws)) this.refuse(ws, ts, 'TaskFinished');
+      return; // else: a repeated report of a result it holds
     }
     this.recordDuration(ts, e.stopMs - e.startMs);
     ts.typeName = e.typeName;
@@ -797,6 +797,13 @@ export class SchedulerState {
     this.addReplica(ts, ws, e.nbytes);
     this.telemetry.taskRan(ws.address, ts.key, ts.group, e.startMs, e.stopMs, false); // dashboard
     this.recs.set(ts, 'memory');
+  }
+
+  /** A report about `ts` that `ws` had no business sending: not used, the worker drops the key. */
+  private refuse(ws: WorkerRecord, ts: TaskRecord, report: 'TaskFinished' | 'TaskErred' | 'ReplicasAdded'): void {
+    const where = ts.processingOn ? `it runs on ${ts.processingOn.address}` : ts.state === 'memory' ? `${ws.address} was not asked for a copy` : `it is ${ts.state}`;
+    if (!ts.whoHas.includes(ws)) this.emit({ type: 'FreeKeys', worker: ws.address, keys: [ts.key], stimulusId: this.stimulusId });
+    this.emit({ type: 'ReportRefused', worker: ws.address, key: ts.key, report, reason: `${ws.address} was not given task ${ts.key} (${where})`, stimulusId: this.stimulusId });
   }
 
   private retireWorkers(names: string[], n: number): void {
@@ -826,6 +833,7 @@ export class SchedulerState {
         if (!target) break;
         target.nbytes += Math.max(0, ts.nbytes);
         ws.pendingReplicas.add(ts);
+        (ts.replicaTargets ??= new Set()).add(target);
         let list = plan.get(target);
         if (!list) plan.set(target, (list = []));
         list.push({ key: ts.key, workers: [ws.address], nbytes: ts.nbytes });
@@ -1130,6 +1138,7 @@ export class SchedulerState {
       const whoHas = [{ key: ts.key, workers: ts.whoHas.map((w) => w.address), nbytes: ts.nbytes }];
       for (const other of this.workers.values()) {
         if (!ts.whoHas.includes(other) && other.status === 'running') {
+          (ts.replicaTargets ??= new Set()).add(other);
           this.emit({ type: 'AcquireReplicas', worker: other.address, whoHas, stimulusId: this.stimulusId });
         }
       }
@@ -1146,6 +1155,7 @@ export class SchedulerState {
       this.emit({ type: 'FreeKeys', worker: ws.address, keys: [ts.key], stimulusId: this.stimulusId });
     }
     ts.clearHolders();
+    ts.replicaTargets = null;
     ts.inline = null;
     for (const d of ts.dependents) {
       if (d.state === 'waiting') d.waitingCount++;
