@@ -114,7 +114,7 @@ describe('SchedulerState: a worker reports only on tasks it was given (issue 14)
     expect(refused(h.handle({ type: 'ReplicasAdded', worker: 'w2', keys: [{ key: 'data-1', workers: [], nbytes: 1000 }] }))).toEqual([]);
     // Retirement: w1's unique result is copied to a peer it names, whose AddKeys is taken.
     acts = h.handle({ type: 'RetireWorkers', workers: ['w1'], n: 0 });
-    const acquire = acts.find((a) => a.type === 'AcquireReplicas' && a.whoHas.some((w) => w.key === 'big-1'));
+    const acquire = acts.find((a): a is Extract<SchedulerAction, { type: 'AcquireReplicas' }> => a.type === 'AcquireReplicas' && a.whoHas.some((w) => w.key === 'big-1'));
     expect(acquire).toBeDefined();
     acts = h.handle({ type: 'ReplicasAdded', worker: acquire!.worker, keys: [{ key: 'big-1', workers: [], nbytes: 1000 }] });
     expect(refused(acts)).toEqual([]);

@@ -1,0 +1,208 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { Client, KilledWorkerError } from '@skein/client';
+import { Encoding, SchedulerServiceClient, type WorkerCommand, type WorkerSessionRequest, type WorkerSessionResponse } from '@skein/protocol';
+import { CHANNEL_OPTIONS, PROTOCOL_VERSION, grpcTarget, insecureChannel, type Logger } from '@skein/common';
+import { Scheduler } from '@skein/core-scheduler';
+import { LocalCluster } from '../src/index.js';
+import { until } from './helpers.js';
+
+// Issue 14, as an attacker on the same network would probe it: a process that is not part of the
+// cluster opens its own sessions and calls. Each test shows the attack doing no harm.
+
+const closers: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+});
+
+const slowInc = async (n: number) => {
+  await new Promise((r) => setTimeout(r, 1_500));
+  return n + 1;
+};
+
+type Raw = Awaited<ReturnType<typeof rawWorker>>;
+
+/**
+ * A worker session opened by hand, registered as `address`: resolves once the scheduler welcomed
+ * it, or with the error it refused it with. `commands` collects what the scheduler sends it.
+ */
+async function rawWorker(schedulerAddress: string, address: string) {
+  const rpc = new SchedulerServiceClient(grpcTarget(schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
+  const session: ClientDuplexStream<WorkerSessionRequest, WorkerSessionResponse> = rpc.workerSession();
+  const commands: WorkerCommand[] = [];
+  const listeners: Array<() => void> = [];
+  let failure: ServiceError | null = null;
+  const ended = new Promise<ServiceError | null>((resolve) => {
+    session.on('error', (err: ServiceError) => resolve((failure = err)));
+    session.on('end', () => resolve(null));
+  });
+  session.on('data', (res: WorkerSessionResponse) => {
+    commands.push(...res.commands);
+    for (const l of listeners.splice(0)) l();
+  });
+  const close = () => {
+    session.cancel();
+    rpc.close();
+  };
+  closers.push(close);
+  const raw = {
+    rpc,
+    session,
+    commands,
+    ended,
+    close,
+    get failure() {
+      return failure;
+    },
+    send(messages: WorkerSessionRequest['messages']) {
+      session.write({ messages });
+    },
+    /** The first command (so far or to come) that `pred` accepts. */
+    async command(pred: (c: WorkerCommand) => boolean, what: string): Promise<WorkerCommand> {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const found = commands.find(pred);
+        if (found) return found;
+        if (failure || Date.now() > deadline) throw new Error(`no ${what} came (${failure?.details ?? 'timed out'})`);
+        await Promise.race([new Promise<void>((r) => listeners.push(r)), ended, new Promise((r) => setTimeout(r, 100))]);
+      }
+    },
+  };
+  raw.send([
+    {
+      kind: {
+        $case: 'hello',
+        value: {
+          protocolVersion: PROTOCOL_VERSION,
+          address,
+          name: 'by-hand',
+          nthreads: 1,
+          memoryLimit: 0,
+          resources: new Map(),
+          held: [],
+          registeredFunctions: [],
+          pid: process.pid,
+          nannyAddress: '',
+          batches: false,
+        },
+      },
+    },
+  ]);
+  const welcomed = await Promise.race([raw.command((c) => c.kind?.$case === 'welcome', 'Welcome').then(() => true), ended.then(() => false)]);
+  return { ...raw, welcomed };
+}
+
+const finished = (key: string, n: number): WorkerSessionRequest['messages'][number] => ({
+  kind: {
+    $case: 'taskFinished',
+    value: { key, value: { encoding: Encoding.ENCODING_JSON, data: Buffer.from(String(n)) }, nbytes: 3, typeName: 'number', startMs: 0, stopMs: 1, stimulusId: '' },
+  },
+});
+
+const freesKey = (key: string) => (c: WorkerCommand) => c.kind?.$case === 'freeKeys' && c.kind.value.keys.includes(key);
+
+function reportDeath(schedulerAddress: string, workerAddress: string, reason: string): Promise<void> {
+  const rpc = new SchedulerServiceClient(grpcTarget(schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
+  return new Promise<void>((resolve, reject) =>
+    rpc.reportWorkerDeath({ workerAddress, reason }, new Metadata(), { deadline: Date.now() + 5_000 }, (err) => {
+      rpc.close();
+      if (err) reject(err);
+      else resolve();
+    }),
+  );
+}
+
+async function cluster(options: Parameters<typeof LocalCluster.start>[0] = {}) {
+  const c = await LocalCluster.start({ nWorkers: 1, threadsPerWorker: 1, memoryLimit: '1GB', nanny: false, ...options });
+  const client = await Client.connect(c);
+  closers.push(() => c.close());
+  closers.push(() => client.close());
+  return { cluster: c, client };
+}
+
+describe('a worker reports only on the tasks it was given', () => {
+  it("a bogus worker's forged result for a task it was never given reaches no client and names no holder", async () => {
+    const { cluster: c, client } = await cluster();
+    const f = client.submit(slowInc, 100);
+    await until(async () => (await client.story(f)).some((t) => t.finish === 'processing'), 10_000, 'inc(100) to run');
+    // A worker that does not exist (nothing listens on port 9) registers and claims the result.
+    const bogus = await rawWorker(c.scheduler.address, 'tcp://127.0.0.1:9');
+    expect(bogus.welcomed).toBe(true);
+    bogus.send([finished(f.key, 666)]);
+    expect(await f.result()).toBe(101); // it used to be 666
+    // The scheduler answered the refused report by telling the bogus worker to drop the key.
+    await bogus.command(freesKey(f.key), `FreeKeys for ${f.key}`);
+    expect(c.scheduler.state.whoHas([f.key])[0]!.workers).not.toContain('tcp://127.0.0.1:9');
+    // Once the result is in memory, a claim to hold a copy makes it no holder either.
+    bogus.send([finished(f.key, 666), { kind: { $case: 'addKeys', value: { keys: [{ key: f.key, workers: ['tcp://127.0.0.1:9'], nbytes: 3 }], stimulusId: '' } } }]);
+    await until(() => bogus.commands.filter(freesKey(f.key)).length >= 3, 10_000, 'both claims to be refused');
+    const [real] = (await client.schedulerInfo()).workers.filter((w) => w.address !== 'tcp://127.0.0.1:9');
+    expect(c.scheduler.state.whoHas([f.key])[0]!.workers).toEqual([real!.address]);
+    const g = client.submit((n: number) => n * 2, f);
+    expect(await g.result()).toBe(202);
+  });
+});
+
+describe('registration', () => {
+  it("a WorkerHello with a live worker's address is refused with ALREADY_EXISTS; the worker stays and computes", async () => {
+    const { client } = await cluster();
+    const [real] = (await client.schedulerInfo()).workers;
+    const impostor = await rawWorker(client.schedulerAddress, real!.address);
+    expect(impostor.welcomed).toBe(false);
+    expect(impostor.failure?.code).toBe(GrpcStatus.ALREADY_EXISTS);
+    expect(impostor.failure?.details).toMatch(/already registered and connected; a second registration under a live worker's address is refused/);
+    const after = (await client.schedulerInfo()).workers;
+    expect(after.map((w) => [w.address, w.pid])).toEqual([[real!.address, real!.pid]]);
+    expect(await client.submit((n: number) => n + 1, 1).result()).toBe(2);
+  });
+});
+
+describe('ReportWorkerDeath', () => {
+  it('for a live worker (from anyone) does not remove it: it stays registered, keeps its data and computes', async () => {
+    const { cluster: c, client } = await cluster({ nanny: true });
+    const x = client.submitWith({ pure: false }, () => 'x'.repeat(100_000)); // held by the worker, not inline
+    await x.result();
+    const [before] = (await client.schedulerInfo()).workers;
+    await reportDeath(client.schedulerAddress, before!.address, 'reported by a stranger');
+    // A Compute after the report travels the same session: once it ran, the report was handled.
+    expect(await client.submit((s: string) => s.length, x).result()).toBe(100_000);
+    const [after] = (await client.schedulerInfo()).workers;
+    expect(after).toMatchObject({ address: before!.address, pid: before!.pid });
+    expect(c.scheduler.state.whoHas([x.key])[0]!.workers).toEqual([before!.address]);
+  });
+
+  it("names the cause when the worker's session ends soon after (a nanny that kills its worker says why first)", async () => {
+    const scheduler = await Scheduler.start({ host: '127.0.0.1', port: 0, dashboardAddress: null, allowedFailures: 0 });
+    closers.push(() => scheduler.close());
+    const client = await Client.connect(scheduler.address);
+    closers.push(() => client.close());
+    const w = await rawWorker(scheduler.address, 'tcp://127.0.0.1:9');
+    const f = client.submit((n: number) => n + 1, 1);
+    await w.command((c) => c.kind?.$case === 'compute', 'the Compute');
+    await reportDeath(scheduler.address, 'tcp://127.0.0.1:9', 'it used 2 GB, over its memory limit: killed by its nanny');
+    expect(scheduler.state.workers.has('tcp://127.0.0.1:9')).toBe(true);
+    w.close();
+    const err = await f.result(10_000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(KilledWorkerError);
+    expect((err as Error).message).toMatch(/over its memory limit: killed by its nanny/);
+  });
+});
+
+describe('listening beyond loopback', () => {
+  const capture = () => {
+    const warnings: string[] = [];
+    const logger: Logger = { debug: () => {}, info: () => {}, warn: (m) => warnings.push(m), error: () => {} };
+    return { warnings, logger };
+  };
+
+  it('with neither TLS nor a token: the scheduler warns loudly at start; on loopback it does not', async () => {
+    const open = capture();
+    const exposed = await Scheduler.start({ host: '0.0.0.0', port: 0, dashboardAddress: null, logger: open.logger });
+    closers.push(() => exposed.close());
+    expect(open.warnings.join('\n')).toMatch(/SECURITY WARNING: the scheduler listens on 0\.0\.0\.0, which other machines can reach, with neither TLS nor an authentication token/);
+    const local = capture();
+    const loopback = await Scheduler.start({ host: '127.0.0.1', port: 0, dashboardAddress: null, logger: local.logger });
+    closers.push(() => loopback.close());
+    expect(local.warnings.filter((m) => /SECURITY/.test(m))).toEqual([]);
+  });
+});
