@@ -60,6 +60,7 @@ export { PROTOCOL_VERSION, checkProtocolVersion, protocolMinorAtLeast } from './
 export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { watchInvariants, reportInvariantViolation, type InvariantViolation } from './invariants.js';
 export { functionName, functionSource, sha256, inlineFunction, compileFunction, explainReferenceError } from './functions.js';
+export { pureKeyToken, pureKeyMatches } from './pure-key.js';
 export { Lifecycle, type LifecycleStatus } from './lifecycle.js';
 export { parseBytes, parseMemoryLimit, formatBytes, cpuCount } from './units.js';
 export { createLogger, guardStdio, type Logger, type LogLevel } from './log.js';

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { pureKeyToken } from '@skein/common/lite';
 import { SchedulerState } from '../src/state/scheduler-state.js';
 import type { SchedulerAction, SchedulerEvent, TaskDef } from '../src/state/types.js';
 import { def, worker } from './helpers.js';
@@ -130,5 +131,50 @@ describe('SchedulerState: a worker reports only on tasks it was given (issue 14)
     expect(frees(acts, 'bogus')).toEqual(['big-1']);
     expect(h.holders('big-1')).toEqual(['w1']);
     expect(reports(acts)).toEqual([]);
+  });
+});
+
+describe('SchedulerState: a pure key is shared only when it stands for its definition (issue 14, tenancy)', () => {
+  const args = (n: number) => ({ encoding: 1, data: Buffer.from(`[${n}]`) });
+  /** The pure key of calling inline function `hash` on [n] (JSON result), as a client computes it. */
+  const pureKey = (hash: string, n: number) => `inc-${pureKeyToken(`inline:${hash}`, 'json', args(n).data)}`;
+  const pureDef = (hash: string, n: number, deps: string[] = [], key = pureKey(hash, n)): TaskDef =>
+    def(key, deps, { fn: { registered: '', inlineHash: hash }, args: args(n), resultEncoding: 1, pure: true });
+  const erred = (as: SchedulerAction[]) =>
+    reports(as).map((a) => (a.type === 'ReportToClient' && a.report.type === 'erred' ? `${a.client}:${a.report.key}:${a.report.error.code}` : `${a.type}`));
+
+  it("another client's task under my pure key with another definition errs for me (already_exists) and is not mine; its owner is unaffected", () => {
+    const h = new Harness();
+    h.handle({ type: 'WorkerAdded', worker: worker('w1') });
+    const k = pureKey('real', 100);
+    // The squatter: same key, its own function, explicit (not pure).
+    h.submit('mallory', [def(k, [], { fn: { registered: '', inlineHash: 'evil' }, args: args(100) })], [k]);
+    h.finish('w1', k, 66);
+    const acts = h.submit('alice', [pureDef('real', 100), def('use-1', [k])], [k, 'use-1']);
+    expect(erred(acts).sort()).toEqual([`alice:${k}:already_exists`, 'alice:use-1:already_exists']);
+    expect(reports(acts).some((a) => a.type === 'ReportToClient' && a.report.type === 'in-memory')).toBe(false);
+    expect(h.state.tasks.get(k)!.wanters()).toEqual(['mallory']);
+    // A later task of alice's on that key is refused too.
+    expect(erred(h.submit('alice', [def('use-2', [k])], ['use-2']))).toEqual(['alice:use-2:already_exists']);
+    // A pure key claimed with a definition it does not stand for is no better.
+    const k2 = pureKey('real', 7);
+    h.submit('mallory', [pureDef('evil', 7, [], k2)], [k2]);
+    expect(erred(h.submit('alice', [pureDef('real', 7)], [k2]))).toEqual([`alice:${k2}:already_exists`]);
+  });
+
+  it('a pure key whose definition matches is shared, unless one of its inputs, transitively, is not pure', () => {
+    const h = new Harness();
+    h.handle({ type: 'WorkerAdded', worker: worker('w1') });
+    const a = pureKey('f', 1);
+    h.submit('bob', [pureDef('f', 1)], [a]);
+    h.finish('w1', a, 2);
+    expect(reports(h.submit('alice', [pureDef('f', 1)], [a]))).toMatchObject([{ client: 'alice', report: { type: 'in-memory', key: a } }]);
+    // b is pure and matches, but its input x is an explicit key someone else defined.
+    h.submit('mallory', [def('x-1')], ['x-1']);
+    const b = pureKey('g', 2);
+    h.submit('mallory', [pureDef('g', 2, ['x-1'])], [b]);
+    expect(erred(h.submit('alice', [pureDef('g', 2, ['x-1'])], [b]))).toEqual([`alice:${b}:already_exists`]);
+    // The same client resubmitting its own keys is never refused.
+    expect(erred(h.submit('mallory', [pureDef('g', 2, ['x-1'])], [b]))).toEqual([]);
   });
 });

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
-import { Client, KilledWorkerError } from '@skein/client';
+import { Client, KilledWorkerError, TaskError, delayed } from '@skein/client';
 import { Encoding, SchedulerServiceClient, type WorkerCommand, type WorkerSessionRequest, type WorkerSessionResponse } from '@skein/protocol';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, grpcTarget, insecureChannel, type Logger } from '@skein/common';
 import { Scheduler } from '@skein/core-scheduler';
@@ -204,5 +204,44 @@ describe('listening beyond loopback', () => {
     const loopback = await Scheduler.start({ host: '127.0.0.1', port: 0, dashboardAddress: null, logger: local.logger });
     closers.push(() => loopback.close());
     expect(local.warnings.filter((m) => /SECURITY/.test(m))).toEqual([]);
+  });
+});
+
+describe('tenancy: what one client can do to another’s keys', () => {
+  const inc = (n: number) => n + 1;
+
+  it("a client that submits another client's pure key first, with its own function, does not make that client's inc(100) 666", async () => {
+    const { cluster: c, client: alice } = await cluster();
+    const mallory = await Client.connect(c);
+    closers.push(() => mallory.close());
+    const key = delayed(inc)(100).key; // the key alice's submit(inc, 100) will have
+    const squat = mallory.submitWith({ key }, () => 666);
+    expect(await squat.result()).toBe(666);
+    const f = alice.submit(inc, 100);
+    expect(f.key).toBe(key);
+    const err = await f.result(10_000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TaskError); // it used to be 666
+    expect((err as Error).message).toMatch(/another client defined, and its key is not the pure key of its definition/);
+    // Under its own key (or pure: false) alice computes; mallory's future is untouched.
+    expect(await alice.submitWith({ pure: false }, inc, 100).result()).toBe(101);
+    expect(await squat.result()).toBe(666);
+  });
+
+  it("one client's release or cancel of a shared pure key frees nothing another client wants", async () => {
+    const { cluster: c, client: alice } = await cluster();
+    const bob = await Client.connect(c);
+    closers.push(() => bob.close());
+    const a = alice.submit(slowInc, 1);
+    const b = bob.submit(slowInc, 1); // the same pure key, the same definition: shared
+    expect(b.key).toBe(a.key);
+    await a.cancel();
+    expect(await b.result(10_000)).toBe(2);
+    const a2 = alice.submit(inc, 5);
+    const b2 = bob.submit(inc, 5);
+    expect(await a2.result()).toBe(6);
+    a2.release();
+    await alice.close();
+    expect(await b2.result()).toBe(6);
+    expect(c.scheduler.state.tasks.get(b2.key)?.state).toBe('memory');
   });
 });

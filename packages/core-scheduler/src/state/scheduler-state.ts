@@ -1,5 +1,5 @@
-import { InvalidTransitionError, TransitionLog, taskError, type ErrorInfo } from '@skein/common/lite';
-import { Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
+import { InvalidTransitionError, TransitionLog, pureKeyMatches, taskError, type ErrorInfo } from '@skein/common/lite';
+import { NOT_PURE, PURE_UNCHECKED, PURE_VERIFIED, Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
 import { TASK_STATES } from './types.js';
 import type {
@@ -88,6 +88,11 @@ export class SchedulerState {
   readonly tasks = new Map<string, TaskRecord>();
   readonly workers = new Map<string, WorkerRecord>();
   readonly clients = new Map<string, Set<TaskRecord>>();
+  /**
+   * Per client, the keys of its pure tasks that an existing task of another client's definition
+   * held (see updateGraph): they erred for it, and so do its later tasks that use them.
+   */
+  private readonly pureConflicts = new Map<string, Set<string>>();
   /** Interned function ids and group names (a few per graph; they live as long as the scheduler). */
   private readonly functions = new Map<string, FunctionId>();
   private readonly groups = new Map<string, string>();
@@ -339,6 +344,7 @@ export class SchedulerState {
         if (!wanted) return;
         this.releaseWants(e.client, [...wanted].map((t) => t.key));
         this.clients.delete(e.client);
+        this.pureConflicts.delete(e.client);
         return;
       }
       case 'GraphUpdated':
@@ -484,9 +490,24 @@ export class SchedulerState {
     if (!this.clients.has(client)) this.clients.set(client, new Set());
     const added: TaskRecord[] = [];
     const addedDefs: TaskDef[] = [];
+    let conflicts = this.pureConflicts.get(client);
+    let refusedNow: string[] | null = null;
     for (const def of defs) {
-      if (this.tasks.has(def.key)) continue;
+      const existing = this.tasks.get(def.key);
+      if (existing) {
+        // A pure key is shared only with a task whose key is its definition's (tenancy): another
+        // client's task of that key with another definition, or built on one, is not this
+        // client's result.
+        if (def.pure && existing.owner !== client && !this.verifiedPure(existing)) {
+          if (!conflicts) this.pureConflicts.set(client, (conflicts = new Set()));
+          conflicts.add(def.key);
+          (refusedNow ??= []).push(def.key);
+        }
+        continue;
+      }
+      conflicts?.delete(def.key);
       const ts = new TaskRecord(def, this.internFunction(def.fn), this.internGroup(def.key), this.sequence++);
+      ts.owner = client;
       this.tasks.set(def.key, ts);
       this.counts.released++;
       this.telemetry.added(ts.group); // dashboard
@@ -505,16 +526,23 @@ export class SchedulerState {
       const deps: TaskRecord[] = new Array(depKeys.length);
       let nDeps = 0;
       let missing: string[] | null = null;
+      let conflicting: string | undefined;
       for (const depKey of depKeys) {
         const dep = this.tasks.get(depKey);
         if (dep) {
           deps[nDeps++] = dep;
           if (dep.sequence >= ts.sequence) unordered = true;
         } else (missing ??= []).push(depKey);
+        if (conflicts?.has(depKey)) conflicting ??= depKey;
       }
       if (missing) deps.length = nDeps;
       ts.setDependencies(deps);
       for (const dep of deps) dep.addDependent(ts);
+      if (conflicting !== undefined && !missing) {
+        ts.exception = this.pureConflict(conflicting, `Task ${ts.key} uses ${conflicting}, whose result is not this client's: `);
+        ts.exceptionBlame = ts.key;
+        ts.refused = true;
+      }
       if (missing) {
         ts.exception = taskError(
           ts.key,
@@ -532,6 +560,11 @@ export class SchedulerState {
     for (const key of broadcast) {
       const ts = this.tasks.get(key);
       if (ts) ts.broadcast = true;
+    }
+    if (refusedNow) {
+      const refused = new Set(refusedNow);
+      wanted = wanted.filter((k) => !refused.has(k));
+      for (const key of refused) this.report(client, { type: 'erred', key, error: this.pureConflict(key, '') });
     }
     this.addWants(client, mixedPriorities(added) ? this.bestFirst(wanted) : wanted);
     // Tasks nobody wants and nothing depends on are dropped again.
@@ -595,6 +628,47 @@ export class SchedulerState {
       }
       t.setDependencies([]);
     }
+  }
+
+  private pureConflict(key: string, prefix: string): ErrorInfo {
+    return taskError(
+      key,
+      'already_exists',
+      `${prefix}the scheduler already has a task ${key} that another client defined, and its key is not the pure key of its ` +
+        'definition (it was submitted with another function or arguments, under an explicit key, or uses such a task): ' +
+        "a pure key shares only a result its key stands for, so this client does not get that one. Submit under another key (key: '...') " +
+        'or with pure: false, or find out who submits that key.',
+      { key },
+    );
+  }
+
+  /**
+   * Whether a task's key is the pure key of its definition (pureKeyMatches) and so is every
+   * input's, transitively: then its result is what the key stands for, whoever submitted it.
+   * Checked once per task, when another client submits its key as pure (memoized in `purity`).
+   */
+  private verifiedPure(root: TaskRecord): boolean {
+    const stack = [root];
+    while (stack.length > 0) {
+      const ts = stack[stack.length - 1]!;
+      if (ts.purity !== PURE_UNCHECKED) {
+        stack.pop();
+        continue;
+      }
+      let ok = pureKeyMatches(ts.key, ts.fn, ts.resultEncoding, ts.toDef().args.data);
+      let pending = false;
+      for (const d of ts.dependencies) {
+        if (!ok) break;
+        if (d.purity === PURE_UNCHECKED) {
+          stack.push(d);
+          pending = true;
+        } else if (d.purity !== PURE_VERIFIED) ok = false;
+      }
+      if (ok && pending) continue; // again once its inputs are settled
+      ts.purity = ok ? PURE_VERIFIED : NOT_PURE;
+      stack.pop();
+    }
+    return root.purity === PURE_VERIFIED;
   }
 
   /** A resource quantity must be a finite number, 0 or more; anything else is refused. */
@@ -894,6 +968,7 @@ export class SchedulerState {
   }
 
   private forgetEverything(reason: string): void {
+    this.pureConflicts.clear();
     for (const [client, wanted] of this.clients) {
       for (const ts of wanted) this.report(client, { type: 'cancelled', key: ts.key, reason });
       wanted.clear();

@@ -31,6 +31,8 @@ export interface TaskDef {
   allowOtherWorkers: boolean;
   /** Encoding the client asked for the result (passed to the worker untouched). */
   resultEncoding: number;
+  /** The client says the key is pure: derived from this definition (TaskSpec.pure; see pureKeyMatches). */
+  pure?: boolean;
 }
 
 /** An error as it crosses the wire (the one definition is in @skein/common). */
