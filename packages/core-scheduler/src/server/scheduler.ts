@@ -30,13 +30,11 @@ import {
 } from '@skein/protocol';
 import {
   Batcher,
-  CHANNEL_OPTIONS,
   errorInfoFromWire,
   forEachRun,
   InvalidArgumentError,
   fromGrpcStatus,
-  grpcTarget,
-  insecureChannel,
+  Security,
   parseAddress,
   parseHost,
   Lifecycle,
@@ -106,6 +104,8 @@ export interface SchedulerOptions {
    * ':8787'). A busy port falls back to a free one with a warning.
    */
   dashboardAddress?: string | number | null | false;
+  /** TLS credentials and/or a token for every link (default: none, plaintext; see Security). */
+  security?: Security;
   logger?: Logger;
 }
 
@@ -122,6 +122,7 @@ export interface CompiledSchedulerOptions {
   noWorkersTimeoutMs: number;
   /** null: no dashboard. */
   dashboard: { host: string; port: number } | null;
+  security: Security;
   logger: Logger;
 }
 
@@ -176,6 +177,7 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     validate: o.validate ?? d.validate,
     noWorkersTimeoutMs: o.noWorkersTimeoutMs == null ? Infinity : positive('noWorkersTimeoutMs', o.noWorkersTimeoutMs),
     dashboard: parseDashboardAddress(o.dashboardAddress, host),
+    security: o.security ?? Security.insecure(),
     logger: o.logger ?? createLogger('scheduler'),
   };
 }
@@ -194,8 +196,8 @@ export function isLoopbackHost(host: string): boolean {
  * an authentication token (anyone who reaches the port can run code on every worker; Dask's
  * CVE-2021-42343), or undefined when it does not.
  */
-export function insecureExposure(host: string): string | undefined {
-  if (isLoopbackHost(host)) return undefined;
+export function insecureExposure(host: string, security: Pick<Security, 'tls' | 'token'>): string | undefined {
+  if (isLoopbackHost(host) || security.tls || security.token) return undefined;
   return (
     `SECURITY WARNING: the scheduler listens on ${host}, which other machines can reach, with neither TLS nor an ` +
     'authentication token: anyone who can reach its port can run code on every worker and read every result. ' +
@@ -286,8 +288,8 @@ export class Scheduler {
 
   private async start(): Promise<void> {
     this.lifecycle.beginStart();
-    this.boundPort = await bindServer(this.server, this.options.host, this.options.port, 'scheduler');
-    const exposed = insecureExposure(this.options.host);
+    this.boundPort = await bindServer(this.server, this.options.host, this.options.port, 'scheduler', this.options.security.serverCredentials('scheduler'));
+    const exposed = insecureExposure(this.options.host, this.options.security);
     if (exposed) this.log.warn(exposed);
     this.tick = setInterval(() => this.handle({ type: 'Tick', stimulusId: this.stimulus('tick') }), this.options.heartbeatMs);
     this.tick.unref();
@@ -322,9 +324,9 @@ export class Scheduler {
     return this.clients.size;
   }
 
-  /** `tcp://IP:PORT` where clients and workers reach this scheduler. */
+  /** `tcp://IP:PORT` (`tls://` with TLS) where clients and workers reach this scheduler. */
   get address(): string {
-    return formatAddress({ host: contactHost(this.options.host), port: this.boundPort });
+    return formatAddress({ host: contactHost(this.options.host), port: this.boundPort }, this.options.security.tls);
   }
 
   get port(): number {
@@ -556,7 +558,8 @@ export class Scheduler {
       withNanny.map(
         ([address, nanny]) =>
           new Promise<string>((resolve, reject) => {
-            const client = new NannyServiceClient(grpcTarget(nanny), insecureChannel(), CHANNEL_OPTIONS);
+            const dial = this.options.security.dial(nanny, 'scheduler', 'nanny');
+            const client = new NannyServiceClient(dial.target, dial.credentials, dial.options);
             client.restart({ reason: 'client.restart()', timeoutMs }, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
               client.close();
               if (err) reject(fromGrpcStatus(err, `Restarting worker ${address} through its nanny at ${nanny}`));
