@@ -94,3 +94,4 @@ export {
   type SecurityOptions,
   type LaunchFile,
 } from './security/security.js';
+export { authorizeService, ANY_ROLE, type RoleTable } from './authorize.js';

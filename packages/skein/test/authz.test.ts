@@ -1,9 +1,19 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { Client, KilledWorkerError, TaskError, delayed } from '@skein/client';
-import { Encoding, SchedulerServiceClient, type WorkerCommand, type WorkerSessionRequest, type WorkerSessionResponse } from '@skein/protocol';
-import { CHANNEL_OPTIONS, PROTOCOL_VERSION, grpcTarget, insecureChannel, type Logger } from '@skein/common';
+import {
+  Encoding,
+  NannyServiceClient,
+  SchedulerServiceClient,
+  WorkerServiceClient,
+  type WorkerCommand,
+  type WorkerSessionRequest,
+  type WorkerSessionResponse,
+} from '@skein/protocol';
+import { CHANNEL_OPTIONS, PROTOCOL_VERSION, Security, grpcTarget, insecureChannel, type Logger, type Role } from '@skein/common';
 import { Scheduler } from '@skein/core-scheduler';
+import { Worker } from '@skein/core-worker';
+import { Nanny } from '@skein/nanny';
 import { LocalCluster } from '../src/index.js';
 import { until } from './helpers.js';
 
@@ -26,8 +36,11 @@ type Raw = Awaited<ReturnType<typeof rawWorker>>;
  * A worker session opened by hand, registered as `address`: resolves once the scheduler welcomed
  * it, or with the error it refused it with. `commands` collects what the scheduler sends it.
  */
-async function rawWorker(schedulerAddress: string, address: string) {
-  const rpc = new SchedulerServiceClient(grpcTarget(schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
+async function rawWorker(schedulerAddress: string, address: string, as?: { security: Security; role: Role }) {
+  const dial = as?.security.dial(schedulerAddress, as.role, 'scheduler');
+  const rpc = dial
+    ? new SchedulerServiceClient(dial.target, dial.credentials, dial.options)
+    : new SchedulerServiceClient(grpcTarget(schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
   const session: ClientDuplexStream<WorkerSessionRequest, WorkerSessionResponse> = rpc.workerSession();
   const commands: WorkerCommand[] = [];
   const listeners: Array<() => void> = [];
@@ -243,5 +256,148 @@ describe('tenancy: what one client can do to another’s keys', () => {
     await alice.close();
     expect(await b2.result()).toBe(6);
     expect(c.scheduler.state.tasks.get(b2.key)?.state).toBe('memory');
+  });
+});
+
+// ------------------------------------------------------------------ Part 2: roles per RPC
+
+const TOKEN = 'authz-test-token-0123456789abcdef';
+
+/** A secured scheduler and one worker in this process, and a client with the cluster's credentials. */
+async function securedCluster(security: Security) {
+  const scheduler = await Scheduler.start({ host: '127.0.0.1', port: 0, dashboardAddress: null, security });
+  closers.push(() => scheduler.close());
+  const worker = await Worker.start({ scheduler: scheduler.address, name: 'w', nthreads: 1, security });
+  closers.push(() => worker.close());
+  const client = await Client.connect(scheduler.address, { security });
+  closers.push(() => client.close());
+  return { scheduler, worker, client };
+}
+
+/** A unary call on a stub dialed with `security` as `role`: resolves with the response or the gRPC error. */
+function unary<Req, Res>(
+  stub: { close(): void } & Record<string, unknown>,
+  method: string,
+  request: Req,
+): Promise<{ err: ServiceError | null; res?: Res }> {
+  closers.push(() => stub.close());
+  const fn = stub[method] as (req: Req, md: Metadata, opts: { deadline: number }, cb: (err: ServiceError | null, res?: Res) => void) => void;
+  return new Promise((resolve) => fn.call(stub, request, new Metadata(), { deadline: Date.now() + 5_000 }, (err, res) => resolve({ err, res })));
+}
+
+function schedulerStub(address: string, security: Security, role: Role) {
+  const d = security.dial(address, role, 'scheduler');
+  return new SchedulerServiceClient(d.target, d.credentials, d.options) as unknown as { close(): void } & Record<string, unknown>;
+}
+function workerStub(address: string, security: Security, role: Role) {
+  const d = security.dial(address, role, 'worker');
+  return new WorkerServiceClient(d.target, d.credentials, d.options) as unknown as { close(): void } & Record<string, unknown>;
+}
+function nannyStub(address: string, security: Security, role: Role) {
+  const d = security.dial(address, role, 'nanny');
+  return new NannyServiceClient(d.target, d.credentials, d.options) as unknown as { close(): void } & Record<string, unknown>;
+}
+
+const runRequest = { function: { hash: 'h-pid', source: '() => process.pid', name: 'pid' }, args: { encoding: Encoding.ENCODING_JSON, data: Buffer.from('[]') }, resultEncoding: Encoding.ENCODING_JSON };
+
+describe('a cluster with a token (Security.fromToken)', () => {
+  it('a client with a wrong or missing token is refused, saying what to pass; with it, it computes', async () => {
+    const security = Security.fromToken(TOKEN);
+    const { scheduler, client } = await securedCluster(security);
+    expect(await client.submit((n: number) => n + 1, 1).result()).toBe(2);
+    const wrong = await Client.connect(scheduler.address, { security: Security.fromToken('not-the-token-0123456789'), connectTimeoutMs: 5_000 }).catch((e: unknown) => e);
+    expect(wrong).toBeInstanceOf(Error);
+    expect((wrong as Error).message).toMatch(/SchedulerService\.ClientSession was refused: the auth token presented is not this cluster's/);
+    const none = await Client.connect(scheduler.address, { security: Security.insecure(), connectTimeoutMs: 5_000 }).catch((e: unknown) => e);
+    expect((none as Error).message).toMatch(/requires an auth token and none was presented\. Give the client --auth-token-file FILE or SKEIN_AUTH_TOKEN/);
+  });
+
+  it('RetireWorkers, RestartWorkers, ReportWorkerDeath and a WorkerSession from an unknown peer are refused (UNAUTHENTICATED) and change nothing', async () => {
+    const security = Security.fromToken(TOKEN);
+    const { scheduler, worker, client } = await securedCluster(security);
+    const stranger = Security.insecure();
+    const calls: Array<[string, unknown]> = [
+      ['retireWorkers', { workers: [], n: 1_000 }],
+      ['restartWorkers', { timeoutMs: 1_000 }],
+      ['reportWorkerDeath', { workerAddress: worker.address, reason: 'forged' }],
+    ];
+    for (const [method, req] of calls) {
+      const { err } = await unary(schedulerStub(scheduler.address, stranger, 'client'), method, req);
+      expect(err?.code, method).toBe(GrpcStatus.UNAUTHENTICATED);
+      expect(err?.details).toMatch(/requires an auth token and none was presented/);
+    }
+    const impostor = await rawWorker(scheduler.address, 'tcp://127.0.0.1:9');
+    expect(impostor.welcomed).toBe(false);
+    expect(impostor.failure?.code).toBe(GrpcStatus.UNAUTHENTICATED);
+    expect((await client.schedulerInfo()).workers.map((w) => w.address)).toEqual([worker.address]);
+    expect(await client.submit((n: number) => n * 2, 21).result()).toBe(42);
+  });
+
+  it('Run on a worker from an unknown peer is refused: no code runs', async () => {
+    const security = Security.fromToken(TOKEN);
+    const { worker } = await securedCluster(security);
+    const { err, res } = await unary(workerStub(worker.address, Security.insecure(), 'client'), 'run', runRequest);
+    expect(res).toBeUndefined();
+    expect(err?.code).toBe(GrpcStatus.UNAUTHENTICATED);
+    expect(err?.details).toMatch(/WorkerService\.Run was refused/);
+  });
+});
+
+describe('a cluster with certificates per role (Security.temporary())', () => {
+  it("each admin RPC needs its role: a worker's or nanny's certificate cannot retire, restart, run or report deaths; a client's can retire", async () => {
+    const security = Security.temporary();
+    const { scheduler, worker, client } = await securedCluster(security);
+    const denied = async (stub: ReturnType<typeof schedulerStub>, method: string, req: unknown, role: string) => {
+      const { err } = await unary(stub, method, req);
+      expect(err?.code, method).toBe(GrpcStatus.PERMISSION_DENIED);
+      expect(err?.details).toMatch(new RegExp(`needs the ${role} role`));
+    };
+    await denied(schedulerStub(scheduler.address, security, 'worker'), 'restartWorkers', { timeoutMs: 1_000 }, 'client');
+    await denied(schedulerStub(scheduler.address, security, 'nanny'), 'retireWorkers', { workers: [], n: 1_000 }, 'client or worker');
+    await denied(schedulerStub(scheduler.address, security, 'worker'), 'retireWorkers', { workers: [], n: 1_000 }, 'client');
+    await denied(schedulerStub(scheduler.address, security, 'client'), 'reportWorkerDeath', { workerAddress: worker.address, reason: 'forged' }, 'nanny');
+    await denied(workerStub(worker.address, security, 'worker'), 'run', runRequest, 'client');
+    const stub = workerStub(worker.address, security, 'nanny');
+    closers.push(() => stub.close());
+    const getData = (stub.getData as (req: unknown, md: Metadata) => ClientReadableStream<unknown>).call(stub, { keys: ['x'], acceptBulk: false }, new Metadata());
+    const streamErr = await new Promise<ServiceError | null>((resolve) => {
+      getData.on('error', resolve);
+      getData.on('end', () => resolve(null));
+      getData.on('data', () => {});
+    });
+    expect(streamErr?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+    expect(streamErr?.details).toMatch(/WorkerService\.GetData needs the worker or client role/);
+    // A worker session under a client's certificate.
+    const impostor = await rawWorker(scheduler.address, 'tls://127.0.0.1:9', { security, role: 'client' });
+    expect(impostor.welcomed).toBe(false);
+    expect(impostor.failure?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+    expect(impostor.failure?.details).toMatch(/SchedulerService\.WorkerSession needs the worker role/);
+    expect((await client.schedulerInfo()).workers.map((w) => w.address)).toEqual([worker.address]);
+    // The client may (Dask's client may retire workers).
+    const { err, res } = await unary<unknown, { retired: string[] }>(schedulerStub(scheduler.address, security, 'client'), 'retireWorkers', { workers: [worker.address], n: 0 });
+    expect(err).toBeNull();
+    expect(res!.retired).toEqual([worker.address]);
+  });
+
+  it('a nanny takes Kill and Restart only from the scheduler role', async () => {
+    const security = Security.temporary();
+    const scheduler = await Scheduler.start({ host: '127.0.0.1', port: 0, dashboardAddress: null });
+    closers.push(() => scheduler.close());
+    // (The nanny's own worker process runs without credentials here: only the nanny's service is under test.)
+    const nanny = await Nanny.start({ scheduler: scheduler.address, host: '127.0.0.1', port: 0, memoryLimit: 0, security });
+    closers.push(() => nanny.close());
+    const pid = nanny.workerPid;
+    for (const role of ['client', 'worker', 'nanny'] as const) {
+      for (const method of ['kill', 'restart']) {
+        const { err } = await unary(nannyStub(nanny.address, security, role), method, { reason: `forged by a ${role}`, timeoutMs: 1_000 });
+        expect(err?.code, `${method} as ${role}`).toBe(GrpcStatus.PERMISSION_DENIED);
+        expect(err?.details).toMatch(new RegExp(`NannyService\\.${method[0]!.toUpperCase()}${method.slice(1)} needs the scheduler role`));
+      }
+    }
+    expect(nanny.workerPid).toBe(pid);
+    expect(nanny.status).toBe('running');
+    const { err } = await unary<unknown, { workerAddress: string }>(nannyStub(nanny.address, security, 'scheduler'), 'restart', { reason: 'by the scheduler', timeoutMs: 20_000 });
+    expect(err).toBeNull();
+    expect(nanny.workerPid).not.toBe(pid);
   });
 });

@@ -35,6 +35,10 @@ import {
   InvalidArgumentError,
   fromGrpcStatus,
   Security,
+  ANY_ROLE,
+  PermissionDeniedError,
+  authorizeService,
+  type RoleTable,
   parseAddress,
   parseHost,
   Lifecycle,
@@ -182,6 +186,25 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
   };
 }
 
+/**
+ * Who may call what (README, "Roles"): clients run the cluster (Dask's client may retire and
+ * restart workers), workers hold the worker session and may retire themselves, only a nanny
+ * reports a death, and any member may read the cluster's info.
+ */
+export const SCHEDULER_ROLES: RoleTable<SchedulerServiceServer> = {
+  clientSession: ['client'],
+  workerSession: ['worker'],
+  getInfo: ANY_ROLE,
+  getStory: ['client'],
+  retireWorkers: ['client', 'worker'],
+  restartWorkers: ['client'],
+  reportWorkerDeath: ['nanny'],
+  getWorkerMetrics: ['client'],
+  getAdaptiveTarget: ['client'],
+  getWhoHas: ['client'],
+  watchWorkers: ['client'],
+};
+
 /** How long a ReportWorkerDeath names the cause of the worker's session ending (ms). */
 const DEATH_REPORT_MS = 10_000;
 
@@ -277,7 +300,7 @@ export class Scheduler {
     });
     if (options.validate) watchInvariants(this.state, () => `scheduler ${this.address}`);
     this.server = newServer();
-    this.server.addService(SchedulerServiceService, this.service());
+    this.server.addService(SchedulerServiceService, authorizeService('SchedulerService', this.service(), options.security, SCHEDULER_ROLES));
   }
 
   static async start(options: SchedulerOptions = {}): Promise<Scheduler> {
@@ -487,6 +510,18 @@ export class Scheduler {
       getWhoHas: (call: ServerUnaryCall<GetWhoHasRequest, GetWhoHasResponse>, cb: sendUnaryData<GetWhoHasResponse>) =>
         cb(null, { whoHas: this.state.whoHas(call.request.keys) }),
       retireWorkers: (call: ServerUnaryCall<RetireWorkersRequest, RetireWorkersResponse>, cb: sendUnaryData<RetireWorkersResponse>) => {
+        // A worker (without the client role) retires itself only: one worker named, no count.
+        const peer = this.options.security.authenticate(call, 'SchedulerService.RetireWorkers');
+        if (!peer.roles.has('client') && (call.request.n !== 0 || call.request.workers.length !== 1)) {
+          return cb(
+            toGrpcStatus(
+              new PermissionDeniedError(
+                `SchedulerService.RetireWorkers with ${call.request.n ? `n=${call.request.n}` : `${call.request.workers.length} workers`} needs the client role; ` +
+                  `the caller (${peer.name}) is a worker, which may only retire itself (one worker named, n=0).`,
+              ),
+            ),
+          );
+        }
         this.retire(call.request.workers, call.request.n).then(
           (retired) => cb(null, { retired }),
           (err) => cb(toGrpcStatus(err)),
