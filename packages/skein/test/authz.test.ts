@@ -373,6 +373,10 @@ describe('a cluster with certificates per role (Security.temporary())', () => {
     expect(impostor.failure?.code).toBe(GrpcStatus.PERMISSION_DENIED);
     expect(impostor.failure?.details).toMatch(/SchedulerService\.WorkerSession needs the worker role/);
     expect((await client.schedulerInfo()).workers.map((w) => w.address)).toEqual([worker.address]);
+    // A worker may retire itself (one worker named, n = 0): allowed, here naming none that exists.
+    const self = await unary<unknown, { retired: string[] }>(schedulerStub(scheduler.address, security, 'worker'), 'retireWorkers', { workers: ['tls://127.0.0.1:9'], n: 0 });
+    expect(self.err).toBeNull();
+    expect(self.res!.retired).toEqual([]);
     // The client may (Dask's client may retire workers).
     const { err, res } = await unary<unknown, { retired: string[] }>(schedulerStub(scheduler.address, security, 'client'), 'retireWorkers', { workers: [worker.address], n: 0 });
     expect(err).toBeNull();
