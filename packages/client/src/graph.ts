@@ -315,6 +315,7 @@ export function buildTask(
       workers: opts.workers,
       allowOtherWorkers: opts.allowOtherWorkers,
       resultEncoding: opts.encoding === 'json' ? Encoding.ENCODING_JSON : Encoding.ENCODING_V8,
+      pure: key === undefined && opts.pure,
     },
     delayed: dedupe(ctx.delayed),
   };

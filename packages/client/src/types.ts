@@ -142,6 +142,8 @@ export interface TaskDef {
   allowOtherWorkers: boolean;
   /** Encoding asked for the result (the protocol's Encoding value). */
   resultEncoding: number;
+  /** The key is pure: derived from the function and arguments (TaskSpec.pure). */
+  pure: boolean;
 }
 
 /** Source of a JS function sent once per session. */

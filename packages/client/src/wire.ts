@@ -52,6 +52,7 @@ export function toTaskSpec(t: TaskDef): TaskSpec {
     workers: t.workers,
     allowOtherWorkers: t.allowOtherWorkers,
     resultEncoding: t.resultEncoding,
+    pure: t.pure,
   };
 }
 
@@ -63,6 +64,7 @@ function sameBatch(a: TaskDef, b: TaskDef): boolean {
     a.priority === b.priority &&
     a.retries === b.retries &&
     a.resultEncoding === b.resultEncoding &&
+    a.pure === b.pure &&
     a.allowOtherWorkers === b.allowOtherWorkers &&
     (a.resources === b.resources || sameRecord(a.resources, b.resources)) &&
     (a.workers === b.workers || (a.workers.length === b.workers.length && a.workers.every((w, i) => w === b.workers[i])))
@@ -116,6 +118,7 @@ function toTaskBatch(tasks: readonly TaskDef[]): TaskBatch {
     workers: first.workers,
     allowOtherWorkers: first.allowOtherWorkers,
     resultEncoding: first.resultEncoding,
+    pure: first.pure,
   };
 }
 

@@ -62,6 +62,7 @@ export { PROTOCOL_VERSION, checkProtocolVersion, protocolMinorAtLeast } from './
 export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { watchInvariants, reportInvariantViolation, type InvariantViolation } from './invariants.js';
 export { functionName, functionSource, sha256, inlineFunction, compileFunction, explainReferenceError } from './functions.js';
+export { pureKeyToken, pureKeyMatches } from './pure-key.js';
 export { Lifecycle, type LifecycleStatus } from './lifecycle.js';
 export { parseBytes, parseMemoryLimit, formatBytes, cpuCount } from './units.js';
 export { createLogger, guardStdio, type Logger, type LogLevel } from './log.js';
@@ -93,3 +94,4 @@ export {
   type SecurityOptions,
   type LaunchFile,
 } from './security/security.js';
+export { authorizeService, ANY_ROLE, type RoleTable } from './authorize.js';

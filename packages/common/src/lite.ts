@@ -37,6 +37,7 @@ export {
   type EncodingName,
 } from './values.js';
 export { compileFunction, explainReferenceError } from './functions.js';
+export { pureKeyToken, pureKeyMatches } from './pure-key.js';
 export { parseAddress, parseHost, formatAddress, interfaceAddress, contactHost, type Address } from './address.js';
 export { parseBytes, parseMemoryLimit } from './units.js';
 export { guardStdio } from './log.js';

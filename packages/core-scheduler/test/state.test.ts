@@ -555,7 +555,8 @@ describe('SchedulerState: cancel, restart, retire and bad graphs (issue 11)', ()
     const h = new Harness();
     h.addWorker('w1');
     h.addWorker('w2');
-    h.submit('c', [def('big-1')], ['big-1']);
+    // Broadcast: the scheduler asks the other worker for a copy (it takes no replica it did not ask for).
+    h.handle({ type: 'GraphUpdated', client: 'c', tasks: [def('big-1')], wanted: ['big-1'], broadcast: ['big-1'] });
     const w = h.state.tasks.get('big-1')!.processingOn!.address;
     const other = w === 'w1' ? 'w2' : 'w1';
     h.finish(w, 'big-1', 1000);

@@ -152,6 +152,7 @@ export class Worker {
       this.server.addService(
         WorkerServiceService,
         createWorkerService({
+          security: o.security,
           getValue: (key) => {
             const v = this.state?.data.get(key);
             return isSpilled(v) ? undefined : v;

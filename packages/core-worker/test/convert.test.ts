@@ -26,6 +26,7 @@ function batchAndTasks(opts: { inline?: InlineFunction; registered?: string; key
         retries: 2,
         workers: [],
         allowOtherWorkers: false,
+        pure: false,
         ...shared,
       },
       sequences,

@@ -68,6 +68,7 @@ export function computeBatchCmd(
           workers: [],
           allowOtherWorkers: false,
           resultEncoding: 0,
+          pure: false,
         },
         sequences: keys.map(() => ++seq),
         function: inline && extra.sendSource !== false ? { ...inline, name: extra.name ?? inline.name } : undefined,

@@ -18,6 +18,7 @@ import {
   Lifecycle,
   SkeinError,
   Security,
+  authorizeService,
   bindServer,
   contactHost,
   createLogger,
@@ -32,11 +33,19 @@ import {
   skeinDefaults,
   toGrpcStatus,
   type Logger,
+  type RoleTable,
 } from '@skein/common';
 import { RestartPolicy, cpuPercent, memoryVerdict, workerDeathTimeoutMs } from './policy.js';
 import { EXIT_INTERNAL_ERROR, EXIT_REMOVED, EXIT_SCHEDULER_LOST } from '@skein/core-worker/command';
 import { spawnWorker } from './spawn.js';
 import { sampleProcess } from './proc.js';
+
+/** A nanny takes orders (Kill, Restart) only from its scheduler; its status is for the scheduler and clients. */
+export const NANNY_ROLES: RoleTable<NannyServiceServer> = {
+  restart: ['scheduler'],
+  kill: ['scheduler'],
+  getStatus: ['scheduler', 'client'],
+};
 
 /** Exit codes of a worker (@skein/core-worker's EXIT_*): gave up on a lost scheduler (the nanny stops), removed by the scheduler, closed on an internal error (the nanny starts a fresh one). */
 export { EXIT_SCHEDULER_LOST as WORKER_EXIT_SCHEDULER_LOST, EXIT_REMOVED as WORKER_EXIT_REMOVED, EXIT_INTERNAL_ERROR as WORKER_EXIT_INTERNAL_ERROR };
@@ -175,7 +184,7 @@ export class Nanny {
   private constructor(readonly options: CompiledNannyOptions) {
     this.log = options.logger;
     this.server = newServer();
-    this.server.addService(NannyServiceService, this.service());
+    this.server.addService(NannyServiceService, authorizeService('NannyService', this.service(), options.security, NANNY_ROLES));
     this.done = new Promise((r) => (this.resolveDone = r));
   }
 

@@ -34,6 +34,7 @@ export function taskDefFromSpec(spec: TaskSpec): TaskDef {
     workers: spec.workers,
     allowOtherWorkers: spec.allowOtherWorkers,
     resultEncoding: spec.resultEncoding,
+    pure: spec.pure,
   };
 }
 
@@ -61,6 +62,7 @@ export function taskDefsFromBatch(b: TaskBatch, out: TaskDef[]): void {
       workers: b.workers,
       allowOtherWorkers: b.allowOtherWorkers,
       resultEncoding: b.resultEncoding,
+      pure: b.pure,
     });
   }
 }
@@ -136,6 +138,7 @@ export function computeBatch(actions: readonly ComputeAction[], fn: InlineFuncti
       workers: [],
       allowOtherWorkers: first.allowOtherWorkers,
       resultEncoding: first.resultEncoding,
+      pure: false, // the scheduler's business, not the worker's
     },
     sequences,
     function: fn,
@@ -187,6 +190,7 @@ export function specFromTaskDef(def: TaskDef): TaskSpec {
     workers: def.workers,
     allowOtherWorkers: def.allowOtherWorkers,
     resultEncoding: def.resultEncoding,
+    pure: false, // the scheduler's business, not the worker's
   };
 }
 

@@ -35,6 +35,10 @@ import {
   InvalidArgumentError,
   fromGrpcStatus,
   Security,
+  ANY_ROLE,
+  PermissionDeniedError,
+  authorizeService,
+  type RoleTable,
   parseAddress,
   parseHost,
   Lifecycle,
@@ -182,6 +186,48 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
   };
 }
 
+/**
+ * Who may call what (README, "Roles"): clients run the cluster (Dask's client may retire and
+ * restart workers), workers hold the worker session and may retire themselves, only a nanny
+ * reports a death, and any member may read the cluster's info.
+ */
+export const SCHEDULER_ROLES: RoleTable<SchedulerServiceServer> = {
+  clientSession: ['client'],
+  workerSession: ['worker'],
+  getInfo: ANY_ROLE,
+  getStory: ['client'],
+  retireWorkers: ['client', 'worker'],
+  restartWorkers: ['client'],
+  reportWorkerDeath: ['nanny'],
+  getWorkerMetrics: ['client'],
+  getAdaptiveTarget: ['client'],
+  getWhoHas: ['client'],
+  watchWorkers: ['client'],
+};
+
+/** How long a ReportWorkerDeath names the cause of the worker's session ending (ms). */
+const DEATH_REPORT_MS = 10_000;
+
+/** Whether `host` (as the scheduler binds it) is reachable only from this machine. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\./i.test(h);
+}
+
+/**
+ * The warning for a scheduler that listens where other machines reach it with neither TLS nor
+ * an authentication token (anyone who reaches the port can run code on every worker; Dask's
+ * CVE-2021-42343), or undefined when it does not.
+ */
+export function insecureExposure(host: string, security: Pick<Security, 'tls' | 'token'>): string | undefined {
+  if (isLoopbackHost(host) || security.tls || security.token) return undefined;
+  return (
+    `SECURITY WARNING: the scheduler listens on ${host}, which other machines can reach, with neither TLS nor an ` +
+    'authentication token: anyone who can reach its port can run code on every worker and read every result. ' +
+    'Listen on 127.0.0.1 (--host 127.0.0.1), or give it credentials (TLS files or an auth token).'
+  );
+}
+
 /** A Compute waiting in a worker's outgoing queue; it becomes a ComputeTask or joins a ComputeBatch when the queue is sent. */
 interface QueuedCompute {
   compute: ComputeAction;
@@ -201,6 +247,10 @@ interface WorkerConn {
   ended: boolean;
   /** Why the worker said it closes (WorkerClosing), the reason of its removal. */
   closeReason?: string;
+  /** Reports about tasks it was not given, refused so far (ReportRefused; for the log). */
+  refused: number;
+  /** A ReportWorkerDeath for it while its session was open: the reason, if it closes soon after. */
+  deathReport?: { reason: string; atMs: number };
 }
 
 interface ClientConn {
@@ -250,7 +300,7 @@ export class Scheduler {
     });
     if (options.validate) watchInvariants(this.state, () => `scheduler ${this.address}`);
     this.server = newServer();
-    this.server.addService(SchedulerServiceService, this.service());
+    this.server.addService(SchedulerServiceService, authorizeService('SchedulerService', this.service(), options.security, SCHEDULER_ROLES));
   }
 
   static async start(options: SchedulerOptions = {}): Promise<Scheduler> {
@@ -262,6 +312,8 @@ export class Scheduler {
   private async start(): Promise<void> {
     this.lifecycle.beginStart();
     this.boundPort = await bindServer(this.server, this.options.host, this.options.port, 'scheduler', this.options.security.serverCredentials('scheduler'));
+    const exposed = insecureExposure(this.options.host, this.options.security);
+    if (exposed) this.log.warn(exposed);
     this.tick = setInterval(() => this.handle({ type: 'Tick', stimulusId: this.stimulus('tick') }), this.options.heartbeatMs);
     this.tick.unref();
     await this.startDashboard();
@@ -397,6 +449,16 @@ export class Scheduler {
             `with an InternalError, the rest carries on. This is a bug in Skein, please report it: ${a.stack || a.message}`,
         );
         return;
+      case 'ReportRefused': {
+        // Loud for the first few per connection, then a count now and then: a flood of forged
+        // reports must not flood the log.
+        const w = this.workers.get(a.worker);
+        const n = w ? ++w.refused : 1;
+        if (n <= 10 || n % 1000 === 0) {
+          this.log.warn(`refused a ${a.report} from worker ${a.worker}${n > 1 ? ` (${n} so far)` : ''}: ${a.reason}. Not used; the worker was told to drop the key.`);
+        }
+        return;
+      }
       case 'WorkerRetired': {
         const waiters = this.retireWaiters.get(a.worker);
         this.retireWaiters.delete(a.worker);
@@ -448,6 +510,18 @@ export class Scheduler {
       getWhoHas: (call: ServerUnaryCall<GetWhoHasRequest, GetWhoHasResponse>, cb: sendUnaryData<GetWhoHasResponse>) =>
         cb(null, { whoHas: this.state.whoHas(call.request.keys) }),
       retireWorkers: (call: ServerUnaryCall<RetireWorkersRequest, RetireWorkersResponse>, cb: sendUnaryData<RetireWorkersResponse>) => {
+        // A worker (without the client role) retires itself only: one worker named, no count.
+        const peer = this.options.security.authenticate(call, 'SchedulerService.RetireWorkers');
+        if (!peer.roles.has('client') && (call.request.n !== 0 || call.request.workers.length !== 1)) {
+          return cb(
+            toGrpcStatus(
+              new PermissionDeniedError(
+                `SchedulerService.RetireWorkers with ${call.request.n ? `n=${call.request.n}` : `${call.request.workers.length} workers`} needs the client role; ` +
+                  `the caller (${peer.name}) is a worker, which may only retire itself (one worker named, n=0).`,
+              ),
+            ),
+          );
+        }
         this.retire(call.request.workers, call.request.n).then(
           (retired) => cb(null, { retired }),
           (err) => cb(toGrpcStatus(err)),
@@ -460,8 +534,11 @@ export class Scheduler {
         );
       },
       reportWorkerDeath: (call: ServerUnaryCall<ReportWorkerDeathRequest, ReportWorkerDeathResponse>, cb: sendUnaryData<ReportWorkerDeathResponse>) => {
+        // Not taken as a fact: a worker whose session is open is alive as far as the scheduler
+        // can tell, and only the scheduler's own detection (its session ends, no heartbeat within
+        // workerTtlMs) removes it. The report names the cause if the session ends soon after.
         const conn = this.workers.get(call.request.workerAddress);
-        if (conn) this.dropWorkerConn(conn, false, call.request.reason || 'reported dead by its nanny', true);
+        if (conn) conn.deathReport = { reason: call.request.reason || 'reported dead by its nanny', atMs: Date.now() };
         cb(null, {});
       },
       getAdaptiveTarget: (call: ServerUnaryCall<GetAdaptiveTargetRequest, GetAdaptiveTargetResponse>, cb: sendUnaryData<GetAdaptiveTargetResponse>) => {
@@ -672,6 +749,7 @@ export class Scheduler {
             sentFunctions: new Set(),
             closing: false,
             ended: false,
+            refused: 0,
             out: new Batcher<WorkerCommand | QueuedCompute>((items) => {
               if (!call.writableEnded && !call.destroyed) call.write({ commands: workerCommands(items, hello.batches) });
               if (c.closing && !c.ended) {
@@ -680,9 +758,18 @@ export class Scheduler {
               }
             }),
           };
+          // The address belongs to a worker whose session is open: a second registration does not
+          // displace it (Dask: "Worker already exists"). A worker that lost its session and
+          // reconnects retries until the scheduler has seen the old one end.
+          if (this.workers.has(hello.address)) {
+            this.log.warn(`refused a worker registration under ${hello.address}: a worker with this address is connected`);
+            return fail(
+              GrpcStatus.ALREADY_EXISTS,
+              `A worker with address ${hello.address} is already registered and connected; a second registration under a live ` +
+                "worker's address is refused. Give each worker its own address (host and port).",
+            );
+          }
           conn = c;
-          const old = this.workers.get(c.address);
-          if (old) this.dropWorkerConn(old, true, 'replaced by a new registration under its address', true);
           this.workers.set(c.address, c);
           c.out.push({ kind: { $case: 'welcome', value: this.welcome() } });
           this.handle({ type: 'WorkerAdded', worker: workerSpecFromHello(hello), stimulusId: this.stimulus(`worker-added-${c.address}`) });
@@ -703,7 +790,11 @@ export class Scheduler {
       this.flushToWorkers();
     });
     const closed = (why: string) => () => {
-      if (conn) this.dropWorkerConn(conn, conn.closing, conn.closeReason ?? why);
+      if (!conn) return;
+      // A death its nanny reported just before (it kills a worker over its memory limit, then
+      // says why) names the cause.
+      const report = conn.deathReport !== undefined && Date.now() - conn.deathReport.atMs < DEATH_REPORT_MS ? conn.deathReport.reason : undefined;
+      this.dropWorkerConn(conn, conn.closing, conn.closeReason ?? report ?? why);
     };
     call.on('end', () => {
       closed('connection closed')();

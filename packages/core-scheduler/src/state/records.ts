@@ -24,6 +24,10 @@ const ARGS_AS_STRING_MAX = 4096;
  * all tasks of that function, small arguments packed into a string that owns its bytes (a
  * Uint8Array view would keep the whole wire message alive), lists shared while empty.
  */
+export const NOT_PURE = 0;
+export const PURE_UNCHECKED = 1;
+export const PURE_VERIFIED = 2;
+
 export class TaskRecord {
   state: TaskStateName = 'released';
   /** Set once, exactly sized, when the graph is linked (see setDependencies). */
@@ -59,8 +63,17 @@ export class TaskRecord {
   /** The task's group: the key prefix before the token (the function name); shared string. */
   readonly group: string;
   broadcast = false;
+  /** The client whose definition made this task (it shares it with whoever submits the key again). */
+  owner = '';
+  /**
+   * Its key is pure (TaskSpec.pure): PURE_UNCHECKED until another client submits it as pure, then
+   * PURE_VERIFIED (the key matches the definition, and every input is verified too) or NOT_PURE.
+   */
+  purity: number;
   /** A steal request is outstanding to this worker. */
   stealingFrom: WorkerRecord | null = null;
+  /** Workers asked to copy this result (AcquireReplicas) that have not said they hold it (AddKeys). */
+  replicaTargets: Set<WorkerRecord> | null = null;
   /** The transition recommended for this task and not applied yet (see Recommendations). */
   recommended: TaskStateName | null = null;
   recSeq = 0;
@@ -81,6 +94,7 @@ export class TaskRecord {
     this.fn = fn;
     this.group = group;
     this.retriesLeft = def.retries;
+    this.purity = def.pure ? PURE_UNCHECKED : NOT_PURE;
     this.priority = def.priority;
     this.sequence = sequence;
     const data = def.args.data;

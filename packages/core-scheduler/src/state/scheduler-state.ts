@@ -1,5 +1,5 @@
-import { InvalidTransitionError, TransitionLog, taskError, type ErrorInfo } from '@skein/common/lite';
-import { Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
+import { InvalidTransitionError, TransitionLog, pureKeyMatches, taskError, type ErrorInfo } from '@skein/common/lite';
+import { NOT_PURE, PURE_UNCHECKED, PURE_VERIFIED, Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
 import { TASK_STATES } from './types.js';
 import type {
@@ -88,6 +88,11 @@ export class SchedulerState {
   readonly tasks = new Map<string, TaskRecord>();
   readonly workers = new Map<string, WorkerRecord>();
   readonly clients = new Map<string, Set<TaskRecord>>();
+  /**
+   * Per client, the keys of its pure tasks that an existing task of another client's definition
+   * held (see updateGraph): they erred for it, and so do its later tasks that use them.
+   */
+  private readonly pureConflicts = new Map<string, Set<string>>();
   /** Interned function ids and group names (a few per graph; they live as long as the scheduler). */
   private readonly functions = new Map<string, FunctionId>();
   private readonly groups = new Map<string, string>();
@@ -339,6 +344,7 @@ export class SchedulerState {
         if (!wanted) return;
         this.releaseWants(e.client, [...wanted].map((t) => t.key));
         this.clients.delete(e.client);
+        this.pureConflicts.delete(e.client);
         return;
       }
       case 'GraphUpdated':
@@ -361,7 +367,12 @@ export class SchedulerState {
         return;
       case 'TaskErred': {
         const ts = this.tasks.get(e.key);
-        if (!ts || ts.state !== 'processing' || ts.processingOn?.address !== e.worker) return;
+        if (!ts || ts.state !== 'processing' || ts.processingOn?.address !== e.worker) {
+          const ws = this.workers.get(e.worker);
+          // Released or forgotten while it ran is a race; anything else was not this worker's to report.
+          if (ws && ts && ts.state !== 'released' && ts.state !== 'erred') this.refuse(ws, ts, 'TaskErred');
+          return;
+        }
         this.recordDuration(ts, e.stopMs - e.startMs);
         this.telemetry.taskRan(e.worker, ts.key, ts.group, e.startMs, e.stopMs, true); // dashboard
         if (ts.retriesLeft > 0) {
@@ -384,6 +395,12 @@ export class SchedulerState {
             stale.push(info.key);
             continue;
           }
+          // Only a copy this worker was asked for (AcquireReplicas): no worker adds itself as a holder.
+          if (!ts.replicaTargets?.delete(ws) && !ts.whoHas.includes(ws)) {
+            this.refuse(ws, ts, 'ReplicasAdded');
+            continue;
+          }
+          if (ts.replicaTargets?.size === 0) ts.replicaTargets = null;
           this.addReplica(ts, ws, info.nbytes);
         }
         if (stale.length) this.emit({ type: 'FreeKeys', worker: ws.address, keys: stale, stimulusId: this.stimulusId });
@@ -473,9 +490,24 @@ export class SchedulerState {
     if (!this.clients.has(client)) this.clients.set(client, new Set());
     const added: TaskRecord[] = [];
     const addedDefs: TaskDef[] = [];
+    let conflicts = this.pureConflicts.get(client);
+    let refusedNow: string[] | null = null;
     for (const def of defs) {
-      if (this.tasks.has(def.key)) continue;
+      const existing = this.tasks.get(def.key);
+      if (existing) {
+        // A pure key is shared only with a task whose key is its definition's (tenancy): another
+        // client's task of that key with another definition, or built on one, is not this
+        // client's result.
+        if (def.pure && existing.owner !== client && !this.verifiedPure(existing)) {
+          if (!conflicts) this.pureConflicts.set(client, (conflicts = new Set()));
+          conflicts.add(def.key);
+          (refusedNow ??= []).push(def.key);
+        }
+        continue;
+      }
+      conflicts?.delete(def.key);
       const ts = new TaskRecord(def, this.internFunction(def.fn), this.internGroup(def.key), this.sequence++);
+      ts.owner = client;
       this.tasks.set(def.key, ts);
       this.counts.released++;
       this.telemetry.added(ts.group); // dashboard
@@ -494,16 +526,23 @@ export class SchedulerState {
       const deps: TaskRecord[] = new Array(depKeys.length);
       let nDeps = 0;
       let missing: string[] | null = null;
+      let conflicting: string | undefined;
       for (const depKey of depKeys) {
         const dep = this.tasks.get(depKey);
         if (dep) {
           deps[nDeps++] = dep;
           if (dep.sequence >= ts.sequence) unordered = true;
         } else (missing ??= []).push(depKey);
+        if (conflicts?.has(depKey)) conflicting ??= depKey;
       }
       if (missing) deps.length = nDeps;
       ts.setDependencies(deps);
       for (const dep of deps) dep.addDependent(ts);
+      if (conflicting !== undefined && !missing) {
+        ts.exception = this.pureConflict(conflicting, `Task ${ts.key} uses ${conflicting}, whose result is not this client's: `);
+        ts.exceptionBlame = ts.key;
+        ts.refused = true;
+      }
       if (missing) {
         ts.exception = taskError(
           ts.key,
@@ -521,6 +560,11 @@ export class SchedulerState {
     for (const key of broadcast) {
       const ts = this.tasks.get(key);
       if (ts) ts.broadcast = true;
+    }
+    if (refusedNow) {
+      const refused = new Set(refusedNow);
+      wanted = wanted.filter((k) => !refused.has(k));
+      for (const key of refused) this.report(client, { type: 'erred', key, error: this.pureConflict(key, '') });
     }
     this.addWants(client, mixedPriorities(added) ? this.bestFirst(wanted) : wanted);
     // Tasks nobody wants and nothing depends on are dropped again.
@@ -584,6 +628,47 @@ export class SchedulerState {
       }
       t.setDependencies([]);
     }
+  }
+
+  private pureConflict(key: string, prefix: string): ErrorInfo {
+    return taskError(
+      key,
+      'already_exists',
+      `${prefix}the scheduler already has a task ${key} that another client defined, and its key is not the pure key of its ` +
+        'definition (it was submitted with another function or arguments, under an explicit key, or uses such a task): ' +
+        "a pure key shares only a result its key stands for, so this client does not get that one. Submit under another key (key: '...') " +
+        'or with pure: false, or find out who submits that key.',
+      { key },
+    );
+  }
+
+  /**
+   * Whether a task's key is the pure key of its definition (pureKeyMatches) and so is every
+   * input's, transitively: then its result is what the key stands for, whoever submitted it.
+   * Checked once per task, when another client submits its key as pure (memoized in `purity`).
+   */
+  private verifiedPure(root: TaskRecord): boolean {
+    const stack = [root];
+    while (stack.length > 0) {
+      const ts = stack[stack.length - 1]!;
+      if (ts.purity !== PURE_UNCHECKED) {
+        stack.pop();
+        continue;
+      }
+      let ok = pureKeyMatches(ts.key, ts.fn, ts.resultEncoding, ts.toDef().args.data);
+      let pending = false;
+      for (const d of ts.dependencies) {
+        if (!ok) break;
+        if (d.purity === PURE_UNCHECKED) {
+          stack.push(d);
+          pending = true;
+        } else if (d.purity !== PURE_VERIFIED) ok = false;
+      }
+      if (ok && pending) continue; // again once its inputs are settled
+      ts.purity = ok ? PURE_VERIFIED : NOT_PURE;
+      stack.pop();
+    }
+    return root.purity === PURE_VERIFIED;
   }
 
   /** A resource quantity must be a finite number, 0 or more; anything else is refused. */
@@ -716,13 +801,11 @@ export class SchedulerState {
     );
     this.workers.set(ws.address, ws);
     this.runningCache = null;
-    const stale: string[] = [];
-    for (const info of spec.held) {
-      const ts = this.tasks.get(info.key);
-      if (ts && ts.state === 'memory') this.addReplica(ts, ws, info.nbytes);
-      else stale.push(info.key);
-    }
-    if (stale.length) this.emit({ type: 'FreeKeys', worker: ws.address, keys: stale, stimulusId: this.stimulusId });
+    // What a (re)connecting worker says it holds is not taken: nothing shows it computed or was
+    // sent those results (the scheduler dropped this address's holdings when it removed it), and
+    // a holder is what clients and dependents fetch from. It drops them; the results stay where
+    // the scheduler knows them to be.
+    if (spec.held.length) this.emit({ type: 'FreeKeys', worker: ws.address, keys: spec.held.map((h) => h.key), stimulusId: this.stimulusId });
     for (const ts of this.unrunnable.keys()) this.recs.set(ts, 'processing');
     this.freedSlots.add(ws);
     this.stealFor(ws);
@@ -771,25 +854,16 @@ export class SchedulerState {
     const ts = this.tasks.get(e.key);
     if (!ws) return;
     if (!ts || ts.state === 'released' || ts.state === 'forgotten' || ts.state === 'erred') {
+      // Released (or never known) while it ran: the worker drops its copy.
       this.emit({ type: 'FreeKeys', worker: ws.address, keys: [e.key], stimulusId: this.stimulusId });
       return;
     }
-    if (ts.state === 'memory') {
-      this.addReplica(ts, ws, e.nbytes);
-      return;
-    }
-    if (ts.state !== 'processing' || ts.processingOn !== ws) {
-      // Finished on a worker we had moved it away from (stolen): use the result.
-      if (ts.state === 'processing' && ts.processingOn) {
-        ts.processingOn.processing.delete(ts);
-        this.emit({ type: 'FreeKeys', worker: ts.processingOn.address, keys: [ts.key], stimulusId: this.stimulusId });
-        this.freedSlots.add(ts.processingOn);
-        ts.processingOn = ws;
-        ws.processing.add(ts);
-      } else {
-        this.emit({ type: 'FreeKeys', worker: ws.address, keys: [e.key], stimulusId: this.stimulusId });
-        return;
-      }
+    // A worker reports only on the tasks it was given (Dask drops a finish with a stale run id):
+    // a result from any other, a worker the task was taken back from or one that never had it,
+    // reaches no client and names no holder. (A victim gives a stolen task up before it starts.)
+    if (ts.processingOn !== ws) {
+      if (!ts.whoHas.includes(ws)) this.refuse(ws, ts, 'TaskFinished');
+      return; // else: a repeated report of a result it holds
     }
     this.recordDuration(ts, e.stopMs - e.startMs);
     ts.typeName = e.typeName;
@@ -797,6 +871,13 @@ export class SchedulerState {
     this.addReplica(ts, ws, e.nbytes);
     this.telemetry.taskRan(ws.address, ts.key, ts.group, e.startMs, e.stopMs, false); // dashboard
     this.recs.set(ts, 'memory');
+  }
+
+  /** A report about `ts` that `ws` had no business sending: not used, the worker drops the key. */
+  private refuse(ws: WorkerRecord, ts: TaskRecord, report: 'TaskFinished' | 'TaskErred' | 'ReplicasAdded'): void {
+    const where = ts.processingOn ? `it runs on ${ts.processingOn.address}` : ts.state === 'memory' ? `${ws.address} was not asked for a copy` : `it is ${ts.state}`;
+    if (!ts.whoHas.includes(ws)) this.emit({ type: 'FreeKeys', worker: ws.address, keys: [ts.key], stimulusId: this.stimulusId });
+    this.emit({ type: 'ReportRefused', worker: ws.address, key: ts.key, report, reason: `${ws.address} was not given task ${ts.key} (${where})`, stimulusId: this.stimulusId });
   }
 
   private retireWorkers(names: string[], n: number): void {
@@ -826,6 +907,7 @@ export class SchedulerState {
         if (!target) break;
         target.nbytes += Math.max(0, ts.nbytes);
         ws.pendingReplicas.add(ts);
+        (ts.replicaTargets ??= new Set()).add(target);
         let list = plan.get(target);
         if (!list) plan.set(target, (list = []));
         list.push({ key: ts.key, workers: [ws.address], nbytes: ts.nbytes });
@@ -886,6 +968,7 @@ export class SchedulerState {
   }
 
   private forgetEverything(reason: string): void {
+    this.pureConflicts.clear();
     for (const [client, wanted] of this.clients) {
       for (const ts of wanted) this.report(client, { type: 'cancelled', key: ts.key, reason });
       wanted.clear();
@@ -1130,6 +1213,7 @@ export class SchedulerState {
       const whoHas = [{ key: ts.key, workers: ts.whoHas.map((w) => w.address), nbytes: ts.nbytes }];
       for (const other of this.workers.values()) {
         if (!ts.whoHas.includes(other) && other.status === 'running') {
+          (ts.replicaTargets ??= new Set()).add(other);
           this.emit({ type: 'AcquireReplicas', worker: other.address, whoHas, stimulusId: this.stimulusId });
         }
       }
@@ -1146,6 +1230,7 @@ export class SchedulerState {
       this.emit({ type: 'FreeKeys', worker: ws.address, keys: [ts.key], stimulusId: this.stimulusId });
     }
     ts.clearHolders();
+    ts.replicaTargets = null;
     ts.inline = null;
     for (const d of ts.dependents) {
       if (d.state === 'waiting') d.waitingCount++;

@@ -31,6 +31,8 @@ export interface TaskDef {
   allowOtherWorkers: boolean;
   /** Encoding the client asked for the result (passed to the worker untouched). */
   resultEncoding: number;
+  /** The client says the key is pure: derived from this definition (TaskSpec.pure; see pureKeyMatches). */
+  pure?: boolean;
 }
 
 /** An error as it crosses the wire (the one definition is in @skein/common). */
@@ -152,6 +154,12 @@ export type SchedulerAction =
   | { type: 'CloseWorker'; worker: string; reason: string; stimulusId: string }
   | { type: 'ReportToClient'; client: string; report: ClientReport; stimulusId: string }
   | { type: 'WorkerRetired'; worker: string; stimulusId: string }
+  /**
+   * A worker reported on a task it was not given (a result, an error or a replica nobody asked it
+   * for): the report was not used and the worker told to drop the key. For the log: a stale
+   * report from a worker that reconnected, or a forged one.
+   */
+  | { type: 'ReportRefused'; worker: string; key: string; report: 'TaskFinished' | 'TaskErred' | 'ReplicasAdded'; reason: string; stimulusId: string }
   /**
    * Handling the event threw (a bug in Skein): the event's pending recommendations were dropped
    * and the tasks it touched failed with an InternalError (`failed` of them). For the log.

@@ -1,7 +1,7 @@
 /** The worker's gRPC WorkerService: GetData (chunked stream), Run, GetStatus, GetStory. */
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import type { GetDataRequest, GetDataResponse, GetStatusResponse, Value, WorkerServiceGetStoryResponse, WorkerServiceServer } from '@skein/protocol';
-import { SkeinError, toGrpcStatus } from '@skein/common';
+import { ANY_ROLE, SkeinError, authorizeService, toGrpcStatus, type RoleTable, type Security } from '@skein/common';
 import type { MainThreadRunner } from './run.js';
 import { BULK_MIN_BYTES, type BulkServer } from './bulk.js';
 
@@ -17,7 +17,20 @@ export interface WorkerServiceBackend {
   chunkBytes: number;
   /** Raw TCP path for large values, offered to requesters that accept it. */
   bulk?: BulkServer;
+  /** Who may call (see WORKER_ROLES); none: every caller may call everything. */
+  security?: Security;
 }
+
+/**
+ * Who may call what: peers (workers) and clients fetch data; only a client runs code (Run) or
+ * reads stories; any member of the cluster may ask the status.
+ */
+export const WORKER_ROLES: RoleTable<WorkerServiceServer> = {
+  getData: ['worker', 'client'],
+  run: ['client'],
+  getStatus: ANY_ROLE,
+  getStory: ['client'],
+};
 
 /** A value on disk: its encoding, size and a reader of its bytes. */
 export interface SpilledSource {
@@ -90,7 +103,7 @@ async function streamSpilled(call: ServerWritableStream<GetDataRequest, GetDataR
 }
 
 export function createWorkerService(backend: WorkerServiceBackend): WorkerServiceServer {
-  return {
+  const impl: WorkerServiceServer = {
     getData(call) {
       streamData(call, backend).catch((err: unknown) => call.destroy(Object.assign(new Error(String(err)), toGrpcStatus(err))));
     },
@@ -116,4 +129,5 @@ export function createWorkerService(backend: WorkerServiceBackend): WorkerServic
       }
     },
   };
+  return backend.security ? authorizeService('WorkerService', impl, backend.security, WORKER_ROLES) : impl;
 }

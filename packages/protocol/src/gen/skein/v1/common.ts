@@ -107,6 +107,16 @@ export interface TaskSpec {
    *   RAW, both of which it can read.
    */
   resultEncoding: Encoding;
+  /**
+   * The key is pure: it is `<prefix>-<token>`, the token being the first 32 hex digits of the
+   * SHA-256 of `<function id>\0<encoding tag>\0<args bytes>` (function id `inline:<hash>` or
+   * `registered:<name>`; tag `json` when result_encoding is ENCODING_JSON, else `v8`). A pure task
+   * shares an existing task of the same key only if that one is pure too (its key matches its
+   * definition) and so is each of its inputs, transitively; otherwise this client's task errs
+   * with already_exists instead of taking another client's result. Without it the
+   * existing task is shared whatever its definition, as in Dask.
+   */
+  pure: boolean;
 }
 
 export interface TaskSpec_ResourcesEntry {
@@ -146,6 +156,8 @@ export interface TaskBatch {
   workers: string[];
   allowOtherWorkers: boolean;
   resultEncoding: Encoding;
+  /** Every key of the batch is pure (see TaskSpec.pure). */
+  pure: boolean;
 }
 
 export interface TaskBatch_ResourcesEntry {
@@ -417,6 +429,7 @@ function createBaseTaskSpec(): TaskSpec {
     workers: [],
     allowOtherWorkers: false,
     resultEncoding: 0,
+    pure: false,
   };
 }
 
@@ -451,6 +464,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.resultEncoding !== 0) {
       writer.uint32(80).int32(message.resultEncoding);
+    }
+    if (message.pure !== false) {
+      writer.uint32(88).bool(message.pure);
     }
     return writer;
   },
@@ -551,6 +567,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.resultEncoding = reader.int32() as any;
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.pure = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -588,6 +612,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     message.workers = object.workers?.map((e) => e) || [];
     message.allowOtherWorkers = object.allowOtherWorkers ?? false;
     message.resultEncoding = object.resultEncoding ?? 0;
+    message.pure = object.pure ?? false;
     return message;
   },
 };
@@ -779,6 +804,7 @@ function createBaseTaskBatch(): TaskBatch {
     workers: [],
     allowOtherWorkers: false,
     resultEncoding: 0,
+    pure: false,
   };
 }
 
@@ -820,6 +846,9 @@ export const TaskBatch: MessageFns<TaskBatch> = {
     }
     if (message.resultEncoding !== 0) {
       writer.uint32(88).int32(message.resultEncoding);
+    }
+    if (message.pure !== false) {
+      writer.uint32(96).bool(message.pure);
     }
     return writer;
   },
@@ -938,6 +967,14 @@ export const TaskBatch: MessageFns<TaskBatch> = {
             message.resultEncoding = reader.int32() as any;
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.pure = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -978,6 +1015,7 @@ export const TaskBatch: MessageFns<TaskBatch> = {
     message.workers = object.workers?.map((e) => e) || [];
     message.allowOtherWorkers = object.allowOtherWorkers ?? false;
     message.resultEncoding = object.resultEncoding ?? 0;
+    message.pure = object.pure ?? false;
     return message;
   },
 };
