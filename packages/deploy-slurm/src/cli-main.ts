@@ -121,6 +121,11 @@ export async function runSlurmCli(argv: string[], prog = 'skein-slurm'): Promise
       await cluster.close().catch(() => undefined);
       return 1;
     }
+    // The jobs' ids, once submitted (a submission that fails shows in the jobs' status).
+    const deadline = Date.now() + 60_000;
+    while (cluster.jobIds.size < plan.jobs && cluster.jobs().some((j) => j.status().state === 'pending' && j.status().reason.startsWith('submitting')) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     process.stdout.write(`Scheduler at:   ${cluster.schedulerAddress}\n`);
     if (cluster.dashboardLink) process.stdout.write(`Dashboard at:   ${cluster.dashboardLink}\n`);
     for (const [name, id] of cluster.jobIds) process.stdout.write(`Job ${name}: Slurm job ${id}\n`);

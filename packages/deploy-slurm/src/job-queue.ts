@@ -325,6 +325,8 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
   readonly workersPerHandle: number;
   /** Every job submitted and not seen ended, by job id. */
   readonly jobs = new Map<string, JobHandle>();
+  /** Every job id it submitted, oldest first. */
+  readonly submitted: string[] = [];
   readonly #user = userInfo().username;
   #admin: SchedulerAdmin | undefined;
   #poller: NodeJS.Timeout | undefined;
@@ -406,6 +408,7 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
     if (!jobId) throw new SkeinError('internal', `Could not find the job id in the output of ${command}: ${res.stdout.trim() || '(none)'}`);
     const job = new JobHandle(name, jobId, names, this);
     this.jobs.set(jobId, job);
+    this.submitted.push(jobId);
     void job.exited.then(() => this.jobs.delete(jobId));
     report(`submitted as ${this.system.name} job ${jobId}, waiting in the queue`);
     this.#ensurePolling();
@@ -609,6 +612,22 @@ export class JobQueueCluster extends Cluster<JobHandle, LocalScheduler> {
   /** The queue's job id of each job handle the cluster has submitted and not seen end: handle name → job id. */
   get jobIds(): Map<string, string> {
     return new Map([...this.#backend.jobs.values()].map((j) => [j.name, j.jobId]));
+  }
+
+  /** Every job id the cluster submitted, oldest first (ended ones too). */
+  get submittedJobIds(): readonly string[] {
+    return this.#backend.submitted;
+  }
+
+  /**
+   * As the base's, but a job the queue refused rejects with the typed error itself
+   * (`InvalidQueueError`, `ResourceRequestError` ... with the system's own message).
+   */
+  override waitForWorkers(n: number, options: { timeoutMs?: number } = {}): Promise<void> {
+    return super.waitForWorkers(n, options).catch((err: unknown) => {
+      const cause = err instanceof Error ? err.cause : undefined;
+      throw cause instanceof JobSubmitError ? cause : err;
+    });
   }
 
   /** The jobs still known to the queue (asks it): job id → state. */

@@ -82,7 +82,11 @@ export class LocalScheduler implements SchedulerHandle {
   /** Starts `<skeinCommand> scheduler <args>` through /bin/sh (the command may carry arguments) and waits for its ready line. */
   static start(skeinCommand: string, args: readonly string[], env: Readonly<Record<string, string>>, timeoutMs: number): Promise<LocalScheduler> {
     const line = `exec ${skeinCommand} ${args.map(shellQuote).join(' ')}`;
-    const child = spawn('/bin/sh', ['-c', line], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    // A watcher holds the pipe from this process: when this process dies (even by SIGKILL) the pipe
+    // closes and the watcher stops the scheduler, whose jobs then end after their death timeout.
+    const script = `exec 3<&0; ( while read -r _ <&3; do :; done; kill -TERM $$ ) >/dev/null 2>&1 & ${line} </dev/null 3<&-`;
+    const child = spawn('/bin/sh', ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    child.stdin!.on('error', () => undefined);
     const lines: string[] = [];
     const keep = (l: string) => {
       lines.push(l);
