@@ -2,7 +2,6 @@ import './polyfill.js';
 import { randomUUID } from 'node:crypto';
 import {
   Batcher,
-  CHANNEL_OPTIONS,
   CancelledError,
   CommClosedError,
   InvalidArgumentError,
@@ -12,9 +11,8 @@ import {
   encodeValue,
   formatAddress,
   fromRemoteError,
-  grpcTarget,
   inlineFunction,
-  insecureChannel,
+  Security,
   mapTemplate,
   parseAddress,
   skeinDefaults,
@@ -157,7 +155,7 @@ function settledBadly(s: KeyState): boolean {
   return s.status === 'error' || s.status === 'cancelled';
 }
 
-function compileClientOptions(o: ClientOptions): CompiledClientOptions {
+function compileClientOptions(o: ClientOptions, clusterSecurity?: Security): CompiledClientOptions {
   const connectTimeoutMs = o.connectTimeoutMs ?? 10_000;
   if (!(connectTimeoutMs > 0)) {
     throw new InvalidArgumentError(`connectTimeoutMs must be a positive number of milliseconds, got ${connectTimeoutMs}.`);
@@ -166,7 +164,8 @@ function compileClientOptions(o: ClientOptions): CompiledClientOptions {
   if (!(refetchTimeoutMs >= 0)) {
     throw new InvalidArgumentError(`refetchTimeoutMs must be a number of milliseconds (0 or more), got ${refetchTimeoutMs}.`);
   }
-  return { connectTimeoutMs, clientId: o.clientId ?? `client-${randomUUID()}`, refetchTimeoutMs };
+  const security = o.security ?? clusterSecurity ?? Security.fromEnv() ?? Security.insecure();
+  return { connectTimeoutMs, clientId: o.clientId ?? `client-${randomUUID()}`, refetchTimeoutMs, security };
 }
 
 /**
@@ -212,7 +211,7 @@ export class Client implements FutureHost {
     this.schedulerAddress = schedulerAddress;
     this.#opts = opts;
     this.id = opts.clientId;
-    this.#conn = new SchedulerConnection(schedulerAddress, this.id, {
+    this.#conn = new SchedulerConnection(schedulerAddress, this.id, opts.security, {
       update: (ev) => this.#handle(ev),
       lost: (error) => this.#sessionLost(error),
       closing: () => this.#lifecycle.closing,
@@ -228,13 +227,15 @@ export class Client implements FutureHost {
    * (for example a LocalCluster). Rejects with CommClosedError when nothing answers within
    * `connectTimeoutMs` (10 s), or ProtocolVersionError when the scheduler speaks another protocol.
    */
-  static async connect(address: string | { schedulerAddress: string }, options: ClientOptions = {}): Promise<Client> {
-    const opts = compileClientOptions(options);
+  static async connect(address: string | { schedulerAddress: string; security?: Security }, options: ClientOptions = {}): Promise<Client> {
+    const opts = compileClientOptions(options, typeof address === 'object' ? address?.security : undefined);
     const raw = typeof address === 'string' ? address : address?.schedulerAddress;
     if (typeof raw !== 'string') {
       throw new InvalidArgumentError('Client.connect needs an address such as tcp://127.0.0.1:8786, or an object with schedulerAddress.');
     }
-    const addr = formatAddress(parseAddress(raw, skeinDefaults().schedulerPort));
+    const parsed = parseAddress(raw, skeinDefaults().schedulerPort);
+    opts.security.dial(parsed, 'client', 'scheduler'); // a tls:// address without TLS credentials fails here, clearly
+    const addr = formatAddress(parsed, opts.security.tls);
     const client = new Client(addr, opts);
     try {
       await client.#start();
@@ -761,7 +762,8 @@ export class Client implements FutureHost {
   #worker(address: string): WorkerServiceClient {
     let w = this.#workers.get(address);
     if (!w) {
-      w = new WorkerServiceClient(grpcTarget(address), insecureChannel(), CHANNEL_OPTIONS);
+      const dial = this.#opts.security.dial(address, 'client', 'worker');
+      w = new WorkerServiceClient(dial.target, dial.credentials, dial.options);
       this.#workers.set(address, w);
     }
     return w;

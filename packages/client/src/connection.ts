@@ -6,7 +6,6 @@
  */
 import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import {
-  CHANNEL_OPTIONS,
   CommClosedError,
   InvalidArgumentError,
   PROTOCOL_VERSION,
@@ -14,8 +13,7 @@ import {
   SkeinError,
   checkProtocolVersion,
   fromGrpcStatus,
-  grpcTarget,
-  insecureChannel,
+  Security,
   protocolMinorAtLeast,
 } from '@skein/common';
 import { SchedulerServiceClient, type ClientSessionRequest, type ClientSessionResponse } from '@skein/protocol';
@@ -69,11 +67,12 @@ export class SchedulerConnection {
   #batches = false;
 
   /** Creates the channel (nothing is sent before `open`). */
-  constructor(address: string, clientId: string, events: ConnectionEvents) {
+  constructor(address: string, clientId: string, security: Security, events: ConnectionEvents) {
     this.#address = address;
     this.#clientId = clientId;
     this.#events = events;
-    this.stub = new SchedulerServiceClient(grpcTarget(address), insecureChannel(), CHANNEL_OPTIONS);
+    const dial = security.dial(address, 'client', 'scheduler');
+    this.stub = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
   }
 
   /** The session broke without close(). */

@@ -1,5 +1,5 @@
 import type { Value } from '@skein/protocol';
-import type { ErrorInfo } from '@skein/common';
+import type { ErrorInfo, Security } from '@skein/common';
 
 /** Where a future's key is in its life, as seen by this client. */
 export type FutureStatus = 'pending' | 'no-worker' | 'finished' | 'error' | 'cancelled' | 'lost';
@@ -47,6 +47,12 @@ export interface ClientOptions {
    * for the scheduler to report the key again (recomputed elsewhere) before failing. Default 60 000 ms.
    */
   refetchTimeoutMs?: number;
+  /**
+   * TLS credentials and/or the token to present. Default: the cluster's own (`Client.connect(cluster)`
+   * with a LocalCluster started with `security`), else from the environment (SKEIN_TLS_CA_FILE,
+   * SKEIN_TLS_CERT, SKEIN_TLS_KEY, SKEIN_AUTH_TOKEN, SKEIN_AUTH_TOKEN_FILE), else none.
+   */
+  security?: Security;
 }
 
 /** ClientOptions with defaults applied. */
@@ -54,6 +60,7 @@ export interface CompiledClientOptions {
   connectTimeoutMs: number;
   clientId: string;
   refetchTimeoutMs: number;
+  security: Security;
 }
 
 /** A worker as reported by `schedulerInfo()`. */

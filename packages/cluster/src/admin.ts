@@ -1,6 +1,6 @@
 import { Metadata, status as GrpcStatus, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { SchedulerServiceClient, WorkerEventKind, type WatchWorkersResponse, type WorkerEvent } from '@skein/protocol';
-import { CHANNEL_OPTIONS, SkeinError, fromGrpcStatus, grpcTarget, insecureChannel, parseAddress } from '@skein/common';
+import { Security, SkeinError, fromGrpcStatus } from '@skein/common';
 
 /** A registered worker as the scheduler reports it. */
 export interface AdminWorkerInfo {
@@ -53,6 +53,8 @@ export interface SchedulerAdminOptions {
   callTimeoutMs?: number;
   /** Deadline of a retire, which waits for the workers' results to move (default 60 s). */
   retireTimeoutMs?: number;
+  /** TLS credentials and/or a token (default: none; a deployer passes its cluster's). */
+  security?: Security;
 }
 
 const KINDS = new Map<WorkerEventKind, WorkerChange['kind']>([
@@ -82,15 +84,15 @@ function change(e: WorkerEvent): WorkerChange | undefined {
  */
 export class SchedulerAdmin {
   readonly #client: SchedulerServiceClient;
-  readonly #opts: Required<SchedulerAdminOptions>;
+  readonly #opts: Required<Omit<SchedulerAdminOptions, 'security'>>;
   readonly #watches = new Set<WorkerWatchSubscription>();
 
   constructor(
     readonly schedulerAddress: string,
     options: SchedulerAdminOptions = {},
   ) {
-    parseAddress(schedulerAddress);
-    this.#client = new SchedulerServiceClient(grpcTarget(schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
+    const dial = (options.security ?? Security.insecure()).dial(schedulerAddress, 'client', 'scheduler');
+    this.#client = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
     this.#opts = { callTimeoutMs: options.callTimeoutMs ?? 10_000, retireTimeoutMs: options.retireTimeoutMs ?? 60_000 };
   }
 

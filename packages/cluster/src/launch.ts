@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '@skein/common';
+import { InvalidArgumentError, type LaunchFile, type Security } from '@skein/common';
 
 /** Everything a deployer can ask of one worker process, as `skein worker` flags. */
 export interface WorkerLaunchSpec {
@@ -30,6 +30,14 @@ export interface WorkerLaunchSpec {
   readyJson?: boolean;
   /** Check the state machine's invariants after every event (`--validate`; slow, for tests). */
   validate?: boolean;
+  /**
+   * TLS credentials and/or the token the process must use. They reach it as files the deployer
+   * writes into `credentialsDir` on the target host (`Launch.files`, mode 0600) and flags that
+   * name them: never a key or token in argv.
+   */
+  security?: Security;
+  /** Where on the target host the credential files go (required with `security`). */
+  credentialsDir?: string;
   /** More `skein worker` flags, passed as they are (after the others). */
   extraArgs?: readonly string[];
   /** Environment variables of the process. */
@@ -48,6 +56,14 @@ export interface SchedulerLaunchSpec {
   schedulerFile?: string;
   /** Print the JSON ready line (default true). */
   readyJson?: boolean;
+  /**
+   * TLS credentials and/or the token the process must use. They reach it as files the deployer
+   * writes into `credentialsDir` on the target host (`Launch.files`, mode 0600) and flags that
+   * name them: never a key or token in argv.
+   */
+  security?: Security;
+  /** Where on the target host the credential files go (required with `security`). */
+  credentialsDir?: string;
   extraArgs?: readonly string[];
   env?: Readonly<Record<string, string>>;
 }
@@ -58,6 +74,20 @@ export interface Launch {
   argv: string[];
   /** Environment variables to set, besides the inherited ones. */
   env: Record<string, string>;
+  /**
+   * Files to write on the target host before starting the process (credentials, mode 0600, in
+   * the spec's `credentialsDir`; create the directory with mode 0700). Empty without security.
+   */
+  files: LaunchFile[];
+}
+
+/** The credential files and flags of a launch (none without security). */
+function securityOf(spec: { security?: Security; credentialsDir?: string }, roles: Parameters<Security['launchFiles']>[0]): { files: LaunchFile[]; args: string[] } {
+  if (!spec.security?.enabled) return { files: [], args: [] };
+  if (!spec.credentialsDir) {
+    throw new InvalidArgumentError('A launch with security needs credentialsDir: the directory on the target host where its credential files go.');
+  }
+  return spec.security.launchFiles(roles, spec.credentialsDir);
 }
 
 function wholeNumber(v: number | undefined, what: string, min: number): void {
@@ -105,7 +135,10 @@ export function workerLaunch(spec: WorkerLaunchSpec): Launch {
   else argv.push('--scheduler-file', spec.schedulerFile!);
   argv.push(...workerFlags(spec));
   if (spec.nanny === false) argv.push('--no-nanny');
-  return { argv, env: { ...spec.env } };
+  // A `skein worker` runs a nanny and its worker: one certificate for both roles.
+  const sec = securityOf(spec, spec.nanny === false ? 'worker' : ['worker', 'nanny']);
+  argv.push(...sec.args);
+  return { argv, env: { ...spec.env }, files: sec.files };
 }
 
 /** `skein scheduler ...` for a spec. */
@@ -119,6 +152,8 @@ export function schedulerLaunch(spec: SchedulerLaunchSpec = {}): Launch {
   else if (spec.dashboardAddress !== undefined) argv.push('--dashboard-address', spec.dashboardAddress);
   if (spec.schedulerFile !== undefined) argv.push('--scheduler-file', spec.schedulerFile);
   if (spec.readyJson ?? true) argv.push('--ready-json');
+  const sec = securityOf(spec, 'scheduler');
+  argv.push(...sec.args);
   argv.push(...(spec.extraArgs ?? []));
-  return { argv, env: { ...spec.env } };
+  return { argv, env: { ...spec.env }, files: sec.files };
 }

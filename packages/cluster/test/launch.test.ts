@@ -25,6 +25,7 @@ describe('workerLaunch', () => {
         '--death-timeout', '120', '--ready-json', '--local-directory', '/scratch', '--no-nanny',
       ],
       env: { SKEIN_LOG_LEVEL: 'info' },
+      files: [],
     });
   });
   it('finds the scheduler through a file; runs under a nanny and prints the ready line by default', () => {
@@ -49,7 +50,32 @@ describe('schedulerLaunch', () => {
     expect(schedulerLaunch({ host: '0.0.0.0', port: 0, dashboardAddress: null, schedulerFile: '/shared/s.json', extraArgs: ['--validate'] })).toEqual({
       argv: ['scheduler', '--host', '0.0.0.0', '--port', '0', '--no-dashboard', '--scheduler-file', '/shared/s.json', '--ready-json', '--validate'],
       env: {},
+      files: [],
     });
     expect(schedulerLaunch({ interface: 'eth0', dashboardAddress: ':9000', readyJson: false }).argv).toEqual(['scheduler', '--interface', 'eth0', '--dashboard-address', ':9000']);
+  });
+});
+
+describe('credentials through the launch spec', () => {
+  it('a worker launch names credential files in credentialsDir and lists them to write; no key or token in argv', async () => {
+    const { Security } = await import('@skein/common');
+    const token = 'a-token-of-thirty-two-characters';
+    const security = Security.temporary({ token });
+    const l = workerLaunch({ scheduler: 'tls://10.0.0.5:8786', security, credentialsDir: '/home/u/.skein/c1' });
+    expect(l.argv).toContain('--tls-cert');
+    expect(l.argv[l.argv.indexOf('--tls-cert') + 1]).toBe('/home/u/.skein/c1/nanny-worker.pem');
+    expect(l.argv[l.argv.indexOf('--auth-token-file') + 1]).toBe('/home/u/.skein/c1/token');
+    expect(l.files.map((f) => f.path).sort()).toEqual(['/home/u/.skein/c1/ca.pem', '/home/u/.skein/c1/nanny-worker-key.pem', '/home/u/.skein/c1/nanny-worker.pem', '/home/u/.skein/c1/token']);
+    expect(l.files.every((f) => f.mode === 0o600)).toBe(true);
+    const cert = l.files.find((f) => f.path.endsWith('nanny-worker.pem'))!.contents;
+    const { X509Certificate } = await import('node:crypto');
+    expect(new X509Certificate(cert).subject).toMatch(/OU=worker[\s\S]*OU=nanny|OU=nanny[\s\S]*OU=worker/);
+    const text = JSON.stringify(l.argv) + JSON.stringify(l.env);
+    expect(text).not.toContain('PRIVATE KEY');
+    expect(text).not.toContain(token);
+    const s = schedulerLaunch({ security, credentialsDir: '/d' });
+    expect(s.argv.slice(s.argv.indexOf('--tls-ca-file'))).toEqual(['--tls-ca-file', '/d/ca.pem', '--tls-cert', '/d/scheduler.pem', '--tls-key', '/d/scheduler-key.pem', '--require-encryption', '--auth-token-file', '/d/token']);
+    expect(() => workerLaunch({ scheduler: 'tls://h:1', security })).toThrow(/needs credentialsDir/);
+    expect(workerLaunch({ scheduler: 'tcp://h:1' }).files).toEqual([]);
   });
 });

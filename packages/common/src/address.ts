@@ -5,9 +5,11 @@ import { InvalidArgumentError } from './errors.js';
 export interface Address {
   host: string;
   port: number;
+  /** A `tls://` address: the link is TLS (see Security). */
+  tls?: boolean;
 }
 
-const FORMS = 'expected tcp://HOST:PORT, HOST:PORT, HOST or [IPV6]:PORT, for example tcp://10.0.0.5:8786';
+const FORMS = 'expected tcp://HOST:PORT, tls://HOST:PORT, HOST:PORT, HOST or [IPV6]:PORT, for example tcp://10.0.0.5:8786';
 
 function bad(original: string, why: string): InvalidArgumentError {
   return new InvalidArgumentError(`Bad address ${JSON.stringify(original)}: ${why}; ${FORMS}.`, { details: { address: original } });
@@ -42,10 +44,13 @@ export function parseAddress(text: string, defaultPort?: number): Address {
   let s = text.trim();
   if (s === '') throw bad(original, 'it is empty');
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(s);
+  let tls = false;
   if (scheme) {
-    if (scheme[1]!.toLowerCase() !== 'tcp') {
+    const name = scheme[1]!.toLowerCase();
+    tls = name === 'tls';
+    if (name !== 'tcp' && name !== 'tls') {
       throw new InvalidArgumentError(
-        `Unsupported address scheme "${scheme[1]}://" in "${original}": use tcp://HOST:PORT, for example tcp://10.0.0.5:8786.`,
+        `Unsupported address scheme "${scheme[1]}://" in "${original}": use tcp://HOST:PORT (plaintext) or tls://HOST:PORT (TLS), for example tcp://10.0.0.5:8786.`,
         { details: { address: original } },
       );
     }
@@ -103,7 +108,7 @@ export function parseAddress(text: string, defaultPort?: number): Address {
       throw new InvalidArgumentError(`Bad port "${portText}" in address "${original}": a port is a number from 0 to 65535.`, { details: { address: original } });
     }
   }
-  return { host, port };
+  return tls ? { host, port, tls } : { host, port };
 }
 
 /**
@@ -124,9 +129,9 @@ export function parseHost(text: string, what = 'host'): string {
   return s;
 }
 
-/** `tcp://host:port` */
-export function formatAddress(a: Address): string {
-  return `tcp://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+/** `tcp://host:port`, or `tls://host:port` for a TLS address (or when `tls` says so). */
+export function formatAddress(a: Address, tls = a.tls ?? false): string {
+  return `${tls ? 'tls' : 'tcp'}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
 }
 
 /** The `host:port` target string grpc-js dials. */

@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'failed_precondition'
   | 'unavailable'
   | 'unauthenticated'
+  | 'permission_denied'
   | 'cancelled'
   | 'deadline_exceeded'
   | 'internal'
@@ -41,6 +42,7 @@ export const CODE_TO_GRPC: Record<ErrorCode, number> = {
   failed_precondition: GrpcStatus.FAILED_PRECONDITION,
   unavailable: GrpcStatus.UNAVAILABLE,
   unauthenticated: GrpcStatus.UNAUTHENTICATED,
+  permission_denied: GrpcStatus.PERMISSION_DENIED,
   cancelled: GrpcStatus.CANCELLED,
   deadline_exceeded: GrpcStatus.DEADLINE_EXCEEDED,
   internal: GrpcStatus.INTERNAL,
@@ -96,6 +98,20 @@ export class ProtocolVersionError extends SkeinError {
     );
     this.local = local;
     this.remote = remote;
+  }
+}
+
+/** The caller did not prove who it is: no or a wrong token, no or an untrusted certificate. */
+export class UnauthenticatedError extends SkeinError {
+  constructor(message: string, options?: SkeinErrorOptions) {
+    super('unauthenticated', message, options);
+  }
+}
+
+/** The caller is known but its role may not do this (e.g. a client reporting a worker's death). */
+export class PermissionDeniedError extends SkeinError {
+  constructor(message: string, options?: SkeinErrorOptions) {
+    super('permission_denied', message, options);
   }
 }
 
@@ -200,6 +216,8 @@ export type SkeinErrorType =
   | 'TimeoutError'
   | 'InternalError'
   | 'InvalidTransitionError'
+  | 'UnauthenticatedError'
+  | 'PermissionDeniedError'
   | 'NoWorkerError'
   | 'NoValidWorkerError';
 
@@ -226,6 +244,8 @@ export interface ErrorInfo {
 /** The error type a state machine's error of each code travels under, unless it names another. */
 const TYPE_OF_CODE: Partial<Record<ErrorCode, SkeinErrorType>> = {
   invalid_argument: 'InvalidArgumentError',
+  unauthenticated: 'UnauthenticatedError',
+  permission_denied: 'PermissionDeniedError',
   killed_worker: 'KilledWorkerError',
   cancelled: 'CancelledError',
   deadline_exceeded: 'TimeoutError',
@@ -250,7 +270,7 @@ export function taskError(
 }
 
 const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
-  'invalid_argument', 'not_found', 'already_exists', 'failed_precondition', 'unavailable', 'unauthenticated', 'cancelled',
+  'invalid_argument', 'not_found', 'already_exists', 'failed_precondition', 'unavailable', 'unauthenticated', 'permission_denied', 'cancelled',
   'deadline_exceeded', 'internal', 'unimplemented', 'resource_exhausted', 'task_failed', 'killed_worker',
 ]);
 
@@ -312,6 +332,8 @@ export function fromGrpcStatus(err: ServiceError, context?: string): SkeinError 
   if (err.code === GrpcStatus.UNAVAILABLE) {
     return new CommClosedError(context ?? '', `${prefix}${err.details || 'connection unavailable'}`, { cause: err });
   }
+  if (code === 'unauthenticated') return new UnauthenticatedError(`${prefix}${err.details}`, { cause: err });
+  if (code === 'permission_denied') return new PermissionDeniedError(`${prefix}${err.details}`, { cause: err });
   return new SkeinError(code, `${prefix}${err.details}`, { cause: err });
 }
 
@@ -392,6 +414,7 @@ export function fromRemoteError(e: ErrorInfo): SkeinError {
     case 'failed_precondition':
     case 'unavailable':
     case 'unauthenticated':
+    case 'permission_denied':
     case 'deadline_exceeded':
     case 'unimplemented':
     case 'resource_exhausted':

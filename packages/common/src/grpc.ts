@@ -28,12 +28,13 @@ export function newServer(): Server {
 }
 
 /**
- * Binds a gRPC server and returns the port. A port in use gets an error that says so and what to do.
+ * Binds a gRPC server (plaintext unless `creds` say otherwise, e.g. `security.serverCredentials(role)`)
+ * and returns the port. A port in use gets an error that says so and what to do.
  */
-export function bindServer(server: Server, host: string, port: number, what: string): Promise<number> {
+export function bindServer(server: Server, host: string, port: number, what: string, creds: ServerCredentials = ServerCredentials.createInsecure()): Promise<number> {
   const target = `${host.includes(':') ? `[${host}]` : host}:${port}`;
   return new Promise((resolve, reject) => {
-    server.bindAsync(target, ServerCredentials.createInsecure(), (err, bound) => {
+    server.bindAsync(target, creds, (err, bound) => {
       if (err) {
         const inUse = /EADDRINUSE|address already in use|No address added/i.test(err.message);
         reject(

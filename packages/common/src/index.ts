@@ -17,6 +17,8 @@ export {
   KilledWorkerError,
   CancelledError,
   TimeoutError,
+  UnauthenticatedError,
+  PermissionDeniedError,
   toSkeinError,
   fromGrpcStatus,
   toRemoteError,
@@ -79,3 +81,15 @@ export {
   type SchedulerFileContents,
   type ReadyEvent,
 } from './rendezvous.js';
+export {
+  Security,
+  ROLES,
+  requireRole,
+  rolesOfCertificate,
+  type Role,
+  type Peer,
+  type TlsCredentials,
+  type SecurityFiles,
+  type SecurityOptions,
+  type LaunchFile,
+} from './security/security.js';

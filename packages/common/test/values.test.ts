@@ -167,6 +167,9 @@ describe('addresses and units', () => {
     expect(parseAddress('127.0.0.1:8786')).toEqual({ host: '127.0.0.1', port: 8786 });
     expect(parseAddress(' tcp://my-host.example.com:1 ')).toEqual({ host: 'my-host.example.com', port: 1 });
     expect(parseAddress('TCP://node_7:2')).toEqual({ host: 'node_7', port: 2 });
+    expect(parseAddress('tls://10.0.0.5:8786')).toEqual({ host: '10.0.0.5', port: 8786, tls: true });
+    expect(formatAddress(parseAddress('tls://[::1]:1'))).toBe('tls://[::1]:1');
+    expect(formatAddress({ host: 'h', port: 1 }, true)).toBe('tls://h:1');
     expect(parseAddress('[::1]:8786')).toEqual({ host: '::1', port: 8786 });
     expect(parseAddress('tcp://[fe80::1]', 9)).toEqual({ host: 'fe80::1', port: 9 });
     expect(parseAddress('::1', 8786)).toEqual({ host: '::1', port: 8786 });
@@ -190,7 +193,6 @@ describe('addresses and units', () => {
       ['   ', /it is empty/],
       ['tcp://', /nothing follows "tcp:\/\/"/],
       ['http://host:1', /Unsupported address scheme/],
-      ['tls://host:1', /Unsupported address scheme/],
       ['://host:1', /is not a scheme/],
       ['host:1/path', /no user, path or query/],
       ['user@host:1', /no user, path or query/],

@@ -11,6 +11,7 @@ import {
   parseMemoryLimit,
   skeinDefaults,
   type FaultSpec,
+  Security,
 } from '@skein/common';
 import { memoryUsage } from 'node:process';
 import { DEFAULT_MEMORY_FRACTIONS, type MemoryFraction, type MemoryFractions } from './state/memory.js';
@@ -87,12 +88,15 @@ export interface WorkerOptions {
    * fails. Default `SKEIN_TEST_FAULT_ONCE`.
    */
   testFaultOnce?: string;
+  /** TLS credentials and/or a token for every link (default: none, plaintext; see Security). */
+  security?: Security;
 }
 
 /** Options with defaults applied, validated once at start. */
 export interface CompiledWorkerOptions {
   scheduler: string;
   schedulerTarget: string;
+  security: Security;
   listenHost: string;
   advertiseHost: string;
   port: number;
@@ -198,9 +202,11 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
   }
   // Own entries only (Object.fromEntries): a resource named `__proto__` stays a resource.
   const resources: Record<string, number> = Object.fromEntries(entries);
+  const security = o.security ?? Security.insecure();
   return {
-    scheduler: formatAddress(sched),
+    scheduler: formatAddress(sched, security.tls),
     schedulerTarget: grpcTarget(sched),
+    security,
     listenHost,
     advertiseHost,
     port,
@@ -213,7 +219,7 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
     heartbeatMs: nonNegative(o.heartbeatMs, d.heartbeatMs, 'heartbeatMs') || d.heartbeatMs,
     inlineBytes: nonNegative(o.inlineBytes, d.inlineBytes, 'inlineBytes'),
     chunkBytes: d.chunkBytes,
-    nannyAddress: o.nannyAddress ? formatAddress(parseAddress(o.nannyAddress)) : '',
+    nannyAddress: o.nannyAddress ? formatAddress(parseAddress(o.nannyAddress), security.tls) : '',
     connectTimeoutMs: nonNegative(o.connectTimeoutMs, 10_000, 'connectTimeoutMs'),
     pipelineDepth: positiveInt(o.pipelineDepth, 4, 'pipelineDepth'),
     retireTimeoutMs: nonNegative(o.retireTimeoutMs, 30_000, 'retireTimeoutMs'),

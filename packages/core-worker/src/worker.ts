@@ -66,7 +66,7 @@ export class Worker {
   private pool: ThreadPool | undefined;
   private server: Server | undefined;
   private bulk: BulkServer | undefined;
-  private readonly peers = new PeerClients();
+  private readonly peers: PeerClients;
   private readonly runner = new MainThreadRunner();
   private readonly memory: MemoryManager;
   private session: SchedulerSession | undefined;
@@ -85,6 +85,7 @@ export class Worker {
 
   private constructor(options: CompiledWorkerOptions) {
     this.options = options;
+    this.peers = new PeerClients(options.security);
     this.schedulerAddress = options.scheduler;
     this.log = createLogger('worker');
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
@@ -168,9 +169,9 @@ export class Worker {
           bulk: this.bulk,
         }),
       );
-      const port = await bindServer(this.server, o.listenHost, o.port, 'worker');
+      const port = await bindServer(this.server, o.listenHost, o.port, 'worker', o.security.serverCredentials('worker'));
       this.pool = await pool;
-      this.address = formatAddress({ host: o.advertiseHost, port });
+      this.address = formatAddress({ host: o.advertiseHost, port }, o.security.tls);
       this.name = o.name ?? this.address;
       this.state = new WorkerState({
         address: this.address,

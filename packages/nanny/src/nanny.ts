@@ -14,16 +14,14 @@ import {
   type RestartResponse,
 } from '@skein/protocol';
 import {
-  CHANNEL_OPTIONS,
   InvalidArgumentError,
   Lifecycle,
   SkeinError,
+  Security,
   bindServer,
   contactHost,
   createLogger,
   formatAddress,
-  grpcTarget,
-  insecureChannel,
   interfaceAddress,
   newServer,
   parseAddress,
@@ -84,6 +82,8 @@ export interface NannyOptions {
    * `cancelled` error, instead of waiting up to `startTimeoutMs` (a deployer's start no longer wanted).
    */
   signal?: AbortSignal;
+  /** TLS credentials and/or a token for the nanny's links (default: none, plaintext; see Security). */
+  security?: Security;
 }
 
 interface CompiledNannyOptions {
@@ -99,6 +99,7 @@ interface CompiledNannyOptions {
   env: Record<string, string>;
   onWorkerStdout: (line: string) => void;
   onWorkerStderr: (line: string) => void;
+  security: Security;
   logger: Logger;
 }
 
@@ -123,6 +124,7 @@ function compile(o: NannyOptions): CompiledNannyOptions {
     env: o.env ?? {},
     onWorkerStdout: o.onWorkerStdout ?? (() => undefined),
     onWorkerStderr: o.onWorkerStderr ?? ((line) => process.stderr.write(`${line}\n`)),
+    security: o.security ?? Security.insecure(),
     logger: o.logger ?? createLogger('nanny'),
   };
 }
@@ -189,7 +191,7 @@ export class Nanny {
     n.lifecycle.beginStart();
     try {
       if (signal?.aborted) throw cancelled();
-      n.boundPort = await bindServer(n.server, n.options.host, n.options.port, 'nanny');
+      n.boundPort = await bindServer(n.server, n.options.host, n.options.port, 'nanny', n.options.security.serverCredentials('nanny'));
     } catch (err) {
       prespawned?.kill('SIGKILL');
       throw err;
@@ -223,7 +225,7 @@ export class Nanny {
   }
 
   get address(): string {
-    return formatAddress({ host: contactHost(this.options.host), port: this.boundPort });
+    return formatAddress({ host: contactHost(this.options.host), port: this.boundPort }, this.options.security.tls);
   }
 
   get workerAddress(): string {
@@ -387,7 +389,8 @@ export class Nanny {
   }
 
   private reportDeath(workerAddress: string, reason: string): void {
-    const client = new SchedulerServiceClient(grpcTarget(this.options.scheduler), insecureChannel(), CHANNEL_OPTIONS);
+    const dial = this.options.security.dial(this.options.scheduler, 'nanny', 'scheduler');
+    const client = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
     client.reportWorkerDeath({ workerAddress, reason }, new Metadata(), { deadline: Date.now() + 5000 }, () => client.close());
   }
 

@@ -30,13 +30,11 @@ import {
 } from '@skein/protocol';
 import {
   Batcher,
-  CHANNEL_OPTIONS,
   errorInfoFromWire,
   forEachRun,
   InvalidArgumentError,
   fromGrpcStatus,
-  grpcTarget,
-  insecureChannel,
+  Security,
   parseAddress,
   parseHost,
   Lifecycle,
@@ -106,6 +104,8 @@ export interface SchedulerOptions {
    * ':8787'). A busy port falls back to a free one with a warning.
    */
   dashboardAddress?: string | number | null | false;
+  /** TLS credentials and/or a token for every link (default: none, plaintext; see Security). */
+  security?: Security;
   logger?: Logger;
 }
 
@@ -122,6 +122,7 @@ export interface CompiledSchedulerOptions {
   noWorkersTimeoutMs: number;
   /** null: no dashboard. */
   dashboard: { host: string; port: number } | null;
+  security: Security;
   logger: Logger;
 }
 
@@ -176,6 +177,7 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     validate: o.validate ?? d.validate,
     noWorkersTimeoutMs: o.noWorkersTimeoutMs == null ? Infinity : positive('noWorkersTimeoutMs', o.noWorkersTimeoutMs),
     dashboard: parseDashboardAddress(o.dashboardAddress, host),
+    security: o.security ?? Security.insecure(),
     logger: o.logger ?? createLogger('scheduler'),
   };
 }
@@ -259,7 +261,7 @@ export class Scheduler {
 
   private async start(): Promise<void> {
     this.lifecycle.beginStart();
-    this.boundPort = await bindServer(this.server, this.options.host, this.options.port, 'scheduler');
+    this.boundPort = await bindServer(this.server, this.options.host, this.options.port, 'scheduler', this.options.security.serverCredentials('scheduler'));
     this.tick = setInterval(() => this.handle({ type: 'Tick', stimulusId: this.stimulus('tick') }), this.options.heartbeatMs);
     this.tick.unref();
     await this.startDashboard();
@@ -293,9 +295,9 @@ export class Scheduler {
     return this.clients.size;
   }
 
-  /** `tcp://IP:PORT` where clients and workers reach this scheduler. */
+  /** `tcp://IP:PORT` (`tls://` with TLS) where clients and workers reach this scheduler. */
   get address(): string {
-    return formatAddress({ host: contactHost(this.options.host), port: this.boundPort });
+    return formatAddress({ host: contactHost(this.options.host), port: this.boundPort }, this.options.security.tls);
   }
 
   get port(): number {
@@ -514,7 +516,8 @@ export class Scheduler {
       withNanny.map(
         ([address, nanny]) =>
           new Promise<string>((resolve, reject) => {
-            const client = new NannyServiceClient(grpcTarget(nanny), insecureChannel(), CHANNEL_OPTIONS);
+            const dial = this.options.security.dial(nanny, 'scheduler', 'nanny');
+            const client = new NannyServiceClient(dial.target, dial.credentials, dial.options);
             client.restart({ reason: 'client.restart()', timeoutMs }, new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
               client.close();
               if (err) reject(fromGrpcStatus(err, `Restarting worker ${address} through its nanny at ${nanny}`));

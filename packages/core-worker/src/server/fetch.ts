@@ -4,7 +4,7 @@
  */
 import type { ServiceError } from '@grpc/grpc-js';
 import { WorkerServiceClient, type GetDataResponse, type Value } from '@skein/protocol';
-import { CHANNEL_OPTIONS, CommClosedError, grpcTarget, insecureChannel, parseAddress, toSkeinError } from '@skein/common';
+import { CommClosedError, Security, parseAddress, toSkeinError } from '@skein/common';
 import { fetchBulk } from './bulk.js';
 
 export interface FetchResult {
@@ -16,10 +16,13 @@ export interface FetchResult {
 export class PeerClients {
   private readonly clients = new Map<string, WorkerServiceClient>();
 
+  constructor(readonly security: Security = Security.insecure()) {}
+
   get(address: string): WorkerServiceClient {
     let c = this.clients.get(address);
     if (!c) {
-      c = new WorkerServiceClient(grpcTarget(address), insecureChannel(), CHANNEL_OPTIONS);
+      const dial = this.security.dial(address, 'worker', 'worker');
+      c = new WorkerServiceClient(dial.target, dial.credentials, dial.options);
       this.clients.set(address, c);
     }
     return c;

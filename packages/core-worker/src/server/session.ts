@@ -11,13 +11,11 @@ import { Metadata, status as GrpcStatus } from '@grpc/grpc-js';
 import { SchedulerServiceClient, type Welcome, type WorkerCommand, type WorkerSessionRequest, type WorkerSessionResponse } from '@skein/protocol';
 import {
   Batcher,
-  CHANNEL_OPTIONS,
   CommClosedError,
   PROTOCOL_VERSION,
   SkeinError,
   checkProtocolVersion,
   fromGrpcStatus,
-  insecureChannel,
   toSkeinError,
   type Logger,
 } from '@skein/common';
@@ -190,7 +188,8 @@ export class SchedulerSession {
 
   private connect(timeoutMs: number, first: boolean): Promise<void> {
     const o = this.options;
-    const client = new SchedulerServiceClient(o.schedulerTarget, insecureChannel(), CHANNEL_OPTIONS);
+    const dial = o.security.dial(o.scheduler, 'worker', 'scheduler');
+    const client = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
     return new Promise<void>((resolve, reject) => {
       const unreachable = (detail: string, cause?: unknown) =>
         new CommClosedError(
