@@ -24,6 +24,7 @@ export {
   JobHandle,
   compileJobQueueOptions,
   renderJobScript,
+  writeLaunchFiles,
   type JobQueueOptions,
   type CompiledJobQueueOptions,
   type JobQueueSchedulerOptions,
@@ -31,7 +32,6 @@ export {
   type JobQueueAdaptiveOptions,
   type JobSystem,
   type JobState,
-  type LaunchSecurity,
 } from './job-queue.js';
 export { SlurmRunner, type SlurmRunnerOptions, type RunnerRole } from './runner.js';
 export { JobSubmitError, InvalidQueueError, ResourceRequestError, JobQueueCommandNotFoundError, JobEndedError } from './errors.js';

@@ -12,9 +12,10 @@ import {
   type Adaptive,
   type ClusterBackend,
   type ProcessHandle,
+  type SchedulerControl,
   type StartWorkerOptions,
 } from '@skein/cluster';
-import { InvalidArgumentError, SkeinError, toSkeinError } from '@skein/common';
+import { InvalidArgumentError, SkeinError, toSkeinError, type LaunchFile, type Security } from '@skein/common';
 import { JobEndedError, JobSubmitError } from './errors.js';
 import { LocalScheduler, defaultSkeinCommand, runCommand, shellQuote } from './process.js';
 import { parseMemory, parseWalltime, workerMemory } from './units.js';
@@ -34,13 +35,17 @@ export interface JobQueueSchedulerOptions {
 }
 
 /**
- * Credentials for the processes a deployer launches: `Security` of `@skein/common` has this
- * method. The files (mode 0600) are written to a directory readable only by this user on the
- * shared file system; `args` are the CLI flags that name them. No secret is ever on a command
- * line or in a job script.
+ * Writes a launch's credential files (`Launch.files` of `workerLaunch` / `schedulerLaunch`) into
+ * their directory: the directory mode 0700, each file mode 0600, so only this user can read them.
  */
-export interface LaunchSecurity {
-  launchFiles(role: 'scheduler' | 'worker' | 'nanny' | 'client', dir: string): { files: Array<{ path: string; contents: string | Uint8Array; mode?: number }>; args: string[] };
+export function writeLaunchFiles(files: readonly LaunchFile[], dir: string): void {
+  if (files.length === 0) return;
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+  for (const f of files) {
+    writeFileSync(f.path, f.contents, { mode: 0o600 });
+    chmodSync(f.path, 0o600); // a file that existed keeps its mode on write
+  }
 }
 
 /** What every job-queue cluster takes (dask-jobqueue's job and cluster parameters). */
@@ -97,8 +102,14 @@ export interface JobQueueOptions {
   skeinCommand?: string;
   /** A directory on the file system the compute nodes share: job scripts, logs, credentials (default: the current directory). */
   sharedDirectory?: string;
-  /** TLS credentials of the scheduler and the jobs (see LaunchSecurity). */
-  security?: LaunchSecurity;
+  /**
+   * TLS credentials and/or a token for the scheduler and the jobs (`Security.temporary()`, or
+   * `Security.fromFiles(...)`). Each job gets them as files readable only by this user, in
+   * `<sharedDirectory>/.skein-jobqueue/<cluster id>/security` (0700; files 0600), named by flags:
+   * never a key or token in the job script or on a command line. Connect with
+   * `Client.connect(cluster, { security: cluster.security })`.
+   */
+  security?: Security;
   /** How often the queue is asked about the jobs (default 1000 ms). */
   pollIntervalMs?: number;
   /** Give up on a job whose workers have not registered this long after submission (default: wait). */
@@ -136,7 +147,7 @@ export interface CompiledJobQueueOptions {
   nanny: boolean;
   skeinCommand: string;
   clusterDirectory: string;
-  security: LaunchSecurity | undefined;
+  security: Security | undefined;
   pollIntervalMs: number;
   workerStartTimeoutMs: number | undefined;
   schedulerStartTimeoutMs: number;
@@ -243,10 +254,15 @@ export interface JobSystem {
   outputFile(o: CompiledJobQueueOptions, jobId: string): string | undefined;
 }
 
-/** The body of a job script: the worker commands (one per process; `&` and `wait` when several). */
-function workerCommands(o: CompiledJobQueueOptions, scheduler: string, names: readonly string[], credentialArgs: readonly string[]): string[] {
-  const lines = names.map((name) => {
-    const { argv } = workerLaunch({
+/** Where a cluster's credential files for `role` go (on the shared file system). */
+export function credentialsDir(o: CompiledJobQueueOptions, role: 'scheduler' | 'worker'): string {
+  return join(o.clusterDirectory, 'security', role);
+}
+
+/** The launch of each worker of a job (its credential files in `files`: the same for every worker). */
+function workerLaunches(o: CompiledJobQueueOptions, scheduler: string, names: readonly string[]) {
+  return names.map((name) =>
+    workerLaunch({
       scheduler,
       name,
       nthreads: o.threadsPerProcess,
@@ -257,22 +273,27 @@ function workerCommands(o: CompiledJobQueueOptions, scheduler: string, names: re
       deathTimeoutMs: o.deathTimeoutMs,
       nanny: o.nanny,
       readyJson: false,
-      extraArgs: [...(o.localDirectory !== undefined ? ['--local-directory', o.localDirectory] : []), ...credentialArgs, ...o.workerExtraArgs],
-    });
-    return `${o.skeinCommand} ${argv.map(shellQuote).join(' ')}`;
-  });
+      ...(o.security ? { security: o.security, credentialsDir: credentialsDir(o, 'worker') } : {}),
+      extraArgs: [...(o.localDirectory !== undefined ? ['--local-directory', o.localDirectory] : []), ...o.workerExtraArgs],
+    }),
+  );
+}
+
+/** The body of a job script: the worker commands (one per process; `&` and `wait` when several). */
+function workerCommands(o: CompiledJobQueueOptions, scheduler: string, names: readonly string[]): string[] {
+  const lines = workerLaunches(o, scheduler, names).map(({ argv }) => `${o.skeinCommand} ${argv.map(shellQuote).join(' ')}`);
   return lines.length === 1 ? lines : [...lines.map((l) => `${l} &`), 'wait'];
 }
 
 /** The complete batch script of one job. */
-export function renderJobScript(system: JobSystem, o: CompiledJobQueueOptions, scheduler: string, names: readonly string[], credentialArgs: readonly string[] = []): string {
+export function renderJobScript(system: JobSystem, o: CompiledJobQueueOptions, scheduler: string, names: readonly string[]): string {
   const header = system
     .header(o)
     .filter((line) => !o.jobDirectivesSkip.some((skip) => line.includes(skip)))
     .concat(o.jobExtraDirectives)
     .map((d) => `${system.directive} ${d}`);
   const env = Object.entries(o.env).map(([k, v]) => `export ${k}=${shellQuote(v)}`);
-  const parts = [o.shebang, '', ...header, '', ...env, ...o.jobScriptPrologue, ...workerCommands(o, scheduler, names, credentialArgs), ...o.jobScriptEpilogue];
+  const parts = [o.shebang, '', ...header, '', ...env, ...o.jobScriptPrologue, ...workerCommands(o, scheduler, names), ...o.jobScriptEpilogue];
   return parts.join('\n') + '\n';
 }
 
@@ -333,7 +354,6 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
   #polling: Promise<void> | undefined;
   #waiters = new Set<() => void>();
   #registered = new Map<string, string>();
-  #credentialArgs: string[] | undefined;
   #credentialsWritten = false;
   #counter = 0;
   #closed = false;
@@ -346,47 +366,43 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
     this.workersPerHandle = o.processes;
   }
 
-  /** The credentials' files (written once, 0600 in a 0700 directory) and the flags that name them. */
-  credentialArgs(role: 'scheduler' | 'worker', write: boolean): string[] {
-    if (!this.o.security) return [];
-    const dir = join(this.o.clusterDirectory, 'security', role);
-    const { files, args } = this.o.security.launchFiles(role, dir);
-    if (write) {
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      chmodSync(join(this.o.clusterDirectory, 'security'), 0o700);
-      chmodSync(dir, 0o700);
-      for (const f of files) {
-        writeFileSync(f.path, f.contents, { mode: 0o600 });
-        chmodSync(f.path, 0o600); // an existing file keeps its mode on write
-      }
-    }
-    return args;
-  }
-
   async startScheduler(): Promise<LocalScheduler> {
     const s = this.o.scheduler;
     const nic = s.interface ?? (s.host === undefined ? this.o.interface : undefined);
     mkdirSync(this.o.clusterDirectory, { recursive: true, mode: 0o700 });
-    const { argv, env } = schedulerLaunch({
+    const { argv, env, files } = schedulerLaunch({
       ...(s.host !== undefined ? { host: s.host } : {}),
       ...(nic !== undefined ? { interface: nic } : {}),
       port: s.port ?? 0,
       dashboardAddress: s.dashboardAddress === undefined ? ':8787' : s.dashboardAddress,
-      extraArgs: [...this.credentialArgs('scheduler', true), ...(s.extraArgs ?? [])],
+      ...(this.o.security ? { security: this.o.security, credentialsDir: credentialsDir(this.o, 'scheduler') } : {}),
+      extraArgs: s.extraArgs ?? [],
     });
+    writeLaunchFiles(files, credentialsDir(this.o, 'scheduler'));
     const scheduler = await LocalScheduler.start(this.o.skeinCommand, argv, env, this.o.schedulerStartTimeoutMs);
     this.schedulerAddress = scheduler.address;
     return scheduler;
   }
 
-  /** The script of a job carrying these workers (`writeCredentials`: also place the credentials' files, once). */
+  /** The script of a job carrying these workers (`writeCredentials`: also place the credential files, once). */
   script(schedulerAddress: string, names: readonly string[], writeCredentials = false): string {
-    if (writeCredentials && !this.#credentialsWritten) {
-      this.#credentialArgs = this.credentialArgs('worker', true);
+    if (writeCredentials && !this.#credentialsWritten && this.o.security) {
+      writeLaunchFiles(workerLaunches(this.o, schedulerAddress, names.slice(0, 1))[0]!.files, credentialsDir(this.o, 'worker'));
       this.#credentialsWritten = true;
     }
-    this.#credentialArgs ??= this.credentialArgs('worker', false);
-    return renderJobScript(this.system, this.o, schedulerAddress, names, this.#credentialArgs);
+    return renderJobScript(this.system, this.o, schedulerAddress, names);
+  }
+
+  /** How the base talks to the scheduler: a SchedulerAdmin with the cluster's credentials. */
+  async connect(schedulerAddress: string): Promise<SchedulerControl> {
+    const admin = new SchedulerAdmin(schedulerAddress, this.o.security ? { security: this.o.security } : {});
+    return {
+      retireWorkers: (workers) => admin.retireWorkers(workers),
+      adaptiveTarget: (targetDurationMs) => admin.adaptiveTarget(targetDurationMs),
+      workers: () => admin.workers(),
+      watchWorkers: (handlers) => admin.watchWorkers(handlers),
+      close: async () => admin.close(),
+    };
   }
 
   async startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<JobHandle> {
@@ -497,7 +513,7 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
   }
 
   #adminOf(): SchedulerAdmin | undefined {
-    if (!this.#admin && this.schedulerAddress) this.#admin = new SchedulerAdmin(this.schedulerAddress, { callTimeoutMs: 10_000 });
+    if (!this.#admin && this.schedulerAddress) this.#admin = new SchedulerAdmin(this.schedulerAddress, { callTimeoutMs: 10_000, ...(this.o.security ? { security: this.o.security } : {}) });
     return this.#admin;
   }
 
@@ -636,7 +652,7 @@ export class JobQueueCluster extends Cluster<JobHandle, LocalScheduler> {
   }
 
   /** The credentials the cluster was given (pass them to `Client.connect(cluster, { security })`). */
-  get security(): LaunchSecurity | undefined {
+  get security(): Security | undefined {
     return this.options.security;
   }
 

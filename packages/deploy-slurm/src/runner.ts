@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { SchedulerAdmin, schedulerLaunch, workerLaunch } from '@skein/cluster';
-import { InvalidArgumentError, SkeinError, TimeoutError, waitForSchedulerFile } from '@skein/common';
+import { InvalidArgumentError, SkeinError, TimeoutError, waitForSchedulerFile, type Security } from '@skein/common';
+import { writeLaunchFiles } from './job-queue.js';
 import { defaultSkeinCommand, shellQuote } from './process.js';
 
 /** What one task of the allocation does: rank 0 the scheduler, rank 1 the user's code, the rest workers. */
@@ -29,6 +30,13 @@ export interface SlurmRunnerOptions {
     deathTimeoutMs?: number;
     extraArgs?: string[];
   };
+  /**
+   * TLS credentials and/or a token for every task. Each task writes its own role's files (0600, in
+   * a 0700 directory next to the scheduler file) and names them by flags. Every task must build the
+   * same Security (`Security.fromFiles(...)` or `Security.fromEnv()`): a `Security.temporary()`
+   * made in each task would be a different CA in each.
+   */
+  security?: Security;
   /** How long the client task waits for the scheduler file (default 60 s). */
   timeoutMs?: number;
   /** The environment to read SLURM_PROCID, SLURM_NTASKS, SLURM_JOB_ID from (default process.env). */
@@ -71,6 +79,8 @@ export class SlurmRunner {
     readonly schedulerFile: string,
     readonly schedulerAddress: string,
     readonly dashboardLink: string,
+    /** The credentials (`Client.connect(runner)` uses them). */
+    readonly security: Security | undefined,
   ) {}
 
   /** The number of workers the allocation runs (tasks minus the scheduler and the client). */
@@ -106,23 +116,27 @@ export class SlurmRunner {
     const schedulerFile = resolve((options.schedulerFile ?? 'scheduler-{jobId}.json').replaceAll('{jobId}', jobId));
     const skein = options.skeinCommand ?? defaultSkeinCommand();
     const role = SlurmRunner.roleOf(rank);
+    const security = options.security;
+    const credentials = (who: string) => (security ? { security, credentialsDir: join(dirname(schedulerFile), `.skein-credentials-${jobId}`, who) } : {});
     if (role === 'scheduler') {
       rmSync(stopFile(schedulerFile), { force: true });
       const s = options.schedulerOptions ?? {};
-      const { argv } = schedulerLaunch({
+      const { argv, files } = schedulerLaunch({
         port: s.port ?? 0,
         ...(s.interface !== undefined ? { interface: s.interface } : {}),
         dashboardAddress: s.dashboardAddress === undefined ? ':8787' : s.dashboardAddress,
         schedulerFile,
         readyJson: false,
+        ...credentials('scheduler'),
         extraArgs: s.extraArgs ?? [],
       });
+      writeLaunchFiles(files, credentials('scheduler').credentialsDir ?? '');
       return exitWith(await runScheduler(skein, argv, schedulerFile));
     }
     if (role === 'worker') {
       const w = options.workerOptions ?? {};
       const nthreads = w.nthreads ?? intFrom(env, ['SLURM_CPUS_PER_TASK']) ?? 1;
-      const { argv } = workerLaunch({
+      const { argv, files } = workerLaunch({
         schedulerFile,
         name: `${jobId}-${rank}`,
         nthreads,
@@ -133,19 +147,21 @@ export class SlurmRunner {
         nanny: w.nanny ?? true,
         deathTimeoutMs: w.deathTimeoutMs ?? 60_000,
         readyJson: false,
+        ...credentials(`worker-${rank}`),
         extraArgs: w.extraArgs ?? [],
       });
+      writeLaunchFiles(files, credentials(`worker-${rank}`).credentialsDir ?? '');
       return exitWith(await runChild(skein, argv));
     }
     const contents = await waitForSchedulerFile(schedulerFile, options.timeoutMs ?? 60_000, { intervalMs: 100 });
-    const runner = new SlurmRunner(rank, size, jobId, schedulerFile, contents.address, contents.dashboard);
+    const runner = new SlurmRunner(rank, size, jobId, schedulerFile, contents.address, contents.dashboard, security);
     // If the user's code ends without close() (it threw), the scheduler task still stops.
     process.once('exit', () => runner.#signalStop());
     return runner;
   }
 
   #adminOf(): SchedulerAdmin {
-    this.#admin ??= new SchedulerAdmin(this.schedulerAddress);
+    this.#admin ??= new SchedulerAdmin(this.schedulerAddress, this.security ? { security: this.security } : {});
     return this.#admin;
   }
 

@@ -1,6 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { InvalidArgumentError } from '@skein/common';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { InvalidArgumentError, Security } from '@skein/common';
 import {
   InvalidQueueError,
   LSFCluster,
@@ -18,6 +21,7 @@ import {
   sgeSystem,
   slurmMemory,
   slurmSystem,
+  writeLaunchFiles,
   type JobQueueOptions,
 } from '../src/index.js';
 import { SKEIN_BIN, SLURM_BIN } from './helpers.js';
@@ -152,6 +156,35 @@ describe('job scripts', () => {
     expect(() => new PBSCluster({ cores: 1, memory: '1GB', env: { 'NOT A NAME': 'x' } })).toThrow(/env must map variable names to strings/);
     expect(() => new SLURMCluster({ cores: 1, memory: '1GB', jobCpu: 0 })).toThrow(/jobCpu must be a whole number ≥ 1/);
     expect(() => new SLURMCluster({ cores: 1, memory: '1GB' }).scale({ jobs: -1 })).toThrow(/scale\(\{ jobs \}\) needs a whole number ≥ 0/);
+  });
+});
+
+describe('credentials of the jobs', () => {
+  it('a job script names the TLS files and the token file in the cluster directory, and holds no key or token', () => {
+    const security = Security.temporary({ token: 'the-secret-token' });
+    const cluster = new SLURMCluster({ cores: 1, memory: '1GB', skeinCommand: 'skein', sharedDirectory: '/shared', security });
+    const dir = join(cluster.directory, 'security', 'worker');
+    const script = cluster.jobScript();
+    expect(cluster.directory).toMatch(/^\/shared\/\.skein-jobqueue\/[0-9a-f]{8}$/);
+    expect(script).toContain(
+      `--tls-ca-file ${dir}/ca.pem --tls-cert ${dir}/nanny-worker.pem --tls-key ${dir}/nanny-worker-key.pem --require-encryption --auth-token-file ${dir}/token`,
+    );
+    expect(script).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE|the-secret-token/);
+    expect(cluster.security).toBe(security);
+  });
+  it('writes launch files readable only by the user: the directory 0700, each file 0600', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'skein-creds-')), 'a', 'worker');
+    const { files } = Security.temporary().launchFiles(['worker', 'nanny'], dir);
+    // Even over a directory and a file left readable by an earlier run.
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    writeFileSync(files[0]!.path, 'old', { mode: 0o644 });
+    writeLaunchFiles(files, dir);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    for (const f of files) {
+      expect(statSync(f.path).mode & 0o777).toBe(0o600);
+      expect(readFileSync(f.path, 'utf8')).toBe(f.contents);
+    }
+    rmSync(dirname(dirname(dir)), { recursive: true, force: true });
   });
 });
 
