@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@skein/client';
 import { Security, parseReadyLine } from '@skein/common';
+import { SchedulerAdmin } from '@skein/cluster';
 import { deployerConformance, type DeployerUnderTest } from '@skein/cluster/testing';
 import { InvalidQueueError, ResourceRequestError, SLURMCluster, type SLURMClusterOptions } from '../src/index.js';
 import { SKEIN_COMMAND, SLURM_BIN, liveJobs, squeue, startSlurm, stopSlurm, until } from './helpers.js';
@@ -88,6 +89,10 @@ describe('SLURMCluster on a real Slurm', () => {
     expect(workers.map((w) => w.name).sort()).toEqual(['slurm-0-0', 'slurm-0-1', 'slurm-1-0', 'slurm-1-1']);
     for (const w of workers) expect(w).toMatchObject({ nthreads: 1, memoryLimit: 4e8 });
     expect(await client.submit((a: number) => a + 1, 41).result()).toBe(42);
+    // adapt in jobs: bounds of 1 to 3 jobs are 2 to 6 workers.
+    const adaptive = cluster.adapt({ minimumJobs: 1, maximumJobs: 3, intervalMs: 60_000 });
+    expect(adaptive.options).toMatchObject({ minimum: 2, maximum: 6 });
+    await adaptive.stop();
   });
 
   it('shows jobs beyond the node as pending with Slurm\'s reason, and starts them when room frees', async () => {
@@ -265,6 +270,35 @@ describe('the skein-slurm command', () => {
       const hung = setTimeout(() => child.kill('SIGKILL'), 30_000);
       await exited;
       clearTimeout(hung);
+    }
+  });
+});
+
+describe('a client that dies', () => {
+  it('leaves no scheduler and, after the death timeout, no job behind (skein-slurm killed with SIGKILL)', async () => {
+    const child = spawn(
+      process.execPath,
+      [SLURM_BIN, '--cores', '1', '--memory', '400MB', '--queue', 'cpu', '--walltime', '00:05:00', '--jobs', '1', '--skein-command', SKEIN_COMMAND,
+        '--shared-directory', root, '--dashboard-address', '127.0.0.1:0', '--death-timeout', '2', '--ready-json'],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SKEIN_LOG_LEVEL: 'warn' } },
+    );
+    const out: string[] = [];
+    createInterface({ input: child.stdout! }).on('line', (l) => out.push(l));
+    createInterface({ input: child.stderr! }).on('line', (l) => out.push(l));
+    const exited = new Promise<number | null>((r) => child.once('exit', r));
+    await until(() => out.some((l) => parseReadyLine(l)) || child.exitCode !== null, 30_000, `skein-slurm to start:\n${out.join('\n')}`);
+    const ready = out.map((l) => parseReadyLine(l)).find((e) => e !== undefined)!;
+    const ids = out.map((l) => /^Job slurm-\d: Slurm job (\d+)$/.exec(l)?.[1]).filter((x): x is string => x !== undefined);
+    expect(ids, out.join('\n')).toHaveLength(1);
+    const admin = new SchedulerAdmin(ready.address, { callTimeoutMs: 2_000 });
+    try {
+      await until(async () => (await admin.workers()).length === 1, 30_000, 'the job registered');
+      child.kill('SIGKILL'); // no chance to cancel anything
+      await exited;
+      await until(() => admin.workers().then(() => false, () => true), 15_000, 'the scheduler to stop with its parent');
+      await until(() => liveJobs(ids).length === 0, 30_000, 'the job to end once its scheduler is gone');
+    } finally {
+      admin.close();
     }
   });
 });
