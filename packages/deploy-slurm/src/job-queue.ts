@@ -429,6 +429,10 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
     report(`submitted as ${this.system.name} job ${jobId}, waiting in the queue`);
     this.#ensurePolling();
     return new Promise<JobHandle>((resolveStart, rejectStart) => {
+      let told = '';
+      const tell = (why: string) => {
+        if (why !== told) report((told = why));
+      };
       const check = () => {
         if (signal?.aborted) {
           this.#waiters.delete(check);
@@ -442,7 +446,7 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
           return;
         }
         const s = job.state;
-        if (s.state === 'pending') report(`pending in ${this.system.name} (job ${jobId}${s.reason && s.reason !== 'None' ? `: ${s.reason}` : ''})`);
+        if (s.state === 'pending') tell(`pending in ${this.system.name} (job ${jobId}${s.reason && s.reason !== 'None' ? `: ${s.reason}` : ''})`);
         else if (s.state === 'running') {
           const registered = names.filter((n) => this.#registered.has(n));
           if (registered.length === names.length) {
@@ -451,7 +455,7 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
             resolveStart(job);
             return;
           }
-          report(`running as ${this.system.name} job ${jobId}, waiting for its workers to register (${registered.length} of ${names.length})`);
+          tell(`running as ${this.system.name} job ${jobId}, waiting for its workers to register (${registered.length} of ${names.length})`);
         }
       };
       signal?.addEventListener('abort', check, { once: true });
@@ -527,12 +531,9 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
       const res = await runCommand(this.system.name, argv).catch((err: unknown) => ({ code: -1, stdout: '', stderr: toSkeinError(err).message }));
       if (res.code !== 0 && !job.ended) this.lastPollError = `${argv.join(' ')}: ${res.stderr.trim()}`;
       this.#ensurePolling();
-      const end = Date.now() + 30_000;
-      while (!job.ended && Date.now() < end && !this.#closed) await new Promise((r) => setTimeout(r, Math.min(this.o.pollIntervalMs, 250)));
-      if (!job.ended && this.#closed) {
-        // The backend closes: one last look at the queue.
-        await this.#poll().catch(() => undefined);
-      }
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([job.exited, new Promise((r) => (timer = setTimeout(r, 30_000)))]);
+      clearTimeout(timer);
     }
   }
 

@@ -93,6 +93,8 @@ export class LocalScheduler implements SchedulerHandle {
       if (lines.length > 500) lines.shift();
     };
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    // The scheduler is gone: its watcher reads EOF and ends too.
+    void exited.then(() => child.stdin!.end());
     return new Promise<LocalScheduler>((resolve, reject) => {
       let ready: ReadyEvent | undefined;
       const timer = setTimeout(() => {
