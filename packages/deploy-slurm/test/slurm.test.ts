@@ -235,6 +235,32 @@ await runner.close();
     const r = JSON.parse(result!.slice(7)) as { rank: number; names: string[]; out: number[]; jobId: string };
     expect(r).toEqual({ rank: 1, names: [`${r.jobId}-2`, `${r.jobId}-3`], out: [2, 3, 4, 5, 6], jobId: r.jobId });
   }, 90_000);
+
+  it('when the client code throws, the scheduler still stops and every task ends', async () => {
+    const dir = mkdtempSync(join(root, 'runner-'));
+    const app = join(dir, 'app.mjs');
+    const index = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+    writeFileSync(
+      app,
+      `import { SlurmRunner } from ${JSON.stringify(index)};
+const runner = await SlurmRunner.start({ schedulerFile: ${JSON.stringify(join(dir, 'scheduler-{jobId}.json'))}, skeinCommand: ${JSON.stringify(SKEIN_COMMAND)},
+  schedulerOptions: { dashboardAddress: null }, workerOptions: { deathTimeoutMs: 2000 } });
+await runner.waitForWorkers();
+throw new Error('the user code failed');
+`,
+    );
+    const child = spawn('srun', ['-n', '3', '-p', 'cpu', '--mem-per-cpu=300M', '-t', '00:05:00', '-J', 'skein-runner-throws', process.execPath, app], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, SKEIN_LOG_LEVEL: 'warn' },
+    });
+    const lines: string[] = [];
+    createInterface({ input: child.stdout! }).on('line', (l) => lines.push(l));
+    createInterface({ input: child.stderr! }).on('line', (l) => lines.push(l));
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    expect(code, lines.join('\n')).not.toBe(0);
+    expect(lines.join('\n')).toContain('the user code failed');
+  }, 60_000);
 });
 
 describe('the skein-slurm command', () => {
