@@ -433,15 +433,19 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
       const tell = (why: string) => {
         if (why !== told) report((told = why));
       };
+      const settle = () => {
+        this.#waiters.delete(check);
+        signal?.removeEventListener('abort', check);
+      };
       const check = () => {
         if (signal?.aborted) {
-          this.#waiters.delete(check);
+          settle();
           void job.close();
           rejectStart(new SkeinError('cancelled', `The start of ${name} (${this.system.name} job ${jobId}) was cancelled; the job is cancelled.`));
           return;
         }
         if (job.ended) {
-          this.#waiters.delete(check);
+          settle();
           rejectStart(new JobEndedError(this.system.name, jobId, job.state.raw, job.state.reason, job.logs().slice(-20).join('\n')));
           return;
         }
@@ -450,7 +454,7 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
         else if (s.state === 'running') {
           const registered = names.filter((n) => this.#registered.has(n));
           if (registered.length === names.length) {
-            this.#waiters.delete(check);
+            settle();
             job.address = this.#registered.get(names[0]!) ?? '';
             resolveStart(job);
             return;
