@@ -12,6 +12,10 @@ APT_PACKAGES=(
   python3-grpc-tools  # examples/python generates its stubs with grpc_tools.protoc
   chromium            # packages/skein/test/dashboard.test.ts: the dashboard page in headless Chromium (playwright-core)
   openssh-server      # packages/deploy-ssh/test: a real sshd on loopback (tools/sshd-local.sh)
+  munge               # packages/deploy-slurm/test: a real single-node Slurm (tools/slurm-local.sh)
+  slurmctld
+  slurmd
+  slurm-client
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then
