@@ -146,8 +146,8 @@ export class Worker {
       pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
       await this.memory.open();
-      this.bulk = await BulkServer.start(o.listenHost);
-      this.server = newServer();
+      this.bulk = await BulkServer.start(o.listenHost, o.bulkIdleTimeoutMs);
+      this.server = newServer(o.maxMessageBytes);
       this.server.addService(
         WorkerServiceService,
         createWorkerService({

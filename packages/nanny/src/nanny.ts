@@ -26,6 +26,8 @@ import {
   insecureChannel,
   interfaceAddress,
   newServer,
+  checkRange,
+  DEFAULT_MAX_MESSAGE_BYTES,
   parseAddress,
   parseHost,
   parseMemoryLimit,
@@ -172,7 +174,7 @@ export class Nanny {
 
   private constructor(readonly options: CompiledNannyOptions) {
     this.log = options.logger;
-    this.server = newServer();
+    this.server = newServer(DEFAULT_MAX_MESSAGE_BYTES.nanny);
     this.server.addService(NannyServiceService, this.service());
     this.done = new Promise((r) => (this.resolveDone = r));
   }
@@ -462,6 +464,11 @@ export class Nanny {
   private service(): NannyServiceServer {
     return {
       restart: (call: ServerUnaryCall<RestartRequest, RestartResponse>, cb: sendUnaryData<RestartResponse>) => {
+        try {
+          checkRange(call.request.timeoutMs, 'RestartRequest.timeout_ms', 0, 86_400_000, "0: the nanny's default");
+        } catch (err) {
+          return cb(toGrpcStatus(err));
+        }
         this.restart(call.request.reason || 'requested by the scheduler').then(
           (workerAddress) => cb(null, { workerAddress }),
           (err) => cb(toGrpcStatus(err)),
