@@ -154,6 +154,8 @@ export type Outgoing =
       functions: FunctionSource[];
       broadcastKeys: string[];
       stimulusId: string;
+      /** The tasks' argument and key bytes so far (not sent): updates are split to stay small. */
+      bytes: number;
     }
   | { type: 'ReleaseKeys'; keys: string[]; stimulusId: string }
   | { type: 'CancelKeys'; keys: string[]; stimulusId: string }
@@ -161,7 +163,16 @@ export type Outgoing =
 
 /** Messages the scheduler sends to the client (converted from protobuf in wire.ts). */
 export type Incoming =
-  | { type: 'Welcome'; protocolVersion: string; schedulerId: string; schedulerAddress: string; /** reads TaskBatch */ batches: boolean }
+  | {
+      type: 'Welcome';
+      protocolVersion: string;
+      schedulerId: string;
+      schedulerAddress: string;
+      /** reads TaskBatch */
+      batches: boolean;
+      /** The largest message the scheduler accepts (0: not said). */
+      maxMessageBytes: number;
+    }
   | {
       type: 'KeyInMemory';
       key: string;

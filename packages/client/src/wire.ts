@@ -216,6 +216,7 @@ function fromSingleUpdate(k: Exclude<NonNullable<ClientUpdate['kind']>, { $case:
         schedulerId: k.value.schedulerId,
         schedulerAddress: k.value.schedulerAddress,
         batches: k.value.batches,
+        maxMessageBytes: k.value.maxMessageBytes,
       };
     case 'inMemory':
       return {

@@ -60,10 +60,11 @@ describe('SchedulerState refuses malformed graph updates whole', () => {
     expect(erred(h.submit([def('k'.repeat(10))], ['k'.repeat(10)]))).toEqual([]);
   });
 
-  it('more keys than maxKeysPerUpdate (tasks plus wanted keys)', () => {
+  it('more tasks, or more wanted keys, than maxKeysPerUpdate', () => {
     const h = harness({ maxKeysPerUpdate: 3 });
-    expectRefused(h, h.submit([def('a'), def('b')], ['a', 'b']), ['a', 'b'], 'more than the scheduler\'s limit of 3 keys per update');
-    expect(erred(h.submit([def('a'), def('b')], ['a']))).toEqual([]);
+    expectRefused(h, h.submit([def('a'), def('b'), def('c'), def('d')], ['a']), ['a'], 'more than the scheduler\'s limit of 3 keys per update');
+    expectRefused(h, h.submit([], ['a', 'b', 'c', 'd']), ['a', 'b', 'c', 'd'], 'more than the scheduler\'s limit of 3 keys per update');
+    expect(erred(h.submit([def('a'), def('b'), def('c')], ['a', 'b', 'c']))).toEqual([]);
   });
 
   it('a problem the shell found (a function source that does not match its hash)', () => {

@@ -119,7 +119,7 @@ export interface SchedulerOptions {
   maxMessageBytes?: number | string;
   /** A graph update with a key longer than this (characters) is refused whole. Default 8192. */
   maxKeyLength?: number;
-  /** A graph update with more keys than this (tasks plus wanted keys) is refused whole. Default 1,000,000. */
+  /** A graph update with more tasks, or more wanted keys, than this is refused whole. Default 1,000,000. */
   maxKeysPerUpdate?: number;
   logger?: Logger;
 }
@@ -718,6 +718,7 @@ export class Scheduler {
       schedulerAddress: this.address,
       heartbeatIntervalMs: this.options.heartbeatMs,
       batches: true,
+      maxMessageBytes: this.options.maxMessageBytes,
     };
   }
 

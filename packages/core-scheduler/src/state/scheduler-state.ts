@@ -553,12 +553,12 @@ export class SchedulerState {
 
   /**
    * What makes a graph update unacceptable as a whole, before anything changes (O(keys), no
-   * allocation): too many keys, a key over the length limit, a task without a function. null: fine.
+   * allocation): too many tasks or wanted keys, a key over the length limit, a task without a function. null: fine.
    * Duplicate keys are found while adding (updateGraph); a missing dependency fails only its task.
    */
   private checkUpdate(defs: readonly TaskDef[], wanted: readonly string[]): string | null {
     const { maxKeysPerUpdate, maxKeyLength } = this.opts;
-    if (defs.length + wanted.length > maxKeysPerUpdate) {
+    if (defs.length > maxKeysPerUpdate || wanted.length > maxKeysPerUpdate) {
       return `it has ${defs.length} tasks and ${wanted.length} wanted keys, more than the scheduler's limit of ${maxKeysPerUpdate} keys per update (scheduler option maxKeysPerUpdate, --max-keys-per-update); submit the graph in parts`;
     }
     for (const def of defs) {

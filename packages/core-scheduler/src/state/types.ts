@@ -193,6 +193,6 @@ export interface SchedulerStateOptions {
   noWorkersTimeoutMs: number;
   /** A graph update with a key longer than this (UTF-16 code units) is refused whole. */
   maxKeyLength: number;
-  /** A graph update with more keys than this (tasks plus wanted keys) is refused whole. */
+  /** A graph update with more tasks, or more wanted keys, than this is refused whole. */
   maxKeysPerUpdate: number;
 }

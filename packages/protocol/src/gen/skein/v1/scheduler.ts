@@ -46,6 +46,11 @@ export interface Welcome {
    * sends them only when this is set (an older scheduler would ignore them).
    */
   batches: boolean;
+  /**
+   * The largest message the scheduler accepts (bytes; 0: not said). A bigger one ends the session
+   * with RESOURCE_EXHAUSTED, so a client refuses such an update itself.
+   */
+  maxMessageBytes: number;
 }
 
 export interface ClientHello {
@@ -563,7 +568,14 @@ export interface WatchWorkersResponse {
 }
 
 function createBaseWelcome(): Welcome {
-  return { protocolVersion: "", schedulerId: "", schedulerAddress: "", heartbeatIntervalMs: 0, batches: false };
+  return {
+    protocolVersion: "",
+    schedulerId: "",
+    schedulerAddress: "",
+    heartbeatIntervalMs: 0,
+    batches: false,
+    maxMessageBytes: 0,
+  };
 }
 
 export const Welcome: MessageFns<Welcome> = {
@@ -582,6 +594,9 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.batches !== false) {
       writer.uint32(40).bool(message.batches);
+    }
+    if (message.maxMessageBytes !== 0) {
+      writer.uint32(48).int64(message.maxMessageBytes);
     }
     return writer;
   },
@@ -639,6 +654,14 @@ export const Welcome: MessageFns<Welcome> = {
             message.batches = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.maxMessageBytes = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -661,6 +684,7 @@ export const Welcome: MessageFns<Welcome> = {
     message.schedulerAddress = object.schedulerAddress ?? "";
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
     message.batches = object.batches ?? false;
+    message.maxMessageBytes = object.maxMessageBytes ?? 0;
     return message;
   },
 };
