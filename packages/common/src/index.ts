@@ -69,6 +69,7 @@ export {
   quietGrpcLogs,
   toGrpcStatus,
 } from './grpc.js';
+export { strictService, wireProblem } from './wire-check.js';
 export { PROTOCOL_VERSION, checkProtocolVersion, protocolMinorAtLeast } from './version.js';
 export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { watchInvariants, reportInvariantViolation, type InvariantViolation } from './invariants.js';

@@ -20,6 +20,7 @@ import {
   faultHook,
   formatAddress,
   newServer,
+  strictService,
   shutdownServer,
   taskError,
   toRemoteError,
@@ -149,7 +150,7 @@ export class Worker {
       this.bulk = await BulkServer.start(o.listenHost, o.bulkIdleTimeoutMs);
       this.server = newServer(o.maxMessageBytes);
       this.server.addService(
-        WorkerServiceService,
+        strictService(WorkerServiceService),
         createWorkerService({
           getValue: (key) => {
             const v = this.state?.data.get(key);

@@ -27,6 +27,7 @@ import {
   interfaceAddress,
   newServer,
   checkRange,
+  strictService,
   DEFAULT_MAX_MESSAGE_BYTES,
   parseAddress,
   parseHost,
@@ -175,7 +176,7 @@ export class Nanny {
   private constructor(readonly options: CompiledNannyOptions) {
     this.log = options.logger;
     this.server = newServer(DEFAULT_MAX_MESSAGE_BYTES.nanny);
-    this.server.addService(NannyServiceService, this.service());
+    this.server.addService(strictService(NannyServiceService), this.service());
     this.done = new Promise((r) => (this.resolveDone = r));
   }
 

@@ -312,6 +312,47 @@ describe("a worker's bulk-transfer port", () => {
   });
 });
 
+describe('wrong wire types are refused by every service (INVALID_ARGUMENT naming the message type and field)', () => {
+  it('the scheduler: a unary request and a session message', async () => {
+    // GetStoryRequest.keys (field 1, a string) as a varint: decoded, it would be a request for no keys.
+    const err = await rawUnary(cluster.schedulerAddress, '/skein.v1.SchedulerService/GetStory', Buffer.from([0x08, 0x01]));
+    expect(err?.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+    expect(err?.details).toContain('skein.v1.GetStoryRequest field 1: wire type 0 (varint), the schema says 2 (length-delimited)');
+    // A ClientHello whose protocol_version (1) is a varint, inside a session request.
+    const hello = [0x08, 0x01];
+    const message = [0x0a, hello.length, ...hello];
+    const c = new GrpcClient(grpcTarget(cluster.schedulerAddress), insecureChannel());
+    const call = c.makeBidiStreamRequest('/skein.v1.SchedulerService/ClientSession', (b: Buffer) => b, (b: Buffer) => b, new Metadata());
+    const failed = new Promise<ServiceError>((resolve) => call.on('error', resolve));
+    call.on('data', () => undefined);
+    call.write(Buffer.from([0x0a, message.length, ...message]));
+    const e = await failed;
+    c.close();
+    expect(e.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+    expect(e.details).toContain('skein.v1.ClientHello field 1: wire type 0');
+    await legitimateClientWorks();
+  });
+
+  it("a worker's WorkerService and a nanny's NannyService", async () => {
+    const info = await client.schedulerInfo();
+    const worker = info.workers[0]!;
+    const c = new GrpcClient(grpcTarget(worker.address), insecureChannel());
+    const stream = c.makeServerStreamRequest('/skein.v1.WorkerService/GetData', (b: Buffer) => b, (b: Buffer) => b, Buffer.from([0x08, 0x01]), new Metadata());
+    const e = await new Promise<ServiceError>((resolve) => {
+      stream.on('error', resolve);
+      stream.on('data', () => undefined);
+    });
+    c.close();
+    expect(e.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+    expect(e.details).toContain('skein.v1.GetDataRequest field 1: wire type 0');
+    // RestartRequest.timeout_ms (2, a double) as a varint.
+    const n = await rawUnary(worker.nannyAddress, '/skein.v1.NannyService/Restart', Buffer.from([0x10, 0x01]));
+    expect(n?.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+    expect(n?.details).toContain('skein.v1.RestartRequest field 2: wire type 0 (varint), the schema says 1 (64-bit)');
+    expect((await client.schedulerInfo()).workers.map((w) => w.address)).toContain(worker.address);
+  });
+});
+
 /** Raw bytes to a method, for messages no typed stub would write. */
 function rawUnary(address: string, path: string, bytes: Buffer): Promise<ServiceError | null> {
   const c = new GrpcClient(grpcTarget(address), insecureChannel());
@@ -322,4 +363,3 @@ function rawUnary(address: string, path: string, bytes: Buffer): Promise<Service
     });
   });
 }
-export { rawUnary };

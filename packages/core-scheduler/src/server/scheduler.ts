@@ -37,6 +37,7 @@ import {
   checkRange,
   parseBytes,
   sha256,
+  strictService,
   errorInfoFromWire,
   forEachRun,
   InvalidArgumentError,
@@ -280,7 +281,7 @@ export class Scheduler {
     });
     if (options.validate) watchInvariants(this.state, () => `scheduler ${this.address}`);
     this.server = newServer(options.maxMessageBytes);
-    this.server.addService(SchedulerServiceService, this.service());
+    this.server.addService(strictService(SchedulerServiceService), this.service());
   }
 
   static async start(options: SchedulerOptions = {}): Promise<Scheduler> {
