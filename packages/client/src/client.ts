@@ -331,7 +331,8 @@ export class Client implements FutureHost {
    */
   #update(): UpdateMessage {
     const last = this.#lastOut;
-    if (last?.type === 'UpdateGraph' && last.tasks.length < MAX_UPDATE_TASKS && last.bytes < MAX_UPDATE_BYTES) return last;
+    const maxTasks = Math.min(MAX_UPDATE_TASKS, this.#conn.maxKeysPerUpdate || MAX_UPDATE_TASKS);
+    if (last?.type === 'UpdateGraph' && last.tasks.length < maxTasks && last.wantedKeys.length < maxTasks && last.bytes < MAX_UPDATE_BYTES) return last;
     const u: UpdateMessage = {
       type: 'UpdateGraph',
       tasks: [],

@@ -61,6 +61,8 @@ export class SchedulerConnection {
   cancelAcked = false;
   /** The largest message the scheduler accepts (0: it did not say); from its Welcome. */
   maxMessageBytes = 0;
+  /** The most tasks or wanted keys per graph update (MAX_UPDATE_TASKS when the scheduler did not say); from its Welcome. */
+  maxKeysPerUpdate = 0;
   readonly #address: string;
   readonly #clientId: string;
   readonly #events: ConnectionEvents;
@@ -129,6 +131,7 @@ export class SchedulerConnection {
         this.schedulerId = ev.schedulerId;
         this.#batches = ev.batches;
         this.maxMessageBytes = ev.maxMessageBytes;
+        this.maxKeysPerUpdate = ev.maxKeysPerUpdate;
         // A 1.1 scheduler answers only the cancelled keys it knows: no acknowledgement to wait for.
         this.cancelAcked = protocolMinorAtLeast(ev.protocolVersion, 2);
         onWelcome?.();

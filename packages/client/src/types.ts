@@ -172,6 +172,8 @@ export type Incoming =
       batches: boolean;
       /** The largest message the scheduler accepts (0: not said). */
       maxMessageBytes: number;
+      /** The most tasks or wanted keys per graph update (0: not said). */
+      maxKeysPerUpdate: number;
     }
   | {
       type: 'KeyInMemory';

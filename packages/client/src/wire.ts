@@ -217,6 +217,7 @@ function fromSingleUpdate(k: Exclude<NonNullable<ClientUpdate['kind']>, { $case:
         schedulerAddress: k.value.schedulerAddress,
         batches: k.value.batches,
         maxMessageBytes: k.value.maxMessageBytes,
+        maxKeysPerUpdate: k.value.maxKeysPerUpdate,
       };
     case 'inMemory':
       return {

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Socket } from 'node:net';
 import { Client as GrpcClient, Metadata, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
-import { Client } from '@skein/client';
+import { Client, delayed, type Future } from '@skein/client';
 import {
   NannyServiceClient,
   SchedulerServiceClient,
@@ -19,6 +19,7 @@ import {
 } from '@skein/protocol';
 import { CHANNEL_OPTIONS, PROTOCOL_VERSION, encodeValue, grpcTarget, inlineFunction, insecureChannel } from '@skein/common';
 import { LocalCluster } from '../src/index.js';
+import { SKEIN_BIN, readyOf, startProcess } from './helpers.js';
 
 const MAX_KEY_LENGTH = 100;
 const MAX_KEYS_PER_UPDATE = 500;
@@ -350,6 +351,40 @@ describe('wrong wire types are refused by every service (INVALID_ARGUMENT naming
     expect(n?.code).toBe(GrpcStatus.INVALID_ARGUMENT);
     expect(n?.details).toContain('skein.v1.RestartRequest field 2: wire type 0 (varint), the schema says 1 (64-bit)');
     expect((await client.schedulerInfo()).workers.map((w) => w.address)).toContain(worker.address);
+  });
+});
+
+describe('skein scheduler flags', () => {
+  const cleanupProcs: Array<ReturnType<typeof startProcess>> = [];
+  it('--max-message-size, --max-key-length and --max-keys-per-update set the limits; the Welcome tells clients the limits', async () => {
+    const p = startProcess([SKEIN_BIN, 'scheduler', '--host', '127.0.0.1', '--port', '0', '--no-dashboard', '--ready-json', '--max-message-size', '1MiB', '--max-key-length', '60', '--max-keys-per-update', '5']);
+    try {
+      const ready = await readyOf(p);
+      const worker = startProcess([SKEIN_BIN, 'worker', ready.address, '--host', '127.0.0.1', '--no-nanny', '--ready-json']);
+      cleanupProcs.push(worker);
+      await readyOf(worker);
+      const c = await Client.connect(ready.address);
+      try {
+        // A map is split to stay within the limit (the Welcome says it); a delayed graph cannot be.
+        expect(await c.gather(c.map((x: number) => x * 2, [1, 2, 3, 4, 5, 6, 7]))).toEqual([2, 4, 6, 8, 10, 12, 14]);
+        const inc = delayed((x: number) => x + 1);
+        let d = inc(0);
+        for (let i = 0; i < 6; i++) d = inc(d);
+        await expect((c.compute(d) as Future<unknown>).result()).rejects.toThrow(/has 7 tasks and 1 wanted keys, more than the scheduler's limit of 5 keys per update/);
+        await expect(c.submitWith({ key: 'k'.repeat(61) }, (x: number) => x, 1).result()).rejects.toThrow(/over the scheduler's limit of 60/);
+        await expect(c.submit((s: string) => s.length, 'z'.repeat(1_100_000)).result()).rejects.toThrow(/accepts in one message \(1048576 bytes\)/);
+      } finally {
+        await c.close();
+      }
+    } finally {
+      for (const q of [...cleanupProcs.splice(0), p]) {
+        q.kill('SIGTERM');
+        await q.exited;
+      }
+    }
+    const bad = startProcess([SKEIN_BIN, 'scheduler', '--port', '0', '--no-dashboard', '--max-message-size', 'lots']);
+    expect(await bad.exited).toBe(1);
+    expect(bad.stderr.join('\n')).toContain('Bad scheduler maxMessageBytes "lots"');
   });
 });
 

@@ -720,6 +720,7 @@ export class Scheduler {
       heartbeatIntervalMs: this.options.heartbeatMs,
       batches: true,
       maxMessageBytes: this.options.maxMessageBytes,
+      maxKeysPerUpdate: Math.min(this.options.maxKeysPerUpdate, 2 ** 31 - 1),
     };
   }
 

@@ -81,7 +81,7 @@ export const MESSAGE_WIRE_TYPES: ReadonlyArray<readonly [string, ReadonlyArray<r
   ["skein.v1.WantKeys", [[1, 2, 0, ""], [2, 2, 0, ""]]],
   ["skein.v1.WatchWorkersRequest", []],
   ["skein.v1.WatchWorkersResponse", [[1, 0, 0, ""], [2, 2, 0, "skein.v1.WorkerEvent"]]],
-  ["skein.v1.Welcome", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 2, 0, ""], [4, 1, 0, ""], [5, 0, 0, ""], [6, 0, 0, ""]]],
+  ["skein.v1.Welcome", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 2, 0, ""], [4, 1, 0, ""], [5, 0, 0, ""], [6, 0, 0, ""], [7, 0, 0, ""]]],
   ["skein.v1.WhoHas", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 0, 0, ""]]],
   ["skein.v1.WorkerClosing", [[1, 2, 0, ""], [2, 2, 0, ""]]],
   ["skein.v1.WorkerCommand", [[1, 2, 0, "skein.v1.Welcome"], [2, 2, 0, "skein.v1.ComputeTask"], [3, 2, 0, "skein.v1.FreeKeys"], [4, 2, 0, "skein.v1.AcquireReplicas"], [5, 2, 0, "skein.v1.StealRequest"], [6, 2, 0, "skein.v1.CloseWorker"], [7, 2, 0, "skein.v1.ComputeBatch"]]],

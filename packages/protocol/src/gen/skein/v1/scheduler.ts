@@ -51,6 +51,11 @@ export interface Welcome {
    * with RESOURCE_EXHAUSTED, so a client refuses such an update itself.
    */
   maxMessageBytes: number;
+  /**
+   * The most tasks (and the most wanted keys) one UpdateGraph may hold (0: not said); a client
+   * splits what it can split (map, submit) to stay within it.
+   */
+  maxKeysPerUpdate: number;
 }
 
 export interface ClientHello {
@@ -575,6 +580,7 @@ function createBaseWelcome(): Welcome {
     heartbeatIntervalMs: 0,
     batches: false,
     maxMessageBytes: 0,
+    maxKeysPerUpdate: 0,
   };
 }
 
@@ -597,6 +603,9 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.maxMessageBytes !== 0) {
       writer.uint32(48).int64(message.maxMessageBytes);
+    }
+    if (message.maxKeysPerUpdate !== 0) {
+      writer.uint32(56).int32(message.maxKeysPerUpdate);
     }
     return writer;
   },
@@ -662,6 +671,14 @@ export const Welcome: MessageFns<Welcome> = {
             message.maxMessageBytes = longToNumber(reader.int64());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.maxKeysPerUpdate = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -685,6 +702,7 @@ export const Welcome: MessageFns<Welcome> = {
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
     message.batches = object.batches ?? false;
     message.maxMessageBytes = object.maxMessageBytes ?? 0;
+    message.maxKeysPerUpdate = object.maxKeysPerUpdate ?? 0;
     return message;
   },
 };
