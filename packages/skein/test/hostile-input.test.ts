@@ -271,6 +271,16 @@ describe('message size limits', () => {
   });
 });
 
+describe("message size limits, from a worker's side", () => {
+  it("a worker's batched results stay under the limit, however many finish at once", async () => {
+    // 600 results of 60 kB each travel inline (under 64 KiB): 36 MB in all, 18 times the limit.
+    const n = 600;
+    const lengths = await client.gather(client.map((i: number) => 'r'.repeat(60_000 - String(i).length) + i, Array.from({ length: n }, (_, i) => i)));
+    expect(lengths.map((s) => s.length)).toEqual(Array.from({ length: n }, () => 60_000));
+    expect((await client.schedulerInfo()).workers).toHaveLength(2);
+  });
+});
+
 describe('message size limits, from the client side', () => {
   it("a single task over the scheduler's limit fails at the client; its session keeps working", async () => {
     const f = client.submit((s: string) => s.length, 'z'.repeat(3 * 1024 * 1024));
