@@ -154,6 +154,8 @@ const MAX_UPDATE_TASKS = 2000;
 const MAX_UPDATE_BYTES = 1024 * 1024;
 /** The Batcher weighs an update by its tasks or by its bytes in these units, whichever is more. */
 const BYTES_PER_WEIGHT = MAX_UPDATE_BYTES / MAX_UPDATE_TASKS;
+/** Keys per ReleaseKeys, CancelKeys or WantKeys message (about 1 MiB of keys: they weigh 1/10 each). */
+const MAX_KEYS_PER_MESSAGE = 10 * MAX_UPDATE_TASKS;
 
 /** A scattered value is stored as the result of this identity task. */
 const scatterIdentity = resolveFunction(function scatter(x: unknown) {
@@ -230,7 +232,7 @@ export class Client implements FutureHost {
     this.#batcher = new Batcher<Outgoing>(
       (batch) => this.#flush(batch),
       MAX_UPDATE_TASKS,
-      (m) => (m.type === 'UpdateGraph' ? Math.max(1, m.tasks.length, m.bytes / BYTES_PER_WEIGHT) : 1),
+      (m) => (m.type === 'UpdateGraph' ? Math.max(1, m.tasks.length, m.bytes / BYTES_PER_WEIGHT) : Math.max(1, m.keys.length / 10)),
     );
     this.#registry = new FinalizationRegistry((state) => this.#decrefState(state));
   }
@@ -351,8 +353,12 @@ export class Client implements FutureHost {
   #queueKeys(type: KeysMessage['type'], keys: readonly string[]): void {
     if (keys.length === 0 || this.#conn.lost) return;
     const last = this.#lastOut;
-    if (last?.type === type) {
+    if (last?.type === type && last.keys.length + keys.length <= MAX_KEYS_PER_MESSAGE) {
       for (const k of keys) last.keys.push(k);
+      return;
+    }
+    if (keys.length > MAX_KEYS_PER_MESSAGE) {
+      for (let i = 0; i < keys.length; i += MAX_KEYS_PER_MESSAGE) this.#queueKeys(type, keys.slice(i, i + MAX_KEYS_PER_MESSAGE));
       return;
     }
     const kind = type === 'ReleaseKeys' ? 'release-keys' : type === 'CancelKeys' ? 'cancel-keys' : 'want-keys';
