@@ -16,6 +16,7 @@ import {
   mapTemplate,
   parseAddress,
   skeinDefaults,
+  taskError,
   typeName,
   KEEP,
   WALK,
@@ -144,6 +145,15 @@ type KeysMessage = Exclude<Outgoing, UpdateMessage>;
 
 /** Tasks per graph update message (see #update): big enough to amortize, small enough to stream. */
 const MAX_UPDATE_TASKS = 2000;
+/**
+ * Argument and key bytes per graph update message (see #update), far below the scheduler's
+ * default receive limit (64 MiB): only a single task bigger than this makes a bigger message.
+ */
+const MAX_UPDATE_BYTES = 1024 * 1024;
+/** The Batcher weighs an update by its tasks or by its bytes in these units, whichever is more. */
+const BYTES_PER_WEIGHT = MAX_UPDATE_BYTES / MAX_UPDATE_TASKS;
+/** Keys per ReleaseKeys, CancelKeys or WantKeys message (about 1 MiB of keys: they weigh 1/10 each). */
+const MAX_KEYS_PER_MESSAGE = 10 * MAX_UPDATE_TASKS;
 
 /** A scattered value is stored as the result of this identity task. */
 const scatterIdentity = resolveFunction(function scatter(x: unknown) {
@@ -218,7 +228,11 @@ export class Client implements FutureHost {
     });
     // Weighed in tasks, so a map of 100k tasks leaves as ~50 messages the scheduler can start on
     // one by one, and no receive buffer has to hold the whole graph.
-    this.#batcher = new Batcher<Outgoing>((batch) => this.#flush(batch), MAX_UPDATE_TASKS, (m) => (m.type === 'UpdateGraph' ? Math.max(1, m.tasks.length) : 1));
+    this.#batcher = new Batcher<Outgoing>(
+      (batch) => this.#flush(batch),
+      MAX_UPDATE_TASKS,
+      (m) => (m.type === 'UpdateGraph' ? Math.max(1, m.tasks.length, m.bytes / BYTES_PER_WEIGHT) : Math.max(1, m.keys.length / 10)),
+    );
     this.#registry = new FinalizationRegistry((state) => this.#decrefState(state));
   }
 
@@ -288,7 +302,24 @@ export class Client implements FutureHost {
   /** The batcher's flush: the messages being assembled leave (the next ones start anew). */
   #flush(batch: Outgoing[]): void {
     this.#lastOut = undefined;
-    this.#conn.send(batch);
+    const limit = this.#conn.maxMessageBytes;
+    let bytes = 0;
+    for (const m of batch) if (m.type === 'UpdateGraph') bytes += m.bytes;
+    if (limit <= 0 || bytes <= limit / 2) return this.#conn.send(batch);
+    // Near the scheduler's limit: each message alone, and one over it is refused here, because
+    // the scheduler would end the whole session (RESOURCE_EXHAUSTED) on reading it.
+    for (const m of batch) {
+      const size = m.type === 'UpdateGraph' && m.bytes > limit / 2 ? this.#conn.encodedSize([m]) : 0;
+      if (size <= limit) {
+        this.#conn.send([m]);
+        continue;
+      }
+      const update = m as UpdateMessage;
+      const message =
+        `This graph update is ${size} bytes, more than the scheduler at ${this.schedulerAddress} accepts in one message (${limit} bytes), so it was not sent. ` +
+        'Scatter large arguments first (client.scatter) and pass the futures, or raise the scheduler\'s --max-message-size.';
+      for (const key of update.wantedKeys) this.#handle({ type: 'KeyErred', key, error: taskError(key, 'invalid_argument', message, { size, limit }) });
+    }
   }
 
   #stimulusId(kind: string): string {
@@ -303,7 +334,8 @@ export class Client implements FutureHost {
    */
   #update(): UpdateMessage {
     const last = this.#lastOut;
-    if (last?.type === 'UpdateGraph' && last.tasks.length < MAX_UPDATE_TASKS) return last;
+    const maxTasks = Math.min(MAX_UPDATE_TASKS, this.#conn.maxKeysPerUpdate || MAX_UPDATE_TASKS);
+    if (last?.type === 'UpdateGraph' && last.tasks.length < maxTasks && last.wantedKeys.length < maxTasks && last.bytes < MAX_UPDATE_BYTES) return last;
     const u: UpdateMessage = {
       type: 'UpdateGraph',
       tasks: [],
@@ -311,6 +343,7 @@ export class Client implements FutureHost {
       functions: [],
       broadcastKeys: [],
       stimulusId: this.#stimulusId('update-graph'),
+      bytes: 0,
     };
     this.#lastOut = u;
     this.#batcher.push(u);
@@ -321,8 +354,12 @@ export class Client implements FutureHost {
   #queueKeys(type: KeysMessage['type'], keys: readonly string[]): void {
     if (keys.length === 0 || this.#conn.lost) return;
     const last = this.#lastOut;
-    if (last?.type === type) {
+    if (last?.type === type && last.keys.length + keys.length <= MAX_KEYS_PER_MESSAGE) {
       for (const k of keys) last.keys.push(k);
+      return;
+    }
+    if (keys.length > MAX_KEYS_PER_MESSAGE) {
+      for (let i = 0; i < keys.length; i += MAX_KEYS_PER_MESSAGE) this.#queueKeys(type, keys.slice(i, i + MAX_KEYS_PER_MESSAGE));
       return;
     }
     const kind = type === 'ReleaseKeys' ? 'release-keys' : type === 'CancelKeys' ? 'cancel-keys' : 'want-keys';
@@ -454,13 +491,19 @@ export class Client implements FutureHost {
     this.#addFunction(update, rf.source);
     if (delayedArgs.length > 0) this.#addDelayed(update, delayedArgs);
     // A key this client already wants is known to the scheduler: do not send it again.
-    if (!this.#states.has(def.key)) update.tasks.push(def);
+    if (!this.#states.has(def.key)) {
+      update.tasks.push(def);
+      update.bytes += def.args.data.length + def.key.length;
+    }
   }
 
   #addDelayed(update: UpdateMessage, roots: readonly Delayed<unknown>[]): void {
     const { tasks, sources } = flattenDelayed(roots);
     for (const src of sources) this.#addFunction(update, src);
-    for (const t of tasks) update.tasks.push(t);
+    for (const t of tasks) {
+      update.tasks.push(t);
+      update.bytes += t.args.data.length + t.key.length;
+    }
   }
 
   /**

@@ -16,7 +16,7 @@ import {
   Security,
   protocolMinorAtLeast,
 } from '@skein/common';
-import { SchedulerServiceClient, type ClientSessionRequest, type ClientSessionResponse } from '@skein/protocol';
+import { ClientSessionRequest, SchedulerServiceClient, type ClientSessionResponse } from '@skein/protocol';
 import type { Incoming, Outgoing, SchedulerInfo } from './types.js';
 import { fromClientUpdate, fromGetInfo, helloRequest, toSessionRequest } from './wire.js';
 
@@ -57,6 +57,10 @@ export class SchedulerConnection {
   schedulerId = '';
   /** The scheduler answers every key of a CancelKeys (protocol 1.2); from its Welcome. */
   cancelAcked = false;
+  /** The largest message the scheduler accepts (0: it did not say); from its Welcome. */
+  maxMessageBytes = 0;
+  /** The most tasks or wanted keys per graph update (MAX_UPDATE_TASKS when the scheduler did not say); from its Welcome. */
+  maxKeysPerUpdate = 0;
   readonly #address: string;
   readonly #clientId: string;
   readonly #events: ConnectionEvents;
@@ -125,6 +129,8 @@ export class SchedulerConnection {
         welcomed = true;
         this.schedulerId = ev.schedulerId;
         this.#batches = ev.batches;
+        this.maxMessageBytes = ev.maxMessageBytes;
+        this.maxKeysPerUpdate = ev.maxKeysPerUpdate;
         // A 1.1 scheduler answers only the cancelled keys it knows: no acknowledgement to wait for.
         this.cancelAcked = protocolMinorAtLeast(ev.protocolVersion, 2);
         onWelcome?.();
@@ -176,6 +182,11 @@ export class SchedulerConnection {
     const call = this.#session;
     if (!call || this.#lost) return;
     call.write(toSessionRequest(batch, this.#batches));
+  }
+
+  /** The encoded size of a batch of messages as send() would write it (bytes). */
+  encodedSize(batch: readonly Outgoing[]): number {
+    return ClientSessionRequest.encode(toSessionRequest(batch, this.#batches)).finish().length;
   }
 
   /** The scheduler's GetInfo. */

@@ -163,6 +163,8 @@ export type Outgoing =
       functions: FunctionSource[];
       broadcastKeys: string[];
       stimulusId: string;
+      /** The tasks' argument and key bytes so far (not sent): updates are split to stay small. */
+      bytes: number;
     }
   | { type: 'ReleaseKeys'; keys: string[]; stimulusId: string }
   | { type: 'CancelKeys'; keys: string[]; stimulusId: string }
@@ -170,7 +172,18 @@ export type Outgoing =
 
 /** Messages the scheduler sends to the client (converted from protobuf in wire.ts). */
 export type Incoming =
-  | { type: 'Welcome'; protocolVersion: string; schedulerId: string; schedulerAddress: string; /** reads TaskBatch */ batches: boolean }
+  | {
+      type: 'Welcome';
+      protocolVersion: string;
+      schedulerId: string;
+      schedulerAddress: string;
+      /** reads TaskBatch */
+      batches: boolean;
+      /** The largest message the scheduler accepts (0: not said). */
+      maxMessageBytes: number;
+      /** The most tasks or wanted keys per graph update (0: not said). */
+      maxKeysPerUpdate: number;
+    }
   | {
       type: 'KeyInMemory';
       key: string;

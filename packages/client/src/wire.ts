@@ -219,6 +219,8 @@ function fromSingleUpdate(k: Exclude<NonNullable<ClientUpdate['kind']>, { $case:
         schedulerId: k.value.schedulerId,
         schedulerAddress: k.value.schedulerAddress,
         batches: k.value.batches,
+        maxMessageBytes: k.value.maxMessageBytes,
+        maxKeysPerUpdate: k.value.maxKeysPerUpdate,
       };
     case 'inMemory':
       return {

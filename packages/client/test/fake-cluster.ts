@@ -224,7 +224,7 @@ export class FakeCluster {
           session.out.push({
             kind: {
               $case: 'welcome',
-              value: { protocolVersion: mine, schedulerId: 'fake-scheduler', schedulerAddress: this.address, heartbeatIntervalMs: 0, batches: false },
+              value: { protocolVersion: mine, schedulerId: 'fake-scheduler', schedulerAddress: this.address, heartbeatIntervalMs: 0, batches: false, maxMessageBytes: 0, maxKeysPerUpdate: 0 },
             },
           });
           continue;

@@ -1,7 +1,22 @@
-import { Metadata, Server, ServerCredentials, credentials, logVerbosity, setLogVerbosity, type ChannelOptions, type ServiceError } from '@grpc/grpc-js';
-import { CODE_TO_GRPC, SkeinError, toSkeinError } from './errors.js';
+import {
+  Metadata,
+  Server,
+  ServerCredentials,
+  ServerInterceptingCall,
+  credentials,
+  logVerbosity,
+  setLogVerbosity,
+  status as GrpcStatus,
+  type ChannelOptions,
+  type ServerInterceptor,
+  type ServiceError,
+} from '@grpc/grpc-js';
+import { CODE_TO_GRPC, InvalidArgumentError, SkeinError, toSkeinError } from './errors.js';
 
-/** Channel and server options every Skein link uses: no message size limit, a large window. */
+/**
+ * Channel options every outgoing Skein link uses: a large window, no limit on what the peer's
+ * replies may hold (the servers limit what they receive: see newServer).
+ */
 export const CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.max_receive_message_length': -1,
   'grpc.max_send_message_length': -1,
@@ -23,8 +38,58 @@ export function insecureChannel() {
   return credentials.createInsecure();
 }
 
-export function newServer(): Server {
-  return new Server(SERVER_OPTIONS);
+/** Default receive limits of Skein's servers (bytes per gRPC message); each is an option and a CLI flag. */
+export const DEFAULT_MAX_MESSAGE_BYTES = {
+  /** Graph updates with embedded arguments, worker results batched inline, registrations. */
+  scheduler: 64 * 1024 * 1024,
+  /** Requests to a worker: GetData key lists, Run with its arguments (values leave in replies). */
+  worker: 64 * 1024 * 1024,
+  /** Requests to a nanny: a reason and a timeout. */
+  nanny: 1024 * 1024,
+} as const;
+
+/**
+ * What a service's request deserializer returns instead of a message it refuses (see
+ * strictDeserializers in @skein/common's wire-check): the server answers the call with `code`
+ * and `details` and the handler never sees it.
+ */
+export class RefusedMessage {
+  constructor(
+    readonly details: string,
+    readonly code: GrpcStatus = GrpcStatus.INVALID_ARGUMENT,
+  ) {}
+}
+
+/** Answers a RefusedMessage with its status instead of passing it to the handler. */
+const refuseMessages: ServerInterceptor = (_method, call) =>
+  new ServerInterceptingCall(call, {
+    start: (next) =>
+      next({
+        onReceiveMessage: (message, pass) => {
+          if (message instanceof RefusedMessage) call.sendStatus({ code: message.code, details: message.details });
+          else pass(message);
+        },
+      }),
+  });
+
+/**
+ * A gRPC server with Skein's options. `maxReceiveBytes` limits one incoming message: a bigger one
+ * ends its call with RESOURCE_EXHAUSTED before it is read (the peer's other calls are not affected).
+ */
+export function newServer(maxReceiveBytes: number = -1): Server {
+  if (maxReceiveBytes !== -1 && !(Number.isInteger(maxReceiveBytes) && maxReceiveBytes > 0)) {
+    throw new InvalidArgumentError(`A message size limit must be a whole number of bytes above 0, got ${maxReceiveBytes}.`);
+  }
+  return new Server({ ...SERVER_OPTIONS, 'grpc.max_receive_message_length': maxReceiveBytes, interceptors: [refuseMessages] });
+}
+
+/**
+ * Refuses a number outside [min, max] with an InvalidArgumentError naming the field and the range
+ * (for RPC requests, before anything is done with them).
+ */
+export function checkRange(value: number, field: string, min: number, max: number, hint = ''): number {
+  if (Number.isFinite(value) && value >= min && value <= max) return value;
+  throw new InvalidArgumentError(`${field} is ${value}: it must be from ${min} to ${max}${hint ? ` (${hint})` : ''}.`, { details: { field, value: String(value), min, max } });
 }
 
 /**

@@ -57,7 +57,21 @@ export {
   type TemplateVisitor,
 } from './values.js';
 export { parseAddress, parseHost, formatAddress, grpcTarget, interfaceAddress, contactHost, type Address } from './address.js';
-export { CHANNEL_OPTIONS, SERVER_OPTIONS, insecureChannel, newServer, bindServer, shutdownServer, Batcher, quietGrpcLogs, toGrpcStatus } from './grpc.js';
+export {
+  CHANNEL_OPTIONS,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  RefusedMessage,
+  SERVER_OPTIONS,
+  checkRange,
+  insecureChannel,
+  newServer,
+  bindServer,
+  shutdownServer,
+  Batcher,
+  quietGrpcLogs,
+  toGrpcStatus,
+} from './grpc.js';
+export { strictService, wireProblem } from './wire-check.js';
 export { PROTOCOL_VERSION, checkProtocolVersion, protocolMinorAtLeast } from './version.js';
 export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { watchInvariants, reportInvariantViolation, type InvariantViolation } from './invariants.js';

@@ -7,7 +7,7 @@ import { Scheduler } from './server/scheduler.js';
  * Returns the process exit code.
  */
 export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'): Promise<number> {
-  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate?: boolean; dashboardAddress: string; dashboard: boolean; schedulerFile?: string; readyJson: boolean };
+  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate?: boolean; dashboardAddress: string; dashboard: boolean; schedulerFile?: string; readyJson: boolean; maxMessageSize?: string; maxKeyLength?: number; maxKeysPerUpdate?: number };
   try {
     args = await yargs(argv)
       .scriptName(prog)
@@ -20,6 +20,9 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       .option('dashboard-address', { type: 'string', default: ':8787', describe: "Dashboard address, ':PORT' or 'HOST:PORT' (a busy port falls back to a free one)" })
       .option('dashboard', { type: 'boolean', default: true, describe: 'Serve the dashboard (--no-dashboard: none)' })
       .option('scheduler-file', { type: 'string', describe: 'Write the address (JSON: address, dashboard, id, pid) to this file; workers started with --scheduler-file FILE read it' })
+      .option('max-message-size', { type: 'string', describe: 'Largest gRPC message accepted from clients and workers, e.g. 64MiB (default); bigger ones are refused with RESOURCE_EXHAUSTED' })
+      .option('max-key-length', { type: 'number', describe: 'Longest task key accepted, in characters (default 8192); a graph update with a longer one is refused' })
+      .option('max-keys-per-update', { type: 'number', describe: 'Most keys one graph update may hold (default 1000000); a bigger update is refused' })
       .option('ready-json', { type: 'boolean', default: false, describe: `Print one JSON line {"event":"ready",...} on stdout once ready (also SKEIN_READY_JSON=1)` })
       .strict()
       .help()
@@ -49,6 +52,9 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       heartbeatMs: args.heartbeatMs,
       validate: args.validate,
       dashboardAddress: args.dashboard ? String(args.dashboardAddress) : null,
+      maxMessageBytes: args.maxMessageSize,
+      maxKeyLength: args.maxKeyLength,
+      maxKeysPerUpdate: args.maxKeysPerUpdate,
     });
   } catch (err) {
     process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);

@@ -81,6 +81,8 @@ const FLAGS = {
   host: { value: 'HOST', describe: 'Host to listen on (default 0.0.0.0)' },
   port: { value: 'PORT', describe: 'Port to listen on (default 0: any free port)' },
   'death-timeout': { value: 'SECONDS', describe: 'Seconds to keep trying to reach a lost scheduler' },
+  'max-message-size': { value: 'SIZE', describe: 'Largest gRPC request the worker accepts, e.g. 64MiB (default); values leave in replies, which this does not limit' },
+  'bulk-idle-timeout': { value: 'SECONDS', describe: 'Close a bulk-transfer connection that has not sent its token within this long (default 5)' },
   'nanny-address': { value: 'ADDRESS', describe: 'Address of the nanny supervising this worker (set by skein-nanny)' },
   module: { value: 'FILE', describe: 'ES module whose exported functions are registered', repeatable: true },
   validate: { describe: 'Check state invariants after every event (slow; default SKEIN_VALIDATE=1)' },
@@ -166,6 +168,7 @@ export function parseWorkerArgs(argv: string[]): WorkerCliOptions | 'help' {
     return v === undefined ? undefined : parseMemoryFraction(v, `--${name}`);
   };
   const deathTimeout = num('death-timeout');
+  const bulkIdle = num('bulk-idle-timeout');
   const resources = text('resources');
   const modules = values['module'];
   return {
@@ -186,6 +189,8 @@ export function parseWorkerArgs(argv: string[]): WorkerCliOptions | 'help' {
     deathTimeoutMs: deathTimeout === undefined ? undefined : deathTimeout * 1000,
     modules: Array.isArray(modules) ? modules.filter((m): m is string => typeof m === 'string') : undefined,
     nannyAddress: text('nanny-address'),
+    ...(text('max-message-size') !== undefined ? { maxMessageBytes: text('max-message-size') } : {}),
+    ...(bulkIdle !== undefined ? { bulkIdleTimeoutMs: Math.round(bulkIdle * 1000) } : {}),
     validate: values['validate'] === true ? true : undefined,
   };
 }

@@ -1,5 +1,6 @@
 import { resolve as resolvePath } from 'node:path';
 import {
+  DEFAULT_MAX_MESSAGE_BYTES,
   InvalidArgumentError,
   contactHost,
   formatAddress,
@@ -8,11 +9,13 @@ import {
   parseAddress,
   parseHost,
   parseFaultSpec,
+  parseBytes,
   parseMemoryLimit,
   skeinDefaults,
   type FaultSpec,
   Security,
 } from '@skein/common';
+import { DEFAULT_BULK_IDLE_TIMEOUT_MS } from './server/bulk.js';
 import { memoryUsage } from 'node:process';
 import { DEFAULT_MEMORY_FRACTIONS, type MemoryFraction, type MemoryFractions } from './state/memory.js';
 
@@ -50,6 +53,14 @@ export interface WorkerOptions {
   pipelineDepth?: number;
   /** How long retire() waits for the scheduler's CloseWorker, ms. Default 30 000. */
   retireTimeoutMs?: number;
+  /**
+   * The largest gRPC request the worker's WorkerService accepts (bytes or a size such as '64MiB');
+   * a bigger one ends its call with RESOURCE_EXHAUSTED. Default 64 MiB. Values leave in replies
+   * (GetData streams them in chunks, large ones over the bulk path), which this does not limit.
+   */
+  maxMessageBytes?: number | string;
+  /** A connection to the bulk-transfer port that has not sent its token within this long is closed (ms). Default 5000. */
+  bulkIdleTimeoutMs?: number;
   /** Check the state machine's invariants after every batch of events (tests). Default SKEIN_VALIDATE=1. */
   validate?: boolean;
   /**
@@ -113,6 +124,8 @@ export interface CompiledWorkerOptions {
   connectTimeoutMs: number;
   pipelineDepth: number;
   retireTimeoutMs: number;
+  maxMessageBytes: number;
+  bulkIdleTimeoutMs: number;
   validate: boolean;
   memoryFractions: MemoryFractions;
   localDirectory: string | undefined;
@@ -223,6 +236,8 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
     connectTimeoutMs: nonNegative(o.connectTimeoutMs, 10_000, 'connectTimeoutMs'),
     pipelineDepth: positiveInt(o.pipelineDepth, 4, 'pipelineDepth'),
     retireTimeoutMs: nonNegative(o.retireTimeoutMs, 30_000, 'retireTimeoutMs'),
+    maxMessageBytes: positiveInt(parseBytes(o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES.worker, 'worker maxMessageBytes'), 1, 'maxMessageBytes'),
+    bulkIdleTimeoutMs: positiveInt(o.bulkIdleTimeoutMs, DEFAULT_BULK_IDLE_TIMEOUT_MS, 'bulkIdleTimeoutMs'),
     validate: o.validate ?? d.validate,
     memoryFractions: {
       target: fraction(o.memoryTargetFraction, 'memoryTargetFraction', 'SKEIN_MEMORY_TARGET', DEFAULT_MEMORY_FRACTIONS.target),

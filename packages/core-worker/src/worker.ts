@@ -20,6 +20,7 @@ import {
   faultHook,
   formatAddress,
   newServer,
+  strictService,
   shutdownServer,
   taskError,
   toRemoteError,
@@ -147,10 +148,10 @@ export class Worker {
       pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
       await this.memory.open();
-      this.bulk = await BulkServer.start(o.listenHost);
-      this.server = newServer();
+      this.bulk = await BulkServer.start(o.listenHost, o.bulkIdleTimeoutMs);
+      this.server = newServer(o.maxMessageBytes);
       this.server.addService(
-        WorkerServiceService,
+        strictService(WorkerServiceService),
         createWorkerService({
           security: o.security,
           getValue: (key) => {

@@ -76,7 +76,7 @@ export class FakeScheduler {
           this.hellos.push(hello);
           this.sessions.set(worker, call);
           call.write({
-            commands: [{ kind: { $case: 'welcome', value: { protocolVersion: this.protocolVersion, schedulerId: 'fake', schedulerAddress: this.address, heartbeatIntervalMs: 50, batches: this.batches } } }],
+            commands: [{ kind: { $case: 'welcome', value: { protocolVersion: this.protocolVersion, schedulerId: 'fake', schedulerAddress: this.address, heartbeatIntervalMs: 50, batches: this.batches, maxMessageBytes: 0, maxKeysPerUpdate: 0 } } }],
           });
         } else {
           this.messages.push(m);

@@ -25,6 +25,9 @@ import {
   formatAddress,
   interfaceAddress,
   newServer,
+  checkRange,
+  strictService,
+  DEFAULT_MAX_MESSAGE_BYTES,
   parseAddress,
   parseHost,
   parseMemoryLimit,
@@ -183,8 +186,8 @@ export class Nanny {
 
   private constructor(readonly options: CompiledNannyOptions) {
     this.log = options.logger;
-    this.server = newServer();
-    this.server.addService(NannyServiceService, authorizeService('NannyService', this.service(), options.security, NANNY_ROLES));
+    this.server = newServer(DEFAULT_MAX_MESSAGE_BYTES.nanny);
+    this.server.addService(strictService(NannyServiceService), authorizeService('NannyService', this.service(), options.security, NANNY_ROLES));
     this.done = new Promise((r) => (this.resolveDone = r));
   }
 
@@ -474,6 +477,11 @@ export class Nanny {
   private service(): NannyServiceServer {
     return {
       restart: (call: ServerUnaryCall<RestartRequest, RestartResponse>, cb: sendUnaryData<RestartResponse>) => {
+        try {
+          checkRange(call.request.timeoutMs, 'RestartRequest.timeout_ms', 0, 86_400_000, "0: the nanny's default");
+        } catch (err) {
+          return cb(toGrpcStatus(err));
+        }
         this.restart(call.request.reason || 'requested by the scheduler').then(
           (workerAddress) => cb(null, { workerAddress }),
           (err) => cb(toGrpcStatus(err)),

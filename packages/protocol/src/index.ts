@@ -122,3 +122,5 @@ export {
   RestartRequest,
   RestartResponse,
 } from './gen/skein/v1/nanny.js';
+
+export { MESSAGE_WIRE_TYPES, METHOD_REQUEST_TYPES } from './gen/wire-types.js';

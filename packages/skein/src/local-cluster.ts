@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { Cluster, workerFlags, type ClusterBackend, type SchedulerHandle, type StartWorkerOptions, type WorkerLaunchSpec } from '@skein/cluster';
-import { Scheduler } from '@skein/core-scheduler';
+import { Scheduler, type SchedulerOptions } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
 import { workerCommand } from '@skein/core-worker/command';
 import { Nanny } from '@skein/nanny';
@@ -45,6 +45,8 @@ export interface LocalClusterOptions {
    * Default SKEIN_VALIDATE=1.
    */
   validate?: boolean;
+  /** The scheduler's input limits (see SchedulerOptions): message size, key length, keys per update. */
+  limits?: Pick<SchedulerOptions, 'maxMessageBytes' | 'maxKeyLength' | 'maxKeysPerUpdate'>;
 }
 
 interface CompiledLocalClusterOptions {
@@ -64,6 +66,7 @@ interface CompiledLocalClusterOptions {
   workerSaturation: number | undefined;
   noWorkersTimeoutMs: number | null | undefined;
   validate: boolean;
+  limits: Pick<SchedulerOptions, 'maxMessageBytes' | 'maxKeyLength' | 'maxKeysPerUpdate'>;
 }
 
 function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
@@ -91,6 +94,7 @@ function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
     workerSaturation: o.workerSaturation,
     noWorkersTimeoutMs: o.noWorkersTimeoutMs,
     validate: o.validate ?? skeinDefaults().validate,
+    limits: { ...o.limits },
   };
 }
 
@@ -327,6 +331,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
       workerSaturation: this.o.workerSaturation,
       noWorkersTimeoutMs: this.o.noWorkersTimeoutMs,
       validate: this.o.validate,
+      ...this.o.limits,
     });
     return new InProcessScheduler(this.scheduler);
   }

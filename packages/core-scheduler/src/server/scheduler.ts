@@ -11,7 +11,9 @@ import {
   type GetStoryResponse,
   type GetWhoHasRequest,
   type GetWhoHasResponse,
+  type FunctionRef,
   type InlineFunction,
+  type UpdateGraph,
   type RetireWorkersRequest,
   type RetireWorkersResponse,
   type RestartWorkersRequest,
@@ -30,6 +32,12 @@ import {
 } from '@skein/protocol';
 import {
   Batcher,
+  CHANNEL_OPTIONS,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  checkRange,
+  parseBytes,
+  sha256,
+  strictService,
   errorInfoFromWire,
   forEachRun,
   InvalidArgumentError,
@@ -110,6 +118,15 @@ export interface SchedulerOptions {
   dashboardAddress?: string | number | null | false;
   /** TLS credentials and/or a token for every link (default: none, plaintext; see Security). */
   security?: Security;
+  /**
+   * The largest gRPC message the scheduler accepts, in bytes or as a size ('64MiB'); a bigger one
+   * ends its call with RESOURCE_EXHAUSTED. Default 64 MiB (DEFAULT_MAX_MESSAGE_BYTES.scheduler).
+   */
+  maxMessageBytes?: number | string;
+  /** A graph update with a key longer than this (characters) is refused whole. Default 8192. */
+  maxKeyLength?: number;
+  /** A graph update with more tasks, or more wanted keys, than this is refused whole. Default 1,000,000. */
+  maxKeysPerUpdate?: number;
   logger?: Logger;
 }
 
@@ -127,6 +144,9 @@ export interface CompiledSchedulerOptions {
   /** null: no dashboard. */
   dashboard: { host: string; port: number } | null;
   security: Security;
+  maxMessageBytes: number;
+  maxKeyLength: number;
+  maxKeysPerUpdate: number;
   logger: Logger;
 }
 
@@ -170,6 +190,10 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     if (!(v > 0)) throw new InvalidArgumentError(`Scheduler option ${name} must be a positive number, got ${v}.`);
     return v;
   };
+  const whole = (name: string, v: number) => {
+    if (!(Number.isSafeInteger(v) && v > 0)) throw new InvalidArgumentError(`Scheduler option ${name} must be a whole number above 0, got ${v}.`);
+    return v;
+  };
   return {
     host,
     port,
@@ -182,6 +206,9 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     noWorkersTimeoutMs: o.noWorkersTimeoutMs == null ? Infinity : positive('noWorkersTimeoutMs', o.noWorkersTimeoutMs),
     dashboard: parseDashboardAddress(o.dashboardAddress, host),
     security: o.security ?? Security.insecure(),
+    maxMessageBytes: whole('maxMessageBytes', parseBytes(o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES.scheduler, 'scheduler maxMessageBytes')),
+    maxKeyLength: whole('maxKeyLength', o.maxKeyLength ?? 8192),
+    maxKeysPerUpdate: whole('maxKeysPerUpdate', o.maxKeysPerUpdate ?? 1_000_000),
     logger: o.logger ?? createLogger('scheduler'),
   };
 }
@@ -228,6 +255,9 @@ export function insecureExposure(host: string, security: Pick<Security, 'tls' | 
   );
 }
 
+/** The longest timeout an RPC request may ask for (ms): one day. */
+const MAX_TIMEOUT_MS = 86_400_000;
+
 /** A Compute waiting in a worker's outgoing queue; it becomes a ComputeTask or joins a ComputeBatch when the queue is sent. */
 interface QueuedCompute {
   compute: ComputeAction;
@@ -260,6 +290,8 @@ interface ClientConn {
   batches: boolean;
   /** Updates, and in-memory reports that become KeyInMemory or KeysInMemory when sent. */
   out: Batcher<ClientUpdate | InMemoryReport>;
+  /** Hashes of the inline functions this client sent (checked): the only ones its tasks may use. */
+  functions: Set<string>;
 }
 
 /**
@@ -297,10 +329,12 @@ export class Scheduler {
       workerTtlMs: options.workerTtlMs,
       validate: options.validate,
       noWorkersTimeoutMs: options.noWorkersTimeoutMs,
+      maxKeyLength: options.maxKeyLength,
+      maxKeysPerUpdate: options.maxKeysPerUpdate,
     });
     if (options.validate) watchInvariants(this.state, () => `scheduler ${this.address}`);
-    this.server = newServer();
-    this.server.addService(SchedulerServiceService, authorizeService('SchedulerService', this.service(), options.security, SCHEDULER_ROLES));
+    this.server = newServer(options.maxMessageBytes);
+    this.server.addService(strictService(SchedulerServiceService), authorizeService('SchedulerService', this.service(), options.security, SCHEDULER_ROLES));
   }
 
   static async start(options: SchedulerOptions = {}): Promise<Scheduler> {
@@ -522,12 +556,23 @@ export class Scheduler {
             ),
           );
         }
+        const n = this.state.workers.size;
+        try {
+          checkRange(call.request.n, 'RetireWorkersRequest.n', 0, n, `0 retires only the named workers; at most the ${n} registered workers`);
+        } catch (err) {
+          return cb(toGrpcStatus(err));
+        }
         this.retire(call.request.workers, call.request.n).then(
           (retired) => cb(null, { retired }),
           (err) => cb(toGrpcStatus(err)),
         );
       },
       restartWorkers: (call: ServerUnaryCall<RestartWorkersRequest, RestartWorkersResponse>, cb: sendUnaryData<RestartWorkersResponse>) => {
+        try {
+          checkRange(call.request.timeoutMs, 'RestartWorkersRequest.timeout_ms', 0, MAX_TIMEOUT_MS, '0: the default, 60 s');
+        } catch (err) {
+          return cb(toGrpcStatus(err));
+        }
         this.restartWorkers(call.request.timeoutMs || 60_000).then(
           (r) => cb(null, r),
           (err) => cb(toGrpcStatus(err)),
@@ -542,6 +587,11 @@ export class Scheduler {
         cb(null, {});
       },
       getAdaptiveTarget: (call: ServerUnaryCall<GetAdaptiveTargetRequest, GetAdaptiveTargetResponse>, cb: sendUnaryData<GetAdaptiveTargetResponse>) => {
+        try {
+          checkRange(call.request.targetDurationMs, 'GetAdaptiveTargetRequest.target_duration_ms', 0, MAX_TIMEOUT_MS, '0: the default, 5 s');
+        } catch (err) {
+          return cb(toGrpcStatus(err));
+        }
         cb(null, this.state.adaptiveTarget(call.request.targetDurationMs || 5_000));
       },
       watchWorkers: (call) => {
@@ -649,6 +699,7 @@ export class Scheduler {
             id,
             call,
             batches,
+            functions: new Set(),
             out: new Batcher<ClientUpdate | InMemoryReport>((items) => {
               if (!call.writableEnded && !call.destroyed) call.write({ updates: clientUpdates(items, batches) });
             }),
@@ -689,9 +740,9 @@ export class Scheduler {
         return;
       case 'updateGraph': {
         const u = kind.value;
-        for (const f of u.functions) if (f.source && !this.functions.has(f.hash)) this.functions.set(f.hash, f);
-        const tasks = u.tasks.map(taskDefFromSpec);
-        for (const b of u.batches) taskDefsFromBatch(b, tasks);
+        const problem = this.acceptFunctions(conn, u);
+        const tasks = problem ? [] : u.tasks.map(taskDefFromSpec);
+        if (!problem) for (const b of u.batches) taskDefsFromBatch(b, tasks);
         this.handle({
           type: 'GraphUpdated',
           client: conn.id,
@@ -699,6 +750,7 @@ export class Scheduler {
           wanted: u.wantedKeys,
           broadcast: u.broadcastKeys,
           stimulusId: u.stimulusId || this.stimulus('update-graph'),
+          ...(problem ? { problem } : {}),
         });
         return;
       }
@@ -711,6 +763,36 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Takes the function sources of an update, each checked against its hash (the SHA-256 of the
+   * source, as @skein/common's inlineFunction makes it), so a source stored under a hash is the
+   * one every client means by it; and checks that the update's tasks use only inline functions
+   * this client sent. Returns what is wrong (the update is then refused whole), or undefined.
+   */
+  private acceptFunctions(conn: ClientConn, u: UpdateGraph): string | undefined {
+    for (const f of u.functions) {
+      if (!f.source) continue;
+      if (!conn.functions.has(f.hash) && sha256(f.source) !== f.hash) {
+        return `the source sent for function ${f.name || '(unnamed)'} does not match its hash ${JSON.stringify(f.hash.slice(0, 80))} (a function's hash is the SHA-256 hex digest of its source)`;
+      }
+      conn.functions.add(f.hash);
+      if (!this.functions.has(f.hash)) this.functions.set(f.hash, f);
+    }
+    const unsent = (fn: FunctionRef | undefined, key: string) =>
+      fn?.kind?.$case === 'inlineHash' && !conn.functions.has(fn.kind.value)
+        ? `task ${JSON.stringify(key.slice(0, 80))} uses the inline function ${JSON.stringify(fn.kind.value.slice(0, 80))}, whose source this client has not sent`
+        : undefined;
+    for (const t of u.tasks) {
+      const p = unsent(t.function, t.key);
+      if (p) return p;
+    }
+    for (const b of u.batches) {
+      const p = unsent(b.function, b.keys[0] ?? '');
+      if (p) return p;
+    }
+    return undefined;
+  }
+
   private welcome() {
     return {
       protocolVersion: PROTOCOL_VERSION,
@@ -718,6 +800,8 @@ export class Scheduler {
       schedulerAddress: this.address,
       heartbeatIntervalMs: this.options.heartbeatMs,
       batches: true,
+      maxMessageBytes: this.options.maxMessageBytes,
+      maxKeysPerUpdate: Math.min(this.options.maxKeysPerUpdate, 2 ** 31 - 1),
     };
   }
 
@@ -741,6 +825,13 @@ export class Scheduler {
             );
           }
           if (!hello.address) return fail(GrpcStatus.INVALID_ARGUMENT, 'WorkerHello.address is empty: a worker must say where peers reach it.');
+          try {
+            checkRange(hello.nthreads, 'WorkerHello.nthreads', 1, 1 << 16);
+            checkRange(hello.memoryLimit, 'WorkerHello.memory_limit', 0, Number.MAX_SAFE_INTEGER, '0: no limit');
+            for (const [name, q] of hello.resources) checkRange(q, `WorkerHello.resources[${JSON.stringify(name.slice(0, 80))}]`, 0, Number.MAX_VALUE);
+          } catch (err) {
+            return fail(GrpcStatus.INVALID_ARGUMENT, (err as Error).message);
+          }
           if (this.lifecycle.closing) return fail(GrpcStatus.UNAVAILABLE, 'The scheduler is closing.');
           const c: WorkerConn = {
             address: hello.address,

@@ -63,6 +63,15 @@ function* eventKeys(e: SchedulerEvent): Iterable<string> {
   }
 }
 
+/** A key shortened for an error message (keys are user data, possibly huge). */
+function clip(key: string): string {
+  return key.length > 80 ? `${key.slice(0, 80)}…` : key;
+}
+
+function tooLong(key: string, limit: number): string {
+  return `key "${clip(key)}" is ${key.length} characters long, over the scheduler's limit of ${limit} (scheduler option maxKeyLength, --max-key-length)`;
+}
+
 const NO_WHO_HAS: WhoHasInfo[] = Object.freeze([]) as unknown as WhoHasInfo[];
 const NO_INLINE_INPUTS: Array<[string, { encoding: number; data: Uint8Array }]> = Object.freeze([]) as unknown as Array<[string, { encoding: number; data: Uint8Array }]>;
 const ACTIVE: ReadonlySet<TaskStateName> = new Set(['waiting', 'queued', 'no-worker', 'processing']);
@@ -135,6 +144,8 @@ export class SchedulerState {
       logSize: 100_000,
       validate: false,
       noWorkersTimeoutMs: Infinity,
+      maxKeyLength: 8192,
+      maxKeysPerUpdate: 1_000_000,
       ...opts,
     };
     this.log = new TransitionLog(this.opts.logSize, TASK_STATES);
@@ -348,7 +359,7 @@ export class SchedulerState {
         return;
       }
       case 'GraphUpdated':
-        return this.updateGraph(e.client, e.tasks, e.wanted, e.broadcast);
+        return this.updateGraph(e.client, e.tasks, e.wanted, e.broadcast, e.problem);
       case 'ClientReleasedKeys':
         return this.releaseWants(e.client, e.keys);
       case 'ClientCancelledKeys':
@@ -486,18 +497,28 @@ export class SchedulerState {
     }
   }
 
-  private updateGraph(client: string, defs: TaskDef[], wanted: string[], broadcast: string[]): void {
+  private updateGraph(client: string, defs: TaskDef[], wanted: string[], broadcast: string[], problem?: string): void {
+    const refused = problem ?? this.checkUpdate(defs, wanted);
+    if (refused !== null) return this.refuseUpdate(client, wanted, refused);
     if (!this.clients.has(client)) this.clients.set(client, new Set());
     const added: TaskRecord[] = [];
     const addedDefs: TaskDef[] = [];
+    const first = this.sequence;
     let conflicts = this.pureConflicts.get(client);
     let refusedNow: string[] | null = null;
     for (const def of defs) {
       const existing = this.tasks.get(def.key);
       if (existing) {
-        // A pure key is shared only with a task whose key is its definition's (tenancy): another
-        // client's task of that key with another definition, or built on one, is not this
-        // client's result.
+        if (existing.sequence >= first) {
+          // Listed twice in this update: nothing of it stays (only `tasks` and this client's
+          // conflict marks were touched so far).
+          for (const ts of added) this.tasks.delete(ts.key);
+          if (refusedNow) for (const k of refusedNow) conflicts?.delete(k);
+          return this.refuseUpdate(client, wanted, `key "${clip(def.key)}" is defined twice in one update; every task of an update needs its own key`);
+        }
+        // Known before this update: the first definition stays. A pure key is shared only with a
+        // task whose key is its definition's (tenancy): another client's task of that key with
+        // another definition, or built on one, is not this client's result.
         if (def.pure && existing.owner !== client && !this.verifiedPure(existing)) {
           if (!conflicts) this.pureConflicts.set(client, (conflicts = new Set()));
           conflicts.add(def.key);
@@ -509,10 +530,12 @@ export class SchedulerState {
       const ts = new TaskRecord(def, this.internFunction(def.fn), this.internGroup(def.key), this.sequence++);
       ts.owner = client;
       this.tasks.set(def.key, ts);
-      this.counts.released++;
-      this.telemetry.added(ts.group); // dashboard
       added.push(ts);
       addedDefs.push(def);
+    }
+    for (const ts of added) {
+      this.counts.released++;
+      this.telemetry.added(ts.group); // dashboard
       if (ts.restrictions !== null) this.checkResources(ts);
     }
     // Linked once the whole batch exists: a graph may list a task before its inputs.
@@ -571,6 +594,32 @@ export class SchedulerState {
     for (const ts of added) {
       if (ts.state === 'released' && !this.needed(ts) && ts.dependents.length === 0) this.recs.set(ts, 'forgotten');
     }
+  }
+
+  /**
+   * What makes a graph update unacceptable as a whole, before anything changes (O(keys), no
+   * allocation): too many tasks or wanted keys, a key over the length limit, a task without a function. null: fine.
+   * Duplicate keys are found while adding (updateGraph); a missing dependency fails only its task.
+   */
+  private checkUpdate(defs: readonly TaskDef[], wanted: readonly string[]): string | null {
+    const { maxKeysPerUpdate, maxKeyLength } = this.opts;
+    if (defs.length > maxKeysPerUpdate || wanted.length > maxKeysPerUpdate) {
+      return `it has ${defs.length} tasks and ${wanted.length} wanted keys, more than the scheduler's limit of ${maxKeysPerUpdate} keys per update (scheduler option maxKeysPerUpdate, --max-keys-per-update); submit the graph in parts`;
+    }
+    for (const def of defs) {
+      if (def.key.length > maxKeyLength) return tooLong(def.key, maxKeyLength);
+      if (def.fn.registered === '' && def.fn.inlineHash === '') return `task "${clip(def.key)}" has no function (neither a registered name nor an inline function hash)`;
+    }
+    for (const key of wanted) if (key.length > maxKeyLength) return tooLong(key, maxKeyLength);
+    return null;
+  }
+
+  /** Refuses a whole graph update: each key it wants errs for its client; nothing else changes (Dask's update_graph failing). */
+  private refuseUpdate(client: string, wanted: readonly string[], problem: string): void {
+    const message =
+      `The scheduler refused graph update ${this.stimulusId} from client ${client}: ${problem}. ` +
+      'Nothing of this update was added; fix it and submit again.';
+    for (const key of wanted) this.report(client, { type: 'erred', key, error: taskError(key, 'invalid_argument', message, { problem }) });
   }
 
   /**

@@ -99,7 +99,11 @@ export interface FinishedTask {
 export type SchedulerEvent =
   | (Base & { type: 'ClientConnected'; client: string })
   | (Base & { type: 'ClientDisconnected'; client: string })
-  | (Base & { type: 'GraphUpdated'; client: string; tasks: TaskDef[]; wanted: string[]; broadcast: string[] })
+  /**
+   * `problem`: the shell found the update malformed (a function whose hash does not match its
+   * source, or that this client never sent): it is refused whole, as for the state's own checks.
+   */
+  | (Base & { type: 'GraphUpdated'; client: string; tasks: TaskDef[]; wanted: string[]; broadcast: string[]; problem?: string })
   | (Base & { type: 'ClientReleasedKeys'; client: string; keys: string[] })
   | (Base & { type: 'ClientCancelledKeys'; client: string; keys: string[] })
   | (Base & { type: 'ClientWantsKeys'; client: string; keys: string[] })
@@ -195,4 +199,8 @@ export interface SchedulerStateOptions {
    * has been running this long, fails (checked on Tick). Infinity: never.
    */
   noWorkersTimeoutMs: number;
+  /** A graph update with a key longer than this (UTF-16 code units) is refused whole. */
+  maxKeyLength: number;
+  /** A graph update with more tasks, or more wanted keys, than this is refused whole. */
+  maxKeysPerUpdate: number;
 }

@@ -13,6 +13,8 @@ import { CommClosedError } from '@skein/common';
 export const BULK_MIN_BYTES = 1024 * 1024;
 const TOKEN_BYTES = 32;
 const OFFER_TTL_MS = 60_000;
+/** A connection that has not sent its token within this long is closed (ms); the bulkIdleTimeoutMs worker option. */
+export const DEFAULT_BULK_IDLE_TIMEOUT_MS = 5_000;
 
 interface Offer {
   data: Uint8Array;
@@ -26,15 +28,17 @@ export class BulkServer {
   private constructor(
     private readonly server: Server,
     readonly port: number,
+    private readonly idleTimeoutMs: number,
   ) {}
 
-  static start(host: string): Promise<BulkServer> {
+  /** `idleTimeoutMs`: how long a connection may take to send its token before it is closed. */
+  static start(host: string, idleTimeoutMs = DEFAULT_BULK_IDLE_TIMEOUT_MS): Promise<BulkServer> {
     return new Promise((resolve, reject) => {
       const server = createServer();
       server.once('error', reject);
       server.listen(0, host, () => {
         server.off('error', reject);
-        const bulk = new BulkServer(server, (server.address() as { port: number }).port);
+        const bulk = new BulkServer(server, (server.address() as { port: number }).port, idleTimeoutMs);
         server.on('connection', (s) => bulk.serve(s));
         resolve(bulk);
       });
@@ -53,10 +57,14 @@ export class BulkServer {
   private serve(socket: Socket): void {
     this.sockets.add(socket);
     socket.setNoDelay(true);
+    // Until the token is in, a connection holds nothing: one that stays silent is closed.
+    const idle = setTimeout(() => socket.destroy(), this.idleTimeoutMs);
+    idle.unref();
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
       if (head.length < TOKEN_BYTES) return;
+      clearTimeout(idle);
       socket.off('data', onData);
       const token = head.subarray(0, TOKEN_BYTES).toString('ascii');
       const offer = this.offers.get(token);
@@ -70,7 +78,10 @@ export class BulkServer {
     };
     socket.on('data', onData);
     socket.on('error', () => socket.destroy());
-    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('close', () => {
+      clearTimeout(idle);
+      this.sockets.delete(socket);
+    });
   }
 
   close(): Promise<void> {

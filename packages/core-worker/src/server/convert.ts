@@ -181,6 +181,20 @@ export type Outgoing = SchedulerMessage | WorkerMessage;
 
 type TaskFinishedMessage = Extract<SchedulerMessage, { type: 'TaskFinished' }>;
 
+/** Messages per batch to the scheduler, and the inline value bytes one message unit stands for. */
+export const MAX_BATCH = 2000;
+const VALUE_BYTES_PER_UNIT = 512;
+
+/**
+ * A message's weight for the session's Batcher: 1, or for a result that travels inline its bytes
+ * in units of 512, so a batch carries at most about 1 MiB of values (2,000 results of 64 KiB
+ * would be 125 MiB, past the scheduler's receive limit).
+ */
+export function outgoingWeight(m: Outgoing): number {
+  if (!isDomain(m) || m.type !== 'TaskFinished' || m.value === undefined) return 1;
+  return 1 + m.value.data.length / VALUE_BYTES_PER_UNIT;
+}
+
 function isDomain(m: Outgoing): m is SchedulerMessage {
   return (m as SchedulerMessage).type !== undefined;
 }

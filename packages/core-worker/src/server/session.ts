@@ -21,7 +21,7 @@ import {
 } from '@skein/common';
 import type { CompiledWorkerOptions } from '../options.js';
 import type { WorkerState } from '../state/worker-state.js';
-import { toWireBatch, type Outgoing } from './convert.js';
+import { MAX_BATCH, outgoingWeight, toWireBatch, type Outgoing } from './convert.js';
 
 /** What the session needs from the worker that owns it. */
 export interface SessionHost {
@@ -215,9 +215,13 @@ export class SchedulerSession {
           welcomed: false,
           batches: false,
           ended: false,
-          batcher: new Batcher<Outgoing>((queued) => {
-            if (!stream.ended) call.write({ messages: toWireBatch(queued, stream.batches) });
-          }),
+          batcher: new Batcher<Outgoing>(
+            (queued) => {
+              if (!stream.ended) call.write({ messages: toWireBatch(queued, stream.batches) });
+            },
+            MAX_BATCH,
+            outgoingWeight,
+          ),
         };
         this.stream = stream;
         call.on('data', (res: WorkerSessionResponse) => {

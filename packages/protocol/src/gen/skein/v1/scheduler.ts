@@ -46,6 +46,16 @@ export interface Welcome {
    * sends them only when this is set (an older scheduler would ignore them).
    */
   batches: boolean;
+  /**
+   * The largest message the scheduler accepts (bytes; 0: not said). A bigger one ends the session
+   * with RESOURCE_EXHAUSTED, so a client refuses such an update itself.
+   */
+  maxMessageBytes: number;
+  /**
+   * The most tasks (and the most wanted keys) one UpdateGraph may hold (0: not said); a client
+   * splits what it can split (map, submit) to stay within it.
+   */
+  maxKeysPerUpdate: number;
 }
 
 export interface ClientHello {
@@ -563,7 +573,15 @@ export interface WatchWorkersResponse {
 }
 
 function createBaseWelcome(): Welcome {
-  return { protocolVersion: "", schedulerId: "", schedulerAddress: "", heartbeatIntervalMs: 0, batches: false };
+  return {
+    protocolVersion: "",
+    schedulerId: "",
+    schedulerAddress: "",
+    heartbeatIntervalMs: 0,
+    batches: false,
+    maxMessageBytes: 0,
+    maxKeysPerUpdate: 0,
+  };
 }
 
 export const Welcome: MessageFns<Welcome> = {
@@ -582,6 +600,12 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.batches !== false) {
       writer.uint32(40).bool(message.batches);
+    }
+    if (message.maxMessageBytes !== 0) {
+      writer.uint32(48).int64(message.maxMessageBytes);
+    }
+    if (message.maxKeysPerUpdate !== 0) {
+      writer.uint32(56).int32(message.maxKeysPerUpdate);
     }
     return writer;
   },
@@ -639,6 +663,22 @@ export const Welcome: MessageFns<Welcome> = {
             message.batches = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.maxMessageBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.maxKeysPerUpdate = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -661,6 +701,8 @@ export const Welcome: MessageFns<Welcome> = {
     message.schedulerAddress = object.schedulerAddress ?? "";
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
     message.batches = object.batches ?? false;
+    message.maxMessageBytes = object.maxMessageBytes ?? 0;
+    message.maxKeysPerUpdate = object.maxKeysPerUpdate ?? 0;
     return message;
   },
 };
