@@ -34,6 +34,7 @@ export class Rng {
 
   /** Up to `max` items of `xs` (with repeats). */
   some<T>(xs: readonly T[], max: number): T[] {
+    if (xs.length === 0) return [];
     const n = this.int(max + 1);
     return Array.from({ length: n }, () => this.pick(xs));
   }

@@ -402,7 +402,12 @@ export class SchedulerState {
       case 'MissingData': {
         const ts = this.tasks.get(e.key);
         const errant = this.workers.get(e.errant);
-        if (ts && errant) this.dropReplica(ts, errant);
+        if (ts && errant && ts.whoHas.includes(errant)) {
+          this.dropReplica(ts, errant);
+          // A failed fetch does not prove the copy gone (the connection may have broken on the
+          // way): the errant worker drops whatever it still has, or nothing would ever free it.
+          this.emit({ type: 'FreeKeys', worker: errant.address, keys: [ts.key], stimulusId: this.stimulusId });
+        }
         return;
       }
       case 'RescheduleRequested': {
@@ -763,6 +768,15 @@ export class SchedulerState {
     ws.nbytes = 0;
     // Tasks still listed as processing on the removed worker leave it in their transitions.
     for (const other of this.workers.values()) this.freedSlots.add(other);
+    // Copies a retiring worker waits for may have been asked of the removed worker: ask again
+    // (a worker that has one or is fetching it already ignores the repeat); with no running
+    // worker left, the retirement waits for nothing, as when it began with none.
+    for (const other of this.workers.values()) {
+      if (other.status !== 'retiring' || !other.pendingReplicas || other.pendingReplicas.size === 0) continue;
+      const remaining = this.running();
+      if (remaining.length === 0) other.pendingReplicas.clear();
+      else this.planReplicas(other, [...other.pendingReplicas], remaining);
+    }
     this.checkRetirements();
   }
 
@@ -818,24 +832,33 @@ export class SchedulerState {
     for (const ws of chosen) {
       if (remaining.length) for (const ts of ws.processing) this.recs.set(ts, 'released');
       ws.pendingReplicas = new Set();
-      const plan = new Map<WorkerRecord, WhoHasInfo[]>();
-      for (const ts of ws.hasWhat) {
-        if (ts.inline || ts.whoHas.some((o) => o !== ws && o.status === 'running')) continue;
-        if (!this.needed(ts) && ts.dependents.every((d) => d.state === 'memory' || d.state === 'erred')) continue;
-        const target = remaining.reduce<WorkerRecord | undefined>((best, w) => (!best || w.nbytes < best.nbytes ? w : best), undefined);
-        if (!target) break;
-        target.nbytes += Math.max(0, ts.nbytes);
-        ws.pendingReplicas.add(ts);
-        let list = plan.get(target);
-        if (!list) plan.set(target, (list = []));
-        list.push({ key: ts.key, workers: [ws.address], nbytes: ts.nbytes });
-      }
-      for (const [target, whoHas] of plan) {
-        target.nbytes -= whoHas.reduce((s, w) => s + Math.max(0, w.nbytes), 0);
-        this.emit({ type: 'AcquireReplicas', worker: target.address, whoHas, stimulusId: this.stimulusId });
-      }
+      this.planReplicas(ws, ws.hasWhat, remaining);
     }
     this.checkRetirements();
+  }
+
+  /**
+   * Asks the `remaining` running workers for copies of the results of `tasks` that only the
+   * retiring `ws` holds (and that are still needed), the least loaded first; each planned copy
+   * joins ws.pendingReplicas.
+   */
+  private planReplicas(ws: WorkerRecord, tasks: Iterable<TaskRecord>, remaining: readonly WorkerRecord[]): void {
+    const plan = new Map<WorkerRecord, WhoHasInfo[]>();
+    for (const ts of tasks) {
+      if (ts.inline || ts.whoHas.some((o) => o !== ws && o.status === 'running')) continue;
+      if (!this.needed(ts) && ts.dependents.every((d) => d.state === 'memory' || d.state === 'erred')) continue;
+      const target = remaining.reduce<WorkerRecord | undefined>((best, w) => (!best || w.nbytes < best.nbytes ? w : best), undefined);
+      if (!target) break;
+      target.nbytes += Math.max(0, ts.nbytes);
+      ws.pendingReplicas!.add(ts);
+      let list = plan.get(target);
+      if (!list) plan.set(target, (list = []));
+      list.push({ key: ts.key, workers: [ws.address], nbytes: ts.nbytes });
+    }
+    for (const [target, whoHas] of plan) {
+      target.nbytes -= whoHas.reduce((s, w) => s + Math.max(0, w.nbytes), 0);
+      this.emit({ type: 'AcquireReplicas', worker: target.address, whoHas, stimulusId: this.stimulusId });
+    }
   }
 
   /**
