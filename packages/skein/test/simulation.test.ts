@@ -323,7 +323,7 @@ class Simulation {
           if (!d) this.fail(`worker ${w.address} was told to execute ${a.key}, which no client defined`);
           const have = new Set(a.inputs.map(([k]) => k));
           const lacking = d.deps.filter((k) => !have.has(k));
-          if (lacking.length > 0) this.fail(`worker ${w.address} executes ${a.key} without its inputs ${lacking.join(', ')}`);
+          if (lacking.length > 0) this.fail(`worker ${w.address} executes ${a.key} without its inputs ${lacking.join(', ')}: ${this.describe(a.key)}`, lacking[0]);
           for (const [k, v] of a.inputs) this.checkValue(k, v as Encoded, `input of ${a.key} on ${w.address}`);
           w.pool.push({ key: a.key, started: false, a });
           break;
