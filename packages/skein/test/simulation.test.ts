@@ -779,7 +779,7 @@ class Simulation {
     for (const ws of s.workers.values()) {
       if (ws.status !== 'running') {
         const pending = [...(ws.pendingReplicas ?? [])].map((t) => t.key);
-        this.fail(`at rest, worker ${ws.address} is still ${ws.status} (its retirement waits for copies of ${pending.join(', ') || 'nothing'})`, pending[0]);
+        this.fail(`at rest, worker ${ws.address} is still ${ws.status} (its retirement waits for copies of ${pending.join(', ') || 'nothing'})${pending[0] ? `: ${this.describe(pending[0])}` : ''}`, pending[0]);
       }
     }
     for (const [key, ts] of s.tasks) {

@@ -110,6 +110,8 @@ export class SchedulerState {
   private actions: SchedulerAction[] = [];
   private runningCache: WorkerRecord[] | null = null;
   private readonly pendingFrees = new Map<string, Extract<SchedulerAction, { type: 'FreeKeys' }>>();
+  /** Retiring workers that wait for copies of their results (pendingReplicas set). */
+  private readonly retiringWithCopies = new Set<WorkerRecord>();
   private readonly recs = new Recommendations();
   private freedSlots = new Set<WorkerRecord>();
   private stimulusId = '';
@@ -171,6 +173,8 @@ export class SchedulerState {
       this.dispatch(event);
       if (this.faultHook !== undefined) this.faultHook(event, 'dispatched');
       this.drain();
+      // A copy a retirement waits for may have become needless meanwhile (released, forgotten).
+      if (this.retiringWithCopies.size > 0) this.checkRetirements();
       if (this.faultHook !== undefined) this.faultHook(event, 'drained');
     } catch (err) {
       this.recover(event, err, mark);
@@ -737,6 +741,7 @@ export class SchedulerState {
     const ws = this.workers.get(address);
     if (!ws) return;
     this.workers.delete(address);
+    this.retiringWithCopies.delete(ws);
     this.runningCache = null;
     for (const ts of ws.processing) {
       if (!expected) {
@@ -832,6 +837,7 @@ export class SchedulerState {
     for (const ws of chosen) {
       if (remaining.length) for (const ts of ws.processing) this.recs.set(ts, 'released');
       ws.pendingReplicas = new Set();
+      this.retiringWithCopies.add(ws);
       this.planReplicas(ws, ws.hasWhat, remaining);
     }
     this.checkRetirements();
@@ -938,6 +944,7 @@ export class SchedulerState {
       }
       if (ws.pendingReplicas.size === 0) {
         ws.pendingReplicas = null;
+        this.retiringWithCopies.delete(ws);
         // Clients fetch from the new holders (Dask's clients ask the scheduler's who_has).
         for (const ts of ws.hasWhat) {
           if (ts.state === 'memory' && ts.whoWants !== null && !ts.inline && ts.whoHas.length > 1) this.reportHolders(ts, ws);
