@@ -718,24 +718,24 @@ describe(`fuzzing every gRPC service of a real cluster ${tag}`, () => {
     await inParallel(PARALLEL, jobs);
     console.log(`fuzz: ${jobs.length} calls in ${Date.now() - started} ms; endings: ${calls.summary()}; scheduler RSS ${(baseline / 2 ** 20).toFixed(0)} MB → peak ${(peak / 2 ** 20).toFixed(0)} MB ${tag}`);
 
-    // Nothing hung.
-    expect(calls.reportHangs(), `calls that did not answer within ${DEADLINE_MS} ms ${tag}`).toEqual([]);
+    // Each property is checked (softly: one run reports every one that failed). Nothing hung.
+    expect.soft(calls.reportHangs(), `calls that did not answer within ${DEADLINE_MS} ms ${tag}`).toEqual([]);
     // No process crashed: the same scheduler, nannies and worker processes as at the start.
-    expect(alive(scheduler), `the scheduler process is alive ${tag}\n${scheduler.stderr.slice(-20).join('\n')}`).toBe(true);
+    expect.soft(alive(scheduler), `the scheduler process is alive ${tag}\n${scheduler.stderr.slice(-20).join('\n')}`).toBe(true);
     for (const n of nodes) {
-      expect(alive(n.proc), `the nanny of ${n.worker} is alive ${tag}\n${n.proc.stderr.slice(-20).join('\n')}`).toBe(true);
-      expect(pidAlive(n.workerPid), `worker process ${n.workerPid} (${n.worker}) is alive ${tag}`).toBe(true);
+      expect.soft(alive(n.proc), `the nanny of ${n.worker} is alive ${tag}\n${n.proc.stderr.slice(-20).join('\n')}`).toBe(true);
+      expect.soft(pidAlive(n.workerPid), `worker process ${n.workerPid} (${n.worker}) is alive ${tag}`).toBe(true);
       const status = await nannyStatus(n.nanny);
-      expect({ pid: status.workerPid, restarts: status.restarts, lastDeath: status.lastDeathReason }, `nanny of ${n.worker} ${tag}`).toEqual({ pid: n.workerPid, restarts: 0, lastDeath: '' });
+      expect.soft({ pid: status.workerPid, restarts: status.restarts, lastDeath: status.lastDeathReason }, `nanny of ${n.worker} ${tag}`).toEqual({ pid: n.workerPid, restarts: 0, lastDeath: '' });
     }
     const internal = internalErrors(procs);
-    expect(internal, `internal errors logged ${tag}`).toEqual([]);
+    expect.soft(internal, `internal errors logged ${tag}`).toEqual([]);
     // A legitimate client still gets correct results, from both original workers.
     await legitimateClientWorks(address);
     await using client = await Client.connect(address);
-    expect((await client.schedulerInfo()).workers.map((w) => w.pid).sort(), `the registered workers ${tag}`).toEqual(nodes.map((n) => n.workerPid).sort());
+    expect.soft((await client.schedulerInfo()).workers.map((w) => w.pid).sort(), `the registered workers ${tag}`).toEqual(nodes.map((n) => n.workerPid).sort());
     // The scheduler's memory stayed bounded.
-    expect(peak - baseline, `scheduler RSS grew from ${baseline} to ${peak} bytes ${tag}`).toBeLessThan(RSS_GROWTH_BOUND);
+    expect.soft(peak - baseline, `scheduler RSS grew from ${baseline} to ${peak} bytes ${tag}`).toBeLessThan(RSS_GROWTH_BOUND);
   });
 
   it('survives hostile admin calls (retire, restart, death reports, nanny restart and kill), and a fresh worker serves a legitimate client', async () => {
@@ -772,14 +772,14 @@ describe(`fuzzing every gRPC service of a real cluster ${tag}`, () => {
     await inParallel(PARALLEL, jobs);
     console.log(`fuzz (admin): ${jobs.length} calls; endings: ${calls.summary()} ${tag}`);
 
-    expect(calls.reportHangs(), `admin calls that did not answer in time ${tag}`).toEqual([]);
-    expect(alive(scheduler), `the scheduler process is alive ${tag}\n${scheduler.stderr.slice(-20).join('\n')}`).toBe(true);
+    expect.soft(calls.reportHangs(), `admin calls that did not answer in time ${tag}`).toEqual([]);
+    expect.soft(alive(scheduler), `the scheduler process is alive ${tag}\n${scheduler.stderr.slice(-20).join('\n')}`).toBe(true);
     // The nannies may have been told to stop; whatever they did, they did it cleanly.
     for (const n of nodes) {
-      if (!alive(n.proc)) expect(n.proc.child.exitCode, `exit of the nanny of ${n.worker} ${tag}\n${n.proc.stderr.slice(-20).join('\n')}`).toBe(0);
+      if (!alive(n.proc)) expect.soft(n.proc.child.exitCode, `exit of the nanny of ${n.worker} ${tag}\n${n.proc.stderr.slice(-20).join('\n')}`).toBe(0);
     }
     const internal = internalErrors(procs);
-    expect(internal, `internal errors logged ${tag}`).toEqual([]);
+    expect.soft(internal, `internal errors logged ${tag}`).toEqual([]);
     // A fresh worker joins, and a legitimate client gets correct results.
     const fresh = await startNode('fz-fresh');
     nodes.push(fresh);
@@ -788,7 +788,7 @@ describe(`fuzzing every gRPC service of a real cluster ${tag}`, () => {
       return (await probe.schedulerInfo()).workers.some((w) => w.address === fresh.worker);
     }, 20_000, 'the fresh worker to register');
     await legitimateClientWorks(address);
-    expect(peak - baseline, `scheduler RSS grew from ${baseline} to ${peak} bytes ${tag}`).toBeLessThan(RSS_GROWTH_BOUND);
+    expect.soft(peak - baseline, `scheduler RSS grew from ${baseline} to ${peak} bytes ${tag}`).toBeLessThan(RSS_GROWTH_BOUND);
   });
 });
 
