@@ -610,7 +610,11 @@ describe(`fuzzing every gRPC service of a real cluster ${tag}`, () => {
     baseline = rssOf(schedulerPid);
     peak = baseline;
     sampler = setInterval(() => {
-      if (alive(scheduler)) peak = Math.max(peak, rssOf(schedulerPid));
+      try {
+        if (alive(scheduler)) peak = Math.max(peak, rssOf(schedulerPid));
+      } catch {
+        // It exited between the check and the read (the crash is reported by the test).
+      }
     }, 100);
   }, 60_000);
 
