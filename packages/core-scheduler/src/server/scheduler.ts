@@ -38,6 +38,7 @@ import {
   parseBytes,
   sha256,
   strictService,
+  RefusedMessage,
   errorInfoFromWire,
   forEachRun,
   InvalidArgumentError,
@@ -334,7 +335,10 @@ export class Scheduler {
     });
     if (options.validate) watchInvariants(this.state, () => `scheduler ${this.address}`);
     this.server = newServer(options.maxMessageBytes);
-    this.server.addService(strictService(SchedulerServiceService), authorizeService('SchedulerService', this.service(), options.security, SCHEDULER_ROLES));
+    this.server.addService(
+      decodingInOrder(strictService(SchedulerServiceService)),
+      authorizeService('SchedulerService', this.service(), options.security, SCHEDULER_ROLES),
+    );
   }
 
   static async start(options: SchedulerOptions = {}): Promise<Scheduler> {
@@ -679,10 +683,17 @@ export class Scheduler {
 
   private clientSession(call: ServerDuplexStream<ClientSessionRequest, ClientSessionResponse>): void {
     let conn: ClientConn | undefined;
+    let refused = false;
     const fail = (code: GrpcStatus, details: string) => {
+      refused = true;
       call.emit('error', { code, details });
     };
-    call.on('data', (req: ClientSessionRequest) => {
+    call.on('data', (req: ClientSessionRequest | Undecodable) => {
+      // Nothing a refused session still sends is read.
+      if (refused) return;
+      if (req instanceof Undecodable) {
+        return fail(GrpcStatus.INVALID_ARGUMENT, `The scheduler could not decode a message of this client session (${req.reason}); the session ends.`);
+      }
       for (const msg of req.messages) {
         const kind = msg.kind;
         if (!kind) continue;
@@ -807,11 +818,20 @@ export class Scheduler {
 
   private workerSession(call: ServerDuplexStream<WorkerSessionRequest, WorkerSessionResponse>): void {
     let conn: WorkerConn | undefined;
-    const fail = (code: GrpcStatus, details: string) => call.emit('error', { code, details });
-    call.on('data', (req: WorkerSessionRequest) => {
+    let refused = false;
+    const fail = (code: GrpcStatus, details: string) => {
+      refused = true;
+      call.emit('error', { code, details });
+    };
+    call.on('data', (req: WorkerSessionRequest | Undecodable) => {
       // A dropped connection was told so (dropWorkerConn); what it still sends is not news, and
       // its address may belong to a new registration by now.
-      if (conn && this.workers.get(conn.address) !== conn) return;
+      if (refused || (conn && this.workers.get(conn.address) !== conn)) return;
+      if (req instanceof Undecodable) {
+        // Its tasks are re-run elsewhere once the worker is removed (the session's end).
+        if (conn) this.log.error(`closing worker ${conn.address}: it sent a message the scheduler could not decode: ${req.reason}`);
+        return fail(GrpcStatus.INVALID_ARGUMENT, `The scheduler could not decode a message of this worker session (${req.reason}); the session ends.`);
+      }
       for (const msg of req.messages) {
         const kind = msg.kind;
         if (!kind) continue;
@@ -1023,6 +1043,37 @@ export class Scheduler {
         return;
     }
   }
+}
+
+/** A session message whose bytes do not decode (see decodingInOrder). */
+class Undecodable {
+  constructor(readonly reason: string) {}
+}
+
+/**
+ * The service with session messages that fail to decode handed to the session handler (as an
+ * Undecodable) instead of failing the call inside grpc-js. grpc-js answers such a message at
+ * once, while messages before it may still wait for the handler: when the handler then answers
+ * one of those (the scheduler often does), the call's status never reaches the peer, which
+ * waits forever. The handler refuses an Undecodable in order, through its own stream, after
+ * what it already wrote. Messages strictService refuses take the same path.
+ */
+function decodingInOrder(service: typeof SchedulerServiceService): typeof SchedulerServiceService {
+  const tolerant = <T>(decode: (b: Buffer) => T) => (b: Buffer): T => {
+    try {
+      // A message strictService refuses (a wrong wire type) is refused by the handler too, in
+      // order, not by newServer's interceptor, which would answer at once.
+      const m = decode(b);
+      return m instanceof RefusedMessage ? (new Undecodable(m.details) as unknown as T) : m;
+    } catch (err) {
+      return new Undecodable(err instanceof Error ? err.message : String(err)) as unknown as T;
+    }
+  };
+  return {
+    ...service,
+    clientSession: { ...service.clientSession, requestDeserialize: tolerant(service.clientSession.requestDeserialize) },
+    workerSession: { ...service.workerSession, requestDeserialize: tolerant(service.workerSession.requestDeserialize) },
+  };
 }
 
 /**

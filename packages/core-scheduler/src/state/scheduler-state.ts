@@ -124,6 +124,8 @@ export class SchedulerState {
   private actions: SchedulerAction[] = [];
   private runningCache: WorkerRecord[] | null = null;
   private readonly pendingFrees = new Map<string, Extract<SchedulerAction, { type: 'FreeKeys' }>>();
+  /** Retiring workers that wait for copies of their results (pendingReplicas set). */
+  private readonly retiringWithCopies = new Set<WorkerRecord>();
   private readonly recs = new Recommendations();
   private freedSlots = new Set<WorkerRecord>();
   private stimulusId = '';
@@ -187,6 +189,8 @@ export class SchedulerState {
       this.dispatch(event);
       if (this.faultHook !== undefined) this.faultHook(event, 'dispatched');
       this.drain();
+      // A copy a retirement waits for may have become needless meanwhile (released, forgotten).
+      if (this.retiringWithCopies.size > 0) this.checkRetirements();
       if (this.faultHook !== undefined) this.faultHook(event, 'drained');
     } catch (err) {
       this.recover(event, err, mark);
@@ -430,7 +434,12 @@ export class SchedulerState {
       case 'MissingData': {
         const ts = this.tasks.get(e.key);
         const errant = this.workers.get(e.errant);
-        if (ts && errant) this.dropReplica(ts, errant);
+        if (ts && errant && ts.whoHas.includes(errant)) {
+          this.dropReplica(ts, errant);
+          // A failed fetch does not prove the copy gone (the connection may have broken on the
+          // way): the errant worker drops whatever it still has, or nothing would ever free it.
+          this.emit({ type: 'FreeKeys', worker: errant.address, keys: [ts.key], stimulusId: this.stimulusId });
+        }
         return;
       }
       case 'RescheduleRequested': {
@@ -864,6 +873,7 @@ export class SchedulerState {
     const ws = this.workers.get(address);
     if (!ws) return;
     this.workers.delete(address);
+    this.retiringWithCopies.delete(ws);
     this.runningCache = null;
     for (const ts of ws.processing) {
       if (!expected) {
@@ -895,6 +905,15 @@ export class SchedulerState {
     ws.nbytes = 0;
     // Tasks still listed as processing on the removed worker leave it in their transitions.
     for (const other of this.workers.values()) this.freedSlots.add(other);
+    // Copies a retiring worker waits for may have been asked of the removed worker: ask again
+    // (a worker that has one or is fetching it already ignores the repeat); with no running
+    // worker left, the retirement waits for nothing, as when it began with none.
+    for (const other of this.workers.values()) {
+      if (other.status !== 'retiring' || !other.pendingReplicas || other.pendingReplicas.size === 0) continue;
+      const remaining = this.running();
+      if (remaining.length === 0) other.pendingReplicas.clear();
+      else this.planReplicas(other, [...other.pendingReplicas], remaining);
+    }
     this.checkRetirements();
   }
 
@@ -948,25 +967,35 @@ export class SchedulerState {
     for (const ws of chosen) {
       if (remaining.length) for (const ts of ws.processing) this.recs.set(ts, 'released');
       ws.pendingReplicas = new Set();
-      const plan = new Map<WorkerRecord, WhoHasInfo[]>();
-      for (const ts of ws.hasWhat) {
-        if (ts.inline || ts.whoHas.some((o) => o !== ws && o.status === 'running')) continue;
-        if (!this.needed(ts) && ts.dependents.every((d) => d.state === 'memory' || d.state === 'erred')) continue;
-        const target = remaining.reduce<WorkerRecord | undefined>((best, w) => (!best || w.nbytes < best.nbytes ? w : best), undefined);
-        if (!target) break;
-        target.nbytes += Math.max(0, ts.nbytes);
-        ws.pendingReplicas.add(ts);
-        (ts.replicaTargets ??= new Set()).add(target);
-        let list = plan.get(target);
-        if (!list) plan.set(target, (list = []));
-        list.push({ key: ts.key, workers: [ws.address], nbytes: ts.nbytes });
-      }
-      for (const [target, whoHas] of plan) {
-        target.nbytes -= whoHas.reduce((s, w) => s + Math.max(0, w.nbytes), 0);
-        this.emit({ type: 'AcquireReplicas', worker: target.address, whoHas, stimulusId: this.stimulusId });
-      }
+      this.retiringWithCopies.add(ws);
+      this.planReplicas(ws, ws.hasWhat, remaining);
     }
     this.checkRetirements();
+  }
+
+  /**
+   * Asks the `remaining` running workers for copies of the results of `tasks` that only the
+   * retiring `ws` holds (and that are still needed), the least loaded first; each planned copy
+   * joins ws.pendingReplicas.
+   */
+  private planReplicas(ws: WorkerRecord, tasks: Iterable<TaskRecord>, remaining: readonly WorkerRecord[]): void {
+    const plan = new Map<WorkerRecord, WhoHasInfo[]>();
+    for (const ts of tasks) {
+      if (ts.inline || ts.whoHas.some((o) => o !== ws && o.status === 'running')) continue;
+      if (!this.needed(ts) && ts.dependents.every((d) => d.state === 'memory' || d.state === 'erred')) continue;
+      const target = remaining.reduce<WorkerRecord | undefined>((best, w) => (!best || w.nbytes < best.nbytes ? w : best), undefined);
+      if (!target) break;
+      target.nbytes += Math.max(0, ts.nbytes);
+      ws.pendingReplicas!.add(ts);
+      (ts.replicaTargets ??= new Set()).add(target);
+      let list = plan.get(target);
+      if (!list) plan.set(target, (list = []));
+      list.push({ key: ts.key, workers: [ws.address], nbytes: ts.nbytes });
+    }
+    for (const [target, whoHas] of plan) {
+      target.nbytes -= whoHas.reduce((s, w) => s + Math.max(0, w.nbytes), 0);
+      this.emit({ type: 'AcquireReplicas', worker: target.address, whoHas, stimulusId: this.stimulusId });
+    }
   }
 
   /**
@@ -1047,6 +1076,7 @@ export class SchedulerState {
       }
       if (ws.pendingReplicas.size === 0) {
         ws.pendingReplicas = null;
+        this.retiringWithCopies.delete(ws);
         // Clients fetch from the new holders (Dask's clients ask the scheduler's who_has).
         for (const ts of ws.hasWhat) {
           if (ts.state === 'memory' && ts.whoWants !== null && !ts.inline && ts.whoHas.length > 1) this.reportHolders(ts, ws);

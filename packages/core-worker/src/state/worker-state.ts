@@ -19,6 +19,7 @@ import { InternalError, InvalidTransitionError, SkeinError, TransitionLog, taskE
 import { Heap } from './heap.js';
 import { TASK_STATES, isSpilled, storedBytes } from './types.js';
 import type {
+  ComputeTaskEvent,
   Encoded,
   StoredValue,
   TaskCall,
@@ -149,6 +150,11 @@ export class WorkerState {
   readonly dataNeeded = new Set<string>();
   /** Peers being fetched from → keys in that transfer. */
   readonly inFlight = new Map<string, Set<string>>();
+  /**
+   * ComputeTasks for keys that were being fetched as copies when they came (the fetch goes on):
+   * what such a task needs to run here if the fetch fails (onMissing).
+   */
+  private readonly computeWhileFetching = new Map<string, ComputeTaskEvent>();
   /** Resources not held by executing tasks. */
   readonly availableResources: Map<string, number>;
   readonly totalResources: ReadonlyMap<string, number>;
@@ -297,10 +303,15 @@ export class WorkerState {
           case 'waiting':
           case 'ready':
           case 'executing':
+            return; // already under way
           case 'fetch':
           case 'flight':
-            return; // already under way
+            // Being fetched as a copy: the fetch goes on (its value is as good as a run). Should it
+            // come back without the value, the task runs here, and needs its inputs (onMissing).
+            this.computeWhileFetching.set(ts.key, ev);
+            return;
           case 'cancelled':
+            if (ts.previous === 'flight') this.computeWhileFetching.set(ts.key, ev);
             ctx.recs.set(ts.key, ts.previous ?? 'executing');
             return;
           case 'released':
@@ -309,24 +320,7 @@ export class WorkerState {
           case 'forgotten':
             break;
         }
-        // Set up (again): the spec of a task already under way is not changed.
-        ts.priority = ev.priority;
-        ts.sequence = ev.sequence;
-        ts.resources = ev.resources.size > 0 ? new Map(ev.resources) : NO_RESOURCES;
-        for (const dep of ev.dependencies) {
-          if (dep === ev.key) continue;
-          const d = this.tasks.get(dep) ?? this.newTask(dep);
-          addTo(d, 'dependents', ts.key);
-          addTo(ts, 'dependencies', dep);
-          for (const w of ev.whoHas.get(dep) ?? []) if (w !== this.config.address) addTo(d, 'whoHas', w);
-          const nb = ev.nbytes.get(dep);
-          if (nb !== undefined && d.state !== 'memory') d.nbytes = nb;
-          const inline = ev.inlineInputs.get(dep);
-          if (inline && (d.state === 'released' || d.state === 'fetch' || d.state === 'missing' || d.state === 'flight')) {
-            d.staged = { kind: 'value', value: inline, typeName: '', startMs: 0, stopMs: 0 };
-            ctx.recs.set(dep, 'memory');
-          }
-        }
+        this.setUpCompute(ts, ev, ctx);
         ctx.recs.set(ts.key, 'waiting');
         return;
       }
@@ -569,6 +563,7 @@ export class WorkerState {
       this.putInError(ts, ctx);
     },
     'released->forgotten': function (ts, ctx) {
+      this.computeWhileFetching.delete(ts.key);
       for (const dep of ts.dependencies) this.tasks.get(dep)?.dependents.delete(ts.key);
       ts.dependencies.clear();
       this.setState(ts, 'forgotten', ctx);
@@ -849,6 +844,7 @@ export class WorkerState {
     const staged = ts.staged;
     if (!staged || staged.kind !== 'value') throw new InvalidTransitionError('worker', ts.key, start, 'memory', this.story(ts.key));
     ts.staged = undefined;
+    this.computeWhileFetching.delete(ts.key);
     this.data.set(ts.key, staged.value);
     ts.nbytes = staged.value.data.byteLength;
     this.managedBytes += ts.nbytes;
@@ -929,7 +925,35 @@ export class WorkerState {
   }
 
   /** No holder has this key: give back the tasks that need it; compute it here if assigned. */
+  /** Records what a task to compute here needs: its priority, resources and inputs. */
+  private setUpCompute(ts: TaskRecord, ev: ComputeTaskEvent, ctx: Ctx): void {
+    // Set up (again): the spec of a task already under way is not changed.
+    ts.priority = ev.priority;
+    ts.sequence = ev.sequence;
+    ts.resources = ev.resources.size > 0 ? new Map(ev.resources) : NO_RESOURCES;
+    for (const dep of ev.dependencies) {
+      if (dep === ev.key) continue;
+      const d = this.tasks.get(dep) ?? this.newTask(dep);
+      addTo(d, 'dependents', ts.key);
+      addTo(ts, 'dependencies', dep);
+      for (const w of ev.whoHas.get(dep) ?? []) if (w !== this.config.address) addTo(d, 'whoHas', w);
+      const nb = ev.nbytes.get(dep);
+      if (nb !== undefined && d.state !== 'memory') d.nbytes = nb;
+      const inline = ev.inlineInputs.get(dep);
+      if (inline && (d.state === 'released' || d.state === 'fetch' || d.state === 'missing' || d.state === 'flight')) {
+        d.staged = { kind: 'value', value: inline, typeName: '', startMs: 0, stopMs: 0 };
+        ctx.recs.set(dep, 'memory');
+      }
+    }
+  }
+
   private onMissing(ts: TaskRecord, ctx: Ctx): void {
+    // Assigned here while it was being fetched: set it up to run here instead.
+    const compute = ts.call && ts.wanted ? this.computeWhileFetching.get(ts.key) : undefined;
+    if (compute) {
+      this.computeWhileFetching.delete(ts.key);
+      this.setUpCompute(ts, compute, ctx);
+    }
     for (const d of [...ts.dependents]) {
       const dt = this.tasks.get(d);
       if (!dt || dt.state !== 'waiting') continue;

@@ -1,0 +1,31 @@
+// Regressions found by the state machine simulation (packages/skein/test/simulation.test.ts),
+// each reduced to the few events that show it.
+import { describe, expect, it } from 'vitest';
+import { A, B, compute, newState } from './helpers.js';
+
+describe('WorkerState: findings of the simulation', () => {
+  it('a task assigned while its key is fetched here as a copy runs with its inputs if the copy does not come', () => {
+    const s = newState({ nthreads: 2 });
+    s.handle({ type: 'AcquireReplicas', whoHas: new Map([['x', [A]]]), nbytes: new Map(), stimulusId: 'acquire' });
+    expect(s.tasks.get('x')!.state).toBe('flight');
+    // The scheduler then has x computed here (its input d is on B); the fetch goes on.
+    expect(s.handle(compute('x', { dependencies: ['d'], whoHas: { d: [B] } }))).toEqual([]);
+    // A had no copy after all: x runs here, which first needs d from B (not a run without it).
+    const acts = s.handle({ type: 'GatherDepSuccess', worker: A, data: new Map(), missing: ['x'], stimulusId: 'g' });
+    expect(acts.map((a) => a.type)).toEqual(['SendToScheduler', 'GatherDep']);
+    expect(acts[1]).toMatchObject({ type: 'GatherDep', worker: B, keys: ['d'] });
+    expect(s.tasks.get('x')!.state).toBe('waiting');
+    const run = s.handle({ type: 'GatherDepSuccess', worker: B, data: new Map([['d', { encoding: 1, data: Buffer.from('1') }]]), missing: [], stimulusId: 'g2' });
+    expect(run).toMatchObject([{ type: 'Execute', key: 'x', inputs: [['d', { encoding: 1 }]] }]);
+  });
+
+  it('a copy that does come answers the assignment, and what it would have needed is forgotten', () => {
+    const s = newState({ nthreads: 2 });
+    s.handle({ type: 'AcquireReplicas', whoHas: new Map([['x', [A]]]), nbytes: new Map(), stimulusId: 'acquire' });
+    s.handle(compute('x', { dependencies: ['d'], whoHas: { d: [B] } }));
+    const acts = s.handle({ type: 'GatherDepSuccess', worker: A, data: new Map([['x', { encoding: 1, data: Buffer.from('2') }]]), missing: [], stimulusId: 'g' });
+    expect(acts.some((a) => a.type === 'Execute' || a.type === 'GatherDep')).toBe(false);
+    expect(s.tasks.get('x')!.state).toBe('memory');
+    expect(s.tasks.has('d')).toBe(false);
+  });
+});
