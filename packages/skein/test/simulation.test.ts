@@ -577,6 +577,11 @@ class Simulation {
 
   submit(c: SimClient): void {
     const r = this.r;
+    // Sometimes a key defined before (by any client) again, with the same definition: the task is
+    // shared. Picked before this update's own keys exist: one update defines each key once (the
+    // scheduler refuses an update that lists a key twice).
+    const known = this.reg.defs.size;
+    const shared = r.chance(0.3) && known > 0 ? [`t${1 + r.int(known)}`] : [];
     const fresh: Def[] = [];
     const usable = [...c.wants];
     for (let i = 1 + r.int(6); i > 0; i--) {
@@ -598,8 +603,6 @@ class Simulation {
       this.reg.defs.set(d.key, d);
       fresh.push(d);
     }
-    // Sometimes another client's key again (the same definition: the task is shared).
-    const shared = r.chance(0.3) && this.reg.defs.size > 0 ? [`t${1 + r.int(this.reg.defs.size)}`] : [];
     const defs = [...this.reg.closure(shared), ...fresh];
     const wanted = [...shared, ...fresh.filter(() => r.chance(0.8)).map((d) => d.key)];
     if (wanted.length === 0) wanted.push(fresh[fresh.length - 1]!.key);
@@ -792,7 +795,7 @@ class Simulation {
     for (const c of this.clients.values()) {
       for (const key of c.wants) {
         const ts = s.tasks.get(key);
-        if (!ts) this.fail(`${c.id} wants ${key}, which the scheduler forgot (lost)`);
+        if (!ts) this.fail(`${c.id} wants ${key}, which the scheduler forgot (lost); the last report it had of it: ${JSON.stringify(c.last.get(key)) ?? 'none'}`, key);
         if (ts.state !== 'memory' && ts.state !== 'erred') this.fail(`${c.id} wants ${key}, which is ${ts.state} at rest (stuck)`);
         if (!s.clients.get(c.id)?.has(ts)) this.fail(`${c.id} wants ${key} but the scheduler does not know`);
         const last = c.last.get(key);
