@@ -262,8 +262,10 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
     return `${verb} ${kind} ${name} in namespace ${this.o.namespace}`;
   }
 
-  async podLogs(pod: string, tailLines?: number): Promise<string[]> {
-    const text = await call(this.#what('read the log of', 'pod', pod), () => this.core.readNamespacedPodLog({ name: pod, namespace: this.o.namespace, ...(tailLines ? { tailLines } : {}) }));
+  async podLogs(pod: string, tailLines?: number, previous = false): Promise<string[]> {
+    const text = await call(this.#what('read the log of', 'pod', pod), () =>
+      this.core.readNamespacedPodLog({ name: pod, namespace: this.o.namespace, ...(tailLines ? { tailLines } : {}), ...(previous ? { previous } : {}) }),
+    );
     return String(text ?? '').split('\n').filter((l) => l !== '');
   }
 
@@ -314,7 +316,9 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
 
   /** Fails with the pod's trouble (with its log) instead of waiting on. */
   async #troubleWithLogs(pod: string, p: k8s.V1Pod | undefined): Promise<never> {
-    const logs = await this.podLogs(pod, 40).catch(() => []);
+    let logs = await this.podLogs(pod, 40).catch(() => [] as string[]);
+    // A container in CrashLoopBackOff has restarted: its output is the previous run's.
+    if (logs.length === 0) logs = await this.podLogs(pod, 40, true).catch(() => [] as string[]);
     const s = podState(p, logs);
     throw s.kind === 'failed' ? s.error : new SkeinError('internal', `pod ${pod}: unexpected state ${s.kind}`);
   }
