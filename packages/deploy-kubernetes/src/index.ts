@@ -38,3 +38,4 @@ export {
   mergePodSpec,
   type PodResources,
 } from './specs.js';
+export { runKubernetesCli, parseKubernetesArgs, scaleCluster } from './cli-main.js';

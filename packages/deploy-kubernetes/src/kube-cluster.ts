@@ -94,6 +94,8 @@ interface Compiled extends SpecInput {
   shutdownOnClose: boolean;
   kc: k8s.KubeConfig;
   workerStartTimeoutMs: number | undefined;
+  /** fromName without an image: the workers it adds run the scheduler pod's image. */
+  adoptImage: boolean;
 }
 
 const NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -146,6 +148,7 @@ function compile(o: KubeClusterOptions, connectOnly: boolean): Compiled {
     shutdownOnClose: o.shutdownOnClose ?? !connectOnly,
     kc,
     workerStartTimeoutMs: o.workerStartTimeoutMs,
+    adoptImage: connectOnly && o.image === undefined,
   };
   // The launch specs check the worker and scheduler flags now, not at the first pod.
   schedulerLaunchOf(compiled);
@@ -222,7 +225,8 @@ class PodHandle implements SchedulerHandle {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#logs = await this.backend.podLogs(this.pod).catch(() => this.#logs);
-      if (this.owned) await this.backend.deletePod(this.pod);
+      // A cluster closed with shutdownOnClose: false leaves its pods running (detaches).
+      if (this.owned && !this.backend.detaching) await this.backend.deletePod(this.pod);
       this.ended(0);
     })();
     return this.#closing;
@@ -237,6 +241,8 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
   readonly #handles = new Map<string, PodHandle>();
   readonly #forwards: PortForwarder[] = [];
   #unwatch: () => void;
+  /** Set by close() without shutdownOnClose: handles stop watching their pods instead of deleting them. */
+  detaching = false;
   /** How the scheduler was reached: 'direct' or 'port-forward'. */
   connection: 'direct' | 'port-forward' | '' = '';
 
@@ -396,6 +402,8 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
         if (isNotFound(err)) throw new SkeinError('not_found', `No Skein cluster named ${o.name} in namespace ${o.namespace} (no pod ${podName}). List them with: skein kubernetes list, or kubectl get pods -l ${LABEL_CLUSTER}.`);
         throw err;
       });
+      const image = pod.spec?.containers.find((c) => c.name === 'scheduler')?.image;
+      if (o.adoptImage && image) o.image = image;
     } else {
       if (o.security?.enabled) {
         const files = schedulerLaunchOf(o).files;
@@ -405,12 +413,12 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
         pod = await call(this.#what('create', 'pod', podName), () => this.core.createNamespacedPod({ namespace: o.namespace, body: schedulerPod(o, this.#labels) }));
       } catch (err) {
         if (isConflict(err)) throw new ClusterExistsError(o.name, o.namespace);
-        await this.#deleteAll().catch(() => undefined);
+        await this.deleteAll().catch(() => undefined);
         throw err;
       }
     }
     this.#owner = { apiVersion: 'v1', kind: 'Pod', name: podName, uid: pod.metadata!.uid!, controller: true, blockOwnerDeletion: true };
-    const handle = new PodHandle(this, 'scheduler', podName, '', !this.connectOnly && o.shutdownOnClose);
+    const handle = new PodHandle(this, 'scheduler', podName, '', o.shutdownOnClose);
     try {
       if (!this.connectOnly) {
         await call(this.#what('create', 'service', serviceName(o.name)), () => this.core.createNamespacedService({ namespace: o.namespace, body: schedulerService(o, this.#labels, this.#owner!) }));
@@ -439,7 +447,7 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
       this.#handles.set('scheduler', handle);
       return handle;
     } catch (err) {
-      if (!this.connectOnly) await this.#deleteAll().catch(() => undefined);
+      if (!this.connectOnly) await this.deleteAll().catch(() => undefined);
       throw err;
     }
   }
@@ -539,7 +547,7 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
   }
 
   /** Deletes every object of the cluster (the label selector) and waits until none is left. */
-  async #deleteAll(): Promise<void> {
+  async deleteAll(): Promise<void> {
     const o = this.o;
     const sel = `${LABEL_CLUSTER}=${o.name}`;
     const ns = o.namespace;
@@ -561,7 +569,7 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
 
   async close(): Promise<void> {
     try {
-      if (!this.connectOnly && this.o.shutdownOnClose) await this.#deleteAll();
+      if (this.o.shutdownOnClose) await this.deleteAll();
     } finally {
       for (const f of this.#forwards) f.close();
       this.#unwatch();
@@ -609,6 +617,17 @@ export class KubeCluster extends Cluster<PodHandle, PodHandle> {
     return new KubeCluster(options).start();
   }
 
+  /** Deletes every object of the cluster `name` (pods, service, secrets) and waits until they are gone, without connecting to it. */
+  static async delete(name: string, options: Omit<KubeClusterOptions, 'name'> = {}): Promise<void> {
+    const backend = new KubeBackend(compile({ ...options, name }, true), true);
+    try {
+      await backend.deleteAll();
+    } finally {
+      backend.detaching = true;
+      await backend.close();
+    }
+  }
+
   /** Connects to a running cluster by name without owning it (close() leaves it running unless shutdownOnClose). */
   static async fromName(name: string, options: Omit<KubeClusterOptions, 'name' | 'nWorkers'> = {}): Promise<KubeCluster> {
     return new KubeCluster({ ...options, name, nWorkers: 0 }, true).start();
@@ -616,6 +635,17 @@ export class KubeCluster extends Cluster<PodHandle, PodHandle> {
 
   get name(): string {
     return this.options.name;
+  }
+
+  /** Stops everything; with shutdownOnClose: false the pods stay (the cluster runs on without this process). */
+  override close(): Promise<void> {
+    if (!this.options.shutdownOnClose) this.#backend.detaching = true;
+    return super.close();
+  }
+
+  /** The pod behind a worker of this session, for kubectl (the pod has the worker's name). */
+  podOf(worker: string): string | undefined {
+    return this.#backend.watcher.pods.has(worker) ? worker : undefined;
   }
 
   get namespace(): string {

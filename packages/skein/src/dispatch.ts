@@ -13,6 +13,7 @@ const COMMANDS: Record<string, Command> = {
   worker: { pkg: '@skein/core-worker', exportName: 'runWorkerCli', describe: 'start a worker (under a nanny unless --no-nanny)' },
   nanny: { pkg: '@skein/nanny', exportName: 'runNannyCli', describe: 'start a nanny that supervises a worker' },
   ssh: { pkg: '@skein/deploy-ssh', exportName: 'runSshCli', describe: 'start a cluster over SSH' },
+  kubernetes: { pkg: '@skein/deploy-kubernetes', exportName: 'runKubernetesCli', describe: 'start, scale and close clusters on Kubernetes' },
 };
 
 type CliMain = (argv: string[]) => Promise<number>;
