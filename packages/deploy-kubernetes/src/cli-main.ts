@@ -2,6 +2,7 @@ import yargs from 'yargs';
 import * as k8s from '@kubernetes/client-node';
 import { SchedulerAdmin } from '@skein/cluster';
 import { SkeinError, readyJsonWanted, readyLine, toSkeinError } from '@skein/common';
+import { pickVictims } from './helm-cluster.js';
 import { KubeCluster, type KubeClusterOptions } from './kube-cluster.js';
 import { call, contextNamespace, loadKubeConfig } from './kube.js';
 import { LABEL_CLUSTER, LABEL_COMPONENT } from './specs.js';
@@ -130,11 +131,8 @@ export async function scaleCluster(name: string, n: number, options: KubeCluster
     } else if (n < before) {
       const admin = new SchedulerAdmin(cluster.schedulerAddress, cluster.security ? { security: cluster.security } : {});
       try {
-        const names = new Set(pods.map((p) => p.metadata!.name!));
-        // The scheduler's choice first (idle workers holding the least data), then the newest pods.
-        const suggested = (await admin.adaptiveTarget(5_000)).workersToClose.filter((w) => names.has(w));
-        const rest = pods.map((p) => p.metadata!.name!).filter((w) => !suggested.includes(w)).sort().reverse();
-        const victims = [...suggested, ...rest].slice(0, before - n);
+        // The scheduler's choice first, then idle workers holding the least data, then the newest pods.
+        const victims = await pickVictims(admin, pods, before - n);
         await admin.retireWorkers(victims);
         for (const v of victims) await core.deleteNamespacedPod({ name: v, namespace: cluster.namespace }).catch(() => undefined);
       } finally {

@@ -39,3 +39,4 @@ export {
   type PodResources,
 } from './specs.js';
 export { runKubernetesCli, parseKubernetesArgs, scaleCluster } from './cli-main.js';
+export { HelmCluster, helmFullname, type HelmClusterOptions } from './helm-cluster.js';

@@ -4,11 +4,9 @@ import * as k8s from '@kubernetes/client-node';
 import { Cluster, SchedulerAdmin, type ClusterBackend, type SchedulerControl, type SchedulerHandle, type StartWorkerOptions, type WorkerHandle } from '@skein/cluster';
 import { InvalidArgumentError, SkeinError, parseReadyLine, type Security } from '@skein/common';
 import { ClusterExistsError, PodCrashedError, PodImagePullError, PodStartError, PodUnschedulableError, ResourceTimeoutError, SchedulerUnreachableError } from './errors.js';
-import { PodWatcher, PortForwarder, answers, apiError, call, contextNamespace, isConflict, isNotFound, loadKubeConfig, mergePatch, type KubeConfigSource } from './kube.js';
+import { PodWatcher, PortForwarder, apiError, reachScheduler, call, contextNamespace, isConflict, isNotFound, loadKubeConfig, mergePatch, type KubeConfigSource } from './kube.js';
 import {
-  DASHBOARD_PORT,
   LABEL_CLUSTER,
-  SCHEDULER_PORT,
   credentialsSecret,
   credentialsSecretName,
   schedulerLaunchOf,
@@ -454,51 +452,18 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
 
   /** The scheduler's address from here: the Service directly when it answers, else a port-forward. */
   async #reach(podName: string): Promise<{ address: string; dashboard: string }> {
-    const o = this.o;
-    const scheme = o.security?.tls ? 'tls' : 'tcp';
-    const svc = await call(this.#what('read', 'service', serviceName(o.name)), () => this.core.readNamespacedService({ name: serviceName(o.name), namespace: o.namespace }));
-    const tried: string[] = [];
-    if (o.portForward !== true) {
-      const candidates: Array<{ host: string; port: number; dashPort: number }> = [];
-      const lbWait = Date.now() + o.resourceTimeoutMs;
-      let s = svc;
-      if (s.spec?.type === 'LoadBalancer') {
-        // Wait (bounded) for the cloud to give the Service an address.
-        while (!s.status?.loadBalancer?.ingress?.length && Date.now() < lbWait) {
-          await new Promise((r) => setTimeout(r, 250));
-          s = await call(this.#what('read', 'service', serviceName(o.name)), () => this.core.readNamespacedService({ name: serviceName(o.name), namespace: o.namespace }));
-        }
-        for (const i of s.status?.loadBalancer?.ingress ?? []) if (i.ip || i.hostname) candidates.push({ host: (i.ip ?? i.hostname)!, port: SCHEDULER_PORT, dashPort: DASHBOARD_PORT });
-      }
-      if (s.spec?.type === 'NodePort' || s.spec?.type === 'LoadBalancer') {
-        const node = new URL(o.kc.getCurrentCluster()?.server ?? 'http://127.0.0.1').hostname;
-        const comm = s.spec.ports?.find((p) => p.port === SCHEDULER_PORT)?.nodePort;
-        const dash = s.spec.ports?.find((p) => p.port === DASHBOARD_PORT)?.nodePort;
-        if (comm) candidates.push({ host: node, port: comm, dashPort: dash ?? 0 });
-      }
-      if (s.spec?.clusterIP && s.spec.clusterIP !== 'None') candidates.push({ host: s.spec.clusterIP, port: SCHEDULER_PORT, dashPort: DASHBOARD_PORT });
-      for (const c of candidates) {
-        tried.push(`${c.host}:${c.port}`);
-        if (await answers(c.host, c.port)) {
-          this.connection = 'direct';
-          return { address: `${scheme}://${c.host}:${c.port}`, dashboard: o.dashboard && c.dashPort ? `http://${c.host}:${c.dashPort}/status` : '' };
-        }
-      }
-      if (o.portForward === false) throw new SchedulerUnreachableError(serviceName(o.name), tried, 'nothing answered and portForward is false');
-    }
-    const comm = new PortForwarder(o.kc, o.namespace, () => podName, SCHEDULER_PORT);
-    this.#forwards.push(comm);
-    const port = await comm.listen();
-    let dashboard = '';
-    if (o.dashboard) {
-      const dash = new PortForwarder(o.kc, o.namespace, () => podName, DASHBOARD_PORT);
-      this.#forwards.push(dash);
-      dashboard = `http://127.0.0.1:${await dash.listen()}/status`;
-    }
-    tried.push(`port-forward 127.0.0.1:${port} → ${podName}:${SCHEDULER_PORT}`);
-    if (!(await answers('127.0.0.1', port, 5_000))) throw new SchedulerUnreachableError(serviceName(o.name), tried, 'the port-forward does not answer either');
-    this.connection = 'port-forward';
-    return { address: `${scheme}://127.0.0.1:${port}`, dashboard };
+    const r = await reachScheduler({
+      kc: this.o.kc,
+      namespace: this.o.namespace,
+      service: serviceName(this.o.name),
+      pod: () => podName,
+      portForward: this.o.portForward,
+      timeoutMs: this.o.resourceTimeoutMs,
+      tls: !!this.o.security?.tls,
+      forwards: this.#forwards,
+    });
+    this.connection = r.connection;
+    return r;
   }
 
   // ---- workers ----

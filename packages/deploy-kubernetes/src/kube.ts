@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream';
 import * as k8s from '@kubernetes/client-node';
 // Not re-exported by the index; its default streams would open process.stdin.
 import { WebSocketHandler } from '@kubernetes/client-node/dist/web-socket-handler.js';
-import { KubernetesApiError, KubernetesForbiddenError } from './errors.js';
+import { KubernetesApiError, KubernetesForbiddenError, SchedulerUnreachableError } from './errors.js';
 
 /** A kubeconfig as given: a KubeConfig, a path, YAML text, or nothing (KUBECONFIG, ~/.kube/config, in-cluster). */
 export type KubeConfigSource = k8s.KubeConfig | string | undefined;
@@ -174,4 +174,66 @@ export function answers(host: string, port: number, timeoutMs = 1_500): Promise<
     s.once('connect', () => done(true));
     s.once('error', () => done(false));
   });
+}
+
+/**
+ * How this process reaches a scheduler Service: its LoadBalancer address, node port or ClusterIP
+ * when one answers (portForward 'auto' or false), else a port-forward to `pod()` through the API
+ * server (portForward 'auto' or true). The forwarders it opens are pushed to `forwards`.
+ */
+export async function reachScheduler(o: {
+  kc: k8s.KubeConfig;
+  namespace: string;
+  service: string;
+  pod: () => string;
+  portForward: boolean | 'auto';
+  timeoutMs: number;
+  tls: boolean;
+  forwards: PortForwarder[];
+}): Promise<{ address: string; dashboard: string; connection: 'direct' | 'port-forward' }> {
+  const core = o.kc.makeApiClient(k8s.CoreV1Api);
+  const read = () => call(`read service ${o.service} in namespace ${o.namespace}`, () => core.readNamespacedService({ name: o.service, namespace: o.namespace }));
+  let svc = await read();
+  const comm = svc.spec?.ports?.find((p) => p.name === 'tcp-comm') ?? svc.spec?.ports?.[0];
+  const dash = svc.spec?.ports?.find((p) => p.name === 'http-dashboard');
+  if (!comm) throw new SchedulerUnreachableError(o.service, [], 'the service has no port');
+  const scheme = o.tls ? 'tls' : 'tcp';
+  const tried: string[] = [];
+  if (o.portForward !== true) {
+    const candidates: Array<{ host: string; port: number; dashPort: number | undefined }> = [];
+    if (svc.spec?.type === 'LoadBalancer') {
+      // Wait (bounded) for the cloud to give the Service an address.
+      const end = Date.now() + o.timeoutMs;
+      while (!svc.status?.loadBalancer?.ingress?.length && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 250));
+        svc = await read();
+      }
+      for (const i of svc.status?.loadBalancer?.ingress ?? []) if (i.ip || i.hostname) candidates.push({ host: (i.ip ?? i.hostname)!, port: comm.port, dashPort: dash?.port });
+    }
+    if ((svc.spec?.type === 'NodePort' || svc.spec?.type === 'LoadBalancer') && comm.nodePort) {
+      const node = new URL(o.kc.getCurrentCluster()?.server ?? 'http://127.0.0.1').hostname;
+      candidates.push({ host: node, port: comm.nodePort, dashPort: dash?.nodePort });
+    }
+    if (svc.spec?.clusterIP && svc.spec.clusterIP !== 'None') candidates.push({ host: svc.spec.clusterIP, port: comm.port, dashPort: dash?.port });
+    for (const c of candidates) {
+      tried.push(`${c.host}:${c.port}`);
+      if (await answers(c.host, c.port)) {
+        return { address: `${scheme}://${c.host}:${c.port}`, dashboard: c.dashPort ? `http://${c.host}:${c.dashPort}/status` : '', connection: 'direct' };
+      }
+    }
+    if (o.portForward === false) throw new SchedulerUnreachableError(o.service, tried, 'nothing answered and portForward is false');
+  }
+  const target = (p: k8s.V1ServicePort) => (typeof p.targetPort === 'number' ? p.targetPort : p.port);
+  const fwd = new PortForwarder(o.kc, o.namespace, o.pod, target(comm));
+  o.forwards.push(fwd);
+  const port = await fwd.listen();
+  let dashboard = '';
+  if (dash) {
+    const d = new PortForwarder(o.kc, o.namespace, o.pod, target(dash));
+    o.forwards.push(d);
+    dashboard = `http://127.0.0.1:${await d.listen()}/status`;
+  }
+  tried.push(`port-forward 127.0.0.1:${port} to pod ${o.pod()}`);
+  if (!(await answers('127.0.0.1', port, 5_000))) throw new SchedulerUnreachableError(o.service, tried, 'the port-forward does not answer either');
+  return { address: `${scheme}://127.0.0.1:${port}`, dashboard, connection: 'port-forward' };
 }

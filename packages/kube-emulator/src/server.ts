@@ -518,7 +518,9 @@ export class ApiServer {
       if (live.length > want) {
         // The ReplicaSet's order: unscheduled, then pending, then not ready, then the newest.
         const rank = (p: Obj) => (!p['spec']['nodeName'] ? 0 : p['status']['phase'] === 'Pending' ? 1 : !isReady(p) ? 2 : 3);
-        const victims = [...live].sort((a, b) => rank(a) - rank(b) || String(b['metadata']['creationTimestamp']).localeCompare(String(a['metadata']['creationTimestamp'])) || Number(b['metadata']['resourceVersion']) - Number(a['metadata']['resourceVersion']));
+        // then the lower controller.kubernetes.io/pod-deletion-cost, then the newest.
+        const cost = (p: Obj) => Number(p['metadata']['annotations']?.['controller.kubernetes.io/pod-deletion-cost'] ?? 0) || 0;
+        const victims = [...live].sort((a, b) => rank(a) - rank(b) || cost(a) - cost(b) || String(b['metadata']['creationTimestamp']).localeCompare(String(a['metadata']['creationTimestamp'])) || Number(b['metadata']['resourceVersion']) - Number(a['metadata']['resourceVersion']));
         for (const p of victims.slice(0, live.length - want)) this.#tryDelete(this.type('pods'), ns, p['metadata']['name']);
       }
       const pods = this.list('pods', ns).filter((p) => (p['metadata']['ownerReferences'] as Obj[] | undefined)?.some((r) => r['uid'] === uid) && !p['metadata']['deletionTimestamp']);
