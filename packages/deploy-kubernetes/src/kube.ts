@@ -161,17 +161,23 @@ export class PortForwarder {
   }
 }
 
-/** Whether something accepts TCP connections at host:port within timeoutMs. */
+/**
+ * Whether something accepts TCP connections at host:port within timeoutMs and keeps them open (a
+ * proxy that accepts and drops at once, as some do for traffic from outside the cluster, does not count).
+ */
 export function answers(host: string, port: number, timeoutMs = 1_500): Promise<boolean> {
   return new Promise((resolve) => {
     const s = netConnect({ host, port });
+    let settle: NodeJS.Timeout | undefined;
     const done = (ok: boolean) => {
       clearTimeout(t);
+      clearTimeout(settle);
       s.destroy();
       resolve(ok);
     };
     const t = setTimeout(() => done(false), timeoutMs);
-    s.once('connect', () => done(true));
+    s.once('connect', () => (settle = setTimeout(() => done(true), 150)));
+    s.once('close', () => done(false));
     s.once('error', () => done(false));
   });
 }

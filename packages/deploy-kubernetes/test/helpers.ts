@@ -1,15 +1,16 @@
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import { Client } from '@skein/client';
-import { KubeEmulator, type ImageSpec } from '@skein/kube-emulator';
+import { KubeEmulator, type ImageSpec, type KubeEmulatorOptions } from '@skein/kube-emulator';
 import { KubeCluster, LABEL_CLUSTER, type KubeClusterOptions } from '../src/index.js';
 
 export const SKEIN_CLI = fileURLToPath(new URL('../../skein/dist/cli.js', import.meta.url));
 export const IMAGE = 'skein:test';
 
 /** An emulator whose `skein:*` image runs this checkout's `skein` command. */
-export function startEmulator(images: Record<string, ImageSpec> = {}): Promise<KubeEmulator> {
+export function startEmulator(images: Record<string, ImageSpec> = {}, more: KubeEmulatorOptions = {}): Promise<KubeEmulator> {
   return KubeEmulator.start({
+    ...more,
     images: { 'skein:*': { entrypoint: [process.execPath, SKEIN_CLI], commands: { skein: [process.execPath, SKEIN_CLI] } }, ...images },
     env: { SKEIN_LOG_LEVEL: 'warn' },
     bookmarkIntervalMs: 1_000,

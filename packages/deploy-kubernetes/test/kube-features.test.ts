@@ -43,6 +43,24 @@ describe('KubeCluster: reaching the scheduler, security, reconnecting, losing po
     expect(leftovers(emu, cluster)).toEqual([]);
   });
 
+  it('falls back to a port-forward by itself when the service address does not answer from here (portForward: auto)', async () => {
+    const isolated = await startEmulator({}, { isolateServiceNetwork: true });
+    try {
+      const cluster = await KubeCluster.start(options(isolated, { nWorkers: 1 }));
+      try {
+        expect(cluster.connection).toBe('port-forward');
+        await using client = await Client.connect(cluster);
+        expect(await client.gather(client.map((x: number) => x - 1, [1, 2]))).toEqual([0, 1]);
+        expect((await client.schedulerInfo()).workers).toHaveLength(1);
+      } finally {
+        await cluster.close();
+      }
+      await expect(KubeCluster.start(options(isolated, { portForward: false, resourceTimeoutMs: 10_000 }))).rejects.toThrow(/Cannot reach the scheduler of service .* nothing answered and portForward is false/);
+    } finally {
+      await isolated.close();
+    }
+  });
+
   it('delivers Security.temporary() credentials as Secrets mounted as 0600 files where the flags name them, never in the pod spec', async () => {
     // `skein scheduler` and `skein worker` do not take the TLS flags yet (SECURITY-API.md: "Not yet
     // done: CLI flags"), so this runs the pod KubeCluster builds with an image that reports the

@@ -35,6 +35,11 @@ export interface KubeletOptions {
   maxProbePeriodMs?: number;
   /** The first crash-loop back-off, ms (doubles up to 5 s; default 250). */
   backoffMs?: number;
+  /**
+   * Service ClusterIPs answer pods only (connections from 127.42.x.y), as from a machine outside
+   * the cluster network (default false: the test process can dial them too).
+   */
+  isolateServiceNetwork?: boolean;
   /** A LoadBalancer Service gets its ingress IP after this long (default 0; null: never, as a cloud without one). */
   loadBalancerDelayMs?: number | null;
 }
@@ -633,7 +638,12 @@ export class Kubelet {
       const ns = svc['metadata']['namespace'] as string;
       const name = svc['metadata']['name'] as string;
       let next = 0;
+      const isolated = this.options.isolateServiceNetwork && p.ip.startsWith('127.43.');
       const server = createServer((client) => {
+        if (isolated && !String(client.remoteAddress ?? '').replace(/^::ffff:/, '').startsWith('127.42.')) {
+          client.destroy();
+          return;
+        }
         const current = this.api.get('services', ns, name);
         const endpoints = current ? this.#endpoints(current, p.targetPort) : [];
         if (endpoints.length === 0) {

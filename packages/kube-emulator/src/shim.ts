@@ -71,6 +71,21 @@ if (podIP) {
   } as typeof net.Server.prototype.listen;
 }
 
+// Connections to the cluster network (Services, other pods: 127.x) leave from the pod's IP, as a
+// pod's traffic does; the kube-proxy can then tell pods from the machine outside the cluster.
+if (podIP) {
+  const origConnect = net.Socket.prototype.connect;
+  const inCluster = (host: unknown) => typeof host === 'string' && (/^127\./.test(host) || serviceIP(host) !== undefined);
+  net.Socket.prototype.connect = function (this: net.Socket, ...args: unknown[]) {
+    const first = args[0];
+    const opts = (Array.isArray(first) ? first[0] : first) as net.TcpNetConnectOpts | undefined;
+    if (opts && typeof opts === 'object' && opts.port !== undefined && !opts.localAddress && inCluster(opts.host ?? 'localhost') && opts.host !== '127.0.0.1' && opts.host !== 'localhost') {
+      opts.localAddress = podIP;
+    }
+    return (origConnect as (...x: unknown[]) => net.Socket).apply(this, args);
+  } as typeof net.Socket.prototype.connect;
+}
+
 if (podName) (os as { hostname: () => string }).hostname = () => podName;
 
 // Named imports of the built-ins (`import { hostname } from 'node:os'`) see the patched functions too.
