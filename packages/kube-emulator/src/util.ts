@@ -1,6 +1,5 @@
 /** Selectors, patches and Status bodies: the pure parts of the API emulator. */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Obj = Record<string, any>;
 
 /** A Kubernetes error: answered as a Status body with this code and reason. */
