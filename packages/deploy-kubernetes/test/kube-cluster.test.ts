@@ -46,6 +46,37 @@ describe('KubeCluster on the emulator', () => {
   });
 });
 
+describe('KubeCluster: adapt', () => {
+  it('grows under a burst and shrinks back, deleting exactly the pods of the workers the scheduler retired', async () => {
+    const cluster = await KubeCluster.start(options(emu, { nWorkers: 1 }));
+    try {
+      await using client = await Client.connect(cluster);
+      const adaptive = cluster.adapt({ minimum: 1, maximum: 3, intervalMs: 200, waitCount: 2, targetDurationMs: 300 });
+      try {
+        const fs = client.map(
+          async (x: number) => {
+            await new Promise((r) => setTimeout(r, 300));
+            return x;
+          },
+          Array.from({ length: 40 }, (_, i) => i),
+        );
+        await until(async () => (await client.schedulerInfo()).workers.length === 3, 30_000, 'adapt to grow to 3');
+        expect(await client.gather(fs)).toHaveLength(40);
+        await until(() => cluster.workers.size === 1, 30_000, 'adapt to shrink to 1');
+      } finally {
+        await adaptive.stop();
+      }
+      const registered = (await client.schedulerInfo()).workers.map((w) => w.name).sort();
+      const pods = emu.list('pods', 'default', `skein.dev/cluster=${cluster.name},skein.dev/component=worker`).filter((p) => !p['metadata']['deletionTimestamp']);
+      expect(pods.map((p) => p['metadata']['name']).sort()).toEqual(registered);
+      expect(registered).toEqual([...cluster.workers.keys()].sort());
+    } finally {
+      await cluster.close();
+    }
+    expect(leftovers(emu, cluster)).toEqual([]);
+  });
+});
+
 const kube: DeployerUnderTest<KubeCluster> = {
   start: (nWorkers) => KubeCluster.start(options(emu, { nWorkers })),
   kill: (cluster, name) => {
