@@ -108,6 +108,28 @@ describe('KubeCluster: reaching the scheduler, security, reconnecting, losing po
     expect(leftovers(emu, cluster)).toEqual([]);
   });
 
+  it('keeps following its pods when the API server drops the watch and compacts its history (re-list, no lost events)', async () => {
+    const cluster = await KubeCluster.start(options(emu, { nWorkers: 1 }));
+    try {
+      expect(emu.api.dropWatches()).toBeGreaterThan(0);
+      emu.api.compact();
+      await cluster.scale(2);
+      await cluster.waitForWorkers(2, { timeoutMs: 30_000 });
+      expect(cluster.podNames()).toEqual([`${cluster.name}-scheduler`, `${cluster.name}-worker-0`, `${cluster.name}-worker-1`]);
+      // A watch resumed after the drop: a worker that crashes now is seen and replaced.
+      const reads = emu.api.requests.filter((r) => r.includes('watch=true') && r.includes(`skein.dev%2Fcluster%3D${cluster.name}`)).length;
+      expect(reads).toBeGreaterThanOrEqual(2);
+      const uid = () => emu.list('pods', 'default', `skein.dev/worker=${cluster.name}-worker-1`)[0]?.['metadata']['uid'] as string | undefined;
+      const before = uid();
+      emu.kubelet.kill('default', `${cluster.name}-worker-1`);
+      await until(() => uid() !== undefined && uid() !== before, 20_000, 'the crashed worker pod to be replaced');
+      await cluster.waitForWorkers(2, { timeoutMs: 30_000 });
+    } finally {
+      await cluster.close();
+    }
+    expect(leftovers(emu, cluster)).toEqual([]);
+  });
+
   it('a worker pod deleted in the middle of a map loses nothing: the base replaces it and every result arrives', async () => {
     const cluster = await KubeCluster.start(options(emu, { nWorkers: 2 }));
     try {

@@ -58,7 +58,7 @@ export interface Fault {
 }
 
 export type StoreEvent = { type: 'ADDED' | 'MODIFIED' | 'DELETED'; rv: number; res: ResourceType; obj: Obj };
-type Watcher = { res: ResourceType; ns: string | undefined; match: (o: Obj) => boolean; send: (e: { type: string; object: Obj }) => void };
+type Watcher = { res: ResourceType; ns: string | undefined; match: (o: Obj) => boolean; send: (e: { type: string; object: Obj }) => void; end: () => void };
 
 export interface ApiServerOptions {
   /** How often a watch with allowWatchBookmarks gets a BOOKMARK (default 5 s). */
@@ -143,6 +143,13 @@ export class ApiServer {
   onEvent(fn: (e: StoreEvent) => void): () => void {
     this.#listeners.add(fn);
     return () => this.#listeners.delete(fn);
+  }
+
+  /** Ends every open watch stream (as an API server restart or a load balancer timeout does). */
+  dropWatches(): number {
+    const n = this.#watchers.size;
+    for (const w of [...this.#watchers]) w.end();
+    return n;
   }
 
   /** Drops the watch history, so a watch resuming from an older resourceVersion gets 410 Expired. */
@@ -733,7 +740,7 @@ export class ApiServer {
     } else {
       for (const o of this.list(type, ns)) if (match(o)) send({ type: 'ADDED', object: withKind(type, o) });
     }
-    const w: Watcher = { res: type, ns, match, send };
+    const w: Watcher = { res: type, ns, match, send, end: () => res.end() };
     this.#watchers.add(w);
     const timers: NodeJS.Timeout[] = [];
     if (q.get('allowWatchBookmarks') === 'true') {
