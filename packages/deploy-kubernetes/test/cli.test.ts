@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeEmulator } from '@skein/kube-emulator';
 import { parseKubernetesArgs } from '../src/index.js';
-import { clusterName, startEmulator } from './helpers.js';
+import { SKEIN_CLI, clusterName, startEmulator } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -43,6 +43,16 @@ describe('skein-kubernetes', () => {
     expect(workers(name)).toHaveLength(1);
     expect(await cli('close', name)).toContain(`Cluster ${name} deleted`);
     for (const r of ['pods', 'services', 'secrets']) expect(emu.list(r, 'default', `skein.dev/cluster=${name}`)).toEqual([]);
+  });
+
+  it('skein kubernetes dispatches here, and says which package to install when this one is missing', async () => {
+    // The umbrella does not depend on the deployers: from packages/skein this package is not resolvable.
+    const r = await run(process.execPath, [SKEIN_CLI, 'kubernetes', 'list']).then(
+      () => ({ code: 0, err: '' }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, err: e.stderr }),
+    );
+    expect(r).toEqual({ code: 127, err: 'skein kubernetes: needs the package @skein/deploy-kubernetes, which is not installed. Install it with: npm install @skein/deploy-kubernetes\n' });
+    expect((await run(process.execPath, [SKEIN_CLI, '--help'])).stdout).toContain('skein kubernetes start, scale and close clusters on Kubernetes (@skein/deploy-kubernetes)');
   });
 
   it('parses the options into KubeClusterOptions and rejects bad ones', async () => {
