@@ -29,6 +29,8 @@ const packagesDir = join(root, 'packages');
 /** Lower layers first. A package may depend on packages of strictly lower layers only. */
 const LAYERS = [
   { layer: 0, match: (n) => n === '@skein/protocol' },
+  // Test infrastructure with no @skein dependency (private; see the published-package check below).
+  { layer: 0, match: (n) => n === '@skein/kube-emulator' },
   { layer: 1, match: (n) => n === '@skein/common' },
   // The dashboard sits with the client/scheduler/worker (it may use only protocol and common),
   // just below the scheduler, which serves it.
@@ -147,6 +149,18 @@ for (const p of pkgs.values()) {
       addEdge(p.name, dep, `${field} in package.json`);
       if (typeof range === 'string' && !range.startsWith('workspace:')) {
         fail(`${where}: ${dep} has range "${range}"; use "workspace:^" for packages of this workspace`);
+      }
+    }
+  }
+}
+
+// ---- private test packages never reach users ----
+for (const p of pkgs.values()) {
+  if (p.json.private) continue;
+  for (const field of RUNTIME_FIELDS) {
+    for (const dep of Object.keys(p.json[field] ?? {})) {
+      if (pkgs.get(dep)?.json.private) {
+        fail(`${rel(join(p.dir, 'package.json'))} ${field}: the published ${p.name} depends on the private ${dep}; make it a devDependency (tests only)`);
       }
     }
   }

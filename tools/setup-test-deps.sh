@@ -30,6 +30,10 @@ for pkg in "${APT_PACKAGES[@]}"; do
   fi
 done
 
+# packages/kube-emulator/test: kubectl against the emulator. Any kubectl on PATH does (1.20 and
+# 1.32 tested); Debian's is kubernetes-client, which would clash with another kubectl package.
+if ! command -v kubectl >/dev/null 2>&1; then missing+=(kubernetes-client); fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup-test-deps: all present (${APT_PACKAGES[*]})"
   exit 0

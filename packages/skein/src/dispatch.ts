@@ -14,6 +14,7 @@ const COMMANDS: Record<string, Command> = {
   nanny: { pkg: '@skein/nanny', exportName: 'runNannyCli', describe: 'start a nanny that supervises a worker' },
   ssh: { pkg: '@skein/deploy-ssh', exportName: 'runSshCli', describe: 'start a cluster over SSH' },
   slurm: { pkg: '@skein/deploy-slurm', exportName: 'runSlurmCli', describe: 'start a scheduler here and workers as Slurm jobs' },
+  kubernetes: { pkg: '@skein/deploy-kubernetes', exportName: 'runKubernetesCli', describe: 'start, scale and close clusters on Kubernetes' },
 };
 
 type CliMain = (argv: string[]) => Promise<number>;
