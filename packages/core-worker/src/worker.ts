@@ -147,7 +147,7 @@ export class Worker {
       pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
       await this.memory.open();
-      this.bulk = await BulkServer.start(o.listenHost);
+      this.bulk = await BulkServer.start(o.listenHost, { encrypted: o.security.tls });
       this.server = newServer();
       this.server.addService(
         WorkerServiceService,

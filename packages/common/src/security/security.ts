@@ -104,6 +104,8 @@ export class Security {
   readonly #tokenText: string | undefined;
   /** Refuse plaintext links. */
   readonly requireEncryption: boolean;
+  /** The files these credentials were read from (Security.fromFiles), for a process started with the same files. */
+  #files: Readonly<SecurityFiles> | undefined;
 
   constructor(o: SecurityOptions = {}) {
     if (o.tls && 'ca' in o.tls && typeof o.tls.ca === 'string') this.#shared = o.tls as TlsCredentials;
@@ -162,7 +164,24 @@ export class Security {
       tls = { ca, cert, key };
     }
     const token = f.tokenFile === undefined ? undefined : readText(f.tokenFile, 'token file', '--auth-token-file');
-    return new Security({ tls, token, requireEncryption: f.requireEncryption });
+    const s = new Security({ tls, token, requireEncryption: f.requireEncryption });
+    s.#files = { ...f };
+    return s;
+  }
+
+  /**
+   * The CLI flags that give a process these same credentials by naming the files they were read
+   * from, or undefined when some credential is not in a file (in memory, or a token from
+   * SKEIN_AUTH_TOKEN): then write `launchFiles` instead.
+   */
+  fileArgs(): string[] | undefined {
+    const f = this.#files;
+    if (!f || (this.token && f.tokenFile === undefined)) return undefined;
+    const args: string[] = [];
+    if (this.tls) args.push('--tls-ca-file', f.caFile!, '--tls-cert', f.certFile!, '--tls-key', f.keyFile!);
+    if (this.requireEncryption) args.push('--require-encryption');
+    if (this.token) args.push('--auth-token-file', f.tokenFile!);
+    return args;
   }
 
   /**
@@ -188,7 +207,10 @@ export class Security {
 
   /** The same credentials with another token. */
   withToken(token: string | undefined): Security {
-    return new Security({ tls: this.#shared ?? this.#tls, token, requireEncryption: this.requireEncryption });
+    const s = new Security({ tls: this.#shared ?? this.#tls, token, requireEncryption: this.requireEncryption });
+    s.#issuer = this.#issuer;
+    if (this.#files) s.#files = { ...this.#files, tokenFile: undefined };
+    return s;
   }
 
   /** TLS on (addresses are `tls://`). */

@@ -44,6 +44,14 @@ export interface GetDataResponse {
    */
   bulkPort: number;
   bulkToken: string;
+  /**
+   * Set when the cluster has TLS: the bulk connection carries the value as AES-256-GCM frames under
+   * this one-time key (a fresh 32-byte key per offer, sent only over this mutual-TLS stream): each
+   * frame is up to 4 MiB of ciphertext and its 16-byte tag, nonce = 4 zero bytes and the frame's
+   * index as a big-endian uint64, additional data = total_size as a big-endian uint64. Empty: the
+   * raw bytes follow as they are (plaintext cluster).
+   */
+  bulkKey: Buffer;
 }
 
 export interface RunRequest {
@@ -174,7 +182,16 @@ export const GetDataRequest: MessageFns<GetDataRequest> = {
 };
 
 function createBaseGetDataResponse(): GetDataResponse {
-  return { key: "", encoding: 0, totalSize: 0, data: Buffer.alloc(0), missing: false, bulkPort: 0, bulkToken: "" };
+  return {
+    key: "",
+    encoding: 0,
+    totalSize: 0,
+    data: Buffer.alloc(0),
+    missing: false,
+    bulkPort: 0,
+    bulkToken: "",
+    bulkKey: Buffer.alloc(0),
+  };
 }
 
 export const GetDataResponse: MessageFns<GetDataResponse> = {
@@ -199,6 +216,9 @@ export const GetDataResponse: MessageFns<GetDataResponse> = {
     }
     if (message.bulkToken !== "") {
       writer.uint32(58).string(message.bulkToken);
+    }
+    if (message.bulkKey.length !== 0) {
+      writer.uint32(66).bytes(message.bulkKey);
     }
     return writer;
   },
@@ -272,6 +292,14 @@ export const GetDataResponse: MessageFns<GetDataResponse> = {
             message.bulkToken = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.bulkKey = Buffer.from(reader.bytes());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -296,6 +324,7 @@ export const GetDataResponse: MessageFns<GetDataResponse> = {
     message.missing = object.missing ?? false;
     message.bulkPort = object.bulkPort ?? 0;
     message.bulkToken = object.bulkToken ?? "";
+    message.bulkKey = object.bulkKey ?? Buffer.alloc(0);
     return message;
   },
 };
