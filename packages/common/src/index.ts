@@ -93,3 +93,14 @@ export {
   type SecurityOptions,
   type LaunchFile,
 } from './security/security.js';
+export {
+  SECURITY_FLAGS,
+  SECURITY_ENV,
+  hasSecurityFlags,
+  securityFlagArgs,
+  withoutSecurityEnv,
+  writePrivateFiles,
+  type SecurityFlags,
+  type PrivateFiles,
+} from './security/cli.js';
+export { diagnoseTls } from './security/diagnose.js';

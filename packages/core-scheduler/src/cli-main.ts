@@ -1,5 +1,5 @@
 import yargs from 'yargs';
-import { SkeinError, guardStdio, readyJsonWanted, readyLine, removeSchedulerFile, toSkeinError, writeSchedulerFile } from '@skein/common';
+import { SECURITY_FLAGS, Security, SkeinError, guardStdio, readyJsonWanted, readyLine, removeSchedulerFile, toSkeinError, writeSchedulerFile } from '@skein/common';
 import { Scheduler } from './server/scheduler.js';
 
 /**
@@ -7,11 +7,27 @@ import { Scheduler } from './server/scheduler.js';
  * Returns the process exit code.
  */
 export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'): Promise<number> {
-  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate?: boolean; dashboardAddress: string; dashboard: boolean; schedulerFile?: string; readyJson: boolean };
+  let args: {
+    host?: string;
+    port: number;
+    interface?: string;
+    heartbeatMs?: number;
+    validate?: boolean;
+    dashboardAddress: string;
+    dashboard: boolean;
+    schedulerFile?: string;
+    readyJson: boolean;
+    tlsCaFile?: string;
+    tlsCert?: string;
+    tlsKey?: string;
+    authTokenFile?: string;
+    requireEncryption?: boolean;
+  };
+  let security: Security;
   try {
-    args = await yargs(argv)
+    let y = yargs(argv)
       .scriptName(prog)
-      .usage(`$0 [options]\n\nStart a Skein scheduler. Workers connect with: skein worker tcp://IP:PORT`)
+      .usage(`$0 [options]\n\nStart a Skein scheduler. Workers connect with: skein worker tcp://IP:PORT (tls://IP:PORT with --tls-*)`)
       .option('host', { type: 'string', describe: 'Address to listen on (default: all interfaces)' })
       .option('port', { type: 'number', default: 8786, describe: 'Port to listen on (0: any free port)' })
       .option('interface', { type: 'string', describe: 'Listen on this network interface (e.g. eth0, ib0)' })
@@ -20,7 +36,9 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       .option('dashboard-address', { type: 'string', default: ':8787', describe: "Dashboard address, ':PORT' or 'HOST:PORT' (a busy port falls back to a free one)" })
       .option('dashboard', { type: 'boolean', default: true, describe: 'Serve the dashboard (--no-dashboard: none)' })
       .option('scheduler-file', { type: 'string', describe: 'Write the address (JSON: address, dashboard, id, pid) to this file; workers started with --scheduler-file FILE read it' })
-      .option('ready-json', { type: 'boolean', default: false, describe: `Print one JSON line {"event":"ready",...} on stdout once ready (also SKEIN_READY_JSON=1)` })
+      .option('ready-json', { type: 'boolean', default: false, describe: `Print one JSON line {"event":"ready",...} on stdout once ready (also SKEIN_READY_JSON=1)` });
+    for (const f of SECURITY_FLAGS) y = y.option(f.flag, { type: f.value ? 'string' : 'boolean', describe: `${f.describe} (env ${f.env})` });
+    args = await y
       .strict()
       .help()
       .version(false)
@@ -34,6 +52,12 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     return 2;
   }
   if ((args as { help?: boolean }).help) return 0;
+  try {
+    security = Security.fromFlags(args);
+  } catch (err) {
+    process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
+    return 2;
+  }
   if (Number.isNaN(args.port)) {
     process.stderr.write(`${prog}: --port must be a number from 0 to 65535.\n`);
     return 2;
@@ -49,6 +73,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       heartbeatMs: args.heartbeatMs,
       validate: args.validate,
       dashboardAddress: args.dashboard ? String(args.dashboardAddress) : null,
+      security,
     });
   } catch (err) {
     process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
@@ -82,6 +107,6 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     // Printed once the signal handlers are in place.
     process.stdout.write(`Scheduler at:   ${scheduler.address}\n`);
     if (scheduler.dashboardLink) process.stdout.write(`dashboard at:   ${scheduler.dashboardLink}\n`);
-    if (readyJsonWanted(args.readyJson)) process.stdout.write(readyLine({ event: 'ready', role: 'scheduler', ...identity }) + '\n');
+    if (readyJsonWanted(args.readyJson)) process.stdout.write(readyLine({ event: 'ready', role: 'scheduler', ...identity, tls: security.tls }) + '\n');
   });
 }

@@ -30,7 +30,7 @@ import {
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './options.js';
 import { WorkerState } from './state/worker-state.js';
 import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type WorkerAction, type WorkerEvent } from './state/types.js';
-import { BulkServer } from './server/bulk.js';
+import { BulkServer, bulkCounters } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
 import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, type Outgoing } from './server/convert.js';
@@ -485,6 +485,8 @@ export class Worker {
       ready: this.state?.readyLength ?? 0,
       keys: this.state ? [...this.state.data.keys()] : [],
       managedBytes: this.state?.managedBytes ?? 0,
+      bulkFetched: bulkCounters.fetched,
+      bulkFetchedEncrypted: bulkCounters.fetchedEncrypted,
     };
   }
 

@@ -19,6 +19,8 @@ import {
   SkeinError,
   Security,
   bindServer,
+  writePrivateFiles,
+  type PrivateFiles,
   contactHost,
   createLogger,
   formatAddress,
@@ -82,7 +84,13 @@ export interface NannyOptions {
    * `cancelled` error, instead of waiting up to `startTimeoutMs` (a deployer's start no longer wanted).
    */
   signal?: AbortSignal;
-  /** TLS credentials and/or a token for the nanny's links (default: none, plaintext; see Security). */
+  /**
+   * TLS credentials and/or a token for the nanny's links (default: none, plaintext; see Security).
+   * The nanny serves with its `nanny` certificate; its worker gets the `worker` one, as files: the
+   * ones these credentials were read from (Security.fromFiles), or, for credentials in memory
+   * (Security.temporary()), files the nanny writes into a private temporary directory (0700, each
+   * file 0600) and removes when it closes. Never a key in argv or the environment.
+   */
   security?: Security;
 }
 
@@ -168,6 +176,8 @@ export class Nanny {
   private giveUp: NodeJS.Timeout | undefined;
   private lastStartError = '';
   private readonly log: Logger;
+  /** The worker's credential flags, and the private files behind them when the nanny wrote them. */
+  private credentials: { args: string[]; files?: PrivateFiles } | undefined;
   private resolveDone!: (result: { code: number; reason: string }) => void;
   /** Resolves when the nanny stops for good, with the exit code its CLI should use. */
   readonly done: Promise<{ code: number; reason: string }>;
@@ -213,6 +223,7 @@ export class Nanny {
       inc?.child.kill('SIGKILL');
       if (inc) await inc.exited;
       await shutdownServer(n.server, 100);
+      n.credentials?.files?.remove();
       throw signal?.aborted ? cancelled(err) : err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -249,6 +260,25 @@ export class Nanny {
     return this.restarts;
   }
 
+  /** The credential flags of the worker process (written to private files once, when in memory). */
+  private credentialArgs(): string[] {
+    if (this.credentials) return this.credentials.args;
+    const sec = this.options.security;
+    const fromFiles = sec.enabled ? sec.fileArgs() : [];
+    if (fromFiles) {
+      this.credentials = { args: fromFiles };
+    } else {
+      let args: string[] = [];
+      const files = writePrivateFiles('skein-nanny-', (dir) => {
+        const launch = sec.launchFiles('worker', dir);
+        args = launch.args;
+        return launch.files;
+      });
+      this.credentials = { args, files };
+    }
+    return this.credentials.args;
+  }
+
   private async startWorker(prespawned?: ChildProcess): Promise<string> {
     const child =
       prespawned ??
@@ -258,6 +288,7 @@ export class Nanny {
         memoryLimit: this.options.memoryLimit,
         nannyAddress: this.address,
         env: this.options.env,
+        credentialArgs: this.credentialArgs(),
       });
     const inc: Incarnation = {
       child,
@@ -452,6 +483,7 @@ export class Nanny {
         },
       ],
       ['stop server', () => shutdownServer(this.server, 500)],
+      ['remove the credential files', () => this.credentials?.files?.remove()],
       [
         'done',
         () => {

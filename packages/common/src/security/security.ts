@@ -20,6 +20,7 @@ import { InvalidArgumentError, PermissionDeniedError, UnauthenticatedError } fro
 import { CHANNEL_OPTIONS } from '../grpc.js';
 import { grpcTarget, parseAddress, type Address } from '../address.js';
 import { issueCertificate, type IssuedCertificate } from './x509.js';
+import type { SecurityFlags } from './cli.js';
 
 /** What a process is to the cluster; a certificate names its roles in its OU fields. */
 export type Role = 'scheduler' | 'worker' | 'nanny' | 'client';
@@ -151,7 +152,12 @@ export class Security {
   static fromFiles(f: SecurityFiles): Security {
     const given = [f.caFile, f.certFile, f.keyFile].filter((x) => x !== undefined).length;
     if (given !== 0 && given !== 3) {
-      throw new InvalidArgumentError('TLS needs all three of --tls-ca-file, --tls-cert and --tls-key (the CA, this process\'s certificate and its key); some were missing.');
+      const missing = [
+        [f.caFile, '--tls-ca-file (SKEIN_TLS_CA_FILE)'],
+        [f.certFile, '--tls-cert (SKEIN_TLS_CERT)'],
+        [f.keyFile, '--tls-key (SKEIN_TLS_KEY)'],
+      ].filter(([v]) => v === undefined).map(([, name]) => name);
+      throw new InvalidArgumentError(`TLS needs all three of --tls-ca-file, --tls-cert and --tls-key (the CA, this process's certificate and its key); missing: ${missing.join(', ')}.`);
     }
     let tls: TlsCredentials | undefined;
     if (given === 3) {
@@ -202,6 +208,32 @@ export class Security {
       throw new InvalidArgumentError('Both SKEIN_AUTH_TOKEN and SKEIN_AUTH_TOKEN_FILE are set: set one.');
     }
     const s = Security.fromFiles(f);
+    return token === undefined ? s : s.withToken(token);
+  }
+
+  /**
+   * What a CLI's flags ask for (`--tls-ca-file --tls-cert --tls-key --auth-token-file
+   * --require-encryption`), each flag not given taken from its environment variable (see
+   * `fromEnv`); no flag and no variable: `Security.insecure()`. A partial TLS set or an unreadable
+   * file is an InvalidArgumentError that names the flag.
+   */
+  static fromFlags(f: SecurityFlags, env: NodeJS.ProcessEnv = process.env): Security {
+    const pick = (v: string | undefined, name: string) => v ?? (env[name] || undefined);
+    const tokenFile = pick(f.authTokenFile, 'SKEIN_AUTH_TOKEN_FILE');
+    const token = f.authTokenFile === undefined ? env['SKEIN_AUTH_TOKEN'] || undefined : undefined;
+    if (token !== undefined && tokenFile !== undefined) {
+      throw new InvalidArgumentError('Both SKEIN_AUTH_TOKEN and SKEIN_AUTH_TOKEN_FILE are set: set one (or pass --auth-token-file).');
+    }
+    const envRequire = env['SKEIN_REQUIRE_ENCRYPTION'] === '1' || env['SKEIN_REQUIRE_ENCRYPTION'] === 'true';
+    const files: SecurityFiles = {
+      caFile: pick(f.tlsCaFile, 'SKEIN_TLS_CA_FILE'),
+      certFile: pick(f.tlsCert, 'SKEIN_TLS_CERT'),
+      keyFile: pick(f.tlsKey, 'SKEIN_TLS_KEY'),
+      tokenFile,
+      requireEncryption: f.requireEncryption === true || envRequire || undefined,
+    };
+    if (!files.caFile && !files.certFile && !files.keyFile && !files.tokenFile && !token && !files.requireEncryption) return Security.insecure();
+    const s = Security.fromFiles(files);
     return token === undefined ? s : s.withToken(token);
   }
 

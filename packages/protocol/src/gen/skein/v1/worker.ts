@@ -79,6 +79,12 @@ export interface GetStatusResponse {
   ready: number;
   keys: string[];
   managedBytes: number;
+  /**
+   * Values this worker process fetched from peers over the bulk path, and how many of them
+   * encrypted (the cluster has TLS; see GetDataResponse.bulk_key).
+   */
+  bulkFetched: number;
+  bulkFetchedEncrypted: number;
 }
 
 export interface WorkerServiceGetStoryRequest {
@@ -535,7 +541,18 @@ export const GetStatusRequest: MessageFns<GetStatusRequest> = {
 };
 
 function createBaseGetStatusResponse(): GetStatusResponse {
-  return { address: "", name: "", status: "", nthreads: 0, executing: 0, ready: 0, keys: [], managedBytes: 0 };
+  return {
+    address: "",
+    name: "",
+    status: "",
+    nthreads: 0,
+    executing: 0,
+    ready: 0,
+    keys: [],
+    managedBytes: 0,
+    bulkFetched: 0,
+    bulkFetchedEncrypted: 0,
+  };
 }
 
 export const GetStatusResponse: MessageFns<GetStatusResponse> = {
@@ -563,6 +580,12 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     if (message.managedBytes !== 0) {
       writer.uint32(64).int64(message.managedBytes);
+    }
+    if (message.bulkFetched !== 0) {
+      writer.uint32(72).int64(message.bulkFetched);
+    }
+    if (message.bulkFetchedEncrypted !== 0) {
+      writer.uint32(80).int64(message.bulkFetchedEncrypted);
     }
     return writer;
   },
@@ -644,6 +667,22 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             message.managedBytes = longToNumber(reader.int64());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.bulkFetched = longToNumber(reader.int64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.bulkFetchedEncrypted = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -669,6 +708,8 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     message.ready = object.ready ?? 0;
     message.keys = object.keys?.map((e) => e) || [];
     message.managedBytes = object.managedBytes ?? 0;
+    message.bulkFetched = object.bulkFetched ?? 0;
+    message.bulkFetchedEncrypted = object.bulkFetchedEncrypted ?? 0;
     return message;
   },
 };
