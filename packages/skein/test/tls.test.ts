@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Client, registered } from '@skein/client';
 import { CommClosedError, Security, readSchedulerFile } from '@skein/common';
 import { WorkerServiceClient, type GetStatusResponse } from '@skein/protocol';
+import { Worker } from '@skein/core-worker';
 import { LocalCluster } from '../src/index.js';
 import { REPO, SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
 
@@ -115,6 +116,13 @@ describe('LocalCluster with Security.temporary()', () => {
     expect((err as Error).message).toMatch(/--tls-ca-file/);
   });
 
+  it('refuses a worker without certificates at its start, saying TLS is required', async () => {
+    const plain = cluster.schedulerAddress.replace('tls://', 'tcp://');
+    const err = await Worker.start({ scheduler: plain, host: '127.0.0.1', connectTimeoutMs: 1500, memoryLimit: '1GB' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommClosedError);
+    expect((err as Error).message).toMatch(/requires TLS.*--tls-ca-file/);
+  });
+
   it('refuses a client whose certificate comes from another CA, saying so', async () => {
     const err = await Client.connect(cluster.schedulerAddress, { security: Security.temporary(), connectTimeoutMs: 1500 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CommClosedError);
@@ -177,7 +185,7 @@ describe('skein scheduler + skein worker + a client with TLS files', () => {
     expect((ready as { dashboard: string }).dashboard).toMatch(/^https:\/\//);
     expect(scheduler.stdout).toContain(`Scheduler at:   ${address}`);
     expect(scheduler.stdout.some((l) => /^dashboard at: +https:\/\//.test(l))).toBe(true);
-    expect(readSchedulerFile(schedulerFile).address).toBe(address);
+    expect(readSchedulerFile(schedulerFile)?.address).toBe(address);
 
     // one worker under a nanny (one certificate for both roles), one without, from the scheduler file
     const wdir = join(dir, 'w0');
