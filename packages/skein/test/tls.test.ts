@@ -7,6 +7,7 @@ import { Client, registered } from '@skein/client';
 import { CommClosedError, Security, readSchedulerFile } from '@skein/common';
 import { WorkerServiceClient, type GetStatusResponse } from '@skein/protocol';
 import { Worker } from '@skein/core-worker';
+import { deployerConformance, type DeployerUnderTest } from '@skein/cluster/testing';
 import { LocalCluster } from '../src/index.js';
 import { REPO, SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
 
@@ -259,3 +260,49 @@ function filesFor(security: Security, role: Parameters<Security['launchFiles']>[
   for (const f of files) writeFileSync(f.path, f.contents, { mode: f.mode });
   return { caFile, certFile, keyFile };
 }
+
+/** Live child processes of this test process (LocalCluster's workers are its children), described. */
+function liveChildren(): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const [, state, ppid] = /\) (\S) (\d+)/.exec(readFileSync(`/proc/${entry}/stat`, 'latin1')) ?? [];
+      if (Number(ppid) !== process.pid || state === 'Z') continue;
+      out.push(`process ${entry}: ${readFileSync(`/proc/${entry}/cmdline`, 'latin1').replace(/\0/g, ' ').trim()}`);
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+const HANGING_MODULE = join(mkdtempSync(join(tmpdir(), 'skein-tls-conformance-')), 'hangs.mjs');
+writeFileSync(HANGING_MODULE, 'setInterval(() => {}, 1 << 30);\nawait new Promise(() => {});\n');
+
+const localTls: DeployerUnderTest<LocalCluster> = {
+  start: (nWorkers) => LocalCluster.start({ nWorkers, memoryLimit: '1GB', security: true }),
+  kill: (cluster, name) => {
+    process.kill(cluster.workers.get(name)!.pid, 'SIGKILL');
+  },
+  leftovers: () => liveChildren(),
+  async burst(cluster, tasks, taskMs) {
+    await using client = await Client.connect(cluster);
+    const futures = client.map(
+      async (x: number, ms: number) => {
+        await new Promise((r) => setTimeout(r, ms));
+        return x;
+      },
+      Array.from({ length: tasks }, (_, i) => i),
+      Array.from({ length: tasks }, () => taskMs),
+    );
+    await client.gather(futures);
+  },
+  startBroken: () => LocalCluster.start({ nWorkers: 1, memoryLimit: '1GB', security: true, modules: ['/nonexistent/skein-conformance.mjs'] }),
+  startNeverReady: (timeoutMs) => LocalCluster.start({ nWorkers: 0, memoryLimit: '1GB', security: true, modules: [HANGING_MODULE], workerStartTimeoutMs: timeoutMs }),
+  startTimeoutMs: 20_000,
+};
+
+describe('LocalCluster with TLS: deployer conformance', () => {
+  for (const c of deployerConformance(localTls)) it(c.name, c.run, c.timeoutMs);
+});
