@@ -24,6 +24,11 @@ const OFFER_TTL_MS = 60_000;
 /** Plaintext bytes per encrypted frame. */
 export const BULK_FRAME_BYTES = 4 * 1024 * 1024;
 const TAG_BYTES = 16;
+/**
+ * Bytes per cipher call: each call allocates its output, and pieces this small are served from
+ * the allocator's free lists, where 4 MiB ones would be fresh pages each time (half the cost).
+ */
+const PIECE_BYTES = 64 * 1024;
 const KEY_BYTES = 32;
 const CIPHER = 'aes-256-gcm';
 
@@ -135,10 +140,12 @@ async function sendFrames(socket: Socket, data: Uint8Array, key: Buffer): Promis
     if (socket.destroyed) return;
     const cipher = createCipheriv(CIPHER, key, nonce(frame));
     cipher.setAAD(aad);
-    const sealed = cipher.update(data.subarray(offset, Math.min(data.byteLength, offset + BULK_FRAME_BYTES)));
+    const end = Math.min(data.byteLength, offset + BULK_FRAME_BYTES);
+    socket.cork(); // one writev for the frame's pieces
+    for (let at = offset; at < end; at += PIECE_BYTES) socket.write(cipher.update(data.subarray(at, Math.min(end, at + PIECE_BYTES))));
     cipher.final();
-    socket.write(sealed);
     socket.write(cipher.getAuthTag());
+    socket.uncork();
     // Keep a few frames queued: the next is encrypted while the kernel takes the last.
     if (socket.writableLength > 2 * BULK_FRAME_BYTES) {
       await new Promise<void>((resolve) => {
@@ -242,7 +249,7 @@ function framesInto(
         const d = createDecipheriv(CIPHER, key, nonce(frame));
         d.setAAD(aad);
         d.setAuthTag(frameBuf.subarray(size, size + TAG_BYTES));
-        d.update(frameBuf.subarray(0, size)).copy(dest, start);
+        for (let at = 0; at < size; at += PIECE_BYTES) d.update(frameBuf.subarray(at, Math.min(size, at + PIECE_BYTES))).copy(dest, start + at);
         d.final();
       } catch (e) {
         failed(new CommClosedError(peer, `Bulk transfer from ${peer} failed its integrity check (frame ${frame}): the data was changed on the way or the key is wrong.`, { cause: e }));
