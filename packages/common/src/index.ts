@@ -100,6 +100,7 @@ export {
   securityFlagArgs,
   withoutSecurityEnv,
   writePrivateFiles,
+  childCredentials,
   type SecurityFlags,
   type PrivateFiles,
 } from './security/cli.js';

@@ -19,7 +19,7 @@ import {
   SkeinError,
   Security,
   bindServer,
-  writePrivateFiles,
+  childCredentials,
   type PrivateFiles,
   contactHost,
   createLogger,
@@ -262,20 +262,7 @@ export class Nanny {
 
   /** The credential flags of the worker process (written to private files once, when in memory). */
   private credentialArgs(): string[] {
-    if (this.credentials) return this.credentials.args;
-    const sec = this.options.security;
-    const fromFiles = sec.enabled ? sec.fileArgs() : [];
-    if (fromFiles) {
-      this.credentials = { args: fromFiles };
-    } else {
-      let args: string[] = [];
-      const files = writePrivateFiles('skein-nanny-', (dir) => {
-        const launch = sec.launchFiles('worker', dir);
-        args = launch.args;
-        return launch.files;
-      });
-      this.credentials = { args, files };
-    }
+    this.credentials ??= childCredentials(this.options.security, 'worker', 'skein-nanny-');
     return this.credentials.args;
   }
 

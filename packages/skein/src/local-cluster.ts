@@ -16,7 +16,7 @@ import {
   skeinDefaults,
   toSkeinError,
   withoutSecurityEnv,
-  writePrivateFiles,
+  childCredentials,
   type LogLevel,
   type PrivateFiles,
 } from '@skein/common';
@@ -358,20 +358,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
 
   /** The credential flags of a worker process without a nanny (a nanny writes its worker's itself). */
   credentialArgs(): string[] {
-    const sec = this.o.security;
-    if (!this.#credentials) {
-      const fromFiles = sec.enabled ? sec.fileArgs() : [];
-      if (fromFiles) this.#credentials = { args: fromFiles };
-      else {
-        let args: string[] = [];
-        const files = writePrivateFiles('skein-local-', (dir) => {
-          const launch = sec.launchFiles('worker', dir);
-          args = launch.args;
-          return launch.files;
-        });
-        this.#credentials = { args, files };
-      }
-    }
+    this.#credentials ??= childCredentials(this.o.security, 'worker', 'skein-local-');
     return this.#credentials.args;
   }
 

@@ -7,6 +7,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Role, Security } from './security.js';
 
 /** The security flags every Skein CLI takes (values as given, paths unchecked). */
 export interface SecurityFlags {
@@ -87,4 +88,23 @@ export function writePrivateFiles(prefix: string, files: (dir: string) => readon
     throw e;
   }
   return { dir, remove };
+}
+
+/**
+ * The credential flags for a child process of `role` (a worker a nanny or LocalCluster starts):
+ * the files `security` was read from when it was (Security.fromFiles/fromFlags), else its
+ * credentials written into a private temporary directory (`files`: remove it when the child is
+ * gone). None without security. Never a key or token in argv or the environment.
+ */
+export function childCredentials(security: Security, role: Role, prefix: string): { args: string[]; files?: PrivateFiles } {
+  if (!security.enabled) return { args: [] };
+  const named = security.fileArgs();
+  if (named) return { args: named };
+  let args: string[] = [];
+  const files = writePrivateFiles(prefix, (dir) => {
+    const launch = security.launchFiles(role, dir);
+    args = launch.args;
+    return launch.files;
+  });
+  return { args, files };
 }
