@@ -304,12 +304,21 @@ export class RemoteProcess implements ProcessHandle {
     }
     this.#credentialsDir = dir;
     const { command, files } = credentials(dir);
+    // All files in one command: name, mode and base64 contents on stdin, one line each (printf is
+    // a shell builtin: the contents appear on no command line).
+    const lines: string[] = [];
     for (const f of files) {
-      if (!f.path.startsWith(`${dir}/`)) throw new SkeinError('internal', `A credential file of the ${this.o.what} (${f.path}) is not in its directory ${dir}.`);
-      const mode = (f.mode & 0o777).toString(8);
-      const wrote = await execOnce(this.conn, `umask 077 && cat > ${shellQuote(f.path)} && chmod ${mode} ${shellQuote(f.path)}`, 10_000, f.contents);
-      if (wrote.code !== 0) throw new SkeinError('unavailable', `Could not write the ${this.o.what}'s credential file ${f.path} on ${this.o.host}: ${wrote.output.trim()}`);
+      const name = f.path.slice(dir.length + 1);
+      if (!f.path.startsWith(`${dir}/`) || !/^[A-Za-z0-9._-]+$/.test(name)) {
+        throw new SkeinError('internal', `A credential file of the ${this.o.what} (${f.path}) is not a plain file name in its directory ${dir}.`);
+      }
+      lines.push(name, (f.mode & 0o777).toString(8), Buffer.from(f.contents, 'utf8').toString('base64'));
     }
+    const script =
+      `umask 077 && cd ${shellQuote(dir)} && while IFS= read -r name && IFS= read -r mode && IFS= read -r data; do ` +
+      `printf '%s' "$data" | base64 -d > "$name" && chmod "$mode" "$name" || exit 1; done`;
+    const wrote = await execOnce(this.conn, script, 10_000, `${lines.join('\n')}\n`);
+    if (wrote.code !== 0) throw new SkeinError('unavailable', `Could not write the ${this.o.what}'s credential files into ${dir} on ${this.o.host}: ${wrote.output.trim()}`);
     this.#command = command;
   }
 
