@@ -134,33 +134,38 @@ export class BulkServer {
   }
 }
 
-/** Writes `data` as encrypted frames, encrypting the next frame while the kernel sends the last. */
+/**
+ * Writes `data` as encrypted frames, in pieces as they are sealed: the kernel sends while the next
+ * pieces are encrypted, and the reader opens them as they come (no stop-and-go per frame).
+ */
 async function sendFrames(socket: Socket, data: Uint8Array, key: Buffer): Promise<void> {
   const aad = totalAad(data.byteLength);
   for (let offset = 0, frame = 0; offset < data.byteLength; offset += BULK_FRAME_BYTES, frame++) {
-    if (socket.destroyed) return;
     const cipher = createCipheriv(CIPHER, key, nonce(frame));
     cipher.setAAD(aad);
     const end = Math.min(data.byteLength, offset + BULK_FRAME_BYTES);
-    socket.cork(); // one writev for the frame's pieces
-    for (let at = offset; at < end; at += PIECE_BYTES) socket.write(cipher.update(data.subarray(at, Math.min(end, at + PIECE_BYTES))));
+    for (let at = offset; at < end; at += PIECE_BYTES) {
+      if (socket.destroyed) return;
+      socket.write(cipher.update(data.subarray(at, Math.min(end, at + PIECE_BYTES))));
+      // Up to a frame queued in this process; then let the event loop hand it to the kernel.
+      if (socket.writableLength > BULK_FRAME_BYTES) await drained(socket);
+    }
     cipher.final();
     socket.write(cipher.getAuthTag());
-    socket.uncork();
-    // Keep a few frames queued: the next is encrypted while the kernel takes the last.
-    if (socket.writableLength > 2 * BULK_FRAME_BYTES) {
-      await new Promise<void>((resolve) => {
-        const go = () => {
-          socket.off('drain', go);
-          socket.off('close', go);
-          resolve();
-        };
-        socket.on('drain', go);
-        socket.on('close', go);
-      });
-    }
   }
   socket.end();
+}
+
+function drained(socket: Socket): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const go = () => {
+      socket.off('drain', go);
+      socket.off('close', go);
+      resolve();
+    };
+    socket.on('drain', go);
+    socket.on('close', go);
+  });
 }
 
 /**
@@ -217,9 +222,10 @@ export function fetchBulk(host: string, port: number, token: string, total: numb
 }
 
 /**
- * The `onread` of an encrypted fetch: each frame (ciphertext and tag) is read into one buffer,
- * opened when complete and its plaintext copied into `dest`; `verified(n)` reports the bytes
- * whose frames checked (the fetch is complete when n = dest.length).
+ * The `onread` of an encrypted fetch: each frame (ciphertext, then its tag) is read into one
+ * buffer and decrypted into `dest` as it arrives, a piece at a time (while it is in the cache, and
+ * without holding the sender up at the end of each frame); the tag is checked when it has come.
+ * `verified(n)` reports the bytes whose frames checked (the fetch is complete when n = dest.length).
  */
 function framesInto(
   dest: Buffer,
@@ -237,6 +243,20 @@ function framesInto(
   let start = 0; // where the current frame's plaintext goes in dest
   let size = Math.min(BULK_FRAME_BYTES, total);
   let filled = 0; // bytes of the current frame (ciphertext, then tag) read
+  let opened = 0; // ciphertext bytes of the current frame decrypted
+  const begin = () => {
+    const d = createDecipheriv(CIPHER, key, nonce(frame));
+    d.setAAD(aad);
+    return d;
+  };
+  let decipher = begin();
+  const open = (upTo: number) => {
+    while (opened < upTo) {
+      const n = Math.min(PIECE_BYTES, upTo - opened);
+      decipher.update(frameBuf.subarray(opened, opened + n)).copy(dest, start + opened);
+      opened += n;
+    }
+  };
   return {
     buffer: () => (start >= total ? scratch : frameBuf.subarray(filled, size + TAG_BYTES)),
     callback: (n: number) => {
@@ -245,13 +265,13 @@ function framesInto(
         return false;
       }
       filled += n;
+      const ciphertext = Math.min(filled, size);
+      // whole pieces as they come; the rest of the frame once it is all here
+      open(ciphertext === size ? size : ciphertext - (ciphertext % PIECE_BYTES));
       if (filled < size + TAG_BYTES) return true;
       try {
-        const d = createDecipheriv(CIPHER, key, nonce(frame));
-        d.setAAD(aad);
-        d.setAuthTag(frameBuf.subarray(size, size + TAG_BYTES));
-        for (let at = 0; at < size; at += PIECE_BYTES) d.update(frameBuf.subarray(at, Math.min(size, at + PIECE_BYTES))).copy(dest, start + at);
-        d.final();
+        decipher.setAuthTag(frameBuf.subarray(size, size + TAG_BYTES));
+        decipher.final();
       } catch (e) {
         failed(new CommClosedError(peer, `Bulk transfer from ${peer} failed its integrity check (frame ${frame}): the data was changed on the way or the key is wrong.`, { cause: e }));
         return false;
@@ -261,6 +281,8 @@ function framesInto(
       frame++;
       size = Math.min(BULK_FRAME_BYTES, total - start);
       filled = 0;
+      opened = 0;
+      if (start < total) decipher = begin();
       return true;
     },
   };
