@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Skein vs Dask distributed benchmark suite.
 //
-//   node bench/run.mjs [--short] [--only name[,name...]] [--skip-dask] [--skip-skein] [--repeat N] [--dask-repeat N]
+//   node bench/run.mjs [--short] [--only name[,name...]] [--skip-dask] [--skip-skein] [--repeat N] [--dask-repeat N] [--tls]
+//
+// --tls also runs every Skein workload but memory on a cluster with TLS ("skein-tls").
 //
 // For each workload it runs the Skein side (bench/skein/bench_skein.mjs) and the Dask side
 // (bench/dask/bench_dask.py with Debian's /usr/bin/python3; once with defaults and, where a
@@ -27,12 +29,13 @@ const DIRECTION = {
 };
 
 function parseArgs(argv) {
-  const opts = { short: false, only: null, skipDask: false, skipSkein: false, repeat: null, daskRepeat: null };
+  const opts = { short: false, only: null, skipDask: false, skipSkein: false, repeat: null, daskRepeat: null, tls: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--short') opts.short = true;
     else if (a === '--skip-dask') opts.skipDask = true;
     else if (a === '--skip-skein') opts.skipSkein = true;
+    else if (a === '--tls') opts.tls = true;
     else if (a === '--only') opts.only = argv[++i];
     else if (a.startsWith('--only=')) opts.only = a.slice(7);
     else if (a === '--repeat') opts.repeat = Number(argv[++i]);
@@ -40,7 +43,8 @@ function parseArgs(argv) {
     else if (a === '--dask-repeat') opts.daskRepeat = Number(argv[++i]);
     else if (a.startsWith('--dask-repeat=')) opts.daskRepeat = Number(a.slice(14));
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node bench/run.mjs [--short] [--only name[,name]] [--skip-dask] [--skip-skein] [--repeat N] [--dask-repeat N]');
+      console.log('usage: node bench/run.mjs [--short] [--only name[,name]] [--skip-dask] [--skip-skein] [--repeat N] [--dask-repeat N] [--tls]');
+      console.log('  --tls: also run each Skein workload (but memory) on a cluster with TLS (LocalCluster security: true), as "skein-tls" beside "skein"');
       console.log('  --dask-repeat N: runs per case for the Dask sides (default: as --repeat); its default map takes minutes per run');
       console.log(`workloads: ${WORKLOADS.join(', ')}`);
       process.exit(0);
@@ -165,7 +169,7 @@ function paramsLabel(p) {
   return Object.entries(p ?? {}).map(([k, v]) => `${k}=${typeof v === 'number' ? v.toLocaleString('en-US') : v}`).join(' ');
 }
 
-function table(records, haveDask) {
+function table(records, haveDask, haveTls) {
   const rows = new Map();
   for (const r of records) {
     const key = `${r.workload}\u0000${JSON.stringify(r.params ?? {})}`;
@@ -179,6 +183,7 @@ function table(records, haveDask) {
   };
   const sorted = [...rows.values()].sort((a, b) => order(a.workload) - order(b.workload));
   const head = ['workload', 'params', 'unit', 'better', 'skein', 'runs'];
+  if (haveTls) head.push('skein-tls', 'TLS cost');
   if (haveDask) head.push('dask', 'dask-best', 'skein vs dask', 'skein vs dask-best');
   const lines = [head];
   for (const row of sorted) {
@@ -188,6 +193,12 @@ function table(records, haveDask) {
     const db = m('dask-best');
     const runs = Math.max(...Object.values(row.by).map((v) => v.length));
     const line = [row.workload, paramsLabel(row.params), row.unit, DIRECTION[row.workload] ?? '', fmt(sk), String(runs)];
+    if (haveTls) {
+      const tl = m('skein-tls');
+      // how much worse TLS makes the figure, whichever way the unit points (+10%: 10% worse)
+      const cost = sk == null || tl == null || !sk || !tl ? '—' : `${((DIRECTION[row.workload] === 'lower' ? tl / sk - 1 : 1 - tl / sk) * 100).toFixed(0)}%`;
+      line.push(fmt(tl), cost);
+    }
     if (haveDask) {
       line.push(fmt(dk), fmt(db));
       // > 1 means Skein is better, whichever way the unit points
@@ -250,6 +261,8 @@ async function main() {
     const jobs = [];
     if (!opts.skipSkein) {
       jobs.push(['skein', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, ...shortArgs, ...repeatArgs]]);
+      // (memory's separate client process has no credentials: plaintext only)
+      if (opts.tls && w !== 'memory') jobs.push(['skein-tls', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, '--tls', ...shortArgs, ...repeatArgs]]);
     }
     if (dask) {
       const py = path.join(here, 'dask', 'bench_dask.py');
@@ -270,10 +283,11 @@ async function main() {
   console.log('');
   console.log(`Medians (${mode} mode, ${total}s; nproc ${info.nproc}, ${info.mem} RAM, ${info.cpu}, node ${info.node}, dask ${dask ?? 'n/a'}, skein at ${info.commit}):`);
   console.log('');
-  console.log(table(all, Boolean(dask)));
+  console.log(table(all, Boolean(dask), all.some((r) => r.system === 'skein-tls')));
   console.log('');
   console.log(`Load average before: ${info.load}; after: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} (other processes on the machine skew the figures).`);
   console.log('');
+  if (opts.tls) console.log('"TLS cost": how much worse the skein-tls median is than the plaintext one (+20%: 20% fewer tasks/s or MB/s, or 20% more ms).');
   if (dask) console.log('"skein vs dask": how many times better Skein\'s median is (> 1: Skein better; higher-is-better units skein/dask, lower-is-better units dask/skein).');
   if (daskNote) console.log(`Note: ${daskNote}`);
   console.log(`Records: ${path.relative(process.cwd(), outFile)}`);

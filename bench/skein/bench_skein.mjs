@@ -2,7 +2,10 @@
 // Skein side of the benchmark suite (the Dask side is bench/dask/bench_dask.py, workload for
 // workload the same). Run by bench/run.mjs:
 //
-//   node --expose-gc bench/skein/bench_skein.mjs --workload map [--short] [--repeat N]
+//   node --expose-gc bench/skein/bench_skein.mjs --workload map [--short] [--repeat N] [--tls]
+//
+// --tls: the cluster runs with LocalCluster.start({ security: true }) (Security.temporary():
+// mutual TLS on every link, the encrypted bulk path) and records say "system":"skein-tls".
 //
 // Every measured run prints one JSON line on stdout:
 //   {"system":"skein","workload":...,"params":{...},"value":...,"unit":...}
@@ -17,7 +20,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 // The scheduler runs in this process and logs at info by default (a line per worker, etc.).
 process.env.SKEIN_LOG_LEVEL ??= 'warn';
 
-const SYSTEM = 'skein';
+const TLS = process.argv.includes('--tls');
+const SYSTEM = TLS ? 'skein-tls' : 'skein';
+/** LocalCluster options of every cluster this process starts. */
+const clusterOptions = () => ({ nWorkers: 2, threadsPerWorker: 1, ...(TLS ? { security: true } : {}) });
 const WORKLOADS = ['map', 'latency', 'tree', 'transfer', 'memory', 'startup'];
 
 const log = (...a) => console.error('[skein]', ...a);
@@ -66,7 +72,7 @@ function gcNow() {
 }
 
 async function startCluster(skein) {
-  const cluster = await skein.LocalCluster.start({ nWorkers: 2, threadsPerWorker: 1 });
+  const cluster = await skein.LocalCluster.start(clusterOptions());
   const client = await skein.Client.connect(cluster);
   await waitWorkers(client, 2);
   return { cluster, client };
@@ -259,7 +265,7 @@ async function memClient(address, n) {
 async function wStartup(skein, args) {
   for (let r = 0; r < args.repeat; r++) {
     const t0 = performance.now();
-    const cluster = await skein.LocalCluster.start({ nWorkers: 2, threadsPerWorker: 1 });
+    const cluster = await skein.LocalCluster.start(clusterOptions());
     const client = await skein.Client.connect(cluster);
     await waitWorkers(client, 2);
     const dt = performance.now() - t0;
@@ -277,6 +283,7 @@ function parseArgs(argv) {
     else if (a === '--short') args.short = true;
     else if (a === '--repeat') args.repeat = Number(argv[++i]);
     else if (a === '--mem-client') args.memClient = [argv[++i], Number(argv[++i])];
+    else if (a === '--tls') args.tls = true;
     else throw new Error(`unknown argument ${a}`);
   }
   if (!args.memClient && !WORKLOADS.includes(args.workload)) throw new Error(`--workload must be one of ${WORKLOADS.join(', ')}`);

@@ -12,7 +12,9 @@ import {
   ProtocolVersionError,
   SkeinError,
   checkProtocolVersion,
+  diagnoseTls,
   fromGrpcStatus,
+  parseAddress,
   Security,
   protocolMinorAtLeast,
 } from '@skein/common';
@@ -69,12 +71,14 @@ export class SchedulerConnection {
   #lost = false;
   /** The scheduler reads column batches (TaskBatch); from its Welcome. */
   #batches = false;
+  readonly #security: Security;
 
   /** Creates the channel (nothing is sent before `open`). */
   constructor(address: string, clientId: string, security: Security, events: ConnectionEvents) {
     this.#address = address;
     this.#clientId = clientId;
     this.#events = events;
+    this.#security = security;
     const dial = security.dial(address, 'client', 'scheduler');
     this.stub = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
   }
@@ -98,12 +102,14 @@ export class SchedulerConnection {
           'address and port are right; start one with `skein scheduler`.',
         cause === undefined ? undefined : { cause },
       );
-    await new Promise<void>((resolve, reject) => {
-      this.stub.waitForReady(deadline, (err) => {
-        if (err) reject(unreachable(`no connection within ${timeoutMs / 1000} s: ${err.message}`, err));
-        else resolve();
-      });
-    });
+    const ready = await new Promise<Error | undefined>((resolve) => this.stub.waitForReady(deadline, (err) => resolve(err)));
+    if (ready) {
+      // grpc-js cannot say that TLS is what failed: one handshake with the scheduler can.
+      const a = parseAddress(addr);
+      const tls = await diagnoseTls(a.host, a.port, this.#security, 'scheduler');
+      if (tls) throw new CommClosedError(addr, `Cannot reach the scheduler at ${addr}: ${tls}.`, { cause: ready });
+      throw unreachable(`no connection within ${timeoutMs / 1000} s: ${ready.message}`, ready);
+    }
 
     const call = this.stub.clientSession(new Metadata());
     this.#session = call;

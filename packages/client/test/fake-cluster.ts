@@ -373,7 +373,7 @@ export class FakeCluster {
     for (const key of call.request.keys) {
       const v = this.data.get(key);
       if (!v) {
-        call.write({ key, encoding: Encoding.ENCODING_UNSPECIFIED, totalSize: 0, data: Buffer.alloc(0), missing: true, bulkPort: 0, bulkToken: '' });
+        call.write({ key, encoding: Encoding.ENCODING_UNSPECIFIED, totalSize: 0, data: Buffer.alloc(0), missing: true, bulkPort: 0, bulkToken: '', bulkKey: Buffer.alloc(0) });
         continue;
       }
       const buf = Buffer.from(v.data);
@@ -388,6 +388,7 @@ export class FakeCluster {
           missing: false,
           bulkPort: 0,
           bulkToken: '',
+          bulkKey: Buffer.alloc(0),
         });
         off += part.length;
       } while (off < buf.length);

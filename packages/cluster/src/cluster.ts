@@ -1,4 +1,4 @@
-import { InvalidArgumentError, Lifecycle, SkeinError, TimeoutError, toSkeinError, type LifecycleStatus } from '@skein/common';
+import { InvalidArgumentError, Lifecycle, Security, SkeinError, TimeoutError, toSkeinError, type LifecycleStatus } from '@skein/common';
 import { compileAdaptiveOptions, decideAdaptive, type AdaptiveDecision, type AdaptiveOptions, type CompiledAdaptiveOptions } from './adaptive.js';
 import { adminControl } from './control.js';
 import type { WorkerWatchSubscription } from './admin.js';
@@ -244,9 +244,14 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
     return this;
   }
 
-  /** Where clients connect: `tcp://host:port`. */
+  /** Where clients connect: `tcp://host:port` (`tls://` with TLS). */
   get schedulerAddress(): string {
     return this.#scheduler?.address ?? '';
+  }
+
+  /** The cluster's credentials (`Security.insecure()` when it has none): `Client.connect(cluster)` uses them. */
+  get security(): Security {
+    return this.#backend.security ?? Security.insecure();
   }
 
   /** The scheduler's handle (undefined before start). */
@@ -576,7 +581,7 @@ export class Cluster<W extends WorkerHandle = WorkerHandle, S extends SchedulerH
   #controlOf(): Promise<SchedulerControl> {
     if (!this.#control) {
       const address = this.schedulerAddress;
-      this.#control = this.#backend.connect ? this.#backend.connect(address) : adminControl(address);
+      this.#control = this.#backend.connect ? this.#backend.connect(address) : adminControl(address, this.#backend.security);
       this.#control.catch(() => {
         this.#control = undefined; // try again next time
       });

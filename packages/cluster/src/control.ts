@@ -1,3 +1,4 @@
+import type { Security } from '@skein/common';
 import { SchedulerAdmin } from './admin.js';
 import type { SchedulerControl } from './types.js';
 
@@ -5,8 +6,8 @@ import type { SchedulerControl } from './types.js';
  * The default SchedulerControl: a `SchedulerAdmin` (one gRPC channel, no client session) to the
  * scheduler, opened when first needed.
  */
-export async function adminControl(schedulerAddress: string): Promise<SchedulerControl> {
-  const admin = new SchedulerAdmin(schedulerAddress);
+export async function adminControl(schedulerAddress: string, security?: Security): Promise<SchedulerControl> {
+  const admin = new SchedulerAdmin(schedulerAddress, security ? { security } : {});
   return {
     retireWorkers: (workers) => admin.retireWorkers(workers),
     adaptiveTarget: (targetDurationMs) => admin.adaptiveTarget(targetDurationMs),

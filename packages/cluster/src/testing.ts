@@ -67,7 +67,7 @@ async function withCluster<C extends Cluster<WorkerHandle>>(
   fn: (cluster: C, admin: SchedulerAdmin) => Promise<void>,
 ): Promise<void> {
   const cluster = await d.start(nWorkers);
-  const admin = new SchedulerAdmin(cluster.schedulerAddress);
+  const admin = new SchedulerAdmin(cluster.schedulerAddress, { security: cluster.security });
   try {
     await fn(cluster, admin);
   } finally {

@@ -1,3 +1,4 @@
+import type { Security } from '@skein/common';
 import type { WorkerWatchHandlers, WorkerWatchSubscription } from './admin.js';
 
 /** One process a deployer started: the scheduler or one worker (with its nanny). */
@@ -63,8 +64,10 @@ export interface ClusterBackend<W extends WorkerHandle = WorkerHandle, S extends
    * workers are retired and stopped together.
    */
   readonly workersPerHandle?: number;
-  /** How the base talks to the scheduler (default: a `SchedulerAdmin` for `schedulerAddress`). */
+  /** How the base talks to the scheduler (default: a `SchedulerAdmin` for `schedulerAddress`, with `security`). */
   connect?(schedulerAddress: string): Promise<SchedulerControl>;
+  /** The cluster's credentials (TLS, token): the base's admin channel and `Client.connect(cluster)` use them. */
+  readonly security?: Security;
   /** Releases what the backend holds besides the processes (SSH connections ...), after they stopped. */
   close?(): Promise<void>;
 }

@@ -109,3 +109,15 @@ export {
   type LaunchFile,
 } from './security/security.js';
 export { authorizeService, ANY_ROLE, type RoleTable } from './authorize.js';
+export {
+  SECURITY_FLAGS,
+  SECURITY_ENV,
+  hasSecurityFlags,
+  securityFlagArgs,
+  withoutSecurityEnv,
+  writePrivateFiles,
+  childCredentials,
+  type SecurityFlags,
+  type PrivateFiles,
+} from './security/cli.js';
+export { diagnoseTls } from './security/diagnose.js';

@@ -41,6 +41,7 @@ export { pureKeyToken, pureKeyMatches } from './pure-key.js';
 export { parseAddress, parseHost, formatAddress, interfaceAddress, contactHost, type Address } from './address.js';
 export { parseBytes, parseMemoryLimit } from './units.js';
 export { guardStdio } from './log.js';
+export { SECURITY_FLAGS, SECURITY_ENV, hasSecurityFlags, securityFlagArgs, withoutSecurityEnv, type SecurityFlags } from './security/cli.js';
 export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { TransitionLog, type LoggedTransition } from './transition-log.js';
 export { parseFaultSpec, faultHook, type FaultSpec } from './faults.js';

@@ -111,11 +111,15 @@ export function readyJsonWanted(flag: boolean | undefined, env: NodeJS.ProcessEn
 }
 
 /** The ready line of a Skein process (one JSON object on one stdout line). */
-export type ReadyEvent =
+export type ReadyEvent = (
   | { event: 'ready'; role: 'scheduler'; address: string; dashboard: string; id: string; pid: number }
   | { event: 'ready'; role: 'worker'; address: string; scheduler: string; name: string; pid: number; nanny?: string }
   /** A cluster CLI (`skein ssh`): its scheduler's address and the workers it started. */
-  | { event: 'ready'; role: 'cluster'; address: string; dashboard: string; workers: Array<{ name: string; host: string; address: string }> };
+  | { event: 'ready'; role: 'cluster'; address: string; dashboard: string; workers: Array<{ name: string; host: string; address: string }> }
+) & {
+  /** Whether the process's links are TLS (its addresses are then `tls://`). */
+  tls?: boolean;
+};
 
 /** Formats a ready line (no newline). */
 export function readyLine(event: ReadyEvent): string {

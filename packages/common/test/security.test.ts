@@ -130,4 +130,34 @@ describe('Security from files, the environment and for launches', () => {
     expect(args.join(' ')).not.toContain('PRIVATE KEY');
     expect(args.join(' ')).not.toContain(TOKEN);
   });
+
+  it('fromFlags: each flag, else its environment variable; partial sets name what is missing', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'skein-sec-'));
+    const t = Security.temporary().credentials('worker')!;
+    writeFileSync(join(dir, 'ca.pem'), t.ca);
+    writeFileSync(join(dir, 'w.pem'), t.cert);
+    writeFileSync(join(dir, 'w.key'), t.key);
+    writeFileSync(join(dir, 'token'), `${TOKEN}\n`);
+    const files = { tlsCaFile: join(dir, 'ca.pem'), tlsCert: join(dir, 'w.pem'), tlsKey: join(dir, 'w.key') };
+    expect(Security.fromFlags({}, {}).enabled).toBe(false);
+    const mixed = Security.fromFlags({ tlsCaFile: files.tlsCaFile }, { SKEIN_TLS_CERT: files.tlsCert, SKEIN_TLS_KEY: files.tlsKey, SKEIN_AUTH_TOKEN: TOKEN });
+    expect(mixed.tls && mixed.token && mixed.tokenMatches(TOKEN)).toBe(true);
+    expect(() => Security.fromFlags({ tlsCert: files.tlsCert }, {})).toThrow(/missing: --tls-ca-file \(SKEIN_TLS_CA_FILE\), --tls-key \(SKEIN_TLS_KEY\)/);
+    expect(() => Security.fromFlags({ requireEncryption: true }, {})).toThrow(/requireEncryption is set but no TLS/);
+    // a flag wins over its variable
+    expect(Security.fromFlags({ authTokenFile: join(dir, 'token') }, { SKEIN_AUTH_TOKEN: 'another-token-of-enough-length' }).tokenMatches(TOKEN)).toBe(true);
+  });
+
+  it('fileArgs: the flags naming the files the credentials came from, or undefined when some are only in memory', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'skein-sec-'));
+    const s = Security.temporary({ token: TOKEN });
+    const { files, args } = s.launchFiles('worker', dir);
+    for (const f of files) writeFileSync(f.path, f.contents, { mode: f.mode });
+    const read = Security.fromFlags({ tlsCaFile: args[1], tlsCert: args[3], tlsKey: args[5], requireEncryption: true, authTokenFile: args[8] }, {});
+    expect(read.fileArgs()).toEqual(args);
+    expect(s.fileArgs()).toBeUndefined(); // in memory: a launch must write files
+    expect(read.withToken(TOKEN).fileArgs()).toBeUndefined(); // a token from SKEIN_AUTH_TOKEN is in no file
+    // a temporary Security keeps issuing combined certificates after withToken
+    expect(s.withToken(undefined).credentials(['worker', 'nanny'])).toBeDefined();
+  });
 });

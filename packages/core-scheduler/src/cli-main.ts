@@ -1,5 +1,5 @@
 import yargs from 'yargs';
-import { SkeinError, guardStdio, readyJsonWanted, readyLine, removeSchedulerFile, toSkeinError, writeSchedulerFile } from '@skein/common';
+import { SECURITY_FLAGS, Security, SkeinError, guardStdio, readyJsonWanted, readyLine, removeSchedulerFile, toSkeinError, writeSchedulerFile } from '@skein/common';
 import { Scheduler } from './server/scheduler.js';
 
 /**
@@ -7,11 +7,30 @@ import { Scheduler } from './server/scheduler.js';
  * Returns the process exit code.
  */
 export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'): Promise<number> {
-  let args: { host?: string; port: number; interface?: string; heartbeatMs?: number; validate?: boolean; dashboardAddress: string; dashboard: boolean; schedulerFile?: string; readyJson: boolean; maxMessageSize?: string; maxKeyLength?: number; maxKeysPerUpdate?: number };
+  let args: {
+    host?: string;
+    port: number;
+    interface?: string;
+    heartbeatMs?: number;
+    validate?: boolean;
+    dashboardAddress: string;
+    dashboard: boolean;
+    schedulerFile?: string;
+    readyJson: boolean;
+    tlsCaFile?: string;
+    tlsCert?: string;
+    tlsKey?: string;
+    authTokenFile?: string;
+    requireEncryption?: boolean;
+    maxMessageSize?: string;
+    maxKeyLength?: number;
+    maxKeysPerUpdate?: number;
+  };
+  let security: Security;
   try {
-    args = await yargs(argv)
+    let y = yargs(argv)
       .scriptName(prog)
-      .usage(`$0 [options]\n\nStart a Skein scheduler. Workers connect with: skein worker tcp://IP:PORT`)
+      .usage(`$0 [options]\n\nStart a Skein scheduler. Workers connect with: skein worker tcp://IP:PORT (tls://IP:PORT with --tls-*)`)
       .option('host', { type: 'string', describe: 'Address to listen on (default: all interfaces)' })
       .option('port', { type: 'number', default: 8786, describe: 'Port to listen on (0: any free port)' })
       .option('interface', { type: 'string', describe: 'Listen on this network interface (e.g. eth0, ib0)' })
@@ -23,7 +42,9 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       .option('max-message-size', { type: 'string', describe: 'Largest gRPC message accepted from clients and workers, e.g. 64MiB (default); bigger ones are refused with RESOURCE_EXHAUSTED' })
       .option('max-key-length', { type: 'number', describe: 'Longest task key accepted, in characters (default 8192); a graph update with a longer one is refused' })
       .option('max-keys-per-update', { type: 'number', describe: 'Most keys one graph update may hold (default 1000000); a bigger update is refused' })
-      .option('ready-json', { type: 'boolean', default: false, describe: `Print one JSON line {"event":"ready",...} on stdout once ready (also SKEIN_READY_JSON=1)` })
+      .option('ready-json', { type: 'boolean', default: false, describe: `Print one JSON line {"event":"ready",...} on stdout once ready (also SKEIN_READY_JSON=1)` });
+    for (const f of SECURITY_FLAGS) y = y.option(f.flag, { type: f.value ? 'string' : 'boolean', describe: `${f.describe} (env ${f.env})` });
+    args = await y
       .strict()
       .help()
       .version(false)
@@ -37,6 +58,12 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     return 2;
   }
   if ((args as { help?: boolean }).help) return 0;
+  try {
+    security = Security.fromFlags(args);
+  } catch (err) {
+    process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
+    return 2;
+  }
   if (Number.isNaN(args.port)) {
     process.stderr.write(`${prog}: --port must be a number from 0 to 65535.\n`);
     return 2;
@@ -55,6 +82,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       maxMessageBytes: args.maxMessageSize,
       maxKeyLength: args.maxKeyLength,
       maxKeysPerUpdate: args.maxKeysPerUpdate,
+      security,
     });
   } catch (err) {
     process.stderr.write(`${prog}: ${toSkeinError(err).message}\n`);
@@ -88,6 +116,6 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     // Printed once the signal handlers are in place.
     process.stdout.write(`Scheduler at:   ${scheduler.address}\n`);
     if (scheduler.dashboardLink) process.stdout.write(`dashboard at:   ${scheduler.dashboardLink}\n`);
-    if (readyJsonWanted(args.readyJson)) process.stdout.write(readyLine({ event: 'ready', role: 'scheduler', ...identity }) + '\n');
+    if (readyJsonWanted(args.readyJson)) process.stdout.write(readyLine({ event: 'ready', role: 'scheduler', ...identity, tls: security.tls }) + '\n');
   });
 }

@@ -5,7 +5,7 @@
  * than the rest of the CLI together, on every worker start.
  */
 import { parseArgs } from 'node:util';
-import { InvalidArgumentError, guardStdio, readyJsonWanted, readyLine, skeinDefaults, waitForSchedulerFile } from '@skein/common';
+import { InvalidArgumentError, Security, guardStdio, readyJsonWanted, readyLine, skeinDefaults, waitForSchedulerFile } from '@skein/common';
 import { Worker } from './worker.js';
 import { parseMemoryFraction, parseResources, type WorkerOptions } from './options.js';
 import { EXIT_INTERNAL_ERROR, EXIT_REMOVED, EXIT_SCHEDULER_LOST } from './command.js';
@@ -88,6 +88,11 @@ const FLAGS = {
   validate: { describe: 'Check state invariants after every event (slow; default SKEIN_VALIDATE=1)' },
   'scheduler-file': { value: 'FILE', describe: "Read the scheduler's address from FILE (written by skein scheduler --scheduler-file), waiting up to the death timeout for it to appear" },
   'ready-json': { describe: 'Print one JSON line {"event":"ready","role":"worker",...} on stdout once registered (also SKEIN_READY_JSON=1)' },
+  'tls-ca-file': { value: 'FILE', describe: 'CA certificate (PEM) of the cluster; with --tls-cert and --tls-key: mutual TLS on every link, tls:// addresses (env SKEIN_TLS_CA_FILE)' },
+  'tls-cert': { value: 'FILE', describe: "This worker's certificate (PEM), signed by the CA (env SKEIN_TLS_CERT)" },
+  'tls-key': { value: 'FILE', describe: "This worker's private key (PEM) (env SKEIN_TLS_KEY)" },
+  'auth-token-file': { value: 'FILE', describe: "File holding the cluster's shared token (env SKEIN_AUTH_TOKEN_FILE; SKEIN_AUTH_TOKEN: the token itself)" },
+  'require-encryption': { describe: 'Refuse to run without TLS (env SKEIN_REQUIRE_ENCRYPTION=1)' },
   help: { describe: 'Show this help', short: 'h' },
 } as const satisfies Record<string, Flag>;
 
@@ -104,7 +109,7 @@ function workerUsage(): string {
     'Usage: skein-worker <scheduler> [options]',
     '       skein-worker --scheduler-file FILE [options]',
     '',
-    'Start a Skein worker and register it with the scheduler at <scheduler> (tcp://HOST:PORT).',
+    'Start a Skein worker and register it with the scheduler at <scheduler> (tcp://HOST:PORT, or tls://HOST:PORT with --tls-*).',
     '',
     'Options:',
     ...rows.map(([flag, text]) => `  ${flag!.padEnd(width)}  ${text}`),
@@ -167,6 +172,13 @@ export function parseWorkerArgs(argv: string[]): WorkerCliOptions | 'help' {
     const v = text(name);
     return v === undefined ? undefined : parseMemoryFraction(v, `--${name}`);
   };
+  const security = Security.fromFlags({
+    tlsCaFile: text('tls-ca-file'),
+    tlsCert: text('tls-cert'),
+    tlsKey: text('tls-key'),
+    authTokenFile: text('auth-token-file'),
+    requireEncryption: values['require-encryption'] === true,
+  });
   const deathTimeout = num('death-timeout');
   const bulkIdle = num('bulk-idle-timeout');
   const resources = text('resources');
@@ -192,6 +204,7 @@ export function parseWorkerArgs(argv: string[]): WorkerCliOptions | 'help' {
     ...(text('max-message-size') !== undefined ? { maxMessageBytes: text('max-message-size') } : {}),
     ...(bulkIdle !== undefined ? { bulkIdleTimeoutMs: Math.round(bulkIdle * 1000) } : {}),
     validate: values['validate'] === true ? true : undefined,
+    ...(security.enabled ? { security } : {}),
   };
 }
 
@@ -253,7 +266,7 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
   io.stdout(`Start worker at:  ${worker.address}`);
   io.stdout(`Registered to:    ${worker.schedulerAddress}`);
   if (readyJson) {
-    io.stdout(readyLine({ event: 'ready', role: 'worker', address: worker.address, scheduler: worker.schedulerAddress, name: worker.name, pid: process.pid }));
+    io.stdout(readyLine({ event: 'ready', role: 'worker', address: worker.address, scheduler: worker.schedulerAddress, name: worker.name, pid: process.pid, tls: worker.address.startsWith('tls://') }));
   }
   try {
     const closed = await worker.closed;

@@ -31,7 +31,7 @@ import {
 import { compileWorkerOptions, type CompiledWorkerOptions, type WorkerOptions } from './options.js';
 import { WorkerState } from './state/worker-state.js';
 import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type WorkerAction, type WorkerEvent } from './state/types.js';
-import { BulkServer } from './server/bulk.js';
+import { BulkServer, bulkCounters } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
 import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, type Outgoing } from './server/convert.js';
@@ -148,7 +148,7 @@ export class Worker {
       pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
       await this.memory.open();
-      this.bulk = await BulkServer.start(o.listenHost, o.bulkIdleTimeoutMs);
+      this.bulk = await BulkServer.start(o.listenHost, { encrypted: o.security.tls, idleTimeoutMs: o.bulkIdleTimeoutMs });
       this.server = newServer(o.maxMessageBytes);
       this.server.addService(
         strictService(WorkerServiceService),
@@ -487,6 +487,8 @@ export class Worker {
       ready: this.state?.readyLength ?? 0,
       keys: this.state ? [...this.state.data.keys()] : [],
       managedBytes: this.state?.managedBytes ?? 0,
+      bulkFetched: bulkCounters.fetched,
+      bulkFetchedEncrypted: bulkCounters.fetchedEncrypted,
     };
   }
 

@@ -79,7 +79,7 @@ describe('skein-worker CLI', () => {
     await r.waitForStdout(/^\{"event":"ready".*\}$/m);
     const lines = r.stdout().trim().split('\n');
     const ready = parseReadyLine(lines[2]!);
-    expect(ready).toEqual({ event: 'ready', role: 'worker', address: expect.stringMatching(/^tcp:\/\/[\d.]+:\d+$/), scheduler: sched.address, name: 'cli-w', pid: expect.any(Number) });
+    expect(ready).toEqual({ event: 'ready', role: 'worker', address: expect.stringMatching(/^tcp:\/\/[\d.]+:\d+$/), scheduler: sched.address, name: 'cli-w', pid: expect.any(Number), tls: false });
     // The banners, for people, come first.
     expect(lines.slice(0, 2)).toEqual([`Start worker at:  ${ready!.address}`, `Registered to:    ${sched.address}`]);
     expect(sched.hellos[0]).toMatchObject({ name: 'cli-w', nthreads: 2, resources: new Map([['GPU', 2], ['MEM', 1e9]]) });

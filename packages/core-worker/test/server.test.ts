@@ -26,7 +26,7 @@ describe('WorkerService', () => {
       WorkerServiceService,
       createWorkerService({
         getValue: (k) => store.get(k),
-        status: () => ({ address, name: 'w', status: 'running', nthreads: 1, executing: 0, ready: 0, keys: [...store.keys()], managedBytes: 0 }),
+        status: () => ({ address, name: 'w', status: 'running', nthreads: 1, executing: 0, ready: 0, keys: [...store.keys()], managedBytes: 0, bulkFetched: 0, bulkFetchedEncrypted: 0 }),
         runner: new MainThreadRunner(),
         chunkBytes: CHUNK,
       }),
@@ -114,7 +114,7 @@ describe('WorkerService with the bulk path', () => {
       WorkerServiceService,
       createWorkerService({
         getValue: (k) => store.get(k),
-        status: () => ({ address: '', name: 'w', status: 'running', nthreads: 1, executing: 0, ready: 0, keys: [], managedBytes: 0 }),
+        status: () => ({ address: '', name: 'w', status: 'running', nthreads: 1, executing: 0, ready: 0, keys: [], managedBytes: 0, bulkFetched: 0, bulkFetchedEncrypted: 0 }),
         runner: new MainThreadRunner(),
         chunkBytes: CHUNK,
         bulk,
@@ -168,7 +168,7 @@ describe('WorkerService.GetStory', () => {
         WorkerServiceService,
         createWorkerService({
           getValue: () => undefined,
-          status: () => ({ address: '', name: 'w', status: 'running', nthreads: 1, executing: 0, ready: 0, keys: [], managedBytes: 0 }),
+          status: () => ({ address: '', name: 'w', status: 'running', nthreads: 1, executing: 0, ready: 0, keys: [], managedBytes: 0, bulkFetched: 0, bulkFetchedEncrypted: 0 }),
           ...(withStory ? { story: (keys: string[]) => ({ address: 'tcp://w:1', transitions: keys.includes('x') ? [transition] : [] }) } : {}),
           runner: new MainThreadRunner(),
           chunkBytes: CHUNK,

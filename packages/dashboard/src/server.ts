@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
@@ -21,10 +22,16 @@ export interface DashboardOptions {
   contactHost?: string;
   /** Where warnings go (default: stderr). */
   warn?: (message: string) => void;
+  /**
+   * Serve HTTPS with this certificate and key (PEM), e.g. the
+   * scheduler's TLS credentials. No client certificate is asked for: browsers have none.
+   * Default: plain HTTP.
+   */
+  tls?: { cert: string; key: string };
 }
 
 export interface Dashboard {
-  /** `http://HOST:PORT/status` */
+  /** `http://HOST:PORT/status` (`https://` with `tls`) */
   readonly url: string;
   readonly port: number;
   /** Number of pages watching (open `/api/events` streams). */
@@ -123,7 +130,9 @@ class DashboardHub implements Dashboard {
     this.source = options.source;
     this.warn = options.warn ?? ((m) => process.stderr.write(`dashboard: ${m}\n`));
     this.intervalMs = Math.max(50, options.intervalMs ?? 500);
-    this.server = createServer((req, res) => this.route(req, res));
+    const handler = (req: IncomingMessage, res: ServerResponse) => this.route(req, res);
+    const tls = options.tls;
+    this.server = tls ? createHttpsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, handler) : createServer(handler);
   }
 
   get port(): number {
@@ -146,7 +155,7 @@ class DashboardHub implements Dashboard {
       this.warn(`Port ${wanted} is already in use. Perhaps you already have a cluster running? Hosting the dashboard on port ${this.boundPort} instead.`);
     }
     const contact = this.options.contactHost ?? defaultContactHost(host);
-    this.url = `http://${contact.includes(':') ? `[${contact}]` : contact}:${this.boundPort}/status`;
+    this.url = `${this.options.tls ? 'https' : 'http'}://${contact.includes(':') ? `[${contact}]` : contact}:${this.boundPort}/status`;
     this.histogram = monitorEventLoopDelay({ resolution: 10 });
     this.histogram.enable();
     this.sample(Date.now());

@@ -244,6 +244,11 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
   /** How the scheduler was reached: 'direct' or 'port-forward'. */
   connection: 'direct' | 'port-forward' | '' = '';
 
+  /** The Security the pods use (`cluster.security`; Client.connect(cluster) uses it). */
+  get security(): Security | undefined {
+    return this.o.security;
+  }
+
   constructor(
     readonly o: Compiled,
     readonly connectOnly: boolean,
@@ -620,11 +625,6 @@ export class KubeCluster extends Cluster<PodHandle, PodHandle> {
   /** How this process reaches the scheduler: 'direct' (the Service address answered) or 'port-forward'. */
   get connection(): string {
     return this.#backend.connection;
-  }
-
-  /** The Security the pods use (pass it to Client.connect). */
-  get security(): Security | undefined {
-    return this.options.security;
   }
 
   /** The output of every pod of the cluster, read from Kubernetes: { scheduler: [...], <worker>: [...] }. */

@@ -359,6 +359,11 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
   #closed = false;
   lastPollError: string = '';
 
+  /** The cluster's credentials (`cluster.security`; Client.connect(cluster) uses them). */
+  get security(): Security | undefined {
+    return this.o.security;
+  }
+
   constructor(
     readonly system: JobSystem,
     readonly o: CompiledJobQueueOptions,
@@ -654,11 +659,6 @@ export class JobQueueCluster extends Cluster<JobHandle, LocalScheduler> {
   /** The jobs still known to the queue (asks it): job id → state. */
   queuedJobs(): Promise<Map<string, JobState>> {
     return this.#backend.queued();
-  }
-
-  /** The credentials the cluster was given (pass them to `Client.connect(cluster, { security })`). */
-  get security(): Security | undefined {
-    return this.options.security;
   }
 
   /** The directory of this cluster's scripts, logs and credentials on the shared file system. */

@@ -1,5 +1,5 @@
 import yargs from 'yargs';
-import { SkeinError, readyJsonWanted, readyLine, toSkeinError } from '@skein/common';
+import { SECURITY_FLAGS, Security, SkeinError, readyJsonWanted, readyLine, toSkeinError } from '@skein/common';
 import { SSHCluster, type SSHClusterOptions } from './ssh-cluster.js';
 
 interface SshArgs {
@@ -17,11 +17,16 @@ interface SshArgs {
   workDir?: string;
   nanny: boolean;
   readyJson: boolean;
+  tlsCaFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  authTokenFile?: string;
+  requireEncryption?: boolean;
 }
 
 /** Parses `skein-ssh` arguments into SSHCluster options (exported for tests). */
 export async function parseSshArgs(argv: string[], prog = 'skein-ssh'): Promise<(SSHClusterOptions & { readyJson?: boolean }) | 'help'> {
-  const args: SshArgs & { help?: boolean } = (await yargs(argv)
+  let y = yargs(argv)
     .scriptName(prog)
     .usage(
       `$0 HOST1 HOST2 [HOST3 ...] [options]\n\nStart a Skein cluster over SSH: the scheduler on HOST1, one worker (under a nanny) on each other host.\n` +
@@ -41,7 +46,14 @@ export async function parseSshArgs(argv: string[], prog = 'skein-ssh'): Promise<
     .option('n-workers', { type: 'number', describe: 'Workers to start (default: one per worker host)' })
     .option('work-dir', { type: 'string', describe: 'Remote working directory (default: the login directory)' })
     .option('nanny', { type: 'boolean', default: true, describe: 'Run workers under a nanny (--no-nanny: bare workers)' })
-    .option('ready-json', { type: 'boolean', default: false, describe: 'Print one JSON line {"event":"ready","role":"cluster",...} once the cluster runs (also SKEIN_READY_JSON=1)' })
+    .option('ready-json', { type: 'boolean', default: false, describe: 'Print one JSON line {"event":"ready","role":"cluster",...} once the cluster runs (also SKEIN_READY_JSON=1)' });
+  for (const f of SECURITY_FLAGS) {
+    y = y.option(f.flag, {
+      type: f.value ? 'string' : 'boolean',
+      describe: `${f.describe} (env ${f.env}). Used by this command and copied to every host (mode 0600, removed at the end)`,
+    });
+  }
+  const args: SshArgs & { help?: boolean } = (await y
     .strict()
     .help()
     .version(false)
@@ -51,6 +63,7 @@ export async function parseSshArgs(argv: string[], prog = 'skein-ssh'): Promise<
     })
     .parseAsync()) as unknown as SshArgs & { help?: boolean };
   if (args.help) return 'help';
+  const security = Security.fromFlags(args);
   let password: string | undefined;
   if (args.sshPasswordEnv) {
     password = process.env[args.sshPasswordEnv];
@@ -71,6 +84,7 @@ export async function parseSshArgs(argv: string[], prog = 'skein-ssh'): Promise<
     ...(args.nWorkers !== undefined ? { nWorkers: args.nWorkers } : {}),
     ...(args.workDir !== undefined ? { workDir: args.workDir } : {}),
     ...(args.readyJson ? { readyJson: true } : {}),
+    ...(security.enabled ? { security } : {}),
   };
 }
 
@@ -100,7 +114,7 @@ export async function runSshCli(argv: string[], prog = 'skein-ssh'): Promise<num
   const placed = Object.entries(cluster.placement).map(([name, host]) => ({ name, host, address: cluster.workers.get(name)?.address ?? '' }));
   for (const w of placed) process.stdout.write(`Worker ${w.name} on ${w.host}: ${w.address}\n`);
   if (readyJsonWanted(options.readyJson)) {
-    process.stdout.write(readyLine({ event: 'ready', role: 'cluster', address: cluster.schedulerAddress, dashboard: cluster.dashboardLink, workers: placed }) + '\n');
+    process.stdout.write(readyLine({ event: 'ready', role: 'cluster', address: cluster.schedulerAddress, dashboard: cluster.dashboardLink, workers: placed, tls: cluster.security.tls }) + '\n');
   }
   return await new Promise<number>((resolve) => {
     const stop = (signal: string) => {

@@ -1,5 +1,5 @@
-import { Cluster, schedulerLaunch, workerFlags, workerLaunch, type ClusterBackend, type SchedulerHandle, type StartWorkerOptions } from '@skein/cluster';
-import { InvalidArgumentError, SkeinError, formatAddress, parseAddress } from '@skein/common';
+import { Cluster, schedulerLaunch, workerFlags, workerLaunch, type ClusterBackend, type Launch, type SchedulerHandle, type StartWorkerOptions } from '@skein/cluster';
+import { InvalidArgumentError, Security, SkeinError, formatAddress, parseAddress } from '@skein/common';
 import { RemoteProcessError, SchedulerPortInUseError, SkeinNotInstalledError } from './errors.js';
 import { RemoteProcess, compileConnectOptions, connectSSH, shellQuote, type CompiledConnectOptions, type SSHConnectOptions } from './ssh.js';
 
@@ -67,6 +67,15 @@ export interface SSHClusterOptions {
    * with a `WorkerStartTimeoutError` carrying the last reason (e.g. "started on HOST, waiting for its ready line").
    */
   workerStartTimeoutMs?: number;
+  /**
+   * TLS and/or a token on every link: a Security, or `true` for `Security.temporary()` (a
+   * throwaway CA; every process this cluster starts gets a certificate for its role). Each
+   * process gets its credentials as files (the launch spec's `Launch.files`), written over SSH
+   * into a private directory on its host (`mktemp -d`, 0700; files 0600) before it starts and
+   * removed when it stops: never a key or token on a command line. Addresses are then `tls://`.
+   * `Client.connect(cluster)` uses `cluster.security`. Default: none (plaintext).
+   */
+  security?: Security | boolean;
 }
 
 interface CompiledHost {
@@ -90,6 +99,7 @@ interface CompiledSSHClusterOptions {
   env: Record<string, string>;
   startTimeoutMs: number;
   workerStartTimeoutMs: number | undefined;
+  security: Security;
 }
 
 function compile(o: SSHClusterOptions): CompiledSSHClusterOptions {
@@ -139,6 +149,7 @@ function compile(o: SSHClusterOptions): CompiledSSHClusterOptions {
     env: o.env ?? {},
     startTimeoutMs: o.startTimeoutMs ?? 60_000,
     workerStartTimeoutMs: o.workerStartTimeoutMs,
+    security: o.security === true ? Security.temporary() : o.security ? o.security : Security.insecure(),
   };
 }
 
@@ -175,6 +186,24 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
   readonly placement = new Map<string, CompiledHost>();
   constructor(private readonly o: CompiledSSHClusterOptions) {}
 
+  get security(): Security {
+    return this.o.security;
+  }
+
+  /** How the remote command is built: with security, its credential files go into a private directory first. */
+  #launch(build: (sec: { security?: Security; credentialsDir?: string }) => Launch) {
+    const quote = (argv: string[]) => `${this.o.remoteCommand} ${argv.map(shellQuote).join(' ')}`;
+    if (!this.o.security.enabled) return { command: quote(build({}).argv) };
+    const security = this.o.security;
+    return {
+      command: '',
+      credentials: (dir: string) => {
+        const launch = build({ security, credentialsDir: dir });
+        return { command: quote(launch.argv), files: launch.files };
+      },
+    };
+  }
+
   #connector(h: CompiledHost) {
     return () => connectSSH(h.host, h.port, { ...this.o.connect, username: h.username });
   }
@@ -183,15 +212,14 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
     const o = this.o;
     const h = o.scheduler;
     const listen = o.schedulerListen ?? h.host;
-    const { argv } = schedulerLaunch({ host: listen, port: o.schedulerPort, extraArgs: o.schedulerArgs });
-    const command = `${o.remoteCommand} ${argv.map(shellQuote).join(' ')}`;
+    const launch = this.#launch((sec) => schedulerLaunch({ host: listen, port: o.schedulerPort, extraArgs: o.schedulerArgs, ...sec }));
     const p = await RemoteProcess.start(
       {
         host: h.host,
         port: h.port,
         name: 'scheduler',
         what: 'scheduler',
-        command,
+        ...launch,
         workDir: h.workDir,
         env: o.env,
         readyRole: 'scheduler',
@@ -209,7 +237,7 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
     // A scheduler listening on every interface reports some address of its machine; reach it by the name we used.
     const contact = listen === '0.0.0.0' || listen === '::' ? h.host : printed.host;
     const dashboard = ready.role === 'scheduler' ? ready.dashboard : '';
-    return new RemoteScheduler(p, formatAddress({ host: contact, port: printed.port }), dashboard);
+    return new RemoteScheduler(p, formatAddress({ host: contact, port: printed.port }, printed.tls ?? false), dashboard);
   }
 
   /** The worker host with the fewest of our workers (ties: the earlier host): round-robin as workers come and go. */
@@ -227,7 +255,8 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
     const h = this.#pickHost();
     this.placement.set(name, h);
     const w = o.worker;
-    const { argv } = workerLaunch({
+    const launch = this.#launch((sec) => workerLaunch({
+      ...sec,
       scheduler: schedulerAddress,
       name,
       ...(w.interface !== undefined ? { interface: w.interface } : { host: h.host }),
@@ -238,8 +267,7 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
       ...(w.deathTimeoutMs !== undefined ? { deathTimeoutMs: w.deathTimeoutMs } : {}),
       nanny: w.nanny,
       extraArgs: w.extraArgs,
-    });
-    const command = `${o.remoteCommand} ${argv.map(shellQuote).join(' ')}`;
+    }));
     try {
       const p = await RemoteProcess.start(
         {
@@ -247,7 +275,7 @@ class SSHBackend implements ClusterBackend<SSHWorkerHandle, RemoteScheduler> {
           port: h.port,
           name,
           what: `worker ${name}`,
-          command,
+          ...launch,
           workDir: h.workDir,
           env: o.env,
           readyRole: 'worker',

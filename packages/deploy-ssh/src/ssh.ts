@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import ssh2 from 'ssh2';
 import type { ClientChannel, ConnectConfig } from 'ssh2';
-import { SkeinError, parseReadyLine, type ReadyEvent } from '@skein/common';
+import { SkeinError, parseReadyLine, type LaunchFile, type ReadyEvent } from '@skein/common';
 import type { ProcessHandle } from '@skein/cluster';
 import { HostKeyVerificationError, RemoteProcessError, SSHAuthenticationError, SSHHostUnreachableError } from './errors.js';
 
@@ -174,8 +174,11 @@ export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-/** Runs a short command and returns its exit code and output. */
-export function execOnce(conn: ssh2.Client, command: string, timeoutMs = 10_000): Promise<{ code: number | null; output: string }> {
+/**
+ * Runs a short command and returns its exit code and output; `input` goes to its stdin (file
+ * contents stay off every command line, where `ps` on the host would show them).
+ */
+export function execOnce(conn: ssh2.Client, command: string, timeoutMs = 10_000, input?: string): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new SkeinError('deadline_exceeded', `The remote command "${command}" did not finish within ${timeoutMs} ms.`)), timeoutMs);
     timer.unref();
@@ -194,6 +197,7 @@ export function execOnce(conn: ssh2.Client, command: string, timeoutMs = 10_000)
         clearTimeout(timer);
         resolve({ code, output });
       });
+      if (input !== undefined) stream.end(input);
     });
   });
 }
@@ -207,6 +211,13 @@ export interface RemoteProcessOptions {
   what: string;
   /** The command line, already quoted. */
   command: string;
+  /**
+   * Credentials to place on the host first (a launch with security): called with a private
+   * directory made there (`mktemp -d`, mode 0700), it returns the command (whose flags name the
+   * files) and the files, each written through the SSH channel's stdin (never a command line)
+   * with its mode. The directory is removed when the process stops.
+   */
+  credentials?: (dir: string) => { command: string; files: readonly LaunchFile[] };
   /** Directory to run in (created when missing); '' for the login directory. */
   workDir: string;
   env: Record<string, string>;
@@ -239,12 +250,17 @@ export class RemoteProcess implements ProcessHandle {
   #resolveExit!: (code: number | null) => void;
   #closePromise: Promise<void> | undefined;
   #listeners = new Set<() => void>();
+  /** The private directory of the credential files on the host ('' without). */
+  #credentialsDir = '';
+  #removing: Promise<void> | undefined;
+  #command: string;
 
   private constructor(
     private readonly conn: ssh2.Client,
     readonly o: RemoteProcessOptions,
   ) {
     this.exited = new Promise((r) => (this.#resolveExit = r));
+    this.#command = o.command;
   }
 
   get name(): string {
@@ -266,6 +282,7 @@ export class RemoteProcess implements ProcessHandle {
     o.report?.(`started on ${o.host}, waiting for its ready line`);
     const p = new RemoteProcess(conn, o);
     try {
+      if (o.credentials) await p.#placeCredentials(o.credentials);
       await p.#start();
       return p;
     } catch (err) {
@@ -278,6 +295,40 @@ export class RemoteProcess implements ProcessHandle {
     return this.lines.slice();
   }
 
+  /** Makes a private directory on the host and writes the credential files into it. */
+  async #placeCredentials(credentials: NonNullable<RemoteProcessOptions['credentials']>): Promise<void> {
+    const made = await execOnce(this.conn, 'umask 077 && mktemp -d "${TMPDIR:-/tmp}/skein-credentials-XXXXXXXX"');
+    const dir = made.output.trim().split('\n').pop() ?? '';
+    if (made.code !== 0 || !dir.startsWith('/')) {
+      throw new SkeinError('unavailable', `Could not make a private directory for the ${this.o.what}'s credentials on ${this.o.host} (mktemp -d): ${made.output.trim()}`);
+    }
+    this.#credentialsDir = dir;
+    const { command, files } = credentials(dir);
+    // All files in one command: name, mode and base64 contents on stdin, one line each (printf is
+    // a shell builtin: the contents appear on no command line).
+    const lines: string[] = [];
+    for (const f of files) {
+      const name = f.path.slice(dir.length + 1);
+      if (!f.path.startsWith(`${dir}/`) || !/^[A-Za-z0-9._-]+$/.test(name)) {
+        throw new SkeinError('internal', `A credential file of the ${this.o.what} (${f.path}) is not a plain file name in its directory ${dir}.`);
+      }
+      lines.push(name, (f.mode & 0o777).toString(8), Buffer.from(f.contents, 'utf8').toString('base64'));
+    }
+    const script =
+      `umask 077 && cd ${shellQuote(dir)} && while IFS= read -r name && IFS= read -r mode && IFS= read -r data; do ` +
+      `printf '%s' "$data" | base64 -d > "$name" && chmod "$mode" "$name" || exit 1; done`;
+    const wrote = await execOnce(this.conn, script, 10_000, `${lines.join('\n')}\n`);
+    if (wrote.code !== 0) throw new SkeinError('unavailable', `Could not write the ${this.o.what}'s credential files into ${dir} on ${this.o.host}: ${wrote.output.trim()}`);
+    this.#command = command;
+  }
+
+  /** Removes the credential files (the process has stopped); the same promise for every caller, so none ends the connection under it. */
+  #removeCredentials(): Promise<void> {
+    const dir = this.#credentialsDir;
+    this.#removing ??= dir ? execOnce(this.conn, `rm -rf -- ${shellQuote(dir)}`).then(() => undefined, () => undefined) : Promise.resolve();
+    return this.#removing;
+  }
+
   #keep(line: string): void {
     this.lines.push(line);
     if (this.lines.length > 500) this.lines.shift();
@@ -286,7 +337,7 @@ export class RemoteProcess implements ProcessHandle {
 
   #script(): string {
     const env = Object.entries(this.o.env).map(([k, v]) => `${k}=${shellQuote(v)}`);
-    const cmd = env.length > 0 ? `env ${env.join(' ')} ${this.o.command}` : this.o.command;
+    const cmd = env.length > 0 ? `env ${env.join(' ')} ${this.#command}` : this.#command;
     const cd = this.o.workDir ? `mkdir -p ${shellQuote(this.o.workDir)} && cd ${shellQuote(this.o.workDir)} || exit 1; ` : '';
     // fd 3 keeps the channel's stdin for the watcher (a background job's own stdin is /dev/null).
     return (
@@ -337,7 +388,7 @@ export class RemoteProcess implements ProcessHandle {
             const code = this.#exitCode ?? null;
             this.#resolveExit(code);
             fail(o.explain(code, this.lines.slice(-20).join('\n')));
-            this.conn.end();
+            void this.#removeCredentials().finally(() => this.conn.end());
           });
         });
         const check = () => {
@@ -373,6 +424,7 @@ export class RemoteProcess implements ProcessHandle {
         }
       }
       // (A command that ended on its own closed its channel: the watcher then signalled its group.)
+      await this.#removeCredentials();
       this.conn.end();
       this.#resolveExit(this.#exitCode ?? null);
     })();

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, type Transition } from '@skein/client';
-import { parseReadyLine } from '@skein/common';
+import { Security, parseReadyLine } from '@skein/common';
 import { deployerConformance, type DeployerUnderTest } from '@skein/cluster/testing';
 import {
   SSHAuthenticationError,
@@ -244,12 +244,92 @@ describe('SSHCluster errors say what went wrong', () => {
   });
 });
 
+describe('SSHCluster with security (TLS on every link, credentials as files on each host)', () => {
+  it('runs a map and a worker-to-worker transfer over TLS; credential files are private, off every command line, and gone after close', async () => {
+    const marker = `mark-${randomUUID()}`;
+    const cluster = await SSHCluster.start(options(marker, { security: Security.temporary({ token: 'ssh-cluster-token-0123456789abcdef' }) }));
+    const dirs: string[] = [];
+    try {
+      expect(cluster.security.tls).toBe(true);
+      expect(cluster.schedulerAddress).toMatch(/^tls:\/\/127\.0\.0\.1:\d+$/);
+      await using client = await Client.connect(cluster);
+      const info = await client.schedulerInfo();
+      expect(info.workers).toHaveLength(2);
+      for (const w of info.workers) expect(w.address).toMatch(/^tls:\/\//);
+      const xs = Array.from({ length: 50 }, (_, i) => i);
+      expect(await client.gather(client.map((x: number) => x + 1, xs))).toEqual(xs.map((x) => x + 1));
+      const [a, b] = info.workers.map((w) => w.address);
+      const big = client.submitWith({ workers: [a!], pure: false }, (n: number) => Buffer.alloc(n, 9), 2_000_000);
+      const len = client.submitWith({ workers: [b!], allowOtherWorkers: false }, (v: Buffer) => v.length + v[0]!, big);
+      expect(await len.result()).toBe(2_000_009);
+
+      // every remote process names its credentials by path; no key or token on its command line or in its environment
+      const pids = processesWithMarker(marker);
+      expect(pids.length).toBeGreaterThanOrEqual(3);
+      for (const pid of pids) {
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        const environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
+        expect(cmdline.join(' ')).not.toMatch(/PRIVATE KEY|ssh-cluster-token/);
+        expect(environ).not.toMatch(/PRIVATE KEY|ssh-cluster-token/);
+        const at = cmdline.indexOf('--tls-key');
+        if (at < 0) continue;
+        const key = cmdline[at + 1]!;
+        const dir = dirname(key);
+        dirs.push(dir);
+        expect(statSync(dir).mode & 0o777).toBe(0o700);
+        for (const f of readdirSync(dir)) expect(statSync(join(dir, f)).mode & 0o777).toBe(0o600);
+        expect(readdirSync(dir)).toContain('token');
+      }
+      expect(new Set(dirs).size).toBeGreaterThanOrEqual(3); // the scheduler and each worker: a directory of its own
+    } finally {
+      await cluster.close();
+    }
+    await until(() => processesWithMarker(marker).length === 0, 15_000, 'every remote process to stop');
+    // (a process that stopped on its own has its directory removed as it goes: poll)
+    await until(() => dirs.every((d) => !existsSync(d)), 15_000, 'every credential directory to be removed');
+  });
+
+  it('skein-ssh with TLS files: the cluster runs on TLS with those credentials', async () => {
+    const marker = `mark-${randomUUID()}`;
+    const dir = mkdtempSync(join(tmpdir(), 'skein-ssh-tls-'));
+    const sec = Security.temporary();
+    const { files, args } = sec.launchFiles(['client', 'scheduler', 'worker', 'nanny'], dir);
+    for (const f of files) writeFileSync(f.path, f.contents, { mode: f.mode });
+    const child = spawn(
+      process.execPath,
+      [SSH_BIN, '127.0.0.1', '127.0.0.2', '--ssh-port', String(SSHD_PORT), '--ssh-user', 'root', '--ssh-key', KEY, '--known-hosts', KNOWN_HOSTS,
+        '--remote-command', REMOTE_COMMAND, '--scheduler-port', '0', '--work-dir', join(root, marker), '--ready-json', ...args],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SKEIN_TEST_MARK: marker } },
+    );
+    try {
+      const ready = await new Promise<ReturnType<typeof parseReadyLine>>((resolve, reject) => {
+        const errs: string[] = [];
+        createInterface({ input: child.stderr! }).on('line', (l) => errs.push(l));
+        createInterface({ input: child.stdout! }).on('line', (l) => {
+          const r = parseReadyLine(l);
+          if (r) resolve(r);
+        });
+        child.once('exit', (code) => reject(new Error(`skein-ssh exited ${code}: ${errs.join('\n')}`)));
+      });
+      expect(ready).toMatchObject({ role: 'cluster', tls: true });
+      expect(ready!.address).toMatch(/^tls:\/\//);
+      await using client = await Client.connect(ready!.address, { security: Security.fromFiles({ caFile: join(dir, 'ca.pem'), certFile: join(dir, 'client-nanny-scheduler-worker.pem'), keyFile: join(dir, 'client-nanny-scheduler-worker-key.pem') }) });
+      expect(await client.submit((x: number) => x * 3, 14).result()).toBe(42);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    }
+    await until(() => processesWithMarker(marker).length === 0, 15_000, 'every remote process to stop');
+  });
+});
+
 // The deployer conformance suite of @skein/cluster, in this file so that it shares its sshd.
 const markers = new WeakMap<SSHCluster, string>();
-const sshDeployer: DeployerUnderTest<SSHCluster> = {
+const sshDeployer = (extra: Partial<SSHClusterOptions> = {}): DeployerUnderTest<SSHCluster> => ({
   async start(nWorkers) {
     const marker = `mark-${randomUUID()}`;
-    const cluster = await SSHCluster.start(options(marker, { nWorkers }));
+    const cluster = await SSHCluster.start(options(marker, { nWorkers, ...extra }));
     markers.set(cluster, marker);
     return cluster;
   },
@@ -271,19 +351,23 @@ const sshDeployer: DeployerUnderTest<SSHCluster> = {
     );
     await client.gather(futures);
   },
-  startBroken: () => SSHCluster.start(options(`mark-${randomUUID()}`, { nWorkers: 1, workerOptions: { modules: ['/nonexistent/skein-conformance.mjs'] } })),
+  startBroken: () => SSHCluster.start(options(`mark-${randomUUID()}`, { nWorkers: 1, workerOptions: { modules: ['/nonexistent/skein-conformance.mjs'] }, ...extra })),
   // The remote worker starts but hangs loading its module (the "remote" hosts share this file system).
   async startNeverReady(timeoutMs) {
     const marker = `mark-${randomUUID()}`;
     const module = join(root, `${marker}-hangs.mjs`);
     writeFileSync(module, 'setInterval(() => {}, 1 << 30);\nawait new Promise(() => {});\n');
-    const cluster = await SSHCluster.start(options(marker, { nWorkers: 0, workerOptions: { modules: [module] }, workerStartTimeoutMs: timeoutMs }));
+    const cluster = await SSHCluster.start(options(marker, { nWorkers: 0, workerOptions: { modules: [module] }, workerStartTimeoutMs: timeoutMs, ...extra }));
     markers.set(cluster, marker);
     return cluster;
   },
   startTimeoutMs: 30_000,
-};
+});
 
 describe('SSHCluster: deployer conformance', () => {
-  for (const c of deployerConformance(sshDeployer)) it(c.name, c.run, c.timeoutMs);
+  for (const c of deployerConformance(sshDeployer())) it(c.name, c.run, c.timeoutMs);
+});
+
+describe('SSHCluster: deployer conformance with TLS (security: true)', () => {
+  for (const c of deployerConformance(sshDeployer({ security: true }))) it(c.name, c.run, c.timeoutMs);
 });

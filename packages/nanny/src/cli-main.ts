@@ -8,7 +8,10 @@ import {
   parseMemoryLimit,
   readyJsonWanted,
   readyLine,
+  SECURITY_ENV,
+  securityFlagArgs,
   skeinDefaults,
+  type SecurityFlags,
   toSkeinError,
   waitForSchedulerFile,
 } from '@skein/common/lite';
@@ -30,6 +33,15 @@ Nanny options:
                             waiting up to the worker's death timeout for it to appear
   --ready-json              print one JSON line {"event":"ready","role":"worker",...} on stdout once the
                             worker has registered (also SKEIN_READY_JSON=1)
+
+Security (for the nanny and its worker; each flag falls back to its environment variable):
+  --tls-ca-file FILE        CA certificate (PEM) of the cluster (SKEIN_TLS_CA_FILE); with --tls-cert and
+                            --tls-key: mutual TLS on every link, tls:// addresses
+  --tls-cert FILE           certificate (PEM) for the nanny and its worker, signed by the CA (SKEIN_TLS_CERT)
+  --tls-key FILE            its private key (PEM) (SKEIN_TLS_KEY)
+  --auth-token-file FILE    file holding the cluster's shared token (SKEIN_AUTH_TOKEN_FILE; SKEIN_AUTH_TOKEN:
+                            the token itself)
+  --require-encryption      refuse to run without TLS (SKEIN_REQUIRE_ENCRYPTION=1)
 `;
 
 /** What skein-nanny's flags ask for: the nanny's options, and how the CLI finds the scheduler and reports readiness. */
@@ -38,6 +50,8 @@ export interface NannyCliOptions extends NannyOptions {
   schedulerFile?: string;
   /** Print the JSON ready line (`--ready-json`). */
   readyJson?: boolean;
+  /** The security flags (files, unread): the nanny and its worker both use them. */
+  securityFlags?: SecurityFlags;
 }
 
 /** The skein-worker flags that take no value (--help and --ready-json are the nanny's own). */
@@ -82,6 +96,21 @@ export function parseNannyArgs(argv: string[]): NannyCliOptions | 'help' {
         break;
       case '--ready-json':
         opts.readyJson = true;
+        break;
+      case '--tls-ca-file':
+        (opts.securityFlags ??= {}).tlsCaFile = value();
+        break;
+      case '--tls-cert':
+        (opts.securityFlags ??= {}).tlsCert = value();
+        break;
+      case '--tls-key':
+        (opts.securityFlags ??= {}).tlsKey = value();
+        break;
+      case '--auth-token-file':
+        (opts.securityFlags ??= {}).authTokenFile = value();
+        break;
+      case '--require-encryption':
+        (opts.securityFlags ??= {}).requireEncryption = true;
         break;
       case '--host':
       case '--interface': {
@@ -139,7 +168,7 @@ export async function runNannyCli(argv: string[]): Promise<number> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const { schedulerFile, readyJson, ...nannyOptions } = options;
+  const { schedulerFile, readyJson, securityFlags, ...nannyOptions } = options;
   try {
     if (schedulerFile) {
       const waitMs = workerDeathTimeoutMs(nannyOptions.workerArgs ?? []) ?? skeinDefaults().deathTimeoutMs;
@@ -159,28 +188,35 @@ export async function runNannyCli(argv: string[]): Promise<number> {
     const host = options.interface ? interfaceAddress(options.interface) : (options.host ?? '0.0.0.0');
     const port = options.port ?? (await reservePort(host));
     const memoryLimit = parseMemoryLimit(options.memoryLimit ?? 'auto');
+    // The first worker starts before the nanny reads the credentials (gRPC is not loaded yet): it
+    // gets them as the nanny did, the same flags and the same environment variables.
+    const securityEnv = Object.fromEntries(SECURITY_ENV.flatMap((k) => (process.env[k] ? [[k, process.env[k]!]] : [])));
     child = spawnWorker({
       scheduler: options.scheduler,
       workerArgs: options.workerArgs ?? [],
       memoryLimit,
       nannyAddress: formatAddress({ host: contactHost(host), port }),
-      env: {},
+      env: securityEnv,
+      credentialArgs: securityFlagArgs(securityFlags ?? {}),
     });
-    const [{ Nanny: NannyClass }, { quietGrpcLogs }] = await Promise.all([import('./nanny.js'), import('@skein/common')]);
+    const [{ Nanny: NannyClass }, { quietGrpcLogs, Security }] = await Promise.all([import('./nanny.js'), import('@skein/common')]);
     quietGrpcLogs();
+    const security = Security.fromFlags(securityFlags ?? {});
     const { interface: _nic, ...rest } = options;
     nanny = await NannyClass.start(
-      { ...rest, host, port, memoryLimit, onWorkerStdout: (line) => process.stdout.write(`${line}\n`) },
+      { ...rest, host, port, memoryLimit, security, onWorkerStdout: (line) => process.stdout.write(`${line}\n`) },
       child,
     );
   } catch (err) {
+    // (a nanny that failed to start killed its worker itself; credentials it could not read did not get that far)
+    if (!nanny) child?.kill('SIGKILL');
     if (stopSignal) return 0;
     process.stderr.write(`skein-nanny: ${toSkeinError(err).message.replace(/\s*\n\s*/g, ' ')}\n`);
     return 1;
   }
   process.stdout.write(`Start nanny at:   ${nanny.address}\n`);
   if (readyJsonWanted(readyJson)) {
-    const ready = readyLine({ event: 'ready', role: 'worker', address: nanny.workerAddress, scheduler: nannyOptions.scheduler, name: nanny.workerName, pid: nanny.workerPid, nanny: nanny.address });
+    const ready = readyLine({ event: 'ready', role: 'worker', address: nanny.workerAddress, scheduler: nannyOptions.scheduler, name: nanny.workerName, pid: nanny.workerPid, nanny: nanny.address, tls: nanny.address.startsWith('tls://') });
     process.stdout.write(ready + '\n');
   }
   if (stopSignal) void nanny.close().catch(closeFailed);

@@ -20,6 +20,8 @@ import {
   Security,
   authorizeService,
   bindServer,
+  childCredentials,
+  type PrivateFiles,
   contactHost,
   createLogger,
   formatAddress,
@@ -94,7 +96,13 @@ export interface NannyOptions {
    * `cancelled` error, instead of waiting up to `startTimeoutMs` (a deployer's start no longer wanted).
    */
   signal?: AbortSignal;
-  /** TLS credentials and/or a token for the nanny's links (default: none, plaintext; see Security). */
+  /**
+   * TLS credentials and/or a token for the nanny's links (default: none, plaintext; see Security).
+   * The nanny serves with its `nanny` certificate; its worker gets the `worker` one, as files: the
+   * ones these credentials were read from (Security.fromFiles), or, for credentials in memory
+   * (Security.temporary()), files the nanny writes into a private temporary directory (0700, each
+   * file 0600) and removes when it closes. Never a key in argv or the environment.
+   */
   security?: Security;
 }
 
@@ -180,6 +188,8 @@ export class Nanny {
   private giveUp: NodeJS.Timeout | undefined;
   private lastStartError = '';
   private readonly log: Logger;
+  /** The worker's credential flags, and the private files behind them when the nanny wrote them. */
+  private credentials: { args: string[]; files?: PrivateFiles } | undefined;
   private resolveDone!: (result: { code: number; reason: string }) => void;
   /** Resolves when the nanny stops for good, with the exit code its CLI should use. */
   readonly done: Promise<{ code: number; reason: string }>;
@@ -225,6 +235,7 @@ export class Nanny {
       inc?.child.kill('SIGKILL');
       if (inc) await inc.exited;
       await shutdownServer(n.server, 100);
+      n.credentials?.files?.remove();
       throw signal?.aborted ? cancelled(err) : err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -261,6 +272,12 @@ export class Nanny {
     return this.restarts;
   }
 
+  /** The credential flags of the worker process (written to private files once, when in memory). */
+  private credentialArgs(): string[] {
+    this.credentials ??= childCredentials(this.options.security, 'worker', 'skein-nanny-');
+    return this.credentials.args;
+  }
+
   private async startWorker(prespawned?: ChildProcess): Promise<string> {
     const child =
       prespawned ??
@@ -270,6 +287,7 @@ export class Nanny {
         memoryLimit: this.options.memoryLimit,
         nannyAddress: this.address,
         env: this.options.env,
+        credentialArgs: this.credentialArgs(),
       });
     const inc: Incarnation = {
       child,
@@ -464,6 +482,7 @@ export class Nanny {
         },
       ],
       ['stop server', () => shutdownServer(this.server, 500)],
+      ['remove the credential files', () => this.credentials?.files?.remove()],
       [
         'done',
         () => {

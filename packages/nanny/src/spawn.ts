@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { READY_JSON_ENV } from '@skein/common/lite';
+import { READY_JSON_ENV, withoutSecurityEnv } from '@skein/common/lite';
 import { workerCommand } from '@skein/core-worker/command';
 
 /** The script that starts a worker process: skein-worker's single-file bundle when it is built. */
@@ -18,6 +18,13 @@ export interface WorkerSpawnSpec {
   memoryLimit: number;
   nannyAddress: string;
   env: Record<string, string>;
+  /**
+   * The credential flags of the worker (files: `--tls-ca-file ... --auth-token-file ...`). The
+   * worker gets its credentials from these alone: the SKEIN_TLS_* / SKEIN_AUTH_* variables of
+   * this process are not passed on (a worker must use its nanny's credentials, not the shell's),
+   * unless `env` sets them.
+   */
+  credentialArgs?: readonly string[];
 }
 
 /** Starts a worker process that prints its JSON ready line (SKEIN_READY_JSON=1) once registered: see `parseReadyLine`. */
@@ -30,8 +37,9 @@ export function spawnWorker(spec: WorkerSpawnSpec): ChildProcess {
     String(spec.memoryLimit),
     '--nanny-address',
     spec.nannyAddress,
+    ...(spec.credentialArgs ?? []),
   ];
-  return spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...spec.env, [READY_JSON_ENV]: '1' } });
+  return spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...withoutSecurityEnv(process.env), ...spec.env, [READY_JSON_ENV]: '1' } });
 }
 
 /** A free port on `host` (the nanny binds its service there once gRPC has loaded). */

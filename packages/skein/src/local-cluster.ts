@@ -5,7 +5,21 @@ import { Scheduler, type SchedulerOptions } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
 import { workerCommand } from '@skein/core-worker/command';
 import { Nanny } from '@skein/nanny';
-import { InvalidArgumentError, SkeinError, cpuCount, createLogger, parseMemoryLimit, parseReadyLine, skeinDefaults, toSkeinError, type LogLevel } from '@skein/common';
+import {
+  InvalidArgumentError,
+  Security,
+  SkeinError,
+  cpuCount,
+  createLogger,
+  parseMemoryLimit,
+  parseReadyLine,
+  skeinDefaults,
+  toSkeinError,
+  withoutSecurityEnv,
+  childCredentials,
+  type LogLevel,
+  type PrivateFiles,
+} from '@skein/common';
 
 export interface LocalClusterOptions {
   /** Number of workers (default: one per core). */
@@ -47,6 +61,14 @@ export interface LocalClusterOptions {
   validate?: boolean;
   /** The scheduler's input limits (see SchedulerOptions): message size, key length, keys per update. */
   limits?: Pick<SchedulerOptions, 'maxMessageBytes' | 'maxKeyLength' | 'maxKeysPerUpdate'>;
+  /**
+   * TLS and/or a token on every link: a Security, or `true` for `Security.temporary()` (a
+   * throwaway CA and a certificate per role, in memory). Worker processes get their credentials
+   * as files in a private temporary directory (0700, files 0600) removed when they stop; the
+   * scheduler's addresses are then `tls://` and its dashboard HTTPS. `Client.connect(cluster)`
+   * uses `cluster.security`. Default: none (plaintext, fine on loopback).
+   */
+  security?: Security | boolean;
 }
 
 interface CompiledLocalClusterOptions {
@@ -67,6 +89,7 @@ interface CompiledLocalClusterOptions {
   noWorkersTimeoutMs: number | null | undefined;
   validate: boolean;
   limits: Pick<SchedulerOptions, 'maxMessageBytes' | 'maxKeyLength' | 'maxKeysPerUpdate'>;
+  security: Security;
 }
 
 function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
@@ -95,6 +118,7 @@ function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
     noWorkersTimeoutMs: o.noWorkersTimeoutMs,
     validate: o.validate ?? skeinDefaults().validate,
     limits: { ...o.limits },
+    security: o.security === true ? Security.temporary() : o.security ? o.security : Security.insecure(),
   };
 }
 
@@ -177,6 +201,7 @@ class NannyWorker implements LocalWorkerHandle {
         port: 0,
         startTimeoutMs: o.startTimeoutMs,
         env: o.workerEnv,
+        security: o.security,
         onWorkerStderr: tail.push,
         // A start the cluster no longer wants (scaled down, timed out, closing) kills the worker at once.
         ...(options ? { signal: options.signal } : {}),
@@ -322,7 +347,29 @@ class InProcessScheduler implements SchedulerHandle {
  */
 class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessScheduler> {
   scheduler: Scheduler | undefined;
+  /** The worker certificate as files, for worker processes without a nanny (written on first use). */
+  #credentials: { args: string[]; files?: PrivateFiles } | undefined;
   constructor(private readonly o: CompiledLocalClusterOptions) {}
+
+  get security(): Security {
+    return this.o.security;
+  }
+
+  /** The worker processes have stopped: their credential files go. */
+  async close(): Promise<void> {
+    this.removeCredentials();
+  }
+
+  /** The credential flags of a worker process without a nanny (a nanny writes its worker's itself). */
+  credentialArgs(): string[] {
+    this.#credentials ??= childCredentials(this.o.security, 'worker', 'skein-local-');
+    return this.#credentials.args;
+  }
+
+  /** Removes the credential files (the cluster has closed: no worker process needs them any more). */
+  removeCredentials(): void {
+    this.#credentials?.files?.remove();
+  }
 
   async startScheduler(): Promise<InProcessScheduler> {
     this.scheduler = await Scheduler.start({
@@ -332,6 +379,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
       noWorkersTimeoutMs: this.o.noWorkersTimeoutMs,
       validate: this.o.validate,
       ...this.o.limits,
+      security: this.o.security,
     });
     return new InProcessScheduler(this.scheduler);
   }
@@ -342,8 +390,9 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
     if (o.processes) {
       // skein-worker itself (its bundle), not `skein worker`: one process, no dispatch.
       const spec = workerSpec(name, schedulerAddress, o);
-      const args = [workerCommand(), schedulerAddress, ...workerFlags(spec)];
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...spec.env } });
+      const args = [workerCommand(), schedulerAddress, ...workerFlags(spec), ...this.credentialArgs()];
+      // Its credentials are the cluster's (flags), not whatever SKEIN_TLS_* / SKEIN_AUTH_* this process has.
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...withoutSecurityEnv(process.env), ...spec.env } });
       const pw = new ProcessWorker(name, child, options?.report);
       options?.report(`worker process ${pw.pid} started, waiting for it to register`);
       // A start the cluster no longer wants (scaled down, closing) is killed: it fails at once.
@@ -366,6 +415,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
       modules: o.modules,
       resources: o.resources,
       validate: o.validate,
+      security: o.security,
     });
     return new InProcessWorker(name, worker);
   }

@@ -20,6 +20,7 @@ import { InvalidArgumentError, PermissionDeniedError, UnauthenticatedError } fro
 import { CHANNEL_OPTIONS } from '../grpc.js';
 import { grpcTarget, parseAddress, type Address } from '../address.js';
 import { issueCertificate, type IssuedCertificate } from './x509.js';
+import type { SecurityFlags } from './cli.js';
 
 /** What a process is to the cluster; a certificate names its roles in its OU fields. */
 export type Role = 'scheduler' | 'worker' | 'nanny' | 'client';
@@ -104,6 +105,8 @@ export class Security {
   readonly #tokenText: string | undefined;
   /** Refuse plaintext links. */
   readonly requireEncryption: boolean;
+  /** The files these credentials were read from (Security.fromFiles), for a process started with the same files. */
+  #files: Readonly<SecurityFiles> | undefined;
 
   constructor(o: SecurityOptions = {}) {
     if (o.tls && 'ca' in o.tls && typeof o.tls.ca === 'string') this.#shared = o.tls as TlsCredentials;
@@ -149,7 +152,12 @@ export class Security {
   static fromFiles(f: SecurityFiles): Security {
     const given = [f.caFile, f.certFile, f.keyFile].filter((x) => x !== undefined).length;
     if (given !== 0 && given !== 3) {
-      throw new InvalidArgumentError('TLS needs all three of --tls-ca-file, --tls-cert and --tls-key (the CA, this process\'s certificate and its key); some were missing.');
+      const missing = [
+        [f.caFile, '--tls-ca-file (SKEIN_TLS_CA_FILE)'],
+        [f.certFile, '--tls-cert (SKEIN_TLS_CERT)'],
+        [f.keyFile, '--tls-key (SKEIN_TLS_KEY)'],
+      ].filter(([v]) => v === undefined).map(([, name]) => name);
+      throw new InvalidArgumentError(`TLS needs all three of --tls-ca-file, --tls-cert and --tls-key (the CA, this process's certificate and its key); missing: ${missing.join(', ')}.`);
     }
     let tls: TlsCredentials | undefined;
     if (given === 3) {
@@ -162,7 +170,24 @@ export class Security {
       tls = { ca, cert, key };
     }
     const token = f.tokenFile === undefined ? undefined : readText(f.tokenFile, 'token file', '--auth-token-file');
-    return new Security({ tls, token, requireEncryption: f.requireEncryption });
+    const s = new Security({ tls, token, requireEncryption: f.requireEncryption });
+    s.#files = { ...f };
+    return s;
+  }
+
+  /**
+   * The CLI flags that give a process these same credentials by naming the files they were read
+   * from, or undefined when some credential is not in a file (in memory, or a token from
+   * SKEIN_AUTH_TOKEN): then write `launchFiles` instead.
+   */
+  fileArgs(): string[] | undefined {
+    const f = this.#files;
+    if (!f || (this.token && f.tokenFile === undefined)) return undefined;
+    const args: string[] = [];
+    if (this.tls) args.push('--tls-ca-file', f.caFile!, '--tls-cert', f.certFile!, '--tls-key', f.keyFile!);
+    if (this.requireEncryption) args.push('--require-encryption');
+    if (this.token) args.push('--auth-token-file', f.tokenFile!);
+    return args;
   }
 
   /**
@@ -186,9 +211,38 @@ export class Security {
     return token === undefined ? s : s.withToken(token);
   }
 
+  /**
+   * What a CLI's flags ask for (`--tls-ca-file --tls-cert --tls-key --auth-token-file
+   * --require-encryption`), each flag not given taken from its environment variable (see
+   * `fromEnv`); no flag and no variable: `Security.insecure()`. A partial TLS set or an unreadable
+   * file is an InvalidArgumentError that names the flag.
+   */
+  static fromFlags(f: SecurityFlags, env: NodeJS.ProcessEnv = process.env): Security {
+    const pick = (v: string | undefined, name: string) => v ?? (env[name] || undefined);
+    const tokenFile = pick(f.authTokenFile, 'SKEIN_AUTH_TOKEN_FILE');
+    const token = f.authTokenFile === undefined ? env['SKEIN_AUTH_TOKEN'] || undefined : undefined;
+    if (token !== undefined && tokenFile !== undefined) {
+      throw new InvalidArgumentError('Both SKEIN_AUTH_TOKEN and SKEIN_AUTH_TOKEN_FILE are set: set one (or pass --auth-token-file).');
+    }
+    const envRequire = env['SKEIN_REQUIRE_ENCRYPTION'] === '1' || env['SKEIN_REQUIRE_ENCRYPTION'] === 'true';
+    const files: SecurityFiles = {
+      caFile: pick(f.tlsCaFile, 'SKEIN_TLS_CA_FILE'),
+      certFile: pick(f.tlsCert, 'SKEIN_TLS_CERT'),
+      keyFile: pick(f.tlsKey, 'SKEIN_TLS_KEY'),
+      tokenFile,
+      requireEncryption: f.requireEncryption === true || envRequire || undefined,
+    };
+    if (!files.caFile && !files.certFile && !files.keyFile && !files.tokenFile && !token && !files.requireEncryption) return Security.insecure();
+    const s = Security.fromFiles(files);
+    return token === undefined ? s : s.withToken(token);
+  }
+
   /** The same credentials with another token. */
   withToken(token: string | undefined): Security {
-    return new Security({ tls: this.#shared ?? this.#tls, token, requireEncryption: this.requireEncryption });
+    const s = new Security({ tls: this.#shared ?? this.#tls, token, requireEncryption: this.requireEncryption });
+    s.#issuer = this.#issuer;
+    if (this.#files) s.#files = { ...this.#files, tokenFile: undefined };
+    return s;
   }
 
   /** TLS on (addresses are `tls://`). */

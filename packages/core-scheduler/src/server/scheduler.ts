@@ -369,13 +369,15 @@ export class Scheduler {
         contactHost: contactHost(d.host),
         source: new SchedulerDashboardSource(this),
         warn: (m) => this.log.warn(m),
+        // HTTPS with the scheduler's own certificate when the cluster has TLS (no client certificate asked).
+        ...(this.options.security.tls ? { tls: this.options.security.credentials('scheduler')! } : {}),
       });
     } catch (err) {
       this.log.warn(`The dashboard could not start on ${d.host}:${d.port} (${(err as Error).message}); running without it.`);
     }
   }
 
-  /** `http://IP:PORT/status`, or '' when the scheduler runs no dashboard. */
+  /** `http://IP:PORT/status` (`https://` with TLS), or '' when the scheduler runs no dashboard. */
   get dashboardLink(): string {
     return this.dashboard?.url ?? '';
   }

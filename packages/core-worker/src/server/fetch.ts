@@ -100,7 +100,7 @@ export function fetchData(
         const key = chunk.key;
         const encoding = chunk.encoding;
         bulk.push(
-          fetchBulk(parseAddress(address).host, chunk.bulkPort, chunk.bulkToken, Number(chunk.totalSize), address).then(
+          fetchBulk(parseAddress(address).host, chunk.bulkPort, chunk.bulkToken, Number(chunk.totalSize), address, chunk.bulkKey).then(
             (buf) => void data.set(key, { encoding, data: buf }),
             (e: unknown) => fail((e as Error).message, e),
           ),

@@ -15,7 +15,7 @@ export interface WorkerServiceBackend {
   story?(keys: string[]): WorkerServiceGetStoryResponse;
   runner: MainThreadRunner;
   chunkBytes: number;
-  /** Raw TCP path for large values, offered to requesters that accept it. */
+  /** Raw TCP path for large values (encrypted when the cluster has TLS), offered to requesters that accept it. */
   bulk?: BulkServer;
   /** Who may call (see WORKER_ROLES); none: every caller may call everything. */
   security?: Security;
@@ -39,6 +39,8 @@ export interface SpilledSource {
   chunks(chunkBytes: number): AsyncIterable<Buffer>;
 }
 
+const NO_KEY = Buffer.alloc(0);
+
 function writeAsync(call: ServerWritableStream<GetDataRequest, GetDataResponse>, msg: GetDataResponse): Promise<void> | undefined {
   if (call.write(msg)) return undefined;
   return new Promise((resolve) => call.once('drain', resolve));
@@ -56,13 +58,22 @@ async function streamData(call: ServerWritableStream<GetDataRequest, GetDataResp
       continue;
     }
     if (!v) {
-      await writeAsync(call, { key, encoding: 0, totalSize: 0, data: Buffer.alloc(0), missing: true, bulkPort: 0, bulkToken: '' });
+      await writeAsync(call, { key, encoding: 0, totalSize: 0, data: Buffer.alloc(0), missing: true, bulkPort: 0, bulkToken: '', bulkKey: NO_KEY });
       continue;
     }
     const total = v.data.byteLength;
     if (call.request.acceptBulk && backend.bulk && total >= BULK_MIN_BYTES) {
-      const bulkToken = backend.bulk.offer(v.data);
-      await writeAsync(call, { key, encoding: v.encoding, totalSize: total, data: Buffer.alloc(0), missing: false, bulkPort: backend.bulk.port, bulkToken });
+      const ticket = backend.bulk.offer(v.data);
+      await writeAsync(call, {
+        key,
+        encoding: v.encoding,
+        totalSize: total,
+        data: Buffer.alloc(0),
+        missing: false,
+        bulkPort: backend.bulk.port,
+        bulkToken: ticket.token,
+        bulkKey: ticket.key,
+      });
       continue;
     }
     let offset = 0;
@@ -77,6 +88,7 @@ async function streamData(call: ServerWritableStream<GetDataRequest, GetDataResp
         missing: false,
         bulkPort: 0,
         bulkToken: '',
+        bulkKey: NO_KEY,
       });
       offset = end;
     } while (offset < total && !call.cancelled);
@@ -87,7 +99,7 @@ async function streamData(call: ServerWritableStream<GetDataRequest, GetDataResp
 async function streamSpilled(call: ServerWritableStream<GetDataRequest, GetDataResponse>, key: string, s: SpilledSource, chunk: number): Promise<void> {
   let sent = 0;
   if (s.totalSize === 0) {
-    await writeAsync(call, { key, encoding: s.encoding, totalSize: 0, data: Buffer.alloc(0), missing: false, bulkPort: 0, bulkToken: '' });
+    await writeAsync(call, { key, encoding: s.encoding, totalSize: 0, data: Buffer.alloc(0), missing: false, bulkPort: 0, bulkToken: '', bulkKey: NO_KEY });
     return;
   }
   for await (const data of s.chunks(chunk)) {
@@ -95,7 +107,7 @@ async function streamSpilled(call: ServerWritableStream<GetDataRequest, GetDataR
     const first = sent === 0;
     sent += data.byteLength;
     if (sent > s.totalSize) break;
-    await writeAsync(call, { key, encoding: first ? s.encoding : 0, totalSize: first ? s.totalSize : 0, data, missing: false, bulkPort: 0, bulkToken: '' });
+    await writeAsync(call, { key, encoding: first ? s.encoding : 0, totalSize: first ? s.totalSize : 0, data, missing: false, bulkPort: 0, bulkToken: '', bulkKey: NO_KEY });
   }
   if (sent !== s.totalSize) {
     throw new SkeinError('internal', `The spilled copy of ${key} on disk has ${sent} bytes, expected ${s.totalSize}; the worker's local directory was changed.`);

@@ -15,7 +15,9 @@ import {
   PROTOCOL_VERSION,
   SkeinError,
   checkProtocolVersion,
+  diagnoseTls,
   fromGrpcStatus,
+  parseAddress,
   toSkeinError,
   type Logger,
 } from '@skein/common';
@@ -200,7 +202,15 @@ export class SchedulerSession {
       client.waitForReady(Date.now() + Math.max(1, timeoutMs), (err) => {
         if (err) {
           client.close();
-          reject(unreachable(`no connection within ${Math.round(timeoutMs / 1000)}s`, err));
+          if (!first) {
+            reject(unreachable(`no connection within ${Math.round(timeoutMs / 1000)}s`, err));
+            return;
+          }
+          // At the first contact, say when TLS is what keeps it out (grpc-js cannot tell).
+          const a = parseAddress(o.scheduler);
+          void diagnoseTls(a.host, a.port, o.security, 'scheduler').then((tls) =>
+            reject(tls ? new CommClosedError(o.scheduler, `Cannot reach the scheduler at ${o.scheduler}: ${tls}.`, { cause: err }) : unreachable(`no connection within ${Math.round(timeoutMs / 1000)}s`, err)),
+          );
           return;
         }
         if (this.host.closing()) {

@@ -44,6 +44,14 @@ export interface GetDataResponse {
    */
   bulkPort: number;
   bulkToken: string;
+  /**
+   * Set when the cluster has TLS: the bulk connection carries the value as AES-256-GCM frames under
+   * this one-time key (a fresh 32-byte key per offer, sent only over this mutual-TLS stream): each
+   * frame is up to 4 MiB of ciphertext and its 16-byte tag, nonce = 4 zero bytes and the frame's
+   * index as a big-endian uint64, additional data = total_size as a big-endian uint64. Empty: the
+   * raw bytes follow as they are (plaintext cluster).
+   */
+  bulkKey: Buffer;
 }
 
 export interface RunRequest {
@@ -71,6 +79,12 @@ export interface GetStatusResponse {
   ready: number;
   keys: string[];
   managedBytes: number;
+  /**
+   * Values this worker process fetched from peers over the bulk path, and how many of them
+   * encrypted (the cluster has TLS; see GetDataResponse.bulk_key).
+   */
+  bulkFetched: number;
+  bulkFetchedEncrypted: number;
 }
 
 export interface WorkerServiceGetStoryRequest {
@@ -174,7 +188,16 @@ export const GetDataRequest: MessageFns<GetDataRequest> = {
 };
 
 function createBaseGetDataResponse(): GetDataResponse {
-  return { key: "", encoding: 0, totalSize: 0, data: Buffer.alloc(0), missing: false, bulkPort: 0, bulkToken: "" };
+  return {
+    key: "",
+    encoding: 0,
+    totalSize: 0,
+    data: Buffer.alloc(0),
+    missing: false,
+    bulkPort: 0,
+    bulkToken: "",
+    bulkKey: Buffer.alloc(0),
+  };
 }
 
 export const GetDataResponse: MessageFns<GetDataResponse> = {
@@ -199,6 +222,9 @@ export const GetDataResponse: MessageFns<GetDataResponse> = {
     }
     if (message.bulkToken !== "") {
       writer.uint32(58).string(message.bulkToken);
+    }
+    if (message.bulkKey.length !== 0) {
+      writer.uint32(66).bytes(message.bulkKey);
     }
     return writer;
   },
@@ -272,6 +298,14 @@ export const GetDataResponse: MessageFns<GetDataResponse> = {
             message.bulkToken = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.bulkKey = Buffer.from(reader.bytes());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -296,6 +330,7 @@ export const GetDataResponse: MessageFns<GetDataResponse> = {
     message.missing = object.missing ?? false;
     message.bulkPort = object.bulkPort ?? 0;
     message.bulkToken = object.bulkToken ?? "";
+    message.bulkKey = object.bulkKey ?? Buffer.alloc(0);
     return message;
   },
 };
@@ -506,7 +541,18 @@ export const GetStatusRequest: MessageFns<GetStatusRequest> = {
 };
 
 function createBaseGetStatusResponse(): GetStatusResponse {
-  return { address: "", name: "", status: "", nthreads: 0, executing: 0, ready: 0, keys: [], managedBytes: 0 };
+  return {
+    address: "",
+    name: "",
+    status: "",
+    nthreads: 0,
+    executing: 0,
+    ready: 0,
+    keys: [],
+    managedBytes: 0,
+    bulkFetched: 0,
+    bulkFetchedEncrypted: 0,
+  };
 }
 
 export const GetStatusResponse: MessageFns<GetStatusResponse> = {
@@ -534,6 +580,12 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     if (message.managedBytes !== 0) {
       writer.uint32(64).int64(message.managedBytes);
+    }
+    if (message.bulkFetched !== 0) {
+      writer.uint32(72).int64(message.bulkFetched);
+    }
+    if (message.bulkFetchedEncrypted !== 0) {
+      writer.uint32(80).int64(message.bulkFetchedEncrypted);
     }
     return writer;
   },
@@ -615,6 +667,22 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             message.managedBytes = longToNumber(reader.int64());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.bulkFetched = longToNumber(reader.int64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.bulkFetchedEncrypted = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -640,6 +708,8 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     message.ready = object.ready ?? 0;
     message.keys = object.keys?.map((e) => e) || [];
     message.managedBytes = object.managedBytes ?? 0;
+    message.bulkFetched = object.bulkFetched ?? 0;
+    message.bulkFetchedEncrypted = object.bulkFetchedEncrypted ?? 0;
     return message;
   },
 };
