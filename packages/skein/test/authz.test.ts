@@ -385,9 +385,8 @@ describe('a cluster with certificates per role (Security.temporary())', () => {
 
   it('a nanny takes Kill and Restart only from the scheduler role', async () => {
     const security = Security.temporary();
-    const scheduler = await Scheduler.start({ host: '127.0.0.1', port: 0, dashboardAddress: null });
+    const scheduler = await Scheduler.start({ host: '127.0.0.1', port: 0, dashboardAddress: null, security });
     closers.push(() => scheduler.close());
-    // (The nanny's own worker process runs without credentials here: only the nanny's service is under test.)
     const nanny = await Nanny.start({ scheduler: scheduler.address, host: '127.0.0.1', port: 0, memoryLimit: 0, security });
     closers.push(() => nanny.close());
     const pid = nanny.workerPid;
