@@ -1,12 +1,12 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@skein/client';
-import { Security, parseReadyLine } from '@skein/common';
+import { CommClosedError, Security, parseReadyLine } from '@skein/common';
 import { SchedulerAdmin } from '@skein/cluster';
 import { deployerConformance, type DeployerUnderTest } from '@skein/cluster/testing';
 import { InvalidQueueError, ResourceRequestError, SLURMCluster, type SLURMClusterOptions } from '../src/index.js';
@@ -149,53 +149,132 @@ describe('SLURMCluster on a real Slurm', () => {
     expect((memory as ResourceRequestError).systemMessage).toMatch(/Memory specification can not be satisfied/);
     expect((memory as Error).message).toMatch(/asked for 1 CPUs and 93133G of memory per job/);
   });
+});
 
-  it('gives the scheduler and every job their credentials in files only the user can read, never on a command line', async () => {
-    // The CLIs do not take the credential flags yet (issue 14), so the jobs start Skein through a
-    // wrapper that checks each credential file where the process starts (on the "compute node"),
-    // records its mode and its directory's, and drops the flags before it runs Skein.
-    const token = `tok-${Date.now()}-s3cr3t`;
-    const dir = mkdtempSync(join(root, 'creds-'));
-    const log = join(dir, 'seen.log');
-    const wrapper = join(dir, 'skein-wrapper.sh');
-    writeFileSync(
-      wrapper,
-      `#!/usr/bin/env bash
-echo "ARGV $*" >> ${log}
-args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --auth-token-file|--tls-ca-file|--tls-cert|--tls-key)
-      echo "FILE $1 $2 $(stat -c %a "$2") $(stat -c %a "$(dirname "$2")") $(cat "$2")" >> ${log}; shift 2 ;;
-    *) args+=("$1"); shift ;;
-  esac
-done
-exec ${SKEIN_COMMAND} "\${args[@]}"
-`,
-      { mode: 0o700 },
-    );
-    const cluster = await SLURMCluster.start(options({ security: Security.fromToken(token), skeinCommand: wrapper, nWorkers: 2 }));
+/** The private file a flag of a process names: mode 0600 in a 0700 directory. */
+function privateFileOf(argv: readonly string[], flag: string): string {
+  const i = argv.indexOf(flag);
+  expect(i, `${flag} in ${argv.join(' ')}`).toBeGreaterThan(0);
+  const file = argv[i + 1]!;
+  expect(statSync(file).mode & 0o777).toBe(0o600);
+  expect(statSync(dirname(file)).mode & 0o777).toBe(0o700);
+  return file;
+}
+
+/**
+ * Each job's worker process and its nanny (the job's `skein worker`): their credentials are in
+ * private files the flags name, never in argv or the environment; nor in what Slurm holds of the
+ * job (its batch script, `scontrol show job`).
+ */
+async function checkJobCredentials(cluster: SLURMCluster, client: Client, secrets: readonly string[], flags: readonly string[]): Promise<void> {
+  const leaks = (text: string) => [
+    ...[/PRIVATE KEY/, /SKEIN_AUTH_TOKEN|SKEIN_TLS_/].filter((r) => r.test(text)).map(String),
+    ...secrets.filter((s) => text.includes(s)),
+  ];
+  const workers = (await client.schedulerInfo()).workers;
+  expect(workers).toHaveLength(2);
+  for (const w of workers) {
+    const ppid = Number(readFileSync(`/proc/${w.pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[1]);
+    for (const pid of [w.pid, ppid]) {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      expect(leaks(argv.join(' ')), `argv of ${pid}`).toEqual([]);
+      expect(leaks(readFileSync(`/proc/${pid}/environ`, 'utf8')), `environment of ${pid}`).toEqual([]);
+      for (const f of flags) privateFileOf(argv, f);
+    }
+    // The nanny runs the job's `skein worker`: it is a process of the Slurm job.
+    expect(readFileSync(`/proc/${ppid}/environ`, 'utf8').split('\0')).toContain(`SLURM_JOB_ID=${cluster.jobIds.get(w.name)}`);
+    const id = cluster.jobIds.get(w.name)!;
+    const script = execFileSync('scontrol', ['write', 'batch_script', id, '-'], { encoding: 'utf8' });
+    expect(script).toBe(cluster.jobScript(w.name));
+    for (const f of flags) expect(script).toContain(`${f} ${join(cluster.directory, 'security', 'worker')}/`);
+    expect(leaks(script), 'the batch script').toEqual([]);
+    expect(leaks(execFileSync('scontrol', ['show', 'job', id], { encoding: 'utf8' })), 'scontrol show job').toEqual([]);
+  }
+}
+
+/** The pids of this user's processes whose command line mentions `text`. */
+function processesNaming(text: string): number[] {
+  const pids: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text)) pids.push(Number(d));
+    } catch {
+      // gone, or not ours
+    }
+  }
+  return pids;
+}
+
+/** Two tasks on different workers, the second needing the first's result (a worker-to-worker fetch). */
+async function crossWorkerTask(client: Client): Promise<number> {
+  const [a, b] = (await client.schedulerInfo()).workers.map((w) => w.address);
+  const x = client.submitWith({ workers: [a!], allowOtherWorkers: false, pure: false }, (n: number) => n + 1, 20);
+  const y = client.submitWith({ workers: [b!], allowOtherWorkers: false }, (v: number) => v * 2, x);
+  return (await y.result()) as number;
+}
+
+describe('SLURMCluster with security', () => {
+  it('security: true (Security.temporary()): 2 jobs compute over mutual TLS; a client without the credentials is refused; keys only in private files', async () => {
+    const cluster = await SLURMCluster.start(options({ security: true }));
     const security = join(cluster.directory, 'security');
     try {
+      expect(cluster.security.tls).toBe(true);
+      expect(cluster.schedulerAddress).toMatch(/^tls:\/\/127\.0\.0\.1:\d+$/);
+      await cluster.scale({ jobs: 2 });
+      await cluster.waitForWorkers(2, { timeoutMs: 60_000 });
       await using client = await Client.connect(cluster); // with cluster.security
-      expect(await client.submit((a: number) => a * 2, 21).result()).toBe(42);
-      const script = execFileSync('scontrol', ['write', 'batch_script', cluster.jobIds.get('slurm-0')!, '-'], { encoding: 'utf8' });
-      expect(script).toContain(`--auth-token-file ${join(security, 'worker', 'token')}`);
-      expect(script).not.toContain(token);
-      const seen = readFileSync(log, 'utf8').split('\n').filter(Boolean);
-      const files = seen.filter((l) => l.startsWith('FILE '));
-      // The scheduler here and both jobs found their token file: mode 0600 in a 0700 directory.
-      expect(files).toEqual([
-        `FILE --auth-token-file ${join(security, 'scheduler', 'token')} 600 700 ${token}`,
-        `FILE --auth-token-file ${join(security, 'worker', 'token')} 600 700 ${token}`,
-        `FILE --auth-token-file ${join(security, 'worker', 'token')} 600 700 ${token}`,
-      ]);
-      for (const l of seen.filter((x) => x.startsWith('ARGV '))) expect(l).not.toContain(token);
+      const xs = Array.from({ length: 50 }, (_, i) => i);
+      expect(await client.gather(client.map((x: number) => x * x, xs))).toEqual(xs.map((x) => x * x));
+      expect(await crossWorkerTask(client)).toBe(42);
+      const workers = (await client.schedulerInfo()).workers;
+      for (const w of workers) expect(w.address).toMatch(/^tls:\/\//);
+      // Without certificates, or with another CA's, the scheduler refuses the client.
+      const plain = await Client.connect(cluster.schedulerAddress.replace('tls://', 'tcp://'), { security: Security.insecure(), connectTimeoutMs: 1500 }).catch((e: unknown) => e);
+      expect(plain).toBeInstanceOf(CommClosedError);
+      expect((plain as Error).message).toMatch(/TLS.*--tls-ca-file/s);
+      const stranger = await Client.connect(cluster.schedulerAddress, { security: Security.temporary(), connectTimeoutMs: 1500 }).catch((e: unknown) => e);
+      expect(stranger).toBeInstanceOf(CommClosedError);
+      expect((stranger as Error).message).toMatch(/not signed by this process's CA/);
+      // The keys: the scheduler's and the jobs' in private files, named by flags, nowhere else.
+      const pem = cluster.security.credentials('client')!.key.split('\n')[1]!.slice(0, 40);
+      await checkJobCredentials(cluster, client, [pem], ['--tls-ca-file', '--tls-cert', '--tls-key']);
       expect(statSync(security).mode & 0o777).toBe(0o700);
+      expect(readdirSync(join(security, 'worker')).sort()).toEqual(['ca.pem', 'nanny-worker-key.pem', 'nanny-worker.pem']);
+      expect(readdirSync(join(security, 'scheduler')).sort()).toEqual(['ca.pem', 'scheduler-key.pem', 'scheduler.pem']);
+      // The scheduler, a child process here: the one `skein scheduler` with this cluster's files.
+      // (the /bin/sh that started it, and its watcher, name the same files)
+      const schedulers = processesNaming(join(security, 'scheduler')).filter((pid) => !readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('/bin/sh'));
+      expect(schedulers).toHaveLength(1);
+      const scheduler = schedulers[0]!;
+      const schedulerArgv = readFileSync(`/proc/${scheduler}/cmdline`, 'utf8').split('\0');
+      expect(schedulerArgv).toContain('scheduler');
+      expect(schedulerArgv.join(' ')).not.toContain(pem);
+      expect(schedulerArgv).toContain('--require-encryption');
+      expect(privateFileOf(schedulerArgv, '--tls-key')).toBe(join(security, 'scheduler', 'scheduler-key.pem'));
+      expect(readFileSync(`/proc/${scheduler}/environ`, 'utf8')).not.toMatch(/PRIVATE KEY|SKEIN_TLS_/);
     } finally {
       await cluster.close();
     }
     expect(existsSync(security)).toBe(false); // the credentials go with the cluster
+    await until(() => liveJobs(cluster.submittedJobIds).length === 0, 30_000, 'no job of the cluster in squeue');
+  });
+
+  it('Security.fromToken: 2 jobs compute with the token; a client without it or with another is refused; the token only in private files', async () => {
+    const token = `tok-${Date.now()}-s3cr3t-slurm`;
+    await using cluster = await SLURMCluster.start(options({ security: Security.fromToken(token), nWorkers: 2 }));
+    expect(cluster.schedulerAddress).toMatch(/^tcp:\/\//);
+    await using client = await Client.connect(cluster);
+    expect(await client.gather(client.map((x: number) => x + 1, [1, 2, 3]))).toEqual([2, 3, 4]);
+    expect(await crossWorkerTask(client)).toBe(42);
+    const none = await Client.connect(cluster.schedulerAddress, { security: Security.insecure(), connectTimeoutMs: 5_000 }).catch((e: unknown) => e);
+    expect((none as Error).message).toMatch(/requires an auth token and none was presented/);
+    const wrong = await Client.connect(cluster.schedulerAddress, { security: Security.fromToken('not-the-token-0123456789'), connectTimeoutMs: 5_000 }).catch((e: unknown) => e);
+    expect((wrong as Error).message).toMatch(/the auth token presented is not this cluster's/);
+    await checkJobCredentials(cluster, client, [token], ['--auth-token-file']);
+    const file = join(cluster.directory, 'security', 'worker', 'token');
+    expect(readFileSync(file, 'utf8')).toBe(`${token}\n`);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
   });
 });
 
