@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -313,6 +313,76 @@ await runner.close();
     expect(result, lines.join('\n')).toBeDefined();
     const r = JSON.parse(result!.slice(7)) as { rank: number; names: string[]; out: number[]; jobId: string };
     expect(r).toEqual({ rank: 1, names: [`${r.jobId}-2`, `${r.jobId}-3`], out: [2, 3, 4, 5, 6], jobId: r.jobId });
+  }, 90_000);
+
+  it('srun -n 4 with the same Security.fromFiles in every task: TLS and a token on every link, each rank its own private files, none left', async () => {
+    const dir = mkdtempSync(join(root, 'runner-tls-'));
+    // The credentials every task reads: one certificate for every role, a CA, a token (as a site would issue them).
+    const issued = Security.temporary({ token: `runner-token-${Date.now()}-0123456789` });
+    const given = join(dir, 'given');
+    mkdirSync(given, { mode: 0o700 });
+    const { files } = issued.launchFiles(['client', 'nanny', 'scheduler', 'worker'], given);
+    for (const f of files) writeFileSync(f.path, f.contents, { mode: f.mode });
+    const [caFile, certFile, keyFile, tokenFile] = files.map((f) => f.path);
+    const app = join(dir, 'app.mjs');
+    const index = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+    const client = fileURLToPath(new URL('../../client/dist/index.js', import.meta.url));
+    const common = fileURLToPath(new URL('../../common/dist/index.js', import.meta.url));
+    writeFileSync(
+      app,
+      `import { readFileSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { SlurmRunner } from ${JSON.stringify(index)};
+import { Client } from ${JSON.stringify(client)};
+import { Security } from ${JSON.stringify(common)};
+const security = Security.fromFiles(${JSON.stringify({ caFile, certFile, keyFile, tokenFile, requireEncryption: true })});
+const runner = await SlurmRunner.start({ schedulerFile: ${JSON.stringify(join(dir, 'scheduler-{jobId}.json'))}, skeinCommand: ${JSON.stringify(SKEIN_COMMAND)},
+  schedulerOptions: { dashboardAddress: null }, workerOptions: { deathTimeoutMs: 15000 }, security });
+const client = await Client.connect(runner);
+await runner.waitForWorkers();
+const workers = (await client.schedulerInfo()).workers;
+const out = await client.gather(client.map((x) => x + 1, [1, 2, 3, 4, 5]));
+const [a, b] = workers.map((w) => w.address);
+const x = client.submitWith({ workers: [a], allowOtherWorkers: false, pure: false }, (n) => n + 1, 20);
+const dep = await client.submitWith({ workers: [b], allowOtherWorkers: false }, (v) => v * 2, x).result();
+const keys = workers.map((w) => {
+  const argv = readFileSync('/proc/' + w.pid + '/cmdline', 'utf8').split('\\0');
+  const key = argv[argv.indexOf('--tls-key') + 1];
+  return { key, mode: (statSync(key).mode & 0o777).toString(8), dir: (statSync(dirname(key)).mode & 0o777).toString(8), leak: /PRIVATE KEY|runner-token/.test(argv.join(' ') + readFileSync('/proc/' + w.pid + '/environ', 'utf8')) };
+});
+const refused = await Client.connect(runner.schedulerAddress.replace('tls://', 'tcp://'), { security: Security.insecure(), connectTimeoutMs: 1500 }).then(() => 'connected', (e) => e.message);
+console.log('RESULT ' + JSON.stringify({ jobId: runner.jobId, scheduler: runner.schedulerAddress, addresses: workers.map((w) => w.address), out, dep, keys, refused }));
+await client.close();
+await runner.close();
+`,
+    );
+    const child = spawn('srun', ['-n', '4', '-p', 'cpu', '--mem-per-cpu=300M', '-t', '00:05:00', '-J', 'skein-runner-tls', process.execPath, app], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, SKEIN_LOG_LEVEL: 'warn' },
+    });
+    const lines: string[] = [];
+    createInterface({ input: child.stdout! }).on('line', (l) => lines.push(l));
+    createInterface({ input: child.stderr! }).on('line', (l) => lines.push(l));
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    expect(code, lines.join('\n')).toBe(0);
+    const result = lines.find((l) => l.startsWith('RESULT '));
+    expect(result, lines.join('\n')).toBeDefined();
+    const r = JSON.parse(result!.slice(7)) as { jobId: string; scheduler: string; addresses: string[]; out: number[]; dep: number; keys: Array<{ key: string; mode: string; dir: string; leak: boolean }>; refused: string };
+    expect(r.scheduler).toMatch(/^tls:\/\//);
+    expect(r.addresses).toHaveLength(2);
+    for (const a of r.addresses) expect(a).toMatch(/^tls:\/\//);
+    expect(r.out).toEqual([2, 3, 4, 5, 6]);
+    expect(r.dep).toBe(42);
+    expect(r.refused).toMatch(/TLS.*--tls-ca-file/s);
+    // Each worker rank wrote its own copy (0600 in a 0700 directory), and nothing is in argv or the environment.
+    const credentials = join(dir, `.skein-credentials-${r.jobId}`);
+    expect(r.keys.map((k) => ({ ...k, key: dirname(k.key) })).sort((p, q) => p.key.localeCompare(q.key))).toEqual([
+      { key: join(credentials, 'worker-2'), mode: '600', dir: '700', leak: false },
+      { key: join(credentials, 'worker-3'), mode: '600', dir: '700', leak: false },
+    ]);
+    // Every rank removed its files once its process ended.
+    expect(existsSync(credentials)).toBe(false);
   }, 90_000);
 
   it('when the client code throws, the scheduler still stops and every task ends', async () => {
