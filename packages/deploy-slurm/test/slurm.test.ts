@@ -447,6 +447,52 @@ describe('the skein-slurm command', () => {
       clearTimeout(hung);
     }
   });
+  it('with --tls-* and --auth-token-file: tls:// addresses, the jobs get private copies of the credentials, a client without them is refused', async () => {
+    const dir = mkdtempSync(join(root, 'cli-tls-'));
+    const { files } = Security.temporary({ token: `cli-token-${Date.now()}-0123456789` }).launchFiles(['client', 'nanny', 'scheduler', 'worker'], dir);
+    for (const f of files) writeFileSync(f.path, f.contents, { mode: f.mode });
+    const [caFile, certFile, keyFile, tokenFile] = files.map((f) => f.path) as [string, string, string, string];
+    const child = spawn(
+      process.execPath,
+      [SLURM_BIN, '--cores', '1', '--memory', '400MB', '--queue', 'cpu', '--walltime', '00:05:00', '--jobs', '1', '--skein-command', SKEIN_COMMAND,
+        '--shared-directory', root, '--dashboard-address', '127.0.0.1:0', '--death-timeout', '15', '--ready-json',
+        '--tls-ca-file', caFile, '--tls-cert', certFile, '--tls-key', keyFile, '--auth-token-file', tokenFile, '--require-encryption'],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SKEIN_LOG_LEVEL: 'warn' } },
+    );
+    const out: string[] = [];
+    createInterface({ input: child.stdout! }).on('line', (l) => out.push(l));
+    createInterface({ input: child.stderr! }).on('line', (l) => out.push(l));
+    const exited = new Promise<number | null>((r) => child.once('exit', r));
+    try {
+      await until(() => out.some((l) => parseReadyLine(l)) || child.exitCode !== null, 30_000, `skein-slurm to start:\n${out.join('\n')}`);
+      const ready = out.map((l) => parseReadyLine(l)).find((e) => e !== undefined);
+      if (ready?.role !== 'cluster') throw new Error(`no cluster ready line:\n${out.join('\n')}`);
+      expect(ready.address).toMatch(/^tls:\/\/\S+:\d+$/);
+      expect(ready).toMatchObject({ tls: true });
+      const id = out.map((l) => /^Job slurm-0: Slurm job (\d+)$/.exec(l)?.[1]).find((x) => x !== undefined)!;
+      await using client = await Client.connect(ready.address, { security: Security.fromFiles({ caFile, certFile, keyFile, tokenFile }) });
+      expect(await client.submit((a: number, b: number) => a * b, 6, 7).result()).toBe(42);
+      const refused = await Client.connect(ready.address.replace('tls://', 'tcp://'), { security: Security.insecure(), connectTimeoutMs: 1500 }).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(CommClosedError);
+      // The job names copies in the cluster's own private directory, not the files given.
+      const script = execFileSync('scontrol', ['write', 'batch_script', id, '-'], { encoding: 'utf8' });
+      const key = /--tls-key (\S+)/.exec(script)?.[1] ?? '';
+      expect(key).toMatch(new RegExp(`^${root}/\\.skein-jobqueue/[0-9a-f]{8}/security/worker/nanny-worker-key\\.pem$`));
+      expect(statSync(key).mode & 0o777).toBe(0o600);
+      expect(statSync(dirname(key)).mode & 0o777).toBe(0o700);
+      expect(script).not.toMatch(/PRIVATE KEY|cli-token-/);
+      await client.close();
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(liveJobs([id])).toEqual([]);
+      expect(existsSync(dirname(dirname(key)))).toBe(false);
+    } finally {
+      child.kill('SIGTERM');
+      const hung = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(hung);
+    }
+  });
 });
 
 describe('a client that dies', () => {
