@@ -1,5 +1,5 @@
 import yargs from 'yargs';
-import { SkeinError, readyJsonWanted, readyLine, toSkeinError } from '@skein/common';
+import { SECURITY_FLAGS, Security, SkeinError, readyJsonWanted, readyLine, toSkeinError, type SecurityFlags } from '@skein/common';
 import { SLURMCluster, type SLURMClusterOptions } from './slurm.js';
 
 /** What `skein-slurm` runs: the cluster's options and what to do with it. */
@@ -14,8 +14,8 @@ export interface SlurmCliPlan {
 }
 
 /** Parses `skein-slurm` arguments (exported for tests). */
-export async function parseSlurmArgs(argv: string[], prog = 'skein-slurm'): Promise<SlurmCliPlan | 'help'> {
-  const a = (await yargs(argv)
+export async function parseSlurmArgs(argv: string[], prog = 'skein-slurm', env: NodeJS.ProcessEnv = process.env): Promise<SlurmCliPlan | 'help'> {
+  let y = yargs(argv)
     .scriptName(prog)
     .usage(
       `$0 --cores N --memory SIZE [options]\n\nStart a Skein scheduler here and workers as Slurm jobs (sbatch). Prints the scheduler's and the dashboard's\n` +
@@ -40,7 +40,14 @@ export async function parseSlurmArgs(argv: string[], prog = 'skein-slurm'): Prom
     .option('scheduler-port', { type: 'number', default: 0, describe: 'Scheduler port (0: any free port)' })
     .option('dashboard-address', { type: 'string', default: ':8787', describe: "Dashboard ':PORT' or 'HOST:PORT'" })
     .option('death-timeout', { type: 'number', default: 60, describe: 'Seconds a worker waits for a lost scheduler before its job ends' })
-    .option('ready-json', { type: 'boolean', default: false, describe: 'Print one JSON line {"event":"ready","role":"cluster",...} once the scheduler runs (also SKEIN_READY_JSON=1)' })
+    .option('ready-json', { type: 'boolean', default: false, describe: 'Print one JSON line {"event":"ready","role":"cluster",...} once the scheduler runs (also SKEIN_READY_JSON=1)' });
+  for (const f of SECURITY_FLAGS) {
+    y = y.option(f.flag, {
+      type: f.value ? 'string' : 'boolean',
+      describe: `${f.describe} (env ${f.env}). Used by this command, the scheduler and every job (copied into the shared directory, mode 0600, removed at the end)`,
+    });
+  }
+  const a = (await y
     .strict()
     .help()
     .version(false)
@@ -75,6 +82,8 @@ export async function parseSlurmArgs(argv: string[], prog = 'skein-slurm'): Prom
     ...(str('shared-directory') !== undefined ? { sharedDirectory: str('shared-directory')! } : {}),
     ...(str('log-directory') !== undefined ? { logDirectory: str('log-directory')! } : {}),
   };
+  const security = Security.fromFlags(a as SecurityFlags, env);
+  if (security.enabled) options.security = security;
   const adapt =
     adaptMin !== undefined || adaptMax !== undefined
       ? { minimumJobs: adaptMin ?? 0, maximumJobs: adaptMax ?? Math.max(adaptMin ?? 0, jobs, 1) }
@@ -130,7 +139,7 @@ export async function runSlurmCli(argv: string[], prog = 'skein-slurm'): Promise
     if (cluster.dashboardLink) process.stdout.write(`Dashboard at:   ${cluster.dashboardLink}\n`);
     for (const [name, id] of cluster.jobIds) process.stdout.write(`Job ${name}: Slurm job ${id}\n`);
     if (readyJsonWanted(plan.readyJson)) {
-      process.stdout.write(readyLine({ event: 'ready', role: 'cluster', address: cluster.schedulerAddress, dashboard: cluster.dashboardLink, workers: [] }) + '\n');
+      process.stdout.write(readyLine({ event: 'ready', role: 'cluster', address: cluster.schedulerAddress, dashboard: cluster.dashboardLink, workers: [], tls: cluster.security.tls }) + '\n');
     }
     return await new Promise<number>((resolve) => {
       stopping = (signal: string) => {

@@ -15,7 +15,7 @@ import {
   type SchedulerControl,
   type StartWorkerOptions,
 } from '@skein/cluster';
-import { InvalidArgumentError, SkeinError, toSkeinError, type LaunchFile, type Security } from '@skein/common';
+import { InvalidArgumentError, Security, SkeinError, toSkeinError, type LaunchFile } from '@skein/common';
 import { JobEndedError, JobSubmitError } from './errors.js';
 import { LocalScheduler, defaultSkeinCommand, runCommand, shellQuote } from './process.js';
 import { parseMemory, parseWalltime, workerMemory } from './units.js';
@@ -107,9 +107,10 @@ export interface JobQueueOptions {
    * `Security.fromFiles(...)`). Each job gets them as files readable only by this user, in
    * `<sharedDirectory>/.skein-jobqueue/<cluster id>/security` (0700; files 0600), named by flags:
    * never a key or token in the job script or on a command line. Connect with
-   * `Client.connect(cluster, { security: cluster.security })`.
+   * `Client.connect(cluster)` (it uses `cluster.security`). `true`: `Security.temporary()` (a
+   * throwaway CA made here; mutual TLS on every link, plaintext refused).
    */
-  security?: Security;
+  security?: Security | boolean;
   /** How often the queue is asked about the jobs (default 1000 ms). */
   pollIntervalMs?: number;
   /** Give up on a job whose workers have not registered this long after submission (default: wait). */
@@ -180,6 +181,9 @@ export function compileJobQueueOptions(o: JobQueueOptions, cls: string): Compile
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k) || typeof v !== 'string') throw new InvalidArgumentError(`env must map variable names to strings; ${JSON.stringify(k)} is not a valid entry.`);
   }
   const clusterDirectory = resolve(o.sharedDirectory ?? process.cwd(), `.skein-jobqueue`, randomUUID().slice(0, 8));
+  if (o.security !== undefined && typeof o.security !== 'boolean' && !(o.security instanceof Security)) {
+    throw new InvalidArgumentError(`security must be a Security (Security.temporary(), Security.fromFiles(...), Security.fromToken(...)) or true, got ${JSON.stringify(o.security)}.`);
+  }
   const resources = o.resources ?? {};
   const modules = strings(o.modules, 'modules');
   // The launch spec checks resources now rather than at the first job.
@@ -212,7 +216,7 @@ export function compileJobQueueOptions(o: JobQueueOptions, cls: string): Compile
     nanny: o.nanny ?? true,
     skeinCommand: o.skeinCommand ?? defaultSkeinCommand(),
     clusterDirectory,
-    security: o.security,
+    security: o.security === true ? Security.temporary() : o.security || undefined,
     pollIntervalMs,
     workerStartTimeoutMs: o.workerStartTimeoutMs,
     schedulerStartTimeoutMs: o.schedulerStartTimeoutMs ?? 30_000,

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { SchedulerAdmin, schedulerLaunch, workerLaunch } from '@skein/cluster';
 import { InvalidArgumentError, SkeinError, TimeoutError, waitForSchedulerFile, type Security } from '@skein/common';
@@ -32,7 +32,8 @@ export interface SlurmRunnerOptions {
   };
   /**
    * TLS credentials and/or a token for every task. Each task writes its own role's files (0600, in
-   * a 0700 directory next to the scheduler file) and names them by flags. Every task must build the
+   * a 0700 directory `.skein-credentials-<jobId>/<role>` next to the scheduler file; removed when
+   * the task's process ends) and names them by flags. Every task must build the
    * same Security (`Security.fromFiles(...)` or `Security.fromEnv()`): a `Security.temporary()`
    * made in each task would be a different CA in each.
    */
@@ -117,7 +118,8 @@ export class SlurmRunner {
     const skein = options.skeinCommand ?? defaultSkeinCommand();
     const role = SlurmRunner.roleOf(rank);
     const security = options.security;
-    const credentials = (who: string) => (security ? { security, credentialsDir: join(dirname(schedulerFile), `.skein-credentials-${jobId}`, who) } : {});
+    const credentialsRoot = join(dirname(schedulerFile), `.skein-credentials-${jobId}`);
+    const credentials = (who: string) => (security ? { security, credentialsDir: join(credentialsRoot, who) } : {});
     if (role === 'scheduler') {
       rmSync(stopFile(schedulerFile), { force: true });
       const s = options.schedulerOptions ?? {};
@@ -131,7 +133,9 @@ export class SlurmRunner {
         extraArgs: s.extraArgs ?? [],
       });
       writeLaunchFiles(files, credentials('scheduler').credentialsDir ?? '');
-      return exitWith(await runScheduler(skein, argv, schedulerFile));
+      const code = await runScheduler(skein, argv, schedulerFile);
+      removeCredentials(credentialsRoot, 'scheduler');
+      return exitWith(code);
     }
     if (role === 'worker') {
       const w = options.workerOptions ?? {};
@@ -151,7 +155,9 @@ export class SlurmRunner {
         extraArgs: w.extraArgs ?? [],
       });
       writeLaunchFiles(files, credentials(`worker-${rank}`).credentialsDir ?? '');
-      return exitWith(await runChild(skein, argv));
+      const code = await runChild(skein, argv);
+      removeCredentials(credentialsRoot, `worker-${rank}`);
+      return exitWith(code);
     }
     const contents = await waitForSchedulerFile(schedulerFile, options.timeoutMs ?? 60_000, { intervalMs: 100 });
     const runner = new SlurmRunner(rank, size, jobId, schedulerFile, contents.address, contents.dashboard, security);
@@ -243,6 +249,19 @@ async function runScheduler(skein: string, argv: readonly string[], schedulerFil
   clearTimeout(timer);
   rmSync(stopFile(schedulerFile), { force: true });
   return code;
+}
+
+/**
+ * A task's credential files go once its process has ended (a nanny reads them again for each
+ * worker it restarts, so not before); the last task out removes their common directory.
+ */
+function removeCredentials(root: string, who: string): void {
+  rmSync(join(root, who), { recursive: true, force: true });
+  try {
+    rmdirSync(root);
+  } catch {
+    // another task's files are still there (or none were written)
+  }
 }
 
 function readStop(schedulerFile: string): boolean {

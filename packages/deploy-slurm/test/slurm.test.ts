@@ -1,12 +1,12 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@skein/client';
-import { Security, parseReadyLine } from '@skein/common';
+import { CommClosedError, Security, parseReadyLine } from '@skein/common';
 import { SchedulerAdmin } from '@skein/cluster';
 import { deployerConformance, type DeployerUnderTest } from '@skein/cluster/testing';
 import { InvalidQueueError, ResourceRequestError, SLURMCluster, type SLURMClusterOptions } from '../src/index.js';
@@ -149,53 +149,132 @@ describe('SLURMCluster on a real Slurm', () => {
     expect((memory as ResourceRequestError).systemMessage).toMatch(/Memory specification can not be satisfied/);
     expect((memory as Error).message).toMatch(/asked for 1 CPUs and 93133G of memory per job/);
   });
+});
 
-  it('gives the scheduler and every job their credentials in files only the user can read, never on a command line', async () => {
-    // The CLIs do not take the credential flags yet (issue 14), so the jobs start Skein through a
-    // wrapper that checks each credential file where the process starts (on the "compute node"),
-    // records its mode and its directory's, and drops the flags before it runs Skein.
-    const token = `tok-${Date.now()}-s3cr3t`;
-    const dir = mkdtempSync(join(root, 'creds-'));
-    const log = join(dir, 'seen.log');
-    const wrapper = join(dir, 'skein-wrapper.sh');
-    writeFileSync(
-      wrapper,
-      `#!/usr/bin/env bash
-echo "ARGV $*" >> ${log}
-args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --auth-token-file|--tls-ca-file|--tls-cert|--tls-key)
-      echo "FILE $1 $2 $(stat -c %a "$2") $(stat -c %a "$(dirname "$2")") $(cat "$2")" >> ${log}; shift 2 ;;
-    *) args+=("$1"); shift ;;
-  esac
-done
-exec ${SKEIN_COMMAND} "\${args[@]}"
-`,
-      { mode: 0o700 },
-    );
-    const cluster = await SLURMCluster.start(options({ security: Security.fromToken(token), skeinCommand: wrapper, nWorkers: 2 }));
+/** The private file a flag of a process names: mode 0600 in a 0700 directory. */
+function privateFileOf(argv: readonly string[], flag: string): string {
+  const i = argv.indexOf(flag);
+  expect(i, `${flag} in ${argv.join(' ')}`).toBeGreaterThan(0);
+  const file = argv[i + 1]!;
+  expect(statSync(file).mode & 0o777).toBe(0o600);
+  expect(statSync(dirname(file)).mode & 0o777).toBe(0o700);
+  return file;
+}
+
+/**
+ * Each job's worker process and its nanny (the job's `skein worker`): their credentials are in
+ * private files the flags name, never in argv or the environment; nor in what Slurm holds of the
+ * job (its batch script, `scontrol show job`).
+ */
+async function checkJobCredentials(cluster: SLURMCluster, client: Client, secrets: readonly string[], flags: readonly string[]): Promise<void> {
+  const leaks = (text: string) => [
+    ...[/PRIVATE KEY/, /SKEIN_AUTH_TOKEN|SKEIN_TLS_/].filter((r) => r.test(text)).map(String),
+    ...secrets.filter((s) => text.includes(s)),
+  ];
+  const workers = (await client.schedulerInfo()).workers;
+  expect(workers).toHaveLength(2);
+  for (const w of workers) {
+    const ppid = Number(readFileSync(`/proc/${w.pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[1]);
+    for (const pid of [w.pid, ppid]) {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      expect(leaks(argv.join(' ')), `argv of ${pid}`).toEqual([]);
+      expect(leaks(readFileSync(`/proc/${pid}/environ`, 'utf8')), `environment of ${pid}`).toEqual([]);
+      for (const f of flags) privateFileOf(argv, f);
+    }
+    // The nanny runs the job's `skein worker`: it is a process of the Slurm job.
+    expect(readFileSync(`/proc/${ppid}/environ`, 'utf8').split('\0')).toContain(`SLURM_JOB_ID=${cluster.jobIds.get(w.name)}`);
+    const id = cluster.jobIds.get(w.name)!;
+    const script = execFileSync('scontrol', ['write', 'batch_script', id, '-'], { encoding: 'utf8' });
+    expect(script).toBe(cluster.jobScript(w.name));
+    for (const f of flags) expect(script).toContain(`${f} ${join(cluster.directory, 'security', 'worker')}/`);
+    expect(leaks(script), 'the batch script').toEqual([]);
+    expect(leaks(execFileSync('scontrol', ['show', 'job', id], { encoding: 'utf8' })), 'scontrol show job').toEqual([]);
+  }
+}
+
+/** The pids of this user's processes whose command line mentions `text`. */
+function processesNaming(text: string): number[] {
+  const pids: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text)) pids.push(Number(d));
+    } catch {
+      // gone, or not ours
+    }
+  }
+  return pids;
+}
+
+/** Two tasks on different workers, the second needing the first's result (a worker-to-worker fetch). */
+async function crossWorkerTask(client: Client): Promise<number> {
+  const [a, b] = (await client.schedulerInfo()).workers.map((w) => w.address);
+  const x = client.submitWith({ workers: [a!], allowOtherWorkers: false, pure: false }, (n: number) => n + 1, 20);
+  const y = client.submitWith({ workers: [b!], allowOtherWorkers: false }, (v: number) => v * 2, x);
+  return (await y.result()) as number;
+}
+
+describe('SLURMCluster with security', () => {
+  it('security: true (Security.temporary()): 2 jobs compute over mutual TLS; a client without the credentials is refused; keys only in private files', async () => {
+    const cluster = await SLURMCluster.start(options({ security: true }));
     const security = join(cluster.directory, 'security');
     try {
+      expect(cluster.security.tls).toBe(true);
+      expect(cluster.schedulerAddress).toMatch(/^tls:\/\/127\.0\.0\.1:\d+$/);
+      await cluster.scale({ jobs: 2 });
+      await cluster.waitForWorkers(2, { timeoutMs: 60_000 });
       await using client = await Client.connect(cluster); // with cluster.security
-      expect(await client.submit((a: number) => a * 2, 21).result()).toBe(42);
-      const script = execFileSync('scontrol', ['write', 'batch_script', cluster.jobIds.get('slurm-0')!, '-'], { encoding: 'utf8' });
-      expect(script).toContain(`--auth-token-file ${join(security, 'worker', 'token')}`);
-      expect(script).not.toContain(token);
-      const seen = readFileSync(log, 'utf8').split('\n').filter(Boolean);
-      const files = seen.filter((l) => l.startsWith('FILE '));
-      // The scheduler here and both jobs found their token file: mode 0600 in a 0700 directory.
-      expect(files).toEqual([
-        `FILE --auth-token-file ${join(security, 'scheduler', 'token')} 600 700 ${token}`,
-        `FILE --auth-token-file ${join(security, 'worker', 'token')} 600 700 ${token}`,
-        `FILE --auth-token-file ${join(security, 'worker', 'token')} 600 700 ${token}`,
-      ]);
-      for (const l of seen.filter((x) => x.startsWith('ARGV '))) expect(l).not.toContain(token);
+      const xs = Array.from({ length: 50 }, (_, i) => i);
+      expect(await client.gather(client.map((x: number) => x * x, xs))).toEqual(xs.map((x) => x * x));
+      expect(await crossWorkerTask(client)).toBe(42);
+      const workers = (await client.schedulerInfo()).workers;
+      for (const w of workers) expect(w.address).toMatch(/^tls:\/\//);
+      // Without certificates, or with another CA's, the scheduler refuses the client.
+      const plain = await Client.connect(cluster.schedulerAddress.replace('tls://', 'tcp://'), { security: Security.insecure(), connectTimeoutMs: 1500 }).catch((e: unknown) => e);
+      expect(plain).toBeInstanceOf(CommClosedError);
+      expect((plain as Error).message).toMatch(/TLS.*--tls-ca-file/s);
+      const stranger = await Client.connect(cluster.schedulerAddress, { security: Security.temporary(), connectTimeoutMs: 1500 }).catch((e: unknown) => e);
+      expect(stranger).toBeInstanceOf(CommClosedError);
+      expect((stranger as Error).message).toMatch(/not signed by this process's CA/);
+      // The keys: the scheduler's and the jobs' in private files, named by flags, nowhere else.
+      const pem = cluster.security.credentials('client')!.key.split('\n')[1]!.slice(0, 40);
+      await checkJobCredentials(cluster, client, [pem], ['--tls-ca-file', '--tls-cert', '--tls-key']);
       expect(statSync(security).mode & 0o777).toBe(0o700);
+      expect(readdirSync(join(security, 'worker')).sort()).toEqual(['ca.pem', 'nanny-worker-key.pem', 'nanny-worker.pem']);
+      expect(readdirSync(join(security, 'scheduler')).sort()).toEqual(['ca.pem', 'scheduler-key.pem', 'scheduler.pem']);
+      // The scheduler, a child process here: the one `skein scheduler` with this cluster's files.
+      // (the /bin/sh that started it, and its watcher, name the same files)
+      const schedulers = processesNaming(join(security, 'scheduler')).filter((pid) => !readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('/bin/sh'));
+      expect(schedulers).toHaveLength(1);
+      const scheduler = schedulers[0]!;
+      const schedulerArgv = readFileSync(`/proc/${scheduler}/cmdline`, 'utf8').split('\0');
+      expect(schedulerArgv).toContain('scheduler');
+      expect(schedulerArgv.join(' ')).not.toContain(pem);
+      expect(schedulerArgv).toContain('--require-encryption');
+      expect(privateFileOf(schedulerArgv, '--tls-key')).toBe(join(security, 'scheduler', 'scheduler-key.pem'));
+      expect(readFileSync(`/proc/${scheduler}/environ`, 'utf8')).not.toMatch(/PRIVATE KEY|SKEIN_TLS_/);
     } finally {
       await cluster.close();
     }
     expect(existsSync(security)).toBe(false); // the credentials go with the cluster
+    await until(() => liveJobs(cluster.submittedJobIds).length === 0, 30_000, 'no job of the cluster in squeue');
+  });
+
+  it('Security.fromToken: 2 jobs compute with the token; a client without it or with another is refused; the token only in private files', async () => {
+    const token = `tok-${Date.now()}-s3cr3t-slurm`;
+    await using cluster = await SLURMCluster.start(options({ security: Security.fromToken(token), nWorkers: 2 }));
+    expect(cluster.schedulerAddress).toMatch(/^tcp:\/\//);
+    await using client = await Client.connect(cluster);
+    expect(await client.gather(client.map((x: number) => x + 1, [1, 2, 3]))).toEqual([2, 3, 4]);
+    expect(await crossWorkerTask(client)).toBe(42);
+    const none = await Client.connect(cluster.schedulerAddress, { security: Security.insecure(), connectTimeoutMs: 5_000 }).catch((e: unknown) => e);
+    expect((none as Error).message).toMatch(/requires an auth token and none was presented/);
+    const wrong = await Client.connect(cluster.schedulerAddress, { security: Security.fromToken('not-the-token-0123456789'), connectTimeoutMs: 5_000 }).catch((e: unknown) => e);
+    expect((wrong as Error).message).toMatch(/the auth token presented is not this cluster's/);
+    await checkJobCredentials(cluster, client, [token], ['--auth-token-file']);
+    const file = join(cluster.directory, 'security', 'worker', 'token');
+    expect(readFileSync(file, 'utf8')).toBe(`${token}\n`);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
   });
 });
 
@@ -234,6 +313,76 @@ await runner.close();
     expect(result, lines.join('\n')).toBeDefined();
     const r = JSON.parse(result!.slice(7)) as { rank: number; names: string[]; out: number[]; jobId: string };
     expect(r).toEqual({ rank: 1, names: [`${r.jobId}-2`, `${r.jobId}-3`], out: [2, 3, 4, 5, 6], jobId: r.jobId });
+  }, 90_000);
+
+  it('srun -n 4 with the same Security.fromFiles in every task: TLS and a token on every link, each rank its own private files, none left', async () => {
+    const dir = mkdtempSync(join(root, 'runner-tls-'));
+    // The credentials every task reads: one certificate for every role, a CA, a token (as a site would issue them).
+    const issued = Security.temporary({ token: `runner-token-${Date.now()}-0123456789` });
+    const given = join(dir, 'given');
+    mkdirSync(given, { mode: 0o700 });
+    const { files } = issued.launchFiles(['client', 'nanny', 'scheduler', 'worker'], given);
+    for (const f of files) writeFileSync(f.path, f.contents, { mode: f.mode });
+    const [caFile, certFile, keyFile, tokenFile] = files.map((f) => f.path);
+    const app = join(dir, 'app.mjs');
+    const index = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+    const client = fileURLToPath(new URL('../../client/dist/index.js', import.meta.url));
+    const common = fileURLToPath(new URL('../../common/dist/index.js', import.meta.url));
+    writeFileSync(
+      app,
+      `import { readFileSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { SlurmRunner } from ${JSON.stringify(index)};
+import { Client } from ${JSON.stringify(client)};
+import { Security } from ${JSON.stringify(common)};
+const security = Security.fromFiles(${JSON.stringify({ caFile, certFile, keyFile, tokenFile, requireEncryption: true })});
+const runner = await SlurmRunner.start({ schedulerFile: ${JSON.stringify(join(dir, 'scheduler-{jobId}.json'))}, skeinCommand: ${JSON.stringify(SKEIN_COMMAND)},
+  schedulerOptions: { dashboardAddress: null }, workerOptions: { deathTimeoutMs: 15000 }, security });
+const client = await Client.connect(runner);
+await runner.waitForWorkers();
+const workers = (await client.schedulerInfo()).workers;
+const out = await client.gather(client.map((x) => x + 1, [1, 2, 3, 4, 5]));
+const [a, b] = workers.map((w) => w.address);
+const x = client.submitWith({ workers: [a], allowOtherWorkers: false, pure: false }, (n) => n + 1, 20);
+const dep = await client.submitWith({ workers: [b], allowOtherWorkers: false }, (v) => v * 2, x).result();
+const keys = workers.map((w) => {
+  const argv = readFileSync('/proc/' + w.pid + '/cmdline', 'utf8').split('\\0');
+  const key = argv[argv.indexOf('--tls-key') + 1];
+  return { key, mode: (statSync(key).mode & 0o777).toString(8), dir: (statSync(dirname(key)).mode & 0o777).toString(8), leak: /PRIVATE KEY|runner-token/.test(argv.join(' ') + readFileSync('/proc/' + w.pid + '/environ', 'utf8')) };
+});
+const refused = await Client.connect(runner.schedulerAddress.replace('tls://', 'tcp://'), { security: Security.insecure(), connectTimeoutMs: 1500 }).then(() => 'connected', (e) => e.message);
+console.log('RESULT ' + JSON.stringify({ jobId: runner.jobId, scheduler: runner.schedulerAddress, addresses: workers.map((w) => w.address), out, dep, keys, refused }));
+await client.close();
+await runner.close();
+`,
+    );
+    const child = spawn('srun', ['-n', '4', '-p', 'cpu', '--mem-per-cpu=300M', '-t', '00:05:00', '-J', 'skein-runner-tls', process.execPath, app], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, SKEIN_LOG_LEVEL: 'warn' },
+    });
+    const lines: string[] = [];
+    createInterface({ input: child.stdout! }).on('line', (l) => lines.push(l));
+    createInterface({ input: child.stderr! }).on('line', (l) => lines.push(l));
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    expect(code, lines.join('\n')).toBe(0);
+    const result = lines.find((l) => l.startsWith('RESULT '));
+    expect(result, lines.join('\n')).toBeDefined();
+    const r = JSON.parse(result!.slice(7)) as { jobId: string; scheduler: string; addresses: string[]; out: number[]; dep: number; keys: Array<{ key: string; mode: string; dir: string; leak: boolean }>; refused: string };
+    expect(r.scheduler).toMatch(/^tls:\/\//);
+    expect(r.addresses).toHaveLength(2);
+    for (const a of r.addresses) expect(a).toMatch(/^tls:\/\//);
+    expect(r.out).toEqual([2, 3, 4, 5, 6]);
+    expect(r.dep).toBe(42);
+    expect(r.refused).toMatch(/TLS.*--tls-ca-file/s);
+    // Each worker rank wrote its own copy (0600 in a 0700 directory), and nothing is in argv or the environment.
+    const credentials = join(dir, `.skein-credentials-${r.jobId}`);
+    expect(r.keys.map((k) => ({ ...k, key: dirname(k.key) })).sort((p, q) => p.key.localeCompare(q.key))).toEqual([
+      { key: join(credentials, 'worker-2'), mode: '600', dir: '700', leak: false },
+      { key: join(credentials, 'worker-3'), mode: '600', dir: '700', leak: false },
+    ]);
+    // Every rank removed its files once its process ended.
+    expect(existsSync(credentials)).toBe(false);
   }, 90_000);
 
   it('when the client code throws, the scheduler still stops and every task ends', async () => {
@@ -292,6 +441,52 @@ describe('the skein-slurm command', () => {
       expect(liveJobs(ids)).toEqual([]);
     } finally {
       // Cleanly on failure too: SIGTERM cancels the jobs; SIGKILL only if it hangs.
+      child.kill('SIGTERM');
+      const hung = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(hung);
+    }
+  });
+  it('with --tls-* and --auth-token-file: tls:// addresses, the jobs get private copies of the credentials, a client without them is refused', async () => {
+    const dir = mkdtempSync(join(root, 'cli-tls-'));
+    const { files } = Security.temporary({ token: `cli-token-${Date.now()}-0123456789` }).launchFiles(['client', 'nanny', 'scheduler', 'worker'], dir);
+    for (const f of files) writeFileSync(f.path, f.contents, { mode: f.mode });
+    const [caFile, certFile, keyFile, tokenFile] = files.map((f) => f.path) as [string, string, string, string];
+    const child = spawn(
+      process.execPath,
+      [SLURM_BIN, '--cores', '1', '--memory', '400MB', '--queue', 'cpu', '--walltime', '00:05:00', '--jobs', '1', '--skein-command', SKEIN_COMMAND,
+        '--shared-directory', root, '--dashboard-address', '127.0.0.1:0', '--death-timeout', '15', '--ready-json',
+        '--tls-ca-file', caFile, '--tls-cert', certFile, '--tls-key', keyFile, '--auth-token-file', tokenFile, '--require-encryption'],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SKEIN_LOG_LEVEL: 'warn' } },
+    );
+    const out: string[] = [];
+    createInterface({ input: child.stdout! }).on('line', (l) => out.push(l));
+    createInterface({ input: child.stderr! }).on('line', (l) => out.push(l));
+    const exited = new Promise<number | null>((r) => child.once('exit', r));
+    try {
+      await until(() => out.some((l) => parseReadyLine(l)) || child.exitCode !== null, 30_000, `skein-slurm to start:\n${out.join('\n')}`);
+      const ready = out.map((l) => parseReadyLine(l)).find((e) => e !== undefined);
+      if (ready?.role !== 'cluster') throw new Error(`no cluster ready line:\n${out.join('\n')}`);
+      expect(ready.address).toMatch(/^tls:\/\/\S+:\d+$/);
+      expect(ready).toMatchObject({ tls: true });
+      const id = out.map((l) => /^Job slurm-0: Slurm job (\d+)$/.exec(l)?.[1]).find((x) => x !== undefined)!;
+      await using client = await Client.connect(ready.address, { security: Security.fromFiles({ caFile, certFile, keyFile, tokenFile }) });
+      expect(await client.submit((a: number, b: number) => a * b, 6, 7).result()).toBe(42);
+      const refused = await Client.connect(ready.address.replace('tls://', 'tcp://'), { security: Security.insecure(), connectTimeoutMs: 1500 }).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(CommClosedError);
+      // The job names copies in the cluster's own private directory, not the files given.
+      const script = execFileSync('scontrol', ['write', 'batch_script', id, '-'], { encoding: 'utf8' });
+      const key = /--tls-key (\S+)/.exec(script)?.[1] ?? '';
+      expect(key).toMatch(new RegExp(`^${root}/\\.skein-jobqueue/[0-9a-f]{8}/security/worker/nanny-worker-key\\.pem$`));
+      expect(statSync(key).mode & 0o777).toBe(0o600);
+      expect(statSync(dirname(key)).mode & 0o777).toBe(0o700);
+      expect(script).not.toMatch(/PRIVATE KEY|cli-token-/);
+      await client.close();
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(liveJobs([id])).toEqual([]);
+      expect(existsSync(dirname(dirname(key)))).toBe(false);
+    } finally {
       child.kill('SIGTERM');
       const hung = setTimeout(() => child.kill('SIGKILL'), 30_000);
       await exited;

@@ -172,6 +172,18 @@ describe('credentials of the jobs', () => {
     expect(script).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE|the-secret-token/);
     expect(cluster.security).toBe(security);
   });
+  it('security: true is a Security.temporary() of the cluster (mutual TLS, plaintext refused); false none; anything else is refused', () => {
+    const cluster = new SLURMCluster({ cores: 1, memory: '1GB', skeinCommand: 'skein', sharedDirectory: '/shared', security: true });
+    expect(cluster.security).toMatchObject({ tls: true, requireEncryption: true, token: false });
+    const dir = join(cluster.directory, 'security', 'worker');
+    expect(cluster.jobScript()).toContain(`--tls-ca-file ${dir}/ca.pem --tls-cert ${dir}/nanny-worker.pem --tls-key ${dir}/nanny-worker-key.pem --require-encryption`);
+    const none = new SLURMCluster({ cores: 1, memory: '1GB', skeinCommand: 'skein', security: false });
+    expect(none.security.enabled).toBe(false);
+    expect(none.jobScript()).not.toContain('--tls');
+    expect(() => new SLURMCluster({ cores: 1, memory: '1GB', security: { token: 'x' } as unknown as Security })).toThrow(
+      /security must be a Security \(Security.temporary\(\), Security.fromFiles\(...\), Security.fromToken\(...\)\) or true, got \{"token":"x"\}/,
+    );
+  });
   it('writes launch files readable only by the user: the directory 0700, each file 0600', () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'skein-creds-')), 'a', 'worker');
     const { files } = Security.temporary().launchFiles(['worker', 'nanny'], dir);
@@ -253,6 +265,19 @@ describe('the skein-slurm command line', () => {
     expect(await parseSlurmArgs(['--cores', '4', '--memory', '8GB', '--adapt-min', '1', '--adapt-max', '20'])).toMatchObject({ adapt: { minimumJobs: 1, maximumJobs: 20 } });
     await expect(parseSlurmArgs(['--cores', '4', '--memory', '8GB', '--adapt-min', '5', '--adapt-max', '2'])).rejects.toThrow(/--adapt-max \(2\) must be ≥ --adapt-min \(5\)/);
     await expect(parseSlurmArgs(['--memory', '8GB'])).rejects.toThrow(/cores/);
+  });
+  it('takes the credential flags of every Skein command: the cluster gets that Security; without them, none', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'skein-slurm-cli-'));
+    const { files } = Security.temporary({ token: 'cli-token-0123456789abcdef' }).launchFiles(['client', 'scheduler', 'worker', 'nanny'], dir);
+    for (const f of files) writeFileSync(f.path, f.contents, { mode: f.mode });
+    const [ca, cert, key, token] = files.map((f) => f.path);
+    const plan = await parseSlurmArgs(['--cores', '1', '--memory', '1GB', '--tls-ca-file', ca!, '--tls-cert', cert!, '--tls-key', key!, '--auth-token-file', token!, '--require-encryption'], 'skein-slurm', {});
+    if (plan === 'help') throw new Error('help');
+    expect(plan.options.security).toMatchObject({ tls: true, token: true, requireEncryption: true });
+    const plain = await parseSlurmArgs(['--cores', '1', '--memory', '1GB'], 'skein-slurm', {});
+    expect(plain !== 'help' && plain.options.security).toBeUndefined();
+    await expect(parseSlurmArgs(['--cores', '1', '--memory', '1GB', '--tls-ca-file', ca!], 'skein-slurm', {})).rejects.toThrow(/TLS needs all three.*missing: --tls-cert/);
+    rmSync(dir, { recursive: true, force: true });
   });
   it('--print-job-script prints the script and submits nothing', () => {
     const r = spawnSync(process.execPath, [SLURM_BIN, '--cores', '4', '--memory', '8GB', '--queue', 'cpu', '--walltime', '00:30:00', '--skein-command', 'skein', '--log-directory', '/l', '--print-job-script'], { encoding: 'utf8' });
