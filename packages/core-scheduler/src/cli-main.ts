@@ -23,6 +23,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     authTokenFile?: string;
     requireEncryption?: boolean;
     maxMessageSize?: string;
+    idleTimeout?: number;
     maxKeyLength?: number;
     maxKeysPerUpdate?: number;
   };
@@ -39,6 +40,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       .option('dashboard-address', { type: 'string', default: ':8787', describe: "Dashboard address, ':PORT' or 'HOST:PORT' (a busy port falls back to a free one)" })
       .option('dashboard', { type: 'boolean', default: true, describe: 'Serve the dashboard (--no-dashboard: none)' })
       .option('scheduler-file', { type: 'string', describe: 'Write the address (JSON: address, dashboard, id, pid) to this file; workers started with --scheduler-file FILE read it' })
+      .option('idle-timeout', { type: 'number', describe: 'Close after this many seconds with no client connected and no task to run (default: never)' })
       .option('max-message-size', { type: 'string', describe: 'Largest gRPC message accepted from clients and workers, e.g. 64MiB (default); bigger ones are refused with RESOURCE_EXHAUSTED' })
       .option('max-key-length', { type: 'number', describe: 'Longest task key accepted, in characters (default 8192); a graph update with a longer one is refused' })
       .option('max-keys-per-update', { type: 'number', describe: 'Most keys one graph update may hold (default 1000000); a bigger update is refused' })
@@ -68,6 +70,11 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     process.stderr.write(`${prog}: --port must be a number from 0 to 65535.\n`);
     return 2;
   }
+  if (args.idleTimeout !== undefined && !(args.idleTimeout > 0)) {
+    process.stderr.write(`${prog}: --idle-timeout must be a number of seconds above 0, got ${args.idleTimeout}.\n`);
+    return 2;
+  }
+  let onIdle: (() => void) | undefined;
   // A log line to a reader that is gone (a closed terminal or pipe) must not crash the scheduler.
   guardStdio();
   let scheduler: Scheduler;
@@ -79,6 +86,8 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       heartbeatMs: args.heartbeatMs,
       validate: args.validate,
       dashboardAddress: args.dashboard ? String(args.dashboardAddress) : null,
+      idleTimeoutMs: args.idleTimeout === undefined ? null : args.idleTimeout * 1000,
+      onIdleTimeout: () => onIdle?.(),
       maxMessageBytes: args.maxMessageSize,
       maxKeyLength: args.maxKeyLength,
       maxKeysPerUpdate: args.maxKeysPerUpdate,
@@ -101,7 +110,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
   }
   return await new Promise<number>((resolve) => {
     const stop = (signal: string) => {
-      process.stderr.write(`${prog}: received ${signal}, closing\n`);
+      process.stderr.write(`${prog}: ${signal.startsWith('SIG') ? `received ${signal}` : signal}, closing\n`);
       if (schedulerFile) removeSchedulerFile(schedulerFile, scheduler.id);
       scheduler.close().then(
         () => resolve(0),
@@ -111,6 +120,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
         },
       );
     };
+    onIdle = () => stop('no client and no task within --idle-timeout');
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
     // Printed once the signal handlers are in place.

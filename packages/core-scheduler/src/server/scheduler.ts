@@ -112,6 +112,14 @@ export interface SchedulerOptions {
    */
   noWorkersTimeoutMs?: number | null;
   /**
+   * Dask's idle-timeout (ms): the scheduler closes itself once it has had no client connected and
+   * no task to run (processing, queued or waiting for a worker) for this long, so a cluster
+   * someone forgot does not hold its machines (checked every heartbeatMs). Default null: never.
+   */
+  idleTimeoutMs?: number | null;
+  /** Called when the idle timeout passes; default: the scheduler closes itself. */
+  onIdleTimeout?: (idleMs: number) => void;
+  /**
    * Where the dashboard listens: ':8787' (the scheduler's host), 'host:port', or a port number;
    * `null` or `false` runs none. Default 0: a free port on the scheduler's host (the CLI uses
    * ':8787'). A busy port falls back to a free one with a warning.
@@ -142,6 +150,9 @@ export interface CompiledSchedulerOptions {
   validate: boolean;
   /** Infinity: no timeout. */
   noWorkersTimeoutMs: number;
+  /** Infinity: never. */
+  idleTimeoutMs: number;
+  onIdleTimeout: ((idleMs: number) => void) | undefined;
   /** null: no dashboard. */
   dashboard: { host: string; port: number } | null;
   security: Security;
@@ -205,6 +216,8 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     workerSaturation: positive('workerSaturation', o.workerSaturation ?? d.workerSaturation),
     validate: o.validate ?? d.validate,
     noWorkersTimeoutMs: o.noWorkersTimeoutMs == null ? Infinity : positive('noWorkersTimeoutMs', o.noWorkersTimeoutMs),
+    idleTimeoutMs: o.idleTimeoutMs == null ? Infinity : positive('idleTimeoutMs', o.idleTimeoutMs),
+    onIdleTimeout: o.onIdleTimeout,
     dashboard: parseDashboardAddress(o.dashboardAddress, host),
     security: o.security ?? Security.insecure(),
     maxMessageBytes: whole('maxMessageBytes', parseBytes(o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES.scheduler, 'scheduler maxMessageBytes')),
@@ -313,6 +326,8 @@ export class Scheduler {
   /** The WatchWorkers streams. */
   private readonly watch = new WorkerWatch();
   private tick: NodeJS.Timeout | undefined;
+  /** Since when (performance.now()) no client has been connected and no task has been waiting to run. */
+  private idleSince: number | undefined;
   private boundPort = 0;
   private stimulusSeq = 0;
   private dashboard: Dashboard | undefined;
@@ -352,7 +367,10 @@ export class Scheduler {
     this.boundPort = await bindServer(this.server, this.options.host, this.options.port, 'scheduler', this.options.security.serverCredentials('scheduler'));
     const exposed = insecureExposure(this.options.host, this.options.security);
     if (exposed) this.log.warn(exposed);
-    this.tick = setInterval(() => this.handle({ type: 'Tick', stimulusId: this.stimulus('tick') }), this.options.heartbeatMs);
+    this.tick = setInterval(() => {
+      this.handle({ type: 'Tick', stimulusId: this.stimulus('tick') });
+      this.checkIdle();
+    }, this.options.heartbeatMs);
     this.tick.unref();
     await this.startDashboard();
     this.lifecycle.started();
@@ -398,6 +416,25 @@ export class Scheduler {
 
   get status() {
     return this.lifecycle.status;
+  }
+
+  /** Dask's check_idle: past idleTimeoutMs with no client and nothing to run, the scheduler closes. */
+  private checkIdle(): void {
+    const limit = this.options.idleTimeoutMs;
+    if (limit === Infinity || this.lifecycle.closing) return;
+    const c = this.state.counts;
+    if (this.clients.size > 0 || c.processing + c.queued + c['no-worker'] + c.waiting > 0) {
+      this.idleSince = undefined;
+      return;
+    }
+    const now = performance.now();
+    this.idleSince ??= now;
+    const idle = now - this.idleSince;
+    if (idle < limit) return;
+    this.idleSince = undefined;
+    this.log.info(`closing: no client and no task for ${Math.round(idle / 1000)} s (idle timeout ${limit / 1000} s)`);
+    if (this.options.onIdleTimeout) this.options.onIdleTimeout(idle);
+    else void this.close().catch((err: unknown) => this.log.error(`closing after the idle timeout failed: ${(err as Error)?.message ?? String(err)}`));
   }
 
   close(): Promise<void> {
