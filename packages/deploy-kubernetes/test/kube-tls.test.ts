@@ -1,0 +1,130 @@
+import { readFileSync, statSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from '@skein/client';
+import { CommClosedError, Security, UnauthenticatedError } from '@skein/common';
+import type { KubeEmulator } from '@skein/kube-emulator';
+import { KubeCluster } from '../src/index.js';
+import { leftovers, options, startEmulator } from './helpers.js';
+
+// Level 3 on the emulator: a KubeCluster on mutual TLS, its credentials delivered as Secrets
+// mounted as files; the scheduler, nannies and workers are this checkout's `skein` processes.
+let emu: KubeEmulator;
+
+beforeAll(async () => {
+  emu = await startEmulator();
+});
+
+afterAll(async () => {
+  await emu?.close();
+});
+
+const TOKEN = 'kube-tls-token-0123456789abcdef';
+
+/** The pod's processes as the kubelet runs them: argv and environment from /proc. */
+function processesOf(pod: string): Array<{ argv: string[]; environ: string; pid: number }> {
+  const rt = [...emu.kubelet.pods.values()].find((p) => p.name === pod && !p.done);
+  if (!rt) throw new Error(`no pod ${pod} in the kubelet`);
+  return rt.containers.flatMap((c) => (c.proc?.pid ? [{ pid: c.proc.pid, argv: readFileSync(`/proc/${c.proc.pid}/cmdline`, 'utf8').split('\0'), environ: readFileSync(`/proc/${c.proc.pid}/environ`, 'utf8') }] : []));
+}
+
+/** The value after `flag` in argv. */
+const flag = (argv: string[], name: string) => argv[argv.indexOf(name) + 1]!;
+
+/** A map, then a task on one worker that needs a value computed on the other (fetched worker to worker). */
+async function compute(client: Client, workers: string[]): Promise<void> {
+  const xs = Array.from({ length: 20 }, (_, i) => i);
+  expect(await client.gather(client.map((x: number) => x * x, xs))).toEqual(xs.map((x) => x * x));
+  const [a, b] = workers;
+  const made = client.submitWith({ workers: [a!], pure: false }, (n: number) => ({ pid: process.pid, v: Array.from({ length: n }, (_, i) => i) }), 1000);
+  const summed = client.submitWith({ workers: [b!], allowOtherWorkers: false }, (m: { pid: number; v: number[] }) => [m.pid, process.pid, m.v.reduce((s, x) => s + x, 0)], made);
+  const [from, at, sum] = (await summed.result()) as number[];
+  expect(sum).toBe((999 * 1000) / 2);
+  // Made in one worker's pod, used in the other's: the value moved worker to worker.
+  expect(from).not.toBe(at);
+}
+
+describe('KubeCluster with security', () => {
+  it('security: true runs on mutual TLS: credentials as 0600 files from Secrets (never in args or env), a map and a worker-to-worker dependency, scale 1 → 2, a client without credentials refused', async () => {
+    const cluster = await KubeCluster.start(options(emu, { nWorkers: 1, security: true }));
+    try {
+      expect(cluster.connection).toBe('direct');
+      expect(cluster.security.tls).toBe(true);
+      expect(cluster.schedulerAddress).toMatch(/^tls:\/\/127\.43\.\d+\.\d+:8786$/);
+
+      // Nothing secret in any pod object: the credentials are in the Secrets only.
+      const pods = emu.list('pods', 'default', `skein.dev/cluster=${cluster.name}`);
+      for (const p of pods) expect(JSON.stringify(p)).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE/);
+      const secrets = emu.list('secrets', 'default', `skein.dev/cluster=${cluster.name}`).map((s) => s['metadata']['name']).sort();
+      expect(secrets).toEqual([`${cluster.name}-scheduler-credentials`, `${cluster.name}-worker-credentials`]);
+
+      await using client = await Client.connect(cluster);
+      await cluster.scale(2);
+      await cluster.waitForWorkers(2, { timeoutMs: 30_000 });
+      const info = await client.schedulerInfo();
+      expect(info.workers).toHaveLength(2);
+      for (const w of info.workers) expect(w.address).toMatch(/^tls:\/\/127\.42\.\d+\.\d+:\d+$/);
+      await compute(client, info.workers.map((w) => w.address));
+
+      // Each process reads its credentials from 0600 files of its pod's Secret volume; argv names them, env has none.
+      for (const pod of [`${cluster.name}-scheduler`, `${cluster.name}-worker-0`, `${cluster.name}-worker-1`]) {
+        const procs = processesOf(pod);
+        expect(procs).toHaveLength(1);
+        const { argv, environ } = procs[0]!;
+        expect(argv.join(' ')).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE/);
+        expect(environ).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE|SKEIN_AUTH_TOKEN|SKEIN_TLS_/);
+        for (const f of ['--tls-ca-file', '--tls-cert', '--tls-key']) {
+          const path = flag(argv, f);
+          expect(path, `${pod} ${f}`).toMatch(/\/fs\/etc\/skein\/credentials\//);
+          expect(statSync(path).mode & 0o777, `${pod} ${f}`).toBe(0o600);
+        }
+        expect(readFileSync(flag(argv, '--tls-key'), 'utf8')).toMatch(/PRIVATE KEY/);
+        expect(argv).toContain('--require-encryption');
+      }
+
+      // No certificate: refused with a TLS error; another CA's certificate: refused too.
+      const plain = cluster.schedulerAddress.replace('tls://', 'tcp://');
+      const noCreds = await Client.connect(plain, { security: Security.insecure(), connectTimeoutMs: 2_000 }).catch((e: unknown) => e);
+      expect(noCreds).toBeInstanceOf(CommClosedError);
+      expect((noCreds as Error).message).toMatch(/TLS/);
+      const stranger = await Client.connect(cluster.schedulerAddress, { security: Security.temporary(), connectTimeoutMs: 2_000 }).catch((e: unknown) => e);
+      expect(stranger).toBeInstanceOf(CommClosedError);
+      expect((stranger as Error).message).toMatch(/not signed by this process's CA/);
+    } finally {
+      await cluster.close();
+    }
+    expect(leftovers(emu, cluster)).toEqual([]);
+  });
+
+  it('Security.temporary({ token }) through a port-forward: the client verifies the scheduler certificate and presents the token', async () => {
+    const security = Security.temporary({ token: TOKEN });
+    const cluster = await KubeCluster.start(options(emu, { nWorkers: 2, security, portForward: true }));
+    try {
+      expect(cluster.connection).toBe('port-forward');
+      expect(cluster.schedulerAddress).toMatch(/^tls:\/\/127\.0\.0\.1:\d+$/);
+      expect(cluster.security).toBe(security);
+      for (const p of emu.list('pods', 'default', `skein.dev/cluster=${cluster.name}`)) expect(JSON.stringify(p)).not.toContain(TOKEN);
+      for (const pod of [`${cluster.name}-scheduler`, `${cluster.name}-worker-0`]) {
+        const { argv, environ } = processesOf(pod)[0]!;
+        expect(argv.join(' ')).not.toContain(TOKEN);
+        expect(environ).not.toContain(TOKEN);
+        expect(readFileSync(flag(argv, '--auth-token-file'), 'utf8').trim()).toBe(TOKEN);
+        expect(statSync(flag(argv, '--auth-token-file')).mode & 0o777).toBe(0o600);
+      }
+      await using client = await Client.connect(cluster);
+      await cluster.waitForWorkers(2, { timeoutMs: 30_000 });
+      await compute(client, (await client.schedulerInfo()).workers.map((w) => w.address));
+
+      // The forwarded port reaches the scheduler's TLS port: a client trusting another CA is refused
+      // (the certificate is checked although the host is 127.0.0.1), and so is one without the token.
+      const otherCa = await Client.connect(cluster.schedulerAddress, { security: Security.temporary({ token: TOKEN }), connectTimeoutMs: 2_000 }).catch((e: unknown) => e);
+      expect(otherCa).toBeInstanceOf(CommClosedError);
+      expect((otherCa as Error).message).toMatch(/not signed by this process's CA/);
+      const noToken = await Client.connect(cluster.schedulerAddress, { security: security.withToken(undefined), connectTimeoutMs: 2_000 }).catch((e: unknown) => e);
+      expect(noToken).toBeInstanceOf(UnauthenticatedError);
+      expect((noToken as Error).message).toMatch(/requires an auth token/);
+    } finally {
+      await cluster.close();
+    }
+    expect(leftovers(emu, cluster)).toEqual([]);
+  });
+});
