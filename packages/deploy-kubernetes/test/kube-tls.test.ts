@@ -44,7 +44,7 @@ async function compute(client: Client, workers: string[]): Promise<void> {
 }
 
 describe('KubeCluster with security', () => {
-  it('security: true runs on mutual TLS: credentials as 0600 files from Secrets (never in args or env), a map and a worker-to-worker dependency, scale 1 → 2, a client without credentials refused', async () => {
+  it('security: true runs on mutual TLS: credentials as files from Secrets (0600 + fsGroup read; never in args or env), a map and a worker-to-worker dependency, scale 1 → 2, a client without credentials refused', async () => {
     const cluster = await KubeCluster.start(options(emu, { nWorkers: 1, security: true }));
     try {
       expect(cluster.connection).toBe('direct');
@@ -53,7 +53,12 @@ describe('KubeCluster with security', () => {
 
       // Nothing secret in any pod object: the credentials are in the Secrets only.
       const pods = emu.list('pods', 'default', `skein.dev/cluster=${cluster.name}`);
-      for (const p of pods) expect(JSON.stringify(p)).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE/);
+      for (const p of pods) {
+        expect(JSON.stringify(p)).not.toMatch(/PRIVATE KEY|BEGIN CERTIFICATE/);
+        expect(p['spec']['volumes']).toEqual([{ name: 'skein-credentials', secret: { secretName: expect.stringMatching(/-(scheduler|worker)-credentials$/), defaultMode: 0o600 } }]);
+        // The image runs as `node`: its group may read the root-owned Secret files.
+        expect(p['spec']['securityContext']).toEqual({ fsGroup: 1000 });
+      }
       const secrets = emu.list('secrets', 'default', `skein.dev/cluster=${cluster.name}`).map((s) => s['metadata']['name']).sort();
       expect(secrets).toEqual([`${cluster.name}-scheduler-credentials`, `${cluster.name}-worker-credentials`]);
 
@@ -65,7 +70,8 @@ describe('KubeCluster with security', () => {
       for (const w of info.workers) expect(w.address).toMatch(/^tls:\/\/127\.42\.\d+\.\d+:\d+$/);
       await compute(client, info.workers.map((w) => w.address));
 
-      // Each process reads its credentials from 0600 files of its pod's Secret volume; argv names them, env has none.
+      // Each process reads its credentials from files of its pod's Secret volume (0600, plus read for
+      // the fsGroup); argv names them, env has none.
       for (const pod of [`${cluster.name}-scheduler`, `${cluster.name}-worker-0`, `${cluster.name}-worker-1`]) {
         const procs = processesOf(pod);
         expect(procs).toHaveLength(1);
@@ -75,7 +81,7 @@ describe('KubeCluster with security', () => {
         for (const f of ['--tls-ca-file', '--tls-cert', '--tls-key']) {
           const path = flag(argv, f);
           expect(path, `${pod} ${f}`).toMatch(/\/fs\/etc\/skein\/credentials\//);
-          expect(statSync(path).mode & 0o777, `${pod} ${f}`).toBe(0o600);
+          expect(statSync(path).mode & 0o777, `${pod} ${f}`).toBe(0o640);
         }
         expect(readFileSync(flag(argv, '--tls-key'), 'utf8')).toMatch(/PRIVATE KEY/);
         expect(argv).toContain('--require-encryption');
@@ -108,7 +114,7 @@ describe('KubeCluster with security', () => {
         expect(argv.join(' ')).not.toContain(TOKEN);
         expect(environ).not.toContain(TOKEN);
         expect(readFileSync(flag(argv, '--auth-token-file'), 'utf8').trim()).toBe(TOKEN);
-        expect(statSync(flag(argv, '--auth-token-file')).mode & 0o777).toBe(0o600);
+        expect(statSync(flag(argv, '--auth-token-file')).mode & 0o777).toBe(0o640);
       }
       await using client = await Client.connect(cluster);
       await cluster.waitForWorkers(2, { timeoutMs: 30_000 });
