@@ -1,4 +1,5 @@
 import { readFileSync, statSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@skein/client';
 import { CommClosedError, Security, UnauthenticatedError } from '@skein/common';
@@ -27,6 +28,18 @@ function processesOf(pod: string): Array<{ argv: string[]; environ: string; pid:
   return rt.containers.flatMap((c) => (c.proc?.pid ? [{ pid: c.proc.pid, argv: readFileSync(`/proc/${c.proc.pid}/cmdline`, 'utf8').split('\0'), environ: readFileSync(`/proc/${c.proc.pid}/environ`, 'utf8') }] : []));
 }
 
+/** GET a dashboard page over HTTPS, trusting only the cluster's CA (the host is not checked, as the cluster's links do): `<status> <body>`. */
+function dashboardGet(link: string, security: Security, path: string): Promise<string> {
+  const ca = security.credentials('client')!.ca;
+  return new Promise((resolve, reject) => {
+    httpsGet(link.replace('/status', path), { ca, checkServerIdentity: () => undefined }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString()));
+      res.on('end', () => resolve(`${res.statusCode} ${text}`));
+    }).on('error', reject);
+  });
+}
+
 /** The value after `flag` in argv. */
 const flag = (argv: string[], name: string) => argv[argv.indexOf(name) + 1]!;
 
@@ -50,6 +63,8 @@ describe('KubeCluster with security', () => {
       expect(cluster.connection).toBe('direct');
       expect(cluster.security.tls).toBe(true);
       expect(cluster.schedulerAddress).toMatch(/^tls:\/\/127\.43\.\d+\.\d+:8786$/);
+      expect(cluster.dashboardLink).toMatch(/^https:\/\/127\.43\.\d+\.\d+:8787\/status$/);
+      expect(await dashboardGet(cluster.dashboardLink, cluster.security, '/health')).toMatch(/^200/);
 
       // Nothing secret in any pod object: the credentials are in the Secrets only.
       const pods = emu.list('pods', 'default', `skein.dev/cluster=${cluster.name}`);
@@ -107,6 +122,8 @@ describe('KubeCluster with security', () => {
     try {
       expect(cluster.connection).toBe('port-forward');
       expect(cluster.schedulerAddress).toMatch(/^tls:\/\/127\.0\.0\.1:\d+$/);
+      expect(cluster.dashboardLink).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/status$/);
+      expect(await dashboardGet(cluster.dashboardLink, security, '/health')).toMatch(/^200/);
       expect(cluster.security).toBe(security);
       for (const p of emu.list('pods', 'default', `skein.dev/cluster=${cluster.name}`)) expect(JSON.stringify(p)).not.toContain(TOKEN);
       for (const pod of [`${cluster.name}-scheduler`, `${cluster.name}-worker-0`]) {
