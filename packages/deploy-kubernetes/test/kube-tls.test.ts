@@ -1,11 +1,19 @@
+import { execFile } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { get as httpsGet } from 'node:https';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as k8s from '@kubernetes/client-node';
 import { Client } from '@skein/client';
 import { CommClosedError, Security, UnauthenticatedError } from '@skein/common';
 import type { KubeEmulator } from '@skein/kube-emulator';
-import { KubeCluster } from '../src/index.js';
-import { leftovers, options, startEmulator } from './helpers.js';
+import { HelmCluster, KubeCluster } from '../src/index.js';
+import { kubeconfig, leftovers, options, startEmulator } from './helpers.js';
+// @ts-expect-error: a plain .mjs tool script, without types
+import { helmPath } from '../../../tools/helm.mjs';
+
+const CHART = fileURLToPath(new URL('../../../charts/skein', import.meta.url));
 
 // Level 3 on the emulator: a KubeCluster on mutual TLS, its credentials delivered as Secrets
 // mounted as files; the scheduler, nannies and workers are this checkout's `skein` processes.
@@ -149,5 +157,74 @@ describe('KubeCluster with security', () => {
       await cluster.close();
     }
     expect(leftovers(emu, cluster)).toEqual([]);
+  });
+});
+
+async function template(release: string, namespace: string, ...set: string[]): Promise<k8s.KubernetesObject[]> {
+  const { stdout } = await promisify(execFile)((helmPath as () => string)(), ['template', release, CHART, '--namespace', namespace, ...set.flatMap((v) => ['--set', v])], { timeout: 30_000 });
+  return k8s.loadAllYaml(stdout).filter(Boolean) as k8s.KubernetesObject[];
+}
+
+const podSpecOf = (o: k8s.KubernetesObject) => (o as k8s.V1Deployment).spec!.template.spec!;
+
+describe('charts/skein with security.existingSecret', () => {
+  it('renders the Secret as a 0600 volume in every pod, the credential flags, tls:// for the workers, and nothing of it without the value', async () => {
+    const objs = (await template('rel', 'default', 'security.existingSecret=rel-tls', 'security.tokenKey=token', 'additionalWorkerGroups[0].name=gpu')).filter((o) => o.kind === 'Deployment');
+    expect(objs.map((o) => o.metadata!.name).sort()).toEqual(['rel-skein-scheduler', 'rel-skein-worker', 'rel-skein-worker-gpu']);
+    const flags = ['--tls-ca-file', '/etc/skein/credentials/ca.pem', '--tls-cert', '/etc/skein/credentials/cert.pem', '--tls-key', '/etc/skein/credentials/key.pem', '--auth-token-file', '/etc/skein/credentials/token', '--require-encryption'];
+    for (const o of objs) {
+      const spec = podSpecOf(o);
+      const c = spec.containers[0]!;
+      expect(c.args!.slice(c.args!.indexOf('--ready-json') + 1)).toEqual(flags);
+      expect(c.volumeMounts).toEqual([{ name: 'skein-credentials', mountPath: '/etc/skein/credentials', readOnly: true }]);
+      expect(spec.securityContext).toEqual({ fsGroup: 1000 });
+      expect(spec.volumes).toEqual([
+        {
+          name: 'skein-credentials',
+          secret: { secretName: 'rel-tls', defaultMode: 0o600, items: [{ key: 'ca.crt', path: 'ca.pem' }, { key: 'tls.crt', path: 'cert.pem' }, { key: 'tls.key', path: 'key.pem' }, { key: 'token', path: 'token' }] },
+        },
+      ]);
+      if (c.name === 'worker') expect(c.args![1]).toBe('tls://rel-skein-scheduler:8786');
+    }
+    const plain = (await template('rel', 'default')).filter((o) => o.kind === 'Deployment');
+    for (const o of plain) {
+      const spec = podSpecOf(o);
+      expect(spec.volumes).toBeUndefined();
+      expect(spec.securityContext).toBeUndefined();
+      expect(spec.containers[0]!.volumeMounts).toBeUndefined();
+      expect(spec.containers[0]!.args!.join(' ')).not.toMatch(/--tls-|--auth-token|tls:\/\//);
+    }
+  });
+
+  it('HelmCluster: the chart on TLS from an existing Secret runs a map and a worker-to-worker dependency; a client without credentials is refused', async () => {
+    const kc = kubeconfig(emu);
+    const core = kc.makeApiClient(k8s.CoreV1Api);
+    const apps = kc.makeApiClient(k8s.AppsV1Api);
+    const ns = 'helm-tls';
+    await core.createNamespace({ body: { metadata: { name: ns } } });
+    // What cert-manager or kubectl would put there: a CA and one certificate for every cluster role.
+    const security = Security.temporary({ token: TOKEN });
+    const pems = security.credentials(['scheduler', 'worker', 'nanny'])!;
+    await core.createNamespacedSecret({ namespace: ns, body: { metadata: { name: 'rel-tls' }, stringData: { 'ca.crt': pems.ca, 'tls.crt': pems.cert, 'tls.key': pems.key, token: `${TOKEN}\n` } } });
+    for (const o of await template('rel', ns, 'image.repository=skein', 'image.tag=test', 'worker.replicas=2', 'worker.terminationGracePeriodSeconds=2', 'security.existingSecret=rel-tls', 'security.tokenKey=token')) {
+      if (o.kind === 'Deployment') await apps.createNamespacedDeployment({ namespace: ns, body: o as k8s.V1Deployment });
+      else if (o.kind === 'Service') await core.createNamespacedService({ namespace: ns, body: o as k8s.V1Service });
+      else throw new Error(`unexpected kind ${o.kind}`);
+    }
+    try {
+      await using cluster = await HelmCluster.connect({ releaseName: 'rel', namespace: ns, kubeconfig: kc, resourceTimeoutMs: 30_000, security });
+      expect(cluster.schedulerAddress).toMatch(/^tls:\/\//);
+      expect(cluster.dashboardLink).toMatch(/^https:\/\//);
+      await cluster.waitForWorkers(2);
+      await using client = await Client.connect(cluster);
+      const workers = (await client.schedulerInfo()).workers.map((w) => w.address);
+      for (const w of workers) expect(w).toMatch(/^tls:\/\//);
+      await compute(client, workers);
+      const noCreds = await Client.connect(cluster.schedulerAddress.replace('tls://', 'tcp://'), { security: Security.insecure(), connectTimeoutMs: 2_000 }).catch((e: unknown) => e);
+      expect(noCreds).toBeInstanceOf(CommClosedError);
+      expect((noCreds as Error).message).toMatch(/TLS/);
+    } finally {
+      await core.deleteNamespace({ name: ns });
+    }
   });
 });
