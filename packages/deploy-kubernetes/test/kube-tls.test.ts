@@ -167,6 +167,13 @@ async function template(release: string, namespace: string, ...set: string[]): P
 
 const podSpecOf = (o: k8s.KubernetesObject) => (o as k8s.V1Deployment).spec!.template.spec!;
 
+describe('KubeCluster security options', () => {
+  it('refuses security that is not a Security, and security: true for fromName (a new CA the running cluster does not trust)', async () => {
+    await expect(KubeCluster.start(options(emu, { security: { tls: true } as unknown as Security }))).rejects.toThrow(/security must be a Security .* or true/);
+    await expect(KubeCluster.fromName('some-cluster', { kubeconfig: kubeconfig(emu), security: true })).rejects.toThrow(/cannot take security: true: a new temporary CA would not be trusted/);
+  });
+});
+
 describe('charts/skein with security.existingSecret', () => {
   it('renders the Secret as a 0600 volume in every pod, the credential flags, tls:// for the workers, and nothing of it without the value', async () => {
     const objs = (await template('rel', 'default', 'security.existingSecret=rel-tls', 'security.tokenKey=token', 'additionalWorkerGroups[0].name=gpu')).filter((o) => o.kind === 'Deployment');
