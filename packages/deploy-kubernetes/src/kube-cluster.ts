@@ -417,8 +417,16 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
         if (isNotFound(err)) throw new SkeinError('not_found', `No Skein cluster named ${o.name} in namespace ${o.namespace} (no pod ${podName}). List them with: skein kubernetes list, or kubectl get pods -l ${LABEL_CLUSTER}.`);
         throw err;
       });
-      const image = pod.spec?.containers.find((c) => c.name === 'scheduler')?.image;
-      if (o.adoptImage && image) o.image = image;
+      const container = pod.spec?.containers.find((c) => c.name === 'scheduler');
+      if (o.adoptImage && container?.image) o.image = container.image;
+      // Reaching a TLS scheduler without credentials fails with a gRPC error that does not say why.
+      const args = container?.args ?? [];
+      const missing = [args.includes('--tls-cert') && !o.security?.tls ? 'TLS credentials' : '', args.includes('--auth-token-file') && !o.security?.token ? 'its token' : ''].filter(Boolean);
+      if (missing.length) {
+        throw new InvalidArgumentError(
+          `Cluster ${o.name} in namespace ${o.namespace} runs with security (its scheduler has ${args.includes('--tls-cert') ? '--tls-cert' : '--auth-token-file'}), and no ${missing.join(' or ')} were given: pass security (Security.fromFiles({ caFile, certFile, keyFile, tokenFile }), or the Security it was started with); on the command line --tls-ca-file, --tls-cert, --tls-key, --auth-token-file.`,
+        );
+      }
     } else {
       if (o.security?.enabled) {
         const files = schedulerLaunchOf(o).files;

@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { get as httpsGet } from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -9,11 +11,12 @@ import { Client } from '@skein/client';
 import { CommClosedError, Security, UnauthenticatedError } from '@skein/common';
 import type { KubeEmulator } from '@skein/kube-emulator';
 import { HelmCluster, KubeCluster } from '../src/index.js';
-import { kubeconfig, leftovers, options, startEmulator } from './helpers.js';
+import { clusterName, kubeconfig, leftovers, options, startEmulator, until } from './helpers.js';
 // @ts-expect-error: a plain .mjs tool script, without types
 import { helmPath } from '../../../tools/helm.mjs';
 
 const CHART = fileURLToPath(new URL('../../../charts/skein', import.meta.url));
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 
 // Level 3 on the emulator: a KubeCluster on mutual TLS, its credentials delivered as Secrets
 // mounted as files; the scheduler, nannies and workers are this checkout's `skein` processes.
@@ -171,6 +174,38 @@ describe('KubeCluster security options', () => {
   it('refuses security that is not a Security, and security: true for fromName (a new CA the running cluster does not trust)', async () => {
     await expect(KubeCluster.start(options(emu, { security: { tls: true } as unknown as Security }))).rejects.toThrow(/security must be a Security .* or true/);
     await expect(KubeCluster.fromName('some-cluster', { kubeconfig: kubeconfig(emu), security: true })).rejects.toThrow(/cannot take security: true: a new temporary CA would not be trusted/);
+  });
+});
+
+describe('skein-kubernetes with credential files', () => {
+  it('start --tls-ca-file --tls-cert --tls-key: the cluster runs on TLS with those credentials; scale with the same flags; a client with them computes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'skein-kube-tls-'));
+    const name = clusterName();
+    const kubeconfigFile = emu.writeKubeconfig(join(dir, 'kubeconfig'));
+    // Files as a user keeps them: a CA and one certificate for every role.
+    const pems = Security.temporary().credentials(['client', 'nanny', 'scheduler', 'worker'])!;
+    const files = { caFile: join(dir, 'ca.pem'), certFile: join(dir, 'cert.pem'), keyFile: join(dir, 'key.pem') };
+    writeFileSync(files.caFile, pems.ca, { mode: 0o600 });
+    writeFileSync(files.certFile, pems.cert, { mode: 0o600 });
+    writeFileSync(files.keyFile, pems.key, { mode: 0o600 });
+    const flags = ['--tls-ca-file', files.caFile, '--tls-cert', files.certFile, '--tls-key', files.keyFile];
+    const cli = async (...args: string[]) => (await promisify(execFile)(process.execPath, [CLI, ...args], { env: { ...process.env, KUBECONFIG: kubeconfigFile }, timeout: 60_000 })).stdout;
+    try {
+      const out = await cli('start', '--name', name, '--image', 'skein:test', '--n-workers', '1', '--resource-timeout', '30', ...flags);
+      const address = /Scheduler at: +(\S+)/.exec(out)?.[1];
+      expect(address).toMatch(/^tls:\/\/127\.43\.\d+\.\d+:8786$/);
+      for (const p of emu.list('pods', 'default', `skein.dev/cluster=${name}`)) expect(JSON.stringify(p)).not.toMatch(/PRIVATE KEY/);
+      expect(await cli('scale', name, '2', ...flags)).toContain(`Cluster ${name}: 1 → 2 workers`);
+      await using client = await Client.connect(address!, { security: Security.fromFiles(files) });
+      await until(async () => (await client.schedulerInfo()).workers.length === 2, 20_000, 'two workers');
+      await compute(client, (await client.schedulerInfo()).workers.map((w) => w.address));
+      // Without the flags, scale says the cluster runs with security and what to pass.
+      const err = await cli('scale', name, '1').then(() => 'no error', (e: { stderr: string }) => e.stderr);
+      expect(err).toMatch(new RegExp(`Cluster ${name} in namespace default runs with security .*no TLS credentials were given: .*--tls-ca-file, --tls-cert, --tls-key`));
+    } finally {
+      await cli('close', name);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
