@@ -31,3 +31,66 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{/* tls when security.existingSecret is set, else tcp: the scheme of the cluster's addresses. */}}
+{{- define "skein.scheme" -}}
+{{- ternary "tls" "tcp" (ne .Values.security.existingSecret "") -}}
+{{- end -}}
+
+{{/* The credential flags (args list items), naming the files of the mounted Secret. */}}
+{{- define "skein.securityArgs" -}}
+{{- with .Values.security }}
+{{- if .existingSecret }}
+- --tls-ca-file
+- /etc/skein/credentials/ca.pem
+- --tls-cert
+- /etc/skein/credentials/cert.pem
+- --tls-key
+- /etc/skein/credentials/key.pem
+{{- if .tokenKey }}
+- --auth-token-file
+- /etc/skein/credentials/token
+{{- end }}
+{{- if .requireEncryption }}
+- --require-encryption
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The container's mount of the credentials. */}}
+{{- define "skein.securityMount" -}}
+{{- if .Values.security.existingSecret }}
+volumeMounts:
+  - name: skein-credentials
+    mountPath: /etc/skein/credentials
+    readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The pod's credentials volume and fsGroup. */}}
+{{- define "skein.securityVolume" -}}
+{{- with .Values.security }}
+{{- if .existingSecret }}
+securityContext:
+  fsGroup: {{ .fsGroup }}
+volumes:
+  - name: skein-credentials
+    secret:
+      secretName: {{ .existingSecret | quote }}
+      # 0600, written in decimal: YAML 1.1 and 1.2 read a leading 0 differently
+      defaultMode: 384
+      items:
+        - key: {{ .caKey | quote }}
+          path: ca.pem
+        - key: {{ .certKey | quote }}
+          path: cert.pem
+        - key: {{ .keyKey | quote }}
+          path: key.pem
+        {{- if .tokenKey }}
+        - key: {{ .tokenKey | quote }}
+          path: token
+        {{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}

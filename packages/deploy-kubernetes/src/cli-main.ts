@@ -1,13 +1,13 @@
 import yargs from 'yargs';
 import * as k8s from '@kubernetes/client-node';
 import { SchedulerAdmin } from '@skein/cluster';
-import { SkeinError, readyJsonWanted, readyLine, toSkeinError } from '@skein/common';
+import { SECURITY_FLAGS, Security, SkeinError, readyJsonWanted, readyLine, toSkeinError, type SecurityFlags } from '@skein/common';
 import { pickVictims } from './helm-cluster.js';
 import { KubeCluster, type KubeClusterOptions } from './kube-cluster.js';
 import { call, contextNamespace, loadKubeConfig } from './kube.js';
 import { LABEL_CLUSTER, LABEL_COMPONENT } from './specs.js';
 
-interface CommonArgs {
+interface CommonArgs extends SecurityFlags {
   namespace?: string;
   kubeconfig?: string;
   portForward?: boolean;
@@ -23,7 +23,9 @@ type Parsed =
   | 'help';
 
 function common(a: CommonArgs): KubeClusterOptions {
+  const security = Security.fromFlags(a);
   return {
+    ...(security.enabled ? { security } : {}),
     ...(a.namespace !== undefined ? { namespace: a.namespace } : {}),
     ...(a.kubeconfig !== undefined ? { kubeconfig: a.kubeconfig } : {}),
     ...(a.portForward !== undefined ? { portForward: a.portForward } : {}),
@@ -41,8 +43,14 @@ export async function parseKubernetesArgs(argv: string[], prog = 'skein-kubernet
     .option('kubeconfig', { type: 'string', describe: 'kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)' })
     .option('port-forward', { type: 'boolean', describe: 'Always (--port-forward) or never (--no-port-forward) reach the scheduler through a port-forward (default: only when the service does not answer)' })
     .option('resource-timeout', { type: 'number', default: 60, describe: 'Seconds each wait on Kubernetes may take' })
-    .option('ready-json', { type: 'boolean', default: false, describe: 'Print one JSON line {"event":"ready","role":"cluster",...} once the cluster runs' })
-    .command(
+    .option('ready-json', { type: 'boolean', default: false, describe: 'Print one JSON line {"event":"ready","role":"cluster",...} once the cluster runs' });
+  for (const f of SECURITY_FLAGS) {
+    y.option(f.flag, {
+      type: f.value ? 'string' : 'boolean',
+      describe: `${f.describe} (env ${f.env}). start: put into the pods' Secrets (one certificate for the scheduler and the workers); scale: how this command reaches the scheduler`,
+    });
+  }
+  y.command(
       'start',
       'start a cluster and leave it running (close it with: close NAME)',
       (c) =>
@@ -167,7 +175,7 @@ export async function runKubernetesCli(argv: string[], prog = 'skein-kubernetes'
         if (cluster.dashboardLink) process.stdout.write(`Dashboard at:   ${cluster.dashboardLink}\n`);
         process.stdout.write(`Workers: ${workers.join(', ') || 'none'}\nClose it with:  ${prog} close ${cluster.name}\n`);
         if (readyJsonWanted(parsed.readyJson)) {
-          process.stdout.write(readyLine({ event: 'ready', role: 'cluster', address: cluster.schedulerAddress, dashboard: cluster.dashboardLink, name: cluster.name, namespace: cluster.namespace, workers } as never) + '\n');
+          process.stdout.write(readyLine({ event: 'ready', role: 'cluster', address: cluster.schedulerAddress, dashboard: cluster.dashboardLink, name: cluster.name, namespace: cluster.namespace, workers, tls: cluster.security.tls } as never) + '\n');
         }
         await cluster.close(); // shutdownOnClose: false: the pods stay
         return 0;

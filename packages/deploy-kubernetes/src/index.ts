@@ -31,6 +31,7 @@ export {
   LABEL_COMPONENT,
   LABEL_WORKER,
   CREDENTIALS_DIR,
+  IMAGE_GID,
   schedulerPod,
   schedulerService,
   workerPod,

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { userInfo } from 'node:os';
 import * as k8s from '@kubernetes/client-node';
 import { Cluster, SchedulerAdmin, type ClusterBackend, type SchedulerControl, type SchedulerHandle, type StartWorkerOptions, type WorkerHandle } from '@skein/cluster';
-import { InvalidArgumentError, SkeinError, parseReadyLine, type Security } from '@skein/common';
+import { InvalidArgumentError, Security, SkeinError, parseReadyLine } from '@skein/common';
 import { ClusterExistsError, PodCrashedError, PodImagePullError, PodStartError, PodUnschedulableError, ResourceTimeoutError, SchedulerUnreachableError } from './errors.js';
 import { PodWatcher, PortForwarder, apiError, reachScheduler, call, contextNamespace, isConflict, isNotFound, loadKubeConfig, mergePatch, type KubeConfigSource } from './kube.js';
 import {
@@ -72,8 +72,12 @@ export interface KubeClusterOptions {
   schedulerSpec?: Partial<k8s.V1PodSpec>;
   /** Merged into every worker pod's spec (containers by name: 'worker'). */
   workerSpec?: Partial<k8s.V1PodSpec>;
-  /** TLS credentials and/or a token: delivered to the pods as Secrets mounted at /etc/skein/credentials. */
-  security?: Security;
+  /**
+   * TLS credentials and/or a token, delivered to the pods as Secrets mounted as 0600 files at
+   * /etc/skein/credentials (never in their args or env); `true` is `Security.temporary()`.
+   * `Client.connect(cluster)` uses `cluster.security`. Default: none (plaintext).
+   */
+  security?: Security | boolean;
   /** The kubeconfig: a KubeConfig, a path or YAML (default: KUBECONFIG, ~/.kube/config, or in-cluster). */
   kubeconfig?: KubeConfigSource;
   /** Grace of a stopping pod, s (default 10). */
@@ -124,6 +128,14 @@ function compile(o: KubeClusterOptions, connectOnly: boolean): Compiled {
   }
   const resourceTimeoutMs = o.resourceTimeoutMs ?? 60_000;
   if (!(resourceTimeoutMs > 0)) throw new InvalidArgumentError(`KubeCluster resourceTimeoutMs must be a number of ms > 0, got ${resourceTimeoutMs}.`);
+  if (o.security !== undefined && typeof o.security !== 'boolean' && typeof (o.security as Partial<Security>).launchFiles !== 'function') {
+    throw new InvalidArgumentError('KubeCluster security must be a Security (Security.temporary(), Security.fromFiles(...)) or true (a temporary one), got another object.');
+  }
+  if (connectOnly && o.security === true) {
+    throw new InvalidArgumentError(
+      `KubeCluster.fromName(${JSON.stringify(name)}) cannot take security: true: a new temporary CA would not be trusted by the running cluster. Pass the Security the cluster was started with (the one of KubeCluster.start, or Security.fromFiles with credentials its CA signed).`,
+    );
+  }
   const env: k8s.V1EnvVar[] = Array.isArray(o.env) ? o.env : Object.entries(o.env ?? {}).map(([k, v]) => ({ name: k, value: String(v) }));
   const compiled: Compiled = {
     name,
@@ -132,7 +144,7 @@ function compile(o: KubeClusterOptions, connectOnly: boolean): Compiled {
     imagePullPolicy: o.imagePullPolicy,
     resources: o.resources,
     env,
-    security: o.security,
+    security: o.security === true ? Security.temporary() : o.security ? o.security : undefined,
     serviceType,
     schedulerArgs: o.schedulerArgs ?? [],
     dashboard: o.dashboard ?? true,
@@ -405,8 +417,16 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
         if (isNotFound(err)) throw new SkeinError('not_found', `No Skein cluster named ${o.name} in namespace ${o.namespace} (no pod ${podName}). List them with: skein kubernetes list, or kubectl get pods -l ${LABEL_CLUSTER}.`);
         throw err;
       });
-      const image = pod.spec?.containers.find((c) => c.name === 'scheduler')?.image;
-      if (o.adoptImage && image) o.image = image;
+      const container = pod.spec?.containers.find((c) => c.name === 'scheduler');
+      if (o.adoptImage && container?.image) o.image = container.image;
+      // Reaching a TLS scheduler without credentials fails with a gRPC error that does not say why.
+      const args = container?.args ?? [];
+      const missing = [args.includes('--tls-cert') && !o.security?.tls ? 'TLS credentials' : '', args.includes('--auth-token-file') && !o.security?.token ? 'its token' : ''].filter(Boolean);
+      if (missing.length) {
+        throw new InvalidArgumentError(
+          `Cluster ${o.name} in namespace ${o.namespace} runs with security (its scheduler has ${args.includes('--tls-cert') ? '--tls-cert' : '--auth-token-file'}), and no ${missing.join(' or ')} were given: pass security (Security.fromFiles({ caFile, certFile, keyFile, tokenFile }), or the Security it was started with); on the command line --tls-ca-file, --tls-cert, --tls-key, --auth-token-file.`,
+        );
+      }
     } else {
       if (o.security?.enabled) {
         const files = schedulerLaunchOf(o).files;

@@ -204,6 +204,8 @@ export async function reachScheduler(o: {
   const dash = svc.spec?.ports?.find((p) => p.name === 'http-dashboard');
   if (!comm) throw new SchedulerUnreachableError(o.service, [], 'the service has no port');
   const scheme = o.tls ? 'tls' : 'tcp';
+  // With TLS the scheduler serves its dashboard over HTTPS (its own certificate).
+  const web = o.tls ? 'https' : 'http';
   const tried: string[] = [];
   if (o.portForward !== true) {
     const candidates: Array<{ host: string; port: number; dashPort: number | undefined }> = [];
@@ -224,7 +226,7 @@ export async function reachScheduler(o: {
     for (const c of candidates) {
       tried.push(`${c.host}:${c.port}`);
       if (await answers(c.host, c.port)) {
-        return { address: `${scheme}://${c.host}:${c.port}`, dashboard: c.dashPort ? `http://${c.host}:${c.dashPort}/status` : '', connection: 'direct' };
+        return { address: `${scheme}://${c.host}:${c.port}`, dashboard: c.dashPort ? `${web}://${c.host}:${c.dashPort}/status` : '', connection: 'direct' };
       }
     }
     if (o.portForward === false) throw new SchedulerUnreachableError(o.service, tried, 'nothing answered and portForward is false');
@@ -237,7 +239,7 @@ export async function reachScheduler(o: {
   if (dash) {
     const d = new PortForwarder(o.kc, o.namespace, o.pod, target(dash));
     o.forwards.push(d);
-    dashboard = `http://127.0.0.1:${await d.listen()}/status`;
+    dashboard = `${web}://127.0.0.1:${await d.listen()}/status`;
   }
   tried.push(`port-forward 127.0.0.1:${port} to pod ${o.pod()}`);
   if (!(await answers('127.0.0.1', port, 5_000))) throw new SchedulerUnreachableError(o.service, tried, 'the port-forward does not answer either');

@@ -10,6 +10,12 @@ export const SCHEDULER_PORT = 8786;
 export const DASHBOARD_PORT = 8787;
 /** Where the credential Secrets are mounted in the pods. */
 export const CREDENTIALS_DIR = '/etc/skein/credentials';
+/**
+ * The group of the image's `node` user (image/Dockerfile: USER node, uid and gid 1000). Secret
+ * files are root's; with the pod's fsGroup set to it, the kubelet lets that group read them
+ * (mode 0600 becomes 0640), so the non-root processes can read their credentials.
+ */
+export const IMAGE_GID = 1000;
 
 export interface PodResources {
   requests?: Record<string, string>;
@@ -68,11 +74,13 @@ export function credentialsSecret(s: SpecInput, role: 'scheduler' | 'worker', fi
   return { apiVersion: 'v1', kind: 'Secret', metadata: { name: credentialsSecretName(s.name, role), namespace: s.namespace, labels }, type: 'Opaque', data };
 }
 
-function credentialsVolume(s: SpecInput, role: 'scheduler' | 'worker'): { volumes: k8s.V1Volume[]; mounts: k8s.V1VolumeMount[] } {
-  if (!s.security?.enabled) return { volumes: [], mounts: [] };
+function credentialsVolume(s: SpecInput, role: 'scheduler' | 'worker'): { volumes: k8s.V1Volume[]; mounts: k8s.V1VolumeMount[]; podSpec: Partial<k8s.V1PodSpec> } {
+  if (!s.security?.enabled) return { volumes: [], mounts: [], podSpec: {} };
   return {
     volumes: [{ name: 'skein-credentials', secret: { secretName: credentialsSecretName(s.name, role), defaultMode: 0o600 } }],
     mounts: [{ name: 'skein-credentials', mountPath: CREDENTIALS_DIR, readOnly: true }],
+    // schedulerSpec / workerSpec replace it (an image whose user has another group).
+    podSpec: { securityContext: { fsGroup: IMAGE_GID } },
   };
 }
 
@@ -126,6 +134,7 @@ export function schedulerPod(s: SpecInput, labels: Record<string, string>): k8s.
       },
     ],
     ...(cred.volumes.length ? { volumes: cred.volumes } : {}),
+    ...cred.podSpec,
   };
   return {
     apiVersion: 'v1',
@@ -184,6 +193,7 @@ export function workerPod(s: SpecInput, workerName: string, labels: Record<strin
       },
     ],
     ...(cred.volumes.length ? { volumes: cred.volumes } : {}),
+    ...cred.podSpec,
   };
   return {
     apiVersion: 'v1',

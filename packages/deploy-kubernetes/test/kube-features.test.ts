@@ -61,10 +61,9 @@ describe('KubeCluster: reaching the scheduler, security, reconnecting, losing po
     }
   });
 
-  it('delivers Security.temporary() credentials as Secrets mounted as 0600 files where the flags name them, never in the pod spec', async () => {
-    // `skein scheduler` and `skein worker` do not take the TLS flags yet (SECURITY-API.md: "Not yet
-    // done: CLI flags"), so this runs the pod KubeCluster builds with an image that reports the
-    // files its flags name, instead of the scheduler.
+  it('delivers Security.temporary() credentials as Secrets mounted as files (0600, group-readable by the fsGroup) where the flags name them, never in the pod spec', async () => {
+    // The pods KubeCluster builds, run with an image that reports the files their flags name
+    // (their contents checked byte for byte); test/kube-tls.test.ts runs the real cluster on TLS.
     const security = Security.temporary({ token: 'token-0123456789abcdef' });
     const spec: SpecInput = {
       name: clusterName(), namespace: 'default', image: 'credcheck:1', imagePullPolicy: undefined, resources: undefined, env: [], security,
@@ -87,7 +86,8 @@ describe('KubeCluster: reaching the scheduler, security, reconnecting, losing po
       expect(args).toEqual(expect.arrayContaining(['--tls-ca-file', '/etc/skein/credentials/ca.pem', '--tls-cert', `/etc/skein/credentials/${stem}.pem`, '--auth-token-file', '/etc/skein/credentials/token']));
       const log = await until(async () => (await core.readNamespacedPodLog({ name, namespace: 'default' })).includes('done'), 10_000, `the report of ${name}`).then(() => core.readNamespacedPodLog({ name, namespace: 'default' }));
       const launch = role === 'scheduler' ? schedulerLaunchOf(spec) : workerLaunchOf(spec, `${spec.name}-worker-0`);
-      const expected = launch.files.map((f) => `${f.path.slice(f.path.lastIndexOf('/') + 1)} 600 ${createHash('sha256').update(f.contents).digest('hex')}`).sort();
+      // defaultMode 0600; the pod's fsGroup (the image's `node` group) may read them: 0640.
+      const expected = launch.files.map((f) => `${f.path.slice(f.path.lastIndexOf('/') + 1)} 640 ${createHash('sha256').update(f.contents).digest('hex')}`).sort();
       expect(log.split('\n').filter((l) => l && l !== 'done').sort()).toEqual(expected);
     }
   });

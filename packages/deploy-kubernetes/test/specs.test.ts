@@ -45,6 +45,12 @@ describe('pod specs (pure)', () => {
     const pod = schedulerPod(s, {});
     expect(pod.spec!.volumes).toEqual([{ name: 'skein-credentials', secret: { secretName: 'demo-scheduler-credentials', defaultMode: 0o600 } }]);
     expect(pod.spec!.containers[0]!.volumeMounts).toEqual([{ name: 'skein-credentials', mountPath: '/etc/skein/credentials', readOnly: true }]);
+    // The image runs as `node` (gid 1000): the pod's fsGroup lets it read the root-owned Secret files.
+    expect(readFileSync(new URL('../image/Dockerfile', import.meta.url), 'utf8')).toMatch(/^USER node$/m);
+    expect(pod.spec!.securityContext).toEqual({ fsGroup: 1000 });
+    expect(workerPod(s, 'w', {}, undefined).spec!.securityContext).toEqual({ fsGroup: 1000 });
+    expect(workerPod(spec(), 'w', {}, undefined).spec!.securityContext).toBeUndefined();
+    expect(workerPod(spec({ security, workerSpec: { securityContext: { runAsUser: 2000, fsGroup: 2000 } } }), 'w', {}, undefined).spec!.securityContext).toEqual({ runAsUser: 2000, fsGroup: 2000 });
     const secret = credentialsSecret(s, 'scheduler', schedulerLaunchOf(s).files, {});
     expect(Object.keys(secret.data!).sort()).toEqual(['ca.pem', 'scheduler-key.pem', 'scheduler.pem']);
     expect(Buffer.from(secret.data!['scheduler-key.pem']!, 'base64').toString()).toContain('PRIVATE KEY');

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { get as httpGet, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -246,6 +246,8 @@ export class Kubelet {
 
   #mountVolumes(rt: PodRuntime, pod: Obj): void {
     const volumes = new Map<string, Obj>(((pod['spec']['volumes'] ?? []) as Obj[]).map((v) => [String(v['name']), v]));
+    // The pod's fsGroup owns Secret and ConfigMap files and may read them (0600 becomes 0640), as the kubelet does.
+    const fsGroup = pod['spec']['securityContext']?.['fsGroup'] as number | undefined;
     for (const c of rt.containers) {
       for (const m of (c.spec['volumeMounts'] ?? []) as Obj[]) {
         const v = volumes.get(String(m['name']));
@@ -264,7 +266,14 @@ export class Kubelet {
             const file = join(host, path);
             mkdirSync(dirname(file), { recursive: true });
             writeFileSync(file, decode ? Buffer.from(String(data[key]), 'base64') : String(data[key]));
-            chmodSync(file, fileMode);
+            if (fsGroup !== undefined) {
+              try {
+                chownSync(file, process.getuid?.() ?? 0, fsGroup);
+              } catch {
+                // not root: the test user keeps the file (its mode still shows the group's read bit)
+              }
+            }
+            chmodSync(file, fsGroup === undefined ? fileMode : fileMode | 0o440);
           }
         };
         if (v['secret']) {

@@ -232,6 +232,29 @@ describe('the kubelet: pods as local processes', () => {
     server.close();
   });
 
+  it("gives the pod's fsGroup the Secret files (group read: defaultMode 0600 becomes 0640), as the kubelet does", async () => {
+    const n = await namespace();
+    await core.createNamespacedSecret({ namespace: n, body: { metadata: { name: 'creds' }, stringData: { key: 'k3y' } } });
+    const script = `
+      const fs = require('fs'), st = fs.statSync('/etc/creds/key');
+      console.log('mode', (st.mode & 0o777).toString(8), 'gid', st.gid, fs.readFileSync('/etc/creds/key', 'utf8'));
+      setInterval(() => {}, 1000);`;
+    for (const [name, securityContext] of [['grouped', { fsGroup: 1000 }], ['plain', undefined]] as const) {
+      await core.createNamespacedPod({
+        namespace: n,
+        body: nodePod(name, script, { volumeMounts: [{ name: 'c', mountPath: '/etc/creds', readOnly: true }] }, { volumes: [{ name: 'c', secret: { secretName: 'creds', defaultMode: 0o600 } }], ...(securityContext ? { securityContext } : {}) }),
+      });
+    }
+    const logOf = (name: string) =>
+      until(async () => {
+        const l = await core.readNamespacedPodLog({ name, namespace: n });
+        return l.includes('mode') && l.trim();
+      }, `the log of ${name}`);
+    const root = process.getuid?.() === 0;
+    expect(await logOf('grouped')).toBe(`mode 640 gid ${root ? 1000 : process.getgid!()} k3y`);
+    expect(await logOf('plain')).toBe(`mode 600 gid ${process.getgid!()} k3y`);
+  });
+
   it('restarts a crashing container (CrashLoopBackOff, restartCount, previous logs) and reports an unknown image', async () => {
     const n = await namespace();
     await core.createNamespacedPod({ namespace: n, body: nodePod('crash', "console.log('boom'); process.exit(3)") });
