@@ -54,6 +54,8 @@ export interface SchedulerLaunchSpec {
   dashboardAddress?: string | null;
   /** Write the address to this file (`--scheduler-file`), for workers started with the same file. */
   schedulerFile?: string;
+  /** Close (exit 0) after this long with no client and no task to run (`--idle-timeout`), ms. */
+  idleTimeoutMs?: number;
   /** Print the JSON ready line (default true). */
   readyJson?: boolean;
   /**
@@ -151,6 +153,10 @@ export function schedulerLaunch(spec: SchedulerLaunchSpec = {}): Launch {
   if (spec.dashboardAddress === null) argv.push('--no-dashboard');
   else if (spec.dashboardAddress !== undefined) argv.push('--dashboard-address', spec.dashboardAddress);
   if (spec.schedulerFile !== undefined) argv.push('--scheduler-file', spec.schedulerFile);
+  if (spec.idleTimeoutMs !== undefined) {
+    if (!(spec.idleTimeoutMs > 0)) throw new InvalidArgumentError(`idleTimeoutMs must be a number of ms above 0, got ${spec.idleTimeoutMs}.`);
+    argv.push('--idle-timeout', String(spec.idleTimeoutMs / 1000));
+  }
   if (spec.readyJson ?? true) argv.push('--ready-json');
   const sec = securityOf(spec, 'scheduler');
   argv.push(...sec.args);

@@ -62,7 +62,11 @@ export interface KubeClusterOptions {
    * port-forwards; false never does.
    */
   portForward?: boolean | 'auto';
-  /** Not supported yet (the Skein scheduler has no idle timeout): giving it is an error. */
+  /**
+   * Dask's idle_timeout: the scheduler exits once it has had no client and no task to run for
+   * this long (ms); its pod is left Succeeded and the workers stop once they lose it (after their
+   * death timeout). Default: never.
+   */
   idleTimeoutMs?: number;
   /** How long each wait on Kubernetes may take (pods running, the service address, deletions), ms (default 60 s). */
   resourceTimeoutMs?: number;
@@ -103,10 +107,8 @@ interface Compiled extends SpecInput {
 const NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 function compile(o: KubeClusterOptions, connectOnly: boolean): Compiled {
-  if (o.idleTimeoutMs !== undefined) {
-    throw new InvalidArgumentError(
-      'KubeCluster idleTimeoutMs is not supported yet: the Skein scheduler has no idle timeout to hand it to. Close the cluster with close() (or skein kubernetes close NAME), or delete its scheduler pod.',
-    );
+  if (o.idleTimeoutMs !== undefined && !(typeof o.idleTimeoutMs === 'number' && o.idleTimeoutMs > 0)) {
+    throw new InvalidArgumentError(`KubeCluster idleTimeoutMs must be a number of ms above 0, got ${String(o.idleTimeoutMs)}.`);
   }
   const kc = loadKubeConfig(o.kubeconfig);
   const user = (() => {
@@ -147,6 +149,7 @@ function compile(o: KubeClusterOptions, connectOnly: boolean): Compiled {
     security: o.security === true ? Security.temporary() : o.security ? o.security : undefined,
     serviceType,
     schedulerArgs: o.schedulerArgs ?? [],
+    ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
     dashboard: o.dashboard ?? true,
     worker: { ...(o.workerOptions ?? {}) },
     schedulerSpec: o.schedulerSpec,

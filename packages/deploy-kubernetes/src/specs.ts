@@ -33,6 +33,8 @@ export interface SpecInput {
   security: Security | undefined;
   serviceType: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
   schedulerArgs: string[];
+  /** The scheduler's idle timeout (ms): it exits 0 after that long with no client and no task. */
+  idleTimeoutMs?: number;
   dashboard: boolean;
   worker: {
     nthreads?: number;
@@ -107,6 +109,7 @@ export function schedulerLaunchOf(s: SpecInput): Launch {
     host: '0.0.0.0',
     port: SCHEDULER_PORT,
     dashboardAddress: s.dashboard ? `:${DASHBOARD_PORT}` : null,
+    ...(s.idleTimeoutMs !== undefined ? { idleTimeoutMs: s.idleTimeoutMs } : {}),
     extraArgs: s.schedulerArgs,
     ...(s.security?.enabled ? { security: s.security, credentialsDir: CREDENTIALS_DIR } : {}),
   });
@@ -118,7 +121,9 @@ export function schedulerPod(s: SpecInput, labels: Record<string, string>): k8s.
   const ports: k8s.V1ContainerPort[] = [{ name: 'tcp-comm', containerPort: SCHEDULER_PORT, protocol: 'TCP' }];
   if (s.dashboard) ports.push({ name: 'http-dashboard', containerPort: DASHBOARD_PORT, protocol: 'TCP' });
   const spec: k8s.V1PodSpec = {
-    restartPolicy: 'Always',
+    // With an idle timeout the scheduler's exit 0 is the end (the pod stays Succeeded, its
+    // workers lose it and stop); a crash is still restarted.
+    restartPolicy: s.idleTimeoutMs !== undefined ? 'OnFailure' : 'Always',
     terminationGracePeriodSeconds: s.terminationGracePeriodSeconds,
     containers: [
       {

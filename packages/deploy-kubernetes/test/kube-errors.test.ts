@@ -78,7 +78,7 @@ describe('KubeCluster: typed errors, no hangs', () => {
     }
     expect(leftovers(emu, cluster)).toEqual([]);
     expect(() => new KubeCluster(options(emu, { name: 'Bad_Name' }))).toThrow(InvalidArgumentError);
-    expect(() => new KubeCluster(options(emu, { idleTimeoutMs: 1000 }))).toThrow(/idleTimeoutMs is not supported yet/);
+    expect(() => new KubeCluster(options(emu, { idleTimeoutMs: -5 }))).toThrow(/idleTimeoutMs must be a number of ms above 0/);
     expect(() => new KubeCluster(options(emu, { schedulerServiceType: 'Headless' as never }))).toThrow(/schedulerServiceType/);
   });
 });

@@ -153,4 +153,25 @@ describe('KubeCluster: reaching the scheduler, security, reconnecting, losing po
     }
     expect(leftovers(emu, cluster)).toEqual([]);
   });
+
+  it('idleTimeoutMs: a scheduler with no client and no task exits 0, its pod stays Succeeded (not restarted), and a client keeps it open', async () => {
+    const cluster = await KubeCluster.start(options(emu, { nWorkers: 1, idleTimeoutMs: 1500 }));
+    const core = kubeconfig(emu).makeApiClient(k8s.CoreV1Api);
+    const phase = async () => (await core.readNamespacedPod({ name: `${cluster.name}-scheduler`, namespace: 'default' })).status?.phase;
+    try {
+      {
+        await using client = await Client.connect(cluster);
+        expect(await client.gather(client.map((x: number) => x + 1, [1, 2]))).toEqual([2, 3]);
+        await new Promise((r) => setTimeout(r, 2500));
+        expect(await phase()).toBe('Running');
+      }
+      await until(async () => (await phase()) === 'Succeeded', 20_000, 'the idle scheduler pod to succeed');
+      const pod = await core.readNamespacedPod({ name: `${cluster.name}-scheduler`, namespace: 'default' });
+      expect(pod.spec?.restartPolicy).toBe('OnFailure');
+      expect(pod.status?.containerStatuses?.[0]?.restartCount ?? 0).toBe(0);
+    } finally {
+      await cluster.close();
+    }
+    expect(leftovers(emu, cluster)).toEqual([]);
+  });
 });
