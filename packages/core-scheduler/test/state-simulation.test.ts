@@ -65,6 +65,26 @@ describe('SchedulerState: findings of the simulation', () => {
     expect(kinds(h.handle({ type: 'MissingData', worker: 'b', key: 'x', errant: 'a' })).filter((k) => k.startsWith('FreeKeys'))).toEqual([]);
   });
 
+  it('a copy reported after its key was lost and given to the same worker to compute is not freed there (that would cancel the run)', () => {
+    const h = new Harness();
+    h.handle({ type: 'WorkerAdded', worker: worker('a') });
+    h.handle({ type: 'WorkerAdded', worker: worker('b') });
+    h.handle({ type: 'ClientConnected', client: 'c' });
+    const placed = h.handle({ type: 'GraphUpdated', client: 'c', tasks: [def('x')], wanted: ['x'], broadcast: ['x'] });
+    const ran = placed.find((a) => a.type === 'Compute')!.worker;
+    const other = ran === 'a' ? 'b' : 'a';
+    expect(kinds(h.finish(ran, 'x'))).toContain(`AcquireReplicas:${other}`);
+    // The only holder dies before the other worker's copy is reported: x runs again, there.
+    const rerun = h.handle({ type: 'WorkerRemoved', worker: ran, expected: false, reason: 'died' });
+    expect(rerun).toContainEqual(expect.objectContaining({ type: 'Compute', worker: other, key: 'x' }));
+    // The copy's report, sent before the worker got the Compute, is no reason to drop x there.
+    const acts = h.handle({ type: 'ReplicasAdded', worker: other, keys: [{ key: 'x', workers: [other], nbytes: 8 }] });
+    expect(acts.filter((a) => a.type === 'FreeKeys')).toEqual([]);
+    expect(h.state.tasks.get('x')!.processingOn?.address).toBe(other);
+    h.finish(other, 'x');
+    expect(h.state.tasks.get('x')!.whoHas.map((w) => w.address)).toEqual([other]);
+  });
+
   /**
    * y (with `retries`) waits on a behind x and z (bound to a), next to its large input, when b
    * joins and asks a for it: returns the steal request's stimulus id and a function that makes a

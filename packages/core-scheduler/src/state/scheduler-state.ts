@@ -410,7 +410,9 @@ export class SchedulerState {
         for (const info of e.keys) {
           const ts = this.tasks.get(info.key);
           if (!ts || ts.state !== 'memory') {
-            stale.push(info.key);
+            // A copy reported before this worker was asked to compute the key again: freeing it
+            // would cancel that run (a report of the run follows, with its value if the copy is still there).
+            if (ts?.processingOn !== ws) stale.push(info.key);
             continue;
           }
           // Only a copy this worker was asked for (AcquireReplicas): no worker adds itself as a holder.
