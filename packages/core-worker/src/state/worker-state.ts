@@ -875,7 +875,8 @@ export class WorkerState {
       const dt = this.tasks.get(d);
       if (!dt) continue;
       dt.waitingFor.delete(ts.key);
-      if (dt.state === 'waiting' && dt.waitingFor.size === 0) ctx.recs.set(d, 'ready');
+      // (One without a call was given back earlier in this event: what becomes of it is decided.)
+      if (dt.state === 'waiting' && dt.waitingFor.size === 0 && dt.call) ctx.recs.set(d, 'ready');
     }
     this.unlinkDependencies(ts, ctx);
     ts.call = undefined;
