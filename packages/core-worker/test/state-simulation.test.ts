@@ -1,7 +1,7 @@
 // Regressions found by the state machine simulation (packages/skein/test/simulation.test.ts),
 // each reduced to the few events that show it.
 import { describe, expect, it } from 'vitest';
-import { A, B, compute, json, newState } from './helpers.js';
+import { A, B, compute, json, newState, success } from './helpers.js';
 
 describe('WorkerState: findings of the simulation', () => {
   it('a task assigned while its key is fetched here as a copy runs with its inputs if the copy does not come', () => {
@@ -42,5 +42,21 @@ describe('WorkerState: findings of the simulation', () => {
     expect(acts).toContainEqual(expect.objectContaining({ type: 'SendToScheduler', message: expect.objectContaining({ type: 'Reschedule', key: 'z' }) }));
     expect(s.tasks.get('z')?.state ?? 'forgotten').toBe('forgotten');
     expect(s.tasks.get('x')!.state).toBe('memory');
+  });
+
+  it('a task whose run was cancelled while it ran, then needed here as an input, is fetched once the run ends', () => {
+    const s = newState();
+    expect(s.handle(compute('x')).map((a) => a.type)).toEqual(['Execute']);
+    // The scheduler is lost: x can only be cancelled (it runs on); the scheduler has x computed
+    // elsewhere meanwhile, then gives y, which needs x, to this worker.
+    s.handle({ type: 'SchedulerLost', stimulusId: 'lost' });
+    expect(s.tasks.get('x')!.state).toBe('cancelled');
+    expect(s.handle(compute('y', { dependencies: ['x'], whoHas: { x: [A] } }))).toEqual([]);
+    expect(s.tasks.get('y')!.state).toBe('waiting');
+    // The cancelled run's end is no result here (it was never asked of this worker again): x comes from A.
+    const fetch = s.handle(success('x', 'stale'));
+    expect(fetch).toMatchObject([{ type: 'GatherDep', worker: A, keys: ['x'] }]);
+    const run = s.handle({ type: 'GatherDepSuccess', worker: A, data: new Map([['x', json('x')]]), missing: [], stimulusId: 'g' });
+    expect(run).toMatchObject([{ type: 'Execute', key: 'y', inputs: [['x', json('x')]] }]);
   });
 });
