@@ -85,8 +85,8 @@ describe('SchedulerState: a worker reports only on tasks it was given (issue 14)
     const acts0 = h.handle({ type: 'WorkerAdded', worker: worker('B') });
     const steal = acts0.find((a) => a.type === 'StealRequest');
     expect(steal).toBeDefined();
-    const key = (steal as { key: string }).key;
-    h.handle({ type: 'StealResponse', worker: 'A', key, state: 'ready' });
+    const { key, stimulusId } = steal as { key: string; stimulusId: string };
+    h.handle({ type: 'StealResponse', worker: 'A', key, state: 'ready', stimulusId });
     expect(h.state.tasks.get(key)!.processingOn?.address).toBe('B');
     const acts = h.finish('A', key, 5);
     expect(reports(acts)).toEqual([]);

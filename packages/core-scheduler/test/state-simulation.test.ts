@@ -64,4 +64,74 @@ describe('SchedulerState: findings of the simulation', () => {
     // A report naming a worker that does not hold the key changes nothing and frees nothing.
     expect(kinds(h.handle({ type: 'MissingData', worker: 'b', key: 'x', errant: 'a' })).filter((k) => k.startsWith('FreeKeys'))).toEqual([]);
   });
+
+  it('a copy reported after its key was lost and given to the same worker to compute is not freed there (that would cancel the run)', () => {
+    const h = new Harness();
+    h.handle({ type: 'WorkerAdded', worker: worker('a') });
+    h.handle({ type: 'WorkerAdded', worker: worker('b') });
+    h.handle({ type: 'ClientConnected', client: 'c' });
+    const placed = h.handle({ type: 'GraphUpdated', client: 'c', tasks: [def('x')], wanted: ['x'], broadcast: ['x'] });
+    const ran = placed.find((a) => a.type === 'Compute')!.worker;
+    const other = ran === 'a' ? 'b' : 'a';
+    expect(kinds(h.finish(ran, 'x'))).toContain(`AcquireReplicas:${other}`);
+    // The only holder dies before the other worker's copy is reported: x runs again, there.
+    const rerun = h.handle({ type: 'WorkerRemoved', worker: ran, expected: false, reason: 'died' });
+    expect(rerun).toContainEqual(expect.objectContaining({ type: 'Compute', worker: other, key: 'x' }));
+    // The copy's report, sent before the worker got the Compute, is no reason to drop x there.
+    const acts = h.handle({ type: 'ReplicasAdded', worker: other, keys: [{ key: 'x', workers: [other], nbytes: 8 }] });
+    expect(acts.filter((a) => a.type === 'FreeKeys')).toEqual([]);
+    expect(h.state.tasks.get('x')!.processingOn?.address).toBe(other);
+    h.finish(other, 'x');
+    expect(h.state.tasks.get('x')!.whoHas.map((w) => w.address)).toEqual([other]);
+  });
+
+  /**
+   * y (with `retries`) waits on a behind x and z (bound to a), next to its large input, when b
+   * joins and asks a for it: returns the steal request's stimulus id and a function that makes a
+   * report y failed (a had started it before the request came).
+   */
+  const stealFromA = (h: Harness, retries: number) => {
+    h.handle({ type: 'WorkerAdded', worker: worker('a') });
+    h.submit('c', [def('root')], ['root']);
+    h.handle({ type: 'TaskFinished', worker: 'a', key: 'root', value: null, nbytes: 1e12, typeName: 'bytes', startMs: 0, stopMs: 1 });
+    const onA = { workers: ['a'] };
+    h.submit('c', [def('x', ['root'], onA), def('y', ['root'], { retries }), def('z', ['root'], onA)], ['x', 'y', 'z']);
+    const [id] = stealsOfY(h.handle({ type: 'WorkerAdded', worker: worker('b') }));
+    expect(id).toBeDefined();
+    const err = () => h.handle({ type: 'TaskErred', worker: 'a', key: 'y', error: { type: 'TypeError', message: 'boom', stack: 'at f', code: '', key: 'y', detailsJson: '' }, startMs: 0, stopMs: 1 });
+    return { id: id!, err };
+  };
+  const stealsOfY = (as: SchedulerAction[]) => as.filter((a) => a.type === 'StealRequest' && a.key === 'y').map((a) => a.stimulusId);
+
+  // Dask test_steal.py::test_reschedule_concurrent_requests_deadlock: a reply to an older steal
+  // request is stale (stealing.py move_task_confirm matches the reply's stimulus id).
+  it('a reply to a steal request for a run that erred does not answer the request for its retry', () => {
+    const h = new Harness();
+    const { id: first, err } = stealFromA(h, 1);
+    // y fails, and its retry goes to a again (next to its input); b asks for it again.
+    err();
+    expect(h.state.tasks.get('y')!.processingOn?.address).toBe('a');
+    const [second] = stealsOfY(h.handle({ type: 'Tick' }));
+    expect(second).toBeDefined();
+    expect(second).not.toBe(first);
+    // a answers both in order: the first (y had erred) is stale and changes nothing; the second
+    // (a gave the retry back) has y placed again, which would otherwise stay processing on a
+    // forever, with a no longer running it.
+    expect(h.handle({ type: 'StealResponse', worker: 'a', key: 'y', state: 'error', stimulusId: first })).toEqual([]);
+    const acts = h.handle({ type: 'StealResponse', worker: 'a', key: 'y', state: 'ready', stimulusId: second });
+    expect(acts).toContainEqual({ type: 'FreeKeys', worker: 'a', keys: ['y'], stimulusId: second });
+    // (placed by the usual rules: on a again here, next to its large input)
+    const on = h.state.tasks.get('y')!.processingOn!.address;
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'Compute', worker: on, key: 'y' }));
+  });
+
+  it('a task that fails for good while a steal request for it is out is no longer being stolen', () => {
+    const h = new Harness();
+    const { id, err } = stealFromA(h, 0);
+    err();
+    const y = h.state.tasks.get('y')!;
+    expect(y.state).toBe('erred');
+    expect(y.stealingFrom).toBeNull();
+    expect(h.handle({ type: 'StealResponse', worker: 'a', key: 'y', state: 'error', stimulusId: id })).toEqual([]);
+  });
 });

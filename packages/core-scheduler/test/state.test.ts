@@ -263,8 +263,9 @@ describe('SchedulerState', () => {
     let acts = h.addWorker('w2');
     const steals = acts.filter((a) => a.type === 'StealRequest');
     expect(steals.length).toBeGreaterThan(0);
-    const key = (steals[0] as { key: string }).key;
-    acts = h.handle({ type: 'StealResponse', worker: 'w1', key, state: 'ready' });
+    const { key, stimulusId } = steals[0] as { key: string; stimulusId: string };
+    // The worker's reply carries the request's stimulus id.
+    acts = h.handle({ type: 'StealResponse', worker: 'w1', key, state: 'ready', stimulusId });
     expect(computes(acts)).toEqual([`w2:${key}`]);
   });
 
@@ -588,7 +589,8 @@ describe('SchedulerState: order, stealing and loose restrictions (issue 11)', ()
     // B runs out of work: it asks A for y (waiting there), not for w (the oldest, running).
     acts = h.err('B', 'z');
     expect(steals(acts)).toEqual(['A:y']);
-    acts = h.handle({ type: 'StealResponse', worker: 'A', key: 'y', state: 'ready' });
+    const { stimulusId } = acts.find((a) => a.type === 'StealRequest')!;
+    acts = h.handle({ type: 'StealResponse', worker: 'A', key: 'y', state: 'ready', stimulusId });
     expect(computes(acts)).toEqual(['B:y']);
     expect(acts).toContainEqual(expect.objectContaining({ type: 'FreeKeys', worker: 'A', keys: ['y'] }));
   });

@@ -1,7 +1,7 @@
 // Regressions found by the state machine simulation (packages/skein/test/simulation.test.ts),
 // each reduced to the few events that show it.
 import { describe, expect, it } from 'vitest';
-import { A, B, compute, newState } from './helpers.js';
+import { A, B, compute, json, newState, success } from './helpers.js';
 
 describe('WorkerState: findings of the simulation', () => {
   it('a task assigned while its key is fetched here as a copy runs with its inputs if the copy does not come', () => {
@@ -27,5 +27,36 @@ describe('WorkerState: findings of the simulation', () => {
     expect(acts.some((a) => a.type === 'Execute' || a.type === 'GatherDep')).toBe(false);
     expect(s.tasks.get('x')!.state).toBe('memory');
     expect(s.tasks.has('d')).toBe(false);
+  });
+
+  it('a task given back because one input went missing stays given back when its other input lands in the same transfer', () => {
+    const s = newState();
+    // y and x are fetched here as copies, from A in one transfer; then z, which needs both, is assigned here.
+    s.handle({ type: 'AcquireReplicas', whoHas: new Map([['y', [A]], ['x', [A]]]), nbytes: new Map(), stimulusId: 'acquire' });
+    expect(s.tasks.get('y')!.state).toBe('flight');
+    s.handle(compute('z', { dependencies: ['y', 'x'], whoHas: { y: [A], x: [A] } }));
+    expect(s.tasks.get('z')!.state).toBe('waiting');
+    // A has x but no longer y: z goes back to the scheduler, and does not run here without its call.
+    const acts = s.handle({ type: 'GatherDepSuccess', worker: A, data: new Map([['x', json('x')]]), missing: ['y'], stimulusId: 'g' });
+    expect(acts.filter((a) => a.type === 'Execute')).toEqual([]);
+    expect(acts).toContainEqual(expect.objectContaining({ type: 'SendToScheduler', message: expect.objectContaining({ type: 'Reschedule', key: 'z' }) }));
+    expect(s.tasks.get('z')?.state ?? 'forgotten').toBe('forgotten');
+    expect(s.tasks.get('x')!.state).toBe('memory');
+  });
+
+  it('a task whose run was cancelled while it ran, then needed here as an input, is fetched once the run ends', () => {
+    const s = newState();
+    expect(s.handle(compute('x')).map((a) => a.type)).toEqual(['Execute']);
+    // The scheduler is lost: x can only be cancelled (it runs on); the scheduler has x computed
+    // elsewhere meanwhile, then gives y, which needs x, to this worker.
+    s.handle({ type: 'SchedulerLost', stimulusId: 'lost' });
+    expect(s.tasks.get('x')!.state).toBe('cancelled');
+    expect(s.handle(compute('y', { dependencies: ['x'], whoHas: { x: [A] } }))).toEqual([]);
+    expect(s.tasks.get('y')!.state).toBe('waiting');
+    // The cancelled run's end is no result here (it was never asked of this worker again): x comes from A.
+    const fetch = s.handle(success('x', 'stale'));
+    expect(fetch).toMatchObject([{ type: 'GatherDep', worker: A, keys: ['x'] }]);
+    const run = s.handle({ type: 'GatherDepSuccess', worker: A, data: new Map([['x', json('x')]]), missing: [], stimulusId: 'g' });
+    expect(run).toMatchObject([{ type: 'Execute', key: 'y', inputs: [['x', json('x')]] }]);
   });
 });

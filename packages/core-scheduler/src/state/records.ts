@@ -72,6 +72,8 @@ export class TaskRecord {
   purity: number;
   /** A steal request is outstanding to this worker. */
   stealingFrom: WorkerRecord | null = null;
+  /** That request's stimulus id (unique per request): only a reply carrying it answers it. */
+  stealId = '';
   /** Workers asked to copy this result (AcquireReplicas) that have not said they hold it (AddKeys). */
   replicaTargets: Set<WorkerRecord> | null = null;
   /** The transition recommended for this task and not applied yet (see Recommendations). */

@@ -129,6 +129,8 @@ export class SchedulerState {
   private readonly recs = new Recommendations();
   private freedSlots = new Set<WorkerRecord>();
   private stimulusId = '';
+  /** Steal requests made (their stimulus ids). */
+  private stealSeq = 0;
   /** The clock, read once per event. */
   private nowMs = 0;
   /** Transitions by start, then finish state (no string building per transition). */
@@ -317,6 +319,7 @@ export class SchedulerState {
       if (ts.state === 'forgotten') fail(`${key} is forgotten but still known`);
       if ((ts.state === 'processing') !== (ts.processingOn !== null)) fail(`${key} ${ts.state} processingOn=${ts.processingOn?.address}`);
       if (ts.processingOn && !ts.processingOn.processing.has(ts)) fail(`${key} not in its worker's processing set`);
+      if (ts.stealingFrom && ts.stealingFrom !== ts.processingOn) fail(`${key} ${ts.state} on ${ts.processingOn?.address} is being stolen from ${ts.stealingFrom.address}`);
       if ((ts.state === 'memory') !== ts.hasData) fail(`${key} is ${ts.state} with hasData=${ts.hasData}`);
       if ((ts.state === 'queued') !== (ts.heapIndex >= 0)) fail(`${key} ${ts.state} heapIndex=${ts.heapIndex}`);
       if ((ts.state === 'no-worker') !== this.unrunnable.has(ts)) fail(`${key} ${ts.state} vs unrunnable set`);
@@ -407,7 +410,9 @@ export class SchedulerState {
         for (const info of e.keys) {
           const ts = this.tasks.get(info.key);
           if (!ts || ts.state !== 'memory') {
-            stale.push(info.key);
+            // A copy reported before this worker was asked to compute the key again: freeing it
+            // would cancel that run (a report of the run follows, with its value if the copy is still there).
+            if (ts?.processingOn !== ws) stale.push(info.key);
             continue;
           }
           // Only a copy this worker was asked for (AcquireReplicas): no worker adds itself as a holder.
@@ -449,7 +454,9 @@ export class SchedulerState {
       }
       case 'StealResponse': {
         const ts = this.tasks.get(e.key);
-        if (!ts || ts.stealingFrom?.address !== e.worker) return;
+        // A reply to an earlier request (for a run that ended since, the task given to this
+        // worker again and asked back again) is stale: the current request's reply follows it.
+        if (!ts || ts.stealingFrom?.address !== e.worker || ts.stealId !== e.stimulusId) return;
         ts.stealingFrom = null;
         if (ts.state === 'processing' && ts.processingOn?.address === e.worker && STEALABLE_WORKER_STATES.has(e.state)) {
           this.recs.set(ts, 'released');
@@ -1338,6 +1345,7 @@ export class SchedulerState {
       const ws = ts.processingOn!;
       ws.processing.delete(ts);
       ts.processingOn = null;
+      ts.stealingFrom = null;
       if (this.workers.get(ws.address) === ws) this.freedSlots.add(ws);
     }
     ts.waitingCount = 0;
@@ -1545,7 +1553,9 @@ export class SchedulerState {
         }
         if (ts.stealingFrom || !this.mayRunOn(ts, idle)) continue;
         ts.stealingFrom = victim;
-        this.emit({ type: 'StealRequest', worker: victim.address, key: ts.key, stimulusId: this.stimulusId });
+        // Its own id, as Dask's (the event's may be shared by several requests for this task).
+        ts.stealId = `steal-${++this.stealSeq}`;
+        this.emit({ type: 'StealRequest', worker: victim.address, key: ts.key, stimulusId: ts.stealId });
         want--;
         excess--;
       }

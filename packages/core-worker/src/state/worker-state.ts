@@ -390,7 +390,7 @@ export class WorkerState {
       case 'ExecutionRevoked': {
         const ts = this.tasks.get(ev.key);
         if (ts?.state === 'executing') ctx.recs.set(ts.key, 'ready');
-        else if (ts?.state === 'cancelled' && ts.previous === 'executing') ctx.recs.set(ts.key, 'forgotten');
+        else if (ts?.state === 'cancelled' && ts.previous === 'executing') this.endCancelledRun(ts, ctx);
         return;
       }
 
@@ -407,7 +407,7 @@ export class WorkerState {
               : { kind: 'error', error: ev.error, startMs: ev.startMs, stopMs: ev.stopMs };
           ctx.recs.set(ts.key, ev.type === 'ExecuteSuccess' ? 'memory' : 'error');
         } else if (ts.state === 'cancelled' && ts.previous === 'executing') {
-          ctx.recs.set(ts.key, 'forgotten');
+          this.endCancelledRun(ts, ctx);
         }
         return;
       }
@@ -541,9 +541,9 @@ export class WorkerState {
         addTo(ts, 'waitingFor', dep);
         if (d.state === 'released' || d.state === 'missing') {
           if (!ctx.recs.has(dep)) ctx.recs.set(dep, d.whoHas.size > 0 ? 'fetch' : 'missing');
-        } else if (d.state === 'cancelled') {
-          ctx.recs.set(dep, d.previous ?? 'flight');
-        }
+        } else if (d.state === 'cancelled' && d.previous === 'flight') {
+          ctx.recs.set(dep, 'flight');
+        } // (a cancelled run goes on without its call: the input is fetched when it ends, endCancelledRun)
       }
       this.setState(ts, 'waiting', ctx);
       if (ts.waitingFor.size === 0) ctx.recs.set(ts.key, 'ready');
@@ -875,7 +875,8 @@ export class WorkerState {
       const dt = this.tasks.get(d);
       if (!dt) continue;
       dt.waitingFor.delete(ts.key);
-      if (dt.state === 'waiting' && dt.waitingFor.size === 0) ctx.recs.set(d, 'ready');
+      // (One without a call was given back earlier in this event: what becomes of it is decided.)
+      if (dt.state === 'waiting' && dt.waitingFor.size === 0 && dt.call) ctx.recs.set(d, 'ready');
     }
     this.unlinkDependencies(ts, ctx);
     ts.call = undefined;
@@ -970,6 +971,17 @@ export class WorkerState {
     ts.wanted = false;
     ts.replica = false;
     if (ts.dependents.size === 0) ctx.recs.set(ts.key, 'forgotten');
+  }
+
+  /**
+   * A cancelled run ended (or the runtime took it back unstarted): its result is not used (nobody
+   * asked this worker for it any more). A key still needed here, as an input of a task assigned
+   * since or as a copy asked for, is fetched (Dask's resumed task, which fetches after a failed
+   * run); any other is forgotten.
+   */
+  private endCancelledRun(ts: TaskRecord, ctx: Ctx): void {
+    if (ts.dependents.size === 0 && !ts.wanted) ctx.recs.set(ts.key, 'forgotten');
+    else ctx.recs.set(ts.key, ts.whoHas.size > 0 ? 'fetch' : 'missing');
   }
 
   /**
