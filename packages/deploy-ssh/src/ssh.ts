@@ -424,6 +424,17 @@ export class RemoteProcess implements ProcessHandle {
         }
       }
       // (A command that ended on its own closed its channel: the watcher then signalled its group.)
+      // The group's other members (a nanny's worker) may still be on their way out when its leader
+      // has exited: wait until the whole group is gone (KILL it after 5 s), so that close()
+      // resolving means nothing of it runs any more.
+      if (this.pgid) {
+        const g = this.pgid;
+        await execOnce(
+          this.conn,
+          `i=0; while [ $i -lt 50 ]; do kill -0 -- -${g} 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; kill -KILL -- -${g} 2>/dev/null; exit 0`,
+          15_000,
+        ).catch(() => undefined);
+      }
       await this.#removeCredentials();
       this.conn.end();
       this.#resolveExit(this.#exitCode ?? null);
