@@ -520,36 +520,36 @@ export class SchedulerState {
     const added: TaskRecord[] = [];
     const addedDefs: TaskDef[] = [];
     const first = this.sequence;
-    let conflicts = this.pureConflicts.get(client);
     let refusedNow: string[] | null = null;
     for (const def of defs) {
       const existing = this.tasks.get(def.key);
       if (existing) {
         if (existing.sequence >= first) {
-          // Listed twice in this update: nothing of it stays (only `tasks` and this client's
-          // conflict marks were touched so far).
+          // Listed twice in this update: nothing of it stays (only `tasks` was touched so far).
           for (const ts of added) this.tasks.delete(ts.key);
-          if (refusedNow) for (const k of refusedNow) conflicts?.delete(k);
           return this.refuseUpdate(client, wanted, `key "${clip(def.key)}" is defined twice in one update; every task of an update needs its own key`);
         }
         // Known before this update: the first definition stays. A pure key is shared only with a
         // task whose key is its definition's (tenancy): another client's task of that key with
         // another definition, or built on one, is not this client's result.
-        if (def.pure && existing.owner !== client && !this.verifiedPure(existing)) {
-          if (!conflicts) this.pureConflicts.set(client, (conflicts = new Set()));
-          conflicts.add(def.key);
-          (refusedNow ??= []).push(def.key);
-        }
+        if (def.pure && existing.owner !== client && !this.verifiedPure(existing)) (refusedNow ??= []).push(def.key);
         continue;
       }
-      conflicts?.delete(def.key);
       const ts = new TaskRecord(def, this.internFunction(def.fn), this.internGroup(def.key), this.sequence++);
       ts.owner = client;
       this.tasks.set(def.key, ts);
       added.push(ts);
       addedDefs.push(def);
     }
+    // This client's conflict marks: its keys of this update that stand for another definition,
+    // and none for the keys it defines anew (an old mark of a key since forgotten goes).
+    let conflicts = this.pureConflicts.get(client);
+    if (refusedNow) {
+      if (!conflicts) this.pureConflicts.set(client, (conflicts = new Set()));
+      for (const key of refusedNow) conflicts.add(key);
+    }
     for (const ts of added) {
+      conflicts?.delete(ts.key);
       this.counts.released++;
       this.telemetry.added(ts.group); // dashboard
       if (ts.restrictions !== null) this.checkResources(ts);
