@@ -528,17 +528,6 @@ export class KubeBackend implements ClusterBackend<PodHandle, PodHandle> {
     }
   }
 
-  async connect(schedulerAddress: string): Promise<SchedulerControl> {
-    const admin = new SchedulerAdmin(schedulerAddress, this.o.security ? { security: this.o.security } : {});
-    return {
-      retireWorkers: (workers) => admin.retireWorkers(workers),
-      adaptiveTarget: (ms) => admin.adaptiveTarget(ms),
-      workers: () => admin.workers(),
-      watchWorkers: (handlers) => admin.watchWorkers(handlers),
-      close: async () => admin.close(),
-    };
-  }
-
   /** Deletes every object of the cluster (the label selector) and waits until none is left. */
   async deleteAll(): Promise<void> {
     const o = this.o;

@@ -402,18 +402,6 @@ export class JobQueueBackend implements ClusterBackend<JobHandle, LocalScheduler
     return renderJobScript(this.system, this.o, schedulerAddress, names);
   }
 
-  /** How the base talks to the scheduler: a SchedulerAdmin with the cluster's credentials. */
-  async connect(schedulerAddress: string): Promise<SchedulerControl> {
-    const admin = new SchedulerAdmin(schedulerAddress, this.o.security ? { security: this.o.security } : {});
-    return {
-      retireWorkers: (workers) => admin.retireWorkers(workers),
-      adaptiveTarget: (targetDurationMs) => admin.adaptiveTarget(targetDurationMs),
-      workers: () => admin.workers(),
-      watchWorkers: (handlers) => admin.watchWorkers(handlers),
-      close: async () => admin.close(),
-    };
-  }
-
   async startWorker(name: string, schedulerAddress: string, options?: StartWorkerOptions): Promise<JobHandle> {
     const report = options?.report ?? (() => undefined);
     const signal = options?.signal;
