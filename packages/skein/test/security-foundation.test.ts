@@ -29,10 +29,14 @@ describe('TLS on the scheduler, worker and client links', () => {
     closers.push(() => client.close());
     const xs = Array.from({ length: 200 }, (_, i) => i);
     expect(await client.gather(client.map((x: number) => x * x, xs))).toEqual(xs.map((x) => x * x));
-    // a dependency computed on one worker and used on the other: a worker-to-worker fetch
-    const a = client.submitWith({ workers: [workers[0]!.address] }, (n: number) => Array.from({ length: n }, (_, i) => i), 1000);
+    // a dependency computed on one worker and used on the other, too big (> 64 KiB) to travel
+    // inline with the scheduler's messages: a worker-to-worker fetch over TLS
+    const a = client.submitWith({ workers: [workers[0]!.address] }, (n: number) => Array.from({ length: n }, (_, i) => i), 100_000);
     const total = client.submitWith({ workers: [workers[1]!.address] }, (v: number[]) => v.reduce((s, x) => s + x, 0), a);
-    expect(await total.result()).toBe(499_500);
+    expect(await total.result()).toBe(4_999_950_000);
+    // the second worker fetched it from the first (its own state machine went flight -> memory)
+    const story = await client.story(a);
+    expect(story.some((t) => t.where === workers[1]!.address && t.start === 'flight' && t.finish === 'memory')).toBe(true);
     const info = await client.schedulerInfo();
     expect(info.workers.map((w) => w.address).every((a) => a.startsWith('tls://'))).toBe(true);
   });
