@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { userInfo } from 'node:os';
 import * as k8s from '@kubernetes/client-node';
-import { Cluster, SchedulerAdmin, type ClusterBackend, type SchedulerControl, type SchedulerHandle, type StartWorkerOptions, type WorkerHandle } from '@skein/cluster';
+import { Cluster, type ClusterBackend, type SchedulerHandle, type StartWorkerOptions, type WorkerHandle } from '@skein/cluster';
 import { InvalidArgumentError, Security, SkeinError, parseReadyLine } from '@skein/common';
 import { ClusterExistsError, PodCrashedError, PodImagePullError, PodStartError, PodUnschedulableError, ResourceTimeoutError, SchedulerUnreachableError } from './errors.js';
 import { PodWatcher, PortForwarder, apiError, reachScheduler, call, contextNamespace, isConflict, isNotFound, loadKubeConfig, mergePatch, type KubeConfigSource } from './kube.js';

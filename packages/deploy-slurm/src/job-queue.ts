@@ -12,7 +12,6 @@ import {
   type Adaptive,
   type ClusterBackend,
   type ProcessHandle,
-  type SchedulerControl,
   type StartWorkerOptions,
 } from '@skein/cluster';
 import { InvalidArgumentError, Security, SkeinError, toSkeinError, type LaunchFile } from '@skein/common';
