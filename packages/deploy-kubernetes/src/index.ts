@@ -13,7 +13,8 @@
  * await using client = await Client.connect(cluster);
  * await cluster.scale(5);
  */
-export { KubeCluster, KubeBackend, DEFAULT_IMAGE, podState, type KubeClusterOptions, type KubeWorkerOptions } from './kube-cluster.js';
+export { KubeCluster, KubeBackend, DEFAULT_IMAGE, podState, type KubeClusterOptions } from './kube-cluster.js';
+export type { KubeWorkerOptions } from './specs.js';
 export {
   KubernetesApiError,
   KubernetesForbiddenError,

@@ -18,22 +18,9 @@ import {
   workerPod,
   type PodResources,
   type SpecInput,
+  type KubeWorkerOptions,
 } from './specs.js';
 
-/** The `skein worker` options of every worker pod. */
-export interface KubeWorkerOptions {
-  nthreads?: number;
-  /** '4GB', a fraction of the pod's memory ('0.5'), 'auto'. */
-  memoryLimit?: string | number;
-  /** Abstract resources every worker offers, e.g. { GPU: 1 }. */
-  resources?: Record<string, number>;
-  /** Modules of registered functions (paths inside the image). */
-  modules?: string[];
-  /** Run each worker under a nanny (default true). */
-  nanny?: boolean;
-  deathTimeoutMs?: number;
-  extraArgs?: string[];
-}
 
 export interface KubeClusterOptions {
   /** The cluster's name: its pods are `<name>-scheduler` and `<name>-worker-<n>` (default `skein-<user>-<random>`). */

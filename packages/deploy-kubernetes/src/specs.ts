@@ -1,5 +1,5 @@
 import type * as k8s from '@kubernetes/client-node';
-import { schedulerLaunch, workerLaunch, type Launch } from '@skein/cluster';
+import { schedulerLaunch, workerLaunch, type Launch, type WorkerLaunchSpec } from '@skein/cluster';
 import type { LaunchFile, Security } from '@skein/common';
 
 /** Labels on every object of a cluster: one label-selector delete removes them all. */
@@ -23,6 +23,12 @@ export interface PodResources {
 }
 
 /** What the pod builders need (compiled KubeCluster options). */
+/**
+ * The `skein worker` options of every worker pod: the deployment contract's own (memoryLimit may be
+ * a fraction of the pod's memory, modules are paths inside the image).
+ */
+export type KubeWorkerOptions = Pick<WorkerLaunchSpec, 'nthreads' | 'memoryLimit' | 'resources' | 'modules' | 'nanny' | 'deathTimeoutMs' | 'extraArgs'>;
+
 export interface SpecInput {
   name: string;
   namespace: string;
@@ -36,15 +42,7 @@ export interface SpecInput {
   /** The scheduler's idle timeout (ms): it exits 0 after that long with no client and no task. */
   idleTimeoutMs?: number;
   dashboard: boolean;
-  worker: {
-    nthreads?: number;
-    memoryLimit?: string | number;
-    resources?: Record<string, number>;
-    modules?: string[];
-    nanny?: boolean;
-    deathTimeoutMs?: number;
-    extraArgs?: string[];
-  };
+  worker: KubeWorkerOptions;
   schedulerSpec: Partial<k8s.V1PodSpec> | undefined;
   workerSpec: Partial<k8s.V1PodSpec> | undefined;
   /** Grace of a stopping pod, s. */
