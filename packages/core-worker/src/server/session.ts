@@ -51,6 +51,8 @@ export interface SessionIdentity {
   address: string;
   name: string;
   registeredFunctions: string[];
+  /** Ids of the plugins applied here (read at each hello). */
+  pluginIds?: () => string[];
 }
 
 /** One WorkerSession stream (a reconnect opens a new one). */
@@ -286,6 +288,7 @@ export class SchedulerSession {
                   pid,
                   nannyAddress: o.nannyAddress,
                   batches: true,
+                  pluginIds: id.pluginIds?.() ?? [],
                 },
               },
             },
