@@ -238,7 +238,7 @@ export class Worker {
       await this.startPlugins();
       this.session = new SchedulerSession(
         o,
-        { address: this.address, name: this.name, registeredFunctions: this.registeredFunctions, pluginIds: () => this.plugins.ids() },
+        { address: this.address, name: this.name, registeredFunctions: this.registeredFunctions },
         this.state,
         {
           commands: (commands, welcomed) => this.onCommands(commands, welcomed),
@@ -268,8 +268,8 @@ export class Worker {
   /**
    * Before registering: runs the preload modules (a failure fails the start) and applies the
    * worker plugins the scheduler has registered, so they are set up before any task arrives. A
-   * scheduler that cannot answer (not up yet, older) is not an error: at the hello, the
-   * scheduler sends every registered plugin this worker has not applied (WorkerHello.plugin_ids).
+   * scheduler that cannot answer (not up yet, older) is not an error: when the worker registers,
+   * the scheduler sends it every registered plugin (one it has applied already is skipped by id).
    */
   private async startPlugins(): Promise<void> {
     for (const m of this.options.preload) {

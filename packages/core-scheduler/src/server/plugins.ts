@@ -113,16 +113,16 @@ export class SchedulerPlugins {
   }
 
   /**
-   * A worker registered: it gets every registered worker plugin it has not applied (its hello
-   * lists those it has), and its nanny every nanny plugin (a nanny skips the ones it has).
-   * Failures are logged; the worker runs on (unless a plugin says failWorker).
+   * A worker registered: it gets every registered worker plugin, and its nanny every nanny plugin
+   * (each skips, by registration id, the ones it applied when it started: GetPlugins). This
+   * covers a plugin registered between its GetPlugins and its registration. Failures are logged;
+   * the worker runs on (unless a plugin says failWorker).
    */
-  workerAdded(w: PluginWorker, appliedIds: readonly string[]): void {
+  workerAdded(w: PluginWorker): void {
     if (this.registry.size === 0) return;
-    const have = new Set(appliedIds);
     for (const spec of this.registry.values()) {
       let p: Promise<PluginResult> | undefined;
-      if (spec.kind === 'worker' && !have.has(spec.id)) p = this.setupOnWorker(w, spec, DEFAULT_TIMEOUT_MS);
+      if (spec.kind === 'worker') p = this.setupOnWorker(w, spec, DEFAULT_TIMEOUT_MS);
       else if (spec.kind === 'nanny' && w.nannyAddress) p = this.onNanny(w, spec, 'setup', DEFAULT_TIMEOUT_MS);
       void p?.then((r) => {
         if (!r.ok) this.d.log.warn(`${spec.kind} plugin ${JSON.stringify(spec.name)} failed its setup on ${r.target}: ${r.error?.type}: ${r.error?.message}`);

@@ -994,7 +994,7 @@ export class Scheduler {
           if (added) this.watch.added(added);
           if (added) {
             if (this.plugins.host.size > 0) this.plugins.host.call('addWorker', { address: added.address, name: added.name });
-            this.plugins.workerAdded(added, hello.pluginIds);
+            this.plugins.workerAdded(added);
           }
           this.log.info(`Register worker ${c.address} (${hello.name || 'unnamed'}, ${hello.nthreads} threads)`);
           continue;

@@ -51,8 +51,6 @@ export interface SessionIdentity {
   address: string;
   name: string;
   registeredFunctions: string[];
-  /** Ids of the plugins applied here (read at each hello). */
-  pluginIds?: () => string[];
 }
 
 /** One WorkerSession stream (a reconnect opens a new one). */
@@ -288,7 +286,6 @@ export class SchedulerSession {
                   pid,
                   nannyAddress: o.nannyAddress,
                   batches: true,
-                  pluginIds: id.pluginIds?.() ?? [],
                 },
               },
             },

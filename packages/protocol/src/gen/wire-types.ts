@@ -102,7 +102,7 @@ export const MESSAGE_WIRE_TYPES: ReadonlyArray<readonly [string, ReadonlyArray<r
   ["skein.v1.WorkerClosing", [[1, 2, 0, ""], [2, 2, 0, ""]]],
   ["skein.v1.WorkerCommand", [[1, 2, 0, "skein.v1.Welcome"], [2, 2, 0, "skein.v1.ComputeTask"], [3, 2, 0, "skein.v1.FreeKeys"], [4, 2, 0, "skein.v1.AcquireReplicas"], [5, 2, 0, "skein.v1.StealRequest"], [6, 2, 0, "skein.v1.CloseWorker"], [7, 2, 0, "skein.v1.ComputeBatch"]]],
   ["skein.v1.WorkerEvent", [[1, 0, 0, ""], [2, 2, 0, ""], [3, 2, 0, ""], [4, 2, 0, ""], [5, 2, 0, ""], [6, 0, 0, ""], [7, 2, 0, ""], [8, 0, 0, ""], [9, 1, 0, ""]]],
-  ["skein.v1.WorkerHello", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 2, 0, ""], [4, 0, 0, ""], [5, 0, 0, ""], [6, 2, 0, "skein.v1.WorkerHello.ResourcesEntry"], [7, 2, 0, "skein.v1.WhoHas"], [8, 2, 0, ""], [9, 0, 0, ""], [10, 2, 0, ""], [11, 0, 0, ""], [12, 2, 0, ""]]],
+  ["skein.v1.WorkerHello", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 2, 0, ""], [4, 0, 0, ""], [5, 0, 0, ""], [6, 2, 0, "skein.v1.WorkerHello.ResourcesEntry"], [7, 2, 0, "skein.v1.WhoHas"], [8, 2, 0, ""], [9, 0, 0, ""], [10, 2, 0, ""], [11, 0, 0, ""]]],
   ["skein.v1.WorkerHello.ResourcesEntry", [[1, 2, 0, ""], [2, 1, 0, ""]]],
   ["skein.v1.WorkerInfo", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 0, 0, ""], [4, 0, 0, ""], [5, 2, 0, "skein.v1.WorkerInfo.ResourcesEntry"], [6, 0, 0, ""], [7, 0, 0, ""], [8, 0, 0, ""], [9, 0, 0, ""], [10, 1, 0, ""], [11, 2, 0, ""], [12, 2, 0, ""], [13, 0, 0, ""], [14, 2, 0, ""]]],
   ["skein.v1.WorkerInfo.ResourcesEntry", [[1, 2, 0, ""], [2, 1, 0, ""]]],

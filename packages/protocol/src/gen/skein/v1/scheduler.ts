@@ -221,11 +221,6 @@ export interface WorkerHello {
   nannyAddress: string;
   /** The worker reads ComputeBatch; without it the scheduler sends a ComputeTask per task. */
   batches: boolean;
-  /**
-   * Ids (PluginSpec.id) of the plugins this worker has applied: the scheduler sends it any other
-   * registered worker plugin.
-   */
-  pluginIds: string[];
 }
 
 export interface WorkerHello_ResourcesEntry {
@@ -2151,7 +2146,6 @@ function createBaseWorkerHello(): WorkerHello {
     pid: 0,
     nannyAddress: "",
     batches: false,
-    pluginIds: [],
   };
 }
 
@@ -2189,9 +2183,6 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     }
     if (message.batches !== false) {
       writer.uint32(88).bool(message.batches);
-    }
-    for (const v of message.pluginIds) {
-      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -2300,14 +2291,6 @@ export const WorkerHello: MessageFns<WorkerHello> = {
             message.batches = reader.bool();
             continue;
           }
-          case 12: {
-            if (tag !== 98) {
-              break;
-            }
-
-            message.pluginIds.push(reader.string());
-            continue;
-          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2344,7 +2327,6 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     message.pid = object.pid ?? 0;
     message.nannyAddress = object.nannyAddress ?? "";
     message.batches = object.batches ?? false;
-    message.pluginIds = object.pluginIds?.map((e) => e) || [];
     return message;
   },
 };
