@@ -2,7 +2,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metadata, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { Client, PluginSetupError, SkeinError } from '@skein/client';
+import { SchedulerServiceClient, WorkerServiceClient } from '@skein/protocol';
 import { LocalCluster } from '../src/index.js';
 import { SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
 
@@ -285,6 +287,50 @@ export default (options) => ({
     const un = await client.unregisterPlugin('env');
     expect(un.results.map((r) => r.ok)).toEqual([true, true]);
     expect(new Set((globalThis as { __nannyTeardowns?: string[] }).__nannyTeardowns)).toEqual(new Set(setups));
+  });
+});
+
+describe('plugins with TLS', () => {
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    cluster = await LocalCluster.start({ nWorkers: 1, memoryLimit: '1GB', security: true });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+  });
+
+  const call = <Res>(fn: (md: Metadata, cb: (err: ServiceError | null, res?: Res) => void) => void) =>
+    new Promise<ServiceError | null>((resolve) => fn(new Metadata(), (err) => resolve(err)));
+
+  it('hands worker and nanny plugins over mutual TLS; only a client registers, only the scheduler sets up', async () => {
+    const res = await client.registerPlugin({ kind: 'worker', module: WORKER_PLUGIN }, { name: 'tls-w' });
+    expect(res.results.map((r) => r.ok)).toEqual([true]);
+    const n = await client.registerPlugin({ kind: 'nanny', source: 'export function setup() {}' }, { name: 'tls-n' });
+    expect(n.results).toMatchObject([{ kind: 'nanny', ok: true }]);
+    expect(n.results[0]!.target).toMatch(/^tls:\/\//);
+
+    const security = cluster.security;
+    // A worker certificate may not register plugins on the scheduler.
+    const d = security.dial(cluster.scheduler.address, 'worker', 'scheduler');
+    const sched = new SchedulerServiceClient(d.target, d.credentials, d.options);
+    const refused = await call((md, cb) => sched.registerPlugin({ plugin: { name: 'x', kind: 'worker', module: WORKER_PLUGIN, source: '', optionsJson: '', id: '', failWorker: false }, idempotent: false, timeoutMs: 0 }, md, cb));
+    sched.close();
+    expect(refused?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+    expect(refused?.details).toMatch(/client/);
+    // A client certificate may not set a plugin up on a worker directly.
+    const worker = (await client.schedulerInfo()).workers[0]!.address;
+    const wd = security.dial(worker, 'client', 'worker');
+    const w = new WorkerServiceClient(wd.target, wd.credentials, wd.options);
+    const denied = await call((md, cb) => w.setupPlugin({ plugin: { name: 'x', kind: 'worker', module: WORKER_PLUGIN, source: '', optionsJson: '', id: 'i', failWorker: false } }, md, cb));
+    w.close();
+    expect(denied?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+    expect(denied?.details).toMatch(/scheduler/);
+    await client.unregisterPlugin('tls-w');
+    await client.unregisterPlugin('tls-n');
   });
 });
 
