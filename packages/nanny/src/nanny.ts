@@ -76,7 +76,10 @@ export interface NannyPluginContext {
     /** The current worker's address ('' while none is registered); read when used. */
     readonly workerAddress: string;
     readonly workerName: string;
-    /** A worker process is running (it was started before this plugin: its environment is fixed, restart it to change it). */
+    /**
+     * A worker process is running: its environment is fixed, restart it to change it. False while
+     * the nanny starts (its plugins are set up before its first worker, whose environment they may set).
+     */
     readonly workerRunning: boolean;
     /** A directory of this nanny's own, made on first use, removed when the nanny closes. */
     readonly localDirectory: string;
@@ -352,6 +355,16 @@ export class Nanny {
       if (signal?.aborted) throw cancelled();
       await n.startPlugins();
       if (signal?.aborted) throw cancelled();
+      // A worker started before the plugins set its environment (the CLI starts one early) is
+      // replaced by one that has it, before it does any work.
+      if (prespawned && n.pluginEnv.size > 0) {
+        n.log.info('the nanny plugins set the worker environment: starting the worker again with it');
+        const early = prespawned;
+        const gone = new Promise((resolve) => (early.exitCode !== null || early.signalCode !== null ? resolve(undefined) : early.once('exit', resolve)));
+        early.kill('SIGKILL');
+        await gone;
+        prespawned = undefined;
+      }
       await n.startWorker(prespawned);
       if (signal?.aborted) throw cancelled();
     } catch (err) {

@@ -284,6 +284,19 @@ export default (options) => ({
     const setups = (globalThis as { __nannySetups?: string[] }).__nannySetups!;
     expect(new Set(setups).size).toBe(2);
 
+    // A CLI nanny (it starts its first worker early, before it reads the registry) joining now:
+    // its worker has the environment from the start.
+    const cli = startProcess([SKEIN_BIN, 'worker', cluster.scheduler.address, '--host', '127.0.0.1', '--name', 'cli-nanny', '--ready-json']);
+    try {
+      const ready = await readyOf(cli);
+      const env = await client.runWith({ workers: [ready.address] }, () => process.env['SKEIN_PLUGIN_VAR'] ?? null);
+      expect(env).toEqual({ [ready.address]: 'from-the-nanny' });
+    } finally {
+      cli.kill('SIGTERM');
+      await cli.exited;
+    }
+    await until(async () => (await client.schedulerInfo()).workers.length === 2, 20_000, 'the CLI worker to leave');
+
     const un = await client.unregisterPlugin('env');
     expect(un.results.map((r) => r.ok)).toEqual([true, true]);
     expect(new Set((globalThis as { __nannyTeardowns?: string[] }).__nannyTeardowns)).toEqual(new Set(setups));
