@@ -949,8 +949,13 @@ export class Client implements FutureHost {
     return { name: spec.name, results, skipped: res.skipped };
   }
 
-  /** Removes a plugin: torn down on every process it was applied to (a name not registered: NOT_FOUND). */
-  async unregisterPlugin(name: string, options: { timeoutMs?: number } = {}): Promise<PluginRegistration> {
+  /**
+   * Removes a plugin: torn down on every process it was applied to (a name not registered:
+   * NOT_FOUND). A teardown that throws rejects with a PluginSetupError (phase 'teardown') naming
+   * each process, as Dask raises; the plugin is unregistered all the same. `raiseOnError: false`
+   * resolves with the results instead.
+   */
+  async unregisterPlugin(name: string, options: { timeoutMs?: number; raiseOnError?: boolean } = {}): Promise<PluginRegistration> {
     this.#ensureRunning('unregister a plugin');
     const timeoutMs = options.timeoutMs ?? 60_000;
     const s = this.#conn.stub;
@@ -960,7 +965,9 @@ export class Client implements FutureHost {
       `UnregisterPlugin ${JSON.stringify(name)} on the scheduler at ${this.schedulerAddress}`,
       timeoutMs + 5_000,
     );
-    return { name, results: res.results.map(pluginResultFromWire), skipped: false };
+    const results = res.results.map(pluginResultFromWire);
+    if ((options.raiseOnError ?? true) && results.some((r) => !r.ok)) throw new PluginSetupError(name, results, 'teardown');
+    return { name, results, skipped: false };
   }
 
   /** Recent memory and CPU samples of every worker (from their heartbeats), oldest first. */

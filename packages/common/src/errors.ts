@@ -175,25 +175,31 @@ export interface PluginOutcome {
 }
 
 /**
- * A plugin's setup failed on some processes (client.registerPlugin). The message names each one
- * and its error; `results` holds every process's outcome. The plugin stays registered, as in Dask.
+ * A plugin's setup failed on some processes (client.registerPlugin), or its teardown
+ * (client.unregisterPlugin; `phase` 'teardown'). The message names each one and its error;
+ * `results` holds every process's outcome. After a failed setup the plugin stays registered, as
+ * in Dask; after a failed teardown it is unregistered all the same.
  */
 export class PluginSetupError extends SkeinError {
   readonly plugin: string;
   readonly results: readonly PluginOutcome[];
-  constructor(plugin: string, results: readonly PluginOutcome[]) {
+  readonly phase: 'setup' | 'teardown';
+  constructor(plugin: string, results: readonly PluginOutcome[], phase: 'setup' | 'teardown' = 'setup') {
     const failed = results.filter((r) => !r.ok);
     super(
       'failed_precondition',
-      `Plugin ${JSON.stringify(plugin)} failed its setup on ${failed.length} of ${results.length} ${results[0]?.kind ?? 'worker'}(s): ` +
+      `Plugin ${JSON.stringify(plugin)} failed its ${phase} on ${failed.length} of ${results.length} ${results[0]?.kind ?? 'worker'}(s): ` +
         failed
           .map((r) => `${r.kind} ${r.target}${r.targetName && r.targetName !== r.target ? ` (${r.targetName})` : ''}: ${r.error?.type ?? 'Error'}: ${r.error?.message ?? ''}`)
           .join('; ') +
-        '. The plugin stays registered (processes that join later get it too); fix it and register it again under the same name, or unregisterPlugin it.',
-      { details: { plugin, failed: failed.map((r) => r.target) } },
+        (phase === 'setup'
+          ? '. The plugin stays registered (processes that join later get it too); fix it and register it again under the same name, or unregisterPlugin it.'
+          : '. The plugin is unregistered all the same (nothing will set it up again).'),
+      { details: { plugin, phase, failed: failed.map((r) => r.target) } },
     );
     this.plugin = plugin;
     this.results = results;
+    this.phase = phase;
   }
 }
 

@@ -173,6 +173,23 @@ export function setup(ctx) {
     await client.unregisterPlugin('trans');
   });
 
+  it('names a plugin after its module and options by default; a teardown that throws is reported, the plugin unregistered all the same', async () => {
+    const a = await client.registerPlugin({ kind: 'worker', module: WORKER_PLUGIN, options: { n: 1 } });
+    expect(a.name).toMatch(/^worker-[0-9a-f]{12}$/);
+    // The same description gets the same name: registering it again replaces it.
+    const b = await client.registerPlugin({ kind: 'worker', module: WORKER_PLUGIN, options: { n: 1 } });
+    expect(b.name).toBe(a.name);
+    for (const r of Object.values(await records(client, a.name))) expect(r).toMatchObject({ setups: 2, teardowns: 1 });
+    await client.unregisterPlugin(a.name);
+
+    await client.registerPlugin({ kind: 'worker', source: `export default () => ({ teardown() { throw new Error('pool will not close'); } });` }, { name: 'stuck' });
+    const err = await client.unregisterPlugin('stuck').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PluginSetupError);
+    expect((err as PluginSetupError).phase).toBe('teardown');
+    expect((err as Error).message).toMatch(/failed its teardown on 2 of 2 worker\(s\): .*Error: pool will not close/);
+    await expect(client.unregisterPlugin('stuck')).rejects.toThrow(/No plugin named "stuck"/);
+  });
+
   it('refuses bad descriptions with a clear error', async () => {
     await expect(client.registerPlugin({ kind: 'worker' })).rejects.toThrow(/exactly one of `module`/);
     await expect(client.registerPlugin({ kind: 'gpu' as never, module: WORKER_PLUGIN })).rejects.toThrow(/plugin kind "gpu" is not one of worker, scheduler, nanny/);
