@@ -172,6 +172,8 @@ export interface PluginOutcome {
   ok: boolean;
   /** Set when ok is false. */
   error?: { type: string; message: string; stack: string };
+  /** Where it failed, when it did and this process knows: 'load' (import or instantiation) or 'setup' (the hook threw). */
+  stage?: 'load' | 'setup';
 }
 
 /**

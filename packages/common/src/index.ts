@@ -130,6 +130,7 @@ export {
   pluginOptions,
   checkPluginKind,
   preloadSpec,
+  runPreloads,
   pluginResultToWire,
   pluginResultFromWire,
   PLUGIN_KINDS,

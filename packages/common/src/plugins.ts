@@ -190,12 +190,12 @@ export class PluginHost<C> {
     return p;
   }
 
-  private outcome(name: string, err?: unknown): PluginOutcome {
+  private outcome(name: string, err?: unknown, stage?: 'load' | 'setup'): PluginOutcome {
     const t = this.o.target();
     const base = { name, kind: this.o.kind, target: t.target, targetName: t.targetName };
     if (err === undefined) return { ...base, ok: true };
     const e = toRemoteError(err);
-    return { ...base, ok: false, error: { type: e.type, message: e.message, stack: e.stack ?? '' } };
+    return { ...base, ok: false, error: { type: e.type, message: e.message, stack: e.stack ?? '' }, ...(stage ? { stage } : {}) };
   }
 
   /**
@@ -207,22 +207,27 @@ export class PluginHost<C> {
       const old = this.applied.get(spec.name);
       if (old && spec.id && old.id === spec.id) return this.outcome(spec.name);
       if (old) await this.teardownApplied(old);
+      let stage: 'load' | 'setup' = 'load';
       try {
         const options = pluginOptions(spec);
         const what = `Plugin ${JSON.stringify(spec.name)} (${spec.source ? 'from source' : spec.module})`;
         const plugin = await instantiatePlugin(await importPluginModule(spec, this.o.importer), options, what);
         const ctx = this.o.context(spec.name, options);
+        stage = 'setup';
+        // Applied before its setup runs, as in Dask (Worker.plugin_add): one whose setup throws
+        // stays, so its teardown still runs (unregister, replace, close) and its id is not set
+        // up again.
+        this.applied.set(spec.name, { id: spec.id, spec, plugin, ctx });
+        this.refresh();
         await plugin.setup?.(ctx);
         // A scheduler plugin starts once added (Dask's SchedulerPlugin.start).
         if (this.o.kind === 'scheduler') await plugin.start?.(ctx);
-        this.applied.set(spec.name, { id: spec.id, spec, plugin, ctx });
-        this.refresh();
         this.o.log.info(`plugin ${JSON.stringify(spec.name)} set up`);
         if (afterSetup) await afterSetup(plugin);
         return this.outcome(spec.name);
       } catch (err) {
-        this.o.log.error(`plugin ${JSON.stringify(spec.name)} failed its setup: ${(err as Error)?.stack ?? String(err)}`);
-        return this.outcome(spec.name, err);
+        this.o.log.error(`plugin ${JSON.stringify(spec.name)} failed its ${stage === 'load' ? 'loading' : 'setup'}: ${(err as Error)?.stack ?? String(err)}`);
+        return this.outcome(spec.name, err, stage);
       }
     });
   }
@@ -302,7 +307,22 @@ export class PluginHost<C> {
 
 /** A preload module (--preload): its spec as a local plugin, named after the module. */
 export function preloadSpec(module: string, kind: PluginKind): PluginSpecData {
-  return { name: `preload:${module}`, kind, module, source: '', optionsJson: '', id: `preload:${module}`, failWorker: true };
+  return { name: `preload:${module}`, kind, module, source: '', optionsJson: '', id: `preload:${module}`, failWorker: false };
+}
+
+/**
+ * Runs preload modules (--preload) in `host`, in order, as Dask does: a module that cannot be
+ * imported (or exports no hooks) fails the start with an error naming it; a setup that throws is
+ * logged (error level, with its stack) and the process starts all the same; teardowns run at
+ * close (a throw there is logged too).
+ */
+export async function runPreloads<C>(host: PluginHost<C>, modules: readonly string[], kind: PluginKind): Promise<void> {
+  for (const m of modules) {
+    const r = await host.setup(preloadSpec(m, kind));
+    if (!r.ok && r.stage !== 'setup') {
+      throw new InvalidArgumentError(`The ${kind} preload module ${m} could not be loaded: ${r.error?.type}: ${r.error?.message}. Give a path or a package this process can import.`);
+    }
+  }
 }
 
 /** A PluginOutcome as the protocol's PluginResult. */

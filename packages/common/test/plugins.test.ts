@@ -50,12 +50,18 @@ describe('PluginHost', () => {
     expect(await h.teardown('p')).toMatchObject({ ok: true });
   });
 
-  it('reports a throwing setup with its type and message and keeps nothing of it', async () => {
-    const { h } = host();
+  it('reports a throwing setup with its type and message; the plugin stays applied, so its teardown still runs (Dask)', async () => {
+    const { h, events } = host();
     const r = await h.setup(spec('bad', 'id1', { fail: 'db' }));
-    expect(r).toMatchObject({ ok: false, error: { type: 'RangeError', message: 'bad db' } });
+    expect(r).toMatchObject({ ok: false, stage: 'setup', error: { type: 'RangeError', message: 'bad db' } });
     expect(r.error!.stack).toContain('RangeError');
-    expect(h.has('bad')).toBe(false);
+    expect(h.has('bad')).toBe(true);
+    await h.closeAll();
+    expect(events).toEqual(['setup bad {"fail":"db"}', 'teardown bad {"fail":"db"}']);
+    // A module that cannot be loaded leaves nothing behind.
+    const missing = await h.setup({ ...spec('gone', 'id2'), source: '', module: '/nonexistent/plugin.mjs' });
+    expect(missing).toMatchObject({ ok: false, stage: 'load' });
+    expect(h.has('gone')).toBe(false);
   });
 
   it('takes named hook exports, and refuses a module that exports no plugin', async () => {

@@ -41,7 +41,7 @@ export interface WorkerOptions {
   modules?: string[];
   /**
    * Preload modules (Dask's --preload): each one's exported `setup(ctx)` runs at start, before the
-   * worker registers (a throw fails the start), its `teardown(ctx)` at close. A path (relative to
+   * worker registers (a module that cannot be loaded fails the start; a throw in setup is logged, as in Dask), its `teardown(ctx)` at close. A path (relative to
    * the cwd), a file: URL or a package name; the ctx is a worker plugin's (packages/client/README.md, "Plugins").
    */
   preload?: string[];

@@ -14,7 +14,7 @@ import {
   InvalidArgumentError,
   Lifecycle,
   PluginHost,
-  preloadSpec,
+  runPreloads,
   pluginResultToWire,
   SkeinError,
   bindServer,
@@ -266,16 +266,14 @@ export class Worker {
   // Plugins
 
   /**
-   * Before registering: runs the preload modules (a failure fails the start) and applies the
+   * Before registering: runs the preload modules (one that cannot be loaded fails the start; a
+   * setup that throws is logged, as Dask's) and applies the
    * worker plugins the scheduler has registered, so they are set up before any task arrives. A
    * scheduler that cannot answer (not up yet, older) is not an error: when the worker registers,
    * the scheduler sends it every registered plugin (one it has applied already is skipped by id).
    */
   private async startPlugins(): Promise<void> {
-    for (const m of this.options.preload) {
-      const r = await this.plugins.setup(preloadSpec(m, 'worker'));
-      if (!r.ok) throw new InvalidArgumentError(`The preload module ${m} failed its setup: ${r.error?.type}: ${r.error?.message}`);
-    }
+    await runPreloads(this.plugins, this.options.preload, 'worker');
     let specs: PluginSpec[];
     try {
       specs = await this.fetchPlugins();

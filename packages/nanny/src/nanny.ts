@@ -25,7 +25,7 @@ import {
   InvalidArgumentError,
   Lifecycle,
   PluginHost,
-  preloadSpec,
+  runPreloads,
   pluginResultToWire,
   SkeinError,
   Security,
@@ -148,7 +148,7 @@ export interface NannyOptions {
   security?: Security;
   /**
    * Preload modules of the nanny (Dask's --preload-nanny): `setup(ctx)` runs at start, before the
-   * worker is started (a throw fails the start), `teardown(ctx)` at close; ctx as a nanny plugin's.
+   * worker is started (a module that cannot be loaded fails the start; a throw in setup is logged), `teardown(ctx)` at close; ctx as a nanny plugin's.
    */
   preload?: string[];
 }
@@ -294,10 +294,7 @@ export class Nanny {
 
   /** Runs the preload modules, then applies the nanny plugins the scheduler has registered (before the first worker starts). */
   private async startPlugins(): Promise<void> {
-    for (const m of this.options.preload) {
-      const r = await this.plugins.setup(preloadSpec(m, 'nanny'));
-      if (!r.ok) throw new InvalidArgumentError(`The nanny preload module ${m} failed its setup: ${r.error?.type}: ${r.error?.message}`);
-    }
+    await runPreloads(this.plugins, this.options.preload, 'nanny');
     let specs: PluginSpec[];
     try {
       specs = await new Promise<PluginSpec[]>((resolve, reject) => {

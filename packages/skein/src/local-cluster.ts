@@ -40,7 +40,7 @@ export interface LocalClusterOptions {
   modules?: string[];
   /**
    * Preload modules (Dask's --preload) of the scheduler, of every worker, and of every nanny: each
-   * module's exported setup(ctx) runs at start (a throw fails it), teardown(ctx) at close.
+   * module's exported setup(ctx) runs at start (a module that cannot be loaded fails it; a throw in setup is logged), teardown(ctx) at close.
    */
   preload?: { scheduler?: string[]; worker?: string[]; nanny?: string[] };
   /** Resources every worker offers, e.g. { GPU: 1 }. */

@@ -12,7 +12,7 @@ import {
   SkeinError,
   checkPluginKind,
   createLogger,
-  preloadSpec,
+  runPreloads,
   toSkeinError,
   type Logger,
   type PluginKind,
@@ -64,12 +64,9 @@ export class SchedulerPlugins {
     });
   }
 
-  /** Runs the preload modules (a failure throws: the scheduler does not start). */
-  async preload(modules: readonly string[]): Promise<void> {
-    for (const m of modules) {
-      const r = await this.host.setup(preloadSpec(m, 'scheduler'));
-      if (!r.ok) throw new InvalidArgumentError(`The preload module ${m} failed its setup: ${r.error?.type}: ${r.error?.message}`);
-    }
+  /** Runs the preload modules (one that cannot be loaded throws: the scheduler does not start; a setup that throws is logged). */
+  preload(modules: readonly string[]): Promise<void> {
+    return runPreloads(this.host, modules, 'scheduler');
   }
 
   /** The registered plugins of a kind (GetPlugins). */

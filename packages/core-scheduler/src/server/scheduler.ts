@@ -145,7 +145,7 @@ export interface SchedulerOptions {
   maxKeysPerUpdate?: number;
   /**
    * Preload modules (Dask's --preload): each one's exported `setup(ctx)` runs once the scheduler
-   * listens (a throw fails the start), its `teardown(ctx)` at close; ctx as a scheduler plugin's.
+   * listens (a module that cannot be loaded fails the start; a throw in setup is logged, as in Dask), its `teardown(ctx)` at close; ctx as a scheduler plugin's.
    */
   preload?: string[];
   logger?: Logger;
