@@ -26,6 +26,7 @@ import './polyfill.js';
 
 export { Client, type Gathered, type ComputedFutures, type ScatterOptions, type RunOptions, type StoryOptions, type RetireOptions, type AdaptiveTarget } from './client.js';
 export { Future } from './future.js';
+export { workerPlugin, nannyPlugin, schedulerPlugin, type PluginDescription, type RegisterPluginOptions, type PluginRegistration } from './plugins.js';
 export {
   Delayed,
   delayed,
@@ -51,10 +52,12 @@ export {
   CommClosedError,
   InternalError,
   KilledWorkerError,
+  PluginSetupError,
   ProtocolVersionError,
   SkeinError,
   TaskError,
   TimeoutError,
   makeRef,
   type TaskRef,
+  type PluginOutcome,
 } from '@skein/common';

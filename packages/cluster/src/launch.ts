@@ -16,6 +16,10 @@ export interface WorkerLaunchSpec {
   resources?: Readonly<Record<string, number>>;
   /** ES modules of registered functions to load (paths where the worker runs). */
   modules?: readonly string[];
+  /** Preload modules (`--preload`): setup at start, teardown at close (paths or packages where the worker runs). */
+  preload?: readonly string[];
+  /** Preload modules of the nanny (`--preload-nanny`; ignored with `nanny: false`): setup before it starts the worker. */
+  preloadNanny?: readonly string[];
   /** Host to listen on. */
   host?: string;
   /** Port to listen on (default: any free one). */
@@ -58,6 +62,8 @@ export interface SchedulerLaunchSpec {
   idleTimeoutMs?: number;
   /** Print the JSON ready line (default true). */
   readyJson?: boolean;
+  /** Preload modules (`--preload`): setup once the scheduler listens, teardown at close. */
+  preload?: readonly string[];
   /**
    * TLS credentials and/or the token the process must use. They reach it as files the deployer
    * writes into `credentialsDir` on the target host (`Launch.files`, mode 0600) and flags that
@@ -120,6 +126,7 @@ export function workerFlags(spec: WorkerLaunchSpec, withMemoryLimit = true): str
   });
   if (resources.length > 0) args.push('--resources', resources.join(','));
   for (const m of spec.modules ?? []) args.push('--module', m);
+  for (const m of spec.preload ?? []) args.push('--preload', m);
   if (spec.deathTimeoutMs !== undefined) args.push('--death-timeout', String(spec.deathTimeoutMs / 1000));
   if (spec.readyJson ?? true) args.push('--ready-json');
   if (spec.validate) args.push('--validate');
@@ -137,6 +144,7 @@ export function workerLaunch(spec: WorkerLaunchSpec): Launch {
   else argv.push('--scheduler-file', spec.schedulerFile!);
   argv.push(...workerFlags(spec));
   if (spec.nanny === false) argv.push('--no-nanny');
+  else for (const m of spec.preloadNanny ?? []) argv.push('--preload-nanny', m);
   // A `skein worker` runs a nanny and its worker: one certificate for both roles.
   const sec = securityOf(spec, spec.nanny === false ? 'worker' : ['worker', 'nanny']);
   argv.push(...sec.args);
@@ -157,6 +165,7 @@ export function schedulerLaunch(spec: SchedulerLaunchSpec = {}): Launch {
     if (!(spec.idleTimeoutMs > 0)) throw new InvalidArgumentError(`idleTimeoutMs must be a number of ms above 0, got ${spec.idleTimeoutMs}.`);
     argv.push('--idle-timeout', String(spec.idleTimeoutMs / 1000));
   }
+  for (const m of spec.preload ?? []) argv.push('--preload', m);
   if (spec.readyJson ?? true) argv.push('--ready-json');
   const sec = securityOf(spec, 'scheduler');
   argv.push(...sec.args);

@@ -27,6 +27,8 @@ export {
   taskError,
   InternalError,
   InvalidTransitionError,
+  PluginSetupError,
+  type PluginOutcome,
   type ErrorCode,
   type ErrorInfo,
   type ErrorType,
@@ -121,3 +123,20 @@ export {
   type PrivateFiles,
 } from './security/cli.js';
 export { diagnoseTls } from './security/diagnose.js';
+export {
+  PluginHost,
+  importPluginModule,
+  instantiatePlugin,
+  pluginOptions,
+  checkPluginKind,
+  preloadSpec,
+  runPreloads,
+  pluginResultToWire,
+  pluginResultFromWire,
+  PLUGIN_KINDS,
+  type PluginKind,
+  type PluginSpecData,
+  type PluginHooks,
+  type PluginHostOptions,
+  type Importer,
+} from './plugins.js';

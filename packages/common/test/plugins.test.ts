@@ -1,0 +1,85 @@
+import { describe, expect, it } from 'vitest';
+import { PluginHost, type PluginSpecData } from '../src/plugins.js';
+
+const silent = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+
+/** A host whose plugins log to `events` (a global the source modules reach). */
+function host(): { h: PluginHost<{ name: string; options: unknown }>; events: string[] } {
+  const events: string[] = [];
+  (globalThis as { __phEvents?: string[] }).__phEvents = events;
+  const h = new PluginHost<{ name: string; options: unknown }>({
+    kind: 'worker',
+    target: () => ({ target: 'tcp://w:1', targetName: 'w' }),
+    context: (name, options) => ({ name, options }),
+    importer: (s) => import(s),
+    log: silent,
+  });
+  return { h, events };
+}
+
+const FACTORY = `export default (o) => ({
+  setup(ctx) { globalThis.__phEvents.push('setup ' + ctx.name + ' ' + JSON.stringify(o)); if (o && o.fail) throw new RangeError('bad ' + o.fail); },
+  teardown(ctx) { globalThis.__phEvents.push('teardown ' + ctx.name + ' ' + JSON.stringify(o)); },
+  transition(key, from, to) { globalThis.__phEvents.push('t ' + key + ' ' + from + '->' + to); },
+});`;
+const spec = (name: string, id: string, options?: unknown, source = FACTORY): PluginSpecData => ({
+  name,
+  kind: 'worker',
+  module: '',
+  source,
+  optionsJson: options === undefined ? '' : JSON.stringify(options),
+  id,
+  failWorker: false,
+});
+
+describe('PluginHost', () => {
+  it('sets up, skips a registration id already applied, replaces a name (teardown first), and tears down', async () => {
+    const { h, events } = host();
+    expect(await h.setup(spec('p', 'id1', { v: 1 }))).toEqual({ name: 'p', kind: 'worker', target: 'tcp://w:1', targetName: 'w', ok: true });
+    expect(await h.setup(spec('p', 'id1', { v: 1 }))).toMatchObject({ ok: true });
+    expect(events).toEqual(['setup p {"v":1}']);
+    await h.setup(spec('p', 'id2', { v: 2 }));
+    expect(events).toEqual(['setup p {"v":1}', 'teardown p {"v":1}', 'setup p {"v":2}']);
+    expect(h.ids()).toEqual(['id2']);
+    h.transition('k', 'ready', 'executing', {});
+    expect(events[events.length - 1]).toBe('t k ready->executing');
+    expect(await h.teardown('p')).toMatchObject({ ok: true });
+    expect(h.size).toBe(0);
+    expect(h.transitionHooks).toHaveLength(0);
+    // Not applied: nothing to do.
+    expect(await h.teardown('p')).toMatchObject({ ok: true });
+  });
+
+  it('reports a throwing setup with its type and message; the plugin stays applied, so its teardown still runs (Dask)', async () => {
+    const { h, events } = host();
+    const r = await h.setup(spec('bad', 'id1', { fail: 'db' }));
+    expect(r).toMatchObject({ ok: false, stage: 'setup', error: { type: 'RangeError', message: 'bad db' } });
+    expect(r.error!.stack).toContain('RangeError');
+    expect(h.has('bad')).toBe(true);
+    await h.closeAll();
+    expect(events).toEqual(['setup bad {"fail":"db"}', 'teardown bad {"fail":"db"}']);
+    // A module that cannot be loaded leaves nothing behind.
+    const missing = await h.setup({ ...spec('gone', 'id2'), source: '', module: '/nonexistent/plugin.mjs' });
+    expect(missing).toMatchObject({ ok: false, stage: 'load' });
+    expect(h.has('gone')).toBe(false);
+  });
+
+  it('takes named hook exports, and refuses a module that exports no plugin', async () => {
+    const { h, events } = host();
+    await h.setup(spec('named', 'id1', { x: 1 }, `export function setup(ctx) { globalThis.__phEvents.push('named ' + JSON.stringify(ctx.options)); }`));
+    expect(events).toEqual(['named {"x":1}']);
+    const r = await h.setup(spec('none', 'id2', undefined, `export const nothing = 1;`));
+    expect(r).toMatchObject({ ok: false, error: { type: 'InvalidArgumentError' } });
+    expect(r.error!.message).toMatch(/exports no plugin: export a default factory/);
+  });
+
+  it('runs setups and teardowns one at a time, in the order asked', async () => {
+    const { h, events } = host();
+    const slow = `export default () => ({ async setup(ctx) { await new Promise((r) => setTimeout(r, 30)); globalThis.__phEvents.push('slow'); }, teardown() { globalThis.__phEvents.push('slow down'); } });`;
+    const all = Promise.all([h.setup(spec('s', 'i1', undefined, slow)), h.teardown('s'), h.setup(spec('f', 'i2'))]);
+    await all;
+    expect(events).toEqual(['slow', 'slow down', 'setup f undefined']);
+    await h.closeAll();
+    expect(events[events.length - 1]).toBe('teardown f undefined');
+  });
+});
