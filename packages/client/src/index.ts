@@ -45,7 +45,7 @@ export {
   type ReturnWhen,
   type WaitOptions,
 } from './waiting.js';
-export type { ClientOptions, ClientStatus, FutureStatus, SchedulerInfo, Story, StorySkip, TaskOptions, Transition, WorkerInfo } from './types.js';
+export type { ClientOptions, ClientStatus, ClusterVersions, FutureStatus, GetVersionsOptions, SchedulerInfo, Story, StorySkip, TaskOptions, Transition, WorkerInfo } from './types.js';
 export {
   CancelledError,
   CommClosedError,
@@ -55,6 +55,9 @@ export {
   SkeinError,
   TaskError,
   TimeoutError,
+  VersionMismatchError,
   makeRef,
   type TaskRef,
+  type Versions,
+  type VersionDifference,
 } from '@skein/common';

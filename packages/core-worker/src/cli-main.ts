@@ -75,6 +75,10 @@ const FLAGS = {
   'memory-spill-fraction': { value: 'F', describe: 'Spill LRU results when process memory passes this fraction of the limit (0/false: off; default 0.7)' },
   'memory-pause-fraction': { value: 'F', describe: 'Start no new tasks while process memory is past this fraction of the limit (0/false: off; default 0.8)' },
   'local-directory': { value: 'DIR', describe: 'Directory for spilled results (a fresh skein-worker-* directory is made in it; default: the OS temp directory)' },
+  'packages-dir': {
+    value: 'DIR',
+    describe: "Where the cluster's npm packages and uploads live on this host, one directory per cluster in it (default: SKEIN_PACKAGES_DIR, else <tmpdir>/skein-packages)",
+  },
   name: { value: 'NAME', describe: 'Name of the worker (default: its address)' },
   resources: { value: 'SPEC', describe: 'Abstract resources, e.g. "GPU=2,MEM=1e9"' },
   interface: { value: 'NIC', describe: 'Network interface to listen on and advertise, e.g. eth0' },
@@ -193,6 +197,7 @@ export function parseWorkerArgs(argv: string[]): WorkerCliOptions | 'help' {
     memorySpillFraction: frac('memory-spill-fraction'),
     memoryPauseFraction: frac('memory-pause-fraction'),
     localDirectory: text('local-directory'),
+    packagesDir: text('packages-dir'),
     name: text('name'),
     resources: resources === undefined ? undefined : parseResources(resources),
     interface: text('interface'),

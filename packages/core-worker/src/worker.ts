@@ -13,6 +13,7 @@ import {
   InternalError,
   InvalidArgumentError,
   Lifecycle,
+  localVersions,
   SkeinError,
   bindServer,
   createLogger,
@@ -34,6 +35,7 @@ import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type
 import { BulkServer, bulkCounters } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
+import { installResolveHook, npmPrefix, packageDirs, packageDirsBuffer, setPackageDirs, uploadsPrefix } from './runtime/packages.js';
 import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, type Outgoing } from './server/convert.js';
 import { PeerClients, fetchData } from './server/fetch.js';
 import type { ReleasedMemory } from './runtime/gc.js';
@@ -144,7 +146,11 @@ export class Worker {
     try {
       // Import the modules here too: a broken module fails start with a clear message.
       // The task threads start while this thread loads the modules and binds its server.
-      pool = ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth });
+      // Imports fall back to the cluster's package directories (NpmInstall, uploads), in this
+      // thread (client.run, the modules) and in each task thread.
+      installResolveHook(packageDirsBuffer());
+      setPackageDirs([npmPrefix(o.packagesRoot), uploadsPrefix(o.packagesRoot)]);
+      pool = ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth, packageDirs: packageDirsBuffer() });
       pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
       await this.memory.open();
@@ -165,6 +171,7 @@ export class Worker {
             return { encoding: v.encoding, totalSize: v.nbytes, chunks: (n) => store.chunks(v.file, n) };
           },
           status: () => this.statusMessage(),
+          versions: (packages) => localVersions(import.meta.url, '@skein/core-worker', packages, [...packageDirs(), process.cwd()]),
           story: (keys) => ({ address: this.address, transitions: this.state?.storyOf(keys) ?? [] }),
           runner: this.runner,
           chunkBytes: o.chunkBytes,

@@ -48,6 +48,7 @@ export class FakeScheduler {
       getWorkerMetrics: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       getAdaptiveTarget: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       watchWorkers: (call) => call.emit('error', { code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
+      getVersions: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       retireWorkers: (call, cb) => {
         f.retired.push(...call.request.workers);
         cb(null, { retired: call.request.workers });

@@ -20,6 +20,9 @@ export {
   TaskSpec_ResourcesEntry,
   Value,
   ValueColumn,
+  Versions,
+  Versions_PackagesEntry,
+  Versions_SkeinEntry,
   WhoHas,
 } from './gen/skein/v1/common.js';
 
@@ -44,6 +47,8 @@ export {
   GetInfoResponse_TasksByStateEntry,
   GetStoryRequest,
   GetStoryResponse,
+  GetVersionsRequest,
+  GetVersionsResponse,
   GetWhoHasRequest,
   GetWhoHasResponse,
   GetWorkerMetricsRequest,
@@ -93,6 +98,7 @@ export {
   WorkerMetrics,
   WorkerSessionRequest,
   WorkerSessionResponse,
+  WorkerVersions,
 } from './gen/skein/v1/scheduler.js';
 
 export {
@@ -105,6 +111,8 @@ export {
   WorkerServiceClient,
   WorkerServiceGetStoryRequest,
   WorkerServiceGetStoryResponse,
+  WorkerServiceGetVersionsRequest,
+  WorkerServiceGetVersionsResponse,
   type WorkerServiceServer,
   WorkerServiceService,
   WorkerTransition,

@@ -1,0 +1,69 @@
+/**
+ * Where tasks resolve packages from besides the usual places: the cluster's package directories
+ * on this host. NpmInstall installs into `<root>/npm/node_modules`, UploadFile and UploadDirectory
+ * write into `<root>/uploads/node_modules`; a resolve hook (resolve-hook.ts, registered in the
+ * worker's main thread and in each task thread) makes `await import('name')` in a task function,
+ * in client.run and in a registered module fall back to them.
+ *
+ * `<root>` is one directory per cluster and host: `<base>/<scheduler host>-<port>`, with base
+ * `--packages-dir` / SKEIN_PACKAGES_DIR, else `<os tmpdir>/skein-packages`. Every worker of the
+ * cluster on this host, and a worker its nanny restarts, finds the same one.
+ */
+import { existsSync } from 'node:fs';
+import { register } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PACKAGE_DIRS_BYTES, readDirs, writeDirs } from './package-dirs.js';
+
+export const PACKAGES_DIR_ENV = 'SKEIN_PACKAGES_DIR';
+
+/** The cluster's directory on this host for the scheduler at `host:port`. */
+export function clusterPackagesRoot(schedulerHost: string, schedulerPort: number, base?: string): string {
+  const b = base || process.env[PACKAGES_DIR_ENV] || join(tmpdir(), 'skein-packages');
+  return join(b, `${schedulerHost.replace(/[^\w.-]+/g, '_')}-${schedulerPort}`);
+}
+
+/** Where NpmInstall installs (npm's --prefix) and where uploads land, under a cluster root. */
+export function npmPrefix(root: string): string {
+  return join(root, 'npm');
+}
+export function uploadsPrefix(root: string): string {
+  return join(root, 'uploads');
+}
+
+let shared: SharedArrayBuffer | undefined;
+let hooked = false;
+
+function hookUrl(): URL {
+  const here = new URL('./resolve-hook.js', import.meta.url);
+  if (existsSync(fileURLToPath(here))) return here;
+  // Running from TypeScript sources (tests): the compiled hook.
+  return new URL('../../dist/runtime/resolve-hook.js', import.meta.url);
+}
+
+/**
+ * Registers the resolve hook in this thread (once) reading the directories from `dirs` (the main
+ * thread's buffer, packageDirsBuffer(); a task thread receives it with its init message).
+ */
+export function installResolveHook(dirs: SharedArrayBuffer): void {
+  if (hooked) return;
+  hooked = true;
+  shared = dirs;
+  register(hookUrl(), { data: { dirs } });
+}
+
+/** This process's shared buffer of package directories (made on first use, in the main thread). */
+export function packageDirsBuffer(): SharedArrayBuffer {
+  return (shared ??= new SharedArrayBuffer(PACKAGE_DIRS_BYTES));
+}
+
+/** Sets the package directories every thread of this process falls back to. */
+export function setPackageDirs(dirs: readonly string[]): void {
+  writeDirs(packageDirsBuffer(), dirs);
+}
+
+/** The package directories set (empty before setPackageDirs). */
+export function packageDirs(): string[] {
+  return shared ? readDirs(shared) : [];
+}

@@ -1,0 +1,133 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client, VersionMismatchError } from '@skein/client';
+import { LocalCluster } from '../src/index.js';
+import { SKEIN_BIN, startProcess, until, type Proc } from './helpers.js';
+
+// Level 3: real LocalClusters (worker processes under nannies), real npm. Each cluster keeps its
+// packages under a temporary SKEIN_PACKAGES_DIR of its own, removed at the end.
+
+/** Writes a package `name@version` (an ES module exporting `version` and `hello()`) into `dir`. */
+function writePackage(dir: string, name: string, version: string): string {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name, version, type: 'module', main: 'index.js', exports: { '.': './index.js' } }));
+  writeFileSync(join(dir, 'index.js'), `export const version = ${JSON.stringify(version)};\nexport function hello(x) { return 'hello ' + x + ' from ${name}@${version}'; }\n`);
+  return dir;
+}
+
+/** The process warnings of type SkeinVersionWarning emitted while `fn` runs. */
+async function versionWarnings<T>(fn: () => Promise<T>): Promise<{ value: T; warnings: Error[] }> {
+  const warnings: Error[] = [];
+  const on = (w: Error) => {
+    if (w.name === 'SkeinVersionWarning') warnings.push(w);
+  };
+  process.on('warning', on);
+  try {
+    const value = await fn();
+    // process.emitWarning delivers on the next tick.
+    await new Promise((r) => setImmediate(r));
+    return { value, warnings };
+  } finally {
+    process.off('warning', on);
+  }
+}
+
+describe('client.getVersions', () => {
+  let base: string;
+  let cluster: LocalCluster;
+  let extra: Proc | undefined;
+
+  beforeAll(async () => {
+    base = mkdtempSync(join(tmpdir(), 'skein-env-versions-'));
+    cluster = await LocalCluster.start({ nWorkers: 1, threadsPerWorker: 1, memoryLimit: '1GB', env: { SKEIN_PACKAGES_DIR: base } });
+  });
+  afterAll(async () => {
+    extra?.kill();
+    await extra?.exited;
+    await cluster?.close();
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  it('reports Node and every Skein package on the client, the scheduler and each worker; the same everywhere: no warning, check passes', async () => {
+    const { value: client, warnings } = await versionWarnings(() => Client.connect(cluster));
+    try {
+      expect(warnings).toEqual([]);
+      const v = await client.getVersions({ check: true });
+      expect(v.client.node).toBe(process.version);
+      expect(v.scheduler.node).toBe(process.version);
+      expect(v.workers.size).toBe(1);
+      const [worker] = [...v.workers.values()];
+      expect(worker!.node).toBe(process.version);
+      expect(v.client.skein.get('@skein/client')).toBe('0.1.0');
+      expect(v.scheduler.skein.get('@skein/core-scheduler')).toBe('0.1.0');
+      expect(worker!.skein.get('@skein/core-worker')).toBe('0.1.0');
+      for (const p of [v.client, v.scheduler, worker!]) expect(p.skein.get('@skein/common')).toBe('0.1.0');
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('a worker reporting another version: the next client warns once at connect naming it, and check: true throws VersionMismatchError', async () => {
+    // A second worker, reporting another @skein/common through the documented override, and with a
+    // stub package of its own in its cluster package directory.
+    const otherBase = join(base, 'other');
+    const info0 = await (async () => {
+      const c = await Client.connect(cluster);
+      try {
+        return await c.schedulerInfo();
+      } finally {
+        await c.close();
+      }
+    })();
+    const [, host, port] = /^tcp:\/\/(.+):(\d+)$/.exec(cluster.schedulerAddress)!;
+    writePackage(join(otherBase, `${host}-${port}`, 'npm', 'node_modules', 'skein-stub-pkg'), 'skein-stub-pkg', '2.0.0');
+    extra = startProcess([SKEIN_BIN, 'worker', cluster.schedulerAddress, '--name', 'odd-one', '--packages-dir', otherBase, '--host', '127.0.0.1', '--nthreads', '1', '--memory-limit', '1GB'], {
+      SKEIN_VERSIONS_OVERRIDE: JSON.stringify({ '@skein/common': '9.9.9' }),
+      SKEIN_LOG_LEVEL: 'warn',
+    });
+    expect(info0.workers).toHaveLength(1);
+    const c0 = await Client.connect(cluster);
+    let odd = '';
+    try {
+      await until(async () => {
+        const w = (await c0.schedulerInfo()).workers.find((x) => x.name === 'odd-one');
+        odd = w?.address ?? '';
+        return odd !== '';
+      }, 20_000, 'the extra worker to register');
+    } finally {
+      await c0.close();
+    }
+
+    const { value: client, warnings } = await versionWarnings(() => Client.connect(cluster));
+    try {
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]!.message).toContain(`@skein/common: 0.1.0 on client, scheduler, worker ${info0.workers[0]!.address}; 9.9.9 on worker ${odd}`);
+
+      const v = await client.getVersions();
+      expect(v.workers.get(odd)!.skein.get('@skein/common')).toBe('9.9.9');
+      const err = await client.getVersions({ check: true }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(VersionMismatchError);
+      const e = err as VersionMismatchError;
+      expect(e.code).toBe('version_mismatch');
+      expect(e.differences.map((d) => d.what)).toEqual(['@skein/common']);
+      expect(e.differences[0]!.versions.get('9.9.9')).toEqual([`worker ${odd}`]);
+      expect(e.message).toContain(`9.9.9 on worker ${odd}`);
+
+      // A named package: found by the odd worker in its package directory, by nobody else.
+      const named = await client.getVersions({ packages: ['skein-stub-pkg'] });
+      expect(named.workers.get(odd)!.packages.get('skein-stub-pkg')).toBe('2.0.0');
+      expect(named.client.packages.get('skein-stub-pkg')).toBeNull();
+      expect(named.scheduler.packages.get('skein-stub-pkg')).toBeNull();
+      expect(named.workers.get(info0.workers[0]!.address)!.packages.get('skein-stub-pkg')).toBeNull();
+      const e2 = (await client.getVersions({ check: true, packages: ['skein-stub-pkg'] }).catch((x: unknown) => x)) as VersionMismatchError;
+      expect(e2.differences.map((d) => d.what).sort()).toEqual(['@skein/common', 'package skein-stub-pkg']);
+      expect(e2.message).toContain(`2.0.0 on worker ${odd}`);
+
+      await expect(client.getVersions({ packages: ['../etc'] })).rejects.toThrow(/not an npm package name/);
+    } finally {
+      await client.close();
+    }
+  });
+});
