@@ -35,7 +35,7 @@ import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type
 import { BulkServer, bulkCounters } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
-import { installResolveHook, npmPrefix, packageDirs, packageDirsBuffer, setPackageDirs, uploadsPrefix } from './runtime/packages.js';
+import { PACKAGES_ROOT_ENV, installResolveHook, npmPrefix, packageDirs, packageDirsBuffer, setPackageDirs, uploadsPrefix } from './runtime/packages.js';
 import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, type Outgoing } from './server/convert.js';
 import { PeerClients, fetchData } from './server/fetch.js';
 import type { ReleasedMemory } from './runtime/gc.js';
@@ -149,6 +149,7 @@ export class Worker {
       // Imports fall back to the cluster's package directories (NpmInstall, uploads), in this
       // thread (client.run, the modules) and in each task thread.
       installResolveHook(packageDirsBuffer());
+      process.env[PACKAGES_ROOT_ENV] = o.packagesRoot;
       setPackageDirs([npmPrefix(o.packagesRoot), uploadsPrefix(o.packagesRoot)]);
       pool = ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth, packageDirs: packageDirsBuffer() });
       pool.catch(() => undefined);

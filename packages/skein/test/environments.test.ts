@@ -4,6 +4,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, VersionMismatchError } from '@skein/client';
 import { LocalCluster } from '../src/index.js';
+import { execFileSync } from 'node:child_process';
+import { clusterPackagesRoot, installPackages } from '@skein/core-worker/environment';
+import { NpmInstallError } from '@skein/common';
 import { SKEIN_BIN, startProcess, until, type Proc } from './helpers.js';
 
 // Level 3: real LocalClusters (worker processes under nannies), real npm. Each cluster keeps its
@@ -33,6 +36,78 @@ async function versionWarnings<T>(fn: () => Promise<T>): Promise<{ value: T; war
     process.off('warning', on);
   }
 }
+
+/**
+ * A function from its source text. Vitest rewrites `import()` in test files, so a task that
+ * imports is written as text here; what reaches the workers is exactly this source.
+ */
+function fromSource<F>(source: string): F {
+  return new Function(`return (${source});`)() as F;
+}
+
+/** `npm pack` of a fresh package folder `name@version`: the tarball's path. */
+function packPackage(work: string, name: string, version: string): string {
+  const dir = writePackage(join(work, `${name}-src`), name, version);
+  const file = execFileSync('npm', ['pack', '--silent', '--pack-destination', work], { cwd: dir, encoding: 'utf8' }).trim().split('\n').pop()!;
+  return join(work, file);
+}
+
+/** The scheduler's host and port, as workers name their cluster's package directory. */
+function hostPort(address: string): [string, number] {
+  const m = /^tcp:\/\/(.+):(\d+)$/.exec(address)!;
+  return [m[1]!, Number(m[2])];
+}
+
+describe('the npm install engine and resolving packages from the cluster directory', () => {
+  let base: string;
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    base = mkdtempSync(join(tmpdir(), 'skein-env-engine-'));
+    cluster = await LocalCluster.start({ nWorkers: 2, threadsPerWorker: 1, memoryLimit: '1GB', env: { SKEIN_PACKAGES_DIR: base } });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  it('installs once per host under a lock; tasks on both running workers then import the package by name', async () => {
+    const tarball = packPackage(base, 'skein-fixture-pkg', '1.2.3');
+    const root = clusterPackagesRoot(...hostPort(cluster.schedulerAddress), base);
+    // Before the install, a task cannot import it (and that failure is not remembered).
+    const importIt = fromSource<(x: number) => Promise<[number, string]>>("async (x) => [process.pid, (await import('skein-fixture-pkg')).hello(x)]");
+    await expect(client.submit(importIt, 0).result()).rejects.toThrow(/Cannot find package 'skein-fixture-pkg'/);
+    // Two installers of one host at once: one runs npm, the other waits on the lock and reports its outcome.
+    const outcomes = await Promise.all([1, 2].map(() => installPackages(root, { packages: [tarball], id: 'engine-1' })));
+    expect(outcomes.map((o) => o.ran).sort()).toEqual([false, true]);
+    expect(outcomes[0]!.directory).toBe(join(root, 'npm'));
+
+    const out = await client.gather(client.map(importIt, [1, 2, 3, 4, 5, 6]));
+    expect(out.map((r) => r[1])).toEqual([1, 2, 3, 4, 5, 6].map((x) => `hello ${x} from skein-fixture-pkg@1.2.3`));
+    // Task threads of both workers (the failed import above was not remembered).
+    const pids = (await client.schedulerInfo()).workers.map((w) => w.pid).sort();
+    expect([...new Set(out.map((r) => r[0]))].sort()).toEqual(pids);
+    // client.run runs on each worker's main thread: both import it too.
+    const ran = await client.run(fromSource<() => Promise<string>>("async () => (await import('skein-fixture-pkg')).version"));
+    expect(Object.values(ran)).toEqual(['1.2.3', '1.2.3']);
+  });
+
+  it("a package npm cannot find gives npm's own error, recorded for the host", async () => {
+    const root = clusterPackagesRoot(...hostPort(cluster.schedulerAddress), base);
+    const err = await installPackages(root, { packages: [join(base, 'no-such-package-dir')], id: 'engine-missing' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NpmInstallError);
+    const e = err as NpmInstallError;
+    expect(e.code).toBe('install_failed');
+    expect(e.output).toMatch(/npm (ERR!|error)/);
+    // A second process of the host asking the same reports the same error without running npm.
+    const again = (await installPackages(root, { packages: [join(base, 'no-such-package-dir')], id: 'engine-missing' }).catch((x: unknown) => x)) as NpmInstallError;
+    expect(again.output).toBe(e.output);
+    expect(again.message).toContain('in another worker of this host');
+  });
+});
 
 describe('client.getVersions', () => {
   let base: string;

@@ -18,6 +18,22 @@ import { PACKAGE_DIRS_BYTES, readDirs, writeDirs } from './package-dirs.js';
 
 export const PACKAGES_DIR_ENV = 'SKEIN_PACKAGES_DIR';
 
+/**
+ * Set by a worker in its own environment at start (and so in its task threads): this cluster's
+ * package directory on this host. Plugins and tasks read it (uploaded data is in
+ * `$SKEIN_PACKAGES_ROOT/uploads/node_modules`).
+ */
+export const PACKAGES_ROOT_ENV = 'SKEIN_PACKAGES_ROOT';
+
+/** The root of the worker running in this process (PACKAGES_ROOT_ENV), else the one for `schedulerAddress`. */
+export function currentPackagesRoot(schedulerAddress?: string): string {
+  const set = process.env[PACKAGES_ROOT_ENV];
+  if (set) return set;
+  const m = /^(?:[a-z]+:\/\/)?\[?([^\]]+?)\]?:(\d+)$/.exec(schedulerAddress ?? '');
+  if (!m) throw new Error(`No ${PACKAGES_ROOT_ENV} in this process and no scheduler address to derive the cluster's package directory from.`);
+  return clusterPackagesRoot(m[1]!, Number(m[2]));
+}
+
 /** The cluster's directory on this host for the scheduler at `host:port`. */
 export function clusterPackagesRoot(schedulerHost: string, schedulerPort: number, base?: string): string {
   const b = base || process.env[PACKAGES_DIR_ENV] || join(tmpdir(), 'skein-packages');
