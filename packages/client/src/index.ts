@@ -26,6 +26,7 @@ import './polyfill.js';
 
 export { Client, type Gathered, type ComputedFutures, type ScatterOptions, type RunOptions, type StoryOptions, type RetireOptions, type AdaptiveTarget } from './client.js';
 export { Future } from './future.js';
+export { NpmInstall, UploadFile, UploadDirectory, Environ, type BuiltinPlugin, type NpmInstallOptions, type UploadDirectoryOptions } from './environments.js';
 export {
   Delayed,
   delayed,
