@@ -24,7 +24,10 @@ import {
   checkVersions,
   fromVersionsMessage,
   type Versions,
+  PluginSetupError,
+  pluginResultFromWire,
 } from '@skein/common';
+import { pluginSpec, type PluginDescription, type PluginRegistration, type RegisterPluginOptions } from './plugins.js';
 import { Encoding, WorkerServiceClient } from '@skein/protocol';
 import { SchedulerConnection, deadlineIn, unary } from './connection.js';
 import { Future, KeyState, releasedError, type FutureHost } from './future.js';
@@ -927,6 +930,45 @@ export class Client implements FutureHost {
       timeoutMs + 5_000,
     );
     return { workers: res.workers, closed: res.closed };
+  }
+
+  /**
+   * Registers a plugin (Dask's `register_plugin`): a module that every worker, every nanny, or the
+   * scheduler imports and sets up, now and on every worker or nanny that joins later (the
+   * scheduler keeps the registry). The same name again replaces the plugin (teardown, then
+   * setup), or with `idempotent` is a no-op. A setup that throws is reported per process: this
+   * rejects with a PluginSetupError naming each one and its error (the plugin stays registered;
+   * the workers keep running unless the plugin says `failWorker`); `raiseOnError: false`
+   * resolves with the results instead. See README.md, "Plugins".
+   */
+  async registerPlugin(plugin: PluginDescription, options: RegisterPluginOptions = {}): Promise<PluginRegistration> {
+    this.#ensureRunning('register a plugin');
+    const spec = pluginSpec(plugin, options);
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    const s = this.#conn.stub;
+    const res = await unary(
+      s.registerPlugin.bind(s),
+      { plugin: spec, idempotent: options.idempotent === true, timeoutMs },
+      `RegisterPlugin ${JSON.stringify(spec.name)} on the scheduler at ${this.schedulerAddress}`,
+      timeoutMs + 5_000,
+    );
+    const results = res.results.map(pluginResultFromWire);
+    if ((options.raiseOnError ?? true) && results.some((r) => !r.ok)) throw new PluginSetupError(spec.name, results);
+    return { name: spec.name, results, skipped: res.skipped };
+  }
+
+  /** Removes a plugin: torn down on every process it was applied to (a name not registered: NOT_FOUND). */
+  async unregisterPlugin(name: string, options: { timeoutMs?: number } = {}): Promise<PluginRegistration> {
+    this.#ensureRunning('unregister a plugin');
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    const s = this.#conn.stub;
+    const res = await unary(
+      s.unregisterPlugin.bind(s),
+      { name, timeoutMs },
+      `UnregisterPlugin ${JSON.stringify(name)} on the scheduler at ${this.schedulerAddress}`,
+      timeoutMs + 5_000,
+    );
+    return { name, results: res.results.map(pluginResultFromWire), skipped: false };
   }
 
   /** Recent memory and CPU samples of every worker (from their heartbeats), oldest first. */

@@ -27,6 +27,7 @@ import './polyfill.js';
 export { Client, type Gathered, type ComputedFutures, type ScatterOptions, type RunOptions, type StoryOptions, type RetireOptions, type AdaptiveTarget } from './client.js';
 export { Future } from './future.js';
 export { NpmInstall, UploadFile, UploadDirectory, Environ, type BuiltinPlugin, type NpmInstallOptions, type UploadDirectoryOptions } from './environments.js';
+export { workerPlugin, nannyPlugin, schedulerPlugin, type PluginDescription, type RegisterPluginOptions, type PluginRegistration } from './plugins.js';
 export {
   Delayed,
   delayed,
@@ -52,6 +53,7 @@ export {
   CommClosedError,
   InternalError,
   KilledWorkerError,
+  PluginSetupError,
   ProtocolVersionError,
   SkeinError,
   TaskError,
@@ -61,4 +63,5 @@ export {
   type TaskRef,
   type Versions,
   type VersionDifference,
+  type PluginOutcome,
 } from '@skein/common';

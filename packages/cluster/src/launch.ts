@@ -16,6 +16,8 @@ export interface WorkerLaunchSpec {
   resources?: Readonly<Record<string, number>>;
   /** ES modules of registered functions to load (paths where the worker runs). */
   modules?: readonly string[];
+  /** Preload modules (`--preload`): setup at start, teardown at close (paths or packages where the worker runs). */
+  preload?: readonly string[];
   /** Host to listen on. */
   host?: string;
   /** Port to listen on (default: any free one). */
@@ -120,6 +122,7 @@ export function workerFlags(spec: WorkerLaunchSpec, withMemoryLimit = true): str
   });
   if (resources.length > 0) args.push('--resources', resources.join(','));
   for (const m of spec.modules ?? []) args.push('--module', m);
+  for (const m of spec.preload ?? []) args.push('--preload', m);
   if (spec.deathTimeoutMs !== undefined) args.push('--death-timeout', String(spec.deathTimeoutMs / 1000));
   if (spec.readyJson ?? true) args.push('--ready-json');
   if (spec.validate) args.push('--validate');

@@ -165,6 +165,42 @@ export class TimeoutError extends SkeinError {
   }
 }
 
+/** One process's outcome of a plugin's setup or teardown (client.registerPlugin). */
+export interface PluginOutcome {
+  name: string;
+  kind: 'worker' | 'scheduler' | 'nanny';
+  /** The process's address. */
+  target: string;
+  /** The worker's name ('' where none). */
+  targetName: string;
+  ok: boolean;
+  /** Set when ok is false. */
+  error?: { type: string; message: string; stack: string };
+}
+
+/**
+ * A plugin's setup failed on some processes (client.registerPlugin). The message names each one
+ * and its error; `results` holds every process's outcome. The plugin stays registered, as in Dask.
+ */
+export class PluginSetupError extends SkeinError {
+  readonly plugin: string;
+  readonly results: readonly PluginOutcome[];
+  constructor(plugin: string, results: readonly PluginOutcome[]) {
+    const failed = results.filter((r) => !r.ok);
+    super(
+      'failed_precondition',
+      `Plugin ${JSON.stringify(plugin)} failed its setup on ${failed.length} of ${results.length} ${results[0]?.kind ?? 'worker'}(s): ` +
+        failed
+          .map((r) => `${r.kind} ${r.target}${r.targetName && r.targetName !== r.target ? ` (${r.targetName})` : ''}: ${r.error?.type ?? 'Error'}: ${r.error?.message ?? ''}`)
+          .join('; ') +
+        '. The plugin stays registered (processes that join later get it too); fix it and register it again under the same name, or unregisterPlugin it.',
+      { details: { plugin, failed: failed.map((r) => r.target) } },
+    );
+    this.plugin = plugin;
+    this.results = results;
+  }
+}
+
 /**
  * A bug in Skein: an impossible state transition, or a throw inside a state machine's `handle`.
  * `details` carry what is known: the task `key`, the `stimulusId` of the event that failed, the

@@ -31,6 +31,8 @@ export {
   NpmInstallError,
   describeDifferences,
   type VersionDifference,
+  PluginSetupError,
+  type PluginOutcome,
   type ErrorCode,
   type ErrorInfo,
   type ErrorType,
@@ -137,3 +139,19 @@ export {
   type PrivateFiles,
 } from './security/cli.js';
 export { diagnoseTls } from './security/diagnose.js';
+export {
+  PluginHost,
+  importPluginModule,
+  instantiatePlugin,
+  pluginOptions,
+  checkPluginKind,
+  preloadSpec,
+  pluginResultToWire,
+  pluginResultFromWire,
+  PLUGIN_KINDS,
+  type PluginKind,
+  type PluginSpecData,
+  type PluginHooks,
+  type PluginHostOptions,
+  type Importer,
+} from './plugins.js';

@@ -1,3 +1,4 @@
+import { resolve as resolvePath } from 'node:path';
 import yargs from 'yargs';
 import { SECURITY_FLAGS, Security, SkeinError, guardStdio, readyJsonWanted, readyLine, removeSchedulerFile, toSkeinError, writeSchedulerFile } from '@skein/common';
 import { Scheduler } from './server/scheduler.js';
@@ -26,6 +27,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
     idleTimeout?: number;
     maxKeyLength?: number;
     maxKeysPerUpdate?: number;
+    preload?: string[];
   };
   let security: Security;
   try {
@@ -44,6 +46,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       .option('max-message-size', { type: 'string', describe: 'Largest gRPC message accepted from clients and workers, e.g. 64MiB (default); bigger ones are refused with RESOURCE_EXHAUSTED' })
       .option('max-key-length', { type: 'number', describe: 'Longest task key accepted, in characters (default 8192); a graph update with a longer one is refused' })
       .option('max-keys-per-update', { type: 'number', describe: 'Most keys one graph update may hold (default 1000000); a bigger update is refused' })
+      .option('preload', { type: 'string', array: true, describe: "Module whose exported setup(ctx) runs once the scheduler listens and teardown(ctx) at close (a path or package; repeatable; Dask's --preload)" })
       .option('ready-json', { type: 'boolean', default: false, describe: `Print one JSON line {"event":"ready",...} on stdout once ready (also SKEIN_READY_JSON=1)` });
     for (const f of SECURITY_FLAGS) y = y.option(f.flag, { type: f.value ? 'string' : 'boolean', describe: `${f.describe} (env ${f.env})` });
     args = await y
@@ -91,6 +94,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       maxMessageBytes: args.maxMessageSize,
       maxKeyLength: args.maxKeyLength,
       maxKeysPerUpdate: args.maxKeysPerUpdate,
+      ...(args.preload?.length ? { preload: args.preload.map((m) => (m.startsWith('./') || m.startsWith('../') ? resolvePath(m) : m)) } : {}),
       security,
     });
   } catch (err) {

@@ -36,3 +36,4 @@ export {
 export { SchedulerDashboardSource, type DashboardTarget } from './server/dashboard-source.js';
 export { SchedulerTelemetry, GroupStats, type TaskRun, type TaskErrorRecord, type TelemetryOptions } from './state/telemetry.js';
 export { runSchedulerCli } from './cli-main.js';
+export { SchedulerPlugins, type SchedulerPluginContext, type PluginWorker } from './server/plugins.js';

@@ -89,6 +89,7 @@ const FLAGS = {
   'bulk-idle-timeout': { value: 'SECONDS', describe: 'Close a bulk-transfer connection that has not sent its token within this long (default 5)' },
   'nanny-address': { value: 'ADDRESS', describe: 'Address of the nanny supervising this worker (set by skein-nanny)' },
   module: { value: 'FILE', describe: 'ES module whose exported functions are registered', repeatable: true },
+  preload: { value: 'MODULE', describe: 'Module whose exported setup(ctx) runs at start and teardown(ctx) at close (a path or package; Dask\'s --preload)', repeatable: true },
   validate: { describe: 'Check state invariants after every event (slow; default SKEIN_VALIDATE=1)' },
   'scheduler-file': { value: 'FILE', describe: "Read the scheduler's address from FILE (written by skein scheduler --scheduler-file), waiting up to the death timeout for it to appear" },
   'ready-json': { describe: 'Print one JSON line {"event":"ready","role":"worker",...} on stdout once registered (also SKEIN_READY_JSON=1)' },
@@ -187,6 +188,7 @@ export function parseWorkerArgs(argv: string[]): WorkerCliOptions | 'help' {
   const bulkIdle = num('bulk-idle-timeout');
   const resources = text('resources');
   const modules = values['module'];
+  const preload = values['preload'];
   return {
     scheduler: positionals[0] ?? '',
     ...(typeof schedulerFile === 'string' ? { schedulerFile } : {}),
@@ -205,6 +207,7 @@ export function parseWorkerArgs(argv: string[]): WorkerCliOptions | 'help' {
     port: num('port') ?? 0,
     deathTimeoutMs: deathTimeout === undefined ? undefined : deathTimeout * 1000,
     modules: Array.isArray(modules) ? modules.filter((m): m is string => typeof m === 'string') : undefined,
+    ...(Array.isArray(preload) ? { preload: preload.filter((m): m is string => typeof m === 'string') } : {}),
     nannyAddress: text('nanny-address'),
     ...(text('max-message-size') !== undefined ? { maxMessageBytes: text('max-message-size') } : {}),
     ...(bulkIdle !== undefined ? { bulkIdleTimeoutMs: Math.round(bulkIdle * 1000) } : {}),

@@ -14,7 +14,7 @@
  * import { runWorkerCli } from '@skein/core-worker';
  * process.exitCode = await runWorkerCli(['tcp://10.0.0.5:8786', '--nthreads', '4']);
  */
-export { Worker, type WorkerStatus, type WorkerClosed } from './worker.js';
+export { Worker, type WorkerStatus, type WorkerClosed, type WorkerPluginContext } from './worker.js';
 export { compileWorkerOptions, parseResources, parseMemoryFraction, type WorkerOptions, type CompiledWorkerOptions } from './options.js';
 export { runWorkerCli, parseWorkerArgs, EXIT_SCHEDULER_LOST, EXIT_REMOVED, EXIT_INTERNAL_ERROR, type CliIO } from './cli-main.js';
 export { WorkerState, InvalidTransitionError, InvalidStateError, type TaskRecord } from './state/worker-state.js';

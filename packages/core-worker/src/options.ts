@@ -40,6 +40,12 @@ export interface WorkerOptions {
   resources?: Record<string, number>;
   /** ES modules whose exported functions are registered (paths relative to the cwd). */
   modules?: string[];
+  /**
+   * Preload modules (Dask's --preload): each one's exported `setup(ctx)` runs at start, before the
+   * worker registers (a throw fails the start), its `teardown(ctx)` at close. A path (relative to
+   * the cwd), a file: URL or a package name; the ctx is a worker plugin's (packages/client/README.md, "Plugins").
+   */
+  preload?: string[];
   /** How long to keep trying to reach a lost scheduler, ms. Default skeinDefaults().deathTimeoutMs. */
   deathTimeoutMs?: number;
   /** Heartbeat interval when the scheduler does not give one, ms. */
@@ -122,6 +128,7 @@ export interface CompiledWorkerOptions {
   memoryLimit: number;
   resources: Record<string, number>;
   modules: string[];
+  preload: string[];
   deathTimeoutMs: number;
   heartbeatMs: number;
   inlineBytes: number;
@@ -236,6 +243,7 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
     memoryLimit: parseMemoryLimit(o.memoryLimit ?? 'auto'),
     resources,
     modules: (o.modules ?? []).map((m) => (/^(file|data|node):/.test(m) ? m : resolvePath(m))),
+    preload: (o.preload ?? []).map((m) => (m.startsWith('./') || m.startsWith('../') ? resolvePath(m) : m)),
     deathTimeoutMs: nonNegative(o.deathTimeoutMs, d.deathTimeoutMs, 'deathTimeoutMs'),
     heartbeatMs: nonNegative(o.heartbeatMs, d.heartbeatMs, 'heartbeatMs') || d.heartbeatMs,
     inlineBytes: nonNegative(o.inlineBytes, d.inlineBytes, 'inlineBytes'),

@@ -7,13 +7,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import type { Server } from '@grpc/grpc-js';
-import { WorkerServiceService, type ComputeBatch, type GetStatusResponse, type WorkerCommand } from '@skein/protocol';
+import { Metadata, type Server } from '@grpc/grpc-js';
+import { SchedulerServiceClient, WorkerServiceService, type ComputeBatch, type GetStatusResponse, type PluginSpec, type PluginResult, type WorkerCommand } from '@skein/protocol';
 import {
   InternalError,
   InvalidArgumentError,
   Lifecycle,
   localVersions,
+  PluginHost,
+  preloadSpec,
+  pluginResultToWire,
   SkeinError,
   bindServer,
   createLogger,
@@ -45,6 +48,26 @@ import { SchedulerSession, sleep } from './server/session.js';
 import { createWorkerService } from './server/service.js';
 
 export type WorkerStatus = LifecycleStatus | 'reconnecting';
+
+/** What a worker plugin's hooks (and a worker preload module's setup/teardown) get as `ctx`. */
+export interface WorkerPluginContext {
+  /** The plugin's name (a preload module: `preload:<module>`). */
+  name: string;
+  /** The options the client registered the plugin with (parsed JSON; undefined for none). */
+  options: unknown;
+  worker: {
+    name: string;
+    address: string;
+    /** The worker's own directory (spilled results; removed when the worker closes). */
+    localDirectory: string;
+    schedulerAddress: string;
+    nthreads: number;
+    pid: number;
+    /** '' when the worker has no nanny. */
+    nannyAddress: string;
+  };
+  log: Logger;
+}
 
 /** Why a worker closed. */
 export interface WorkerClosed {
@@ -85,6 +108,8 @@ export class Worker {
   private failure: InternalError | undefined;
   private resolveClosed!: (c: WorkerClosed) => void;
   private closeCommand: (() => void) | undefined;
+  /** The worker plugins applied here (client.registerPlugin) and the preload modules. */
+  readonly plugins: PluginHost<WorkerPluginContext>;
 
   private constructor(options: CompiledWorkerOptions) {
     this.options = options;
@@ -92,6 +117,27 @@ export class Worker {
     this.schedulerAddress = options.scheduler;
     this.log = createLogger('worker');
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.plugins = new PluginHost<WorkerPluginContext>({
+      kind: 'worker',
+      target: () => ({ target: this.address, targetName: this.name }),
+      context: (name, options) => ({
+        name,
+        options,
+        worker: {
+          name: this.name,
+          address: this.address,
+          localDirectory: this.localDirectory,
+          schedulerAddress: this.schedulerAddress,
+          nthreads: this.options.nthreads,
+          pid: process.pid,
+          nannyAddress: this.options.nannyAddress,
+        },
+        log: createLogger(`worker plugin ${name}`),
+      }),
+      importer: (specifier) => import(specifier),
+      log: this.log,
+      changed: () => this.attachTransitions(),
+    });
     this.memory = new MemoryManager(
       options,
       {
@@ -177,6 +223,8 @@ export class Worker {
           runner: this.runner,
           chunkBytes: o.chunkBytes,
           bulk: this.bulk,
+          setupPlugin: (spec) => this.setupPlugin(spec),
+          teardownPlugin: async (name) => pluginResultToWire(await this.plugins.teardown(name)),
         }),
       );
       const port = await bindServer(this.server, o.listenHost, o.port, 'worker', o.security.serverCredentials('worker'));
@@ -194,6 +242,8 @@ export class Worker {
       });
       if (o.testFault) this.state.faultHook = faultHook(o.testFault, 'SKEIN_TEST_FAULT', claimFault(o.testFault.once));
       if (o.validate) watchInvariants(this.state, () => `worker ${this.address}`);
+      this.attachTransitions();
+      await this.startPlugins();
       this.session = new SchedulerSession(
         o,
         { address: this.address, name: this.name, registeredFunctions: this.registeredFunctions },
@@ -218,6 +268,65 @@ export class Worker {
       await this.close('failed to start').catch(() => undefined);
       throw err;
     }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Plugins
+
+  /**
+   * Before registering: runs the preload modules (a failure fails the start) and applies the
+   * worker plugins the scheduler has registered, so they are set up before any task arrives. A
+   * scheduler that cannot answer (not up yet, older) is not an error: when the worker registers,
+   * the scheduler sends it every registered plugin (one it has applied already is skipped by id).
+   */
+  private async startPlugins(): Promise<void> {
+    for (const m of this.options.preload) {
+      const r = await this.plugins.setup(preloadSpec(m, 'worker'));
+      if (!r.ok) throw new InvalidArgumentError(`The preload module ${m} failed its setup: ${r.error?.type}: ${r.error?.message}`);
+    }
+    let specs: PluginSpec[];
+    try {
+      specs = await this.fetchPlugins();
+    } catch (err) {
+      this.log.debug(`could not fetch the registered plugins before registering (${(err as Error).message}); the scheduler sends them at registration`);
+      return;
+    }
+    for (const spec of specs) {
+      const r = await this.plugins.setup(spec);
+      if (!r.ok && spec.failWorker) {
+        throw new SkeinError('failed_precondition', `Plugin ${JSON.stringify(spec.name)} failed its setup (failWorker is set): ${r.error?.type}: ${r.error?.message}`);
+      }
+    }
+  }
+
+  private fetchPlugins(): Promise<PluginSpec[]> {
+    const dial = this.options.security.dial(this.options.scheduler, 'worker', 'scheduler');
+    const client = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
+    return new Promise<PluginSpec[]>((resolve, reject) => {
+      client.getPlugins({ kind: 'worker' }, new Metadata(), { deadline: Date.now() + Math.min(10_000, this.options.connectTimeoutMs) }, (err, res) => {
+        client.close();
+        if (err) reject(err);
+        else resolve(res!.plugins);
+      });
+    });
+  }
+
+  /** SetupPlugin from the scheduler; a failure with failWorker set closes this worker after the answer. */
+  private async setupPlugin(spec: PluginSpec): Promise<PluginResult> {
+    const r = await this.plugins.setup(spec);
+    if (!r.ok && spec.failWorker) {
+      const reason = `plugin ${JSON.stringify(spec.name)} failed its setup and asks to close the worker (failWorker): ${r.error?.message}`;
+      setImmediate(() => void this.close(reason, new SkeinError('failed_precondition', reason)).catch(() => undefined));
+    }
+    return pluginResultToWire(r);
+  }
+
+  /** Points the state's transition hook at the plugins' (none attached while no plugin has one: no cost per task). */
+  private attachTransitions(): void {
+    if (!this.state) return;
+    const plugins = this.plugins;
+    this.state.onTransition =
+      plugins.transitionHooks.length === 0 ? undefined : (key, start, finish, stimulusId) => plugins.transition(key, start, finish, { stimulusId });
   }
 
   // ------------------------------------------------------------------------------------------
@@ -524,6 +633,7 @@ export class Worker {
     return this.lifecycle
       .close([
         ['stop heartbeat', () => this.session?.stopHeartbeat()],
+        ['tear the plugins down', () => this.plugins.closeAll()],
         ['stop the memory monitor', () => this.memory.stop()],
         ['cancel waits and transfers', () => this.abort.abort()],
         ['close the scheduler session', () => this.session?.close()],

@@ -49,6 +49,9 @@ export class FakeScheduler {
       getAdaptiveTarget: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       watchWorkers: (call) => call.emit('error', { code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       getVersions: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
+      registerPlugin: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
+      unregisterPlugin: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
+      getPlugins: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       retireWorkers: (call, cb) => {
         f.retired.push(...call.request.workers);
         cb(null, { retired: call.request.workers });

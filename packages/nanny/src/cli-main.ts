@@ -1,3 +1,4 @@
+import { resolve as resolvePath } from 'node:path';
 // Light imports only: the worker process is started before gRPC and the nanny's own code load.
 import {
   contactHost,
@@ -31,6 +32,8 @@ Nanny options:
   --memory-limit LIMIT      the worker's memory limit: 4GB, 0.5 (of the machine) or auto
   --scheduler-file FILE     read the scheduler's address from FILE (skein scheduler --scheduler-file),
                             waiting up to the worker's death timeout for it to appear
+  --preload-nanny MODULE    a module whose exported setup(ctx) runs in the nanny before it starts the
+                            worker, and teardown(ctx) at close (repeatable; --preload is the worker's)
   --ready-json              print one JSON line {"event":"ready","role":"worker",...} on stdout once the
                             worker has registered (also SKEIN_READY_JSON=1)
 
@@ -97,6 +100,11 @@ export function parseNannyArgs(argv: string[]): NannyCliOptions | 'help' {
       case '--ready-json':
         opts.readyJson = true;
         break;
+      case '--preload-nanny': {
+        const v = value();
+        (opts.preload ??= []).push(v.startsWith('./') || v.startsWith('../') ? resolvePath(v) : v);
+        break;
+      }
       case '--tls-ca-file':
         (opts.securityFlags ??= {}).tlsCaFile = value();
         break;
@@ -191,7 +199,8 @@ export async function runNannyCli(argv: string[]): Promise<number> {
     // The first worker starts before the nanny reads the credentials (gRPC is not loaded yet): it
     // gets them as the nanny did, the same flags and the same environment variables.
     const securityEnv = Object.fromEntries(SECURITY_ENV.flatMap((k) => (process.env[k] ? [[k, process.env[k]!]] : [])));
-    child = spawnWorker({
+    // With preload modules the nanny starts the worker itself, after their setup (which may set its environment).
+    if (!options.preload?.length) child = spawnWorker({
       scheduler: options.scheduler,
       workerArgs: options.workerArgs ?? [],
       memoryLimit,

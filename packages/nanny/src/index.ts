@@ -10,7 +10,7 @@
  * console.log(nanny.workerAddress);
  * await nanny.close();
  */
-export { Nanny, WORKER_EXIT_INTERNAL_ERROR, WORKER_EXIT_REMOVED, WORKER_EXIT_SCHEDULER_LOST, type NannyOptions, type NannyStatus } from './nanny.js';
+export { Nanny, WORKER_EXIT_INTERNAL_ERROR, WORKER_EXIT_REMOVED, WORKER_EXIT_SCHEDULER_LOST, type NannyOptions, type NannyStatus, type NannyPluginContext } from './nanny.js';
 export { RestartPolicy, memoryVerdict, cpuPercent, workerDeathTimeoutMs, type RestartPolicyOptions } from './policy.js';
 export { sampleProcess, type ProcSample } from './proc.js';
 export { runNannyCli, parseNannyArgs } from './cli-main.js';

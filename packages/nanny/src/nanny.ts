@@ -1,4 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Metadata, type Server, type ServerUnaryCall, type sendUnaryData } from '@grpc/grpc-js';
 import {
@@ -12,10 +15,18 @@ import {
   type ResourceSample,
   type RestartRequest,
   type RestartResponse,
+  type NannyServiceSetupPluginRequest,
+  type NannyServiceSetupPluginResponse,
+  type NannyServiceTeardownPluginRequest,
+  type NannyServiceTeardownPluginResponse,
+  type PluginSpec,
 } from '@skein/protocol';
 import {
   InvalidArgumentError,
   Lifecycle,
+  PluginHost,
+  preloadSpec,
+  pluginResultToWire,
   SkeinError,
   Security,
   authorizeService,
@@ -50,7 +61,35 @@ export const NANNY_ROLES: RoleTable<NannyServiceServer> = {
   restart: ['scheduler'],
   kill: ['scheduler'],
   getStatus: ['scheduler', 'client'],
+  // The scheduler hands its nanny plugins (client.registerPlugin) to the nanny.
+  setupPlugin: ['scheduler'],
+  teardownPlugin: ['scheduler'],
 };
+
+/** What a nanny plugin's hooks (and a nanny preload module's setup/teardown) get as `ctx`. */
+export interface NannyPluginContext {
+  name: string;
+  options: unknown;
+  nanny: {
+    address: string;
+    schedulerAddress: string;
+    /** The current worker's address ('' while none is registered); read when used. */
+    readonly workerAddress: string;
+    readonly workerName: string;
+    /** A worker process is running (it was started before this plugin: its environment is fixed, restart it to change it). */
+    readonly workerRunning: boolean;
+    /** A directory of this nanny's own, made on first use, removed when the nanny closes. */
+    readonly localDirectory: string;
+  };
+  /**
+   * Environment of every worker process the nanny starts from now on, on top of its `env` option
+   * (undefined removes a variable set this way). The running worker keeps its own: restart it.
+   */
+  setWorkerEnv(vars: Record<string, string | undefined>): void;
+  /** Kills the worker and starts a fresh one; resolves with its address ('' before the first worker starts: nothing to restart). */
+  restartWorker(reason?: string): Promise<string>;
+  log: Logger;
+}
 
 /** Exit codes of a worker (@skein/core-worker's EXIT_*): gave up on a lost scheduler (the nanny stops), removed by the scheduler, closed on an internal error (the nanny starts a fresh one). */
 export { EXIT_SCHEDULER_LOST as WORKER_EXIT_SCHEDULER_LOST, EXIT_REMOVED as WORKER_EXIT_REMOVED, EXIT_INTERNAL_ERROR as WORKER_EXIT_INTERNAL_ERROR };
@@ -104,6 +143,11 @@ export interface NannyOptions {
    * file 0600) and removes when it closes. Never a key in argv or the environment.
    */
   security?: Security;
+  /**
+   * Preload modules of the nanny (Dask's --preload-nanny): `setup(ctx)` runs at start, before the
+   * worker is started (a throw fails the start), `teardown(ctx)` at close; ctx as a nanny plugin's.
+   */
+  preload?: string[];
 }
 
 interface CompiledNannyOptions {
@@ -120,6 +164,7 @@ interface CompiledNannyOptions {
   onWorkerStdout: (line: string) => void;
   onWorkerStderr: (line: string) => void;
   security: Security;
+  preload: string[];
   logger: Logger;
 }
 
@@ -145,6 +190,7 @@ function compile(o: NannyOptions): CompiledNannyOptions {
     onWorkerStdout: o.onWorkerStdout ?? (() => undefined),
     onWorkerStderr: o.onWorkerStderr ?? ((line) => process.stderr.write(`${line}\n`)),
     security: o.security ?? Security.insecure(),
+    preload: o.preload ?? [],
     logger: o.logger ?? createLogger('nanny'),
   };
 }
@@ -193,12 +239,93 @@ export class Nanny {
   private resolveDone!: (result: { code: number; reason: string }) => void;
   /** Resolves when the nanny stops for good, with the exit code its CLI should use. */
   readonly done: Promise<{ code: number; reason: string }>;
+  /** The nanny plugins applied here (client.registerPlugin) and the preload modules. */
+  readonly plugins: PluginHost<NannyPluginContext>;
+  /** Environment set by plugins (NannyPluginContext.setWorkerEnv) for the workers started next. */
+  private readonly pluginEnv = new Map<string, string>();
+  private pluginDirectory: string | undefined;
 
   private constructor(readonly options: CompiledNannyOptions) {
     this.log = options.logger;
     this.server = newServer(DEFAULT_MAX_MESSAGE_BYTES.nanny);
     this.server.addService(strictService(NannyServiceService), authorizeService('NannyService', this.service(), options.security, NANNY_ROLES));
     this.done = new Promise((r) => (this.resolveDone = r));
+    const directory = () => (this.pluginDirectory ??= mkdtempSync(join(tmpdir(), 'skein-nanny-')));
+    const worker = () => this.current;
+    this.plugins = new PluginHost<NannyPluginContext>({
+      kind: 'nanny',
+      target: () => ({ target: this.address, targetName: this.workerName }),
+      context: (name, options) => ({
+        name,
+        options,
+        nanny: {
+          address: this.address,
+          schedulerAddress: this.options.scheduler,
+          get workerAddress() {
+            return worker()?.address ?? '';
+          },
+          get workerName() {
+            return worker()?.name ?? '';
+          },
+          get workerRunning() {
+            const c = worker()?.child;
+            return c !== undefined && c.exitCode === null && c.signalCode === null;
+          },
+          get localDirectory() {
+            return directory();
+          },
+        },
+        setWorkerEnv: (vars) => {
+          for (const [k, v] of Object.entries(vars)) {
+            if (v === undefined) this.pluginEnv.delete(k);
+            else this.pluginEnv.set(k, String(v));
+          }
+        },
+        restartWorker: (reason) => (this.current ? this.restart(reason ?? `restart asked by nanny plugin ${name}`) : Promise.resolve('')),
+        log: createLogger(`nanny plugin ${name}`),
+      }),
+      importer: (specifier) => import(specifier),
+      log: this.log,
+    });
+  }
+
+  /** Runs the preload modules, then applies the nanny plugins the scheduler has registered (before the first worker starts). */
+  private async startPlugins(): Promise<void> {
+    for (const m of this.options.preload) {
+      const r = await this.plugins.setup(preloadSpec(m, 'nanny'));
+      if (!r.ok) throw new InvalidArgumentError(`The nanny preload module ${m} failed its setup: ${r.error?.type}: ${r.error?.message}`);
+    }
+    let specs: PluginSpec[];
+    try {
+      specs = await new Promise<PluginSpec[]>((resolve, reject) => {
+        const dial = this.options.security.dial(this.options.scheduler, 'nanny', 'scheduler');
+        const client = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
+        client.getPlugins({ kind: 'nanny' }, new Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
+          client.close();
+          if (err) reject(err);
+          else resolve(res!.plugins);
+        });
+      });
+    } catch (err) {
+      // The scheduler hands them over when the worker registers.
+      this.log.debug(`could not fetch the registered nanny plugins (${(err as Error).message}); the scheduler sends them when the worker registers`);
+      return;
+    }
+    for (const spec of specs) await this.plugins.setup(spec);
+  }
+
+  /** SetupPlugin from the scheduler; a plugin with `restart: true` restarts the worker once set up (Dask's NannyPlugin.restart). */
+  private async setupPlugin(spec: PluginSpec) {
+    const r = await this.plugins.setup(spec, async (plugin) => {
+      if (plugin.restart === true && this.current && !this.lifecycle.closing) await this.restart(`nanny plugin ${spec.name} asks for a restart`);
+    });
+    return pluginResultToWire(r);
+  }
+
+  /** The environment of the next worker process: the `env` option and what plugins set. */
+  private workerEnv(): Record<string, string> {
+    if (this.pluginEnv.size === 0) return this.options.env;
+    return { ...this.options.env, ...Object.fromEntries(this.pluginEnv) };
   }
 
   /**
@@ -223,6 +350,8 @@ export class Nanny {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       if (signal?.aborted) throw cancelled();
+      await n.startPlugins();
+      if (signal?.aborted) throw cancelled();
       await n.startWorker(prespawned);
       if (signal?.aborted) throw cancelled();
     } catch (err) {
@@ -234,8 +363,10 @@ export class Nanny {
       if (inc) inc.stopping ??= 'kill';
       inc?.child.kill('SIGKILL');
       if (inc) await inc.exited;
+      await n.plugins.closeAll().catch(() => undefined);
       await shutdownServer(n.server, 100);
       n.credentials?.files?.remove();
+      if (n.pluginDirectory) rmSync(n.pluginDirectory, { recursive: true, force: true });
       throw signal?.aborted ? cancelled(err) : err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -286,7 +417,7 @@ export class Nanny {
         workerArgs: this.options.workerArgs,
         memoryLimit: this.options.memoryLimit,
         nannyAddress: this.address,
-        env: this.options.env,
+        env: this.workerEnv(),
         credentialArgs: this.credentialArgs(),
       });
     const inc: Incarnation = {
@@ -481,6 +612,8 @@ export class Nanny {
           clearTimeout(timer);
         },
       ],
+      ['tear the plugins down', () => this.plugins.closeAll()],
+      ['remove the plugins\' directory', () => this.pluginDirectory && rmSync(this.pluginDirectory, { recursive: true, force: true })],
       ['stop server', () => shutdownServer(this.server, 500)],
       ['remove the credential files', () => this.credentials?.files?.remove()],
       [
@@ -523,6 +656,20 @@ export class Nanny {
           lastDeathReason: this.lastDeathReason,
           history: this.history.slice(),
         });
+      },
+      setupPlugin: (call: ServerUnaryCall<NannyServiceSetupPluginRequest, NannyServiceSetupPluginResponse>, cb: sendUnaryData<NannyServiceSetupPluginResponse>) => {
+        const spec = call.request.plugin;
+        if (!spec) return cb(toGrpcStatus(new InvalidArgumentError('NannyServiceSetupPluginRequest.plugin is missing.')));
+        this.setupPlugin(spec).then(
+          (result) => cb(null, { result }),
+          (err) => cb(toGrpcStatus(err)),
+        );
+      },
+      teardownPlugin: (call: ServerUnaryCall<NannyServiceTeardownPluginRequest, NannyServiceTeardownPluginResponse>, cb: sendUnaryData<NannyServiceTeardownPluginResponse>) => {
+        this.plugins.teardown(call.request.name).then(
+          (r) => cb(null, { result: pluginResultToWire(r) }),
+          (err) => cb(toGrpcStatus(err)),
+        );
       },
     };
   }

@@ -38,6 +38,11 @@ export interface LocalClusterOptions {
   schedulerPort?: number;
   /** Modules of registered functions every worker loads. */
   modules?: string[];
+  /**
+   * Preload modules (Dask's --preload) of the scheduler, of every worker, and of every nanny: each
+   * module's exported setup(ctx) runs at start (a throw fails it), teardown(ctx) at close.
+   */
+  preload?: { scheduler?: string[]; worker?: string[]; nanny?: string[] };
   /** Resources every worker offers, e.g. { GPU: 1 }. */
   resources?: Record<string, number>;
   /** Extra environment variables for worker processes. */
@@ -80,6 +85,7 @@ interface CompiledLocalClusterOptions {
   host: string;
   schedulerPort: number;
   modules: string[];
+  preload: { scheduler: string[]; worker: string[]; nanny: string[] };
   resources: Record<string, number>;
   /** Added to the environment of worker processes: `env` over a default SKEIN_LOG_LEVEL. */
   workerEnv: Record<string, string>;
@@ -110,6 +116,7 @@ function compile(o: LocalClusterOptions): CompiledLocalClusterOptions {
     host: o.host ?? '127.0.0.1',
     schedulerPort: o.schedulerPort ?? 0,
     modules: o.modules ?? [],
+    preload: { scheduler: o.preload?.scheduler ?? [], worker: o.preload?.worker ?? [], nanny: o.preload?.nanny ?? [] },
     resources: o.resources ?? {},
     workerEnv: { SKEIN_LOG_LEVEL: process.env['SKEIN_LOG_LEVEL'] ?? 'warn', ...o.env },
     startTimeoutMs: o.startTimeoutMs ?? 60_000,
@@ -162,6 +169,7 @@ function workerSpec(name: string, schedulerAddress: string, o: CompiledLocalClus
     memoryLimit: o.memoryLimit,
     resources: o.resources,
     modules: o.modules,
+    preload: o.preload.worker,
     nanny: o.nanny,
     env: o.workerEnv,
     validate: o.validate,
@@ -202,6 +210,7 @@ class NannyWorker implements LocalWorkerHandle {
         startTimeoutMs: o.startTimeoutMs,
         env: o.workerEnv,
         security: o.security,
+        preload: o.preload.nanny,
         onWorkerStderr: tail.push,
         // A start the cluster no longer wants (scaled down, timed out, closing) kills the worker at once.
         ...(options ? { signal: options.signal } : {}),
@@ -380,6 +389,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
       validate: this.o.validate,
       ...this.o.limits,
       security: this.o.security,
+      preload: this.o.preload.scheduler,
     });
     return new InProcessScheduler(this.scheduler);
   }
@@ -413,6 +423,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
       memoryLimit: o.memoryLimit,
       name,
       modules: o.modules,
+      preload: o.preload.worker,
       resources: o.resources,
       validate: o.validate,
       security: o.security,

@@ -27,6 +27,12 @@ import {
   type GetVersionsRequest,
   type GetVersionsResponse,
   type Versions as VersionsMessage,
+  type RegisterPluginRequest,
+  type RegisterPluginResponse,
+  type UnregisterPluginRequest,
+  type UnregisterPluginResponse,
+  type GetPluginsRequest,
+  type GetPluginsResponse,
   NannyServiceClient,
   type SchedulerServiceServer,
   type WorkerCommand,
@@ -75,6 +81,7 @@ import { startDashboard, type Dashboard } from '@skein/dashboard';
 import { SchedulerState } from '../state/scheduler-state.js';
 import { SchedulerDashboardSource } from './dashboard-source.js';
 import { WorkerWatch } from './worker-watch.js';
+import { SchedulerPlugins } from './plugins.js';
 import type { ClientReport, ComputeAction, SchedulerAction, SchedulerEvent } from '../state/types.js';
 import {
   batchable,
@@ -142,6 +149,11 @@ export interface SchedulerOptions {
   maxKeyLength?: number;
   /** A graph update with more tasks, or more wanted keys, than this is refused whole. Default 1,000,000. */
   maxKeysPerUpdate?: number;
+  /**
+   * Preload modules (Dask's --preload): each one's exported `setup(ctx)` runs once the scheduler
+   * listens (a throw fails the start), its `teardown(ctx)` at close; ctx as a scheduler plugin's.
+   */
+  preload?: string[];
   logger?: Logger;
 }
 
@@ -165,6 +177,7 @@ export interface CompiledSchedulerOptions {
   maxMessageBytes: number;
   maxKeyLength: number;
   maxKeysPerUpdate: number;
+  preload: string[];
   logger: Logger;
 }
 
@@ -229,6 +242,7 @@ export function compileSchedulerOptions(o: SchedulerOptions = {}): CompiledSched
     maxMessageBytes: whole('maxMessageBytes', parseBytes(o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES.scheduler, 'scheduler maxMessageBytes')),
     maxKeyLength: whole('maxKeyLength', o.maxKeyLength ?? 8192),
     maxKeysPerUpdate: whole('maxKeysPerUpdate', o.maxKeysPerUpdate ?? 1_000_000),
+    preload: o.preload ?? [],
     logger: o.logger ?? createLogger('scheduler'),
   };
 }
@@ -251,6 +265,11 @@ export const SCHEDULER_ROLES: RoleTable<SchedulerServiceServer> = {
   getWhoHas: ['client'],
   watchWorkers: ['client'],
   getVersions: ANY_ROLE,
+  // Plugins run code on every worker: registering them is a client's (Dask's register_plugin).
+  registerPlugin: ['client'],
+  unregisterPlugin: ['client'],
+  // A starting worker or nanny fetches the plugins of its kind.
+  getPlugins: ['worker', 'nanny'],
 };
 
 /** How long a ReportWorkerDeath names the cause of the worker's session ending (ms). */
@@ -342,6 +361,8 @@ export class Scheduler {
   private dashboard: Dashboard | undefined;
   readonly options: CompiledSchedulerOptions;
   private readonly log: Logger;
+  /** The plugin registry and the scheduler plugins running here. */
+  readonly plugins: SchedulerPlugins;
 
   private constructor(options: CompiledSchedulerOptions) {
     this.options = options;
@@ -358,6 +379,18 @@ export class Scheduler {
       maxKeysPerUpdate: options.maxKeysPerUpdate,
     });
     if (options.validate) watchInvariants(this.state, () => `scheduler ${this.address}`);
+    this.plugins = new SchedulerPlugins({
+      security: options.security,
+      log: this.log,
+      address: () => this.address,
+      id: this.id,
+      workers: () => this.state.workers.values(),
+      changed: () => {
+        const host = this.plugins.host;
+        this.state.onTransition =
+          host.transitionHooks.length === 0 ? undefined : (key, start, finish, stimulusId, worker) => host.transition(key, start, finish, { stimulusId, worker });
+      },
+    });
     this.server = newServer(options.maxMessageBytes);
     this.server.addService(
       decodingInOrder(strictService(SchedulerServiceService)),
@@ -376,6 +409,13 @@ export class Scheduler {
     this.boundPort = await bindServer(this.server, this.options.host, this.options.port, 'scheduler', this.options.security.serverCredentials('scheduler'));
     const exposed = insecureExposure(this.options.host, this.options.security);
     if (exposed) this.log.warn(exposed);
+    try {
+      await this.plugins.preload(this.options.preload);
+    } catch (err) {
+      await this.plugins.close().catch(() => undefined);
+      await shutdownServer(this.server, 100);
+      throw err;
+    }
     this.tick = setInterval(() => {
       this.handle({ type: 'Tick', stimulusId: this.stimulus('tick') });
       this.checkIdle();
@@ -449,6 +489,7 @@ export class Scheduler {
   close(): Promise<void> {
     return this.lifecycle.close([
       ['stop timers', () => clearInterval(this.tick)],
+      ['tear the scheduler plugins down', () => this.plugins.close()],
       [
         'close workers',
         () => {
@@ -664,6 +705,29 @@ export class Scheduler {
           cb(toGrpcStatus(err));
         }
       },
+      registerPlugin: (call: ServerUnaryCall<RegisterPluginRequest, RegisterPluginResponse>, cb: sendUnaryData<RegisterPluginResponse>) => {
+        try {
+          checkRange(call.request.timeoutMs, 'RegisterPluginRequest.timeout_ms', 0, MAX_TIMEOUT_MS, '0: the default, 60 s');
+        } catch (err) {
+          return cb(toGrpcStatus(err));
+        }
+        this.plugins.register(call.request.plugin, call.request.idempotent, call.request.timeoutMs).then(
+          (r) => cb(null, r),
+          (err) => cb(toGrpcStatus(err)),
+        );
+      },
+      unregisterPlugin: (call: ServerUnaryCall<UnregisterPluginRequest, UnregisterPluginResponse>, cb: sendUnaryData<UnregisterPluginResponse>) => {
+        try {
+          checkRange(call.request.timeoutMs, 'UnregisterPluginRequest.timeout_ms', 0, MAX_TIMEOUT_MS, '0: the default, 60 s');
+        } catch (err) {
+          return cb(toGrpcStatus(err));
+        }
+        this.plugins.unregister(call.request.name, call.request.timeoutMs).then(
+          (r) => cb(null, r),
+          (err) => cb(toGrpcStatus(err)),
+        );
+      },
+      getPlugins: (call: ServerUnaryCall<GetPluginsRequest, GetPluginsResponse>, cb: sendUnaryData<GetPluginsResponse>) => cb(null, { plugins: this.plugins.ofKind(call.request.kind) }),
       getWorkerMetrics: (_call: ServerUnaryCall<GetWorkerMetricsRequest, GetWorkerMetricsResponse>, cb: sendUnaryData<GetWorkerMetricsResponse>) => {
         cb(null, {
           workers: [...this.state.workers.values()].map((ws) => ({ address: ws.address, samples: ws.history.slice() })),
@@ -777,6 +841,7 @@ export class Scheduler {
           };
           this.clients.set(id, conn);
           this.handle({ type: 'ClientConnected', client: id, stimulusId: this.stimulus(`client-connect-${id}`) });
+          if (this.plugins.host.size > 0) this.plugins.host.call('addClient', id);
           conn.out.push({ kind: { $case: 'welcome', value: this.welcome() } });
           continue;
         }
@@ -795,6 +860,7 @@ export class Scheduler {
       this.clients.delete(conn.id);
       conn.out.close();
       this.handle({ type: 'ClientDisconnected', client: conn.id, stimulusId: this.stimulus(`client-disconnect-${conn.id}`) });
+      if (this.plugins.host.size > 0) this.plugins.host.call('removeClient', conn.id);
     };
     call.on('end', () => {
       closed();
@@ -823,6 +889,7 @@ export class Scheduler {
           stimulusId: u.stimulusId || this.stimulus('update-graph'),
           ...(problem ? { problem } : {}),
         });
+        if (!problem && this.plugins.host.size > 0) this.plugins.host.call('updateGraph', { client: conn.id, keys: tasks.map((t) => t.key) });
         return;
       }
       case 'releaseKeys':
@@ -947,6 +1014,10 @@ export class Scheduler {
           this.handle({ type: 'WorkerAdded', worker: workerSpecFromHello(hello), stimulusId: this.stimulus(`worker-added-${c.address}`) });
           const added = this.state.workers.get(c.address);
           if (added) this.watch.added(added);
+          if (added) {
+            if (this.plugins.host.size > 0) this.plugins.host.call('addWorker', { address: added.address, name: added.name });
+            this.plugins.workerAdded(added);
+          }
           this.log.info(`Register worker ${c.address} (${hello.name || 'unnamed'}, ${hello.nthreads} threads)`);
           continue;
         }
@@ -996,6 +1067,7 @@ export class Scheduler {
       this.handle({ type: 'WorkerRemoved', worker: conn.address, expected, reason, stimulusId: this.stimulus(`worker-removed-${conn.address}`) });
     }
     this.watch.removed(conn.address, reason, expected);
+    if (this.plugins.host.size > 0) this.plugins.host.call('removeWorker', { address: conn.address, reason, expected });
     const waiters = this.retireWaiters.get(conn.address);
     this.retireWaiters.delete(conn.address);
     for (const done of waiters ?? []) done();

@@ -176,6 +176,8 @@ export class SchedulerState {
    * two property reads per event.
    */
   faultHook: ((event: SchedulerEvent, point: 'dispatched' | 'drained') => void) | undefined = undefined;
+  /** Told of every task transition (scheduler plugins' transition hook); undefined: none to tell. */
+  onTransition: ((key: string, start: TaskStateName, finish: TaskStateName, stimulusId: string, worker: string) => void) | undefined = undefined;
 
   /**
    * Handles one event and returns the actions for the shell. A throw inside (a bug) never leaves
@@ -1060,6 +1062,7 @@ export class SchedulerState {
     }
     for (const ts of this.tasks.values()) {
       this.log.push(ts.key, ts.state, 'forgotten', this.stimulusId, this.nowMs, '');
+      if (this.onTransition !== undefined) this.onTransition(ts.key, ts.state, 'forgotten', this.stimulusId, '');
       this.telemetry.transition(ts.group, ts.state, 'forgotten'); // dashboard
       ts.state = 'forgotten';
     }
@@ -1140,6 +1143,7 @@ export class SchedulerState {
     this.telemetry.transition(ts.group, start, finish); // dashboard
     if (finish === 'forgotten') this.counts.forgotten = 0;
     this.log.push(ts.key, start, finish, this.stimulusId, this.nowMs, ts.processingOn?.address ?? ts.whoHas[0]?.address ?? '');
+    if (this.onTransition !== undefined) this.onTransition(ts.key, start, finish, this.stimulusId, ts.processingOn?.address ?? ts.whoHas[0]?.address ?? '');
   }
 
   private readonly releasedToWaiting: Transition = (ts) => {

@@ -1,6 +1,6 @@
 /** The worker's gRPC WorkerService: GetData (chunked stream), Run, GetStatus, GetStory. */
 import type { ServerWritableStream } from '@grpc/grpc-js';
-import type { GetDataRequest, GetDataResponse, GetStatusResponse, Value, WorkerServiceGetStoryResponse, WorkerServiceServer } from '@skein/protocol';
+import type { GetDataRequest, GetDataResponse, GetStatusResponse, PluginResult, PluginSpec, Value, WorkerServiceGetStoryResponse, WorkerServiceServer } from '@skein/protocol';
 import { ANY_ROLE, SkeinError, authorizeService, checkPackageNames, toGrpcStatus, toVersionsMessage, type RoleTable, type Security, type Versions } from '@skein/common';
 import type { MainThreadRunner } from './run.js';
 import { BULK_MIN_BYTES, type BulkServer } from './bulk.js';
@@ -21,6 +21,10 @@ export interface WorkerServiceBackend {
   versions?(packages: string[]): Versions;
   /** Who may call (see WORKER_ROLES); none: every caller may call everything. */
   security?: Security;
+  /** Applies a worker plugin (SetupPlugin); none: the RPC is unimplemented. */
+  setupPlugin?(spec: PluginSpec): Promise<PluginResult>;
+  /** Tears a plugin down (TeardownPlugin). */
+  teardownPlugin?(name: string): Promise<PluginResult>;
 }
 
 /**
@@ -33,6 +37,9 @@ export const WORKER_ROLES: RoleTable<WorkerServiceServer> = {
   getStatus: ANY_ROLE,
   getStory: ['client'],
   getVersions: ANY_ROLE,
+  // The scheduler hands its plugin registry to the worker (client.registerPlugin).
+  setupPlugin: ['scheduler'],
+  teardownPlugin: ['scheduler'],
 };
 
 /** A value on disk: its encoding, size and a reader of its bytes. */
@@ -151,6 +158,22 @@ export function createWorkerService(backend: WorkerServiceBackend): WorkerServic
       } catch (err) {
         callback(toGrpcStatus(err));
       }
+    },
+    setupPlugin(call, callback) {
+      const spec = call.request.plugin;
+      if (!backend.setupPlugin) return callback(toGrpcStatus(new SkeinError('unimplemented', 'This worker takes no plugins.')));
+      if (!spec) return callback(toGrpcStatus(new SkeinError('invalid_argument', 'SetupPluginRequest.plugin is missing.')));
+      backend.setupPlugin(spec).then(
+        (result) => callback(null, { result }),
+        (err: unknown) => callback(toGrpcStatus(err)),
+      );
+    },
+    teardownPlugin(call, callback) {
+      if (!backend.teardownPlugin) return callback(toGrpcStatus(new SkeinError('unimplemented', 'This worker takes no plugins.')));
+      backend.teardownPlugin(call.request.name).then(
+        (result) => callback(null, { result }),
+        (err: unknown) => callback(toGrpcStatus(err)),
+      );
     },
   };
   return backend.security ? authorizeService('WorkerService', impl, backend.security, WORKER_ROLES) : impl;

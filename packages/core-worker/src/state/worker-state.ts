@@ -228,6 +228,8 @@ export class WorkerState {
    * one property read per event.
    */
   faultHook: ((event: WorkerEvent) => void) | undefined = undefined;
+  /** Told of every task transition (worker plugins' transition hook); undefined: none to tell. */
+  onTransition: ((key: string, start: TaskStateName, finish: TaskStateName, stimulusId: string) => void) | undefined = undefined;
 
   /**
    * Handles events in order and returns the actions for the shell. A throw (other than while
@@ -738,6 +740,7 @@ export class WorkerState {
 
   private setState(ts: TaskRecord, finish: TaskStateName, ctx: Ctx): void {
     this.log.push(ts.key, ts.state, finish, ctx.stimulusId, ctx.nowMs);
+    if (this.onTransition !== undefined) this.onTransition(ts.key, ts.state, finish, ctx.stimulusId);
     ts.state = finish;
   }
 

@@ -214,6 +214,44 @@ export interface Versions_PackagesEntry {
   value: string;
 }
 
+/**
+ * A plugin (client.registerPlugin, packages/client/README.md "Plugins"): a module the process of
+ * its kind imports, with JSON options. Exactly one of module and source is set.
+ */
+export interface PluginSpec {
+  /** The registry's key: registering a name again replaces the plugin (or is a no-op, idempotent). */
+  name: string;
+  /** "worker", "scheduler" or "nanny". */
+  kind: string;
+  /** What the process passes to import(): an absolute path, a file: URL or a package specifier. */
+  module: string;
+  /** The ESM source text of the module instead. */
+  source: string;
+  /** The options, as JSON text ('' for none). */
+  optionsJson: string;
+  /**
+   * This registration's id, set by the scheduler (a re-registration under the same name gets a
+   * new one): a process that already applied this id skips it.
+   */
+  id: string;
+  /** Worker plugins: a throw in setup closes the worker (default: reported, the worker carries on). */
+  failWorker: boolean;
+}
+
+/** The outcome of applying (or tearing down) a plugin on one process. */
+export interface PluginResult {
+  name: string;
+  /** "worker", "scheduler" or "nanny". */
+  kind: string;
+  /** The process's address (a worker's, a nanny's, or the scheduler's). */
+  target: string;
+  /** The worker's name (a nanny: its worker's name), '' where none. */
+  targetName: string;
+  ok: boolean;
+  /** Set when ok is false. */
+  error: RemoteError | undefined;
+}
+
 function createBaseValue(): Value {
   return { encoding: 0, data: Buffer.alloc(0) };
 }
@@ -1560,6 +1598,250 @@ export const Versions_PackagesEntry: MessageFns<Versions_PackagesEntry> = {
     const message = createBaseVersions_PackagesEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBasePluginSpec(): PluginSpec {
+  return { name: "", kind: "", module: "", source: "", optionsJson: "", id: "", failWorker: false };
+}
+
+export const PluginSpec: MessageFns<PluginSpec> = {
+  encode(message: PluginSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.kind !== "") {
+      writer.uint32(18).string(message.kind);
+    }
+    if (message.module !== "") {
+      writer.uint32(26).string(message.module);
+    }
+    if (message.source !== "") {
+      writer.uint32(34).string(message.source);
+    }
+    if (message.optionsJson !== "") {
+      writer.uint32(42).string(message.optionsJson);
+    }
+    if (message.id !== "") {
+      writer.uint32(50).string(message.id);
+    }
+    if (message.failWorker !== false) {
+      writer.uint32(56).bool(message.failWorker);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PluginSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePluginSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.module = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.optionsJson = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.failWorker = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<PluginSpec>): PluginSpec {
+    return PluginSpec.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PluginSpec>): PluginSpec {
+    const message = createBasePluginSpec();
+    message.name = object.name ?? "";
+    message.kind = object.kind ?? "";
+    message.module = object.module ?? "";
+    message.source = object.source ?? "";
+    message.optionsJson = object.optionsJson ?? "";
+    message.id = object.id ?? "";
+    message.failWorker = object.failWorker ?? false;
+    return message;
+  },
+};
+
+function createBasePluginResult(): PluginResult {
+  return { name: "", kind: "", target: "", targetName: "", ok: false, error: undefined };
+}
+
+export const PluginResult: MessageFns<PluginResult> = {
+  encode(message: PluginResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.kind !== "") {
+      writer.uint32(18).string(message.kind);
+    }
+    if (message.target !== "") {
+      writer.uint32(26).string(message.target);
+    }
+    if (message.targetName !== "") {
+      writer.uint32(34).string(message.targetName);
+    }
+    if (message.ok !== false) {
+      writer.uint32(40).bool(message.ok);
+    }
+    if (message.error !== undefined) {
+      RemoteError.encode(message.error, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PluginResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePluginResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.target = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.targetName = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.ok = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.error = RemoteError.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<PluginResult>): PluginResult {
+    return PluginResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PluginResult>): PluginResult {
+    const message = createBasePluginResult();
+    message.name = object.name ?? "";
+    message.kind = object.kind ?? "";
+    message.target = object.target ?? "";
+    message.targetName = object.targetName ?? "";
+    message.ok = object.ok ?? false;
+    message.error = (object.error !== undefined && object.error !== null)
+      ? RemoteError.fromPartial(object.error)
+      : undefined;
     return message;
   },
 };

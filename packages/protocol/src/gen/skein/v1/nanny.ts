@@ -18,6 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { PluginResult, PluginSpec } from "./common.js";
 
 export interface RestartRequest {
   reason: string;
@@ -56,6 +57,22 @@ export interface NannyServiceGetStatusResponse {
   restarts: number;
   lastDeathReason: string;
   history: ResourceSample[];
+}
+
+export interface NannyServiceSetupPluginRequest {
+  plugin: PluginSpec | undefined;
+}
+
+export interface NannyServiceSetupPluginResponse {
+  result: PluginResult | undefined;
+}
+
+export interface NannyServiceTeardownPluginRequest {
+  name: string;
+}
+
+export interface NannyServiceTeardownPluginResponse {
+  result: PluginResult | undefined;
 }
 
 function createBaseRestartRequest(): RestartRequest {
@@ -548,6 +565,232 @@ export const NannyServiceGetStatusResponse: MessageFns<NannyServiceGetStatusResp
   },
 };
 
+function createBaseNannyServiceSetupPluginRequest(): NannyServiceSetupPluginRequest {
+  return { plugin: undefined };
+}
+
+export const NannyServiceSetupPluginRequest: MessageFns<NannyServiceSetupPluginRequest> = {
+  encode(message: NannyServiceSetupPluginRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plugin !== undefined) {
+      PluginSpec.encode(message.plugin, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NannyServiceSetupPluginRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNannyServiceSetupPluginRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plugin = PluginSpec.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<NannyServiceSetupPluginRequest>): NannyServiceSetupPluginRequest {
+    return NannyServiceSetupPluginRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NannyServiceSetupPluginRequest>): NannyServiceSetupPluginRequest {
+    const message = createBaseNannyServiceSetupPluginRequest();
+    message.plugin = (object.plugin !== undefined && object.plugin !== null)
+      ? PluginSpec.fromPartial(object.plugin)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseNannyServiceSetupPluginResponse(): NannyServiceSetupPluginResponse {
+  return { result: undefined };
+}
+
+export const NannyServiceSetupPluginResponse: MessageFns<NannyServiceSetupPluginResponse> = {
+  encode(message: NannyServiceSetupPluginResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.result !== undefined) {
+      PluginResult.encode(message.result, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NannyServiceSetupPluginResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNannyServiceSetupPluginResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.result = PluginResult.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<NannyServiceSetupPluginResponse>): NannyServiceSetupPluginResponse {
+    return NannyServiceSetupPluginResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NannyServiceSetupPluginResponse>): NannyServiceSetupPluginResponse {
+    const message = createBaseNannyServiceSetupPluginResponse();
+    message.result = (object.result !== undefined && object.result !== null)
+      ? PluginResult.fromPartial(object.result)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseNannyServiceTeardownPluginRequest(): NannyServiceTeardownPluginRequest {
+  return { name: "" };
+}
+
+export const NannyServiceTeardownPluginRequest: MessageFns<NannyServiceTeardownPluginRequest> = {
+  encode(message: NannyServiceTeardownPluginRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NannyServiceTeardownPluginRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNannyServiceTeardownPluginRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<NannyServiceTeardownPluginRequest>): NannyServiceTeardownPluginRequest {
+    return NannyServiceTeardownPluginRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NannyServiceTeardownPluginRequest>): NannyServiceTeardownPluginRequest {
+    const message = createBaseNannyServiceTeardownPluginRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseNannyServiceTeardownPluginResponse(): NannyServiceTeardownPluginResponse {
+  return { result: undefined };
+}
+
+export const NannyServiceTeardownPluginResponse: MessageFns<NannyServiceTeardownPluginResponse> = {
+  encode(message: NannyServiceTeardownPluginResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.result !== undefined) {
+      PluginResult.encode(message.result, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NannyServiceTeardownPluginResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNannyServiceTeardownPluginResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.result = PluginResult.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<NannyServiceTeardownPluginResponse>): NannyServiceTeardownPluginResponse {
+    return NannyServiceTeardownPluginResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NannyServiceTeardownPluginResponse>): NannyServiceTeardownPluginResponse {
+    const message = createBaseNannyServiceTeardownPluginResponse();
+    message.result = (object.result !== undefined && object.result !== null)
+      ? PluginResult.fromPartial(object.result)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * A nanny supervises one worker process: it starts it, watches its memory and CPU, kills it past
  * the memory limit, and starts a fresh one after a crash or a kill.
@@ -586,6 +829,33 @@ export const NannyServiceService = {
       Buffer.from(NannyServiceGetStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): NannyServiceGetStatusResponse => NannyServiceGetStatusResponse.decode(value),
   },
+  /** Apply a nanny plugin (from the scheduler's registry); replaces one of the same name. */
+  setupPlugin: {
+    path: "/skein.v1.NannyService/SetupPlugin" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: NannyServiceSetupPluginRequest): Buffer =>
+      Buffer.from(NannyServiceSetupPluginRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): NannyServiceSetupPluginRequest => NannyServiceSetupPluginRequest.decode(value),
+    responseSerialize: (value: NannyServiceSetupPluginResponse): Buffer =>
+      Buffer.from(NannyServiceSetupPluginResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NannyServiceSetupPluginResponse =>
+      NannyServiceSetupPluginResponse.decode(value),
+  },
+  /** Tear a nanny plugin down and forget it. */
+  teardownPlugin: {
+    path: "/skein.v1.NannyService/TeardownPlugin" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: NannyServiceTeardownPluginRequest): Buffer =>
+      Buffer.from(NannyServiceTeardownPluginRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): NannyServiceTeardownPluginRequest =>
+      NannyServiceTeardownPluginRequest.decode(value),
+    responseSerialize: (value: NannyServiceTeardownPluginResponse): Buffer =>
+      Buffer.from(NannyServiceTeardownPluginResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NannyServiceTeardownPluginResponse =>
+      NannyServiceTeardownPluginResponse.decode(value),
+  },
 } as const;
 
 export interface NannyServiceServer extends UntypedServiceImplementation {
@@ -595,6 +865,10 @@ export interface NannyServiceServer extends UntypedServiceImplementation {
   kill: handleUnaryCall<KillRequest, KillResponse>;
   /** The nanny's and its worker's state, with recent memory and CPU samples. */
   getStatus: handleUnaryCall<NannyServiceGetStatusRequest, NannyServiceGetStatusResponse>;
+  /** Apply a nanny plugin (from the scheduler's registry); replaces one of the same name. */
+  setupPlugin: handleUnaryCall<NannyServiceSetupPluginRequest, NannyServiceSetupPluginResponse>;
+  /** Tear a nanny plugin down and forget it. */
+  teardownPlugin: handleUnaryCall<NannyServiceTeardownPluginRequest, NannyServiceTeardownPluginResponse>;
 }
 
 export interface NannyServiceClient extends Client {
@@ -642,6 +916,38 @@ export interface NannyServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: NannyServiceGetStatusResponse) => void,
+  ): ClientUnaryCall;
+  /** Apply a nanny plugin (from the scheduler's registry); replaces one of the same name. */
+  setupPlugin(
+    request: NannyServiceSetupPluginRequest,
+    callback: (error: ServiceError | null, response: NannyServiceSetupPluginResponse) => void,
+  ): ClientUnaryCall;
+  setupPlugin(
+    request: NannyServiceSetupPluginRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NannyServiceSetupPluginResponse) => void,
+  ): ClientUnaryCall;
+  setupPlugin(
+    request: NannyServiceSetupPluginRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NannyServiceSetupPluginResponse) => void,
+  ): ClientUnaryCall;
+  /** Tear a nanny plugin down and forget it. */
+  teardownPlugin(
+    request: NannyServiceTeardownPluginRequest,
+    callback: (error: ServiceError | null, response: NannyServiceTeardownPluginResponse) => void,
+  ): ClientUnaryCall;
+  teardownPlugin(
+    request: NannyServiceTeardownPluginRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NannyServiceTeardownPluginResponse) => void,
+  ): ClientUnaryCall;
+  teardownPlugin(
+    request: NannyServiceTeardownPluginRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NannyServiceTeardownPluginResponse) => void,
   ): ClientUnaryCall;
 }
 

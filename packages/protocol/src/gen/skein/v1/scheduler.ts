@@ -22,7 +22,18 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { InlineFunction, RemoteError, TaskBatch, TaskSpec, Value, ValueColumn, Versions, WhoHas } from "./common.js";
+import {
+  InlineFunction,
+  PluginResult,
+  PluginSpec,
+  RemoteError,
+  TaskBatch,
+  TaskSpec,
+  Value,
+  ValueColumn,
+  Versions,
+  WhoHas,
+} from "./common.js";
 
 export enum WorkerEventKind {
   WORKER_EVENT_KIND_UNSPECIFIED = 0,
@@ -595,6 +606,40 @@ export interface GetVersionsResponse {
     | undefined;
   /** Every registered worker, with the versions of its WorkerHello (no named packages). */
   workers: WorkerVersions[];
+}
+
+export interface RegisterPluginRequest {
+  plugin:
+    | PluginSpec
+    | undefined;
+  /** A plugin of this name already registered: leave it as it is (no-op) instead of replacing it. */
+  idempotent: boolean;
+  /** How long to wait for each process's setup (0: 60 s). */
+  timeoutMs: number;
+}
+
+export interface RegisterPluginResponse {
+  results: PluginResult[];
+  /** idempotent and the name was registered already: nothing was done. */
+  skipped: boolean;
+}
+
+export interface UnregisterPluginRequest {
+  name: string;
+  timeoutMs: number;
+}
+
+export interface UnregisterPluginResponse {
+  results: PluginResult[];
+}
+
+export interface GetPluginsRequest {
+  /** "worker" or "nanny". */
+  kind: string;
+}
+
+export interface GetPluginsResponse {
+  plugins: PluginSpec[];
 }
 
 function createBaseWelcome(): Welcome {
@@ -6777,6 +6822,386 @@ export const GetVersionsResponse: MessageFns<GetVersionsResponse> = {
   },
 };
 
+function createBaseRegisterPluginRequest(): RegisterPluginRequest {
+  return { plugin: undefined, idempotent: false, timeoutMs: 0 };
+}
+
+export const RegisterPluginRequest: MessageFns<RegisterPluginRequest> = {
+  encode(message: RegisterPluginRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plugin !== undefined) {
+      PluginSpec.encode(message.plugin, writer.uint32(10).fork()).join();
+    }
+    if (message.idempotent !== false) {
+      writer.uint32(16).bool(message.idempotent);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(25).double(message.timeoutMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegisterPluginRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegisterPluginRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plugin = PluginSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.idempotent = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.timeoutMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<RegisterPluginRequest>): RegisterPluginRequest {
+    return RegisterPluginRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RegisterPluginRequest>): RegisterPluginRequest {
+    const message = createBaseRegisterPluginRequest();
+    message.plugin = (object.plugin !== undefined && object.plugin !== null)
+      ? PluginSpec.fromPartial(object.plugin)
+      : undefined;
+    message.idempotent = object.idempotent ?? false;
+    message.timeoutMs = object.timeoutMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseRegisterPluginResponse(): RegisterPluginResponse {
+  return { results: [], skipped: false };
+}
+
+export const RegisterPluginResponse: MessageFns<RegisterPluginResponse> = {
+  encode(message: RegisterPluginResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      PluginResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.skipped !== false) {
+      writer.uint32(16).bool(message.skipped);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegisterPluginResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegisterPluginResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(PluginResult.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.skipped = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<RegisterPluginResponse>): RegisterPluginResponse {
+    return RegisterPluginResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RegisterPluginResponse>): RegisterPluginResponse {
+    const message = createBaseRegisterPluginResponse();
+    message.results = object.results?.map((e) => PluginResult.fromPartial(e)) || [];
+    message.skipped = object.skipped ?? false;
+    return message;
+  },
+};
+
+function createBaseUnregisterPluginRequest(): UnregisterPluginRequest {
+  return { name: "", timeoutMs: 0 };
+}
+
+export const UnregisterPluginRequest: MessageFns<UnregisterPluginRequest> = {
+  encode(message: UnregisterPluginRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(17).double(message.timeoutMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnregisterPluginRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnregisterPluginRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.timeoutMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<UnregisterPluginRequest>): UnregisterPluginRequest {
+    return UnregisterPluginRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UnregisterPluginRequest>): UnregisterPluginRequest {
+    const message = createBaseUnregisterPluginRequest();
+    message.name = object.name ?? "";
+    message.timeoutMs = object.timeoutMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseUnregisterPluginResponse(): UnregisterPluginResponse {
+  return { results: [] };
+}
+
+export const UnregisterPluginResponse: MessageFns<UnregisterPluginResponse> = {
+  encode(message: UnregisterPluginResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      PluginResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnregisterPluginResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnregisterPluginResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(PluginResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<UnregisterPluginResponse>): UnregisterPluginResponse {
+    return UnregisterPluginResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UnregisterPluginResponse>): UnregisterPluginResponse {
+    const message = createBaseUnregisterPluginResponse();
+    message.results = object.results?.map((e) => PluginResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetPluginsRequest(): GetPluginsRequest {
+  return { kind: "" };
+}
+
+export const GetPluginsRequest: MessageFns<GetPluginsRequest> = {
+  encode(message: GetPluginsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== "") {
+      writer.uint32(10).string(message.kind);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPluginsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPluginsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetPluginsRequest>): GetPluginsRequest {
+    return GetPluginsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetPluginsRequest>): GetPluginsRequest {
+    const message = createBaseGetPluginsRequest();
+    message.kind = object.kind ?? "";
+    return message;
+  },
+};
+
+function createBaseGetPluginsResponse(): GetPluginsResponse {
+  return { plugins: [] };
+}
+
+export const GetPluginsResponse: MessageFns<GetPluginsResponse> = {
+  encode(message: GetPluginsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.plugins) {
+      PluginSpec.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetPluginsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetPluginsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plugins.push(PluginSpec.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetPluginsResponse>): GetPluginsResponse {
+    return GetPluginsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetPluginsResponse>): GetPluginsResponse {
+    const message = createBaseGetPluginsResponse();
+    message.plugins = object.plugins?.map((e) => PluginSpec.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * The scheduler. Clients and workers each hold one long-lived bidirectional stream; every stream
  * message is a batch, so many small events share one HTTP/2 frame.
@@ -6929,6 +7354,46 @@ export const SchedulerServiceService = {
     responseSerialize: (value: GetVersionsResponse): Buffer => Buffer.from(GetVersionsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetVersionsResponse => GetVersionsResponse.decode(value),
   },
+  /**
+   * Register a plugin (Dask's register_plugin): kept by the scheduler, applied to the processes of
+   * its kind now (answers with one result each) and to every one that joins later.
+   */
+  registerPlugin: {
+    path: "/skein.v1.SchedulerService/RegisterPlugin" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RegisterPluginRequest): Buffer =>
+      Buffer.from(RegisterPluginRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RegisterPluginRequest => RegisterPluginRequest.decode(value),
+    responseSerialize: (value: RegisterPluginResponse): Buffer =>
+      Buffer.from(RegisterPluginResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RegisterPluginResponse => RegisterPluginResponse.decode(value),
+  },
+  /** Remove a plugin: torn down everywhere it was applied. */
+  unregisterPlugin: {
+    path: "/skein.v1.SchedulerService/UnregisterPlugin" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UnregisterPluginRequest): Buffer =>
+      Buffer.from(UnregisterPluginRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UnregisterPluginRequest => UnregisterPluginRequest.decode(value),
+    responseSerialize: (value: UnregisterPluginResponse): Buffer =>
+      Buffer.from(UnregisterPluginResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UnregisterPluginResponse => UnregisterPluginResponse.decode(value),
+  },
+  /**
+   * The registered plugins of one kind: a starting worker or nanny applies them before it
+   * registers (a worker) or starts its worker (a nanny).
+   */
+  getPlugins: {
+    path: "/skein.v1.SchedulerService/GetPlugins" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetPluginsRequest): Buffer => Buffer.from(GetPluginsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetPluginsRequest => GetPluginsRequest.decode(value),
+    responseSerialize: (value: GetPluginsResponse): Buffer => Buffer.from(GetPluginsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetPluginsResponse => GetPluginsResponse.decode(value),
+  },
 } as const;
 
 export interface SchedulerServiceServer extends UntypedServiceImplementation {
@@ -6970,6 +7435,18 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
    * reported them at registration (client.getVersions; ask the workers themselves for named packages).
    */
   getVersions: handleUnaryCall<GetVersionsRequest, GetVersionsResponse>;
+  /**
+   * Register a plugin (Dask's register_plugin): kept by the scheduler, applied to the processes of
+   * its kind now (answers with one result each) and to every one that joins later.
+   */
+  registerPlugin: handleUnaryCall<RegisterPluginRequest, RegisterPluginResponse>;
+  /** Remove a plugin: torn down everywhere it was applied. */
+  unregisterPlugin: handleUnaryCall<UnregisterPluginRequest, UnregisterPluginResponse>;
+  /**
+   * The registered plugins of one kind: a starting worker or nanny applies them before it
+   * registers (a worker) or starts its worker (a nanny).
+   */
+  getPlugins: handleUnaryCall<GetPluginsRequest, GetPluginsResponse>;
 }
 
 export interface SchedulerServiceClient extends Client {
@@ -7154,6 +7631,60 @@ export interface SchedulerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetVersionsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Register a plugin (Dask's register_plugin): kept by the scheduler, applied to the processes of
+   * its kind now (answers with one result each) and to every one that joins later.
+   */
+  registerPlugin(
+    request: RegisterPluginRequest,
+    callback: (error: ServiceError | null, response: RegisterPluginResponse) => void,
+  ): ClientUnaryCall;
+  registerPlugin(
+    request: RegisterPluginRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RegisterPluginResponse) => void,
+  ): ClientUnaryCall;
+  registerPlugin(
+    request: RegisterPluginRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RegisterPluginResponse) => void,
+  ): ClientUnaryCall;
+  /** Remove a plugin: torn down everywhere it was applied. */
+  unregisterPlugin(
+    request: UnregisterPluginRequest,
+    callback: (error: ServiceError | null, response: UnregisterPluginResponse) => void,
+  ): ClientUnaryCall;
+  unregisterPlugin(
+    request: UnregisterPluginRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UnregisterPluginResponse) => void,
+  ): ClientUnaryCall;
+  unregisterPlugin(
+    request: UnregisterPluginRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UnregisterPluginResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The registered plugins of one kind: a starting worker or nanny applies them before it
+   * registers (a worker) or starts its worker (a nanny).
+   */
+  getPlugins(
+    request: GetPluginsRequest,
+    callback: (error: ServiceError | null, response: GetPluginsResponse) => void,
+  ): ClientUnaryCall;
+  getPlugins(
+    request: GetPluginsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetPluginsResponse) => void,
+  ): ClientUnaryCall;
+  getPlugins(
+    request: GetPluginsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetPluginsResponse) => void,
   ): ClientUnaryCall;
 }
 

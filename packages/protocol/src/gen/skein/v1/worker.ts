@@ -20,7 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Encoding, InlineFunction, RemoteError, Value, Versions } from "./common.js";
+import { Encoding, InlineFunction, PluginResult, PluginSpec, RemoteError, Value, Versions } from "./common.js";
 
 export interface GetDataRequest {
   keys: string[];
@@ -114,6 +114,22 @@ export interface WorkerServiceGetVersionsRequest {
 
 export interface WorkerServiceGetVersionsResponse {
   versions: Versions | undefined;
+}
+
+export interface SetupPluginRequest {
+  plugin: PluginSpec | undefined;
+}
+
+export interface SetupPluginResponse {
+  result: PluginResult | undefined;
+}
+
+export interface TeardownPluginRequest {
+  name: string;
+}
+
+export interface TeardownPluginResponse {
+  result: PluginResult | undefined;
 }
 
 function createBaseGetDataRequest(): GetDataRequest {
@@ -1059,6 +1075,232 @@ export const WorkerServiceGetVersionsResponse: MessageFns<WorkerServiceGetVersio
   },
 };
 
+function createBaseSetupPluginRequest(): SetupPluginRequest {
+  return { plugin: undefined };
+}
+
+export const SetupPluginRequest: MessageFns<SetupPluginRequest> = {
+  encode(message: SetupPluginRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plugin !== undefined) {
+      PluginSpec.encode(message.plugin, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetupPluginRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetupPluginRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plugin = PluginSpec.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SetupPluginRequest>): SetupPluginRequest {
+    return SetupPluginRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetupPluginRequest>): SetupPluginRequest {
+    const message = createBaseSetupPluginRequest();
+    message.plugin = (object.plugin !== undefined && object.plugin !== null)
+      ? PluginSpec.fromPartial(object.plugin)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSetupPluginResponse(): SetupPluginResponse {
+  return { result: undefined };
+}
+
+export const SetupPluginResponse: MessageFns<SetupPluginResponse> = {
+  encode(message: SetupPluginResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.result !== undefined) {
+      PluginResult.encode(message.result, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetupPluginResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetupPluginResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.result = PluginResult.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SetupPluginResponse>): SetupPluginResponse {
+    return SetupPluginResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SetupPluginResponse>): SetupPluginResponse {
+    const message = createBaseSetupPluginResponse();
+    message.result = (object.result !== undefined && object.result !== null)
+      ? PluginResult.fromPartial(object.result)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTeardownPluginRequest(): TeardownPluginRequest {
+  return { name: "" };
+}
+
+export const TeardownPluginRequest: MessageFns<TeardownPluginRequest> = {
+  encode(message: TeardownPluginRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TeardownPluginRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTeardownPluginRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TeardownPluginRequest>): TeardownPluginRequest {
+    return TeardownPluginRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TeardownPluginRequest>): TeardownPluginRequest {
+    const message = createBaseTeardownPluginRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseTeardownPluginResponse(): TeardownPluginResponse {
+  return { result: undefined };
+}
+
+export const TeardownPluginResponse: MessageFns<TeardownPluginResponse> = {
+  encode(message: TeardownPluginResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.result !== undefined) {
+      PluginResult.encode(message.result, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TeardownPluginResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTeardownPluginResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.result = PluginResult.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TeardownPluginResponse>): TeardownPluginResponse {
+    return TeardownPluginResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TeardownPluginResponse>): TeardownPluginResponse {
+    const message = createBaseTeardownPluginResponse();
+    message.result = (object.result !== undefined && object.result !== null)
+      ? PluginResult.fromPartial(object.result)
+      : undefined;
+    return message;
+  },
+};
+
 /** A worker's own service, used by peer workers and clients. */
 export type WorkerServiceService = typeof WorkerServiceService;
 export const WorkerServiceService = {
@@ -1121,6 +1363,28 @@ export const WorkerServiceService = {
     responseDeserialize: (value: Buffer): WorkerServiceGetVersionsResponse =>
       WorkerServiceGetVersionsResponse.decode(value),
   },
+  /** Apply a worker plugin (from the scheduler's registry); replaces one of the same name. */
+  setupPlugin: {
+    path: "/skein.v1.WorkerService/SetupPlugin" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetupPluginRequest): Buffer => Buffer.from(SetupPluginRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetupPluginRequest => SetupPluginRequest.decode(value),
+    responseSerialize: (value: SetupPluginResponse): Buffer => Buffer.from(SetupPluginResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetupPluginResponse => SetupPluginResponse.decode(value),
+  },
+  /** Tear a plugin down and forget it. */
+  teardownPlugin: {
+    path: "/skein.v1.WorkerService/TeardownPlugin" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: TeardownPluginRequest): Buffer =>
+      Buffer.from(TeardownPluginRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): TeardownPluginRequest => TeardownPluginRequest.decode(value),
+    responseSerialize: (value: TeardownPluginResponse): Buffer =>
+      Buffer.from(TeardownPluginResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): TeardownPluginResponse => TeardownPluginResponse.decode(value),
+  },
 } as const;
 
 export interface WorkerServiceServer extends UntypedServiceImplementation {
@@ -1137,6 +1401,10 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
    * (the cluster's package directory first, then the worker's working directory).
    */
   getVersions: handleUnaryCall<WorkerServiceGetVersionsRequest, WorkerServiceGetVersionsResponse>;
+  /** Apply a worker plugin (from the scheduler's registry); replaces one of the same name. */
+  setupPlugin: handleUnaryCall<SetupPluginRequest, SetupPluginResponse>;
+  /** Tear a plugin down and forget it. */
+  teardownPlugin: handleUnaryCall<TeardownPluginRequest, TeardownPluginResponse>;
 }
 
 export interface WorkerServiceClient extends Client {
@@ -1210,6 +1478,38 @@ export interface WorkerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: WorkerServiceGetVersionsResponse) => void,
+  ): ClientUnaryCall;
+  /** Apply a worker plugin (from the scheduler's registry); replaces one of the same name. */
+  setupPlugin(
+    request: SetupPluginRequest,
+    callback: (error: ServiceError | null, response: SetupPluginResponse) => void,
+  ): ClientUnaryCall;
+  setupPlugin(
+    request: SetupPluginRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetupPluginResponse) => void,
+  ): ClientUnaryCall;
+  setupPlugin(
+    request: SetupPluginRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetupPluginResponse) => void,
+  ): ClientUnaryCall;
+  /** Tear a plugin down and forget it. */
+  teardownPlugin(
+    request: TeardownPluginRequest,
+    callback: (error: ServiceError | null, response: TeardownPluginResponse) => void,
+  ): ClientUnaryCall;
+  teardownPlugin(
+    request: TeardownPluginRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: TeardownPluginResponse) => void,
+  ): ClientUnaryCall;
+  teardownPlugin(
+    request: TeardownPluginRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: TeardownPluginResponse) => void,
   ): ClientUnaryCall;
 }
 
