@@ -11,14 +11,10 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, relative, resolve, sep } from 'node:path';
 import { InvalidArgumentError, sha256 } from '@skein/common';
+import type { PluginDescription } from './plugins.js';
 
-/** A built-in plugin, as `client.registerPlugin` takes it. */
-export interface BuiltinPlugin {
-  kind: 'worker' | 'nanny';
-  module: string;
-  options: Record<string, unknown>;
-  name: string;
-}
+/** A built-in plugin: a description `client.registerPlugin` takes, with its module, options and name set. */
+export type BuiltinPlugin = PluginDescription & { kind: 'worker' | 'nanny'; module: string; options: Record<string, unknown>; name: string };
 
 export interface NpmInstallOptions {
   /** What `npm install` gets: `name@version` (pin versions), tarball paths, folders, git URLs. */

@@ -1,12 +1,12 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Client, VersionMismatchError } from '@skein/client';
+import { Client, Environ, NpmInstall, UploadDirectory, UploadFile, VersionMismatchError } from '@skein/client';
 import { LocalCluster } from '../src/index.js';
 import { execFileSync } from 'node:child_process';
 import { clusterPackagesRoot, installPackages } from '@skein/core-worker/environment';
-import { NpmInstallError } from '@skein/common';
+import { NpmInstallError, PluginSetupError } from '@skein/common';
 import { SKEIN_BIN, startProcess, until, type Proc } from './helpers.js';
 
 // Level 3: real LocalClusters (worker processes under nannies), real npm. Each cluster keeps its
@@ -106,6 +106,153 @@ describe('the npm install engine and resolving packages from the cluster directo
     const again = (await installPackages(root, { packages: [join(base, 'no-such-package-dir')], id: 'engine-missing' }).catch((x: unknown) => x)) as NpmInstallError;
     expect(again.output).toBe(e.output);
     expect(again.message).toContain('in another worker of this host');
+  });
+});
+
+describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ', () => {
+  let base: string;
+  let npmRuns: string;
+  let cluster: LocalCluster;
+  let client: Client;
+  let tarball: string;
+
+  /** How many times npm ran on this host (the wrapper below counts). */
+  const runs = () => (existsSync(npmRuns) ? readFileSync(npmRuns, 'utf8').split('\n').filter(Boolean).length : 0);
+
+  beforeAll(async () => {
+    base = mkdtempSync(join(tmpdir(), 'skein-env-plugins-'));
+    npmRuns = join(base, 'npm-runs.txt');
+    // npm itself, behind a wrapper that counts its runs.
+    const wrapper = join(base, 'npm-counting.sh');
+    writeFileSync(wrapper, `#!/bin/sh\necho run >> ${JSON.stringify(npmRuns)}\nexec npm "$@"\n`);
+    chmodSync(wrapper, 0o755);
+    tarball = packPackage(base, 'skein-fixture-pkg', '1.0.0');
+    cluster = await LocalCluster.start({ nWorkers: 2, threadsPerWorker: 1, memoryLimit: '1GB', env: { SKEIN_PACKAGES_DIR: base, SKEIN_NPM: wrapper } });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  const useFixture = fromSource<(x: number) => Promise<string>>("async (x) => (await import('skein-fixture-pkg')).hello(x)");
+
+  it('NpmInstall of a packed local package: npm runs once for both running workers of the host, and tasks on both import it', async () => {
+    const res = await client.registerPlugin(NpmInstall({ packages: [tarball] }));
+    expect(res.results).toHaveLength(2);
+    expect(res.results.every((r) => r.ok && r.kind === 'worker')).toBe(true);
+    expect(runs()).toBe(1);
+    const addresses = (await client.schedulerInfo()).workers.map((w) => w.address);
+    for (const a of addresses) {
+      expect(await client.submitWith({ workers: [a], pure: false }, useFixture, 7).result()).toBe('hello 7 from skein-fixture-pkg@1.0.0');
+    }
+  });
+
+  it('NpmInstall of a small real package from the registry (is-number@7.0.0, no dependencies)', async () => {
+    const res = await client.registerPlugin(NpmInstall({ packages: ['is-number@7.0.0'] }));
+    expect(res.results.map((r) => r.ok)).toEqual([true, true]);
+    const isNumber = fromSource<(x: unknown) => Promise<boolean>>("async (x) => (await import('is-number')).default(x)");
+    expect(await client.gather(client.map(isNumber, [5, 'five', '5']))).toEqual([true, false, true]);
+    const v = await client.getVersions({ packages: ['is-number'], check: true });
+    expect([...v.workers.values()].map((w) => w.packages.get('is-number'))).toEqual(['7.0.0', '7.0.0']);
+  });
+
+  it("NpmInstall of a package that does not exist: npm's own error for each worker, and the cluster keeps working", async () => {
+    const err = await client.registerPlugin(NpmInstall({ packages: ['skein-no-such-package-zz9@1.0.0'] })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PluginSetupError);
+    const e = err as PluginSetupError;
+    expect(e.results).toHaveLength(2);
+    for (const r of e.results) {
+      expect(r.ok).toBe(false);
+      expect(r.error?.type).toBe('NpmInstallError');
+      expect(r.error?.message).toMatch(/npm (error|ERR!) (code E404|404)/);
+      expect(r.error?.message).toContain('skein-no-such-package-zz9');
+    }
+    expect(e.message).toContain('skein-no-such-package-zz9');
+    expect(await client.submit((x: number) => x * 2, 21).result()).toBe(42);
+    expect(await client.submitWith({ pure: false }, useFixture, 1).result()).toBe('hello 1 from skein-fixture-pkg@1.0.0');
+    // It stays registered (as in Dask) until unregistered: workers that join would report it too.
+    await client.unregisterPlugin(e.plugin);
+  });
+
+  it('UploadFile and UploadDirectory: tasks import the module and the folder by name and read its data', async () => {
+    const src = join(base, 'src');
+    mkdirSync(join(src, 'mylib', 'data'), { recursive: true });
+    writeFileSync(join(src, 'helpers.mjs'), 'export const triple = (x) => 3 * x;\n');
+    writeFileSync(join(src, 'mylib', 'package.json'), JSON.stringify({ name: 'mylib', type: 'module', main: 'index.js' }));
+    writeFileSync(join(src, 'mylib', 'index.js'), "export const greet = (x) => 'hi ' + x;\n");
+    writeFileSync(join(src, 'mylib', 'data', 'table.json'), JSON.stringify({ rows: 3 }));
+    expect((await client.registerPlugin(UploadFile(join(src, 'helpers.mjs')))).results.map((r) => r.ok)).toEqual([true, true]);
+    expect((await client.registerPlugin(UploadDirectory(join(src, 'mylib')))).results.map((r) => r.ok)).toEqual([true, true]);
+    const task = fromSource<(x: number) => Promise<[number, string, number]>>(
+      `async (x) => {
+        const { triple } = await import('helpers.mjs');
+        const { greet } = await import('mylib');
+        const { readFileSync } = await import('node:fs');
+        const { join } = await import('node:path');
+        const table = JSON.parse(readFileSync(join(process.env.SKEIN_PACKAGES_ROOT, 'uploads', 'node_modules', 'mylib', 'data', 'table.json'), 'utf8'));
+        return [triple(x), greet(x), table.rows];
+      }`,
+    );
+    for (const a of (await client.schedulerInfo()).workers.map((w) => w.address)) {
+      expect(await client.submitWith({ workers: [a], pure: false }, task, 2).result()).toEqual([6, 'hi 2', 3]);
+    }
+  });
+
+  it('a worker that joins after the registrations gets them before it takes tasks (and npm does not run again on this host)', async () => {
+    const before = new Set((await client.schedulerInfo()).workers.map((w) => w.address));
+    const npmBefore = runs();
+    await cluster.scale(3);
+    await cluster.waitForWorkers(3, { timeoutMs: 30_000 });
+    const joined = (await client.schedulerInfo()).workers.map((w) => w.address).find((a) => !before.has(a))!;
+    expect(joined).toBeTruthy();
+    expect(await client.submitWith({ workers: [joined], pure: false }, useFixture, 3).result()).toBe('hello 3 from skein-fixture-pkg@1.0.0');
+    const helper = fromSource<(x: number) => Promise<number>>("async (x) => (await import('helpers.mjs')).triple(x)");
+    expect(await client.submitWith({ workers: [joined], pure: false }, helper, 5).result()).toBe(15);
+    // The host's outcomes were recorded: the new worker found its installs done (the failed one too).
+    expect(runs()).toBe(npmBefore);
+  });
+
+  it('NpmInstall with restartWorkers: the nannies install and restart every worker; no task is lost', async () => {
+    const info = await client.schedulerInfo();
+    const pids = new Set(info.workers.map((w) => w.pid));
+    // About 2 s of work for the 3 single-thread workers, running while the nannies install and restart them.
+    const slow = client.mapWith(
+      { pure: false },
+      async (i: number) => {
+        await new Promise((r) => setTimeout(r, 250));
+        return [i * 10, process.pid] as const;
+      },
+      Array.from({ length: 24 }, (_, i) => i),
+    );
+    const second = packPackage(base, 'skein-fixture-two', '2.0.0');
+    const res = await client.registerPlugin(NpmInstall({ packages: [second], restartWorkers: true }));
+    expect(res.results).toHaveLength(info.workers.length);
+    expect(res.results.every((r) => r.ok && r.kind === 'nanny')).toBe(true);
+    const done = await client.gather(slow);
+    expect(done.map((r) => r[0])).toEqual(Array.from({ length: 24 }, (_, i) => i * 10));
+    await cluster.waitForWorkers(info.workers.length, { timeoutMs: 30_000 });
+    const after = await client.schedulerInfo();
+    expect(after.workers.some((w) => pids.has(w.pid))).toBe(false);
+    // The restarts came while the map ran: part of it ran on the old workers, the rest on the new ones.
+    const newPids = new Set(after.workers.map((w) => w.pid));
+    expect(done.some((r) => pids.has(r[1]))).toBe(true);
+    expect(done.some((r) => newPids.has(r[1]))).toBe(true);
+    const useTwo = fromSource<(x: number) => Promise<string>>("async (x) => (await import('skein-fixture-two')).hello(x)");
+    expect(await client.gather(after.workers.map((w) => client.submitWith({ workers: [w.address], pure: false }, useTwo, 1)))).toEqual(
+      after.workers.map(() => 'hello 1 from skein-fixture-two@2.0.0'),
+    );
+  });
+
+  it('Environ: every worker is restarted by its nanny with the variables set before it starts', async () => {
+    const res = await client.registerPlugin(Environ({ SKEIN_TEST_ENVIRON: 'from-environ' }));
+    expect(res.results.every((r) => r.ok && r.kind === 'nanny')).toBe(true);
+    await cluster.waitForWorkers(3, { timeoutMs: 30_000 });
+    const read = await client.run(() => process.env['SKEIN_TEST_ENVIRON'] ?? null);
+    expect(Object.values(read)).toEqual(['from-environ', 'from-environ', 'from-environ']);
+    const inTask = await client.submitWith({ pure: false }, () => process.env['SKEIN_TEST_ENVIRON'] ?? null).result();
+    expect(inTask).toBe('from-environ');
   });
 });
 
