@@ -7,6 +7,7 @@
 import { parseArgs } from 'node:util';
 import { InvalidArgumentError, Security, guardStdio, readyJsonWanted, readyLine, skeinDefaults, waitForSchedulerFile } from '@skein/common';
 import { Worker } from './worker.js';
+import { installResolveHook, packageDirsBuffer } from './runtime/packages.js';
 import { parseMemoryFraction, parseResources, type WorkerOptions } from './options.js';
 import { EXIT_INTERNAL_ERROR, EXIT_REMOVED, EXIT_SCHEDULER_LOST } from './command.js';
 
@@ -256,6 +257,8 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
       io.stderr(`skein-worker: waiting for the scheduler file ${schedulerFile} (up to ${waitMs / 1000} s)`);
       workerOptions.scheduler = (await waitForSchedulerFile(schedulerFile, waitMs, { signal: starting.signal })).address;
     }
+    // The worker process's own imports (client.run, --module, plugins) fall back to the cluster's packages too.
+    installResolveHook(packageDirsBuffer());
     worker = await Worker.start(workerOptions);
   } catch (err) {
     off();

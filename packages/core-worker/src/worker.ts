@@ -38,7 +38,7 @@ import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type
 import { BulkServer, bulkCounters } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
-import { PACKAGES_ROOT_ENV, installResolveHook, npmPrefix, packageDirs, packageDirsBuffer, setPackageDirs, uploadsPrefix } from './runtime/packages.js';
+import { PACKAGES_ROOT_ENV, npmPrefix, packageDirs, packageDirsBuffer, setPackageDirs, uploadsPrefix } from './runtime/packages.js';
 import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, type Outgoing } from './server/convert.js';
 import { PeerClients, fetchData } from './server/fetch.js';
 import type { ReleasedMemory } from './runtime/gc.js';
@@ -192,9 +192,9 @@ export class Worker {
     try {
       // Import the modules here too: a broken module fails start with a clear message.
       // The task threads start while this thread loads the modules and binds its server.
-      // Imports fall back to the cluster's package directories (NpmInstall, uploads), in this
-      // thread (client.run, the modules) and in each task thread.
-      installResolveHook(packageDirsBuffer());
+      // Imports fall back to the cluster's package directories (NpmInstall, uploads) in each task
+      // thread, and in this one when the worker command registered the hook (cli-main.ts: a
+      // Worker started inside another program leaves that program's module loading alone).
       process.env[PACKAGES_ROOT_ENV] = o.packagesRoot;
       setPackageDirs([npmPrefix(o.packagesRoot), uploadsPrefix(o.packagesRoot)]);
       pool = ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth, packageDirs: packageDirsBuffer() });
