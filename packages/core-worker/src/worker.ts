@@ -38,7 +38,7 @@ import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type
 import { BulkServer, bulkCounters } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
-import { PACKAGES_ROOT_ENV, npmPrefix, packageDirs, packageDirsBuffer, setPackageDirs, uploadsPrefix } from './runtime/packages.js';
+import { PACKAGES_ROOT_ENV, exposeActivation, npmPrefix, packageDirs, packageDirsBuffer, setPackageDirs, uploadsPrefix } from './runtime/packages.js';
 import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, type Outgoing } from './server/convert.js';
 import { PeerClients, fetchData } from './server/fetch.js';
 import type { ReleasedMemory } from './runtime/gc.js';
@@ -197,6 +197,7 @@ export class Worker {
       // Worker started inside another program leaves that program's module loading alone).
       process.env[PACKAGES_ROOT_ENV] = o.packagesRoot;
       setPackageDirs([npmPrefix(o.packagesRoot), uploadsPrefix(o.packagesRoot)]);
+      exposeActivation();
       pool = ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth, packageDirs: packageDirsBuffer() });
       pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];

@@ -84,6 +84,8 @@ describe('the npm install engine and resolving packages from the cluster directo
     const outcomes = await Promise.all([1, 2].map(() => installPackages(root, { packages: [tarball], id: 'engine-1' })));
     expect(outcomes.map((o) => o.ran).sort()).toEqual([false, true]);
     expect(outcomes[0]!.directory).toBe(join(root, 'npm'));
+    // Installed from outside the workers (here: this process), so they are told the directory is in use.
+    await client.run(fromSource<() => void>("() => globalThis[Symbol.for('skein.core-worker.activatePackages')]()"));
 
     const out = await client.gather(client.map(importIt, [1, 2, 3, 4, 5, 6]));
     expect(out.map((r) => r[1])).toEqual([1, 2, 3, 4, 5, 6].map((x) => `hello ${x} from skein-fixture-pkg@1.2.3`));

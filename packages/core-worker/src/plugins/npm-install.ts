@@ -8,7 +8,7 @@
  */
 import { InvalidArgumentError } from '@skein/common';
 import { installPackages, checkNpmRequest } from '../environment/npm.js';
-import { currentPackagesRoot } from '../runtime/packages.js';
+import { activatePackages, currentPackagesRoot } from '../runtime/packages.js';
 
 interface Ctx {
   worker: { schedulerAddress: string; address: string };
@@ -23,6 +23,7 @@ export default function createNpmInstall(options: unknown) {
   return {
     async setup(ctx: Ctx): Promise<void> {
       const outcome = await installPackages(currentPackagesRoot(ctx.worker.schedulerAddress), { ...request, id });
+      activatePackages();
       ctx.log.info(
         outcome.ran
           ? `installed ${request.packages.join(' ')} into ${outcome.directory}`

@@ -6,7 +6,7 @@
  */
 import { InvalidArgumentError } from '@skein/common';
 import { writeUpload, type UploadedFile } from '../environment/uploads.js';
-import { currentPackagesRoot } from '../runtime/packages.js';
+import { activatePackages, currentPackagesRoot } from '../runtime/packages.js';
 
 interface Ctx {
   worker: { schedulerAddress: string };
@@ -23,6 +23,7 @@ export default function createUpload(options: unknown) {
   return {
     setup(ctx: Ctx): void {
       const at = writeUpload(currentPackagesRoot(ctx.worker.schedulerAddress), name, files, kind);
+      activatePackages();
       ctx.log.info(`uploaded ${kind} ${name} to ${at}`);
     },
   };

@@ -2,17 +2,26 @@
  * The cluster's package directories, shared by every thread of a worker process (and its resolve
  * hooks, on Node's loader threads) through one SharedArrayBuffer, so the main thread sets them
  * once and every later import sees them, without messages that could race the import.
- * Layout: Int32 [0] a sequence number (odd while writing), [1] the byte length, then UTF-8 JSON
- * of the directory list.
+ * Layout: Int32 [0] a sequence number (odd while writing), [1] the byte length, [2] 1 once the
+ * directories are in use (see packages.ts, activatePackages), then UTF-8 JSON of the directory list.
  */
-const HEADER = 8;
+const HEADER = 16;
+
+/** Marks the directories in use: threads register their resolve hook (at their next batch of tasks). */
+export function markActive(sab: SharedArrayBuffer): void {
+  Atomics.store(new Int32Array(sab, 0, 3), 2, 1);
+}
+
+export function isActive(sab: SharedArrayBuffer): boolean {
+  return Atomics.load(new Int32Array(sab, 0, 3), 2) === 1;
+}
 
 export const PACKAGE_DIRS_BYTES = 16 * 1024;
 
 export function writeDirs(sab: SharedArrayBuffer, dirs: readonly string[]): void {
   const bytes = new TextEncoder().encode(JSON.stringify(dirs));
   if (bytes.length > sab.byteLength - HEADER) throw new RangeError(`The package directories (${bytes.length} bytes of paths) do not fit in ${sab.byteLength - HEADER} bytes.`);
-  const head = new Int32Array(sab, 0, 2);
+  const head = new Int32Array(sab, 0, 3);
   Atomics.add(head, 0, 1); // odd: being written
   new Uint8Array(sab, HEADER, bytes.length).set(bytes);
   Atomics.store(head, 1, bytes.length);
@@ -20,7 +29,7 @@ export function writeDirs(sab: SharedArrayBuffer, dirs: readonly string[]): void
 }
 
 export function readDirs(sab: SharedArrayBuffer): string[] {
-  const head = new Int32Array(sab, 0, 2);
+  const head = new Int32Array(sab, 0, 3);
   for (;;) {
     const seq = Atomics.load(head, 0);
     if (seq % 2 === 1) continue;

@@ -14,7 +14,7 @@ import { register } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PACKAGE_DIRS_BYTES, readDirs, writeDirs } from './package-dirs.js';
+import { PACKAGE_DIRS_BYTES, isActive, markActive, readDirs, writeDirs } from './package-dirs.js';
 
 export const PACKAGES_DIR_ENV = 'SKEIN_PACKAGES_DIR';
 
@@ -59,14 +59,58 @@ function hookUrl(): URL {
 }
 
 /**
- * Registers the resolve hook in this thread (once) reading the directories from `dirs` (the main
- * thread's buffer, packageDirsBuffer(); a task thread receives it with its init message).
+ * Registering a hook starts a loader thread (tens of ms per thread), so a thread registers it only
+ * once the directories are in use: at start when they exist already (a restarted worker, one that
+ * joins after an install), else when activatePackages() marks them (the built-in plugins call it
+ * after an install or an upload). The main thread registers only where the worker command asked
+ * (installResolveHook with `mainThread`), a task thread at its init or its next batch of tasks.
+ */
+let wantHookHere = false;
+
+function hookIfActive(): void {
+  if (hooked || !wantHookHere || !shared || !isActive(shared)) return;
+  hooked = true;
+  register(hookUrl(), { data: { dirs: shared } });
+}
+
+/**
+ * This thread falls back to the directories in `dirs` (the main thread's buffer,
+ * packageDirsBuffer(); a task thread receives it with its init message), once they are in use.
  */
 export function installResolveHook(dirs: SharedArrayBuffer): void {
-  if (hooked) return;
-  hooked = true;
   shared = dirs;
-  register(hookUrl(), { data: { dirs } });
+  wantHookHere = true;
+  hookIfActive();
+}
+
+/** A task thread, before each batch of tasks: registers the hook if the directories came into use (one atomic load). */
+export function checkResolveHook(): void {
+  if (!hooked && wantHookHere) hookIfActive();
+}
+
+/**
+ * Marks the package directories in use, for every thread of this process: the plugins call it after
+ * writing there (they may be another copy of this module, so it is reached through a global).
+ */
+export function activatePackages(): void {
+  const act = (globalThis as Record<symbol, unknown>)[ACTIVATE] as (() => void) | undefined;
+  if (act) act();
+  else if (shared) {
+    markActive(shared);
+    hookIfActive();
+  }
+}
+
+const ACTIVATE = Symbol.for('skein.core-worker.activatePackages');
+
+/** The worker's main thread: makes this module's activation the process's (see activatePackages). */
+export function exposeActivation(): void {
+  (globalThis as Record<symbol, unknown>)[ACTIVATE] = () => {
+    markActive(packageDirsBuffer());
+    hookIfActive();
+  };
+  if (readDirs(packageDirsBuffer()).some((d) => existsSync(d))) markActive(packageDirsBuffer());
+  hookIfActive();
 }
 
 /** This process's shared buffer of package directories (made on first use, in the main thread). */
