@@ -12,8 +12,13 @@ export function markActive(sab: SharedArrayBuffer): void {
   Atomics.store(new Int32Array(sab, 0, 3), 2, 1);
 }
 
+/** The view isActive reads (made once per buffer: it is read before every batch of tasks). */
+const views = new WeakMap<SharedArrayBuffer, Int32Array>();
+
 export function isActive(sab: SharedArrayBuffer): boolean {
-  return Atomics.load(new Int32Array(sab, 0, 3), 2) === 1;
+  let v = views.get(sab);
+  if (!v) views.set(sab, (v = new Int32Array(sab, 0, 3)));
+  return Atomics.load(v, 2) === 1;
 }
 
 export const PACKAGE_DIRS_BYTES = 16 * 1024;
