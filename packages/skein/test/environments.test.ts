@@ -134,7 +134,11 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
   });
   afterAll(async () => {
     await client?.close();
+    const root = clusterPackagesRoot(...hostPort(cluster.schedulerAddress), base);
+    const had = existsSync(root);
     await cluster?.close();
+    // The cluster's package directory goes with the LocalCluster that used it.
+    expect([had, existsSync(root)]).toEqual([true, false]);
     rmSync(base, { recursive: true, force: true });
   });
 
