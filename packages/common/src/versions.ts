@@ -83,8 +83,14 @@ export function resolvePackageVersion(name: string, dirs: readonly string[]): st
   return null;
 }
 
-/** Checks the `packages` option of getVersions: package names, as npm spells them. */
+/** The most package names one getVersions looks up (each is a few file lookups on every process). */
+export const MAX_NAMED_PACKAGES = 1000;
+
+/** Checks the `packages` option of getVersions: package names, as npm spells them (at most MAX_NAMED_PACKAGES). */
 export function checkPackageNames(packages: readonly unknown[], where: string): string[] {
+  if (packages.length > MAX_NAMED_PACKAGES) {
+    throw new InvalidArgumentError(`${where}: ${packages.length} packages named; at most ${MAX_NAMED_PACKAGES} are looked up at once.`);
+  }
   const out: string[] = [];
   for (const p of packages) {
     if (typeof p !== 'string' || !/^(@[a-z0-9][\w.-]*\/)?[a-z0-9][\w.-]*$/i.test(p)) {

@@ -354,6 +354,7 @@ describe('client.getVersions', () => {
       expect(e2.message).toContain(`2.0.0 on worker ${odd}`);
 
       await expect(client.getVersions({ packages: ['../etc'] })).rejects.toThrow(/not an npm package name/);
+      await expect(client.getVersions({ packages: Array.from({ length: 1001 }, (_, i) => `p${i}`) })).rejects.toThrow(/at most 1000/);
     } finally {
       await client.close();
     }
