@@ -223,28 +223,34 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
   it('NpmInstall with restartWorkers: the nannies install and restart every worker; no task is lost', async () => {
     const info = await client.schedulerInfo();
     const pids = new Set(info.workers.map((w) => w.pid));
-    // About 2 s of work for the 3 single-thread workers, running while the nannies install and restart them.
-    const slow = client.mapWith(
-      { pure: false },
-      async (i: number) => {
-        await new Promise((r) => setTimeout(r, 250));
-        return [i * 10, process.pid] as const;
-      },
-      Array.from({ length: 24 }, (_, i) => i),
+    // Tasks that run until the test says so: the restarts kill them mid-run on the old workers.
+    const marker = join(base, 'restarted');
+    const waitForMarker = fromSource<(i: number, marker: string) => Promise<[number, number]>>(
+      `async (i, marker) => {
+        const { existsSync } = await import('node:fs');
+        const end = Date.now() + 30000;
+        while (!existsSync(marker)) {
+          if (Date.now() > end) throw new Error('the test never wrote ' + marker);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return [i * 10, process.pid];
+      }`,
     );
+    const held = client.mapWith({ pure: false }, waitForMarker, [0, 1, 2, 3, 4, 5], [marker, marker, marker, marker, marker, marker]);
+    await until(async () => (await client.schedulerInfo()).workers.every((w) => w.processing > 0), 20_000, 'every worker to hold tasks');
     const second = packPackage(base, 'skein-fixture-two', '2.0.0');
     const res = await client.registerPlugin(NpmInstall({ packages: [second], restartWorkers: true }));
     expect(res.results).toHaveLength(info.workers.length);
     expect(res.results.every((r) => r.ok && r.kind === 'nanny')).toBe(true);
-    const done = await client.gather(slow);
-    expect(done.map((r) => r[0])).toEqual(Array.from({ length: 24 }, (_, i) => i * 10));
     await cluster.waitForWorkers(info.workers.length, { timeoutMs: 30_000 });
     const after = await client.schedulerInfo();
     expect(after.workers.some((w) => pids.has(w.pid))).toBe(false);
-    // The restarts came while the map ran: part of it ran on the old workers, the rest on the new ones.
+    writeFileSync(marker, '');
+    // Every task comes back, computed by the new workers (rescheduled from the old ones).
+    const done = await client.gather(held);
+    expect(done.map((r) => r[0])).toEqual([0, 10, 20, 30, 40, 50]);
     const newPids = new Set(after.workers.map((w) => w.pid));
-    expect(done.some((r) => pids.has(r[1]))).toBe(true);
-    expect(done.some((r) => newPids.has(r[1]))).toBe(true);
+    expect(done.every((r) => newPids.has(r[1]))).toBe(true);
     const useTwo = fromSource<(x: number) => Promise<string>>("async (x) => (await import('skein-fixture-two')).hello(x)");
     expect(await client.gather(after.workers.map((w) => client.submitWith({ workers: [w.address], pure: false }, useTwo, 1)))).toEqual(
       after.workers.map(() => 'hello 1 from skein-fixture-two@2.0.0'),
