@@ -12,6 +12,8 @@
 // Writes:
 //   skein-worker.js  the command (what `node dist/cli.js` runs)
 //   thread.js        the task thread; the pool starts `./thread.js` next to its own module
+//   resolve-hook.js  the module.register() hook that resolves packages from the cluster's package
+//                    directories (runtime/packages.ts registers `./resolve-hook.js` next to itself)
 //   inputs.json      the workspace files bundled in (paths relative to this folder), for that check
 import { writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -23,7 +25,11 @@ const dist = join(root, 'packages', 'core-worker', 'dist');
 const out = join(dist, 'bundle');
 
 const result = await build({
-  entryPoints: { 'skein-worker': join(dist, 'cli.js'), thread: join(dist, 'runtime', 'thread.js') },
+  entryPoints: {
+    'skein-worker': join(dist, 'cli.js'),
+    thread: join(dist, 'runtime', 'thread.js'),
+    'resolve-hook': join(dist, 'runtime', 'resolve-hook.js'),
+  },
   outdir: out,
   bundle: true,
   platform: 'node',

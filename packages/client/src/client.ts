@@ -20,6 +20,10 @@ import {
   typeName,
   KEEP,
   WALK,
+  checkPackageNames,
+  checkVersions,
+  fromVersionsMessage,
+  type Versions,
   PluginSetupError,
   pluginResultFromWire,
 } from '@skein/common';
@@ -55,8 +59,11 @@ import type {
   StorySkip,
   Transition,
   FunctionSource,
+  ClusterVersions,
+  GetVersionsOptions,
 } from './types.js';
 import { fromGetStory, fromRunResponse, fromWorkerStory, toRunRequest } from './wire.js';
+import { clientVersions, processesOf, warnOnMismatch } from './versions.js';
 
 /** The result type of a structure of futures: each Future<T> replaced by T, at any depth. */
 export type Gathered<T> =
@@ -290,6 +297,7 @@ export class Client implements FutureHost {
     try {
       const info = await this.#conn.getInfo(Math.max(1000, deadline.getTime() - Date.now()));
       this.dashboardLink = info.dashboardAddress;
+      warnOnMismatch(info);
     } catch {
       this.dashboardLink = '';
     }
@@ -1006,6 +1014,30 @@ export class Client implements FutureHost {
       30_000,
     );
     return { target: res.target, workersToClose: res.workersToClose, current: res.current, reason: res.reason };
+  }
+
+  /**
+   * What the client, the scheduler and every worker run: the Node version, every Skein package,
+   * and the npm packages named in `packages` (Dask's get_versions). With `check: true`, throws
+   * VersionMismatchError naming who differs and what. Each worker is asked itself when
+   * `packages` are named; otherwise the scheduler answers with what the workers reported.
+   */
+  async getVersions(options: GetVersionsOptions = {}): Promise<ClusterVersions> {
+    this.#ensureRunning('ask for the versions');
+    const packages = checkPackageNames(options.packages ?? [], 'client.getVersions({ packages })');
+    const s = this.#conn.stub;
+    const res = await unary(s.getVersions.bind(s), { packages }, `GetVersions from the scheduler at ${this.schedulerAddress}`, 30_000);
+    const workers = await Promise.all(
+      res.workers.map(async (w): Promise<[string, Versions]> => {
+        if (packages.length === 0) return [w.address, fromVersionsMessage(w.versions)];
+        const c = this.#worker(w.address);
+        const r = await unary(c.getVersions.bind(c), { packages }, `GetVersions from worker ${w.address}`, 30_000);
+        return [w.address, fromVersionsMessage(r.versions)];
+      }),
+    );
+    const out: ClusterVersions = { client: clientVersions(packages), scheduler: fromVersionsMessage(res.scheduler), workers: new Map(workers) };
+    if (options.check) checkVersions(processesOf(out));
+    return out;
   }
 
   /** Runs `fn(...args)` once on every worker, outside the task graph; results keyed by worker address. */

@@ -26,6 +26,7 @@ import './polyfill.js';
 
 export { Client, type Gathered, type ComputedFutures, type ScatterOptions, type RunOptions, type StoryOptions, type RetireOptions, type AdaptiveTarget } from './client.js';
 export { Future } from './future.js';
+export { NpmInstall, UploadFile, UploadDirectory, Environ, type BuiltinPlugin, type NpmInstallOptions, type UploadDirectoryOptions } from './environments.js';
 export { workerPlugin, nannyPlugin, schedulerPlugin, type PluginDescription, type RegisterPluginOptions, type PluginRegistration } from './plugins.js';
 export {
   Delayed,
@@ -46,7 +47,7 @@ export {
   type ReturnWhen,
   type WaitOptions,
 } from './waiting.js';
-export type { ClientOptions, ClientStatus, FutureStatus, SchedulerInfo, Story, StorySkip, TaskOptions, Transition, WorkerInfo } from './types.js';
+export type { ClientOptions, ClientStatus, ClusterVersions, FutureStatus, GetVersionsOptions, SchedulerInfo, Story, StorySkip, TaskOptions, Transition, WorkerInfo } from './types.js';
 export {
   CancelledError,
   CommClosedError,
@@ -57,7 +58,10 @@ export {
   SkeinError,
   TaskError,
   TimeoutError,
+  VersionMismatchError,
   makeRef,
   type TaskRef,
+  type Versions,
+  type VersionDifference,
   type PluginOutcome,
 } from '@skein/common';

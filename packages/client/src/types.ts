@@ -1,5 +1,5 @@
 import type { Value } from '@skein/protocol';
-import type { ErrorInfo, Security } from '@skein/common';
+import type { ErrorInfo, Security, Versions } from '@skein/common';
 
 /** Where a future's key is in its life, as seen by this client. */
 export type FutureStatus = 'pending' | 'no-worker' | 'finished' | 'error' | 'cancelled' | 'lost';
@@ -79,6 +79,8 @@ export interface WorkerInfo {
   registeredFunctions: string[];
   pid: number;
   nannyAddress: string;
+  /** What the worker runs, as it reported at registration (undefined: a worker that reported none). */
+  versions: Versions | undefined;
 }
 
 /** What `client.schedulerInfo()` returns. */
@@ -92,6 +94,24 @@ export interface SchedulerInfo {
   clients: number;
   /** The dashboard's address; empty when the scheduler runs none. */
   dashboardAddress: string;
+  /** What the scheduler runs (undefined: a scheduler that reports none). */
+  versions: Versions | undefined;
+}
+
+/** What `client.getVersions()` returns: what the client, the scheduler and each worker run. */
+export interface ClusterVersions {
+  client: Versions;
+  scheduler: Versions;
+  /** By worker address. */
+  workers: Map<string, Versions>;
+}
+
+/** Options of `client.getVersions`. */
+export interface GetVersionsOptions {
+  /** Throw VersionMismatchError when anything differs. Default false. */
+  check?: boolean;
+  /** npm package names whose versions to report too (a process without one reports null). */
+  packages?: readonly string[];
 }
 
 /** One recorded transition of a key (`client.story`). */

@@ -27,7 +27,7 @@ import type {
   EncodedValue,
 } from './types.js';
 import type { ErrorInfo } from '@skein/common';
-import { InvalidArgumentError, buildValueColumn, errorInfoFromWire, forEachRun, hasKeys, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
+import { InvalidArgumentError, buildValueColumn, fromVersionsMessage, errorInfoFromWire, forEachRun, hasKeys, readStringTable, readValueColumn, splitByCounts } from '@skein/common';
 
 /** The first message of a session; `batches`: this client reads KeysInMemory. */
 export function helloRequest(protocolVersion: string, clientId: string): ClientSessionRequest {
@@ -263,6 +263,7 @@ function fromWireWorker(w: WireWorkerInfo): WorkerInfo {
     registeredFunctions: [...w.registeredFunctions],
     pid: w.pid,
     nannyAddress: w.nannyAddress,
+    versions: w.versions ? fromVersionsMessage(w.versions) : undefined,
   };
 }
 
@@ -276,6 +277,7 @@ export function fromGetInfo(r: GetInfoResponse): SchedulerInfo {
     tasksByState: Object.fromEntries(r.tasksByState),
     clients: r.clients,
     dashboardAddress: r.dashboardAddress,
+    versions: r.versions ? fromVersionsMessage(r.versions) : undefined,
   };
 }
 

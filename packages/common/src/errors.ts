@@ -16,7 +16,9 @@ export type ErrorCode =
   | 'unimplemented'
   | 'resource_exhausted'
   | 'task_failed'
-  | 'killed_worker';
+  | 'killed_worker'
+  | 'version_mismatch'
+  | 'install_failed';
 
 /** gRPC status codes (numeric, so this module loads without grpc-js). */
 const GrpcStatus = {
@@ -50,6 +52,8 @@ export const CODE_TO_GRPC: Record<ErrorCode, number> = {
   resource_exhausted: GrpcStatus.RESOURCE_EXHAUSTED,
   task_failed: GrpcStatus.ABORTED,
   killed_worker: GrpcStatus.ABORTED,
+  version_mismatch: GrpcStatus.FAILED_PRECONDITION,
+  install_failed: GrpcStatus.FAILED_PRECONDITION,
 };
 
 export interface SkeinErrorOptions {
@@ -245,6 +249,67 @@ export class InvalidTransitionError extends InternalError {
   }
 }
 
+/** One thing that differs: `what` ('node', a Skein package, or a named package) and who has which version. */
+export interface VersionDifference {
+  what: string;
+  /** version (null: not found) -> the processes that have it ('client', 'scheduler', 'worker <address>'). */
+  versions: Map<string | null, string[]>;
+}
+
+function listWho(who: readonly string[]): string {
+  const shown = who.slice(0, 4).join(', ');
+  return who.length > 4 ? `${shown} and ${who.length - 4} more` : shown;
+}
+
+/** A line per difference: `@skein/common: 0.1.0 on client, scheduler; 9.9.9 on worker tcp://…`. */
+export function describeDifferences(diffs: readonly VersionDifference[]): string {
+  return diffs
+    .map((d) => {
+      // The most common version first: the others are the ones that differ.
+      const sorted = [...d.versions].sort((a, b) => b[1].length - a[1].length);
+      return `${d.what}: ${sorted.map(([version, who]) => `${version ?? '(not installed)'} on ${listWho(who)}`).join('; ')}`;
+    })
+    .join('\n');
+}
+
+/**
+ * The client, the scheduler and the workers run different versions (`client.getVersions({ check:
+ * true })`): `differences` names each thing that differs (Node, a Skein package, a named package)
+ * and who runs which version.
+ */
+export class VersionMismatchError extends SkeinError {
+  readonly differences: readonly VersionDifference[];
+  constructor(differences: readonly VersionDifference[]) {
+    super(
+      'version_mismatch',
+      `The cluster runs different versions:\n${describeDifferences(differences)}\n` +
+        'Install the same versions everywhere (the same lockfile, a shared file system or one container image; see "Managing environments" in the README).',
+      { details: { differences: differences.map((d) => ({ what: d.what, versions: [...d.versions] })) } },
+    );
+    this.differences = differences;
+  }
+}
+
+/**
+ * `npm install` failed on a worker (NpmInstall): `output` is npm's own error output, `packages` what
+ * was asked for, `directory` where it was installed.
+ */
+export class NpmInstallError extends SkeinError {
+  readonly output: string;
+  readonly packages: readonly string[];
+  readonly directory: string;
+  constructor(packages: readonly string[], directory: string, output: string, how: string) {
+    super(
+      'install_failed',
+      `npm install ${packages.join(' ')} into ${directory} failed (${how}). npm said:\n${output.trim() || '(nothing)'}`,
+      { details: { packages, directory, output } },
+    );
+    this.output = output;
+    this.packages = packages;
+    this.directory = directory;
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 // Errors on the wire: the one definition of their shape, and the one converter each way.
 
@@ -263,7 +328,9 @@ export type SkeinErrorType =
   | 'UnauthenticatedError'
   | 'PermissionDeniedError'
   | 'NoWorkerError'
-  | 'NoValidWorkerError';
+  | 'NoValidWorkerError'
+  | 'VersionMismatchError'
+  | 'NpmInstallError';
 
 /** `RemoteError.type`: a Skein error type, or the class name of the error a user's function threw. */
 export type ErrorType = SkeinErrorType | (string & Record<never, never>);
@@ -462,6 +529,8 @@ export function fromRemoteError(e: ErrorInfo): SkeinError {
     case 'deadline_exceeded':
     case 'unimplemented':
     case 'resource_exhausted':
+    case 'version_mismatch':
+    case 'install_failed':
       return new TaskError(e.key, e.type, e.message, e.stack);
   }
 }

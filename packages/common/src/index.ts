@@ -27,6 +27,10 @@ export {
   taskError,
   InternalError,
   InvalidTransitionError,
+  VersionMismatchError,
+  NpmInstallError,
+  describeDifferences,
+  type VersionDifference,
   PluginSetupError,
   type PluginOutcome,
   type ErrorCode,
@@ -75,6 +79,18 @@ export {
 } from './grpc.js';
 export { strictService, wireProblem } from './wire-check.js';
 export { PROTOCOL_VERSION, checkProtocolVersion, protocolMinorAtLeast } from './version.js';
+export {
+  VERSIONS_OVERRIDE_ENV,
+  skeinPackageVersions,
+  resolvePackageVersion,
+  checkPackageNames,
+  localVersions,
+  toVersionsMessage,
+  fromVersionsMessage,
+  versionDifferences,
+  checkVersions,
+  type Versions,
+} from './versions.js';
 export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { watchInvariants, reportInvariantViolation, type InvariantViolation } from './invariants.js';
 export { functionName, functionSource, sha256, inlineFunction, compileFunction, explainReferenceError } from './functions.js';

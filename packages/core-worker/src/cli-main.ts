@@ -7,6 +7,7 @@
 import { parseArgs } from 'node:util';
 import { InvalidArgumentError, Security, guardStdio, readyJsonWanted, readyLine, skeinDefaults, waitForSchedulerFile } from '@skein/common';
 import { Worker } from './worker.js';
+import { installResolveHook, packageDirsBuffer } from './runtime/packages.js';
 import { parseMemoryFraction, parseResources, type WorkerOptions } from './options.js';
 import { EXIT_INTERNAL_ERROR, EXIT_REMOVED, EXIT_SCHEDULER_LOST } from './command.js';
 
@@ -75,6 +76,10 @@ const FLAGS = {
   'memory-spill-fraction': { value: 'F', describe: 'Spill LRU results when process memory passes this fraction of the limit (0/false: off; default 0.7)' },
   'memory-pause-fraction': { value: 'F', describe: 'Start no new tasks while process memory is past this fraction of the limit (0/false: off; default 0.8)' },
   'local-directory': { value: 'DIR', describe: 'Directory for spilled results (a fresh skein-worker-* directory is made in it; default: the OS temp directory)' },
+  'packages-dir': {
+    value: 'DIR',
+    describe: "Where the cluster's npm packages and uploads live on this host, one directory per cluster in it (default: SKEIN_PACKAGES_DIR, else <tmpdir>/skein-packages)",
+  },
   name: { value: 'NAME', describe: 'Name of the worker (default: its address)' },
   resources: { value: 'SPEC', describe: 'Abstract resources, e.g. "GPU=2,MEM=1e9"' },
   interface: { value: 'NIC', describe: 'Network interface to listen on and advertise, e.g. eth0' },
@@ -195,6 +200,7 @@ export function parseWorkerArgs(argv: string[]): WorkerCliOptions | 'help' {
     memorySpillFraction: frac('memory-spill-fraction'),
     memoryPauseFraction: frac('memory-pause-fraction'),
     localDirectory: text('local-directory'),
+    packagesDir: text('packages-dir'),
     name: text('name'),
     resources: resources === undefined ? undefined : parseResources(resources),
     interface: text('interface'),
@@ -251,6 +257,8 @@ export async function runWorkerCli(argv: string[], io: CliIO = defaultIO): Promi
       io.stderr(`skein-worker: waiting for the scheduler file ${schedulerFile} (up to ${waitMs / 1000} s)`);
       workerOptions.scheduler = (await waitForSchedulerFile(schedulerFile, waitMs, { signal: starting.signal })).address;
     }
+    // The worker process's own imports (client.run, --module, plugins) fall back to the cluster's packages too.
+    installResolveHook(packageDirsBuffer());
     worker = await Worker.start(workerOptions);
   } catch (err) {
     off();

@@ -16,6 +16,7 @@ import {
   Security,
 } from '@skein/common';
 import { DEFAULT_BULK_IDLE_TIMEOUT_MS } from './server/bulk.js';
+import { clusterPackagesRoot } from './runtime/packages.js';
 import { memoryUsage } from 'node:process';
 import { DEFAULT_MEMORY_FRACTIONS, type MemoryFraction, type MemoryFractions } from './state/memory.js';
 
@@ -89,6 +90,11 @@ export interface WorkerOptions {
    * and removes that at close. Default the OS's temporary directory.
    */
   localDirectory?: string;
+  /**
+   * Where the cluster's packages live on this host (NpmInstall, UploadFile, UploadDirectory): under
+   * this base, one directory per cluster. Default SKEIN_PACKAGES_DIR, else `<tmpdir>/skein-packages`.
+   */
+  packagesDir?: string;
   /** How often the memory monitor measures, ms. Default 100. */
   memoryMonitorMs?: number;
   /** Reads the process memory in bytes (tests inject one). Default `process.memoryUsage.rss`. */
@@ -136,6 +142,8 @@ export interface CompiledWorkerOptions {
   validate: boolean;
   memoryFractions: MemoryFractions;
   localDirectory: string | undefined;
+  /** This cluster's package directory on this host (runtime/packages.ts). */
+  packagesRoot: string;
   memoryMonitorMs: number;
   readRss: () => number;
   /** The injected fault (tests), if any. */
@@ -253,6 +261,7 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
       pause: fraction(o.memoryPauseFraction, 'memoryPauseFraction', 'SKEIN_MEMORY_PAUSE', DEFAULT_MEMORY_FRACTIONS.pause),
     },
     localDirectory: o.localDirectory ? resolvePath(o.localDirectory) : undefined,
+    packagesRoot: clusterPackagesRoot(sched.host, sched.port, o.packagesDir ? resolvePath(o.packagesDir) : undefined),
     memoryMonitorMs: nonNegative(o.memoryMonitorMs, 100, 'memoryMonitorMs') || 100,
     readRss: o.readRss ?? (() => memoryUsage.rss()),
     testFault: testFault(o),

@@ -13,6 +13,7 @@ import {
   InternalError,
   InvalidArgumentError,
   Lifecycle,
+  localVersions,
   PluginHost,
   runPreloads,
   pluginResultToWire,
@@ -37,6 +38,7 @@ import { isSpilled, type Encoded, type ExecuteAction, type GatherDepAction, type
 import { BulkServer, bulkCounters } from './server/bulk.js';
 import { ThreadPool, type PoolResult } from './runtime/pool.js';
 import { loadModules } from './runtime/execute.js';
+import { PACKAGES_ROOT_ENV, exposeActivation, npmPrefix, packageDirs, packageDirsBuffer, setPackageDirs, uploadsPrefix } from './runtime/packages.js';
 import { acquireReplicasEvent, computeBatchEvents, computeTaskEvent, type Outgoing } from './server/convert.js';
 import { PeerClients, fetchData } from './server/fetch.js';
 import type { ReleasedMemory } from './runtime/gc.js';
@@ -190,7 +192,13 @@ export class Worker {
     try {
       // Import the modules here too: a broken module fails start with a clear message.
       // The task threads start while this thread loads the modules and binds its server.
-      pool = ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth });
+      // Imports fall back to the cluster's package directories (NpmInstall, uploads) in each task
+      // thread, and in this one when the worker command registered the hook (cli-main.ts: a
+      // Worker started inside another program leaves that program's module loading alone).
+      process.env[PACKAGES_ROOT_ENV] = o.packagesRoot;
+      setPackageDirs([npmPrefix(o.packagesRoot), uploadsPrefix(o.packagesRoot)]);
+      exposeActivation();
+      pool = ThreadPool.start({ nthreads: o.nthreads, modules: o.modules, pipelineDepth: o.pipelineDepth, packageDirs: packageDirsBuffer() });
       pool.catch(() => undefined);
       this.registeredFunctions = [...(await loadModules(o.modules)).keys()];
       await this.memory.open();
@@ -211,6 +219,7 @@ export class Worker {
             return { encoding: v.encoding, totalSize: v.nbytes, chunks: (n) => store.chunks(v.file, n) };
           },
           status: () => this.statusMessage(),
+          versions: (packages) => localVersions(import.meta.url, '@skein/core-worker', packages, [...packageDirs(), process.cwd()]),
           story: (keys) => ({ address: this.address, transitions: this.state?.storyOf(keys) ?? [] }),
           runner: this.runner,
           chunkBytes: o.chunkBytes,

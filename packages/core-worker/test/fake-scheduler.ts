@@ -48,6 +48,7 @@ export class FakeScheduler {
       getWorkerMetrics: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       getAdaptiveTarget: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       watchWorkers: (call) => call.emit('error', { code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
+      getVersions: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       registerPlugin: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       unregisterPlugin: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),
       getPlugins: (_c, cb) => cb({ code: GrpcStatus.UNIMPLEMENTED, details: 'fake' }),

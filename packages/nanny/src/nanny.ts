@@ -83,6 +83,8 @@ export interface NannyPluginContext {
     readonly workerRunning: boolean;
     /** A directory of this nanny's own, made on first use, removed when the nanny closes. */
     readonly localDirectory: string;
+    /** The environment the nanny adds for the next worker process (its `env` option and setWorkerEnv). */
+    readonly workerEnv: Readonly<Record<string, string>>;
   };
   /**
    * Environment of every worker process the nanny starts from now on, on top of its `env` option
@@ -255,6 +257,7 @@ export class Nanny {
     this.done = new Promise((r) => (this.resolveDone = r));
     const directory = () => (this.pluginDirectory ??= mkdtempSync(join(tmpdir(), 'skein-nanny-')));
     const worker = () => this.current;
+    const workerEnv = () => this.workerEnv();
     this.plugins = new PluginHost<NannyPluginContext>({
       kind: 'nanny',
       target: () => ({ target: this.address, targetName: this.workerName }),
@@ -276,6 +279,9 @@ export class Nanny {
           },
           get localDirectory() {
             return directory();
+          },
+          get workerEnv() {
+            return workerEnv();
           },
         },
         setWorkerEnv: (vars) => {

@@ -22,6 +22,9 @@ export {
   TaskSpec_ResourcesEntry,
   Value,
   ValueColumn,
+  Versions,
+  Versions_PackagesEntry,
+  Versions_SkeinEntry,
   WhoHas,
 } from './gen/skein/v1/common.js';
 
@@ -48,6 +51,8 @@ export {
   GetPluginsResponse,
   GetStoryRequest,
   GetStoryResponse,
+  GetVersionsRequest,
+  GetVersionsResponse,
   GetWhoHasRequest,
   GetWhoHasResponse,
   GetWorkerMetricsRequest,
@@ -101,6 +106,7 @@ export {
   WorkerMetrics,
   WorkerSessionRequest,
   WorkerSessionResponse,
+  WorkerVersions,
 } from './gen/skein/v1/scheduler.js';
 
 export {
@@ -117,6 +123,8 @@ export {
   WorkerServiceClient,
   WorkerServiceGetStoryRequest,
   WorkerServiceGetStoryResponse,
+  WorkerServiceGetVersionsRequest,
+  WorkerServiceGetVersionsResponse,
   type WorkerServiceServer,
   WorkerServiceService,
   WorkerTransition,

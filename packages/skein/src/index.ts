@@ -12,6 +12,19 @@
  */
 export { LocalCluster, type LocalClusterOptions, type LocalWorkerHandle } from './local-cluster.js';
 export { runSkeinCli } from './dispatch.js';
+// Managing environments (README): the built-in plugins and the version check.
+export {
+  NpmInstall,
+  UploadFile,
+  UploadDirectory,
+  Environ,
+  VersionMismatchError,
+  type NpmInstallOptions,
+  type UploadDirectoryOptions,
+  type ClusterVersions,
+  type GetVersionsOptions,
+  type Versions,
+} from '@skein/client';
 export {
   Client,
   Future,

@@ -1,9 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Cluster, workerFlags, type ClusterBackend, type SchedulerHandle, type StartWorkerOptions, type WorkerLaunchSpec } from '@skein/cluster';
 import { Scheduler, type SchedulerOptions } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
 import { workerCommand } from '@skein/core-worker/command';
+import { PACKAGES_DIR_ENV, clusterPackagesRoot } from '@skein/core-worker/environment';
 import { Nanny } from '@skein/nanny';
 import {
   InvalidArgumentError,
@@ -364,9 +366,14 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
     return this.o.security;
   }
 
-  /** The worker processes have stopped: their credential files go. */
+  /**
+   * The worker processes have stopped: their credential files go, and so does the cluster's package
+   * directory on this host (NpmInstall, uploads), which only this cluster's workers used.
+   */
   async close(): Promise<void> {
     this.removeCredentials();
+    const m = this.scheduler ? /^[a-z]+:\/\/\[?([^\]]+?)\]?:(\d+)$/.exec(this.scheduler.address) : null;
+    if (m) rmSync(clusterPackagesRoot(m[1]!, Number(m[2]), this.o.workerEnv[PACKAGES_DIR_ENV]), { recursive: true, force: true });
   }
 
   /** The credential flags of a worker process without a nanny (a nanny writes its worker's itself). */

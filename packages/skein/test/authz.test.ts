@@ -97,6 +97,7 @@ async function rawWorker(schedulerAddress: string, address: string, as?: { secur
           pid: process.pid,
           nannyAddress: '',
           batches: false,
+          versions: undefined,
         },
       },
     },

@@ -528,6 +528,7 @@ function workerHello(r: Rng, address: string): WorkerMessage {
         pid: int32(r),
         nannyAddress: r.chance(0.8) ? '' : r.pick([...FAKE_WORKERS, str(r)]),
         batches: r.chance(0.5),
+        versions: undefined,
       },
     },
   };

@@ -235,7 +235,7 @@ describe('numbers out of range are refused before any action', () => {
     call.on('data', (_r: WorkerSessionResponse) => undefined);
     call.write({
       messages: [
-        { kind: { $case: 'hello', value: { protocolVersion: PROTOCOL_VERSION, address: 'tcp://127.0.0.1:9', name: 'bad', nthreads: -3, memoryLimit: 0, resources: new Map(), held: [], registeredFunctions: [], pid: 1, nannyAddress: '', batches: true } } },
+        { kind: { $case: 'hello', value: { protocolVersion: PROTOCOL_VERSION, address: 'tcp://127.0.0.1:9', name: 'bad', nthreads: -3, memoryLimit: 0, resources: new Map(), held: [], registeredFunctions: [], pid: 1, nannyAddress: '', batches: true, versions: undefined } } },
       ],
     });
     const err = await done;
@@ -253,7 +253,7 @@ describe('message size limits', () => {
     const held = Array.from({ length: 3000 }, (_, i) => ({ key: `${'x'.repeat(1000)}-${i}`, workers: [], nbytes: 1 }));
     call.write({
       messages: [
-        { kind: { $case: 'hello', value: { protocolVersion: PROTOCOL_VERSION, address: 'tcp://127.0.0.1:9', name: 'big', nthreads: 1, memoryLimit: 0, resources: new Map(), held, registeredFunctions: [], pid: 1, nannyAddress: '', batches: true } } },
+        { kind: { $case: 'hello', value: { protocolVersion: PROTOCOL_VERSION, address: 'tcp://127.0.0.1:9', name: 'big', nthreads: 1, memoryLimit: 0, resources: new Map(), held, registeredFunctions: [], pid: 1, nannyAddress: '', batches: true, versions: undefined } } },
       ],
     });
     const err = await done;

@@ -91,6 +91,7 @@ async function rawWorkerSession(schedulerAddress: string, workerAddress: string)
             pid: process.pid,
             nannyAddress: '',
             batches: true,
+            versions: undefined,
           },
         },
       },

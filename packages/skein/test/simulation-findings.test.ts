@@ -33,7 +33,7 @@ async function idleWorker(schedulerAddress: string, address: string) {
       {
         kind: {
           $case: 'hello',
-          value: { protocolVersion: PROTOCOL_VERSION, address, name: 'idle', nthreads: 1, memoryLimit: 0, resources: new Map(), held: [], registeredFunctions: [], pid: process.pid, nannyAddress: '', batches: true },
+          value: { protocolVersion: PROTOCOL_VERSION, address, name: 'idle', nthreads: 1, memoryLimit: 0, resources: new Map(), held: [], registeredFunctions: [], pid: process.pid, nannyAddress: '', batches: true, versions: undefined },
         },
       },
     ],

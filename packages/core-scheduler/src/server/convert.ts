@@ -263,5 +263,6 @@ export function workerInfo(ws: WorkerRecord): WorkerInfo {
     registeredFunctions: [...ws.registeredFunctions],
     pid: ws.pid,
     nannyAddress: ws.nannyAddress,
+    versions: undefined, // the shell adds what the worker reported (SchedulerServer.info)
   };
 }

@@ -24,6 +24,9 @@ import {
   type GetAdaptiveTargetRequest,
   type GetAdaptiveTargetResponse,
   type GetWorkerMetricsResponse,
+  type GetVersionsRequest,
+  type GetVersionsResponse,
+  type Versions as VersionsMessage,
   type RegisterPluginRequest,
   type RegisterPluginResponse,
   type UnregisterPluginRequest,
@@ -54,6 +57,9 @@ import {
   PermissionDeniedError,
   authorizeService,
   type RoleTable,
+  checkPackageNames,
+  localVersions,
+  toVersionsMessage,
   parseAddress,
   parseHost,
   Lifecycle,
@@ -258,6 +264,7 @@ export const SCHEDULER_ROLES: RoleTable<SchedulerServiceServer> = {
   getAdaptiveTarget: ['client'],
   getWhoHas: ['client'],
   watchWorkers: ['client'],
+  getVersions: ANY_ROLE,
   // Plugins run code on every worker: registering them is a client's (Dask's register_plugin).
   registerPlugin: ['client'],
   unregisterPlugin: ['client'],
@@ -314,6 +321,8 @@ interface WorkerConn {
   refused: number;
   /** A ReportWorkerDeath for it while its session was open: the reason, if it closes soon after. */
   deathReport?: { reason: string; atMs: number };
+  /** What the worker runs, from its WorkerHello (client.getVersions). */
+  versions?: VersionsMessage;
 }
 
 interface ClientConn {
@@ -685,6 +694,17 @@ export class Scheduler {
         }
         this.watch.watch(call, this.state.workers.values());
       },
+      getVersions: (call: ServerUnaryCall<GetVersionsRequest, GetVersionsResponse>, cb: sendUnaryData<GetVersionsResponse>) => {
+        try {
+          const packages = checkPackageNames(call.request.packages, 'GetVersionsRequest.packages');
+          cb(null, {
+            scheduler: toVersionsMessage(localVersions(import.meta.url, '@skein/core-scheduler', packages)),
+            workers: [...this.workers.values()].map((c) => ({ address: c.address, name: this.state.workers.get(c.address)?.name ?? '', versions: c.versions })),
+          });
+        } catch (err) {
+          cb(toGrpcStatus(err));
+        }
+      },
       registerPlugin: (call: ServerUnaryCall<RegisterPluginRequest, RegisterPluginResponse>, cb: sendUnaryData<RegisterPluginResponse>) => {
         try {
           checkRange(call.request.timeoutMs, 'RegisterPluginRequest.timeout_ms', 0, MAX_TIMEOUT_MS, '0: the default, 60 s');
@@ -723,10 +743,11 @@ export class Scheduler {
       schedulerId: this.id,
       address: this.address,
       protocolVersion: PROTOCOL_VERSION,
-      workers: [...this.state.workers.values()].map(workerInfo),
+      workers: [...this.state.workers.values()].map((ws) => ({ ...workerInfo(ws), versions: this.workers.get(ws.address)?.versions })),
       tasksByState,
       clients: this.clients.size,
       dashboardAddress: this.dashboardLink,
+      versions: toVersionsMessage(localVersions(import.meta.url, '@skein/core-scheduler')),
     };
   }
 
@@ -967,6 +988,7 @@ export class Scheduler {
             closing: false,
             ended: false,
             refused: 0,
+            versions: hello.versions,
             out: new Batcher<WorkerCommand | QueuedCompute>((items) => {
               if (!call.writableEnded && !call.destroyed) call.write({ commands: workerCommands(items, hello.batches) });
               if (c.closing && !c.ended) {

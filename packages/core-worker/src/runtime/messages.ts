@@ -69,7 +69,7 @@ export interface DoneBatch {
  * `init`: the modules to load, and the thread's shared claim cells and clock (see claimCell).
  * `gc`: run a full collection (after the worker released large values; see gc.ts).
  */
-export type ToThread = { t: 'init'; modules: string[]; claims: SharedArrayBuffer; clock: SharedArrayBuffer } | { t: 'gc' } | RunBatch;
+export type ToThread = { t: 'init'; modules: string[]; claims: SharedArrayBuffer; clock: SharedArrayBuffer; packageDirs?: SharedArrayBuffer } | { t: 'gc' } | RunBatch;
 
 /**
  * Claim cells: Int32 cells shared by the main thread and one task thread. Sending task `id`, the

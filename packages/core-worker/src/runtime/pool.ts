@@ -43,6 +43,8 @@ export interface ThreadPoolOptions {
   modules?: readonly string[];
   /** Tasks queued on one thread at once while its tasks are short. Default 4. */
   pipelineDepth?: number;
+  /** The process's package directories (packages.ts): each thread's imports fall back to them. */
+  packageDirs?: SharedArrayBuffer;
 }
 
 interface Pending {
@@ -312,7 +314,7 @@ export class ThreadPool {
         if (!ready) reject(new SkeinError('internal', `task thread exited during start (code ${code})`));
         this.onThreadDeath(slot, `task thread exited with code ${code} (did a task call process.exit?)`);
       });
-      const init: ToThread = { t: 'init', modules: [...(this.opts.modules ?? [])], claims: claims.buffer as SharedArrayBuffer, clock: clock.buffer as SharedArrayBuffer };
+      const init: ToThread = { t: 'init', modules: [...(this.opts.modules ?? [])], claims: claims.buffer as SharedArrayBuffer, clock: clock.buffer as SharedArrayBuffer, packageDirs: this.opts.packageDirs };
       thread.postMessage(init);
     });
   }

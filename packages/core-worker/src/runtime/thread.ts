@@ -12,6 +12,7 @@ import { decodeArgs, encodeResult, exactBytes, asBuffer, loadModules, unknownFun
 import { PACK_MAX_BYTES, claimCell, claimTag, decodeRun, encodeDone, type FromThread, type ThreadResult, type ThreadTask, type ToThread } from './messages.js';
 import { Packer } from './pack.js';
 import { fullGcFunction } from './gc.js';
+import { checkResolveHook, installResolveHook } from './packages.js';
 
 const port = parentPort!;
 let fullGc: (() => void) | undefined;
@@ -147,6 +148,7 @@ port.on('message', (msg: ToThread) => {
       modules = msg.modules;
       claims = new Int32Array(msg.claims);
       clock = new Float64Array(msg.clock);
+      if (msg.packageDirs) installResolveHook(msg.packageDirs);
       loadModules(msg.modules).then(
         (fns) => {
           registered = fns;
@@ -156,6 +158,7 @@ port.on('message', (msg: ToThread) => {
       );
       return;
     case 'run':
+      checkResolveHook();
       // Compiled on arrival, not first use: the task that brought the source may be taken back.
       for (const f of msg.fns) {
         if (f.kind === 'inline' && f.source && !inline.has(f.hash)) {

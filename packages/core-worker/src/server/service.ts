@@ -1,7 +1,7 @@
 /** The worker's gRPC WorkerService: GetData (chunked stream), Run, GetStatus, GetStory. */
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import type { GetDataRequest, GetDataResponse, GetStatusResponse, PluginResult, PluginSpec, Value, WorkerServiceGetStoryResponse, WorkerServiceServer } from '@skein/protocol';
-import { ANY_ROLE, SkeinError, authorizeService, toGrpcStatus, type RoleTable, type Security } from '@skein/common';
+import { ANY_ROLE, SkeinError, authorizeService, checkPackageNames, toGrpcStatus, toVersionsMessage, type RoleTable, type Security, type Versions } from '@skein/common';
 import type { MainThreadRunner } from './run.js';
 import { BULK_MIN_BYTES, type BulkServer } from './bulk.js';
 
@@ -17,6 +17,8 @@ export interface WorkerServiceBackend {
   chunkBytes: number;
   /** Raw TCP path for large values (encrypted when the cluster has TLS), offered to requesters that accept it. */
   bulk?: BulkServer;
+  /** What this worker runs, with the named packages (client.getVersions). */
+  versions?(packages: string[]): Versions;
   /** Who may call (see WORKER_ROLES); none: every caller may call everything. */
   security?: Security;
   /** Applies a worker plugin (SetupPlugin); none: the RPC is unimplemented. */
@@ -34,6 +36,7 @@ export const WORKER_ROLES: RoleTable<WorkerServiceServer> = {
   run: ['client'],
   getStatus: ANY_ROLE,
   getStory: ['client'],
+  getVersions: ANY_ROLE,
   // The scheduler hands its plugin registry to the worker (client.registerPlugin).
   setupPlugin: ['scheduler'],
   teardownPlugin: ['scheduler'],
@@ -135,6 +138,15 @@ export function createWorkerService(backend: WorkerServiceBackend): WorkerServic
     getStatus(_call, callback) {
       try {
         callback(null, backend.status());
+      } catch (err) {
+        callback(toGrpcStatus(err));
+      }
+    },
+    getVersions(call, callback) {
+      try {
+        if (!backend.versions) throw new SkeinError('unimplemented', 'This worker does not report its versions.');
+        const packages = checkPackageNames(call.request.packages, 'WorkerServiceGetVersionsRequest.packages');
+        callback(null, { versions: toVersionsMessage(backend.versions(packages)) });
       } catch (err) {
         callback(toGrpcStatus(err));
       }

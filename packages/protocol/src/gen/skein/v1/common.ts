@@ -190,6 +190,30 @@ export interface WhoHas {
   nbytes: number;
 }
 
+/** What one process runs, for client.getVersions (Dask's get_versions). */
+export interface Versions {
+  /** The Node.js version (process.version), e.g. "v20.19.0". */
+  node: string;
+  /** Every Skein package this process runs (its own and the Skein packages it depends on), name -> version. */
+  skein: Map<string, string>;
+  /** The packages asked for by name that this process resolves, name -> version. */
+  packages: Map<string, string>;
+  /** The packages asked for by name that this process does not find. */
+  missing: string[];
+  /** process.platform and process.arch, e.g. "linux-x64". */
+  platform: string;
+}
+
+export interface Versions_SkeinEntry {
+  key: string;
+  value: string;
+}
+
+export interface Versions_PackagesEntry {
+  key: string;
+  value: string;
+}
+
 /**
  * A plugin (client.registerPlugin, packages/client/README.md "Plugins"): a module the process of
  * its kind imports, with JSON options. Exactly one of module and source is set.
@@ -1315,6 +1339,265 @@ export const WhoHas: MessageFns<WhoHas> = {
     message.key = object.key ?? "";
     message.workers = object.workers?.map((e) => e) || [];
     message.nbytes = object.nbytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseVersions(): Versions {
+  return { node: "", skein: new Map(), packages: new Map(), missing: [], platform: "" };
+}
+
+export const Versions: MessageFns<Versions> = {
+  encode(message: Versions, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== "") {
+      writer.uint32(10).string(message.node);
+    }
+    message.skein.forEach((value, key) => {
+      Versions_SkeinEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    message.packages.forEach((value, key) => {
+      Versions_PackagesEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    for (const v of message.missing) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.platform !== "") {
+      writer.uint32(42).string(message.platform);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Versions {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVersions();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.node = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = Versions_SkeinEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.skein.set(entry2.key, entry2.value);
+            }
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = Versions_PackagesEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.packages.set(entry3.key, entry3.value);
+            }
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.missing.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.platform = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Versions>): Versions {
+    return Versions.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Versions>): Versions {
+    const message = createBaseVersions();
+    message.node = object.node ?? "";
+    message.skein = (() => {
+      const m = new Map();
+      (object.skein as Map<string, string> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, globalThis.String(value));
+        }
+      });
+      return m;
+    })();
+    message.packages = (() => {
+      const m = new Map();
+      (object.packages as Map<string, string> ?? new Map()).forEach((value, key) => {
+        if (value !== undefined) {
+          m.set(key, globalThis.String(value));
+        }
+      });
+      return m;
+    })();
+    message.missing = object.missing?.map((e) => e) || [];
+    message.platform = object.platform ?? "";
+    return message;
+  },
+};
+
+function createBaseVersions_SkeinEntry(): Versions_SkeinEntry {
+  return { key: "", value: "" };
+}
+
+export const Versions_SkeinEntry: MessageFns<Versions_SkeinEntry> = {
+  encode(message: Versions_SkeinEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Versions_SkeinEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVersions_SkeinEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Versions_SkeinEntry>): Versions_SkeinEntry {
+    return Versions_SkeinEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Versions_SkeinEntry>): Versions_SkeinEntry {
+    const message = createBaseVersions_SkeinEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseVersions_PackagesEntry(): Versions_PackagesEntry {
+  return { key: "", value: "" };
+}
+
+export const Versions_PackagesEntry: MessageFns<Versions_PackagesEntry> = {
+  encode(message: Versions_PackagesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Versions_PackagesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVersions_PackagesEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Versions_PackagesEntry>): Versions_PackagesEntry {
+    return Versions_PackagesEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Versions_PackagesEntry>): Versions_PackagesEntry {
+    const message = createBaseVersions_PackagesEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };

@@ -31,6 +31,7 @@ import {
   TaskSpec,
   Value,
   ValueColumn,
+  Versions,
   WhoHas,
 } from "./common.js";
 
@@ -221,6 +222,8 @@ export interface WorkerHello {
   nannyAddress: string;
   /** The worker reads ComputeBatch; without it the scheduler sends a ComputeTask per task. */
   batches: boolean;
+  /** What the worker runs (Node and Skein versions; no named packages), for client.getVersions. */
+  versions: Versions | undefined;
 }
 
 export interface WorkerHello_ResourcesEntry {
@@ -442,6 +445,8 @@ export interface WorkerInfo {
   registeredFunctions: string[];
   pid: number;
   nannyAddress: string;
+  /** As the worker reported them in its WorkerHello (unset for a worker that sent none). */
+  versions: Versions | undefined;
 }
 
 export interface WorkerInfo_ResourcesEntry {
@@ -457,6 +462,8 @@ export interface GetInfoResponse {
   tasksByState: Map<string, number>;
   clients: number;
   dashboardAddress: string;
+  /** The scheduler's own versions (Node and Skein packages), so a client compares them at connect. */
+  versions: Versions | undefined;
 }
 
 export interface GetInfoResponse_TasksByStateEntry {
@@ -580,6 +587,25 @@ export interface WatchWorkersResponse {
   /** True on the first message only: `events` then lists every registered worker (kind ADDED). */
   snapshot: boolean;
   events: WorkerEvent[];
+}
+
+export interface GetVersionsRequest {
+  /** Package names whose versions to look up too (resolved from the scheduler's working directory). */
+  packages: string[];
+}
+
+export interface WorkerVersions {
+  address: string;
+  name: string;
+  versions: Versions | undefined;
+}
+
+export interface GetVersionsResponse {
+  scheduler:
+    | Versions
+    | undefined;
+  /** Every registered worker, with the versions of its WorkerHello (no named packages). */
+  workers: WorkerVersions[];
 }
 
 export interface RegisterPluginRequest {
@@ -2146,6 +2172,7 @@ function createBaseWorkerHello(): WorkerHello {
     pid: 0,
     nannyAddress: "",
     batches: false,
+    versions: undefined,
   };
 }
 
@@ -2183,6 +2210,9 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     }
     if (message.batches !== false) {
       writer.uint32(88).bool(message.batches);
+    }
+    if (message.versions !== undefined) {
+      Versions.encode(message.versions, writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -2291,6 +2321,14 @@ export const WorkerHello: MessageFns<WorkerHello> = {
             message.batches = reader.bool();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.versions = Versions.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2327,6 +2365,9 @@ export const WorkerHello: MessageFns<WorkerHello> = {
     message.pid = object.pid ?? 0;
     message.nannyAddress = object.nannyAddress ?? "";
     message.batches = object.batches ?? false;
+    message.versions = (object.versions !== undefined && object.versions !== null)
+      ? Versions.fromPartial(object.versions)
+      : undefined;
     return message;
   },
 };
@@ -4659,6 +4700,7 @@ function createBaseWorkerInfo(): WorkerInfo {
     registeredFunctions: [],
     pid: 0,
     nannyAddress: "",
+    versions: undefined,
   };
 }
 
@@ -4705,6 +4747,9 @@ export const WorkerInfo: MessageFns<WorkerInfo> = {
     }
     if (message.nannyAddress !== "") {
       writer.uint32(114).string(message.nannyAddress);
+    }
+    if (message.versions !== undefined) {
+      Versions.encode(message.versions, writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -4837,6 +4882,14 @@ export const WorkerInfo: MessageFns<WorkerInfo> = {
             message.nannyAddress = reader.string();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.versions = Versions.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4876,6 +4929,9 @@ export const WorkerInfo: MessageFns<WorkerInfo> = {
     message.registeredFunctions = object.registeredFunctions?.map((e) => e) || [];
     message.pid = object.pid ?? 0;
     message.nannyAddress = object.nannyAddress ?? "";
+    message.versions = (object.versions !== undefined && object.versions !== null)
+      ? Versions.fromPartial(object.versions)
+      : undefined;
     return message;
   },
 };
@@ -4956,6 +5012,7 @@ function createBaseGetInfoResponse(): GetInfoResponse {
     tasksByState: new Map(),
     clients: 0,
     dashboardAddress: "",
+    versions: undefined,
   };
 }
 
@@ -4981,6 +5038,9 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
     }
     if (message.dashboardAddress !== "") {
       writer.uint32(58).string(message.dashboardAddress);
+    }
+    if (message.versions !== undefined) {
+      Versions.encode(message.versions, writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -5057,6 +5117,14 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
             message.dashboardAddress = reader.string();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.versions = Versions.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5089,6 +5157,9 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
     })();
     message.clients = object.clients ?? 0;
     message.dashboardAddress = object.dashboardAddress ?? "";
+    message.versions = (object.versions !== undefined && object.versions !== null)
+      ? Versions.fromPartial(object.versions)
+      : undefined;
     return message;
   },
 };
@@ -6546,6 +6617,211 @@ export const WatchWorkersResponse: MessageFns<WatchWorkersResponse> = {
   },
 };
 
+function createBaseGetVersionsRequest(): GetVersionsRequest {
+  return { packages: [] };
+}
+
+export const GetVersionsRequest: MessageFns<GetVersionsRequest> = {
+  encode(message: GetVersionsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.packages) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetVersionsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetVersionsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.packages.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetVersionsRequest>): GetVersionsRequest {
+    return GetVersionsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetVersionsRequest>): GetVersionsRequest {
+    const message = createBaseGetVersionsRequest();
+    message.packages = object.packages?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseWorkerVersions(): WorkerVersions {
+  return { address: "", name: "", versions: undefined };
+}
+
+export const WorkerVersions: MessageFns<WorkerVersions> = {
+  encode(message: WorkerVersions, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.address !== "") {
+      writer.uint32(10).string(message.address);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.versions !== undefined) {
+      Versions.encode(message.versions, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerVersions {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerVersions();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.versions = Versions.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerVersions>): WorkerVersions {
+    return WorkerVersions.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerVersions>): WorkerVersions {
+    const message = createBaseWorkerVersions();
+    message.address = object.address ?? "";
+    message.name = object.name ?? "";
+    message.versions = (object.versions !== undefined && object.versions !== null)
+      ? Versions.fromPartial(object.versions)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetVersionsResponse(): GetVersionsResponse {
+  return { scheduler: undefined, workers: [] };
+}
+
+export const GetVersionsResponse: MessageFns<GetVersionsResponse> = {
+  encode(message: GetVersionsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.scheduler !== undefined) {
+      Versions.encode(message.scheduler, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.workers) {
+      WorkerVersions.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetVersionsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetVersionsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.scheduler = Versions.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.workers.push(WorkerVersions.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GetVersionsResponse>): GetVersionsResponse {
+    return GetVersionsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetVersionsResponse>): GetVersionsResponse {
+    const message = createBaseGetVersionsResponse();
+    message.scheduler = (object.scheduler !== undefined && object.scheduler !== null)
+      ? Versions.fromPartial(object.scheduler)
+      : undefined;
+    message.workers = object.workers?.map((e) => WorkerVersions.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseRegisterPluginRequest(): RegisterPluginRequest {
   return { plugin: undefined, idempotent: false, timeoutMs: 0 };
 }
@@ -7066,6 +7342,19 @@ export const SchedulerServiceService = {
     responseDeserialize: (value: Buffer): WatchWorkersResponse => WatchWorkersResponse.decode(value),
   },
   /**
+   * The scheduler's versions (Node, Skein packages, and the named packages), and every worker's as it
+   * reported them at registration (client.getVersions; ask the workers themselves for named packages).
+   */
+  getVersions: {
+    path: "/skein.v1.SchedulerService/GetVersions" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetVersionsRequest): Buffer => Buffer.from(GetVersionsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetVersionsRequest => GetVersionsRequest.decode(value),
+    responseSerialize: (value: GetVersionsResponse): Buffer => Buffer.from(GetVersionsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetVersionsResponse => GetVersionsResponse.decode(value),
+  },
+  /**
    * Register a plugin (Dask's register_plugin): kept by the scheduler, applied to the processes of
    * its kind now (answers with one result each) and to every one that joins later.
    */
@@ -7141,6 +7430,11 @@ export interface SchedulerServiceServer extends UntypedServiceImplementation {
    * changed). Ends when the scheduler closes.
    */
   watchWorkers: handleServerStreamingCall<WatchWorkersRequest, WatchWorkersResponse>;
+  /**
+   * The scheduler's versions (Node, Skein packages, and the named packages), and every worker's as it
+   * reported them at registration (client.getVersions; ask the workers themselves for named packages).
+   */
+  getVersions: handleUnaryCall<GetVersionsRequest, GetVersionsResponse>;
   /**
    * Register a plugin (Dask's register_plugin): kept by the scheduler, applied to the processes of
    * its kind now (answers with one result each) and to every one that joins later.
@@ -7319,6 +7613,25 @@ export interface SchedulerServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<WatchWorkersResponse>;
+  /**
+   * The scheduler's versions (Node, Skein packages, and the named packages), and every worker's as it
+   * reported them at registration (client.getVersions; ask the workers themselves for named packages).
+   */
+  getVersions(
+    request: GetVersionsRequest,
+    callback: (error: ServiceError | null, response: GetVersionsResponse) => void,
+  ): ClientUnaryCall;
+  getVersions(
+    request: GetVersionsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetVersionsResponse) => void,
+  ): ClientUnaryCall;
+  getVersions(
+    request: GetVersionsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetVersionsResponse) => void,
+  ): ClientUnaryCall;
   /**
    * Register a plugin (Dask's register_plugin): kept by the scheduler, applied to the processes of
    * its kind now (answers with one result each) and to every one that joins later.

@@ -20,7 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Encoding, InlineFunction, PluginResult, PluginSpec, RemoteError, Value } from "./common.js";
+import { Encoding, InlineFunction, PluginResult, PluginSpec, RemoteError, Value, Versions } from "./common.js";
 
 export interface GetDataRequest {
   keys: string[];
@@ -106,6 +106,14 @@ export interface WorkerServiceGetStoryResponse {
   /** This worker's address. */
   address: string;
   transitions: WorkerTransition[];
+}
+
+export interface WorkerServiceGetVersionsRequest {
+  packages: string[];
+}
+
+export interface WorkerServiceGetVersionsResponse {
+  versions: Versions | undefined;
 }
 
 export interface SetupPluginRequest {
@@ -955,6 +963,118 @@ export const WorkerServiceGetStoryResponse: MessageFns<WorkerServiceGetStoryResp
   },
 };
 
+function createBaseWorkerServiceGetVersionsRequest(): WorkerServiceGetVersionsRequest {
+  return { packages: [] };
+}
+
+export const WorkerServiceGetVersionsRequest: MessageFns<WorkerServiceGetVersionsRequest> = {
+  encode(message: WorkerServiceGetVersionsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.packages) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerServiceGetVersionsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerServiceGetVersionsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.packages.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerServiceGetVersionsRequest>): WorkerServiceGetVersionsRequest {
+    return WorkerServiceGetVersionsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerServiceGetVersionsRequest>): WorkerServiceGetVersionsRequest {
+    const message = createBaseWorkerServiceGetVersionsRequest();
+    message.packages = object.packages?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseWorkerServiceGetVersionsResponse(): WorkerServiceGetVersionsResponse {
+  return { versions: undefined };
+}
+
+export const WorkerServiceGetVersionsResponse: MessageFns<WorkerServiceGetVersionsResponse> = {
+  encode(message: WorkerServiceGetVersionsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.versions !== undefined) {
+      Versions.encode(message.versions, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WorkerServiceGetVersionsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorkerServiceGetVersionsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.versions = Versions.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WorkerServiceGetVersionsResponse>): WorkerServiceGetVersionsResponse {
+    return WorkerServiceGetVersionsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WorkerServiceGetVersionsResponse>): WorkerServiceGetVersionsResponse {
+    const message = createBaseWorkerServiceGetVersionsResponse();
+    message.versions = (object.versions !== undefined && object.versions !== null)
+      ? Versions.fromPartial(object.versions)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseSetupPluginRequest(): SetupPluginRequest {
   return { plugin: undefined };
 }
@@ -1226,6 +1346,23 @@ export const WorkerServiceService = {
       Buffer.from(WorkerServiceGetStoryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WorkerServiceGetStoryResponse => WorkerServiceGetStoryResponse.decode(value),
   },
+  /**
+   * What this worker runs: Node, its Skein packages, and the named packages as tasks resolve them
+   * (the cluster's package directory first, then the worker's working directory).
+   */
+  getVersions: {
+    path: "/skein.v1.WorkerService/GetVersions" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: WorkerServiceGetVersionsRequest): Buffer =>
+      Buffer.from(WorkerServiceGetVersionsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WorkerServiceGetVersionsRequest =>
+      WorkerServiceGetVersionsRequest.decode(value),
+    responseSerialize: (value: WorkerServiceGetVersionsResponse): Buffer =>
+      Buffer.from(WorkerServiceGetVersionsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WorkerServiceGetVersionsResponse =>
+      WorkerServiceGetVersionsResponse.decode(value),
+  },
   /** Apply a worker plugin (from the scheduler's registry); replaces one of the same name. */
   setupPlugin: {
     path: "/skein.v1.WorkerService/SetupPlugin" as const,
@@ -1259,6 +1396,11 @@ export interface WorkerServiceServer extends UntypedServiceImplementation {
   getStatus: handleUnaryCall<GetStatusRequest, GetStatusResponse>;
   /** Every transition of the given keys this worker recorded, oldest first (client.story). */
   getStory: handleUnaryCall<WorkerServiceGetStoryRequest, WorkerServiceGetStoryResponse>;
+  /**
+   * What this worker runs: Node, its Skein packages, and the named packages as tasks resolve them
+   * (the cluster's package directory first, then the worker's working directory).
+   */
+  getVersions: handleUnaryCall<WorkerServiceGetVersionsRequest, WorkerServiceGetVersionsResponse>;
   /** Apply a worker plugin (from the scheduler's registry); replaces one of the same name. */
   setupPlugin: handleUnaryCall<SetupPluginRequest, SetupPluginResponse>;
   /** Tear a plugin down and forget it. */
@@ -1317,6 +1459,25 @@ export interface WorkerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: WorkerServiceGetStoryResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * What this worker runs: Node, its Skein packages, and the named packages as tasks resolve them
+   * (the cluster's package directory first, then the worker's working directory).
+   */
+  getVersions(
+    request: WorkerServiceGetVersionsRequest,
+    callback: (error: ServiceError | null, response: WorkerServiceGetVersionsResponse) => void,
+  ): ClientUnaryCall;
+  getVersions(
+    request: WorkerServiceGetVersionsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WorkerServiceGetVersionsResponse) => void,
+  ): ClientUnaryCall;
+  getVersions(
+    request: WorkerServiceGetVersionsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WorkerServiceGetVersionsResponse) => void,
   ): ClientUnaryCall;
   /** Apply a worker plugin (from the scheduler's registry); replaces one of the same name. */
   setupPlugin(

@@ -1,0 +1,34 @@
+/**
+ * The worker side of NpmInstall (a worker plugin, `@skein/core-worker/plugins/npm-install`):
+ * installs the packages into this cluster's npm directory on the worker's host, once per host (the
+ * host's other workers wait on the lock and report the same outcome). A failure rejects setup with
+ * NpmInstallError carrying npm's own error output; the worker keeps running. Running workers see
+ * the packages at once: their imports fall back to that directory. Options:
+ * `{ packages, npmOptions?, id }` (see @skein/client's NpmInstall).
+ */
+import { InvalidArgumentError } from '@skein/common';
+import { installPackages, checkNpmRequest } from '../environment/npm.js';
+import { activatePackages, currentPackagesRoot } from '../runtime/packages.js';
+
+interface Ctx {
+  worker: { schedulerAddress: string; address: string };
+  log: { info(msg: string): void };
+}
+
+export default function createNpmInstall(options: unknown) {
+  const o = (options ?? {}) as { packages?: unknown; npmOptions?: unknown; id?: unknown };
+  const request = checkNpmRequest(o, 'NpmInstall');
+  if (typeof o.id !== 'string' || !o.id) throw new InvalidArgumentError('NpmInstall: options.id is missing (build the plugin with NpmInstall() from @skein/client).');
+  const id = o.id;
+  return {
+    async setup(ctx: Ctx): Promise<void> {
+      const outcome = await installPackages(currentPackagesRoot(ctx.worker.schedulerAddress), { ...request, id });
+      activatePackages();
+      ctx.log.info(
+        outcome.ran
+          ? `installed ${request.packages.join(' ')} into ${outcome.directory}`
+          : `${request.packages.join(' ')} already installed into ${outcome.directory} by another worker of this host`,
+      );
+    },
+  };
+}

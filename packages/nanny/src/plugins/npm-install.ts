@@ -1,0 +1,37 @@
+/**
+ * NpmInstall with `restartWorkers: true` (a nanny plugin, `@skein/nanny/plugins/npm-install`):
+ * the nanny installs the packages into the cluster's npm directory on its host (once per host, under
+ * the lock of @skein/core-worker/environment), then restarts its worker (`restart: true`), so a
+ * module the worker loads at start (`--module`, `--preload`) sees them. The scheduler reschedules
+ * what the old worker was running; results only it held are recomputed. A nanny that joins later
+ * installs before it starts its first worker, with no restart. A failure rejects setup with npm's
+ * own error output and restarts nothing.
+ */
+import { InvalidArgumentError } from '@skein/common';
+import { checkNpmRequest, clusterPackagesRoot, installPackages, PACKAGES_DIR_ENV } from '@skein/core-worker/environment';
+
+interface Ctx {
+  nanny: { schedulerAddress: string; readonly workerEnv?: Readonly<Record<string, string>> };
+  log: { info(msg: string): void };
+}
+
+/** The cluster's package directory as the nanny's workers compute it (the base from their environment). */
+function rootFor(ctx: Ctx): string {
+  const m = /^(?:[a-z]+:\/\/)?\[?([^\]]+?)\]?:(\d+)$/.exec(ctx.nanny.schedulerAddress);
+  if (!m) throw new InvalidArgumentError(`NpmInstall: cannot read the scheduler address ${ctx.nanny.schedulerAddress}.`);
+  return clusterPackagesRoot(m[1]!, Number(m[2]), ctx.nanny.workerEnv?.[PACKAGES_DIR_ENV]);
+}
+
+export default function createNpmInstall(options: unknown) {
+  const o = (options ?? {}) as { packages?: unknown; npmOptions?: unknown; id?: unknown };
+  const request = checkNpmRequest(o, 'NpmInstall');
+  if (typeof o.id !== 'string' || !o.id) throw new InvalidArgumentError('NpmInstall: options.id is missing (build the plugin with NpmInstall() from @skein/client).');
+  const id = o.id;
+  return {
+    restart: true,
+    async setup(ctx: Ctx): Promise<void> {
+      const outcome = await installPackages(rootFor(ctx), { ...request, id });
+      ctx.log.info(`${outcome.ran ? 'installed' : 'found installed'} ${request.packages.join(' ')} in ${outcome.directory}; restarting the worker`);
+    },
+  };
+}
