@@ -72,6 +72,7 @@ export {
   toGrpcStatus,
 } from './grpc.js';
 export { strictService, wireProblem } from './wire-check.js';
+export { LOCAL_CLIENT_SESSION, LocalClientStream, LocalServerStream, localStreamPair, type LocalStatus } from './local-stream.js';
 export { PROTOCOL_VERSION, checkProtocolVersion, protocolMinorAtLeast } from './version.js';
 export { skeinDefaults, type SkeinDefaults } from './config.js';
 export { watchInvariants, reportInvariantViolation, type InvariantViolation } from './invariants.js';
