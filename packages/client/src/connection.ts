@@ -4,7 +4,7 @@
  * reads, updates in, message batches out), the refusal and loss of the session, its close, and
  * unary calls with deadlines. The futures API on top of it is the Client (client.ts).
  */
-import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceError, type StatusObject } from '@grpc/grpc-js';
+import { Metadata, status as GrpcStatus, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import {
   CommClosedError,
   InvalidArgumentError,
@@ -53,7 +53,13 @@ export function unary<Req, Res>(
 }
 
 /** The session stream as the connection uses it: a gRPC ClientSession call, or an in-process one. */
-type SessionCall = Pick<ClientDuplexStream<ClientSessionRequest, ClientSessionResponse>, 'write' | 'end' | 'cancel' | 'on'>;
+interface SessionCall {
+  write(message: ClientSessionRequest): unknown;
+  end(): unknown;
+  cancel(): void;
+  // 'data' (ClientSessionResponse), 'error' (ServiceError), 'status' (StatusObject)
+  on(event: string, listener: (...args: any[]) => void): unknown;
+}
 
 /** Opens an in-process session with the scheduler (LOCAL_CLIENT_SESSION of a LocalCluster). */
 export type LocalSessionOpener = () => SessionCall;
