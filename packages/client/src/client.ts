@@ -1,6 +1,7 @@
 import './polyfill.js';
 import { randomUUID } from 'node:crypto';
 import {
+  LOCAL_CLIENT_SESSION,
   Batcher,
   CancelledError,
   CommClosedError,
@@ -29,7 +30,7 @@ import {
 } from '@skein/common';
 import { pluginSpec, type PluginDescription, type PluginRegistration, type RegisterPluginOptions } from './plugins.js';
 import { Encoding, WorkerServiceClient } from '@skein/protocol';
-import { SchedulerConnection, deadlineIn, unary } from './connection.js';
+import { SchedulerConnection, deadlineIn, unary, type LocalSessionOpener } from './connection.js';
 import { Future, KeyState, releasedError, type FutureHost } from './future.js';
 import {
   Delayed,
@@ -185,7 +186,7 @@ function compileClientOptions(o: ClientOptions, clusterSecurity?: Security): Com
     throw new InvalidArgumentError(`refetchTimeoutMs must be a number of milliseconds (0 or more), got ${refetchTimeoutMs}.`);
   }
   const security = o.security ?? clusterSecurity ?? Security.fromEnv() ?? Security.insecure();
-  return { connectTimeoutMs, clientId: o.clientId ?? `client-${randomUUID()}`, refetchTimeoutMs, security };
+  return { connectTimeoutMs, clientId: o.clientId ?? `client-${randomUUID()}`, refetchTimeoutMs, security, inProcess: o.inProcess ?? true };
 }
 
 /**
@@ -227,7 +228,7 @@ export class Client implements FutureHost {
   readonly #calls = new Set<Cancellable>();
   readonly #registry: FinalizationRegistry<KeyState>;
 
-  private constructor(schedulerAddress: string, opts: CompiledClientOptions) {
+  private constructor(schedulerAddress: string, opts: CompiledClientOptions, local?: LocalSessionOpener) {
     this.schedulerAddress = schedulerAddress;
     this.#opts = opts;
     this.id = opts.clientId;
@@ -235,7 +236,7 @@ export class Client implements FutureHost {
       update: (ev) => this.#handle(ev),
       lost: (error) => this.#sessionLost(error),
       closing: () => this.#lifecycle.closing,
-    });
+    }, local);
     // Weighed in tasks, so a map of 100k tasks leaves as ~50 messages the scheduler can start on
     // one by one, and no receive buffer has to hold the whole graph.
     this.#batcher = new Batcher<Outgoing>(
@@ -251,7 +252,10 @@ export class Client implements FutureHost {
    * (for example a LocalCluster). Rejects with CommClosedError when nothing answers within
    * `connectTimeoutMs` (10 s), or ProtocolVersionError when the scheduler speaks another protocol.
    */
-  static async connect(address: string | { schedulerAddress: string; security?: Security }, options: ClientOptions = {}): Promise<Client> {
+  static async connect(
+    address: string | { schedulerAddress: string; security?: Security; [LOCAL_CLIENT_SESSION]?: LocalSessionOpener },
+    options: ClientOptions = {},
+  ): Promise<Client> {
     const opts = compileClientOptions(options, typeof address === 'object' ? address?.security : undefined);
     const raw = typeof address === 'string' ? address : address?.schedulerAddress;
     if (typeof raw !== 'string') {
@@ -260,7 +264,10 @@ export class Client implements FutureHost {
     const parsed = parseAddress(raw, skeinDefaults().schedulerPort);
     opts.security.dial(parsed, 'client', 'scheduler'); // a tls:// address without TLS credentials fails here, clearly
     const addr = formatAddress(parsed, opts.security.tls);
-    const client = new Client(addr, opts);
+    // A LocalCluster's scheduler runs in this process: it offers a session without a socket.
+    const offer = typeof address === 'object' && opts.inProcess ? address[LOCAL_CLIENT_SESSION] : undefined;
+    const local = typeof offer === 'function' ? () => offer.call(address) : undefined;
+    const client = new Client(addr, opts, local);
     try {
       await client.#start();
     } catch (err) {
@@ -268,6 +275,14 @@ export class Client implements FutureHost {
       throw err;
     }
     return client;
+  }
+
+  /**
+   * True when the session with the scheduler is held in-process, without a socket: a client of a
+   * LocalCluster in the process that runs its scheduler (ClientOptions.inProcess).
+   */
+  get inProcess(): boolean {
+    return this.#conn.inProcess;
   }
 
   /** 'connecting', 'running', 'closing' or 'closed'. */

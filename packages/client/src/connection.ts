@@ -4,7 +4,7 @@
  * reads, updates in, message batches out), the refusal and loss of the session, its close, and
  * unary calls with deadlines. The futures API on top of it is the Client (client.ts).
  */
-import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceError, type StatusObject } from '@grpc/grpc-js';
+import { Metadata, status as GrpcStatus, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import {
   CommClosedError,
   InvalidArgumentError,
@@ -52,6 +52,18 @@ export function unary<Req, Res>(
   });
 }
 
+/** The session stream as the connection uses it: a gRPC ClientSession call, or an in-process one. */
+interface SessionCall {
+  write(message: ClientSessionRequest): unknown;
+  end(): unknown;
+  cancel(): void;
+  // 'data' (ClientSessionResponse), 'error' (ServiceError), 'status' (StatusObject)
+  on(event: string, listener: (...args: any[]) => void): unknown;
+}
+
+/** Opens an in-process session with the scheduler (LOCAL_CLIENT_SESSION of a LocalCluster). */
+export type LocalSessionOpener = () => SessionCall;
+
 export class SchedulerConnection {
   /** The SchedulerService stub (for unary calls). */
   readonly stub: SchedulerServiceClient;
@@ -66,21 +78,31 @@ export class SchedulerConnection {
   readonly #address: string;
   readonly #clientId: string;
   readonly #events: ConnectionEvents;
-  #session: ClientDuplexStream<ClientSessionRequest, ClientSessionResponse> | undefined;
+  #session: SessionCall | undefined;
+  readonly #local: LocalSessionOpener | undefined;
   #sessionEnded: Promise<void> | undefined;
   #lost = false;
   /** The scheduler reads column batches (TaskBatch); from its Welcome. */
   #batches = false;
   readonly #security: Security;
 
-  /** Creates the channel (nothing is sent before `open`). */
-  constructor(address: string, clientId: string, security: Security, events: ConnectionEvents) {
+  /**
+   * Creates the channel (nothing is sent before `open`). With `local`, the session is in-process
+   * (the channel then serves only unary calls such as GetInfo).
+   */
+  constructor(address: string, clientId: string, security: Security, events: ConnectionEvents, local?: LocalSessionOpener) {
     this.#address = address;
+    this.#local = local;
     this.#clientId = clientId;
     this.#events = events;
     this.#security = security;
     const dial = security.dial(address, 'client', 'scheduler');
     this.stub = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
+  }
+
+  /** The session is held in-process (a LocalCluster's scheduler in this process), not over gRPC. */
+  get inProcess(): boolean {
+    return this.#local !== undefined;
   }
 
   /** The session broke without close(). */
@@ -102,7 +124,7 @@ export class SchedulerConnection {
           'address and port are right; start one with `skein scheduler`.',
         cause === undefined ? undefined : { cause },
       );
-    const ready = await new Promise<Error | undefined>((resolve) => this.stub.waitForReady(deadline, (err) => resolve(err)));
+    const ready = this.#local ? undefined : await new Promise<Error | undefined>((resolve) => this.stub.waitForReady(deadline, (err) => resolve(err)));
     if (ready) {
       // grpc-js cannot say that TLS is what failed: one handshake with the scheduler can.
       const a = parseAddress(addr);
@@ -111,7 +133,7 @@ export class SchedulerConnection {
       throw unreachable(`no connection within ${timeoutMs / 1000} s: ${ready.message}`, ready);
     }
 
-    const call = this.stub.clientSession(new Metadata());
+    const call = this.#local ? this.#local() : this.stub.clientSession(new Metadata());
     this.#session = call;
     let welcomed = false;
     let streamError: ServiceError | undefined;

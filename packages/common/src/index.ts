@@ -78,6 +78,7 @@ export {
   toGrpcStatus,
 } from './grpc.js';
 export { strictService, wireProblem } from './wire-check.js';
+export { LOCAL_CLIENT_SESSION, LocalClientStream, LocalServerStream, localStreamPair, type LocalStatus } from './local-stream.js';
 export { PROTOCOL_VERSION, checkProtocolVersion, protocolMinorAtLeast } from './version.js';
 export {
   VERSIONS_OVERRIDE_ENV,

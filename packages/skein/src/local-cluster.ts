@@ -9,6 +9,7 @@ import { PACKAGES_DIR_ENV, clusterPackagesRoot } from '@skein/core-worker/enviro
 import { Nanny } from '@skein/nanny';
 import {
   InvalidArgumentError,
+  LOCAL_CLIENT_SESSION,
   Security,
   SkeinError,
   cpuCount,
@@ -479,5 +480,13 @@ export class LocalCluster extends Cluster<LocalWorkerHandle, InProcessScheduler>
   /** The dashboard URL ('' while the scheduler serves none). */
   override get dashboardLink(): string {
     return this.schedulerHandle?.dashboardLink ?? '';
+  }
+
+  /**
+   * For Client.connect(cluster): a client session with the scheduler in this process, without a
+   * socket (ClientOptions.inProcess). Clients in other processes connect to `schedulerAddress`.
+   */
+  [LOCAL_CLIENT_SESSION](): ReturnType<Scheduler['openLocalClientSession']> {
+    return this.scheduler.openLocalClientSession();
   }
 }

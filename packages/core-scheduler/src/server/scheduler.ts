@@ -41,6 +41,8 @@ import {
 } from '@skein/protocol';
 import {
   Batcher,
+  localStreamPair,
+  type LocalClientStream,
   CHANNEL_OPTIONS,
   DEFAULT_MAX_MESSAGE_BYTES,
   checkRange,
@@ -803,6 +805,19 @@ export class Scheduler {
       ),
     );
     return chosen;
+  }
+
+  /**
+   * A client session within this process, without a socket (a LocalCluster's clients): the same
+   * session as ClientSession over gRPC, its messages handed over as objects (common's
+   * local-stream.ts), so no message is encoded, decoded or sent through HTTP/2. Only code that
+   * holds this Scheduler can open one, so it needs no credentials; it has the client role.
+   */
+  openLocalClientSession(): LocalClientStream<ClientSessionRequest, ClientSessionResponse> {
+    const { client, server } = localStreamPair<ClientSessionRequest, ClientSessionResponse>();
+    if (this.lifecycle.closing) server.emit('error', { code: GrpcStatus.UNAVAILABLE, details: 'The scheduler is closing.' });
+    else this.clientSession(server as unknown as ServerDuplexStream<ClientSessionRequest, ClientSessionResponse>);
+    return client;
   }
 
   private clientSession(call: ServerDuplexStream<ClientSessionRequest, ClientSessionResponse>): void {
