@@ -37,6 +37,7 @@ from distributed import Client, LocalCluster, wait
 BEST = {
     "map": {"distributed.scheduler.worker-saturation": float("inf")},
     "tree": {"distributed.scheduler.worker-saturation": float("inf")},
+    "fanin": {"distributed.scheduler.worker-saturation": float("inf")},
     # lz4 is installed, so "auto" compression samples each frame; random bytes never compress
     "transfer": {"distributed.comm.compression": None},
     # fork instead of spawn: workers do not re-import Python and dask from scratch
@@ -45,6 +46,7 @@ BEST = {
 BEST_DESC = {
     "map": "worker-saturation=inf",
     "tree": "worker-saturation=inf, whole graph in one client.get (not one submit per task)",
+    "fanin": "worker-saturation=inf",
     "transfer": "comm.compression=None",
     "startup": "worker multiprocessing-method=fork",
 }
@@ -75,6 +77,10 @@ def noop(x):
 
 def add(a, b):
     return a + b
+
+
+def sum_all(*xs):
+    return sum(xs)
 
 
 def make_bytes(n):
@@ -198,6 +204,25 @@ def w_tree(client, args):
         time.sleep(0.5)
 
 
+def w_fanin(client, args):
+    # leaves no-ops by one map, summed in groups by one submit each, then one root
+    leaves, group = (1000, 10) if args.short else (10_000, 100)
+    ntasks = leaves + leaves // group + 1
+    for r in range(args.repeat):
+        off = r * leaves  # fresh keys each run
+        expect = leaves * (leaves - 1) // 2 + off * leaves
+        t0 = time.perf_counter()
+        ls = client.map(noop, range(off, off + leaves))
+        mids = [client.submit(sum_all, *ls[g:g + group]) for g in range(0, leaves, group)]
+        total = client.submit(sum_all, *mids).result()
+        dt = time.perf_counter() - t0
+        assert total == expect, (total, expect)
+        emit("fanin", {"leaves": leaves, "group": group, "tasks": ntasks}, round(ntasks / dt, 1),
+             "tasks/s", seconds=round(dt, 4))
+        del ls, mids
+        time.sleep(0.5)
+
+
 def w_transfer(client, args):
     sizes = [20_000_000] if args.short else [100_000_000, 500_000_000]
     a, b = worker_addrs(client)
@@ -311,7 +336,7 @@ def w_startup(args):
         cluster.close()
 
 
-WORKLOADS = ["map", "latency", "tree", "transfer", "memory", "startup"]
+WORKLOADS = ["map", "latency", "tree", "fanin", "transfer", "memory", "startup"]
 
 
 def main():
@@ -357,6 +382,8 @@ def main():
             w_latency(client, args)
         elif w == "tree":
             w_tree(client, args)
+        elif w == "fanin":
+            w_fanin(client, args)
         elif w == "transfer":
             w_transfer(client, args)
     finally:
