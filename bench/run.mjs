@@ -290,7 +290,11 @@ function peersTable(records) {
     const lower = DIRECTION[row.workload] === 'lower';
     const better = (a, b) => (a == null ? b : b == null ? a : lower ? Math.min(a, b) : Math.max(a, b));
     const sk = m('skein');
-    const adv = (other) => (sk == null || !other || !sk ? '—' : `${(lower ? other / sk : sk / other).toFixed(2)}x`);
+    const adv = (other) => {
+      if (sk == null || !other || !sk) return '—';
+      const f = lower ? other / sk : sk / other;
+      return `${f < 0.1 ? f.toPrecision(2) : f.toFixed(2)}x`;
+    };
     lines.push([row.workload, paramsLabel(row.params), row.unit, ...systems.map((x) => fmt(m(x))), adv(better(m('bullmq-c1'), m('bullmq-c50'))), adv(m('piscina'))]);
   }
   let out = `| ${head.join(' | ')} |\n| ${head.map(() => '---').join(' | ')} |\n${lines

@@ -183,13 +183,13 @@ async function main() {
     for (let r = 0; r < args.repeat; r++) {
       const times = [];
       const once = async (id, x) => {
-        const tracked = side.track([id], (_id, v) => {
-          if (v !== x) throw new Error(`latency: got ${v}, expected ${x}`);
-        });
+        let got;
+        const tracked = side.track([id], (_id, v) => (got = v));
         await side.queue.add('noop', { x }, { jobId: id });
         tracked.added();
         const { lost } = await tracked;
         if (lost) throw new Error(`latency: the completion of ${id} never arrived`);
+        if (got !== x) throw new Error(`latency: got ${got}, expected ${x}`);
       };
       await once(`l${r}-warm`, -1);
       for (let i = 0; i < S.latency; i++) {
