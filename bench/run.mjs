@@ -7,8 +7,9 @@
 // with TLS ("skein-tls").
 //
 // `peers` runs BullMQ on Redis (concurrency 1 and 50; bench/peers/bench_bullmq.mjs) and piscina
-// (bench/peers/bench_piscina.mjs) for map, latency and fan-in, and brings in the Skein and Dask
-// sides of those three workloads; `clients`, `coldstart` and `deps` are Skein only.
+// (bench/peers/bench_piscina.mjs) for map, latency and fan-in, each right after Skein's runs of
+// that workload, and brings in the Skein and Dask sides of those three workloads; `clients`,
+// `coldstart` and `deps` are Skein only.
 //
 // For each workload it runs the Skein side (bench/skein/bench_skein.mjs) and the Dask side
 // (bench/dask/bench_dask.py with Debian's /usr/bin/python3; once with defaults and, where a
@@ -302,7 +303,7 @@ function peersTable(records) {
     .map((l) => `| ${l.join(' | ')} |`)
     .join('\n')}`;
   out += `\n\nBullMQ completions lost (events stream long enough for the run): ${lost}.`;
-  for (const r of lostDefault) out += `\nBullMQ with the default events stream length (${r.system}, map n=${r.params.n}): ${r.value} of ${r.params.n} completions lost.`;
+  for (const r of lostDefault) out += `\nBullMQ with the default events stream length (${r.system}, map n=${r.params.n.toLocaleString('en-US')}): ${r.value} of ${r.params.n.toLocaleString('en-US')} completions lost.`;
   return out;
 }
 
@@ -351,7 +352,7 @@ async function main() {
   if (peersNote) console.error(`# ${peersNote}`);
 
   // Per-process time limits: crash-proofing, not timing assertions.
-  const limitMs = (w) => (opts.short ? 120_000 : w === 'map' || w === 'peers' ? 1_800_000 : 900_000);
+  const limitMs = (w) => (opts.short ? 120_000 : w === 'map' ? 1_800_000 : 900_000);
   const repeatArgs = opts.repeat ? ['--repeat', String(opts.repeat)] : [];
   const daskRepeat = opts.daskRepeat ?? opts.repeat;
   const daskRepeatArgs = daskRepeat ? ['--repeat', String(daskRepeat)] : [];
@@ -363,17 +364,20 @@ async function main() {
   for (const w of workloads) {
     const jobs = [];
     if (w === 'peers') {
-      if (!peersNote) {
-        jobs.push(['bullmq-c1', process.execPath, [path.join(here, 'peers', 'bench_bullmq.mjs'), '--concurrency', '1', ...shortArgs, ...repeatArgs]]);
-        jobs.push(['bullmq-c50', process.execPath, [path.join(here, 'peers', 'bench_bullmq.mjs'), '--concurrency', '50', ...shortArgs, ...repeatArgs]]);
-        jobs.push(['piscina', process.execPath, [path.join(here, 'peers', 'bench_piscina.mjs'), ...shortArgs, ...repeatArgs]]);
-      }
+      // its jobs run inside map, latency and fanin, right after Skein's (below)
     } else if (SKEIN_ONLY.has(w)) {
       if (!opts.skipSkein) jobs.push(['skein', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, ...shortArgs, ...repeatArgs]]);
     } else if (!opts.skipSkein) {
       jobs.push(['skein', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, ...shortArgs, ...repeatArgs]]);
       // (memory's separate client process has no credentials: plaintext only)
       if (opts.tls && w !== 'memory') jobs.push(['skein-tls', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, '--tls', ...shortArgs, ...repeatArgs]]);
+    }
+    if (workloads.includes('peers') && !peersNote && PEER_WORKLOADS.includes(w)) {
+      // right after Skein's runs of the same workload, so that the ratios compare adjacent minutes
+      const wl = ['--workload', w, ...shortArgs, ...repeatArgs];
+      jobs.push(['bullmq-c1', process.execPath, [path.join(here, 'peers', 'bench_bullmq.mjs'), '--concurrency', '1', ...wl]]);
+      jobs.push(['bullmq-c50', process.execPath, [path.join(here, 'peers', 'bench_bullmq.mjs'), '--concurrency', '50', ...wl]]);
+      jobs.push(['piscina', process.execPath, [path.join(here, 'peers', 'bench_piscina.mjs'), ...wl]]);
     }
     if (dask && w !== 'peers' && !SKEIN_ONLY.has(w)) {
       const py = path.join(here, 'dask', 'bench_dask.py');

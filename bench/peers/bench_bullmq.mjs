@@ -2,7 +2,7 @@
 // BullMQ side of the peer benchmarks (bench/run.mjs --only peers), the same workloads as the
 // Skein side: map of no-ops, submit-then-await latency, fan-in (leaves -> groups -> one root).
 //
-//   node bench/peers/bench_bullmq.mjs --concurrency 50 [--short] [--repeat N]
+//   node bench/peers/bench_bullmq.mjs --concurrency 50 [--workload map|latency|fanin] [--short] [--repeat N]
 //
 // Starts its own redis-server (Debian's, on a free loopback port, no persistence) and stops it at
 // the end; runs 2 BullMQ worker processes (`new Worker(queue, fn, { concurrency })`, the processor
@@ -15,8 +15,8 @@
 // record then says how many completions were lost (`lost`). The queue is created with an events
 // stream long enough for the largest run (`streams.events.maxLen`), so none are: BullMQ's default
 // (~10,000 events, several per job) is trimmed under a reader that falls behind, which then
-// silently misses completions. In full mode one extra 20,000-job map runs on a second queue with
-// the default length and records how many it lost (workload "bullmq-lost").
+// silently misses completions. In full mode, with concurrency 50, one extra 100,000-job map runs on
+// a second queue with the default length and records how many it lost (workload "bullmq-lost").
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -155,7 +155,8 @@ async function main() {
     // several events (added, waiting, active, completed, ...), so 10 per job of the largest run.
     const biggest = Math.max(...S.map, S.fanin.leaves * 2);
     const side = new Side(qname, redis.port, { streams: { events: { maxLen: 10 * biggest } } });
-    const sideDefault = args.short ? null : new Side(qDefault, redis.port, {});
+    const want = (w) => args.workload === null || args.workload === w;
+    const sideDefault = args.short || args.concurrency !== 50 || !want('map') ? null : new Side(qDefault, redis.port, {});
     await side.ready();
     await sideDefault?.ready();
     const queues = sideDefault ? `${qname},${qDefault}` : qname;
@@ -171,7 +172,7 @@ async function main() {
 
     let off = 0;
     let run = 0;
-    for (const n of S.map) {
+    for (const n of want('map') ? S.map : []) {
       for (let r = 0; r < args.repeat; r++) {
         const { dt, lost } = await mapRun(side, `m${run++}`, n, off);
         off += n;
@@ -180,7 +181,7 @@ async function main() {
       }
     }
 
-    for (let r = 0; r < args.repeat; r++) {
+    for (let r = 0; r < (want('latency') ? args.repeat : 0); r++) {
       const times = [];
       const once = async (id, x) => {
         let got;
@@ -204,7 +205,7 @@ async function main() {
 
     const { leaves, group } = S.fanin;
     const ntasks = leaves + leaves / group + 1;
-    for (let r = 0; r < args.repeat; r++) {
+    for (let r = 0; r < (want('fanin') ? args.repeat : 0); r++) {
       const tag = `f${r}`;
       const base = r * leaves;
       const ids = [];
@@ -239,9 +240,9 @@ async function main() {
     if (sideDefault) {
       // The same map on a queue with BullMQ's default events stream length: how many completions
       // a QueueEvents reader misses there.
-      const n = 20_000;
+      const n = 100_000;
       const { dt, lost, seen } = await mapRun(sideDefault, 'd0', n, 0);
-      emit('bullmq-lost', { n, events_max_len: 'default (10,000)' }, lost, 'completions lost', { seen, seconds: round(dt, 4) });
+      emit('bullmq-lost', { n, events_max_len: 'default (~10,000)' }, lost, 'completions lost', { seen, seconds: round(dt, 4) });
       log(`default events stream: ${lost} of ${n} completions lost`);
     }
 

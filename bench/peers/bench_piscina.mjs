@@ -8,7 +8,7 @@
 //   fanin    leaves as in map; each group's sum is run once that group's leaves are back (the
 //            driver plays the scheduler: Promise.all per group), then the root over the group sums
 //
-//   node bench/peers/bench_piscina.mjs [--short] [--repeat N]
+//   node bench/peers/bench_piscina.mjs [--workload map|latency|fanin] [--short] [--repeat N]
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { round, range, sizes, emitter, percentiles, parseArgs } from './common.mjs';
@@ -27,8 +27,9 @@ async function main() {
   try {
     await Promise.all([pool.run(0), pool.run(1)]); // both threads up
     log(`${pool.threads.length} threads`);
+    const want = (w) => args.workload === null || args.workload === w;
     let off = 0;
-    for (const n of S.map) {
+    for (const n of want('map') ? S.map : []) {
       for (let r = 0; r < args.repeat; r++) {
         const xs = range(off, off + n);
         off += n;
@@ -39,7 +40,7 @@ async function main() {
         emit('map', { n }, round(n / dt), 'tasks/s', { seconds: round(dt, 4) });
       }
     }
-    for (let r = 0; r < args.repeat; r++) {
+    for (let r = 0; r < (want('latency') ? args.repeat : 0); r++) {
       await pool.run(-1);
       const times = [];
       for (let i = 0; i < S.latency; i++) {
@@ -54,7 +55,7 @@ async function main() {
     }
     const { leaves, group } = S.fanin;
     const ntasks = leaves + leaves / group + 1;
-    for (let r = 0; r < args.repeat; r++) {
+    for (let r = 0; r < (want('fanin') ? args.repeat : 0); r++) {
       const base = r * leaves;
       const t0 = performance.now();
       const groups = [];

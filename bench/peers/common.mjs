@@ -29,18 +29,22 @@ export function percentiles(times) {
 }
 
 export function parseArgs(argv, extra = {}) {
-  const args = { short: false, repeat: null, ...extra };
+  const args = { short: false, repeat: null, workload: null, ...extra };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--short') args.short = true;
     else if (a === '--repeat') args.repeat = Number(argv[++i]);
     else if (a === '--concurrency') args.concurrency = Number(argv[++i]);
+    else if (a === '--workload') args.workload = argv[++i];
     else if (a === '--worker') args.worker = true;
     else if (a === '--redis-port') args.redisPort = Number(argv[++i]);
     else if (a === '--queue') args.queue = argv[++i];
     else throw new Error(`unknown argument ${a}`);
   }
   args.repeat ??= args.short ? 1 : 3;
+  if (args.workload !== null && !['map', 'latency', 'fanin'].includes(args.workload)) {
+    throw new Error(`--workload must be map, latency or fanin (or absent: all three), not ${args.workload}`);
+  }
   return args;
 }
 
