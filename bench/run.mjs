@@ -8,8 +8,8 @@
 //
 // `peers` runs BullMQ on Redis (concurrency 1 and 50; bench/peers/bench_bullmq.mjs) and piscina
 // (bench/peers/bench_piscina.mjs) for map, latency and fan-in, each right after Skein's runs of
-// that workload, and brings in the Skein and Dask sides of those three workloads; `clients`,
-// `coldstart` and `deps` are Skein only.
+// that workload, and brings in the Skein and Dask sides of those three workloads; `clients` and
+// `deps` are Skein only, `coldstart` Skein and Dask-best.
 //
 // For each workload it runs the Skein side (bench/skein/bench_skein.mjs) and the Dask side
 // (bench/dask/bench_dask.py with Debian's /usr/bin/python3; once with defaults and, where a
@@ -29,7 +29,13 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const PYTHON = process.env.SKEIN_BENCH_PYTHON ?? '/usr/bin/python3';
 const WORKLOADS = ['map', 'latency', 'tree', 'fanin', 'transfer', 'memory', 'startup', 'peers', 'clients', 'coldstart', 'deps'];
 /** Workloads with a Skein side only (and no TLS variant). */
-const SKEIN_ONLY = new Set(['clients', 'coldstart', 'deps']);
+const SKEIN_ONLY = new Set(['clients', 'deps']);
+/**
+ * Workloads whose Dask side runs at Dask's best setting only (and Skein's without TLS): Dask's
+ * default map is bound by its queuing at ~450 tasks/s, cold or warm, and three 20,000-task maps of
+ * it per run would take minutes.
+ */
+const DASK_BEST_ONLY = new Set(['coldstart']);
 /** What `peers` compares: these workloads' Skein and Dask sides beside the peers'. */
 const PEER_WORKLOADS = ['map', 'latency', 'fanin'];
 const PEER_SYSTEMS = ['bullmq-c1', 'bullmq-c50', 'piscina'];
@@ -370,7 +376,7 @@ async function main() {
     } else if (!opts.skipSkein) {
       jobs.push(['skein', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, ...shortArgs, ...repeatArgs]]);
       // (memory's separate client process has no credentials: plaintext only)
-      if (opts.tls && w !== 'memory') jobs.push(['skein-tls', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, '--tls', ...shortArgs, ...repeatArgs]]);
+      if (opts.tls && w !== 'memory' && !DASK_BEST_ONLY.has(w)) jobs.push(['skein-tls', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, '--tls', ...shortArgs, ...repeatArgs]]);
     }
     if (workloads.includes('peers') && !peersNote && PEER_WORKLOADS.includes(w)) {
       // right after Skein's runs of the same workload, so that the ratios compare adjacent minutes
@@ -381,7 +387,7 @@ async function main() {
     }
     if (dask && w !== 'peers' && !SKEIN_ONLY.has(w)) {
       const py = path.join(here, 'dask', 'bench_dask.py');
-      jobs.push(['dask', PYTHON, [py, '--workload', w, ...shortArgs, ...daskRepeatArgs]]);
+      if (!DASK_BEST_ONLY.has(w)) jobs.push(['dask', PYTHON, [py, '--workload', w, ...shortArgs, ...daskRepeatArgs]]);
       if (bestWorkloads.includes(w)) jobs.push(['dask-best', PYTHON, [py, '--workload', w, '--best', ...shortArgs, ...daskRepeatArgs]]);
     }
     for (const [sys, cmd, args] of jobs) {

@@ -38,6 +38,9 @@ BEST = {
     "map": {"distributed.scheduler.worker-saturation": float("inf")},
     "tree": {"distributed.scheduler.worker-saturation": float("inf")},
     "fanin": {"distributed.scheduler.worker-saturation": float("inf")},
+    # the map's and the startup's best settings together
+    "coldstart": {"distributed.scheduler.worker-saturation": float("inf"),
+                  "distributed.worker.multiprocessing-method": "fork"},
     # lz4 is installed, so "auto" compression samples each frame; random bytes never compress
     "transfer": {"distributed.comm.compression": None},
     # fork instead of spawn: workers do not re-import Python and dask from scratch
@@ -47,6 +50,7 @@ BEST_DESC = {
     "map": "worker-saturation=inf",
     "tree": "worker-saturation=inf, whole graph in one client.get (not one submit per task)",
     "fanin": "worker-saturation=inf",
+    "coldstart": "worker-saturation=inf, worker multiprocessing-method=fork",
     "transfer": "comm.compression=None",
     "startup": "worker multiprocessing-method=fork",
 }
@@ -322,6 +326,46 @@ def mem_client(address, n):
     client.close()
 
 
+def w_coldstart(args):
+    # One fresh process per run (the first cluster of a fresh Python), as on the Skein side:
+    # start-to-ready, then three maps of fresh no-ops in that cluster; first over third.
+    n = 2000 if args.short else 20_000
+    if not args.inner:
+        cmd = [sys.executable, os.path.abspath(__file__), "--workload", "coldstart", "--inner"]
+        if args.short:
+            cmd.append("--short")
+        if args.best:
+            cmd.append("--best")
+        for r in range(args.repeat):
+            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+            rates = {}
+            for line in out.splitlines():
+                OUT.write(line + "\n")
+                rec = json.loads(line)
+                if rec["workload"] == "coldstart-map":
+                    rates[rec["params"]["run"]] = rec["value"]
+            OUT.flush()
+            emit("coldstart-first-vs-warm", {"n": n}, round(rates[1] / rates[3], 3), "ratio")
+        return
+    t0 = time.perf_counter()
+    cluster, client = start_cluster()
+    emit("coldstart-ready", {"workers": 2}, round((time.perf_counter() - t0) * 1000.0, 1), "ms")
+    try:
+        for run in (1, 2, 3):
+            xs = list(range(n * run, n * (run + 1)))
+            t1 = time.perf_counter()
+            vals = client.gather(client.map(noop, xs))
+            dt = time.perf_counter() - t1
+            assert len(vals) == n and vals[0] == xs[0] and vals[-1] == xs[-1]
+            emit("coldstart-map", {"n": n, "run": run}, round(n / dt, 1), "tasks/s",
+                 seconds=round(dt, 4))
+            del vals
+            time.sleep(0.5)
+    finally:
+        client.close()
+        cluster.close()
+
+
 def w_startup(args):
     for r in range(args.repeat):
         t0 = time.perf_counter()
@@ -336,7 +380,7 @@ def w_startup(args):
         cluster.close()
 
 
-WORKLOADS = ["map", "latency", "tree", "fanin", "transfer", "memory", "startup"]
+WORKLOADS = ["map", "latency", "tree", "fanin", "transfer", "memory", "startup", "coldstart"]
 
 
 def main():
@@ -347,6 +391,7 @@ def main():
     ap.add_argument("--best", action="store_true")
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--list-best", action="store_true")
+    ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mem-client", nargs=2, metavar=("ADDRESS", "N"))
     args = ap.parse_args()
 
@@ -373,6 +418,9 @@ def main():
         return
     if w == "memory":
         w_memory(args)
+        return
+    if w == "coldstart":
+        w_coldstart(args)
         return
     cluster, client = start_cluster()
     try:
