@@ -16,6 +16,7 @@ APT_PACKAGES=(
   slurmctld
   slurmd
   slurm-client
+  redis-server        # bench/run.mjs --short (run by .ci/run after npm test): the BullMQ peer benchmark starts its own redis-server
 )
 
 if ! command -v dpkg >/dev/null 2>&1; then

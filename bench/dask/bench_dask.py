@@ -37,6 +37,10 @@ from distributed import Client, LocalCluster, wait
 BEST = {
     "map": {"distributed.scheduler.worker-saturation": float("inf")},
     "tree": {"distributed.scheduler.worker-saturation": float("inf")},
+    "fanin": {"distributed.scheduler.worker-saturation": float("inf")},
+    # the map's and the startup's best settings together
+    "coldstart": {"distributed.scheduler.worker-saturation": float("inf"),
+                  "distributed.worker.multiprocessing-method": "fork"},
     # lz4 is installed, so "auto" compression samples each frame; random bytes never compress
     "transfer": {"distributed.comm.compression": None},
     # fork instead of spawn: workers do not re-import Python and dask from scratch
@@ -45,6 +49,8 @@ BEST = {
 BEST_DESC = {
     "map": "worker-saturation=inf",
     "tree": "worker-saturation=inf, whole graph in one client.get (not one submit per task)",
+    "fanin": "worker-saturation=inf",
+    "coldstart": "worker-saturation=inf, worker multiprocessing-method=fork",
     "transfer": "comm.compression=None",
     "startup": "worker multiprocessing-method=fork",
 }
@@ -75,6 +81,10 @@ def noop(x):
 
 def add(a, b):
     return a + b
+
+
+def sum_all(*xs):
+    return sum(xs)
 
 
 def make_bytes(n):
@@ -198,6 +208,25 @@ def w_tree(client, args):
         time.sleep(0.5)
 
 
+def w_fanin(client, args):
+    # leaves no-ops by one map, summed in groups by one submit each, then one root
+    leaves, group = (1000, 10) if args.short else (10_000, 100)
+    ntasks = leaves + leaves // group + 1
+    for r in range(args.repeat):
+        off = r * leaves  # fresh keys each run
+        expect = leaves * (leaves - 1) // 2 + off * leaves
+        t0 = time.perf_counter()
+        ls = client.map(noop, range(off, off + leaves))
+        mids = [client.submit(sum_all, *ls[g:g + group]) for g in range(0, leaves, group)]
+        total = client.submit(sum_all, *mids).result()
+        dt = time.perf_counter() - t0
+        assert total == expect, (total, expect)
+        emit("fanin", {"leaves": leaves, "group": group, "tasks": ntasks}, round(ntasks / dt, 1),
+             "tasks/s", seconds=round(dt, 4))
+        del ls, mids
+        time.sleep(0.5)
+
+
 def w_transfer(client, args):
     sizes = [20_000_000] if args.short else [100_000_000, 500_000_000]
     a, b = worker_addrs(client)
@@ -297,6 +326,46 @@ def mem_client(address, n):
     client.close()
 
 
+def w_coldstart(args):
+    # One fresh process per run (the first cluster of a fresh Python), as on the Skein side:
+    # start-to-ready, then three maps of fresh no-ops in that cluster; first over third.
+    n = 2000 if args.short else 20_000
+    if not args.inner:
+        cmd = [sys.executable, os.path.abspath(__file__), "--workload", "coldstart", "--inner"]
+        if args.short:
+            cmd.append("--short")
+        if args.best:
+            cmd.append("--best")
+        for r in range(args.repeat):
+            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+            rates = {}
+            for line in out.splitlines():
+                OUT.write(line + "\n")
+                rec = json.loads(line)
+                if rec["workload"] == "coldstart-map":
+                    rates[rec["params"]["run"]] = rec["value"]
+            OUT.flush()
+            emit("coldstart-first-vs-warm", {"n": n}, round(rates[1] / rates[3], 3), "ratio")
+        return
+    t0 = time.perf_counter()
+    cluster, client = start_cluster()
+    emit("coldstart-ready", {"workers": 2}, round((time.perf_counter() - t0) * 1000.0, 1), "ms")
+    try:
+        for run in (1, 2, 3):
+            xs = list(range(n * run, n * (run + 1)))
+            t1 = time.perf_counter()
+            vals = client.gather(client.map(noop, xs))
+            dt = time.perf_counter() - t1
+            assert len(vals) == n and vals[0] == xs[0] and vals[-1] == xs[-1]
+            emit("coldstart-map", {"n": n, "run": run}, round(n / dt, 1), "tasks/s",
+                 seconds=round(dt, 4))
+            del vals
+            time.sleep(0.5)
+    finally:
+        client.close()
+        cluster.close()
+
+
 def w_startup(args):
     for r in range(args.repeat):
         t0 = time.perf_counter()
@@ -311,7 +380,7 @@ def w_startup(args):
         cluster.close()
 
 
-WORKLOADS = ["map", "latency", "tree", "transfer", "memory", "startup"]
+WORKLOADS = ["map", "latency", "tree", "fanin", "transfer", "memory", "startup", "coldstart"]
 
 
 def main():
@@ -322,6 +391,7 @@ def main():
     ap.add_argument("--best", action="store_true")
     ap.add_argument("--repeat", type=int, default=None)
     ap.add_argument("--list-best", action="store_true")
+    ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mem-client", nargs=2, metavar=("ADDRESS", "N"))
     args = ap.parse_args()
 
@@ -349,6 +419,9 @@ def main():
     if w == "memory":
         w_memory(args)
         return
+    if w == "coldstart":
+        w_coldstart(args)
+        return
     cluster, client = start_cluster()
     try:
         if w == "map":
@@ -357,6 +430,8 @@ def main():
             w_latency(client, args)
         elif w == "tree":
             w_tree(client, args)
+        elif w == "fanin":
+            w_fanin(client, args)
         elif w == "transfer":
             w_transfer(client, args)
     finally:

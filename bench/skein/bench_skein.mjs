@@ -24,7 +24,7 @@ const TLS = process.argv.includes('--tls');
 const SYSTEM = TLS ? 'skein-tls' : 'skein';
 /** LocalCluster options of every cluster this process starts. */
 const clusterOptions = () => ({ nWorkers: 2, threadsPerWorker: 1, ...(TLS ? { security: true } : {}) });
-const WORKLOADS = ['map', 'latency', 'tree', 'transfer', 'memory', 'startup'];
+const WORKLOADS = ['map', 'latency', 'tree', 'fanin', 'transfer', 'memory', 'startup', 'clients', 'coldstart', 'deps'];
 
 const log = (...a) => console.error('[skein]', ...a);
 
@@ -50,6 +50,14 @@ const makeBytes = (n) => {
 const nbytes = (b) => b.length;
 const slowRoot = (ms) => new Promise((resolve) => setTimeout(() => resolve(0), ms));
 const dep = (i, root) => i;
+const sumAll = (...xs) => {
+  let s = 0;
+  for (const x of xs) s += x;
+  return s;
+};
+
+// sizes shared by several workloads
+const faninSize = (short) => (short ? { leaves: 1000, group: 10 } : { leaves: 10_000, group: 100 });
 
 async function loadSkein() {
   let mod;
@@ -170,6 +178,252 @@ async function wTransfer({ client }, args) {
   }
 }
 
+/**
+ * One fan-in: `leaves` no-ops by one `map`, summed in groups of `group` by one `submit(sumAll,
+ * ...group)` each, then one root over the group sums. Resolves to its wall-clock seconds.
+ */
+async function faninOnce(client, { leaves, group }, base) {
+  const expect = (leaves * (leaves - 1)) / 2 + base * leaves;
+  const t0 = performance.now();
+  const ls = client.map(noop, range(base, base + leaves));
+  const mids = [];
+  for (let g = 0; g < leaves; g += group) mids.push(client.submit(sumAll, ...ls.slice(g, g + group)));
+  const root = client.submit(sumAll, ...mids);
+  const total = await root.result();
+  const dt = (performance.now() - t0) / 1000;
+  if (total !== expect) throw new Error(`fanin: got ${total}, expected ${expect}`);
+  client.release([...ls, ...mids, root]);
+  return dt;
+}
+
+async function wFanin({ client }, args) {
+  const size = faninSize(args.short);
+  const ntasks = size.leaves + size.leaves / size.group + 1;
+  for (let r = 0; r < args.repeat; r++) {
+    const dt = await faninOnce(client, size, r * size.leaves);
+    emit('fanin', { ...size, tasks: ntasks }, round(ntasks / dt), 'tasks/s', { seconds: round(dt, 4) });
+    await sleep(500);
+  }
+}
+
+async function treeOnce(client, levels, off) {
+  const leaves = 2 ** levels;
+  const expect = (leaves * (leaves - 1)) / 2 + off * leaves;
+  const t0 = performance.now();
+  let level = client.map(noop, range(off, off + leaves));
+  const all = [...level];
+  while (level.length > 1) {
+    const next = [];
+    for (let j = 0; j < level.length; j += 2) next.push(client.submit(add, level[j], level[j + 1]));
+    all.push(...next);
+    level = next;
+  }
+  const total = await level[0].result();
+  const dt = (performance.now() - t0) / 1000;
+  if (total !== expect) throw new Error(`tree: got ${total}, expected ${expect}`);
+  client.release(all);
+  return dt;
+}
+
+async function mapOnce(client, n, off) {
+  const xs = range(off, off + n);
+  const t0 = performance.now();
+  const futs = client.map(noop, xs);
+  const vals = await client.gather(futs);
+  const dt = (performance.now() - t0) / 1000;
+  if (vals.length !== n || vals[0] !== xs[0] || vals[n - 1] !== xs[n - 1]) throw new Error('map: wrong results');
+  client.release(futs);
+  return dt;
+}
+
+/** Runs this script again as a child with `argv`; its records are forwarded and returned. */
+async function childRecords(argv) {
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...argv, ...(TLS ? ['--tls'] : [])], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const recs = [];
+  for await (const line of createInterface({ input: child.stdout })) {
+    if (!line.trim()) continue;
+    process.stdout.write(`${line}\n`);
+    try {
+      recs.push(JSON.parse(line));
+    } catch {
+      /* not a record */
+    }
+  }
+  const code = await exited;
+  if (code !== 0) throw new Error(`${argv.join(' ')} exited with ${code}`);
+  return recs;
+}
+
+// ---- clients: 10 client processes submitting maps at once against one LocalCluster ----
+
+const CLIENTS = 10;
+
+/**
+ * Each client is its own process (its own Client object and event loop), connected to this
+ * process's LocalCluster. Per round: one client alone maps CLIENTS x n tasks, then CLIENTS clients
+ * map n tasks each, all started by one GO line; throughput is all tasks over the time from GO to
+ * the last client's results, and each client's own time from GO to its results is recorded.
+ */
+async function wClients({ cluster }, args) {
+  const n = args.short ? 1000 : 10_000;
+  let base = 0;
+  const phase = async (clients, perClient) => {
+    const kids = [];
+    for (let c = 0; c < clients; c++) {
+      const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--clients-client', cluster.schedulerAddress, String(perClient), String(base), ...(args.short ? ['--short'] : [])], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      });
+      base += perClient;
+      kids.push({ child, lines: createInterface({ input: child.stdout })[Symbol.asyncIterator](), exited: new Promise((r) => child.once('exit', r)) });
+    }
+    try {
+      for (const k of kids) {
+        const { value } = await k.lines.next();
+        if (value?.trim() !== 'READY') throw new Error(`a client process said ${JSON.stringify(value)}, expected READY`);
+      }
+      const t0 = performance.now();
+      for (const k of kids) k.child.stdin.write('GO\n');
+      const perClientS = await Promise.all(
+        kids.map(async (k) => {
+          const { value } = await k.lines.next();
+          const t = (performance.now() - t0) / 1000;
+          if (!value?.startsWith('DONE ')) throw new Error(`a client process said ${JSON.stringify(value)}, expected DONE`);
+          return t;
+        }),
+      );
+      for (const k of kids) k.child.stdin.end();
+      for (const k of kids) if ((await k.exited) !== 0) throw new Error('a client process failed');
+      const total = Math.max(...perClientS);
+      return { rate: (clients * perClient) / total, perClientS: perClientS.map((x) => round(x, 3)) };
+    } finally {
+      for (const k of kids) if (k.child.exitCode === null && k.child.signalCode === null) k.child.kill('SIGKILL');
+    }
+  };
+  for (let r = 0; r < args.repeat; r++) {
+    const one = await phase(1, CLIENTS * n);
+    emit('clients', { clients: 1, tasks: CLIENTS * n }, round(one.rate), 'tasks/s', { seconds: one.perClientS[0] });
+    await sleep(500);
+    const many = await phase(CLIENTS, n);
+    const fastest = Math.min(...many.perClientS);
+    const slowest = Math.max(...many.perClientS);
+    emit('clients', { clients: CLIENTS, tasks: CLIENTS * n }, round(many.rate), 'tasks/s', {
+      per_client_seconds: many.perClientS,
+      fastest_seconds: fastest,
+      slowest_seconds: slowest,
+      slowest_vs_fastest: round(slowest / fastest, 2),
+    });
+    emit('clients-vs-one', { clients: CLIENTS, tasks: CLIENTS * n }, round(many.rate / one.rate, 3), 'ratio', {
+      note: `${CLIENTS} clients' total tasks/s over one client's, same round`,
+    });
+    await sleep(500);
+  }
+}
+
+async function clientsClient(address, n, base, short) {
+  const skein = await loadSkein();
+  const client = await skein.Client.connect(address);
+  // warm-up: connect and ship the function (inputs of its own, so no key is shared)
+  const warmN = short ? 100 : 1000;
+  const warm = client.map(noop, range(-base - warmN - 1, -base - 1));
+  await client.gather(warm);
+  client.release(warm);
+  const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  process.stdout.write('READY\n');
+  if ((await lines.next()).value?.trim() !== 'GO') throw new Error('expected GO');
+  const t0 = performance.now();
+  const xs = range(base, base + n);
+  const futs = client.map(noop, xs);
+  const vals = await client.gather(futs);
+  const dt = (performance.now() - t0) / 1000;
+  if (vals.length !== n || vals[0] !== xs[0] || vals[n - 1] !== xs[n - 1]) throw new Error('clients: wrong results');
+  process.stdout.write(`DONE ${dt}\n`);
+  await lines.next(); // end of input
+  client.release(futs);
+  await client.close();
+}
+
+// ---- coldstart: a fresh process, a fresh LocalCluster, its first maps ----
+
+async function wColdstart(skein, args) {
+  const n = args.short ? 2000 : 20_000;
+  for (let r = 0; r < args.repeat; r++) {
+    const recs = await childRecords(['--workload', 'coldstart-inner', ...(args.short ? ['--short'] : [])]);
+    const rate = (run) => recs.find((x) => x.workload === 'coldstart-map' && x.params.run === run)?.value;
+    emit('coldstart-first-vs-warm', { n }, round(rate(1) / rate(3), 3), 'ratio', { note: 'first map on a fresh LocalCluster over the third in the same process' });
+  }
+}
+
+async function coldstartInner(skein, args) {
+  const n = args.short ? 2000 : 20_000;
+  const t0 = performance.now();
+  const { cluster, client } = await startCluster(skein);
+  emit('coldstart-ready', { workers: 2 }, round(performance.now() - t0), 'ms', { note: 'LocalCluster.start to 2 workers registered, first cluster of a fresh process' });
+  try {
+    for (let run = 1; run <= 3; run++) {
+      const dt = await mapOnce(client, n, run * n);
+      emit('coldstart-map', { n, run }, round(n / dt), 'tasks/s', { seconds: round(dt, 4) });
+      await sleep(500);
+    }
+  } finally {
+    await client.close().catch((e) => log('client close:', e.message));
+    await cluster.close().catch((e) => log('cluster close:', e.message));
+  }
+}
+
+// ---- deps: fan-in and tree against the map, cold and warm ----
+
+const depsSizes = (short) => ({ map: short ? 1000 : 10_000, fanin: faninSize(short), treeLevels: short ? 10 : 13 });
+
+/**
+ * Per repeat, three fresh processes (fresh LocalClusters), one per shape (map, fan-in, tree), each
+ * running its shape three times: round 1 is cold (the shape is the first work of its processes),
+ * round 3 warm. The ratios compare the fan-in's and the tree's tasks/s with the map's, round by
+ * round, within one repeat.
+ */
+async function wDeps(skein, args) {
+  for (let r = 0; r < args.repeat; r++) {
+    const rates = {};
+    for (const kind of ['map', 'fanin', 'tree']) {
+      const recs = await childRecords(['--workload', 'deps-inner', '--kind', kind, ...(args.short ? ['--short'] : [])]);
+      rates[kind] = new Map(recs.map((x) => [x.params.round, x.value]));
+    }
+    for (const rnd of [1, 2, 3]) {
+      const phase = rnd === 1 ? 'cold' : rnd === 3 ? 'warm' : 'second';
+      emit('fanin-vs-map', { round: rnd, phase }, round(rates.fanin.get(rnd) / rates.map.get(rnd), 3), 'ratio');
+      emit('tree-vs-map', { round: rnd, phase }, round(rates.tree.get(rnd) / rates.map.get(rnd), 3), 'ratio');
+    }
+  }
+}
+
+async function depsInner(skein, args) {
+  const sz = depsSizes(args.short);
+  const { cluster, client } = await startCluster(skein);
+  try {
+    for (let rnd = 1; rnd <= 3; rnd++) {
+      const phase = rnd === 1 ? 'cold' : rnd === 3 ? 'warm' : 'second';
+      if (args.kind === 'map') {
+        const dt = await mapOnce(client, sz.map, rnd * sz.map);
+        emit('deps-map', { n: sz.map, round: rnd, phase }, round(sz.map / dt), 'tasks/s', { seconds: round(dt, 4) });
+      } else if (args.kind === 'fanin') {
+        const ntasks = sz.fanin.leaves + sz.fanin.leaves / sz.fanin.group + 1;
+        const dt = await faninOnce(client, sz.fanin, rnd * sz.fanin.leaves);
+        emit('deps-fanin', { tasks: ntasks, round: rnd, phase }, round(ntasks / dt), 'tasks/s', { seconds: round(dt, 4) });
+      } else if (args.kind === 'tree') {
+        const ntasks = 2 * 2 ** sz.treeLevels - 1;
+        const dt = await treeOnce(client, sz.treeLevels, rnd * 2 ** sz.treeLevels);
+        emit('deps-tree', { tasks: ntasks, round: rnd, phase }, round(ntasks / dt), 'tasks/s', { seconds: round(dt, 4) });
+      } else throw new Error(`deps: unknown --kind ${args.kind}`);
+      await sleep(500);
+    }
+  } finally {
+    await client.close().catch((e) => log('client close:', e.message));
+    await cluster.close().catch((e) => log('cluster close:', e.message));
+  }
+}
+
 function schedulerTaskCount(cluster) {
   const counts = cluster.scheduler.info().tasksByState;
   let total = 0;
@@ -276,17 +530,22 @@ async function wStartup(skein, args) {
 }
 
 function parseArgs(argv) {
-  const args = { workload: null, short: false, repeat: null, memClient: null };
+  const args = { workload: null, short: false, repeat: null, memClient: null, clientsClient: null, kind: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--workload') args.workload = argv[++i];
     else if (a === '--short') args.short = true;
     else if (a === '--repeat') args.repeat = Number(argv[++i]);
     else if (a === '--mem-client') args.memClient = [argv[++i], Number(argv[++i])];
+    else if (a === '--clients-client') args.clientsClient = [argv[++i], Number(argv[++i]), Number(argv[++i])];
+    else if (a === '--kind') args.kind = argv[++i];
     else if (a === '--tls') args.tls = true;
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!args.memClient && !WORKLOADS.includes(args.workload)) throw new Error(`--workload must be one of ${WORKLOADS.join(', ')}`);
+  const inner = ['coldstart-inner', 'deps-inner'];
+  if (!args.memClient && !args.clientsClient && !WORKLOADS.includes(args.workload) && !inner.includes(args.workload)) {
+    throw new Error(`--workload must be one of ${WORKLOADS.join(', ')}`);
+  }
   args.repeat ??= args.short ? 1 : 3;
   return args;
 }
@@ -294,16 +553,23 @@ function parseArgs(argv) {
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   if (args.memClient) return memClient(...args.memClient);
+  if (args.clientsClient) return clientsClient(...args.clientsClient, args.short);
   const skein = await loadSkein();
   log(`workload ${args.workload}, node ${process.version}`);
   if (args.workload === 'startup') return wStartup(skein, args);
   if (args.workload === 'memory') return wMemory(skein, args);
+  if (args.workload === 'coldstart') return wColdstart(skein, args);
+  if (args.workload === 'coldstart-inner') return coldstartInner(skein, args);
+  if (args.workload === 'deps') return wDeps(skein, args);
+  if (args.workload === 'deps-inner') return depsInner(skein, args);
   const ctx = await startCluster(skein);
   try {
     switch (args.workload) {
       case 'map': return await wMap(ctx, args);
       case 'latency': return await wLatency(ctx, args);
       case 'tree': return await wTree(ctx, args);
+      case 'fanin': return await wFanin(ctx, args);
+      case 'clients': return await wClients(ctx, args);
       case 'transfer': return await wTransfer(ctx, args);
     }
   } finally {
