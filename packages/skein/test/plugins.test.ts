@@ -322,6 +322,58 @@ export default (options) => ({
   });
 });
 
+/** A function from its source text (Vitest rewrites `import()` in test files). */
+function fromSource<F>(source: string): F {
+  return new Function(`return (${source});`)() as F;
+}
+
+describe('nanny plugin restarts', () => {
+  let cluster: LocalCluster;
+  let client: Client;
+  const saved = process.env['SKEIN_ALLOWED_FAILURES'];
+
+  beforeAll(async () => {
+    process.env['SKEIN_ALLOWED_FAILURES'] = '1';
+    cluster = await LocalCluster.start({ nWorkers: 1, memoryLimit: '1GB' });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    if (saved === undefined) delete process.env['SKEIN_ALLOWED_FAILURES'];
+    else process.env['SKEIN_ALLOWED_FAILURES'] = saved;
+    await client?.close();
+    await cluster?.close();
+  });
+
+  it('does not count a plugin-requested restart as a worker death: a task running through more restarts than allowed-failures completes', async () => {
+    const mod = fixture('restarting-nanny-plugin.mjs', 'export default () => ({ restart: true, setup() {} });\n');
+    const marker = join(dir, 'restarts-done');
+    const held = client.submitWith(
+      { pure: false },
+      fromSource<(marker: string) => Promise<number>>(`async (marker) => {
+        const { existsSync } = await import('node:fs');
+        const end = Date.now() + 30000;
+        while (!existsSync(marker)) {
+          if (Date.now() > end) throw new Error('the test never wrote ' + marker);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return process.pid;
+      }`),
+      marker,
+    );
+    // allowed-failures is 1: two deaths under the task would fail it with KilledWorkerError.
+    for (const name of ['restart-1', 'restart-2', 'restart-3']) {
+      await until(async () => (await client.schedulerInfo()).workers.every((w) => w.processing > 0) || held.status !== 'pending', 20_000, 'the worker to hold the task');
+      if (held.status !== 'pending') await held.result();
+      expect(held.status).toBe('pending');
+      const res = await client.registerPlugin({ kind: 'nanny', module: mod }, { name });
+      expect(res.results.map((r) => r.ok)).toEqual([true]);
+    }
+    writeFileSync(marker, '');
+    const pid = await held.result();
+    expect((await client.schedulerInfo()).workers.map((w) => w.pid)).toEqual([pid]);
+  }, 60_000);
+});
+
 describe('plugins with TLS', () => {
   let cluster: LocalCluster;
   let client: Client;

@@ -322,7 +322,7 @@ interface WorkerConn {
   /** Reports about tasks it was not given, refused so far (ReportRefused; for the log). */
   refused: number;
   /** A ReportWorkerDeath for it while its session was open: the reason, if it closes soon after. */
-  deathReport?: { reason: string; atMs: number };
+  deathReport?: { reason: string; atMs: number; expected: boolean };
   /** What the worker runs, from its WorkerHello (client.getVersions). */
   versions?: VersionsMessage;
 }
@@ -677,8 +677,10 @@ export class Scheduler {
         // Not taken as a fact: a worker whose session is open is alive as far as the scheduler
         // can tell, and only the scheduler's own detection (its session ends, no heartbeat within
         // workerTtlMs) removes it. The report names the cause if the session ends soon after.
+        // `expected`: the nanny restarts it on purpose (a nanny plugin asked), so the removal that
+        // follows is expected and does not count against its tasks' allowed-failures.
         const conn = this.workers.get(call.request.workerAddress);
-        if (conn) conn.deathReport = { reason: call.request.reason || 'reported dead by its nanny', atMs: Date.now() };
+        if (conn) conn.deathReport = { reason: call.request.reason || 'reported dead by its nanny', atMs: Date.now(), expected: call.request.expected };
         cb(null, {});
       },
       getAdaptiveTarget: (call: ServerUnaryCall<GetAdaptiveTargetRequest, GetAdaptiveTargetResponse>, cb: sendUnaryData<GetAdaptiveTargetResponse>) => {
@@ -1051,8 +1053,8 @@ export class Scheduler {
       if (!conn) return;
       // A death its nanny reported just before (it kills a worker over its memory limit, then
       // says why) names the cause.
-      const report = conn.deathReport !== undefined && Date.now() - conn.deathReport.atMs < DEATH_REPORT_MS ? conn.deathReport.reason : undefined;
-      this.dropWorkerConn(conn, conn.closing, conn.closeReason ?? report ?? why);
+      const recent = conn.deathReport !== undefined && Date.now() - conn.deathReport.atMs < DEATH_REPORT_MS ? conn.deathReport : undefined;
+      this.dropWorkerConn(conn, conn.closing || recent?.expected === true, conn.closeReason ?? recent?.reason ?? why);
     };
     call.on('end', () => {
       closed('connection closed')();

@@ -64,7 +64,7 @@ export const MESSAGE_WIRE_TYPES: ReadonlyArray<readonly [string, ReadonlyArray<r
   ["skein.v1.RegisterPluginResponse", [[1, 2, 0, "skein.v1.PluginResult"], [2, 0, 0, ""]]],
   ["skein.v1.ReleaseKeys", [[1, 2, 0, ""], [2, 2, 0, ""]]],
   ["skein.v1.RemoteError", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 2, 0, ""], [4, 2, 0, ""], [5, 2, 0, ""], [6, 2, 0, ""]]],
-  ["skein.v1.ReportWorkerDeathRequest", [[1, 2, 0, ""], [2, 2, 0, ""]]],
+  ["skein.v1.ReportWorkerDeathRequest", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 0, 0, ""]]],
   ["skein.v1.ReportWorkerDeathResponse", []],
   ["skein.v1.RescheduleTask", [[1, 2, 0, ""], [2, 2, 0, ""]]],
   ["skein.v1.ResourceSample", [[1, 1, 0, ""], [2, 0, 0, ""], [3, 1, 0, ""]]],
