@@ -206,7 +206,9 @@ export class PluginHost<C> {
     return this.serial(async () => {
       const old = this.applied.get(spec.name);
       if (old && spec.id && old.id === spec.id) return this.outcome(spec.name);
-      if (old) await this.teardownApplied(old);
+      // A teardown that throws (logged by teardownApplied) does not keep the new one out (Dask's
+      // plugin_add logs it and goes on with the setup).
+      if (old) await this.teardownApplied(old).catch(() => undefined);
       let stage: 'load' | 'setup' = 'load';
       try {
         const options = pluginOptions(spec);

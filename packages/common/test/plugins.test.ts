@@ -4,7 +4,7 @@ import { PluginHost, type PluginSpecData } from '../src/plugins.js';
 const silent = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
 /** A host whose plugins log to `events` (a global the source modules reach). */
-function host(): { h: PluginHost<{ name: string; options: unknown }>; events: string[] } {
+function host(log: typeof silent = silent): { h: PluginHost<{ name: string; options: unknown }>; events: string[] } {
   const events: string[] = [];
   (globalThis as { __phEvents?: string[] }).__phEvents = events;
   const h = new PluginHost<{ name: string; options: unknown }>({
@@ -12,7 +12,7 @@ function host(): { h: PluginHost<{ name: string; options: unknown }>; events: st
     target: () => ({ target: 'tcp://w:1', targetName: 'w' }),
     context: (name, options) => ({ name, options }),
     importer: (s) => import(s),
-    log: silent,
+    log,
   });
   return { h, events };
 }
@@ -33,6 +33,17 @@ const spec = (name: string, id: string, options?: unknown, source = FACTORY): Pl
 });
 
 describe('PluginHost', () => {
+  it('replaces a plugin whose old teardown throws: the error is logged and the new one is set up (Dask plugin_add)', async () => {
+    const errors: string[] = [];
+    const { h: logged, events } = host({ ...silent, error: (m: string) => void errors.push(m) });
+    const throwing = `export default () => ({ setup() { globalThis.__phEvents.push('setup old'); }, teardown() { throw new Error('teardown broke'); } });`;
+    expect(await logged.setup(spec('p', 'id1', undefined, throwing))).toMatchObject({ ok: true });
+    expect(await logged.setup(spec('p', 'id2', { v: 2 }))).toMatchObject({ ok: true });
+    expect(events).toEqual(['setup old', 'setup p {"v":2}']);
+    expect(logged.ids()).toEqual(['id2']);
+    expect(errors.some((m) => m.includes('teardown broke'))).toBe(true);
+  });
+
   it('sets up, skips a registration id already applied, replaces a name (teardown first), and tears down', async () => {
     const { h, events } = host();
     expect(await h.setup(spec('p', 'id1', { v: 1 }))).toEqual({ name: 'p', kind: 'worker', target: 'tcp://w:1', targetName: 'w', ok: true });
