@@ -416,6 +416,32 @@ describe('plugins with TLS', () => {
     await client.unregisterPlugin('tls-w');
     await client.unregisterPlugin('tls-n');
   });
+
+  it("reads to a worker only the worker plugins and to a nanny only the nanny plugins (options may hold secrets); an unknown kind is INVALID_ARGUMENT", async () => {
+    await client.registerPlugin({ kind: 'nanny', source: 'export function setup() {}', options: { secret: 's3cret' } }, { name: 'tls-secret' });
+    const get = (role: 'worker' | 'nanny', kind: string) =>
+      new Promise<{ err: ServiceError | null; names: string[] }>((resolve) => {
+        const d = cluster.security.dial(cluster.scheduler.address, role, 'scheduler');
+        const sched = new SchedulerServiceClient(d.target, d.credentials, d.options);
+        sched.getPlugins({ kind }, new Metadata(), (err, res) => {
+          sched.close();
+          resolve({ err, names: res?.plugins.map((p) => p.name) ?? [] });
+        });
+      });
+    try {
+      expect(await get('nanny', 'nanny')).toEqual({ err: null, names: ['tls-secret'] });
+      const asWorker = await get('worker', 'nanny');
+      expect(asWorker.err?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+      expect(asWorker.err?.details).toMatch(/nanny/);
+      expect((await get('nanny', 'worker')).err?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+      expect((await get('worker', 'worker')).err).toBeNull();
+      const unknown = await get('worker', 'bogus');
+      expect(unknown.err?.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+      expect(unknown.err?.details).toMatch(/bogus/);
+    } finally {
+      await client.unregisterPlugin('tls-secret');
+    }
+  });
 });
 
 describe('--preload', () => {

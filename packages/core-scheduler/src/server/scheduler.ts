@@ -58,6 +58,7 @@ import {
   ANY_ROLE,
   PermissionDeniedError,
   authorizeService,
+  requireRole,
   type RoleTable,
   checkPackageNames,
   localVersions,
@@ -731,7 +732,19 @@ export class Scheduler {
           (err) => cb(toGrpcStatus(err)),
         );
       },
-      getPlugins: (call: ServerUnaryCall<GetPluginsRequest, GetPluginsResponse>, cb: sendUnaryData<GetPluginsResponse>) => cb(null, { plugins: this.plugins.ofKind(call.request.kind) }),
+      getPlugins: (call: ServerUnaryCall<GetPluginsRequest, GetPluginsResponse>, cb: sendUnaryData<GetPluginsResponse>) => {
+        // A plugin's options may hold secrets (Environ): each role reads only its own kind.
+        const kind = call.request.kind;
+        try {
+          if (kind !== 'worker' && kind !== 'nanny') {
+            throw new InvalidArgumentError(`GetPluginsRequest.kind must be 'worker' or 'nanny' (the caller's own role), got ${JSON.stringify(kind)}.`);
+          }
+          requireRole(this.options.security.authenticate(call, 'SchedulerService.GetPlugins'), kind, `SchedulerService.GetPlugins of ${kind} plugins`);
+        } catch (err) {
+          return cb(toGrpcStatus(err));
+        }
+        cb(null, { plugins: this.plugins.ofKind(kind) });
+      },
       getWorkerMetrics: (_call: ServerUnaryCall<GetWorkerMetricsRequest, GetWorkerMetricsResponse>, cb: sendUnaryData<GetWorkerMetricsResponse>) => {
         cb(null, {
           workers: [...this.state.workers.values()].map((ws) => ({ address: ws.address, samples: ws.history.slice() })),
