@@ -201,6 +201,58 @@ export function setup(ctx) {
   });
 });
 
+describe('plugin races', () => {
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    cluster = await LocalCluster.start({ nWorkers: 1, memoryLimit: '1GB' });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+  });
+
+  it('a worker that fetched a plugin at start and registers after its unregister tears it down', async () => {
+    const block = join(dir, 'race-block');
+    const entered = join(dir, 'race-entered');
+    const release = join(dir, 'race-release');
+    // Setup of a starting worker (GetPlugins, before it registers) waits while `block` exists.
+    const mod = fixture(
+      'race-plugin.mjs',
+      `import { existsSync, writeFileSync } from 'node:fs';
+export default () => ({
+  async setup(ctx) {
+    const s = ((globalThis.__skeinPlugins ??= {})[ctx.name] = { status: 'setup' });
+    if (existsSync(${JSON.stringify(block)})) {
+      writeFileSync(${JSON.stringify(entered)}, '');
+      const end = Date.now() + 30000;
+      while (!existsSync(${JSON.stringify(release)}) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    }
+  },
+  teardown(ctx) { globalThis.__skeinPlugins[ctx.name].status = 'teardown'; },
+});
+`,
+    );
+    await client.registerPlugin({ kind: 'worker', module: mod }, { name: 'race-2' });
+    writeFileSync(block, '');
+    try {
+      const scaled = cluster.scale(2);
+      await until(async () => existsSync(entered), 20_000, 'the new worker to start the setup of race-2');
+      const un = await client.unregisterPlugin('race-2');
+      expect(un.results).toHaveLength(1);
+      writeFileSync(release, '');
+      await scaled;
+      await cluster.waitForWorkers(2);
+      await until(async () => Object.values(await records(client, 'race-2')).every((r) => r?.status === 'teardown'), 10_000, 'every worker to tear race-2 down');
+    } finally {
+      rmSync(block, { force: true });
+      writeFileSync(release, '');
+    }
+  }, 60_000);
+});
+
 describe('scheduler plugins', () => {
   let cluster: LocalCluster;
   let client: Client;
