@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { InvalidArgumentError, toRemoteError, type PluginOutcome } from './errors.js';
+import { InvalidArgumentError, TimeoutError, toRemoteError, type PluginOutcome } from './errors.js';
 import type { PluginResult } from '@skein/protocol';
 import type { Logger } from './log.js';
 
@@ -26,7 +26,12 @@ export interface PluginSpecData {
   optionsJson: string;
   id: string;
   failWorker: boolean;
+  /** How long setup may take here (ms; 0 or absent: DEFAULT_SETUP_TIMEOUT_MS). */
+  timeoutMs?: number;
 }
+
+/** How long a plugin's setup may run before it is reported as timed out (PluginSpec.timeout_ms 0). */
+export const DEFAULT_SETUP_TIMEOUT_MS = 60_000;
 
 /** What a plugin instance may have; every hook is optional. */
 export interface PluginHooks {
@@ -221,9 +226,18 @@ export class PluginHost<C> {
         // up again.
         this.applied.set(spec.name, { id: spec.id, spec, plugin, ctx });
         this.refresh();
-        await plugin.setup?.(ctx);
-        // A scheduler plugin starts once added (Dask's SchedulerPlugin.start).
-        if (this.o.kind === 'scheduler') await plugin.start?.(ctx);
+        // A setup that never settles must not hold up this process's other plugins: after the
+        // timeout it is reported as timed out and the chain goes on (it stays applied).
+        const timeoutMs = spec.timeoutMs || DEFAULT_SETUP_TIMEOUT_MS;
+        await withTimeout(
+          (async () => {
+            await plugin.setup?.(ctx);
+            // A scheduler plugin starts once added (Dask's SchedulerPlugin.start).
+            if (this.o.kind === 'scheduler') await plugin.start?.(ctx);
+          })(),
+          timeoutMs,
+          () => new TimeoutError(`Plugin ${JSON.stringify(spec.name)}: its setup did not finish within ${timeoutMs} ms (raise the registration's timeoutMs if it needs longer).`),
+        );
         this.o.log.info(`plugin ${JSON.stringify(spec.name)} set up`);
         if (afterSetup) await afterSetup(plugin);
         return this.outcome(spec.name);
@@ -305,6 +319,17 @@ export class PluginHost<C> {
     }
     this.o.changed?.();
   }
+}
+
+/** `p`, or a rejection with `error()` after `ms` (the timer goes with it; `p` runs on). */
+function withTimeout<T>(p: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(error()), ms);
+    timer.unref?.();
+  });
+  p.catch(() => undefined);
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /** A preload module (--preload): its spec as a local plugin, named after the module. */

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { PluginHost, type PluginSpecData } from '../src/plugins.js';
+import type { Logger } from '../src/log.js';
 
 const silent = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
 /** A host whose plugins log to `events` (a global the source modules reach). */
-function host(log: typeof silent = silent): { h: PluginHost<{ name: string; options: unknown }>; events: string[] } {
+function host(log: Logger = silent): { h: PluginHost<{ name: string; options: unknown }>; events: string[] } {
   const events: string[] = [];
   (globalThis as { __phEvents?: string[] }).__phEvents = events;
   const h = new PluginHost<{ name: string; options: unknown }>({
@@ -33,6 +34,16 @@ const spec = (name: string, id: string, options?: unknown, source = FACTORY): Pl
 });
 
 describe('PluginHost', () => {
+  it('reports a setup that does not settle within its timeout as timed out, and goes on with the next plugin', async () => {
+    const { h, events } = host();
+    const hanging = `export default () => ({ setup() { globalThis.__phEvents.push('hang'); return new Promise(() => {}); } });`;
+    const r = await h.setup({ ...spec('slow', 'id1', undefined, hanging), timeoutMs: 50 });
+    expect(r).toMatchObject({ ok: false, stage: 'setup', error: { type: 'TimeoutError' } });
+    expect(r.error!.message).toMatch(/"slow".*50 ms/);
+    expect(await h.setup(spec('next', 'id2', { v: 1 }))).toMatchObject({ ok: true });
+    expect(events).toEqual(['hang', 'setup next {"v":1}']);
+  });
+
   it('replaces a plugin whose old teardown throws: the error is logged and the new one is set up (Dask plugin_add)', async () => {
     const errors: string[] = [];
     const { h: logged, events } = host({ ...silent, error: (m: string) => void errors.push(m) });

@@ -453,7 +453,7 @@ describe('plugins with TLS', () => {
     // A worker certificate may not register plugins on the scheduler.
     const d = security.dial(cluster.scheduler.address, 'worker', 'scheduler');
     const sched = new SchedulerServiceClient(d.target, d.credentials, d.options);
-    const refused = await call((md, cb) => sched.registerPlugin({ plugin: { name: 'x', kind: 'worker', module: WORKER_PLUGIN, source: '', optionsJson: '', id: '', failWorker: false }, idempotent: false, timeoutMs: 0 }, md, cb));
+    const refused = await call((md, cb) => sched.registerPlugin({ plugin: { name: 'x', kind: 'worker', module: WORKER_PLUGIN, source: '', optionsJson: '', id: '', failWorker: false, timeoutMs: 0 }, idempotent: false, timeoutMs: 0 }, md, cb));
     sched.close();
     expect(refused?.code).toBe(GrpcStatus.PERMISSION_DENIED);
     expect(refused?.details).toMatch(/client/);
@@ -461,7 +461,7 @@ describe('plugins with TLS', () => {
     const worker = (await client.schedulerInfo()).workers[0]!.address;
     const wd = security.dial(worker, 'client', 'worker');
     const w = new WorkerServiceClient(wd.target, wd.credentials, wd.options);
-    const denied = await call((md, cb) => w.setupPlugin({ plugin: { name: 'x', kind: 'worker', module: WORKER_PLUGIN, source: '', optionsJson: '', id: 'i', failWorker: false } }, md, cb));
+    const denied = await call((md, cb) => w.setupPlugin({ plugin: { name: 'x', kind: 'worker', module: WORKER_PLUGIN, source: '', optionsJson: '', id: 'i', failWorker: false, timeoutMs: 0 } }, md, cb));
     w.close();
     expect(denied?.code).toBe(GrpcStatus.PERMISSION_DENIED);
     expect(denied?.details).toMatch(/scheduler/);

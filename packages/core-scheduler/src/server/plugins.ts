@@ -46,6 +46,7 @@ export interface SchedulerPluginsDeps {
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000;
+const CALL_SLACK_MS = 2_000;
 /** How many unregistered worker/nanny plugin names are remembered for late joiners (see workerAdded). */
 const MAX_REMOVED = 64;
 
@@ -104,7 +105,8 @@ export class SchedulerPlugins {
     return this.serial(spec.name, async () => {
       const old = this.registry.get(spec.name);
       if (old && idempotent) return { results: [], skipped: true };
-      const registered: PluginSpec = { ...spec, id: randomUUID() };
+      // Each process waits this long for the setup; the calls to them wait a little longer (`call`).
+      const registered: PluginSpec = { ...spec, id: randomUUID(), timeoutMs: timeoutMs || DEFAULT_TIMEOUT_MS };
       this.registry.set(spec.name, registered);
       this.removed.delete(spec.name);
       // The same name as another kind: the old one goes everywhere first.
@@ -170,8 +172,8 @@ export class SchedulerPlugins {
     if (!spec && !removedKind) return;
     const kind = spec ? spec.kind : removedKind!;
     let r: PluginResult | undefined;
-    if (kind === 'worker') r = spec ? await this.setupOnWorker(w, spec, DEFAULT_TIMEOUT_MS) : await this.teardownOnWorker(w, name, DEFAULT_TIMEOUT_MS);
-    else if (kind === 'nanny' && w.nannyAddress) r = await this.onNanny(w, spec ?? { name, kind, module: '', source: '', optionsJson: '', id: '', failWorker: false }, spec ? 'setup' : 'teardown', DEFAULT_TIMEOUT_MS);
+    if (kind === 'worker') r = spec ? await this.setupOnWorker(w, spec, spec.timeoutMs || DEFAULT_TIMEOUT_MS) : await this.teardownOnWorker(w, name, DEFAULT_TIMEOUT_MS);
+    else if (kind === 'nanny' && w.nannyAddress) r = await this.onNanny(w, spec ?? { name, kind, module: '', source: '', optionsJson: '', id: '', failWorker: false, timeoutMs: 0 }, spec ? 'setup' : 'teardown', DEFAULT_TIMEOUT_MS);
     if (r && !r.ok) this.d.log.warn(`${kind} plugin ${JSON.stringify(name)} failed its ${spec ? 'setup' : 'teardown'} on ${r.target}: ${r.error?.type}: ${r.error?.message}`);
   }
 
@@ -246,7 +248,9 @@ function call(
   close: () => void,
 ): Promise<PluginResult> {
   return new Promise((resolve) => {
-    send(new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+    // A little past the process's own setup timeout (PluginSpec.timeout_ms), so its timed-out
+    // result comes back rather than a deadline error.
+    send(new Metadata(), { deadline: Date.now() + timeoutMs + CALL_SLACK_MS }, (err, res) => {
       close();
       if (!err && res) return resolve({ ...res, targetName: res.targetName || targetName });
       const e = err ? toSkeinError(err) : new SkeinError('internal', 'empty answer');

@@ -236,6 +236,12 @@ export interface PluginSpec {
   id: string;
   /** Worker plugins: a throw in setup closes the worker (default: reported, the worker carries on). */
   failWorker: boolean;
+  /**
+   * How long each process waits for the plugin's setup (RegisterPlugin's timeout_ms, set by the
+   * scheduler); 0: the process's default, 60 s. A setup still running then is reported as timed
+   * out, and the process goes on with its other plugins.
+   */
+  timeoutMs: number;
 }
 
 /** The outcome of applying (or tearing down) a plugin on one process. */
@@ -1603,7 +1609,7 @@ export const Versions_PackagesEntry: MessageFns<Versions_PackagesEntry> = {
 };
 
 function createBasePluginSpec(): PluginSpec {
-  return { name: "", kind: "", module: "", source: "", optionsJson: "", id: "", failWorker: false };
+  return { name: "", kind: "", module: "", source: "", optionsJson: "", id: "", failWorker: false, timeoutMs: 0 };
 }
 
 export const PluginSpec: MessageFns<PluginSpec> = {
@@ -1628,6 +1634,9 @@ export const PluginSpec: MessageFns<PluginSpec> = {
     }
     if (message.failWorker !== false) {
       writer.uint32(56).bool(message.failWorker);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(64).uint32(message.timeoutMs);
     }
     return writer;
   },
@@ -1701,6 +1710,14 @@ export const PluginSpec: MessageFns<PluginSpec> = {
             message.failWorker = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.timeoutMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1725,6 +1742,7 @@ export const PluginSpec: MessageFns<PluginSpec> = {
     message.optionsJson = object.optionsJson ?? "";
     message.id = object.id ?? "";
     message.failWorker = object.failWorker ?? false;
+    message.timeoutMs = object.timeoutMs ?? 0;
     return message;
   },
 };
