@@ -379,6 +379,33 @@ function fromSource<F>(source: string): F {
   return new Function(`return (${source});`)() as F;
 }
 
+describe('nanny plugins without nannies', () => {
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    cluster = await LocalCluster.start({ nWorkers: 1, nanny: false, memoryLimit: '1GB' });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+  });
+
+  it('reports each worker without a nanny as a failed target instead of succeeding with no results', async () => {
+    const worker = (await client.schedulerInfo()).workers[0]!;
+    const desc = { kind: 'nanny' as const, source: 'export function setup(ctx) { ctx.setWorkerEnv({ A: "1" }); }' };
+    const err = await client.registerPlugin(desc, { name: 'no-nanny' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PluginSetupError);
+    expect((err as PluginSetupError).message).toContain(worker.address);
+    expect((err as PluginSetupError).message).toMatch(/no nanny/);
+    const res = await client.registerPlugin(desc, { name: 'no-nanny', raiseOnError: false });
+    expect(res.results).toMatchObject([{ kind: 'nanny', ok: false, target: worker.address }]);
+    expect(res.results[0]!.error!.message).toMatch(/start workers with a nanny to use nanny plugins/);
+    await client.unregisterPlugin('no-nanny');
+  });
+});
+
 describe('nanny plugin restarts', () => {
   let cluster: LocalCluster;
   let client: Client;

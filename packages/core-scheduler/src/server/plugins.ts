@@ -184,7 +184,12 @@ export class SchedulerPlugins {
   private async apply(spec: PluginSpec, kind: PluginKind, timeoutMs: number): Promise<PluginResult[]> {
     if (kind === 'scheduler') return [wire(await this.host.setup(spec))];
     if (kind === 'worker') return Promise.all([...this.d.workers()].map((w) => this.setupOnWorker(w, spec, timeoutMs)));
-    return Promise.all(this.nannies().map((w) => this.onNanny(w, spec, 'setup', timeoutMs)));
+    // A worker without a nanny cannot take a nanny plugin: that is its result, not a silent skip.
+    const without: PluginResult[] = [];
+    for (const w of this.d.workers()) {
+      if (!w.nannyAddress) without.push(failed(spec.name, 'nanny', w.address, w.name, new SkeinError('failed_precondition', `worker ${w.address} has no nanny: start workers with a nanny to use nanny plugins.`)));
+    }
+    return [...(await Promise.all(this.nannies().map((w) => this.onNanny(w, spec, 'setup', timeoutMs)))), ...without];
   }
 
   private async teardownEverywhere(spec: PluginSpec, timeoutMs: number): Promise<PluginResult[]> {
@@ -254,14 +259,12 @@ function call(
       close();
       if (!err && res) return resolve({ ...res, targetName: res.targetName || targetName });
       const e = err ? toSkeinError(err) : new SkeinError('internal', 'empty answer');
-      resolve({
-        name,
-        kind,
-        target,
-        targetName,
-        ok: false,
-        error: { type: e.name, message: `the ${kind} did not answer the plugin call: ${e.message}`, stack: '', code: e.code, key: '', detailsJson: '' },
-      });
+      resolve(failed(name, kind, target, targetName, e, `the ${kind} did not answer the plugin call: ${e.message}`));
     });
   });
+}
+
+/** A target's failed result from an error the scheduler saw itself. */
+function failed(name: string, kind: 'worker' | 'nanny', target: string, targetName: string, e: SkeinError, message = e.message): PluginResult {
+  return { name, kind, target, targetName, ok: false, error: { type: e.name, message, stack: '', code: e.code, key: '', detailsJson: '' } };
 }
