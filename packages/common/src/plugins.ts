@@ -200,7 +200,13 @@ export class PluginHost<C> {
     const base = { name, kind: this.o.kind, target: t.target, targetName: t.targetName };
     if (err === undefined) return { ...base, ok: true };
     const e = toRemoteError(err);
-    return { ...base, ok: false, error: { type: e.type, message: e.message, stack: e.stack ?? '' }, ...(stage ? { stage } : {}) };
+    const details = parseJsonObject(e.detailsJson);
+    return {
+      ...base,
+      ok: false,
+      error: { type: e.type, message: e.message, stack: e.stack ?? '', ...(e.code ? { code: e.code } : {}), ...(details ? { details } : {}) },
+      ...(stage ? { stage } : {}),
+    };
   }
 
   /**
@@ -352,15 +358,17 @@ export async function runPreloads<C>(host: PluginHost<C>, modules: readonly stri
   }
 }
 
-/** A PluginOutcome as the protocol's PluginResult. */
+/** A PluginOutcome as the protocol's PluginResult (with the error's code, details and the stage). */
 export function pluginResultToWire(o: PluginOutcome): PluginResult {
+  const e = o.error;
   return {
     name: o.name,
     kind: o.kind,
     target: o.target,
     targetName: o.targetName,
     ok: o.ok,
-    error: o.error ? { type: o.error.type, message: o.error.message, stack: o.error.stack, code: '', key: '', detailsJson: '' } : undefined,
+    error: e ? { type: e.type, message: e.message, stack: e.stack, code: e.code ?? '', key: '', detailsJson: e.details ? JSON.stringify(e.details) : '' } : undefined,
+    stage: o.stage ?? '',
   };
 }
 
@@ -368,5 +376,23 @@ export function pluginResultToWire(o: PluginOutcome): PluginResult {
 export function pluginResultFromWire(r: PluginResult): PluginOutcome {
   const kind = (PLUGIN_KINDS as readonly string[]).includes(r.kind) ? (r.kind as PluginKind) : 'worker';
   const base = { name: r.name, kind, target: r.target, targetName: r.targetName, ok: r.ok };
-  return r.ok ? base : { ...base, error: { type: r.error?.type || 'Error', message: r.error?.message ?? '', stack: r.error?.stack ?? '' } };
+  if (r.ok) return base;
+  const details = parseJsonObject(r.error?.detailsJson ?? '');
+  const stage = r.stage === 'load' || r.stage === 'setup' ? r.stage : undefined;
+  return {
+    ...base,
+    error: { type: r.error?.type || 'Error', message: r.error?.message ?? '', stack: r.error?.stack ?? '', ...(r.error?.code ? { code: r.error.code } : {}), ...(details ? { details } : {}) },
+    ...(stage ? { stage } : {}),
+  };
+}
+
+/** A JSON object's text as the object; '' or anything else: undefined. */
+function parseJsonObject(json: string): Record<string, unknown> | undefined {
+  if (!json) return undefined;
+  try {
+    const v: unknown = JSON.parse(json);
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }

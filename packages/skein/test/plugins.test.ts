@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
-import { Client, PluginSetupError, SkeinError } from '@skein/client';
+import { Client, NpmInstall, NpmInstallError, PluginSetupError, SkeinError, pluginErrorOf } from '@skein/client';
 import { SchedulerServiceClient, WorkerServiceClient } from '@skein/protocol';
 import { LocalCluster } from '../src/index.js';
 import { SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
@@ -378,6 +378,35 @@ export default (options) => ({
 function fromSource<F>(source: string): F {
   return new Function(`return (${source});`)() as F;
 }
+
+describe('plugin errors on the wire', () => {
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    cluster = await LocalCluster.start({ nWorkers: 1, memoryLimit: '1GB' });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+  });
+
+  it("an NpmInstall failure reaches the client with its code, npm's output and the stage", async () => {
+    const missing = join(dir, 'no-such-package-dir');
+    const res = await client.registerPlugin(NpmInstall({ packages: [missing] }), { name: 'npm-missing', raiseOnError: false });
+    expect(res.results).toHaveLength(1);
+    const r = res.results[0]!;
+    expect(r).toMatchObject({ ok: false, stage: 'setup', error: { type: 'NpmInstallError', code: 'install_failed' } });
+    expect(r.error!.details).toMatchObject({ packages: [missing] });
+    expect(String(r.error!.details!['output'])).not.toBe('');
+    const e = pluginErrorOf(r);
+    expect(e).toBeInstanceOf(NpmInstallError);
+    expect((e as NpmInstallError).output).toBe(r.error!.details!['output']);
+    expect(e!.message).toBe(r.error!.message);
+    await client.unregisterPlugin('npm-missing');
+  }, 60_000);
+});
 
 describe('nanny plugins without nannies', () => {
   let cluster: LocalCluster;

@@ -9,6 +9,7 @@ import { NannyServiceClient, WorkerServiceClient, type PluginResult, type Plugin
 import {
   PluginHost,
   InvalidArgumentError,
+  pluginResultToWire,
   SkeinError,
   checkPluginKind,
   createLogger,
@@ -182,7 +183,7 @@ export class SchedulerPlugins {
   }
 
   private async apply(spec: PluginSpec, kind: PluginKind, timeoutMs: number): Promise<PluginResult[]> {
-    if (kind === 'scheduler') return [wire(await this.host.setup(spec))];
+    if (kind === 'scheduler') return [pluginResultToWire(await this.host.setup(spec))];
     if (kind === 'worker') return Promise.all([...this.d.workers()].map((w) => this.setupOnWorker(w, spec, timeoutMs)));
     // A worker without a nanny cannot take a nanny plugin: that is its result, not a silent skip.
     const without: PluginResult[] = [];
@@ -193,7 +194,7 @@ export class SchedulerPlugins {
   }
 
   private async teardownEverywhere(spec: PluginSpec, timeoutMs: number): Promise<PluginResult[]> {
-    if (spec.kind === 'scheduler') return [wire(await this.host.teardown(spec.name))];
+    if (spec.kind === 'scheduler') return [pluginResultToWire(await this.host.teardown(spec.name))];
     if (spec.kind === 'worker') return Promise.all([...this.d.workers()].map((w) => this.teardownOnWorker(w, spec.name, timeoutMs)));
     return Promise.all(this.nannies().map((w) => this.onNanny(w, spec, 'teardown', timeoutMs)));
   }
@@ -238,9 +239,6 @@ export class SchedulerPlugins {
   }
 }
 
-function wire(o: { name: string; kind: string; target: string; targetName: string; ok: boolean; error?: { type: string; message: string; stack: string } }): PluginResult {
-  return { ...o, error: o.error ? { ...o.error, code: '', key: '', detailsJson: '' } : undefined };
-}
 
 /** One plugin RPC to a worker or nanny; a failed call is that target's result (never a throw). */
 function call(
@@ -266,5 +264,5 @@ function call(
 
 /** A target's failed result from an error the scheduler saw itself. */
 function failed(name: string, kind: 'worker' | 'nanny', target: string, targetName: string, e: SkeinError, message = e.message): PluginResult {
-  return { name, kind, target, targetName, ok: false, error: { type: e.name, message, stack: '', code: e.code, key: '', detailsJson: '' } };
+  return { name, kind, target, targetName, ok: false, error: { type: e.name, message, stack: '', code: e.code, key: '', detailsJson: '' }, stage: '' };
 }

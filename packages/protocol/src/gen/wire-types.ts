@@ -58,7 +58,7 @@ export const MESSAGE_WIRE_TYPES: ReadonlyArray<readonly [string, ReadonlyArray<r
   ["skein.v1.NannyServiceSetupPluginResponse", [[1, 2, 0, "skein.v1.PluginResult"]]],
   ["skein.v1.NannyServiceTeardownPluginRequest", [[1, 2, 0, ""]]],
   ["skein.v1.NannyServiceTeardownPluginResponse", [[1, 2, 0, "skein.v1.PluginResult"]]],
-  ["skein.v1.PluginResult", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 2, 0, ""], [4, 2, 0, ""], [5, 0, 0, ""], [6, 2, 0, "skein.v1.RemoteError"]]],
+  ["skein.v1.PluginResult", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 2, 0, ""], [4, 2, 0, ""], [5, 0, 0, ""], [6, 2, 0, "skein.v1.RemoteError"], [7, 2, 0, ""]]],
   ["skein.v1.PluginSpec", [[1, 2, 0, ""], [2, 2, 0, ""], [3, 2, 0, ""], [4, 2, 0, ""], [5, 2, 0, ""], [6, 2, 0, ""], [7, 0, 0, ""], [8, 0, 0, ""]]],
   ["skein.v1.RegisterPluginRequest", [[1, 2, 0, "skein.v1.PluginSpec"], [2, 0, 0, ""], [3, 1, 0, ""]]],
   ["skein.v1.RegisterPluginResponse", [[1, 2, 0, "skein.v1.PluginResult"], [2, 0, 0, ""]]],

@@ -255,7 +255,14 @@ export interface PluginResult {
   targetName: string;
   ok: boolean;
   /** Set when ok is false. */
-  error: RemoteError | undefined;
+  error:
+    | RemoteError
+    | undefined;
+  /**
+   * Where it failed, when the process knows: "load" (import or instantiation) or "setup" (the
+   * hook threw or timed out); '' otherwise.
+   */
+  stage: string;
 }
 
 function createBaseValue(): Value {
@@ -1748,7 +1755,7 @@ export const PluginSpec: MessageFns<PluginSpec> = {
 };
 
 function createBasePluginResult(): PluginResult {
-  return { name: "", kind: "", target: "", targetName: "", ok: false, error: undefined };
+  return { name: "", kind: "", target: "", targetName: "", ok: false, error: undefined, stage: "" };
 }
 
 export const PluginResult: MessageFns<PluginResult> = {
@@ -1770,6 +1777,9 @@ export const PluginResult: MessageFns<PluginResult> = {
     }
     if (message.error !== undefined) {
       RemoteError.encode(message.error, writer.uint32(50).fork()).join();
+    }
+    if (message.stage !== "") {
+      writer.uint32(58).string(message.stage);
     }
     return writer;
   },
@@ -1835,6 +1845,14 @@ export const PluginResult: MessageFns<PluginResult> = {
             message.error = RemoteError.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.stage = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1860,6 +1878,7 @@ export const PluginResult: MessageFns<PluginResult> = {
     message.error = (object.error !== undefined && object.error !== null)
       ? RemoteError.fromPartial(object.error)
       : undefined;
+    message.stage = object.stage ?? "";
     return message;
   },
 };
