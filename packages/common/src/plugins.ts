@@ -4,9 +4,9 @@
  * scheduler each keep. The module contract is in packages/client/README.md ("Plugins").
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync, existsSync, renameSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { InvalidArgumentError, TimeoutError, toRemoteError, type PluginOutcome } from './errors.js';
@@ -60,14 +60,43 @@ export function checkPluginKind(kind: string, where: string): PluginKind {
   throw new InvalidArgumentError(`${where}: plugin kind ${JSON.stringify(kind)} is not one of ${PLUGIN_KINDS.join(', ')}.`);
 }
 
-/** The file a plugin's source text is imported from (written once per distinct source). */
+/**
+ * This user's directory for plugin sources: `<tmpdir>/skein-plugins-<uid>`, created 0700 and
+ * checked on every use (a directory, not a symlink, owned by this user, no access for others), so
+ * no other user of the host can plant a module under a hash name.
+ */
+function sourceDirectory(): string {
+  const uid = process.getuid?.();
+  const dir = join(tmpdir(), `skein-plugins-${uid ?? userInfo().username}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = lstatSync(dir);
+  const problem = st.isSymbolicLink()
+    ? 'is a symbolic link'
+    : !st.isDirectory()
+      ? 'is not a directory'
+      : uid !== undefined && st.uid !== uid
+        ? `belongs to uid ${st.uid}, not this user (${uid})`
+        : undefined;
+  if (problem) {
+    throw new InvalidArgumentError(`The plugin source directory ${dir} ${problem}: refusing to import plugin sources from it. Remove it (it is recreated) or set TMPDIR to a directory of your own.`);
+  }
+  if (uid !== undefined && (st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
+  return dir;
+}
+
+/** The file a plugin's source text is imported from: written once per distinct source, its content checked against its hash before each import. */
 function sourceFile(source: string): string {
-  const dir = join(tmpdir(), 'skein-plugins');
-  const file = join(dir, `${createHash('sha256').update(source).digest('hex')}.mjs`);
-  if (!existsSync(file)) {
-    mkdirSync(dir, { recursive: true });
+  const hash = createHash('sha256').update(source).digest('hex');
+  const file = join(sourceDirectory(), `${hash}.mjs`);
+  let current: string | undefined;
+  try {
+    current = readFileSync(file, 'utf8');
+  } catch {
+    current = undefined;
+  }
+  if (current === undefined || createHash('sha256').update(current).digest('hex') !== hash) {
     const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-    writeFileSync(tmp, source);
+    writeFileSync(tmp, source, { mode: 0o600 });
     renameSync(tmp, file);
   }
   return file;

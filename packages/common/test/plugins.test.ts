@@ -1,5 +1,9 @@
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PluginHost, type PluginSpecData } from '../src/plugins.js';
+import { PluginHost, importPluginModule, type PluginSpecData } from '../src/plugins.js';
 import type { Logger } from '../src/log.js';
 
 const silent = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -103,5 +107,43 @@ describe('PluginHost', () => {
     expect(events).toEqual(['slow', 'slow down', 'setup f undefined']);
     await h.closeAll();
     expect(events[events.length - 1]).toBe('teardown f undefined');
+  });
+});
+
+describe('plugin sources on disk', () => {
+  /** Runs `fn` with TMPDIR (os.tmpdir()) pointing at a fresh directory. */
+  async function inTmp(fn: (root: string, dir: string) => Promise<void>): Promise<void> {
+    const root = mkdtempSync(join(tmpdir(), 'skein-src-test-'));
+    const saved = process.env['TMPDIR'];
+    process.env['TMPDIR'] = root;
+    try {
+      await fn(root, join(root, `skein-plugins-${process.getuid!()}`));
+    } finally {
+      if (saved === undefined) delete process.env['TMPDIR'];
+      else process.env['TMPDIR'] = saved;
+      rmSync(root, { recursive: true, force: true });
+    }
+  }
+  const importer = (s: string) => import(s);
+
+  it('imports a source from a per-user 0700 directory and never a planted file under its hash name', async () => {
+    await inTmp(async (_root, dir) => {
+      const source = `export const who = 'genuine ${Math.random()}';`;
+      const hash = createHash('sha256').update(source).digest('hex');
+      mkdirSync(dir, { recursive: true, mode: 0o755 });
+      writeFileSync(join(dir, `${hash}.mjs`), "export const who = 'planted';");
+      const mod = await importPluginModule({ module: '', source }, importer);
+      expect(mod['who']).toBe(source.slice(source.indexOf("'") + 1, source.lastIndexOf("'")));
+      expect(statSync(dir).mode & 0o777).toBe(0o700);
+    });
+  });
+
+  it('refuses a plugin source directory that is a symbolic link', async () => {
+    await inTmp(async (root, dir) => {
+      const elsewhere = join(root, 'elsewhere');
+      mkdirSync(elsewhere);
+      symlinkSync(elsewhere, dir);
+      await expect(importPluginModule({ module: '', source: 'export const x = 1;' }, importer)).rejects.toThrow(/symbolic link/);
+    });
   });
 });
