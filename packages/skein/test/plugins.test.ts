@@ -251,6 +251,45 @@ export default () => ({
       writeFileSync(release, '');
     }
   }, 60_000);
+
+  it('a nanny that fetched a nanny plugin at start and whose worker registers after its unregister tears it down', async () => {
+    const block = join(dir, 'nrace-block');
+    const entered = join(dir, 'nrace-entered');
+    const release = join(dir, 'nrace-release');
+    // The nannies of a LocalCluster run in this process: the plugin records on this globalThis.
+    const mod = fixture(
+      'nanny-race-plugin.mjs',
+      `import { existsSync, writeFileSync } from 'node:fs';
+export default () => ({
+  async setup(ctx) {
+    (globalThis.__nannyRace ??= new Map()).set(ctx.nanny.address, 'setup');
+    if (existsSync(${JSON.stringify(block)})) {
+      writeFileSync(${JSON.stringify(entered)}, '');
+      const end = Date.now() + 30000;
+      while (!existsSync(${JSON.stringify(release)}) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    }
+  },
+  teardown(ctx) { globalThis.__nannyRace.set(ctx.nanny.address, 'teardown'); },
+});
+`,
+    );
+    const before = (await client.schedulerInfo()).workers.length;
+    await client.registerPlugin({ kind: 'nanny', module: mod }, { name: 'nrace' });
+    writeFileSync(block, '');
+    try {
+      const scaled = cluster.scale(before + 1);
+      await until(async () => existsSync(entered), 20_000, 'the new nanny to start the setup of nrace');
+      await client.unregisterPlugin('nrace');
+      writeFileSync(release, '');
+      await scaled;
+      await cluster.waitForWorkers(before + 1);
+      const states = () => [...((globalThis as { __nannyRace?: Map<string, string> }).__nannyRace ?? new Map<string, string>()).values()];
+      await until(async () => states().length === before + 1 && states().every((v) => v === 'teardown'), 10_000, 'every nanny to tear nrace down');
+    } finally {
+      rmSync(block, { force: true });
+      writeFileSync(release, '');
+    }
+  }, 60_000);
 });
 
 describe('scheduler plugins', () => {
