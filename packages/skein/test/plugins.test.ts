@@ -214,6 +214,39 @@ describe('plugin races', () => {
     await cluster?.close();
   });
 
+  it("an unregister waits for a register of the same name still in progress, so the plugin ends up torn down everywhere", async () => {
+    const entered = join(dir, 'ser-entered');
+    const release = join(dir, 'ser-release');
+    // A nanny plugin whose teardown holds until the test says so.
+    const nannyMod = fixture(
+      'ser-nanny-plugin.mjs',
+      `import { existsSync, writeFileSync } from 'node:fs';
+export default () => ({
+  setup() {},
+  async teardown() {
+    writeFileSync(${JSON.stringify(entered)}, '');
+    const end = Date.now() + 30000;
+    while (!existsSync(${JSON.stringify(release)}) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  },
+});
+`,
+    );
+    await client.registerPlugin({ kind: 'nanny', module: nannyMod }, { name: 'ser' });
+    try {
+      // Replacing it by a worker plugin tears the nanny one down first (held)...
+      const reg = client.registerPlugin({ kind: 'worker', module: WORKER_PLUGIN }, { name: 'ser' });
+      await until(async () => existsSync(entered), 20_000, 'the nanny teardown of ser to start');
+      // ...and an unregister of the name comes in meanwhile.
+      const un = cluster.scheduler.plugins.unregister('ser', 0);
+      writeFileSync(release, '');
+      expect((await reg).results.map((r) => r.ok)).toEqual([true]);
+      expect((await un).results.map((r) => r.ok)).toEqual([true]);
+      expect(Object.values(await records(client, 'ser')).map((r) => r?.status)).toEqual(['teardown']);
+    } finally {
+      writeFileSync(release, '');
+    }
+  }, 60_000);
+
   it('a worker that fetched a plugin at start and registers after its unregister tears it down', async () => {
     const block = join(dir, 'race-block');
     const entered = join(dir, 'race-entered');
