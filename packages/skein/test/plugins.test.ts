@@ -192,6 +192,19 @@ export function setup(ctx) {
     await expect(client.unregisterPlugin('stuck')).rejects.toThrow(/No plugin named "stuck"/);
   });
 
+  it('reports a setup that never settles as timed out after the registration timeout; the worker goes on with other plugins', async () => {
+    const res = await client.registerPlugin({ kind: 'worker', source: 'export function setup() { return new Promise(() => {}); }' }, { name: 'hangs', timeoutMs: 300, raiseOnError: false });
+    expect(res.results).toHaveLength(2);
+    for (const r of res.results) {
+      expect(r).toMatchObject({ ok: false, stage: 'setup', error: { type: 'TimeoutError', code: 'deadline_exceeded' } });
+      expect(r.error!.message).toMatch(/"hangs".*300 ms/);
+    }
+    const next = await client.registerPlugin({ kind: 'worker', module: WORKER_PLUGIN }, { name: 'after-hang' });
+    expect(next.results.map((r) => r.ok)).toEqual([true, true]);
+    await client.unregisterPlugin('after-hang');
+    await client.unregisterPlugin('hangs', { raiseOnError: false });
+  });
+
   it('refuses bad descriptions with a clear error', async () => {
     await expect(client.registerPlugin({ kind: 'worker' })).rejects.toThrow(/exactly one of `module`/);
     await expect(client.registerPlugin({ kind: 'gpu' as never, module: WORKER_PLUGIN })).rejects.toThrow(/plugin kind "gpu" is not one of worker, scheduler, nanny/);
