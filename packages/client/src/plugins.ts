@@ -82,5 +82,5 @@ export function pluginSpec(d: PluginDescription, o: RegisterPluginOptions): Plug
   if (module.startsWith('./') || module.startsWith('../')) module = resolve(module);
   const name = o.name ?? d.name ?? `${kind}-${sha256(`${module}\0${d.source ?? ''}\0${optionsJson}`).slice(0, 12)}`;
   if (typeof name !== 'string' || name === '') throw new InvalidArgumentError('registerPlugin: the name must be a non-empty string.');
-  return { name, kind, module, source: hasSource ? d.source! : '', optionsJson, id: '', failWorker: d.failWorker === true };
+  return { name, kind, module, source: hasSource ? d.source! : '', optionsJson, id: '', failWorker: d.failWorker === true, timeoutMs: 0 };
 }

@@ -174,8 +174,11 @@ export interface PluginOutcome {
   /** The worker's name ('' where none). */
   targetName: string;
   ok: boolean;
-  /** Set when ok is false. */
-  error?: { type: string; message: string; stack: string };
+  /**
+   * Set when ok is false. `code` and `details`: a Skein error's (e.g. NpmInstallError: code
+   * 'install_failed', details { packages, directory, output }); `pluginErrorOf` rebuilds it.
+   */
+  error?: { type: string; message: string; stack: string; code?: string; details?: Record<string, unknown> };
   /** Where it failed, when it did and this process knows: 'load' (import or instantiation) or 'setup' (the hook threw). */
   stage?: 'load' | 'setup';
 }
@@ -476,13 +479,14 @@ export function errorTypeName(err: Error): string {
 /** A thrown value as the error that crosses the wire (the protocol's RemoteError, field for field). */
 export function toRemoteError(err: unknown, key = ''): ErrorInfo {
   if (err instanceof Error) {
+    const skein = isSkeinError(err);
     return {
-      type: err instanceof SkeinError ? err.name : errorTypeName(err),
+      type: skein ? err.name : errorTypeName(err),
       message: err.message,
       stack: err.stack ?? '',
-      code: err instanceof SkeinError ? err.code : '',
+      code: skein ? err.code : '',
       key,
-      detailsJson: err instanceof SkeinError ? JSON.stringify(err.details) : '',
+      detailsJson: skein ? JSON.stringify(err.details) : '',
     };
   }
   let message: string;
@@ -492,6 +496,16 @@ export function toRemoteError(err: unknown, key = ''): ErrorInfo {
     message = String(err);
   }
   return { type: 'Error', message: `non-Error value thrown: ${message}`, stack: '', code: '', key, detailsJson: '' };
+}
+
+/**
+ * A SkeinError, also one of another copy of this module (the worker bundle's own, and the one a
+ * built-in plugin imports from the package's dist/): a Skein error code and a details object.
+ */
+function isSkeinError(err: Error): err is SkeinError {
+  if (err instanceof SkeinError) return true;
+  const { code, details } = err as Partial<SkeinError>;
+  return typeof code === 'string' && Object.hasOwn(CODE_TO_GRPC, code) && details !== null && typeof details === 'object';
 }
 
 /**
@@ -529,10 +543,34 @@ export function fromRemoteError(e: ErrorInfo): SkeinError {
     case 'deadline_exceeded':
     case 'unimplemented':
     case 'resource_exhausted':
-    case 'version_mismatch':
-    case 'install_failed':
       return new TaskError(e.key, e.type, e.message, e.stack);
+    case 'version_mismatch': {
+      const d = parseDetails(e.detailsJson);
+      // On the wire each difference's versions is a list of [version, who] entries (its details).
+      const raw = Array.isArray(d['differences']) ? (d['differences'] as Array<{ what?: unknown; versions?: unknown }>) : [];
+      const diffs: VersionDifference[] = raw.map((x) => ({ what: String(x?.what ?? ''), versions: new Map(Array.isArray(x?.versions) ? (x.versions as Array<[string | null, string[]]>) : []) }));
+      return remote(new VersionMismatchError(diffs), e);
+    }
+    case 'install_failed': {
+      const d = parseDetails(e.detailsJson);
+      const packages = Array.isArray(d['packages']) ? d['packages'].map(String) : [];
+      return remote(new NpmInstallError(packages, String(d['directory'] ?? ''), String(d['output'] ?? ''), 'on a remote process'), e);
+    }
   }
+}
+
+/** `err` with the message and stack it had where it was thrown. */
+function remote<E extends Error>(err: E, e: ErrorInfo): E {
+  err.message = e.message;
+  if (e.stack) err.stack = e.stack;
+  return err;
+}
+
+/** The error of a failed plugin result, rebuilt (NpmInstallError, VersionMismatchError, ...; else a TaskError-like SkeinError). */
+export function pluginErrorOf(o: PluginOutcome): SkeinError | undefined {
+  if (!o.error) return undefined;
+  const e = o.error;
+  return fromRemoteError({ type: e.type, message: e.message, stack: e.stack, code: (e.code ?? '') as ErrorInfo['code'], key: '', detailsJson: e.details ? JSON.stringify(e.details) : '' });
 }
 
 function parseDetails(json: string): Record<string, unknown> {

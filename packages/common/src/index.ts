@@ -23,6 +23,7 @@ export {
   fromGrpcStatus,
   toRemoteError,
   fromRemoteError,
+  pluginErrorOf,
   errorInfoFromWire,
   taskError,
   InternalError,

@@ -4,12 +4,12 @@
  * scheduler each keep. The module contract is in packages/client/README.md ("Plugins").
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync, existsSync, renameSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { InvalidArgumentError, toRemoteError, type PluginOutcome } from './errors.js';
+import { InvalidArgumentError, TimeoutError, toRemoteError, type PluginOutcome } from './errors.js';
 import type { PluginResult } from '@skein/protocol';
 import type { Logger } from './log.js';
 
@@ -26,7 +26,12 @@ export interface PluginSpecData {
   optionsJson: string;
   id: string;
   failWorker: boolean;
+  /** How long setup may take here (ms; 0 or absent: DEFAULT_SETUP_TIMEOUT_MS). */
+  timeoutMs?: number;
 }
+
+/** How long a plugin's setup may run before it is reported as timed out (PluginSpec.timeout_ms 0). */
+export const DEFAULT_SETUP_TIMEOUT_MS = 60_000;
 
 /** What a plugin instance may have; every hook is optional. */
 export interface PluginHooks {
@@ -55,14 +60,43 @@ export function checkPluginKind(kind: string, where: string): PluginKind {
   throw new InvalidArgumentError(`${where}: plugin kind ${JSON.stringify(kind)} is not one of ${PLUGIN_KINDS.join(', ')}.`);
 }
 
-/** The file a plugin's source text is imported from (written once per distinct source). */
+/**
+ * This user's directory for plugin sources: `<tmpdir>/skein-plugins-<uid>`, created 0700 and
+ * checked on every use (a directory, not a symlink, owned by this user, no access for others), so
+ * no other user of the host can plant a module under a hash name.
+ */
+function sourceDirectory(): string {
+  const uid = process.getuid?.();
+  const dir = join(tmpdir(), `skein-plugins-${uid ?? userInfo().username}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = lstatSync(dir);
+  const problem = st.isSymbolicLink()
+    ? 'is a symbolic link'
+    : !st.isDirectory()
+      ? 'is not a directory'
+      : uid !== undefined && st.uid !== uid
+        ? `belongs to uid ${st.uid}, not this user (${uid})`
+        : undefined;
+  if (problem) {
+    throw new InvalidArgumentError(`The plugin source directory ${dir} ${problem}: refusing to import plugin sources from it. Remove it (it is recreated) or set TMPDIR to a directory of your own.`);
+  }
+  if (uid !== undefined && (st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
+  return dir;
+}
+
+/** The file a plugin's source text is imported from: written once per distinct source, its content checked against its hash before each import. */
 function sourceFile(source: string): string {
-  const dir = join(tmpdir(), 'skein-plugins');
-  const file = join(dir, `${createHash('sha256').update(source).digest('hex')}.mjs`);
-  if (!existsSync(file)) {
-    mkdirSync(dir, { recursive: true });
+  const hash = createHash('sha256').update(source).digest('hex');
+  const file = join(sourceDirectory(), `${hash}.mjs`);
+  let current: string | undefined;
+  try {
+    current = readFileSync(file, 'utf8');
+  } catch {
+    current = undefined;
+  }
+  if (current === undefined || createHash('sha256').update(current).digest('hex') !== hash) {
     const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-    writeFileSync(tmp, source);
+    writeFileSync(tmp, source, { mode: 0o600 });
     renameSync(tmp, file);
   }
   return file;
@@ -195,7 +229,13 @@ export class PluginHost<C> {
     const base = { name, kind: this.o.kind, target: t.target, targetName: t.targetName };
     if (err === undefined) return { ...base, ok: true };
     const e = toRemoteError(err);
-    return { ...base, ok: false, error: { type: e.type, message: e.message, stack: e.stack ?? '' }, ...(stage ? { stage } : {}) };
+    const details = parseJsonObject(e.detailsJson);
+    return {
+      ...base,
+      ok: false,
+      error: { type: e.type, message: e.message, stack: e.stack ?? '', ...(e.code ? { code: e.code } : {}), ...(details ? { details } : {}) },
+      ...(stage ? { stage } : {}),
+    };
   }
 
   /**
@@ -206,7 +246,9 @@ export class PluginHost<C> {
     return this.serial(async () => {
       const old = this.applied.get(spec.name);
       if (old && spec.id && old.id === spec.id) return this.outcome(spec.name);
-      if (old) await this.teardownApplied(old);
+      // A teardown that throws (logged by teardownApplied) does not keep the new one out (Dask's
+      // plugin_add logs it and goes on with the setup).
+      if (old) await this.teardownApplied(old).catch(() => undefined);
       let stage: 'load' | 'setup' = 'load';
       try {
         const options = pluginOptions(spec);
@@ -219,9 +261,18 @@ export class PluginHost<C> {
         // up again.
         this.applied.set(spec.name, { id: spec.id, spec, plugin, ctx });
         this.refresh();
-        await plugin.setup?.(ctx);
-        // A scheduler plugin starts once added (Dask's SchedulerPlugin.start).
-        if (this.o.kind === 'scheduler') await plugin.start?.(ctx);
+        // A setup that never settles must not hold up this process's other plugins: after the
+        // timeout it is reported as timed out and the chain goes on (it stays applied).
+        const timeoutMs = spec.timeoutMs || DEFAULT_SETUP_TIMEOUT_MS;
+        await withTimeout(
+          (async () => {
+            await plugin.setup?.(ctx);
+            // A scheduler plugin starts once added (Dask's SchedulerPlugin.start).
+            if (this.o.kind === 'scheduler') await plugin.start?.(ctx);
+          })(),
+          timeoutMs,
+          () => new TimeoutError(`Plugin ${JSON.stringify(spec.name)}: its setup did not finish within ${timeoutMs} ms (raise the registration's timeoutMs if it needs longer).`),
+        );
         this.o.log.info(`plugin ${JSON.stringify(spec.name)} set up`);
         if (afterSetup) await afterSetup(plugin);
         return this.outcome(spec.name);
@@ -305,6 +356,17 @@ export class PluginHost<C> {
   }
 }
 
+/** `p`, or a rejection with `error()` after `ms` (the timer goes with it; `p` runs on). */
+function withTimeout<T>(p: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(error()), ms);
+    timer.unref?.();
+  });
+  p.catch(() => undefined);
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 /** A preload module (--preload): its spec as a local plugin, named after the module. */
 export function preloadSpec(module: string, kind: PluginKind): PluginSpecData {
   return { name: `preload:${module}`, kind, module, source: '', optionsJson: '', id: `preload:${module}`, failWorker: false };
@@ -325,15 +387,17 @@ export async function runPreloads<C>(host: PluginHost<C>, modules: readonly stri
   }
 }
 
-/** A PluginOutcome as the protocol's PluginResult. */
+/** A PluginOutcome as the protocol's PluginResult (with the error's code, details and the stage). */
 export function pluginResultToWire(o: PluginOutcome): PluginResult {
+  const e = o.error;
   return {
     name: o.name,
     kind: o.kind,
     target: o.target,
     targetName: o.targetName,
     ok: o.ok,
-    error: o.error ? { type: o.error.type, message: o.error.message, stack: o.error.stack, code: '', key: '', detailsJson: '' } : undefined,
+    error: e ? { type: e.type, message: e.message, stack: e.stack, code: e.code ?? '', key: '', detailsJson: e.details ? JSON.stringify(e.details) : '' } : undefined,
+    stage: o.stage ?? '',
   };
 }
 
@@ -341,5 +405,23 @@ export function pluginResultToWire(o: PluginOutcome): PluginResult {
 export function pluginResultFromWire(r: PluginResult): PluginOutcome {
   const kind = (PLUGIN_KINDS as readonly string[]).includes(r.kind) ? (r.kind as PluginKind) : 'worker';
   const base = { name: r.name, kind, target: r.target, targetName: r.targetName, ok: r.ok };
-  return r.ok ? base : { ...base, error: { type: r.error?.type || 'Error', message: r.error?.message ?? '', stack: r.error?.stack ?? '' } };
+  if (r.ok) return base;
+  const details = parseJsonObject(r.error?.detailsJson ?? '');
+  const stage = r.stage === 'load' || r.stage === 'setup' ? r.stage : undefined;
+  return {
+    ...base,
+    error: { type: r.error?.type || 'Error', message: r.error?.message ?? '', stack: r.error?.stack ?? '', ...(r.error?.code ? { code: r.error.code } : {}), ...(details ? { details } : {}) },
+    ...(stage ? { stage } : {}),
+  };
+}
+
+/** A JSON object's text as the object; '' or anything else: undefined. */
+function parseJsonObject(json: string): Record<string, unknown> | undefined {
+  if (!json) return undefined;
+  try {
+    const v: unknown = JSON.parse(json);
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -12,8 +12,21 @@ import {
   taskError,
   toRemoteError,
 } from '../src/lite.js';
+import { NpmInstallError, VersionMismatchError } from '../src/errors.js';
 
 describe('errors on the wire', () => {
+  it('rebuilds a version mismatch and a failed npm install as their own classes, with their details and message', () => {
+    const npm = fromRemoteError(toRemoteError(new NpmInstallError(['nope@1'], '/pkgs', 'npm error 404', 'exit code 1')));
+    expect(npm).toBeInstanceOf(NpmInstallError);
+    expect(npm).toMatchObject({ code: 'install_failed', packages: ['nope@1'], directory: '/pkgs', output: 'npm error 404' });
+    expect(npm.message).toContain('exit code 1');
+    const diffs = [{ what: 'node', versions: new Map([['v20', ['scheduler']], ['v22', ['worker tcp://w:1']]]) }];
+    const vm = fromRemoteError(toRemoteError(new VersionMismatchError(diffs)));
+    expect(vm).toBeInstanceOf(VersionMismatchError);
+    expect((vm as VersionMismatchError).differences).toEqual(diffs);
+    expect(vm.message).toContain('v22');
+  });
+
   it('taskError builds the wire record a state machine decides: type from the code, details as JSON, no stack', () => {
     expect(taskError('k', 'killed_worker', 'died', { key: 'k', deaths: 4, reason: 'oom' })).toEqual({
       type: 'KilledWorkerError',

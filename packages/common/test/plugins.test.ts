@@ -1,10 +1,15 @@
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PluginHost, type PluginSpecData } from '../src/plugins.js';
+import { PluginHost, importPluginModule, type PluginSpecData } from '../src/plugins.js';
+import type { Logger } from '../src/log.js';
 
 const silent = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
 /** A host whose plugins log to `events` (a global the source modules reach). */
-function host(): { h: PluginHost<{ name: string; options: unknown }>; events: string[] } {
+function host(log: Logger = silent): { h: PluginHost<{ name: string; options: unknown }>; events: string[] } {
   const events: string[] = [];
   (globalThis as { __phEvents?: string[] }).__phEvents = events;
   const h = new PluginHost<{ name: string; options: unknown }>({
@@ -12,7 +17,7 @@ function host(): { h: PluginHost<{ name: string; options: unknown }>; events: st
     target: () => ({ target: 'tcp://w:1', targetName: 'w' }),
     context: (name, options) => ({ name, options }),
     importer: (s) => import(s),
-    log: silent,
+    log,
   });
   return { h, events };
 }
@@ -33,6 +38,27 @@ const spec = (name: string, id: string, options?: unknown, source = FACTORY): Pl
 });
 
 describe('PluginHost', () => {
+  it('reports a setup that does not settle within its timeout as timed out, and goes on with the next plugin', async () => {
+    const { h, events } = host();
+    const hanging = `export default () => ({ setup() { globalThis.__phEvents.push('hang'); return new Promise(() => {}); } });`;
+    const r = await h.setup({ ...spec('slow', 'id1', undefined, hanging), timeoutMs: 50 });
+    expect(r).toMatchObject({ ok: false, stage: 'setup', error: { type: 'TimeoutError' } });
+    expect(r.error!.message).toMatch(/"slow".*50 ms/);
+    expect(await h.setup(spec('next', 'id2', { v: 1 }))).toMatchObject({ ok: true });
+    expect(events).toEqual(['hang', 'setup next {"v":1}']);
+  });
+
+  it('replaces a plugin whose old teardown throws: the error is logged and the new one is set up (Dask plugin_add)', async () => {
+    const errors: string[] = [];
+    const { h: logged, events } = host({ ...silent, error: (m: string) => void errors.push(m) });
+    const throwing = `export default () => ({ setup() { globalThis.__phEvents.push('setup old'); }, teardown() { throw new Error('teardown broke'); } });`;
+    expect(await logged.setup(spec('p', 'id1', undefined, throwing))).toMatchObject({ ok: true });
+    expect(await logged.setup(spec('p', 'id2', { v: 2 }))).toMatchObject({ ok: true });
+    expect(events).toEqual(['setup old', 'setup p {"v":2}']);
+    expect(logged.ids()).toEqual(['id2']);
+    expect(errors.some((m) => m.includes('teardown broke'))).toBe(true);
+  });
+
   it('sets up, skips a registration id already applied, replaces a name (teardown first), and tears down', async () => {
     const { h, events } = host();
     expect(await h.setup(spec('p', 'id1', { v: 1 }))).toEqual({ name: 'p', kind: 'worker', target: 'tcp://w:1', targetName: 'w', ok: true });
@@ -81,5 +107,43 @@ describe('PluginHost', () => {
     expect(events).toEqual(['slow', 'slow down', 'setup f undefined']);
     await h.closeAll();
     expect(events[events.length - 1]).toBe('teardown f undefined');
+  });
+});
+
+describe('plugin sources on disk', () => {
+  /** Runs `fn` with TMPDIR (os.tmpdir()) pointing at a fresh directory. */
+  async function inTmp(fn: (root: string, dir: string) => Promise<void>): Promise<void> {
+    const root = mkdtempSync(join(tmpdir(), 'skein-src-test-'));
+    const saved = process.env['TMPDIR'];
+    process.env['TMPDIR'] = root;
+    try {
+      await fn(root, join(root, `skein-plugins-${process.getuid!()}`));
+    } finally {
+      if (saved === undefined) delete process.env['TMPDIR'];
+      else process.env['TMPDIR'] = saved;
+      rmSync(root, { recursive: true, force: true });
+    }
+  }
+  const importer = (s: string) => import(s);
+
+  it('imports a source from a per-user 0700 directory and never a planted file under its hash name', async () => {
+    await inTmp(async (_root, dir) => {
+      const source = `export const who = 'genuine ${Math.random()}';`;
+      const hash = createHash('sha256').update(source).digest('hex');
+      mkdirSync(dir, { recursive: true, mode: 0o755 });
+      writeFileSync(join(dir, `${hash}.mjs`), "export const who = 'planted';");
+      const mod = await importPluginModule({ module: '', source }, importer);
+      expect(mod['who']).toBe(source.slice(source.indexOf("'") + 1, source.lastIndexOf("'")));
+      expect(statSync(dir).mode & 0o777).toBe(0o700);
+    });
+  });
+
+  it('refuses a plugin source directory that is a symbolic link', async () => {
+    await inTmp(async (root, dir) => {
+      const elsewhere = join(root, 'elsewhere');
+      mkdirSync(elsewhere);
+      symlinkSync(elsewhere, dir);
+      await expect(importPluginModule({ module: '', source: 'export const x = 1;' }, importer)).rejects.toThrow(/symbolic link/);
+    });
   });
 });

@@ -522,7 +522,7 @@ export class Nanny {
     this.lastDeathReason = reason;
     this.restarts++;
     // A removed worker is not registered any more: there is no death to report.
-    if (!inc.stopping && !removed && inc.address) this.reportDeath(inc.address, reason);
+    if (!inc.stopping && !removed && inc.address) void this.reportDeath(inc.address, reason);
     this.armGiveUp(reason);
     const delay = this.policy.onDeath(lived);
     this.log.warn(`${reason}; restarting it${delay ? ` in ${delay} ms` : ''}`);
@@ -565,10 +565,17 @@ export class Nanny {
     void this.close().catch((err: unknown) => this.log.error(`closing failed: ${(err as Error)?.message ?? String(err)}`));
   }
 
-  private reportDeath(workerAddress: string, reason: string): void {
+  /** Tells the scheduler why the worker dies (`expected`: we stop it on purpose); resolves once it answered or failed. */
+  private reportDeath(workerAddress: string, reason: string, expected = false): Promise<void> {
     const dial = this.options.security.dial(this.options.scheduler, 'nanny', 'scheduler');
     const client = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
-    client.reportWorkerDeath({ workerAddress, reason }, new Metadata(), { deadline: Date.now() + 5000 }, () => client.close());
+    return new Promise((resolve) => {
+      client.reportWorkerDeath({ workerAddress, reason, expected }, new Metadata(), { deadline: Date.now() + 5000 }, (err) => {
+        client.close();
+        if (err) this.log.debug(`could not tell the scheduler that worker ${workerAddress} stops (${reason}): ${err.message}`);
+        resolve();
+      });
+    });
   }
 
   private async sample(): Promise<void> {
@@ -586,7 +593,7 @@ export class Nanny {
       const verdict = memoryVerdict(s.rss, this.options.memoryLimit, this.options.terminateFraction);
       if (verdict && !inc.stopping) {
         // Tell the scheduler first, so the task that was running gets the true reason.
-        if (inc.address) this.reportDeath(inc.address, verdict);
+        if (inc.address) void this.reportDeath(inc.address, verdict);
         inc.stopping = verdict;
         this.log.warn(`worker ${inc.address} ${verdict}: killing it`);
         inc.child.kill('SIGKILL');
@@ -602,6 +609,10 @@ export class Nanny {
     this.status_ = 'restarting';
     if (inc && inc.child.exitCode === null && inc.child.signalCode === null) {
       inc.stopping = 'restart';
+      // A restart on purpose is not a death: told first, the scheduler removes the worker as
+      // expected and reschedules its tasks without counting them as suspicious (Dask's
+      // Nanny.restart closes the worker gracefully for the same reason).
+      if (inc.address) await this.reportDeath(inc.address, `its nanny restarts it (${reason})`, true);
       inc.child.kill('SIGKILL');
       await inc.exited;
     }

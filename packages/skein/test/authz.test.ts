@@ -118,7 +118,7 @@ const freesKey = (key: string) => (c: WorkerCommand) => c.kind?.$case === 'freeK
 function reportDeath(schedulerAddress: string, workerAddress: string, reason: string): Promise<void> {
   const rpc = new SchedulerServiceClient(grpcTarget(schedulerAddress), insecureChannel(), CHANNEL_OPTIONS);
   return new Promise<void>((resolve, reject) =>
-    rpc.reportWorkerDeath({ workerAddress, reason }, new Metadata(), { deadline: Date.now() + 5_000 }, (err) => {
+    rpc.reportWorkerDeath({ workerAddress, reason, expected: false }, new Metadata(), { deadline: Date.now() + 5_000 }, (err) => {
       rpc.close();
       if (err) reject(err);
       else resolve();

@@ -676,7 +676,7 @@ describe(`fuzzing every gRPC service of a real cluster ${tag}`, () => {
                 ? Buffer.from(GetAdaptiveTargetRequest.encode({ targetDurationMs: dbl(rr) }).finish())
                 : pick === 3
                   ? // A death report for a worker that does not exist (a live one: the last phase).
-                    Buffer.from(ReportWorkerDeathRequest.encode({ workerAddress: rr.pick([...FAKE_WORKERS, str(rr)]), reason: str(rr) }).finish())
+                    Buffer.from(ReportWorkerDeathRequest.encode({ workerAddress: rr.pick([...FAKE_WORKERS, str(rr)]), reason: str(rr), expected: false }).finish())
                   : Buffer.alloc(0);
         const method = ['GetStory', 'GetWhoHas', 'GetAdaptiveTarget', 'ReportWorkerDeath', 'GetInfo', 'GetWorkerMetrics'][pick]!;
         let sent = maybeMutated(rr, body, samples);
@@ -757,7 +757,7 @@ describe(`fuzzing every gRPC service of a real cluster ${tag}`, () => {
       const body = Buffer.from(RetireWorkersRequest.encode({ workers: r.some([...live, ...FAKE_WORKERS, str(r)], 3), n: int32(r) }).finish());
       samples.push(body);
       jobs.push(() => unary(c, `${S}RetireWorkers`, maybeMutated(r, body, samples), calls, 'RetireWorkers', 40_000));
-      const death = Buffer.from(ReportWorkerDeathRequest.encode({ workerAddress: r.pick([...live, ...FAKE_WORKERS, str(r)]), reason: str(r) }).finish());
+      const death = Buffer.from(ReportWorkerDeathRequest.encode({ workerAddress: r.pick([...live, ...FAKE_WORKERS, str(r)]), reason: str(r), expected: false }).finish());
       jobs.push(() => unary(c, `${S}ReportWorkerDeath`, maybeMutated(r, death, samples), calls, 'ReportWorkerDeath'));
     }
     for (const timeoutMs of [-1, 0, 1, NaN, Infinity, -Infinity, 1e300, 5e-324, 2 ** 31]) {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
-import { Client, PluginSetupError, SkeinError } from '@skein/client';
+import { Client, NpmInstall, NpmInstallError, PluginSetupError, SkeinError, pluginErrorOf } from '@skein/client';
 import { SchedulerServiceClient, WorkerServiceClient } from '@skein/protocol';
 import { LocalCluster } from '../src/index.js';
 import { SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
@@ -192,6 +192,19 @@ export function setup(ctx) {
     await expect(client.unregisterPlugin('stuck')).rejects.toThrow(/No plugin named "stuck"/);
   });
 
+  it('reports a setup that never settles as timed out after the registration timeout; the worker goes on with other plugins', async () => {
+    const res = await client.registerPlugin({ kind: 'worker', source: 'export function setup() { return new Promise(() => {}); }' }, { name: 'hangs', timeoutMs: 300, raiseOnError: false });
+    expect(res.results).toHaveLength(2);
+    for (const r of res.results) {
+      expect(r).toMatchObject({ ok: false, stage: 'setup', error: { type: 'TimeoutError', code: 'deadline_exceeded' } });
+      expect(r.error!.message).toMatch(/"hangs".*300 ms/);
+    }
+    const next = await client.registerPlugin({ kind: 'worker', module: WORKER_PLUGIN }, { name: 'after-hang' });
+    expect(next.results.map((r) => r.ok)).toEqual([true, true]);
+    await client.unregisterPlugin('after-hang');
+    await client.unregisterPlugin('hangs', { raiseOnError: false });
+  });
+
   it('refuses bad descriptions with a clear error', async () => {
     await expect(client.registerPlugin({ kind: 'worker' })).rejects.toThrow(/exactly one of `module`/);
     await expect(client.registerPlugin({ kind: 'gpu' as never, module: WORKER_PLUGIN })).rejects.toThrow(/plugin kind "gpu" is not one of worker, scheduler, nanny/);
@@ -199,6 +212,130 @@ export function setup(ctx) {
     expect(missing.results.every((r) => !r.ok && /nope\.mjs/.test(r.error!.message))).toBe(true);
     await client.unregisterPlugin('missing');
   });
+});
+
+describe('plugin races', () => {
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    cluster = await LocalCluster.start({ nWorkers: 1, memoryLimit: '1GB' });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+  });
+
+  it("an unregister waits for a register of the same name still in progress, so the plugin ends up torn down everywhere", async () => {
+    const entered = join(dir, 'ser-entered');
+    const release = join(dir, 'ser-release');
+    // A nanny plugin whose teardown holds until the test says so.
+    const nannyMod = fixture(
+      'ser-nanny-plugin.mjs',
+      `import { existsSync, writeFileSync } from 'node:fs';
+export default () => ({
+  setup() {},
+  async teardown() {
+    writeFileSync(${JSON.stringify(entered)}, '');
+    const end = Date.now() + 30000;
+    while (!existsSync(${JSON.stringify(release)}) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  },
+});
+`,
+    );
+    await client.registerPlugin({ kind: 'nanny', module: nannyMod }, { name: 'ser' });
+    try {
+      // Replacing it by a worker plugin tears the nanny one down first (held)...
+      const reg = client.registerPlugin({ kind: 'worker', module: WORKER_PLUGIN }, { name: 'ser' });
+      await until(async () => existsSync(entered), 20_000, 'the nanny teardown of ser to start');
+      // ...and an unregister of the name comes in meanwhile.
+      const un = cluster.scheduler.plugins.unregister('ser', 0);
+      writeFileSync(release, '');
+      expect((await reg).results.map((r) => r.ok)).toEqual([true]);
+      expect((await un).results.map((r) => r.ok)).toEqual([true]);
+      expect(Object.values(await records(client, 'ser')).map((r) => r?.status)).toEqual(['teardown']);
+    } finally {
+      writeFileSync(release, '');
+    }
+  }, 60_000);
+
+  it('a worker that fetched a plugin at start and registers after its unregister tears it down', async () => {
+    const block = join(dir, 'race-block');
+    const entered = join(dir, 'race-entered');
+    const release = join(dir, 'race-release');
+    // Setup of a starting worker (GetPlugins, before it registers) waits while `block` exists.
+    const mod = fixture(
+      'race-plugin.mjs',
+      `import { existsSync, writeFileSync } from 'node:fs';
+export default () => ({
+  async setup(ctx) {
+    const s = ((globalThis.__skeinPlugins ??= {})[ctx.name] = { status: 'setup' });
+    if (existsSync(${JSON.stringify(block)})) {
+      writeFileSync(${JSON.stringify(entered)}, '');
+      const end = Date.now() + 30000;
+      while (!existsSync(${JSON.stringify(release)}) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    }
+  },
+  teardown(ctx) { globalThis.__skeinPlugins[ctx.name].status = 'teardown'; },
+});
+`,
+    );
+    await client.registerPlugin({ kind: 'worker', module: mod }, { name: 'race-2' });
+    writeFileSync(block, '');
+    try {
+      const scaled = cluster.scale(2);
+      await until(async () => existsSync(entered), 20_000, 'the new worker to start the setup of race-2');
+      const un = await client.unregisterPlugin('race-2');
+      expect(un.results).toHaveLength(1);
+      writeFileSync(release, '');
+      await scaled;
+      await cluster.waitForWorkers(2);
+      await until(async () => Object.values(await records(client, 'race-2')).every((r) => r?.status === 'teardown'), 10_000, 'every worker to tear race-2 down');
+    } finally {
+      rmSync(block, { force: true });
+      writeFileSync(release, '');
+    }
+  }, 60_000);
+
+  it('a nanny that fetched a nanny plugin at start and whose worker registers after its unregister tears it down', async () => {
+    const block = join(dir, 'nrace-block');
+    const entered = join(dir, 'nrace-entered');
+    const release = join(dir, 'nrace-release');
+    // The nannies of a LocalCluster run in this process: the plugin records on this globalThis.
+    const mod = fixture(
+      'nanny-race-plugin.mjs',
+      `import { existsSync, writeFileSync } from 'node:fs';
+export default () => ({
+  async setup(ctx) {
+    (globalThis.__nannyRace ??= new Map()).set(ctx.nanny.address, 'setup');
+    if (existsSync(${JSON.stringify(block)})) {
+      writeFileSync(${JSON.stringify(entered)}, '');
+      const end = Date.now() + 30000;
+      while (!existsSync(${JSON.stringify(release)}) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    }
+  },
+  teardown(ctx) { globalThis.__nannyRace.set(ctx.nanny.address, 'teardown'); },
+});
+`,
+    );
+    const before = (await client.schedulerInfo()).workers.length;
+    await client.registerPlugin({ kind: 'nanny', module: mod }, { name: 'nrace' });
+    writeFileSync(block, '');
+    try {
+      const scaled = cluster.scale(before + 1);
+      await until(async () => existsSync(entered), 20_000, 'the new nanny to start the setup of nrace');
+      await client.unregisterPlugin('nrace');
+      writeFileSync(release, '');
+      await scaled;
+      await cluster.waitForWorkers(before + 1);
+      const states = () => [...((globalThis as { __nannyRace?: Map<string, string> }).__nannyRace ?? new Map<string, string>()).values()];
+      await until(async () => states().length === before + 1 && states().every((v) => v === 'teardown'), 10_000, 'every nanny to tear nrace down');
+    } finally {
+      rmSync(block, { force: true });
+      writeFileSync(release, '');
+    }
+  }, 60_000);
 });
 
 describe('scheduler plugins', () => {
@@ -322,6 +459,114 @@ export default (options) => ({
   });
 });
 
+/** A function from its source text (Vitest rewrites `import()` in test files). */
+function fromSource<F>(source: string): F {
+  return new Function(`return (${source});`)() as F;
+}
+
+describe('plugin errors on the wire', () => {
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    cluster = await LocalCluster.start({ nWorkers: 1, memoryLimit: '1GB' });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+  });
+
+  it("an NpmInstall failure reaches the client with its code, npm's output and the stage", async () => {
+    const missing = join(dir, 'no-such-package-dir');
+    const res = await client.registerPlugin(NpmInstall({ packages: [missing] }), { name: 'npm-missing', raiseOnError: false });
+    expect(res.results).toHaveLength(1);
+    const r = res.results[0]!;
+    expect(r).toMatchObject({ ok: false, stage: 'setup', error: { type: 'NpmInstallError', code: 'install_failed' } });
+    expect(r.error!.details).toMatchObject({ packages: [missing] });
+    expect(String(r.error!.details!['output'])).not.toBe('');
+    const e = pluginErrorOf(r);
+    expect(e).toBeInstanceOf(NpmInstallError);
+    expect((e as NpmInstallError).output).toBe(r.error!.details!['output']);
+    expect(e!.message).toBe(r.error!.message);
+    await client.unregisterPlugin('npm-missing');
+  }, 60_000);
+});
+
+describe('nanny plugins without nannies', () => {
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    cluster = await LocalCluster.start({ nWorkers: 1, nanny: false, memoryLimit: '1GB' });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+  });
+
+  it('reports each worker without a nanny as a failed target instead of succeeding with no results', async () => {
+    const worker = (await client.schedulerInfo()).workers[0]!;
+    const desc = { kind: 'nanny' as const, source: 'export function setup(ctx) { ctx.setWorkerEnv({ A: "1" }); }' };
+    const err = await client.registerPlugin(desc, { name: 'no-nanny' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PluginSetupError);
+    expect((err as PluginSetupError).message).toContain(worker.address);
+    expect((err as PluginSetupError).message).toMatch(/no nanny/);
+    const res = await client.registerPlugin(desc, { name: 'no-nanny', raiseOnError: false });
+    expect(res.results).toMatchObject([{ kind: 'nanny', ok: false, target: worker.address }]);
+    expect(res.results[0]!.error!.message).toMatch(/start workers with a nanny to use nanny plugins/);
+    await client.unregisterPlugin('no-nanny');
+  });
+});
+
+describe('nanny plugin restarts', () => {
+  let cluster: LocalCluster;
+  let client: Client;
+  const saved = process.env['SKEIN_ALLOWED_FAILURES'];
+
+  beforeAll(async () => {
+    process.env['SKEIN_ALLOWED_FAILURES'] = '1';
+    cluster = await LocalCluster.start({ nWorkers: 1, memoryLimit: '1GB' });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    if (saved === undefined) delete process.env['SKEIN_ALLOWED_FAILURES'];
+    else process.env['SKEIN_ALLOWED_FAILURES'] = saved;
+    await client?.close();
+    await cluster?.close();
+  });
+
+  it('does not count a plugin-requested restart as a worker death: a task running through more restarts than allowed-failures completes', async () => {
+    const mod = fixture('restarting-nanny-plugin.mjs', 'export default () => ({ restart: true, setup() {} });\n');
+    const marker = join(dir, 'restarts-done');
+    const held = client.submitWith(
+      { pure: false },
+      fromSource<(marker: string) => Promise<number>>(`async (marker) => {
+        const { existsSync } = await import('node:fs');
+        const end = Date.now() + 30000;
+        while (!existsSync(marker)) {
+          if (Date.now() > end) throw new Error('the test never wrote ' + marker);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return process.pid;
+      }`),
+      marker,
+    );
+    // allowed-failures is 1: two deaths under the task would fail it with KilledWorkerError.
+    for (const name of ['restart-1', 'restart-2', 'restart-3']) {
+      await until(async () => (await client.schedulerInfo()).workers.every((w) => w.processing > 0) || held.status !== 'pending', 20_000, 'the worker to hold the task');
+      if (held.status !== 'pending') await held.result();
+      expect(held.status).toBe('pending');
+      const res = await client.registerPlugin({ kind: 'nanny', module: mod }, { name });
+      expect(res.results.map((r) => r.ok)).toEqual([true]);
+    }
+    writeFileSync(marker, '');
+    const pid = await held.result();
+    expect((await client.schedulerInfo()).workers.map((w) => w.pid)).toEqual([pid]);
+  }, 60_000);
+});
+
 describe('plugins with TLS', () => {
   let cluster: LocalCluster;
   let client: Client;
@@ -349,7 +594,7 @@ describe('plugins with TLS', () => {
     // A worker certificate may not register plugins on the scheduler.
     const d = security.dial(cluster.scheduler.address, 'worker', 'scheduler');
     const sched = new SchedulerServiceClient(d.target, d.credentials, d.options);
-    const refused = await call((md, cb) => sched.registerPlugin({ plugin: { name: 'x', kind: 'worker', module: WORKER_PLUGIN, source: '', optionsJson: '', id: '', failWorker: false }, idempotent: false, timeoutMs: 0 }, md, cb));
+    const refused = await call((md, cb) => sched.registerPlugin({ plugin: { name: 'x', kind: 'worker', module: WORKER_PLUGIN, source: '', optionsJson: '', id: '', failWorker: false, timeoutMs: 0 }, idempotent: false, timeoutMs: 0 }, md, cb));
     sched.close();
     expect(refused?.code).toBe(GrpcStatus.PERMISSION_DENIED);
     expect(refused?.details).toMatch(/client/);
@@ -357,12 +602,38 @@ describe('plugins with TLS', () => {
     const worker = (await client.schedulerInfo()).workers[0]!.address;
     const wd = security.dial(worker, 'client', 'worker');
     const w = new WorkerServiceClient(wd.target, wd.credentials, wd.options);
-    const denied = await call((md, cb) => w.setupPlugin({ plugin: { name: 'x', kind: 'worker', module: WORKER_PLUGIN, source: '', optionsJson: '', id: 'i', failWorker: false } }, md, cb));
+    const denied = await call((md, cb) => w.setupPlugin({ plugin: { name: 'x', kind: 'worker', module: WORKER_PLUGIN, source: '', optionsJson: '', id: 'i', failWorker: false, timeoutMs: 0 } }, md, cb));
     w.close();
     expect(denied?.code).toBe(GrpcStatus.PERMISSION_DENIED);
     expect(denied?.details).toMatch(/scheduler/);
     await client.unregisterPlugin('tls-w');
     await client.unregisterPlugin('tls-n');
+  });
+
+  it("reads to a worker only the worker plugins and to a nanny only the nanny plugins (options may hold secrets); an unknown kind is INVALID_ARGUMENT", async () => {
+    await client.registerPlugin({ kind: 'nanny', source: 'export function setup() {}', options: { secret: 's3cret' } }, { name: 'tls-secret' });
+    const get = (role: 'worker' | 'nanny', kind: string) =>
+      new Promise<{ err: ServiceError | null; names: string[] }>((resolve) => {
+        const d = cluster.security.dial(cluster.scheduler.address, role, 'scheduler');
+        const sched = new SchedulerServiceClient(d.target, d.credentials, d.options);
+        sched.getPlugins({ kind }, new Metadata(), (err, res) => {
+          sched.close();
+          resolve({ err, names: res?.plugins.map((p) => p.name) ?? [] });
+        });
+      });
+    try {
+      expect(await get('nanny', 'nanny')).toEqual({ err: null, names: ['tls-secret'] });
+      const asWorker = await get('worker', 'nanny');
+      expect(asWorker.err?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+      expect(asWorker.err?.details).toMatch(/nanny/);
+      expect((await get('nanny', 'worker')).err?.code).toBe(GrpcStatus.PERMISSION_DENIED);
+      expect((await get('worker', 'worker')).err).toBeNull();
+      const unknown = await get('worker', 'bogus');
+      expect(unknown.err?.code).toBe(GrpcStatus.INVALID_ARGUMENT);
+      expect(unknown.err?.details).toMatch(/bogus/);
+    } finally {
+      await client.unregisterPlugin('tls-secret');
+    }
   });
 });
 

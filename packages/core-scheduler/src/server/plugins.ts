@@ -9,6 +9,7 @@ import { NannyServiceClient, WorkerServiceClient, type PluginResult, type Plugin
 import {
   PluginHost,
   InvalidArgumentError,
+  pluginResultToWire,
   SkeinError,
   checkPluginKind,
   createLogger,
@@ -46,10 +47,21 @@ export interface SchedulerPluginsDeps {
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000;
+const CALL_SLACK_MS = 2_000;
+/** How many unregistered worker/nanny plugin names are remembered for late joiners (see workerAdded). */
+const MAX_REMOVED = 64;
 
 export class SchedulerPlugins {
   /** Registered plugins by name (every kind). */
   private readonly registry = new Map<string, PluginSpec>();
+  /**
+   * Per plugin name, the tail of its chain of steps (register, unregister, a joiner's setup): one
+   * name's steps run one at a time, in the order they came, so their RPCs cannot overtake each
+   * other on the workers and nannies.
+   */
+  private readonly chains = new Map<string, Promise<unknown>>();
+  /** Worker and nanny plugins unregistered lately, by name, newest last (their kind). */
+  private readonly removed = new Map<string, 'worker' | 'nanny'>();
   /** The scheduler plugins and preload modules running here. */
   readonly host: PluginHost<SchedulerPluginContext>;
 
@@ -88,25 +100,50 @@ export class SchedulerPlugins {
         throw new InvalidArgumentError(`Plugin ${JSON.stringify(spec.name)}: options_json is not valid JSON (${(err as Error).message}).`);
       }
     }
-    const old = this.registry.get(spec.name);
-    if (old && idempotent) return { results: [], skipped: true };
-    const registered: PluginSpec = { ...spec, id: randomUUID() };
-    this.registry.set(spec.name, registered);
-    // The same name as another kind: the old one goes everywhere first.
-    if (old && old.kind !== kind) await this.teardownEverywhere(old, timeoutMs || DEFAULT_TIMEOUT_MS);
-    this.d.log.info(`register ${kind} plugin ${JSON.stringify(spec.name)}${old ? ' (replacing the one of this name)' : ''}`);
-    return { results: await this.apply(registered, kind, timeoutMs || DEFAULT_TIMEOUT_MS), skipped: false };
+    if (spec.name.startsWith('preload:')) {
+      throw new InvalidArgumentError(`Plugin ${JSON.stringify(spec.name)}: names starting with "preload:" are kept for --preload modules; choose another name.`);
+    }
+    return this.serial(spec.name, async () => {
+      const old = this.registry.get(spec.name);
+      if (old && idempotent) return { results: [], skipped: true };
+      // Each process waits this long for the setup; the calls to them wait a little longer (`call`).
+      const registered: PluginSpec = { ...spec, id: randomUUID(), timeoutMs: timeoutMs || DEFAULT_TIMEOUT_MS };
+      this.registry.set(spec.name, registered);
+      this.removed.delete(spec.name);
+      // The same name as another kind: the old one goes everywhere first.
+      if (old && old.kind !== kind) await this.teardownEverywhere(old, timeoutMs || DEFAULT_TIMEOUT_MS);
+      this.d.log.info(`register ${kind} plugin ${JSON.stringify(spec.name)}${old ? ' (replacing the one of this name)' : ''}`);
+      return { results: await this.apply(registered, kind, timeoutMs || DEFAULT_TIMEOUT_MS), skipped: false };
+    });
   }
 
-  async unregister(name: string, timeoutMs: number): Promise<UnregisterPluginResponse> {
-    const spec = this.registry.get(name);
-    if (!spec) {
-      const names = [...this.registry.keys()];
-      throw new SkeinError('not_found', `No plugin named ${JSON.stringify(name)} is registered (registered: ${names.length ? names.map((n) => JSON.stringify(n)).join(', ') : 'none'}).`);
-    }
-    this.registry.delete(name);
-    this.d.log.info(`unregister ${spec.kind} plugin ${JSON.stringify(name)}`);
-    return { results: await this.teardownEverywhere(spec, timeoutMs || DEFAULT_TIMEOUT_MS) };
+  unregister(name: string, timeoutMs: number): Promise<UnregisterPluginResponse> {
+    return this.serial(name, async () => {
+      const spec = this.registry.get(name);
+      if (!spec) {
+        const names = [...this.registry.keys()];
+        throw new SkeinError('not_found', `No plugin named ${JSON.stringify(name)} is registered (registered: ${names.length ? names.map((n) => JSON.stringify(n)).join(', ') : 'none'}).`);
+      }
+      this.registry.delete(name);
+      if (spec.kind === 'worker' || spec.kind === 'nanny') {
+        this.removed.delete(name);
+        this.removed.set(name, spec.kind);
+        if (this.removed.size > MAX_REMOVED) this.removed.delete(this.removed.keys().next().value!);
+      }
+      this.d.log.info(`unregister ${spec.kind} plugin ${JSON.stringify(name)}`);
+      return { results: await this.teardownEverywhere(spec, timeoutMs || DEFAULT_TIMEOUT_MS) };
+    });
+  }
+
+  /** Runs `fn` after every step of this plugin name that came before (see `chains`). */
+  private serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const p = (this.chains.get(name) ?? Promise.resolve()).then(fn);
+    const tail = p.catch(() => undefined);
+    this.chains.set(name, tail);
+    void tail.then(() => {
+      if (this.chains.get(name) === tail) this.chains.delete(name);
+    });
+    return p;
   }
 
   /**
@@ -116,15 +153,29 @@ export class SchedulerPlugins {
    * the worker runs on (unless a plugin says failWorker).
    */
   workerAdded(w: PluginWorker): void {
-    if (this.registry.size === 0) return;
-    for (const spec of this.registry.values()) {
-      let p: Promise<PluginResult> | undefined;
-      if (spec.kind === 'worker') p = this.setupOnWorker(w, spec, DEFAULT_TIMEOUT_MS);
-      else if (spec.kind === 'nanny' && w.nannyAddress) p = this.onNanny(w, spec, 'setup', DEFAULT_TIMEOUT_MS);
-      void p?.then((r) => {
-        if (!r.ok) this.d.log.warn(`${spec.kind} plugin ${JSON.stringify(spec.name)} failed its setup on ${r.target}: ${r.error?.type}: ${r.error?.message}`);
-      });
+    if (this.registry.size === 0 && this.removed.size === 0) return;
+    for (const [name, spec] of this.registry) {
+      if (spec.kind === 'scheduler' || (spec.kind === 'nanny' && !w.nannyAddress)) continue;
+      void this.serial(name, () => this.joinerStep(w, name));
     }
+    // One unregistered while it started (after its GetPlugins, before it registered) may be
+    // applied there: it is torn down (a no-op where it is not applied).
+    for (const [name, kind] of this.removed) {
+      if (kind === 'nanny' && !w.nannyAddress) continue;
+      void this.serial(name, () => this.joinerStep(w, name));
+    }
+  }
+
+  /** A joiner's setup (or teardown) of one name, in that name's chain: what is registered when it runs. */
+  private async joinerStep(w: PluginWorker, name: string): Promise<void> {
+    const spec = this.registry.get(name);
+    const removedKind = spec ? undefined : this.removed.get(name);
+    if (!spec && !removedKind) return;
+    const kind = spec ? spec.kind : removedKind!;
+    let r: PluginResult | undefined;
+    if (kind === 'worker') r = spec ? await this.setupOnWorker(w, spec, spec.timeoutMs || DEFAULT_TIMEOUT_MS) : await this.teardownOnWorker(w, name, DEFAULT_TIMEOUT_MS);
+    else if (kind === 'nanny' && w.nannyAddress) r = await this.onNanny(w, spec ?? { name, kind, module: '', source: '', optionsJson: '', id: '', failWorker: false, timeoutMs: 0 }, spec ? 'setup' : 'teardown', DEFAULT_TIMEOUT_MS);
+    if (r && !r.ok) this.d.log.warn(`${kind} plugin ${JSON.stringify(name)} failed its ${spec ? 'setup' : 'teardown'} on ${r.target}: ${r.error?.type}: ${r.error?.message}`);
   }
 
   close(): Promise<void> {
@@ -132,13 +183,18 @@ export class SchedulerPlugins {
   }
 
   private async apply(spec: PluginSpec, kind: PluginKind, timeoutMs: number): Promise<PluginResult[]> {
-    if (kind === 'scheduler') return [wire(await this.host.setup(spec))];
+    if (kind === 'scheduler') return [pluginResultToWire(await this.host.setup(spec))];
     if (kind === 'worker') return Promise.all([...this.d.workers()].map((w) => this.setupOnWorker(w, spec, timeoutMs)));
-    return Promise.all(this.nannies().map((w) => this.onNanny(w, spec, 'setup', timeoutMs)));
+    // A worker without a nanny cannot take a nanny plugin: that is its result, not a silent skip.
+    const without: PluginResult[] = [];
+    for (const w of this.d.workers()) {
+      if (!w.nannyAddress) without.push(failed(spec.name, 'nanny', w.address, w.name, new SkeinError('failed_precondition', `worker ${w.address} has no nanny: start workers with a nanny to use nanny plugins.`)));
+    }
+    return [...(await Promise.all(this.nannies().map((w) => this.onNanny(w, spec, 'setup', timeoutMs)))), ...without];
   }
 
   private async teardownEverywhere(spec: PluginSpec, timeoutMs: number): Promise<PluginResult[]> {
-    if (spec.kind === 'scheduler') return [wire(await this.host.teardown(spec.name))];
+    if (spec.kind === 'scheduler') return [pluginResultToWire(await this.host.teardown(spec.name))];
     if (spec.kind === 'worker') return Promise.all([...this.d.workers()].map((w) => this.teardownOnWorker(w, spec.name, timeoutMs)));
     return Promise.all(this.nannies().map((w) => this.onNanny(w, spec, 'teardown', timeoutMs)));
   }
@@ -183,9 +239,6 @@ export class SchedulerPlugins {
   }
 }
 
-function wire(o: { name: string; kind: string; target: string; targetName: string; ok: boolean; error?: { type: string; message: string; stack: string } }): PluginResult {
-  return { ...o, error: o.error ? { ...o.error, code: '', key: '', detailsJson: '' } : undefined };
-}
 
 /** One plugin RPC to a worker or nanny; a failed call is that target's result (never a throw). */
 function call(
@@ -198,18 +251,18 @@ function call(
   close: () => void,
 ): Promise<PluginResult> {
   return new Promise((resolve) => {
-    send(new Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+    // A little past the process's own setup timeout (PluginSpec.timeout_ms), so its timed-out
+    // result comes back rather than a deadline error.
+    send(new Metadata(), { deadline: Date.now() + timeoutMs + CALL_SLACK_MS }, (err, res) => {
       close();
       if (!err && res) return resolve({ ...res, targetName: res.targetName || targetName });
       const e = err ? toSkeinError(err) : new SkeinError('internal', 'empty answer');
-      resolve({
-        name,
-        kind,
-        target,
-        targetName,
-        ok: false,
-        error: { type: e.name, message: `the ${kind} did not answer the plugin call: ${e.message}`, stack: '', code: e.code, key: '', detailsJson: '' },
-      });
+      resolve(failed(name, kind, target, targetName, e, `the ${kind} did not answer the plugin call: ${e.message}`));
     });
   });
+}
+
+/** A target's failed result from an error the scheduler saw itself. */
+function failed(name: string, kind: 'worker' | 'nanny', target: string, targetName: string, e: SkeinError, message = e.message): PluginResult {
+  return { name, kind, target, targetName, ok: false, error: { type: e.name, message, stack: '', code: e.code, key: '', detailsJson: '' }, stage: '' };
 }

@@ -58,6 +58,7 @@ import {
   ANY_ROLE,
   PermissionDeniedError,
   authorizeService,
+  requireRole,
   type RoleTable,
   checkPackageNames,
   localVersions,
@@ -322,7 +323,7 @@ interface WorkerConn {
   /** Reports about tasks it was not given, refused so far (ReportRefused; for the log). */
   refused: number;
   /** A ReportWorkerDeath for it while its session was open: the reason, if it closes soon after. */
-  deathReport?: { reason: string; atMs: number };
+  deathReport?: { reason: string; atMs: number; expected: boolean };
   /** What the worker runs, from its WorkerHello (client.getVersions). */
   versions?: VersionsMessage;
 }
@@ -677,8 +678,10 @@ export class Scheduler {
         // Not taken as a fact: a worker whose session is open is alive as far as the scheduler
         // can tell, and only the scheduler's own detection (its session ends, no heartbeat within
         // workerTtlMs) removes it. The report names the cause if the session ends soon after.
+        // `expected`: the nanny restarts it on purpose (a nanny plugin asked), so the removal that
+        // follows is expected and does not count against its tasks' allowed-failures.
         const conn = this.workers.get(call.request.workerAddress);
-        if (conn) conn.deathReport = { reason: call.request.reason || 'reported dead by its nanny', atMs: Date.now() };
+        if (conn) conn.deathReport = { reason: call.request.reason || 'reported dead by its nanny', atMs: Date.now(), expected: call.request.expected };
         cb(null, {});
       },
       getAdaptiveTarget: (call: ServerUnaryCall<GetAdaptiveTargetRequest, GetAdaptiveTargetResponse>, cb: sendUnaryData<GetAdaptiveTargetResponse>) => {
@@ -729,7 +732,19 @@ export class Scheduler {
           (err) => cb(toGrpcStatus(err)),
         );
       },
-      getPlugins: (call: ServerUnaryCall<GetPluginsRequest, GetPluginsResponse>, cb: sendUnaryData<GetPluginsResponse>) => cb(null, { plugins: this.plugins.ofKind(call.request.kind) }),
+      getPlugins: (call: ServerUnaryCall<GetPluginsRequest, GetPluginsResponse>, cb: sendUnaryData<GetPluginsResponse>) => {
+        // A plugin's options may hold secrets (Environ): each role reads only its own kind.
+        const kind = call.request.kind;
+        try {
+          if (kind !== 'worker' && kind !== 'nanny') {
+            throw new InvalidArgumentError(`GetPluginsRequest.kind must be 'worker' or 'nanny' (the caller's own role), got ${JSON.stringify(kind)}.`);
+          }
+          requireRole(this.options.security.authenticate(call, 'SchedulerService.GetPlugins'), kind, `SchedulerService.GetPlugins of ${kind} plugins`);
+        } catch (err) {
+          return cb(toGrpcStatus(err));
+        }
+        cb(null, { plugins: this.plugins.ofKind(kind) });
+      },
       getWorkerMetrics: (_call: ServerUnaryCall<GetWorkerMetricsRequest, GetWorkerMetricsResponse>, cb: sendUnaryData<GetWorkerMetricsResponse>) => {
         cb(null, {
           workers: [...this.state.workers.values()].map((ws) => ({ address: ws.address, samples: ws.history.slice() })),
@@ -1051,8 +1066,8 @@ export class Scheduler {
       if (!conn) return;
       // A death its nanny reported just before (it kills a worker over its memory limit, then
       // says why) names the cause.
-      const report = conn.deathReport !== undefined && Date.now() - conn.deathReport.atMs < DEATH_REPORT_MS ? conn.deathReport.reason : undefined;
-      this.dropWorkerConn(conn, conn.closing, conn.closeReason ?? report ?? why);
+      const recent = conn.deathReport !== undefined && Date.now() - conn.deathReport.atMs < DEATH_REPORT_MS ? conn.deathReport : undefined;
+      this.dropWorkerConn(conn, conn.closing || recent?.expected === true, conn.closeReason ?? recent?.reason ?? why);
     };
     call.on('end', () => {
       closed('connection closed')();

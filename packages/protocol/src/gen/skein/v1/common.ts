@@ -236,6 +236,12 @@ export interface PluginSpec {
   id: string;
   /** Worker plugins: a throw in setup closes the worker (default: reported, the worker carries on). */
   failWorker: boolean;
+  /**
+   * How long each process waits for the plugin's setup (RegisterPlugin's timeout_ms, set by the
+   * scheduler); 0: the process's default, 60 s. A setup still running then is reported as timed
+   * out, and the process goes on with its other plugins.
+   */
+  timeoutMs: number;
 }
 
 /** The outcome of applying (or tearing down) a plugin on one process. */
@@ -249,7 +255,14 @@ export interface PluginResult {
   targetName: string;
   ok: boolean;
   /** Set when ok is false. */
-  error: RemoteError | undefined;
+  error:
+    | RemoteError
+    | undefined;
+  /**
+   * Where it failed, when the process knows: "load" (import or instantiation) or "setup" (the
+   * hook threw or timed out); '' otherwise.
+   */
+  stage: string;
 }
 
 function createBaseValue(): Value {
@@ -1603,7 +1616,7 @@ export const Versions_PackagesEntry: MessageFns<Versions_PackagesEntry> = {
 };
 
 function createBasePluginSpec(): PluginSpec {
-  return { name: "", kind: "", module: "", source: "", optionsJson: "", id: "", failWorker: false };
+  return { name: "", kind: "", module: "", source: "", optionsJson: "", id: "", failWorker: false, timeoutMs: 0 };
 }
 
 export const PluginSpec: MessageFns<PluginSpec> = {
@@ -1628,6 +1641,9 @@ export const PluginSpec: MessageFns<PluginSpec> = {
     }
     if (message.failWorker !== false) {
       writer.uint32(56).bool(message.failWorker);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(64).uint32(message.timeoutMs);
     }
     return writer;
   },
@@ -1701,6 +1717,14 @@ export const PluginSpec: MessageFns<PluginSpec> = {
             message.failWorker = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.timeoutMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1725,12 +1749,13 @@ export const PluginSpec: MessageFns<PluginSpec> = {
     message.optionsJson = object.optionsJson ?? "";
     message.id = object.id ?? "";
     message.failWorker = object.failWorker ?? false;
+    message.timeoutMs = object.timeoutMs ?? 0;
     return message;
   },
 };
 
 function createBasePluginResult(): PluginResult {
-  return { name: "", kind: "", target: "", targetName: "", ok: false, error: undefined };
+  return { name: "", kind: "", target: "", targetName: "", ok: false, error: undefined, stage: "" };
 }
 
 export const PluginResult: MessageFns<PluginResult> = {
@@ -1752,6 +1777,9 @@ export const PluginResult: MessageFns<PluginResult> = {
     }
     if (message.error !== undefined) {
       RemoteError.encode(message.error, writer.uint32(50).fork()).join();
+    }
+    if (message.stage !== "") {
+      writer.uint32(58).string(message.stage);
     }
     return writer;
   },
@@ -1817,6 +1845,14 @@ export const PluginResult: MessageFns<PluginResult> = {
             message.error = RemoteError.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.stage = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1842,6 +1878,7 @@ export const PluginResult: MessageFns<PluginResult> = {
     message.error = (object.error !== undefined && object.error !== null)
       ? RemoteError.fromPartial(object.error)
       : undefined;
+    message.stage = object.stage ?? "";
     return message;
   },
 };

@@ -522,6 +522,12 @@ export interface RestartWorkersResponse {
 export interface ReportWorkerDeathRequest {
   workerAddress: string;
   reason: string;
+  /**
+   * The nanny stops the worker on purpose (a restart asked by a nanny plugin or the scheduler):
+   * its removal is expected, so the tasks it was running are rescheduled without counting as a
+   * worker death (allowed-failures).
+   */
+  expected: boolean;
 }
 
 export interface ReportWorkerDeathResponse {
@@ -5811,7 +5817,7 @@ export const RestartWorkersResponse: MessageFns<RestartWorkersResponse> = {
 };
 
 function createBaseReportWorkerDeathRequest(): ReportWorkerDeathRequest {
-  return { workerAddress: "", reason: "" };
+  return { workerAddress: "", reason: "", expected: false };
 }
 
 export const ReportWorkerDeathRequest: MessageFns<ReportWorkerDeathRequest> = {
@@ -5821,6 +5827,9 @@ export const ReportWorkerDeathRequest: MessageFns<ReportWorkerDeathRequest> = {
     }
     if (message.reason !== "") {
       writer.uint32(18).string(message.reason);
+    }
+    if (message.expected !== false) {
+      writer.uint32(24).bool(message.expected);
     }
     return writer;
   },
@@ -5854,6 +5863,14 @@ export const ReportWorkerDeathRequest: MessageFns<ReportWorkerDeathRequest> = {
             message.reason = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.expected = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5873,6 +5890,7 @@ export const ReportWorkerDeathRequest: MessageFns<ReportWorkerDeathRequest> = {
     const message = createBaseReportWorkerDeathRequest();
     message.workerAddress = object.workerAddress ?? "";
     message.reason = object.reason ?? "";
+    message.expected = object.expected ?? false;
     return message;
   },
 };
