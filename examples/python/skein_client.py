@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
-PROTOCOL_VERSION = "1.2"
+PROTOCOL_VERSION = "1.3"
 REF_KEY = "__skein_ref__"
 QUOTE_KEY = "__skein_quote__"
 PROTO_DIR = Path(__file__).resolve().parent.parent.parent / "proto"
