@@ -92,7 +92,7 @@ export interface WorkerOptions {
   localDirectory?: string;
   /**
    * Where the cluster's packages live on this host (NpmInstall, UploadFile, UploadDirectory): under
-   * this base, one directory per cluster. Default SKEIN_PACKAGES_DIR, else `<tmpdir>/skein-packages`.
+   * this base, one directory per cluster. Default SKEIN_PACKAGES_DIR, else `<tmpdir>/skein-packages-<uid>`.
    */
   packagesDir?: string;
   /** How often the memory monitor measures, ms. Default 100. */

@@ -11,7 +11,7 @@ import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeF
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError, NpmInstallError, TimeoutError } from '@skein/common';
-import { npmPrefix } from '../runtime/packages.js';
+import { npmPrefix, securePackagesRoot } from '../runtime/packages.js';
 
 export interface NpmInstallRequest {
   /** What `npm install` gets: names, `name@version`, tarball paths, folders, git URLs. */
@@ -219,7 +219,7 @@ export async function installPackages(root: string, request: NpmInstallRequest, 
   const { packages, npmOptions } = checkNpmRequest(request, 'NpmInstall');
   if (!request.id) throw new InvalidArgumentError('NpmInstall: the request has no id.');
   const timeoutMs = options.timeoutMs ?? 300_000;
-  const dir = npmPrefix(root);
+  const dir = npmPrefix(securePackagesRoot(root));
   mkdirSync(dir, { recursive: true });
   const manifest = join(dir, 'package.json');
   if (!statSync(manifest, { throwIfNoEntry: false })) {

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, normalize, sep } from 'node:path';
 import { InvalidArgumentError } from '@skein/common';
-import { uploadsPrefix } from '../runtime/packages.js';
+import { securePackagesRoot, uploadsPrefix } from '../runtime/packages.js';
 
 /** One file of an upload: its path relative to the upload (a file upload: its own name), base64 contents. */
 export interface UploadedFile {
@@ -39,7 +39,7 @@ function checkRelative(p: string, where: string): string {
 export function writeUpload(root: string, name: string, files: readonly UploadedFile[], kind: 'file' | 'directory'): string {
   const base = checkRelative(name, 'Upload name');
   if (base.includes(sep) || base === '.' || base === 'node_modules') throw new InvalidArgumentError(`Upload name ${JSON.stringify(name)} must be a single file or folder name.`);
-  const dir = uploadsDirectory(root);
+  const dir = uploadsDirectory(securePackagesRoot(root));
   mkdirSync(dir, { recursive: true });
   const target = join(dir, base);
   const tmp = join(dir, `.upload-${randomBytes(6).toString('hex')}`);
