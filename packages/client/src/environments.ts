@@ -87,7 +87,11 @@ export function UploadFile(path: string): BuiltinPlugin {
 
 /** Options of UploadDirectory. */
 export interface UploadDirectoryOptions {
-  /** Leave out entries whose relative path this returns true for. Default: `.git` folders. */
+  /**
+   * Leave out entries whose relative path (with `/`) this returns true for. Default: `.git` folders.
+   * Symbolic links and other entries that are not regular files or folders are refused (links are
+   * not followed): leave them out here or replace them by copies.
+   */
   skip?: (relativePath: string) => boolean;
 }
 
@@ -100,6 +104,7 @@ export function UploadDirectory(path: string, options: UploadDirectoryOptions = 
   if (typeof path !== 'string' || !path) throw new InvalidArgumentError('UploadDirectory(path) needs the path of a folder.');
   const dir = resolve(path);
   if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new InvalidArgumentError(`UploadDirectory: ${dir} is not a folder.`);
+  if (!basename(dir)) throw new InvalidArgumentError(`UploadDirectory: ${dir} has no name to import it by (the file system root); upload a named folder, e.g. UploadDirectory('./mylib').`);
   const skip = options.skip ?? ((rel: string) => rel.split(sep).includes('.git'));
   const files: Array<{ path: string; base64: string }> = [];
   let total = 0;
@@ -109,7 +114,14 @@ export function UploadDirectory(path: string, options: UploadDirectoryOptions = 
       const rel = relative(dir, full);
       if (skip(rel)) continue;
       if (entry.isDirectory()) walk(full);
-      else if (entry.isFile()) {
+      else if (!entry.isFile()) {
+        // Not followed: a link may point anywhere (outside the folder, into a loop), and a device or
+        // socket has no contents to ship. Nothing is left out silently.
+        const type = entry.isSymbolicLink() ? 'a symbolic link' : 'not a regular file (a socket, FIFO or device)';
+        throw new InvalidArgumentError(
+          `UploadDirectory: ${full} is ${type}; UploadDirectory ships regular files and folders only and does not follow links. Replace it by a copy of its target, or leave it out with the skip option: UploadDirectory(path, { skip: (rel) => rel === ${JSON.stringify(rel.split(sep).join('/'))} }).`,
+        );
+      } else {
         const data = readFileSync(full);
         total += data.byteLength;
         if (total > MAX_UPLOAD_BYTES) throw new InvalidArgumentError(`UploadDirectory: ${dir} holds more than ${MAX_UPLOAD_BYTES} bytes: put it on a shared file system or in the image.`);

@@ -206,6 +206,31 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
     }
   });
 
+  it('an upload whose name or entry reaches outside the uploads folder is refused on every worker, with what is wrong and how to fix it', async () => {
+    const upload = (name: string, kind: 'file' | 'directory', path: string) => ({
+      kind: 'worker' as const,
+      module: '@skein/core-worker/plugins/upload',
+      options: { name, kind, files: [{ path, base64: Buffer.from('planted').toString('base64') }] },
+    });
+    const root = clusterPackagesRoot(...hostPort(cluster.schedulerAddress), base);
+    const cases: Array<[ReturnType<typeof upload>, RegExp]> = [
+      [upload('../../x', 'file', '../../x'), /upload name \("\.\.\/\.\.\/x"\) has a '\.\.' segment.*without '\.\.'/],
+      [upload('lib', 'directory', 'a/../../x'), /files\[0\]\.path \("a\/\.\.\/\.\.\/x"\) has a '\.\.' segment/],
+    ];
+    for (const [spec, why] of cases) {
+      const res = await client.registerPlugin(spec, { name: `bad-upload-${spec.options.name}`, raiseOnError: false });
+      expect(res.results).toHaveLength(2);
+      for (const r of res.results) {
+        expect(r.ok).toBe(false);
+        expect(r.error?.type).toBe('InvalidArgumentError');
+        expect(r.error?.message).toMatch(why);
+      }
+      await client.unregisterPlugin(res.name);
+    }
+    expect(existsSync(join(root, 'x'))).toBe(false);
+    expect(existsSync(join(root, 'uploads', 'x'))).toBe(false);
+  });
+
   it('a worker that joins after the registrations gets them before it takes tasks (and npm does not run again on this host)', async () => {
     const before = new Set((await client.schedulerInfo()).workers.map((w) => w.address));
     const npmBefore = runs();
