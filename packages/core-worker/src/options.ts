@@ -16,7 +16,7 @@ import {
   Security,
 } from '@skein/common';
 import { DEFAULT_BULK_IDLE_TIMEOUT_MS } from './server/bulk.js';
-import { clusterPackagesRoot } from './runtime/packages.js';
+import { packagesRoot } from './runtime/packages.js';
 import { memoryUsage } from 'node:process';
 import { DEFAULT_MEMORY_FRACTIONS, type MemoryFraction, type MemoryFractions } from './state/memory.js';
 
@@ -261,7 +261,7 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
       pause: fraction(o.memoryPauseFraction, 'memoryPauseFraction', 'SKEIN_MEMORY_PAUSE', DEFAULT_MEMORY_FRACTIONS.pause),
     },
     localDirectory: o.localDirectory ? resolvePath(o.localDirectory) : undefined,
-    packagesRoot: clusterPackagesRoot(sched.host, sched.port, o.packagesDir ? resolvePath(o.packagesDir) : undefined),
+    packagesRoot: packagesRoot(formatAddress(sched, security.tls), o.packagesDir),
     memoryMonitorMs: nonNegative(o.memoryMonitorMs, 100, 'memoryMonitorMs') || 100,
     readRss: o.readRss ?? (() => memoryUsage.rss()),
     testFault: testFault(o),

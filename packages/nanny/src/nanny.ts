@@ -53,6 +53,7 @@ import {
 } from '@skein/common';
 import { RestartPolicy, cpuPercent, memoryVerdict, workerDeathTimeoutMs } from './policy.js';
 import { EXIT_INTERNAL_ERROR, EXIT_REMOVED, EXIT_SCHEDULER_LOST } from '@skein/core-worker/command';
+import { packagesDirArg, packagesRoot } from '@skein/core-worker/environment';
 import { spawnWorker } from './spawn.js';
 import { sampleProcess } from './proc.js';
 
@@ -85,6 +86,8 @@ export interface NannyPluginContext {
     readonly localDirectory: string;
     /** The environment the nanny adds for the next worker process (its `env` option and setWorkerEnv). */
     readonly workerEnv: Readonly<Record<string, string>>;
+    /** The cluster's package directory on this host, where its worker's tasks import from (its `--packages-dir`, else SKEIN_PACKAGES_DIR of the worker's environment, else the default). */
+    readonly packagesRoot: string;
   };
   /**
    * Environment of every worker process the nanny starts from now on, on top of its `env` option
@@ -258,6 +261,7 @@ export class Nanny {
     const directory = () => (this.pluginDirectory ??= mkdtempSync(join(tmpdir(), 'skein-nanny-')));
     const worker = () => this.current;
     const workerEnv = () => this.workerEnv();
+    const { scheduler: schedulerAddress, workerArgs } = this.options;
     this.plugins = new PluginHost<NannyPluginContext>({
       kind: 'nanny',
       target: () => ({ target: this.address, targetName: this.workerName }),
@@ -282,6 +286,9 @@ export class Nanny {
           },
           get workerEnv() {
             return workerEnv();
+          },
+          get packagesRoot() {
+            return packagesRoot(schedulerAddress, packagesDirArg(workerArgs), { ...process.env, ...workerEnv() });
           },
         },
         setWorkerEnv: (vars) => {

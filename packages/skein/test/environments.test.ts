@@ -5,9 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, Environ, NpmInstall, UploadDirectory, UploadFile, VersionMismatchError } from '@skein/client';
 import { LocalCluster } from '../src/index.js';
 import { execFileSync } from 'node:child_process';
-import { clusterPackagesRoot, installPackages } from '@skein/core-worker/environment';
+import { clusterPackagesRoot, installPackages, packagesRoot } from '@skein/core-worker/environment';
 import { NpmInstallError, PluginSetupError } from '@skein/common';
-import { SKEIN_BIN, startProcess, until, type Proc } from './helpers.js';
+import { SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
 
 // Level 3: real LocalClusters (worker processes under nannies), real npm. Each cluster keeps its
 // packages under a temporary SKEIN_PACKAGES_DIR of its own, removed at the end.
@@ -290,6 +290,20 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
     expect(Object.values(read)).toEqual(['from-environ', 'from-environ', 'from-environ']);
     const inTask = await client.submitWith({ pure: false }, () => process.env['SKEIN_TEST_ENVIRON'] ?? null).result();
     expect(inTask).toBe('from-environ');
+  });
+
+  it('a `skein worker --packages-dir DIR` joiner: its nanny installs the NpmInstall(restartWorkers) packages where its tasks look', async () => {
+    const dir = join(base, 'cli-packages');
+    const cli = startProcess([SKEIN_BIN, 'worker', cluster.schedulerAddress, '--host', '127.0.0.1', '--name', 'cli-packages-dir', '--packages-dir', dir, '--ready-json']);
+    try {
+      const ready = await readyOf(cli);
+      const useTwo = fromSource<() => Promise<string>>("async () => (await import('skein-fixture-two')).version");
+      expect(await client.submitWith({ workers: [ready.address], pure: false }, useTwo).result()).toBe('2.0.0');
+      expect(existsSync(join(packagesRoot(cluster.schedulerAddress, dir), 'npm', 'node_modules', 'skein-fixture-two'))).toBe(true);
+    } finally {
+      cli.kill('SIGTERM');
+      await cli.exited;
+    }
   });
 });
 

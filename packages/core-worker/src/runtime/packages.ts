@@ -14,8 +14,8 @@
 import { existsSync, lstatSync, mkdirSync } from 'node:fs';
 import { register } from 'node:module';
 import { tmpdir, userInfo } from 'node:os';
-import { dirname, join } from 'node:path';
-import { PermissionDeniedError } from '@skein/common';
+import { dirname, join, resolve as resolvePath } from 'node:path';
+import { InvalidArgumentError, PermissionDeniedError, parseAddress } from '@skein/common';
 import { fileURLToPath } from 'node:url';
 import { PACKAGE_DIRS_BYTES, isActive, markActive, readDirs, writeDirs } from './package-dirs.js';
 
@@ -32,9 +32,30 @@ export const PACKAGES_ROOT_ENV = 'SKEIN_PACKAGES_ROOT';
 export function currentPackagesRoot(schedulerAddress?: string): string {
   const set = process.env[PACKAGES_ROOT_ENV];
   if (set) return set;
-  const m = /^(?:[a-z]+:\/\/)?\[?([^\]]+?)\]?:(\d+)$/.exec(schedulerAddress ?? '');
-  if (!m) throw new Error(`No ${PACKAGES_ROOT_ENV} in this process and no scheduler address to derive the cluster's package directory from.`);
-  return clusterPackagesRoot(m[1]!, Number(m[2]));
+  if (!schedulerAddress) throw new InvalidArgumentError(`No ${PACKAGES_ROOT_ENV} in this process and no scheduler address to derive the cluster's package directory from.`);
+  return packagesRoot(schedulerAddress);
+}
+
+/**
+ * THE cluster root on this host, as the worker, its nanny and a LocalCluster compute it: for the
+ * scheduler at `schedulerAddress` (any form parseAddress takes), under `base` (a worker's
+ * `--packages-dir`; relative: against the cwd), else `env`'s SKEIN_PACKAGES_DIR, else the
+ * per-user default (defaultPackagesBase).
+ */
+export function packagesRoot(schedulerAddress: string, base?: string, env: Readonly<Record<string, string | undefined>> = process.env): string {
+  const a = parseAddress(schedulerAddress);
+  return clusterPackagesRoot(a.host, a.port, base ? resolvePath(base) : env[PACKAGES_DIR_ENV] || defaultPackagesBase());
+}
+
+/** A worker command line's `--packages-dir DIR` (or `--packages-dir=DIR`), the last one given. */
+export function packagesDirArg(workerArgs: readonly string[]): string | undefined {
+  let dir: string | undefined;
+  for (let i = 0; i < workerArgs.length; i++) {
+    const a = workerArgs[i]!;
+    if (a === '--packages-dir') dir = workerArgs[i + 1];
+    else if (a.startsWith('--packages-dir=')) dir = a.slice('--packages-dir='.length);
+  }
+  return dir || undefined;
 }
 
 /** The default base: `<os tmpdir>/skein-packages-<uid>`, one per local user (created 0700, see securePackagesRoot). */

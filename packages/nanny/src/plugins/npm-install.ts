@@ -8,18 +8,12 @@
  * own error output and restarts nothing.
  */
 import { InvalidArgumentError } from '@skein/common';
-import { checkNpmRequest, clusterPackagesRoot, installPackages, PACKAGES_DIR_ENV } from '@skein/core-worker/environment';
+import { checkNpmRequest, installPackages } from '@skein/core-worker/environment';
 
 interface Ctx {
-  nanny: { schedulerAddress: string; readonly workerEnv?: Readonly<Record<string, string>> };
+  /** packagesRoot: the directory the nanny's worker's tasks import from (its --packages-dir, else SKEIN_PACKAGES_DIR, else the default). */
+  nanny: { readonly packagesRoot: string };
   log: { info(msg: string): void };
-}
-
-/** The cluster's package directory as the nanny's workers compute it (the base from their environment). */
-function rootFor(ctx: Ctx): string {
-  const m = /^(?:[a-z]+:\/\/)?\[?([^\]]+?)\]?:(\d+)$/.exec(ctx.nanny.schedulerAddress);
-  if (!m) throw new InvalidArgumentError(`NpmInstall: cannot read the scheduler address ${ctx.nanny.schedulerAddress}.`);
-  return clusterPackagesRoot(m[1]!, Number(m[2]), ctx.nanny.workerEnv?.[PACKAGES_DIR_ENV]);
 }
 
 export default function createNpmInstall(options: unknown) {
@@ -30,7 +24,7 @@ export default function createNpmInstall(options: unknown) {
   return {
     restart: true,
     async setup(ctx: Ctx): Promise<void> {
-      const outcome = await installPackages(rootFor(ctx), { ...request, id });
+      const outcome = await installPackages(ctx.nanny.packagesRoot, { ...request, id });
       ctx.log.info(`${outcome.ran ? 'installed' : 'found installed'} ${request.packages.join(' ')} in ${outcome.directory}; restarting the worker`);
     },
   };
