@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, Environ, NpmInstall, UploadDirectory, UploadFile, VersionMismatchError } from '@skein/client';
+import { Worker } from '@skein/core-worker';
 import { LocalCluster } from '../src/index.js';
 import { execFileSync } from 'node:child_process';
 import { clusterPackagesRoot, installPackages, packagesRoot } from '@skein/core-worker/environment';
@@ -403,5 +404,39 @@ describe('client.getVersions', () => {
     } finally {
       await client.close();
     }
+  });
+});
+
+describe('in-process workers of two clusters', () => {
+  let base: string;
+  const clusters: LocalCluster[] = [];
+  const workers: Worker[] = [];
+  const clients: Client[] = [];
+
+  beforeAll(() => {
+    base = mkdtempSync(join(tmpdir(), 'skein-env-inproc-'));
+  });
+  afterAll(async () => {
+    for (const c of clients) await c.close();
+    for (const w of workers) await w.close();
+    for (const c of clusters) await c.close();
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  it("each worker's upload lands in its own cluster's package directory", async () => {
+    for (const tag of ['a', 'b']) {
+      const cluster = await LocalCluster.start({ nWorkers: 0 });
+      clusters.push(cluster);
+      workers.push(await Worker.start({ scheduler: cluster.schedulerAddress, name: `inproc-${tag}`, nthreads: 1, packagesDir: base }));
+      clients.push(await Client.connect(cluster));
+    }
+    const file = join(base, 'which.mjs');
+    writeFileSync(file, "export const cluster = 'a';\n");
+    // To the first cluster, whose worker started first (the second one's start set the process's SKEIN_PACKAGES_ROOT).
+    const res = await clients[0]!.registerPlugin(UploadFile(file));
+    expect(res.results.map((r) => r.ok)).toEqual([true]);
+    const [rootA, rootB] = clusters.map((c) => packagesRoot(c.schedulerAddress, base));
+    expect(existsSync(join(rootA!, 'uploads', 'node_modules', 'which.mjs'))).toBe(true);
+    expect(existsSync(join(rootB!, 'uploads', 'node_modules', 'which.mjs'))).toBe(false);
   });
 });

@@ -11,7 +11,7 @@ import { installPackages, checkNpmRequest } from '../environment/npm.js';
 import { activatePackages, currentPackagesRoot } from '../runtime/packages.js';
 
 interface Ctx {
-  worker: { schedulerAddress: string; address: string };
+  worker: { schedulerAddress: string; address: string; packagesRoot?: string };
   log: { info(msg: string): void };
 }
 
@@ -22,7 +22,7 @@ export default function createNpmInstall(options: unknown) {
   const id = o.id;
   return {
     async setup(ctx: Ctx): Promise<void> {
-      const outcome = await installPackages(currentPackagesRoot(ctx.worker.schedulerAddress), { ...request, id });
+      const outcome = await installPackages(ctx.worker.packagesRoot ?? currentPackagesRoot(ctx.worker.schedulerAddress), { ...request, id });
       activatePackages();
       ctx.log.info(
         outcome.ran
