@@ -251,6 +251,8 @@ export class Nanny {
   readonly plugins: PluginHost<NannyPluginContext>;
   /** Environment set by plugins (NannyPluginContext.setWorkerEnv) for the workers started next. */
   private readonly pluginEnv = new Map<string, string>();
+  /** A start-time plugin has `restart: true`: a worker started before it (the CLI's early one) must be replaced. */
+  private startRestart = false;
   private pluginDirectory: string | undefined;
 
   private constructor(readonly options: CompiledNannyOptions) {
@@ -324,7 +326,11 @@ export class Nanny {
       this.log.debug(`could not fetch the registered nanny plugins (${(err as Error).message}); the scheduler sends them when the worker registers`);
       return;
     }
-    for (const spec of specs) await this.plugins.setup(spec);
+    for (const spec of specs) {
+      await this.plugins.setup(spec);
+      // A plugin asking for a restart (NpmInstall(restartWorkers)) changed what a worker sees at start.
+      if (this.plugins.instance(spec.name)?.restart === true) this.startRestart = true;
+    }
   }
 
   /** SetupPlugin from the scheduler; a plugin with `restart: true` restarts the worker once set up (Dask's NannyPlugin.restart). */
@@ -367,8 +373,8 @@ export class Nanny {
       if (signal?.aborted) throw cancelled();
       // A worker started before the plugins set its environment (the CLI starts one early) is
       // replaced by one that has it, before it does any work.
-      if (prespawned && n.pluginEnv.size > 0) {
-        n.log.info('the nanny plugins set the worker environment: starting the worker again with it');
+      if (prespawned && (n.pluginEnv.size > 0 || n.startRestart)) {
+        n.log.info('the nanny plugins set the worker environment or asked for a restart: starting the worker again');
         const early = prespawned;
         const gone = new Promise((resolve) => (early.exitCode !== null || early.signalCode !== null ? resolve(undefined) : early.once('exit', resolve)));
         early.kill('SIGKILL');

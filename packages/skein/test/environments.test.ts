@@ -440,3 +440,42 @@ describe('in-process workers of two clusters', () => {
     expect(existsSync(join(rootB!, 'uploads', 'node_modules', 'which.mjs'))).toBe(false);
   });
 });
+
+describe('a `skein worker` joiner and a start-time NpmInstall(restartWorkers)', () => {
+  let base: string;
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    base = mkdtempSync(join(tmpdir(), 'skein-env-joiner-'));
+    cluster = await LocalCluster.start({ nWorkers: 0, env: { SKEIN_PACKAGES_DIR: base } });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  it('the worker the CLI started early (before the install) is replaced: its --preload sees the packages', async () => {
+    const tarball = packPackage(base, 'skein-fixture-three', '3.0.0');
+    const preload = join(base, 'preload-three.mjs');
+    writeFileSync(
+      preload,
+      "export async function setup() {\n  try {\n    globalThis.__three = (await import('skein-fixture-three')).version;\n  } catch (e) {\n    globalThis.__three = 'missing: ' + e.message;\n  }\n}\n",
+    );
+    // No nanny yet: nothing installs now; the joiner's nanny installs at its start.
+    expect((await client.registerPlugin(NpmInstall({ packages: [tarball], restartWorkers: true }))).results).toEqual([]);
+    const cli = startProcess([SKEIN_BIN, 'worker', cluster.schedulerAddress, '--host', '127.0.0.1', '--name', 'cli-joiner', '--preload', preload, '--ready-json'], { SKEIN_PACKAGES_DIR: base });
+    try {
+      const ready = await readyOf(cli);
+      const useThree = fromSource<() => Promise<string>>("async () => (await import('skein-fixture-three')).version");
+      expect(await client.submitWith({ workers: [ready.address], pure: false }, useThree).result()).toBe('3.0.0');
+      // The worker's preload ran after the install.
+      expect(await client.runWith({ workers: [ready.address] }, () => (globalThis as { __three?: string }).__three ?? null)).toEqual({ [ready.address]: '3.0.0' });
+    } finally {
+      cli.kill('SIGTERM');
+      await cli.exited;
+    }
+  });
+});
