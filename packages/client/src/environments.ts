@@ -30,7 +30,17 @@ export interface NpmInstallOptions {
    * running workers import the new packages at once.
    */
   restartWorkers?: boolean;
+  /**
+   * How long npm may run on each host, and how long a worker waits for another one's install
+   * (ms, default 300 000). The registration waits this plus 60 s for each process (a
+   * RegisterPluginOptions.timeoutMs overrides that).
+   */
+  timeoutMs?: number;
 }
+
+/** npm's default run time on each host (ms), and the margin the registration adds to it. */
+const NPM_TIMEOUT_MS = 300_000;
+const NPM_MARGIN_MS = 60_000;
 
 function strings(v: unknown, what: string): string[] {
   if (!Array.isArray(v) || v.some((p) => typeof p !== 'string' || p === '')) throw new InvalidArgumentError(`NpmInstall: ${what} must be an array of non-empty strings.`);
@@ -50,13 +60,18 @@ export function NpmInstall(o: NpmInstallOptions): BuiltinPlugin {
   // A local tarball or folder is resolved here, against the client's working directory.
   const resolved = packages.map((p) => (/^\.{1,2}(\/|\\)/.test(p) ? resolve(p) : p));
   const restart = o.restartWorkers === true;
+  if (o.timeoutMs !== undefined && !(typeof o.timeoutMs === 'number' && Number.isFinite(o.timeoutMs) && o.timeoutMs >= 0)) {
+    throw new InvalidArgumentError(`NpmInstall: timeoutMs must be a number of milliseconds (0: the default ${NPM_TIMEOUT_MS}), got ${typeof o.timeoutMs}.`);
+  }
+  const npmTimeoutMs = o.timeoutMs || NPM_TIMEOUT_MS;
   return {
     kind: restart ? 'nanny' : 'worker',
     module: restart ? '@skein/nanny/plugins/npm-install' : '@skein/core-worker/plugins/npm-install',
     // One id per NpmInstall(): the workers of one host share its npm run, including workers that
     // join later; registering a new NpmInstall of the same packages replaces it and runs npm again.
-    options: { packages: resolved, npmOptions, id: randomUUID() },
+    options: { packages: resolved, npmOptions, id: randomUUID(), timeoutMs: npmTimeoutMs },
     name: `npm-install-${sha256(JSON.stringify([resolved, npmOptions, restart])).slice(0, 12)}`,
+    timeoutMs: npmTimeoutMs + NPM_MARGIN_MS,
   };
 }
 

@@ -22,6 +22,8 @@ export interface PluginDescription {
   options?: unknown;
   /** A default name (RegisterPluginOptions.name wins). */
   name?: string;
+  /** A default for RegisterPluginOptions.timeoutMs (which wins), e.g. NpmInstall's: npm's own timeout plus a margin. */
+  timeoutMs?: number;
   /** Worker plugins: a throw in setup closes that worker (default false: reported, the worker carries on). */
   failWorker?: boolean;
 }
@@ -31,7 +33,7 @@ export interface RegisterPluginOptions {
   name?: string;
   /** A plugin of this name already registered: leave it (no-op) instead of replacing it (Dask's `idempotent`). */
   idempotent?: boolean;
-  /** How long each process's setup may take (ms, default 60 s). */
+  /** How long each process's setup may take (ms; 0 or unset: the plugin's own default, else 60 s). */
   timeoutMs?: number;
   /** Reject with a PluginSetupError when a setup fails anywhere (default true); false: resolve with the results. */
   raiseOnError?: boolean;

@@ -127,7 +127,8 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
     npmRuns = join(base, 'npm-runs.txt');
     // npm itself, behind a wrapper that counts its runs.
     const wrapper = join(base, 'npm-counting.sh');
-    writeFileSync(wrapper, `#!/bin/sh\necho run >> ${JSON.stringify(npmRuns)}\nexec npm "$@"\n`);
+    // With the file npm-slow present, "npm" hangs (for the timeout test).
+    writeFileSync(wrapper, `#!/bin/sh\necho run >> ${JSON.stringify(npmRuns)}\nif [ -f ${JSON.stringify(join(base, 'npm-slow'))} ]; then exec sleep 30; fi\nexec npm "$@"\n`);
     chmodSync(wrapper, 0o755);
     tarball = packPackage(base, 'skein-fixture-pkg', '1.0.0');
     cluster = await LocalCluster.start({ nWorkers: 2, threadsPerWorker: 1, memoryLimit: '1GB', env: { SKEIN_PACKAGES_DIR: base, SKEIN_NPM: wrapper } });
@@ -181,6 +182,28 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
     expect(await client.submitWith({ pure: false }, useFixture, 1).result()).toBe('hello 1 from skein-fixture-pkg@1.0.0');
     // It stays registered (as in Dask) until unregistered: workers that join would report it too.
     await client.unregisterPlugin(e.plugin);
+  });
+
+  it("NpmInstall's own timeout reaches the workers' npm run: npm past it is killed and reported, well before the default", { timeout: 20_000 }, async () => {
+    writeFileSync(join(base, 'npm-slow'), '');
+    try {
+      const err = await client.registerPlugin(NpmInstall({ packages: ['skein-never-installed@1.0.0'], timeoutMs: 1_500 })).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PluginSetupError);
+      for (const r of (err as PluginSetupError).results) {
+        expect(r.ok).toBe(false);
+        expect(r.error?.message).toContain('npm ran past 1500 ms and was killed');
+      }
+      await client.unregisterPlugin((err as PluginSetupError).plugin);
+    } finally {
+      rmSync(join(base, 'npm-slow'));
+    }
+  });
+
+  it('registerPlugin with timeoutMs: 0 uses the default timeout on the client as on the scheduler', async () => {
+    const slow = { kind: 'worker' as const, source: 'export async function setup() { await new Promise((r) => setTimeout(r, 5500)); }' };
+    const res = await client.registerPlugin(slow, { name: 'slow-setup', timeoutMs: 0 });
+    expect(res.results.map((r) => r.ok)).toEqual([true, true]);
+    await client.unregisterPlugin('slow-setup');
   });
 
   it('UploadFile and UploadDirectory: tasks import the module and the folder by name and read its data', async () => {

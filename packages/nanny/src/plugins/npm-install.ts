@@ -17,14 +17,16 @@ interface Ctx {
 }
 
 export default function createNpmInstall(options: unknown) {
-  const o = (options ?? {}) as { packages?: unknown; npmOptions?: unknown; id?: unknown };
+  const o = (options ?? {}) as { packages?: unknown; npmOptions?: unknown; id?: unknown; timeoutMs?: unknown };
   const request = checkNpmRequest(o, 'NpmInstall');
   if (typeof o.id !== 'string' || !o.id) throw new InvalidArgumentError('NpmInstall: options.id is missing (build the plugin with NpmInstall() from @skein/client).');
   const id = o.id;
+  if (o.timeoutMs !== undefined && !(typeof o.timeoutMs === 'number' && o.timeoutMs >= 0)) throw new InvalidArgumentError(`NpmInstall: options.timeoutMs must be a number of milliseconds, got ${typeof o.timeoutMs}.`);
+  const timeoutMs = (o.timeoutMs as number | undefined) || undefined;
   return {
     restart: true,
     async setup(ctx: Ctx): Promise<void> {
-      const outcome = await installPackages(ctx.nanny.packagesRoot, { ...request, id });
+      const outcome = await installPackages(ctx.nanny.packagesRoot, { ...request, id }, { timeoutMs });
       ctx.log.info(`${outcome.ran ? 'installed' : 'found installed'} ${request.packages.join(' ')} in ${outcome.directory}; restarting the worker`);
     },
   };
