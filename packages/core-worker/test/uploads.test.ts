@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -51,5 +51,28 @@ describe('writeUpload input checks', () => {
     expect(e.message).toMatch(why);
     expect(existsSync(join(uploadsDirectory(root), 'bad'))).toBe(false);
     expect(existsSync(join(root, '..', 'x'))).toBe(false);
+  });
+});
+
+describe('writeUpload of an upload already in place', () => {
+  const root = join(mkdtempSync(join(tmpdir(), 'skein-uploads-same-')), 'root');
+  afterAll(() => rmSync(join(root, '..'), { recursive: true, force: true }));
+
+  it('leaves the same contents alone (another worker of the host wrote them), replaces changed ones', () => {
+    const files = [
+      { path: 'index.js', base64: b64('export const v = 1;\n') },
+      { path: 'data/t.json', base64: b64('{}') },
+    ];
+    const at = writeUpload(root, 'lib', files, 'directory');
+    const before = statSync(join(at, 'index.js')).ino;
+    const dirBefore = statSync(at).ino;
+    // Entries in another order: the same upload.
+    writeUpload(root, 'lib', [...files].reverse(), 'directory');
+    expect([statSync(at).ino, statSync(join(at, 'index.js')).ino]).toEqual([dirBefore, before]);
+    writeUpload(root, 'lib', [{ path: 'index.js', base64: b64('export const v = 2;\n') }], 'directory');
+    expect(readFileSync(join(at, 'index.js'), 'utf8')).toBe('export const v = 2;\n');
+    expect(existsSync(join(at, 'data'))).toBe(false);
+    // Nothing left beside it.
+    expect(readdirSync(uploadsDirectory(root))).toEqual(['lib']);
   });
 });

@@ -4,10 +4,11 @@
  * the resolve hook finds them: `await import('helpers.mjs')` for a file, `await import('mylib')`
  * (its package.json or index.js) or `'mylib/data.json'` for a directory. Each upload is written
  * beside its place and renamed into it, so a task never sees half a file and workers of one host
- * writing the same upload at once do no harm.
+ * writing the same upload at once do no harm; a worker finding the same contents in place (by the
+ * hash recorded in `<root>/uploads/.hashes/<name>`) leaves them alone.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, normalize, sep } from 'node:path';
 import { InvalidArgumentError } from '@skein/common';
 import { securePackagesRoot, uploadsPrefix } from '../runtime/packages.js';
@@ -44,9 +45,18 @@ function checkRelative(p: unknown, where: string, example: string): string {
   return n;
 }
 
+function readText(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Writes upload `name` (a file's or a directory's base name) with `files` into the uploads
- * directory, replacing an earlier upload of that name; returns its path. A file upload has one
+ * directory, replacing an earlier upload of that name (left alone when its recorded content hash is
+ * the same: the host's other workers write each upload once); returns its path. A file upload has one
  * entry whose path is `name` itself.
  */
 export function writeUpload(root: string, name: string, files: readonly UploadedFile[], kind: 'file' | 'directory'): string {
@@ -64,7 +74,18 @@ export function writeUpload(root: string, name: string, files: readonly Uploaded
   const dir = uploadsDirectory(securePackagesRoot(root));
   mkdirSync(dir, { recursive: true });
   const target = join(dir, base);
+  // The contents' hash, recorded beside the uploads (outside node_modules, not importable): a
+  // worker of the host finding the same upload in place leaves it alone.
+  const hash = createHash('sha256').update(kind);
+  for (const { rel, data } of [...checked].sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0))) {
+    hash.update(`\0${rel}\0${data.byteLength}\0`).update(data);
+  }
+  const digest = hash.digest('hex');
+  const hashes = join(uploadsPrefix(root), '.hashes');
+  const hashFile = join(hashes, base);
+  if (existsSync(target) && readText(hashFile) === digest) return target;
   const tmp = join(dir, `.upload-${randomBytes(6).toString('hex')}`);
+  const aside = join(dir, `.replaced-${randomBytes(6).toString('hex')}`);
   try {
     if (kind === 'file') {
       const [f] = checked;
@@ -82,16 +103,27 @@ export function writeUpload(root: string, name: string, files: readonly Uploaded
         }
       }
     }
-    rmSync(target, { recursive: true, force: true });
+    // The old one moves aside and the new one takes its place: a task sees one or the other whole
+    // (or, for the instant between the renames, none), never a mix.
+    try {
+      renameSync(target, aside);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
     try {
       renameSync(tmp, target);
     } catch (err) {
-      // Another worker of this host put the same upload in place between the rm and the rename.
+      // Another worker of this host put an upload in place between the two renames.
       const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'EISDIR') throw err;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'EISDIR' && code !== 'ENOTDIR') throw err;
     }
+    mkdirSync(hashes, { recursive: true });
+    const hashTmp = `${hashFile}.${randomBytes(6).toString('hex')}`;
+    writeFileSync(hashTmp, digest);
+    renameSync(hashTmp, hashFile);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
+    rmSync(aside, { recursive: true, force: true });
   }
   return target;
 }
