@@ -50,27 +50,36 @@ interface Recorded {
 const LOCK = '.skein-install.lock';
 const OUTCOMES = '.skein-installs.json';
 
+/**
+ * Checks NpmInstall's packages and npmOptions. An error names the bad field and its type, never its
+ * value: npm options (and package URLs) may hold registry auth tokens.
+ */
 export function checkNpmRequest(r: { packages?: unknown; npmOptions?: unknown }, where: string): { packages: string[]; npmOptions: string[] } {
   const list = (v: unknown, what: string): string[] => {
     if (v === undefined) return [];
-    if (!Array.isArray(v) || v.some((p) => typeof p !== 'string' || p === '' || p.includes('\0'))) {
-      throw new InvalidArgumentError(`${where}: ${what} must be an array of non-empty strings, got ${JSON.stringify(v)?.slice(0, 120)}.`);
-    }
+    if (!Array.isArray(v)) throw new InvalidArgumentError(`${where}: ${what} must be an array of non-empty strings, got ${v === null ? 'null' : typeof v}.`);
+    v.forEach((p: unknown, i) => {
+      if (typeof p !== 'string') throw new InvalidArgumentError(`${where}: ${what}[${i}] must be a non-empty string, got ${p === null ? 'null' : typeof p}.`);
+      if (p === '' || p.includes('\0')) throw new InvalidArgumentError(`${where}: ${what}[${i}] is ${p === '' ? 'empty' : 'a string with a NUL character'}; give a non-empty string.`);
+    });
     return [...(v as string[])];
   };
   const packages = list(r.packages, 'packages');
   if (packages.length === 0) throw new InvalidArgumentError(`${where}: packages is empty; name at least one package, e.g. { packages: ['left-pad@1.3.0'] }.`);
   const npmOptions = list(r.npmOptions, 'npmOptions');
-  for (const o of npmOptions) {
-    if (!o.startsWith('-')) throw new InvalidArgumentError(`${where}: npmOptions holds flags such as '--legacy-peer-deps'; ${JSON.stringify(o)} is not one (put packages in packages).`);
-  }
+  npmOptions.forEach((o, i) => {
+    if (!o.startsWith('-')) {
+      throw new InvalidArgumentError(`${where}: npmOptions[${i}] does not start with '-'; npmOptions holds flags such as '--legacy-peer-deps' or '--//registry.example.com/:_authToken=...' (put packages in packages).`);
+    }
+  });
   return { packages, npmOptions };
 }
 
+/** The outcomes recorded on this host, by request id (stored as an array of [id, outcome] pairs: ids are client data). */
 function readOutcomes(file: string): Map<string, Recorded> {
   try {
-    const o = JSON.parse(readFileSync(file, 'utf8')) as Record<string, Recorded>;
-    return new Map(Object.entries(o));
+    const o = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+    return Array.isArray(o) ? new Map(o as Array<[string, Recorded]>) : new Map();
   } catch {
     return new Map();
   }
@@ -81,7 +90,7 @@ function writeOutcome(dir: string, id: string, r: Recorded): void {
   const all = readOutcomes(file);
   all.set(id, r);
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(Object.fromEntries(all)));
+  writeFileSync(tmp, JSON.stringify([...all]));
   renameSync(tmp, file);
 }
 
