@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, relative, resolve, sep } from 'node:path';
-import { InvalidArgumentError, sha256 } from '@skein/common';
+import { InvalidArgumentError, MAX_UPLOAD_BYTES, UPLOAD_PLUGIN_MODULE, sha256 } from '@skein/common';
 import type { PluginDescription } from './plugins.js';
 
 /** A built-in plugin: a description `client.registerPlugin` takes, with its module, options and name set. */
@@ -75,8 +75,6 @@ export function NpmInstall(o: NpmInstallOptions): BuiltinPlugin {
   };
 }
 
-/** Files bigger than this in one upload are refused: ship them with a shared file system or an image. */
-const MAX_UPLOAD_BYTES = 32 * 1024 * 1024;
 
 /**
  * Ships one file to every worker (and every worker that joins later) into the cluster's uploads
@@ -94,7 +92,7 @@ export function UploadFile(path: string): BuiltinPlugin {
   const name = basename(file);
   return {
     kind: 'worker',
-    module: '@skein/core-worker/plugins/upload',
+    module: UPLOAD_PLUGIN_MODULE,
     options: { name, kind: 'file', files: [{ path: name, base64: data.toString('base64') }] },
     name: `upload-file-${name}`,
   };
@@ -146,7 +144,7 @@ export function UploadDirectory(path: string, options: UploadDirectoryOptions = 
   };
   walk(dir);
   const name = basename(dir);
-  return { kind: 'worker', module: '@skein/core-worker/plugins/upload', options: { name, kind: 'directory', files }, name: `upload-directory-${name}` };
+  return { kind: 'worker', module: UPLOAD_PLUGIN_MODULE, options: { name, kind: 'directory', files }, name: `upload-directory-${name}` };
 }
 
 /**

@@ -157,3 +157,4 @@ export {
   type PluginHostOptions,
   type Importer,
 } from './plugins.js';
+export { MAX_UPLOAD_BYTES, UPLOAD_PLUGIN_MODULE, checkPluginSpecSize } from './plugin-limits.js';

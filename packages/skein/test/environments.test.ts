@@ -7,7 +7,7 @@ import { Worker } from '@skein/core-worker';
 import { LocalCluster } from '../src/index.js';
 import { execFileSync } from 'node:child_process';
 import { clusterPackagesRoot, installPackages, packagesRoot } from '@skein/core-worker/environment';
-import { NpmInstallError, PluginSetupError } from '@skein/common';
+import { NpmInstallError, PluginSetupError, type SkeinError } from '@skein/common';
 import { SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
 
 // Level 3: real LocalClusters (worker processes under nannies), real npm. Each cluster keeps its
@@ -253,6 +253,24 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
     }
     expect(existsSync(join(root, 'x'))).toBe(false);
     expect(existsSync(join(root, 'uploads', 'x'))).toBe(false);
+  });
+
+  it('the scheduler refuses an upload over the size limit and a nanny plugin over the nanny message limit, clearly', async () => {
+    // Sent straight, past UploadFile's own check: 33.6 MB of data.
+    const big = { kind: 'worker' as const, module: '@skein/core-worker/plugins/upload', options: { name: 'big.bin', kind: 'file', files: [{ path: 'big.bin', base64: 'A'.repeat(44_800_000) }] } };
+    const err = await client.registerPlugin(big, { name: 'too-big-upload' }).catch((e: unknown) => e);
+    expect((err as SkeinError).code).toBe('invalid_argument');
+    expect((err as Error).message).toMatch(/too-big-upload.*33600000 bytes.*33554432.*shared file system/s);
+    const root = clusterPackagesRoot(...hostPort(cluster.schedulerAddress), base);
+    expect(existsSync(join(root, 'uploads', 'node_modules', 'big.bin'))).toBe(false);
+
+    const nannyBig = { kind: 'nanny' as const, source: `// ${'x'.repeat(1_100_000)}\nexport function setup() {}\n` };
+    const err2 = await client.registerPlugin(nannyBig, { name: 'too-big-nanny' }).catch((e: unknown) => e);
+    expect((err2 as SkeinError).code).toBe('invalid_argument');
+    expect((err2 as Error).message).toMatch(/too-big-nanny.*bytes.*1 MiB.*nann/s);
+    // Neither was registered.
+    await expect(client.unregisterPlugin('too-big-upload')).rejects.toMatchObject({ code: 'not_found' });
+    await expect(client.unregisterPlugin('too-big-nanny')).rejects.toMatchObject({ code: 'not_found' });
   });
 
   it('a worker that joins after the registrations gets them before it takes tasks (and npm does not run again on this host)', async () => {

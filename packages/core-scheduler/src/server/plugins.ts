@@ -11,6 +11,7 @@ import {
   InvalidArgumentError,
   SkeinError,
   checkPluginKind,
+  checkPluginSpecSize,
   createLogger,
   runPreloads,
   toSkeinError,
@@ -81,13 +82,15 @@ export class SchedulerPlugins {
     if (!spec.module === !spec.source) {
       throw new InvalidArgumentError(`Plugin ${JSON.stringify(spec.name)}: give exactly one of module (a path or package name) and source (the module's text).`);
     }
+    let options: unknown;
     if (spec.optionsJson) {
       try {
-        JSON.parse(spec.optionsJson);
+        options = JSON.parse(spec.optionsJson);
       } catch (err) {
         throw new InvalidArgumentError(`Plugin ${JSON.stringify(spec.name)}: options_json is not valid JSON (${(err as Error).message}).`);
       }
     }
+    checkPluginSpecSize(spec, options);
     const old = this.registry.get(spec.name);
     if (old && idempotent) return { results: [], skipped: true };
     const registered: PluginSpec = { ...spec, id: randomUUID() };
