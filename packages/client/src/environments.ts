@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, relative, resolve, sep } from 'node:path';
-import { InvalidArgumentError, MAX_UPLOAD_BYTES, UPLOAD_PLUGIN_MODULE, sha256 } from '@skein/common';
+import { InvalidArgumentError, MAX_UPLOAD_BYTES, UPLOAD_PLUGIN_MODULE, resolveModuleArg, sha256 } from '@skein/common';
 import type { PluginDescription } from './plugins.js';
 
 /** A built-in plugin: a description `client.registerPlugin` takes, with its module, options and name set. */
@@ -58,7 +58,7 @@ export function NpmInstall(o: NpmInstallOptions): BuiltinPlugin {
   if (packages.length === 0) throw new InvalidArgumentError("NpmInstall: packages is empty; name at least one, e.g. ['is-number@7.0.0'].");
   const npmOptions = o.npmOptions === undefined ? [] : strings(o.npmOptions, 'npmOptions');
   // A local tarball or folder is resolved here, against the client's working directory.
-  const resolved = packages.map((p) => (/^\.{1,2}(\/|\\)/.test(p) ? resolve(p) : p));
+  const resolved = packages.map((p) => resolveModuleArg(p, { extensions: /\.(?:tgz|tar\.gz)$/i }));
   const restart = o.restartWorkers === true;
   if (o.timeoutMs !== undefined && !(typeof o.timeoutMs === 'number' && Number.isFinite(o.timeoutMs) && o.timeoutMs >= 0)) {
     throw new InvalidArgumentError(`NpmInstall: timeoutMs must be a number of milliseconds (0: the default ${NPM_TIMEOUT_MS}), got ${typeof o.timeoutMs}.`);

@@ -3,7 +3,7 @@
  * becomes the protocol's PluginSpec. The module contract is in README.md, "Plugins".
  */
 import { resolve } from 'node:path';
-import { InvalidArgumentError, checkPluginKind, sha256, type PluginKind, type PluginOutcome } from '@skein/common';
+import { InvalidArgumentError, checkPluginKind, resolveModuleArg, sha256, type PluginKind, type PluginOutcome } from '@skein/common';
 import type { PluginSpec } from '@skein/protocol';
 
 /** A plugin as a module the processes of its kind import, with JSON options. */
@@ -81,7 +81,7 @@ export function pluginSpec(d: PluginDescription, o: RegisterPluginOptions): Plug
     if (optionsJson === undefined) throw new InvalidArgumentError('registerPlugin: the options must be a JSON value (got a function or a symbol).');
   }
   let module = hasModule ? d.module! : '';
-  if (module.startsWith('./') || module.startsWith('../')) module = resolve(module);
+  module = resolveModuleArg(module);
   const name = o.name ?? d.name ?? `${kind}-${sha256(`${module}\0${d.source ?? ''}\0${optionsJson}`).slice(0, 12)}`;
   if (typeof name !== 'string' || name === '') throw new InvalidArgumentError('registerPlugin: the name must be a non-empty string.');
   return { name, kind, module, source: hasSource ? d.source! : '', optionsJson, id: '', failWorker: d.failWorker === true };

@@ -520,3 +520,36 @@ describe('a `skein worker` joiner and a start-time NpmInstall(restartWorkers)', 
     }
   });
 });
+
+describe('--preload and --module names without ./', () => {
+  let dir: string;
+  const procs: Proc[] = [];
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'skein-env-preload-'));
+  });
+  afterAll(async () => {
+    for (const p of procs) {
+      p.kill('SIGTERM');
+      await p.exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('`--preload x.mjs` is the file x.mjs in the cwd, as `--module x.mjs` is, on the scheduler and a worker', async () => {
+    writeFileSync(join(dir, 'hello-preload.mjs'), "export function setup(ctx) { globalThis.__helloPreload = ctx.name; console.error('hello-preload set up'); }\n");
+    const s = startProcess([SKEIN_BIN, 'scheduler', '--port', '0', '--no-dashboard', '--host', '127.0.0.1', '--preload', 'hello-preload.mjs', '--ready-json'], {}, dir);
+    procs.push(s);
+    const sched = await readyOf(s);
+    await s.waitFor(/hello-preload set up/);
+    const w = startProcess([SKEIN_BIN, 'worker', sched.address, '--no-nanny', '--host', '127.0.0.1', '--preload', 'hello-preload.mjs', '--ready-json'], {}, dir);
+    procs.push(w);
+    const ready = await readyOf(w);
+    const client = await Client.connect(sched.address);
+    try {
+      const got = await client.run(() => (globalThis as { __helloPreload?: string }).__helloPreload ?? null);
+      expect(got).toEqual({ [ready.address]: `preload:${join(dir, 'hello-preload.mjs')}` });
+    } finally {
+      await client.close();
+    }
+  });
+});
