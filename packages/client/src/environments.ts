@@ -58,7 +58,7 @@ export function NpmInstall(o: NpmInstallOptions): BuiltinPlugin {
   if (packages.length === 0) throw new InvalidArgumentError("NpmInstall: packages is empty; name at least one, e.g. ['is-number@7.0.0'].");
   const npmOptions = o.npmOptions === undefined ? [] : strings(o.npmOptions, 'npmOptions');
   // A local tarball or folder is resolved here, against the client's working directory.
-  const resolved = packages.map((p) => resolveModuleArg(p, { extensions: /\.(?:tgz|tar\.gz)$/i }));
+  const resolved = packages.map((p) => resolveModuleArg(p, { extensions: /\.(?:tgz|tar\.gz)$/i, existing: false }));
   const restart = o.restartWorkers === true;
   if (o.timeoutMs !== undefined && !(typeof o.timeoutMs === 'number' && Number.isFinite(o.timeoutMs) && o.timeoutMs >= 0)) {
     throw new InvalidArgumentError(`NpmInstall: timeoutMs must be a number of milliseconds (0: the default ${NPM_TIMEOUT_MS}), got ${typeof o.timeoutMs}.`);

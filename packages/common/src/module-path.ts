@@ -12,12 +12,14 @@ const SCRIPT = /\.(?:m|c)?js$/i;
  * Makes `m` absolute (against `cwd`) when it is a path: it starts with `./` or `../` (or is `.` /
  * `..`), it exists there as a file or folder, or it ends with one of `extensions` (default `.js`,
  * `.mjs`, `.cjs`). URLs (`file:`, `data:`, `node:`) and absolute paths are returned as they are,
- * anything else (a package name such as `left-pad` or `@scope/pkg/sub`) too.
+ * anything else (a package name such as `left-pad` or `@scope/pkg/sub`) too. `existing: false`
+ * skips the existence test (NpmInstall: `left-pad` is the registry's even when a folder of that
+ * name is in the cwd).
  */
-export function resolveModuleArg(m: string, options: { cwd?: string; extensions?: RegExp } = {}): string {
+export function resolveModuleArg(m: string, options: { cwd?: string; extensions?: RegExp; existing?: boolean } = {}): string {
   const cwd = options.cwd ?? process.cwd();
   if (/^[a-z][a-z0-9+.-]*:/i.test(m) && !/^[a-zA-Z]:[\\/]/.test(m)) return m;
   if (isAbsolute(m)) return m;
-  if (/^\.{1,2}(?:[\\/]|$)/.test(m) || (options.extensions ?? SCRIPT).test(m) || existsSync(resolve(cwd, m))) return resolve(cwd, m);
+  if (/^\.{1,2}(?:[\\/]|$)/.test(m) || (options.extensions ?? SCRIPT).test(m) || (options.existing !== false && existsSync(resolve(cwd, m)))) return resolve(cwd, m);
   return m;
 }
