@@ -80,8 +80,7 @@ export function pluginSpec(d: PluginDescription, o: RegisterPluginOptions): Plug
     }
     if (optionsJson === undefined) throw new InvalidArgumentError('registerPlugin: the options must be a JSON value (got a function or a symbol).');
   }
-  let module = hasModule ? d.module! : '';
-  module = resolveModuleArg(module);
+  const module = hasModule ? resolveModuleArg(d.module!) : '';
   const name = o.name ?? d.name ?? `${kind}-${sha256(`${module}\0${d.source ?? ''}\0${optionsJson}`).slice(0, 12)}`;
   if (typeof name !== 'string' || name === '') throw new InvalidArgumentError('registerPlugin: the name must be a non-empty string.');
   return { name, kind, module, source: hasSource ? d.source! : '', optionsJson, id: '', failWorker: d.failWorker === true };

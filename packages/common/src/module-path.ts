@@ -18,6 +18,7 @@ const SCRIPT = /\.(?:m|c)?js$/i;
  */
 export function resolveModuleArg(m: string, options: { cwd?: string; extensions?: RegExp; existing?: boolean } = {}): string {
   const cwd = options.cwd ?? process.cwd();
+  if (m === '') return m;
   if (/^[a-z][a-z0-9+.-]*:/i.test(m) && !/^[a-zA-Z]:[\\/]/.test(m)) return m;
   if (isAbsolute(m)) return m;
   if (/^\.{1,2}(?:[\\/]|$)/.test(m) || (options.extensions ?? SCRIPT).test(m) || (options.existing !== false && existsSync(resolve(cwd, m)))) return resolve(cwd, m);
