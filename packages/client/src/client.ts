@@ -959,7 +959,8 @@ export class Client implements FutureHost {
   async registerPlugin(plugin: PluginDescription, options: RegisterPluginOptions = {}): Promise<PluginRegistration> {
     this.#ensureRunning('register a plugin');
     const spec = pluginSpec(plugin, options);
-    const timeoutMs = options.timeoutMs ?? 60_000;
+    // 0 means the default, as on the scheduler.
+    const timeoutMs = options.timeoutMs || plugin.timeoutMs || 60_000;
     const s = this.#conn.stub;
     const res = await unary(
       s.registerPlugin.bind(s),
@@ -980,7 +981,7 @@ export class Client implements FutureHost {
    */
   async unregisterPlugin(name: string, options: { timeoutMs?: number; raiseOnError?: boolean } = {}): Promise<PluginRegistration> {
     this.#ensureRunning('unregister a plugin');
-    const timeoutMs = options.timeoutMs ?? 60_000;
+    const timeoutMs = options.timeoutMs || 60_000;
     const s = this.#conn.stub;
     const res = await unary(
       s.unregisterPlugin.bind(s),

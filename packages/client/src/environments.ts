@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join, relative, resolve, sep } from 'node:path';
-import { InvalidArgumentError, sha256 } from '@skein/common';
+import { InvalidArgumentError, MAX_UPLOAD_BYTES, UPLOAD_PLUGIN_MODULE, resolveModuleArg, sha256 } from '@skein/common';
 import type { PluginDescription } from './plugins.js';
 
 /** A built-in plugin: a description `client.registerPlugin` takes, with its module, options and name set. */
@@ -30,7 +30,17 @@ export interface NpmInstallOptions {
    * running workers import the new packages at once.
    */
   restartWorkers?: boolean;
+  /**
+   * How long npm may run on each host, and how long a worker waits for another one's install
+   * (ms, default 300 000). The registration waits this plus 60 s for each process (a
+   * RegisterPluginOptions.timeoutMs overrides that).
+   */
+  timeoutMs?: number;
 }
+
+/** npm's default run time on each host (ms), and the margin the registration adds to it. */
+const NPM_TIMEOUT_MS = 300_000;
+const NPM_MARGIN_MS = 60_000;
 
 function strings(v: unknown, what: string): string[] {
   if (!Array.isArray(v) || v.some((p) => typeof p !== 'string' || p === '')) throw new InvalidArgumentError(`NpmInstall: ${what} must be an array of non-empty strings.`);
@@ -48,20 +58,23 @@ export function NpmInstall(o: NpmInstallOptions): BuiltinPlugin {
   if (packages.length === 0) throw new InvalidArgumentError("NpmInstall: packages is empty; name at least one, e.g. ['is-number@7.0.0'].");
   const npmOptions = o.npmOptions === undefined ? [] : strings(o.npmOptions, 'npmOptions');
   // A local tarball or folder is resolved here, against the client's working directory.
-  const resolved = packages.map((p) => (/^\.{1,2}(\/|\\)/.test(p) ? resolve(p) : p));
+  const resolved = packages.map((p) => resolveModuleArg(p, { extensions: /\.(?:tgz|tar\.gz)$/i, existing: false }));
   const restart = o.restartWorkers === true;
+  if (o.timeoutMs !== undefined && !(typeof o.timeoutMs === 'number' && Number.isFinite(o.timeoutMs) && o.timeoutMs >= 0)) {
+    throw new InvalidArgumentError(`NpmInstall: timeoutMs must be a number of milliseconds (0: the default ${NPM_TIMEOUT_MS}), got ${typeof o.timeoutMs}.`);
+  }
+  const npmTimeoutMs = o.timeoutMs || NPM_TIMEOUT_MS;
   return {
     kind: restart ? 'nanny' : 'worker',
     module: restart ? '@skein/nanny/plugins/npm-install' : '@skein/core-worker/plugins/npm-install',
     // One id per NpmInstall(): the workers of one host share its npm run, including workers that
     // join later; registering a new NpmInstall of the same packages replaces it and runs npm again.
-    options: { packages: resolved, npmOptions, id: randomUUID() },
+    options: { packages: resolved, npmOptions, id: randomUUID(), timeoutMs: npmTimeoutMs },
     name: `npm-install-${sha256(JSON.stringify([resolved, npmOptions, restart])).slice(0, 12)}`,
+    timeoutMs: npmTimeoutMs + NPM_MARGIN_MS,
   };
 }
 
-/** Files bigger than this in one upload are refused: ship them with a shared file system or an image. */
-const MAX_UPLOAD_BYTES = 32 * 1024 * 1024;
 
 /**
  * Ships one file to every worker (and every worker that joins later) into the cluster's uploads
@@ -79,7 +92,7 @@ export function UploadFile(path: string): BuiltinPlugin {
   const name = basename(file);
   return {
     kind: 'worker',
-    module: '@skein/core-worker/plugins/upload',
+    module: UPLOAD_PLUGIN_MODULE,
     options: { name, kind: 'file', files: [{ path: name, base64: data.toString('base64') }] },
     name: `upload-file-${name}`,
   };
@@ -87,7 +100,11 @@ export function UploadFile(path: string): BuiltinPlugin {
 
 /** Options of UploadDirectory. */
 export interface UploadDirectoryOptions {
-  /** Leave out entries whose relative path this returns true for. Default: `.git` folders. */
+  /**
+   * Leave out entries whose relative path (with `/`) this returns true for. Default: `.git` folders.
+   * Symbolic links and other entries that are not regular files or folders are refused (links are
+   * not followed): leave them out here or replace them by copies.
+   */
   skip?: (relativePath: string) => boolean;
 }
 
@@ -100,6 +117,7 @@ export function UploadDirectory(path: string, options: UploadDirectoryOptions = 
   if (typeof path !== 'string' || !path) throw new InvalidArgumentError('UploadDirectory(path) needs the path of a folder.');
   const dir = resolve(path);
   if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new InvalidArgumentError(`UploadDirectory: ${dir} is not a folder.`);
+  if (!basename(dir)) throw new InvalidArgumentError(`UploadDirectory: ${dir} has no name to import it by (the file system root); upload a named folder, e.g. UploadDirectory('./mylib').`);
   const skip = options.skip ?? ((rel: string) => rel.split(sep).includes('.git'));
   const files: Array<{ path: string; base64: string }> = [];
   let total = 0;
@@ -109,7 +127,14 @@ export function UploadDirectory(path: string, options: UploadDirectoryOptions = 
       const rel = relative(dir, full);
       if (skip(rel)) continue;
       if (entry.isDirectory()) walk(full);
-      else if (entry.isFile()) {
+      else if (!entry.isFile()) {
+        // Not followed: a link may point anywhere (outside the folder, into a loop), and a device or
+        // socket has no contents to ship. Nothing is left out silently.
+        const type = entry.isSymbolicLink() ? 'a symbolic link' : 'not a regular file (a socket, FIFO or device)';
+        throw new InvalidArgumentError(
+          `UploadDirectory: ${full} is ${type}; UploadDirectory ships regular files and folders only and does not follow links. Replace it by a copy of its target, or leave it out with the skip option: UploadDirectory(path, { skip: (rel) => rel === ${JSON.stringify(rel.split(sep).join('/'))} }).`,
+        );
+      } else {
         const data = readFileSync(full);
         total += data.byteLength;
         if (total > MAX_UPLOAD_BYTES) throw new InvalidArgumentError(`UploadDirectory: ${dir} holds more than ${MAX_UPLOAD_BYTES} bytes: put it on a shared file system or in the image.`);
@@ -119,7 +144,7 @@ export function UploadDirectory(path: string, options: UploadDirectoryOptions = 
   };
   walk(dir);
   const name = basename(dir);
-  return { kind: 'worker', module: '@skein/core-worker/plugins/upload', options: { name, kind: 'directory', files }, name: `upload-directory-${name}` };
+  return { kind: 'worker', module: UPLOAD_PLUGIN_MODULE, options: { name, kind: 'directory', files }, name: `upload-directory-${name}` };
 }
 
 /**

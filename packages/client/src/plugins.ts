@@ -3,7 +3,7 @@
  * becomes the protocol's PluginSpec. The module contract is in README.md, "Plugins".
  */
 import { resolve } from 'node:path';
-import { InvalidArgumentError, checkPluginKind, sha256, type PluginKind, type PluginOutcome } from '@skein/common';
+import { InvalidArgumentError, checkPluginKind, resolveModuleArg, sha256, type PluginKind, type PluginOutcome } from '@skein/common';
 import type { PluginSpec } from '@skein/protocol';
 
 /** A plugin as a module the processes of its kind import, with JSON options. */
@@ -22,6 +22,8 @@ export interface PluginDescription {
   options?: unknown;
   /** A default name (RegisterPluginOptions.name wins). */
   name?: string;
+  /** A default for RegisterPluginOptions.timeoutMs (which wins), e.g. NpmInstall's: npm's own timeout plus a margin. */
+  timeoutMs?: number;
   /** Worker plugins: a throw in setup closes that worker (default false: reported, the worker carries on). */
   failWorker?: boolean;
 }
@@ -31,7 +33,7 @@ export interface RegisterPluginOptions {
   name?: string;
   /** A plugin of this name already registered: leave it (no-op) instead of replacing it (Dask's `idempotent`). */
   idempotent?: boolean;
-  /** How long each process's setup may take (ms, default 60 s). */
+  /** How long each process's setup may take (ms; 0 or unset: the plugin's own default, else 60 s). */
   timeoutMs?: number;
   /** Reject with a PluginSetupError when a setup fails anywhere (default true); false: resolve with the results. */
   raiseOnError?: boolean;
@@ -78,8 +80,7 @@ export function pluginSpec(d: PluginDescription, o: RegisterPluginOptions): Plug
     }
     if (optionsJson === undefined) throw new InvalidArgumentError('registerPlugin: the options must be a JSON value (got a function or a symbol).');
   }
-  let module = hasModule ? d.module! : '';
-  if (module.startsWith('./') || module.startsWith('../')) module = resolve(module);
+  const module = hasModule ? resolveModuleArg(d.module!) : '';
   const name = o.name ?? d.name ?? `${kind}-${sha256(`${module}\0${d.source ?? ''}\0${optionsJson}`).slice(0, 12)}`;
   if (typeof name !== 'string' || name === '') throw new InvalidArgumentError('registerPlugin: the name must be a non-empty string.');
   return { name, kind, module, source: hasSource ? d.source! : '', optionsJson, id: '', failWorker: d.failWorker === true, timeoutMs: 0 };

@@ -158,3 +158,5 @@ export {
   type PluginHostOptions,
   type Importer,
 } from './plugins.js';
+export { MAX_UPLOAD_BYTES, UPLOAD_PLUGIN_MODULE, checkPluginSpecSize } from './plugin-limits.js';
+export { resolveModuleArg } from './module-path.js';

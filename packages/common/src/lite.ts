@@ -57,3 +57,4 @@ export {
   type SchedulerFileContents,
   type ReadyEvent,
 } from './rendezvous.js';
+export { resolveModuleArg } from './module-path.js';

@@ -1,6 +1,6 @@
 import { resolve as resolvePath } from 'node:path';
 import yargs from 'yargs';
-import { SECURITY_FLAGS, Security, SkeinError, guardStdio, readyJsonWanted, readyLine, removeSchedulerFile, toSkeinError, writeSchedulerFile } from '@skein/common';
+import { SECURITY_FLAGS, Security, SkeinError, guardStdio, resolveModuleArg, readyJsonWanted, readyLine, removeSchedulerFile, toSkeinError, writeSchedulerFile } from '@skein/common';
 import { Scheduler } from './server/scheduler.js';
 
 /**
@@ -94,7 +94,7 @@ export async function runSchedulerCli(argv: string[], prog = 'skein-scheduler'):
       maxMessageBytes: args.maxMessageSize,
       maxKeyLength: args.maxKeyLength,
       maxKeysPerUpdate: args.maxKeysPerUpdate,
-      ...(args.preload?.length ? { preload: args.preload.map((m) => (m.startsWith('./') || m.startsWith('../') ? resolvePath(m) : m)) } : {}),
+      ...(args.preload?.length ? { preload: args.preload.map((m) => resolveModuleArg(m)) } : {}),
       security,
     });
   } catch (err) {

@@ -78,7 +78,7 @@ const FLAGS = {
   'local-directory': { value: 'DIR', describe: 'Directory for spilled results (a fresh skein-worker-* directory is made in it; default: the OS temp directory)' },
   'packages-dir': {
     value: 'DIR',
-    describe: "Where the cluster's npm packages and uploads live on this host, one directory per cluster in it (default: SKEIN_PACKAGES_DIR, else <tmpdir>/skein-packages)",
+    describe: "Where the cluster's npm packages and uploads live on this host, one directory per cluster in it (default: SKEIN_PACKAGES_DIR, else <tmpdir>/skein-packages-<uid>)",
   },
   name: { value: 'NAME', describe: 'Name of the worker (default: its address)' },
   resources: { value: 'SPEC', describe: 'Abstract resources, e.g. "GPU=2,MEM=1e9"' },

@@ -11,12 +11,13 @@ import {
   parseFaultSpec,
   parseBytes,
   parseMemoryLimit,
+  resolveModuleArg,
   skeinDefaults,
   type FaultSpec,
   Security,
 } from '@skein/common';
 import { DEFAULT_BULK_IDLE_TIMEOUT_MS } from './server/bulk.js';
-import { clusterPackagesRoot } from './runtime/packages.js';
+import { packagesRoot } from './runtime/packages.js';
 import { memoryUsage } from 'node:process';
 import { DEFAULT_MEMORY_FRACTIONS, type MemoryFraction, type MemoryFractions } from './state/memory.js';
 
@@ -92,7 +93,7 @@ export interface WorkerOptions {
   localDirectory?: string;
   /**
    * Where the cluster's packages live on this host (NpmInstall, UploadFile, UploadDirectory): under
-   * this base, one directory per cluster. Default SKEIN_PACKAGES_DIR, else `<tmpdir>/skein-packages`.
+   * this base, one directory per cluster. Default SKEIN_PACKAGES_DIR, else `<tmpdir>/skein-packages-<uid>`.
    */
   packagesDir?: string;
   /** How often the memory monitor measures, ms. Default 100. */
@@ -243,7 +244,7 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
     memoryLimit: parseMemoryLimit(o.memoryLimit ?? 'auto'),
     resources,
     modules: (o.modules ?? []).map((m) => (/^(file|data|node):/.test(m) ? m : resolvePath(m))),
-    preload: (o.preload ?? []).map((m) => (m.startsWith('./') || m.startsWith('../') ? resolvePath(m) : m)),
+    preload: (o.preload ?? []).map((m) => resolveModuleArg(m)),
     deathTimeoutMs: nonNegative(o.deathTimeoutMs, d.deathTimeoutMs, 'deathTimeoutMs'),
     heartbeatMs: nonNegative(o.heartbeatMs, d.heartbeatMs, 'heartbeatMs') || d.heartbeatMs,
     inlineBytes: nonNegative(o.inlineBytes, d.inlineBytes, 'inlineBytes'),
@@ -261,7 +262,7 @@ export function compileWorkerOptions(o: WorkerOptions): CompiledWorkerOptions {
       pause: fraction(o.memoryPauseFraction, 'memoryPauseFraction', 'SKEIN_MEMORY_PAUSE', DEFAULT_MEMORY_FRACTIONS.pause),
     },
     localDirectory: o.localDirectory ? resolvePath(o.localDirectory) : undefined,
-    packagesRoot: clusterPackagesRoot(sched.host, sched.port, o.packagesDir ? resolvePath(o.packagesDir) : undefined),
+    packagesRoot: packagesRoot(formatAddress(sched, security.tls), o.packagesDir),
     memoryMonitorMs: nonNegative(o.memoryMonitorMs, 100, 'memoryMonitorMs') || 100,
     readRss: o.readRss ?? (() => memoryUsage.rss()),
     testFault: testFault(o),

@@ -65,6 +65,8 @@ export interface WorkerPluginContext {
     pid: number;
     /** '' when the worker has no nanny. */
     nannyAddress: string;
+    /** This worker's cluster package directory on this host (NpmInstall, uploads): its own, also when several workers of different clusters share a process. */
+    packagesRoot: string;
   };
   log: Logger;
 }
@@ -131,6 +133,7 @@ export class Worker {
           nthreads: this.options.nthreads,
           pid: process.pid,
           nannyAddress: this.options.nannyAddress,
+          packagesRoot: this.options.packagesRoot,
         },
         log: createLogger(`worker plugin ${name}`),
       }),
@@ -195,6 +198,8 @@ export class Worker {
       // Imports fall back to the cluster's package directories (NpmInstall, uploads) in each task
       // thread, and in this one when the worker command registered the hook (cli-main.ts: a
       // Worker started inside another program leaves that program's module loading alone).
+      // For task threads and client.run (the built-in plugins use ctx.worker.packagesRoot: with
+      // several in-process workers this variable is the last started one's).
       process.env[PACKAGES_ROOT_ENV] = o.packagesRoot;
       setPackageDirs([npmPrefix(o.packagesRoot), uploadsPrefix(o.packagesRoot)]);
       exposeActivation();

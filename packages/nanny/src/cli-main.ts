@@ -9,6 +9,7 @@ import {
   parseMemoryLimit,
   readyJsonWanted,
   readyLine,
+  resolveModuleArg,
   SECURITY_ENV,
   securityFlagArgs,
   skeinDefaults,
@@ -102,7 +103,7 @@ export function parseNannyArgs(argv: string[]): NannyCliOptions | 'help' {
         break;
       case '--preload-nanny': {
         const v = value();
-        (opts.preload ??= []).push(v.startsWith('./') || v.startsWith('../') ? resolvePath(v) : v);
+        (opts.preload ??= []).push(resolveModuleArg(v));
         break;
       }
       case '--tls-ca-file':

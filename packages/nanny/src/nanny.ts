@@ -53,6 +53,7 @@ import {
 } from '@skein/common';
 import { RestartPolicy, cpuPercent, memoryVerdict, workerDeathTimeoutMs } from './policy.js';
 import { EXIT_INTERNAL_ERROR, EXIT_REMOVED, EXIT_SCHEDULER_LOST } from '@skein/core-worker/command';
+import { packagesDirArg, packagesRoot } from '@skein/core-worker/environment';
 import { spawnWorker } from './spawn.js';
 import { sampleProcess } from './proc.js';
 
@@ -85,6 +86,8 @@ export interface NannyPluginContext {
     readonly localDirectory: string;
     /** The environment the nanny adds for the next worker process (its `env` option and setWorkerEnv). */
     readonly workerEnv: Readonly<Record<string, string>>;
+    /** The cluster's package directory on this host, where its worker's tasks import from (its `--packages-dir`, else SKEIN_PACKAGES_DIR of the worker's environment, else the default). */
+    readonly packagesRoot: string;
   };
   /**
    * Environment of every worker process the nanny starts from now on, on top of its `env` option
@@ -248,6 +251,8 @@ export class Nanny {
   readonly plugins: PluginHost<NannyPluginContext>;
   /** Environment set by plugins (NannyPluginContext.setWorkerEnv) for the workers started next. */
   private readonly pluginEnv = new Map<string, string>();
+  /** A start-time plugin has `restart: true`: a worker started before it (the CLI's early one) must be replaced. */
+  private startRestart = false;
   private pluginDirectory: string | undefined;
 
   private constructor(readonly options: CompiledNannyOptions) {
@@ -258,6 +263,7 @@ export class Nanny {
     const directory = () => (this.pluginDirectory ??= mkdtempSync(join(tmpdir(), 'skein-nanny-')));
     const worker = () => this.current;
     const workerEnv = () => this.workerEnv();
+    const { scheduler: schedulerAddress, workerArgs } = this.options;
     this.plugins = new PluginHost<NannyPluginContext>({
       kind: 'nanny',
       target: () => ({ target: this.address, targetName: this.workerName }),
@@ -282,6 +288,9 @@ export class Nanny {
           },
           get workerEnv() {
             return workerEnv();
+          },
+          get packagesRoot() {
+            return packagesRoot(schedulerAddress, packagesDirArg(workerArgs), { ...process.env, ...workerEnv() });
           },
         },
         setWorkerEnv: (vars) => {
@@ -317,7 +326,11 @@ export class Nanny {
       this.log.debug(`could not fetch the registered nanny plugins (${(err as Error).message}); the scheduler sends them when the worker registers`);
       return;
     }
-    for (const spec of specs) await this.plugins.setup(spec);
+    for (const spec of specs) {
+      await this.plugins.setup(spec);
+      // A plugin asking for a restart (NpmInstall(restartWorkers)) changed what a worker sees at start.
+      if (this.plugins.instance(spec.name)?.restart === true) this.startRestart = true;
+    }
   }
 
   /** SetupPlugin from the scheduler; a plugin with `restart: true` restarts the worker once set up (Dask's NannyPlugin.restart). */
@@ -360,8 +373,8 @@ export class Nanny {
       if (signal?.aborted) throw cancelled();
       // A worker started before the plugins set its environment (the CLI starts one early) is
       // replaced by one that has it, before it does any work.
-      if (prespawned && n.pluginEnv.size > 0) {
-        n.log.info('the nanny plugins set the worker environment: starting the worker again with it');
+      if (prespawned && (n.pluginEnv.size > 0 || n.startRestart)) {
+        n.log.info('the nanny plugins set the worker environment or asked for a restart: starting the worker again');
         const early = prespawned;
         const gone = new Promise((resolve) => (early.exitCode !== null || early.signalCode !== null ? resolve(undefined) : early.once('exit', resolve)));
         early.kill('SIGKILL');

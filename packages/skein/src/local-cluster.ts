@@ -5,7 +5,7 @@ import { Cluster, workerFlags, type ClusterBackend, type SchedulerHandle, type S
 import { Scheduler, type SchedulerOptions } from '@skein/core-scheduler';
 import { Worker } from '@skein/core-worker';
 import { workerCommand } from '@skein/core-worker/command';
-import { PACKAGES_DIR_ENV, clusterPackagesRoot } from '@skein/core-worker/environment';
+import { packagesRoot } from '@skein/core-worker/environment';
 import { Nanny } from '@skein/nanny';
 import {
   InvalidArgumentError,
@@ -373,8 +373,7 @@ class LocalBackend implements ClusterBackend<LocalWorkerHandle, InProcessSchedul
    */
   async close(): Promise<void> {
     this.removeCredentials();
-    const m = this.scheduler ? /^[a-z]+:\/\/\[?([^\]]+?)\]?:(\d+)$/.exec(this.scheduler.address) : null;
-    if (m) rmSync(clusterPackagesRoot(m[1]!, Number(m[2]), this.o.workerEnv[PACKAGES_DIR_ENV]), { recursive: true, force: true });
+    if (this.scheduler) rmSync(packagesRoot(this.scheduler.address, undefined, { ...process.env, ...this.o.workerEnv }), { recursive: true, force: true });
   }
 
   /** The credential flags of a worker process without a nanny (a nanny writes its worker's itself). */

@@ -3,11 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, Environ, NpmInstall, UploadDirectory, UploadFile, VersionMismatchError } from '@skein/client';
+import { Worker } from '@skein/core-worker';
 import { LocalCluster } from '../src/index.js';
 import { execFileSync } from 'node:child_process';
-import { clusterPackagesRoot, installPackages } from '@skein/core-worker/environment';
-import { NpmInstallError, PluginSetupError } from '@skein/common';
-import { SKEIN_BIN, startProcess, until, type Proc } from './helpers.js';
+import { clusterPackagesRoot, installPackages, packagesRoot } from '@skein/core-worker/environment';
+import { NpmInstallError, PluginSetupError, type SkeinError } from '@skein/common';
+import { SKEIN_BIN, readyOf, startProcess, until, type Proc } from './helpers.js';
 
 // Level 3: real LocalClusters (worker processes under nannies), real npm. Each cluster keeps its
 // packages under a temporary SKEIN_PACKAGES_DIR of its own, removed at the end.
@@ -126,7 +127,8 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
     npmRuns = join(base, 'npm-runs.txt');
     // npm itself, behind a wrapper that counts its runs.
     const wrapper = join(base, 'npm-counting.sh');
-    writeFileSync(wrapper, `#!/bin/sh\necho run >> ${JSON.stringify(npmRuns)}\nexec npm "$@"\n`);
+    // With the file npm-slow present, "npm" hangs (for the timeout test).
+    writeFileSync(wrapper, `#!/bin/sh\necho run >> ${JSON.stringify(npmRuns)}\nif [ -f ${JSON.stringify(join(base, 'npm-slow'))} ]; then exec sleep 30; fi\nexec npm "$@"\n`);
     chmodSync(wrapper, 0o755);
     tarball = packPackage(base, 'skein-fixture-pkg', '1.0.0');
     cluster = await LocalCluster.start({ nWorkers: 2, threadsPerWorker: 1, memoryLimit: '1GB', env: { SKEIN_PACKAGES_DIR: base, SKEIN_NPM: wrapper } });
@@ -182,6 +184,28 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
     await client.unregisterPlugin(e.plugin);
   });
 
+  it("NpmInstall's own timeout reaches the workers' npm run: npm past it is killed and reported, well before the default", { timeout: 20_000 }, async () => {
+    writeFileSync(join(base, 'npm-slow'), '');
+    try {
+      const err = await client.registerPlugin(NpmInstall({ packages: ['skein-never-installed@1.0.0'], timeoutMs: 1_500 })).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PluginSetupError);
+      for (const r of (err as PluginSetupError).results) {
+        expect(r.ok).toBe(false);
+        expect(r.error?.message).toContain('npm ran past 1500 ms and was killed');
+      }
+      await client.unregisterPlugin((err as PluginSetupError).plugin);
+    } finally {
+      rmSync(join(base, 'npm-slow'));
+    }
+  });
+
+  it('registerPlugin with timeoutMs: 0 uses the default timeout on the client as on the scheduler', async () => {
+    const slow = { kind: 'worker' as const, source: 'export async function setup() { await new Promise((r) => setTimeout(r, 5500)); }' };
+    const res = await client.registerPlugin(slow, { name: 'slow-setup', timeoutMs: 0 });
+    expect(res.results.map((r) => r.ok)).toEqual([true, true]);
+    await client.unregisterPlugin('slow-setup');
+  });
+
   it('UploadFile and UploadDirectory: tasks import the module and the folder by name and read its data', async () => {
     const src = join(base, 'src');
     mkdirSync(join(src, 'mylib', 'data'), { recursive: true });
@@ -204,6 +228,49 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
     for (const a of (await client.schedulerInfo()).workers.map((w) => w.address)) {
       expect(await client.submitWith({ workers: [a], pure: false }, task, 2).result()).toEqual([6, 'hi 2', 3]);
     }
+  });
+
+  it('an upload whose name or entry reaches outside the uploads folder is refused on every worker, with what is wrong and how to fix it', async () => {
+    const upload = (name: string, kind: 'file' | 'directory', path: string) => ({
+      kind: 'worker' as const,
+      module: '@skein/core-worker/plugins/upload',
+      options: { name, kind, files: [{ path, base64: Buffer.from('planted').toString('base64') }] },
+    });
+    const root = clusterPackagesRoot(...hostPort(cluster.schedulerAddress), base);
+    const cases: Array<[ReturnType<typeof upload>, RegExp]> = [
+      [upload('../../x', 'file', '../../x'), /upload name \("\.\.\/\.\.\/x"\) has a '\.\.' segment.*without '\.\.'/],
+      [upload('lib', 'directory', 'a/../../x'), /files\[0\]\.path \("a\/\.\.\/\.\.\/x"\) has a '\.\.' segment/],
+    ];
+    for (const [spec, why] of cases) {
+      const res = await client.registerPlugin(spec, { name: `bad-upload-${spec.options.name}`, raiseOnError: false });
+      expect(res.results).toHaveLength(2);
+      for (const r of res.results) {
+        expect(r.ok).toBe(false);
+        expect(r.error?.type).toBe('InvalidArgumentError');
+        expect(r.error?.message).toMatch(why);
+      }
+      await client.unregisterPlugin(res.name);
+    }
+    expect(existsSync(join(root, 'x'))).toBe(false);
+    expect(existsSync(join(root, 'uploads', 'x'))).toBe(false);
+  });
+
+  it('the scheduler refuses an upload over the size limit and a nanny plugin over the nanny message limit, clearly', async () => {
+    // Sent straight, past UploadFile's own check: 33.6 MB of data.
+    const big = { kind: 'worker' as const, module: '@skein/core-worker/plugins/upload', options: { name: 'big.bin', kind: 'file', files: [{ path: 'big.bin', base64: 'A'.repeat(44_800_000) }] } };
+    const err = await client.registerPlugin(big, { name: 'too-big-upload' }).catch((e: unknown) => e);
+    expect((err as SkeinError).code).toBe('invalid_argument');
+    expect((err as Error).message).toMatch(/too-big-upload.*33600000 bytes.*33554432.*shared file system/s);
+    const root = clusterPackagesRoot(...hostPort(cluster.schedulerAddress), base);
+    expect(existsSync(join(root, 'uploads', 'node_modules', 'big.bin'))).toBe(false);
+
+    const nannyBig = { kind: 'nanny' as const, source: `// ${'x'.repeat(1_100_000)}\nexport function setup() {}\n` };
+    const err2 = await client.registerPlugin(nannyBig, { name: 'too-big-nanny' }).catch((e: unknown) => e);
+    expect((err2 as SkeinError).code).toBe('invalid_argument');
+    expect((err2 as Error).message).toMatch(/too-big-nanny.*bytes.*1 MiB.*nann/s);
+    // Neither was registered.
+    await expect(client.unregisterPlugin('too-big-upload')).rejects.toMatchObject({ code: 'not_found' });
+    await expect(client.unregisterPlugin('too-big-nanny')).rejects.toMatchObject({ code: 'not_found' });
   });
 
   it('a worker that joins after the registrations gets them before it takes tasks (and npm does not run again on this host)', async () => {
@@ -265,6 +332,20 @@ describe('the built-in plugins: NpmInstall, UploadFile, UploadDirectory, Environ
     expect(Object.values(read)).toEqual(['from-environ', 'from-environ', 'from-environ']);
     const inTask = await client.submitWith({ pure: false }, () => process.env['SKEIN_TEST_ENVIRON'] ?? null).result();
     expect(inTask).toBe('from-environ');
+  });
+
+  it('a `skein worker --packages-dir DIR` joiner: its nanny installs the NpmInstall(restartWorkers) packages where its tasks look', async () => {
+    const dir = join(base, 'cli-packages');
+    const cli = startProcess([SKEIN_BIN, 'worker', cluster.schedulerAddress, '--host', '127.0.0.1', '--name', 'cli-packages-dir', '--packages-dir', dir, '--ready-json']);
+    try {
+      const ready = await readyOf(cli);
+      const useTwo = fromSource<() => Promise<string>>("async () => (await import('skein-fixture-two')).version");
+      expect(await client.submitWith({ workers: [ready.address], pure: false }, useTwo).result()).toBe('2.0.0');
+      expect(existsSync(join(packagesRoot(cluster.schedulerAddress, dir), 'npm', 'node_modules', 'skein-fixture-two'))).toBe(true);
+    } finally {
+      cli.kill('SIGTERM');
+      await cli.exited;
+    }
   });
 });
 
@@ -361,6 +442,112 @@ describe('client.getVersions', () => {
 
       await expect(client.getVersions({ packages: ['../etc'] })).rejects.toThrow(/not an npm package name/);
       await expect(client.getVersions({ packages: Array.from({ length: 1001 }, (_, i) => `p${i}`) })).rejects.toThrow(/at most 1000/);
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('in-process workers of two clusters', () => {
+  let base: string;
+  const clusters: LocalCluster[] = [];
+  const workers: Worker[] = [];
+  const clients: Client[] = [];
+
+  beforeAll(() => {
+    base = mkdtempSync(join(tmpdir(), 'skein-env-inproc-'));
+  });
+  afterAll(async () => {
+    for (const c of clients) await c.close();
+    for (const w of workers) await w.close();
+    for (const c of clusters) await c.close();
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  it("each worker's upload lands in its own cluster's package directory", async () => {
+    for (const tag of ['a', 'b']) {
+      const cluster = await LocalCluster.start({ nWorkers: 0 });
+      clusters.push(cluster);
+      workers.push(await Worker.start({ scheduler: cluster.schedulerAddress, name: `inproc-${tag}`, nthreads: 1, packagesDir: base }));
+      clients.push(await Client.connect(cluster));
+    }
+    const file = join(base, 'which.mjs');
+    writeFileSync(file, "export const cluster = 'a';\n");
+    // To the first cluster, whose worker started first (the second one's start set the process's SKEIN_PACKAGES_ROOT).
+    const res = await clients[0]!.registerPlugin(UploadFile(file));
+    expect(res.results.map((r) => r.ok)).toEqual([true]);
+    const [rootA, rootB] = clusters.map((c) => packagesRoot(c.schedulerAddress, base));
+    expect(existsSync(join(rootA!, 'uploads', 'node_modules', 'which.mjs'))).toBe(true);
+    expect(existsSync(join(rootB!, 'uploads', 'node_modules', 'which.mjs'))).toBe(false);
+  });
+});
+
+describe('a `skein worker` joiner and a start-time NpmInstall(restartWorkers)', () => {
+  let base: string;
+  let cluster: LocalCluster;
+  let client: Client;
+
+  beforeAll(async () => {
+    base = mkdtempSync(join(tmpdir(), 'skein-env-joiner-'));
+    cluster = await LocalCluster.start({ nWorkers: 0, env: { SKEIN_PACKAGES_DIR: base } });
+    client = await Client.connect(cluster);
+  });
+  afterAll(async () => {
+    await client?.close();
+    await cluster?.close();
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  it('the worker the CLI started early (before the install) is replaced: its --preload sees the packages', async () => {
+    const tarball = packPackage(base, 'skein-fixture-three', '3.0.0');
+    const preload = join(base, 'preload-three.mjs');
+    writeFileSync(
+      preload,
+      "export async function setup() {\n  try {\n    globalThis.__three = (await import('skein-fixture-three')).version;\n  } catch (e) {\n    globalThis.__three = 'missing: ' + e.message;\n  }\n}\n",
+    );
+    // No nanny yet: nothing installs now; the joiner's nanny installs at its start.
+    expect((await client.registerPlugin(NpmInstall({ packages: [tarball], restartWorkers: true }))).results).toEqual([]);
+    const cli = startProcess([SKEIN_BIN, 'worker', cluster.schedulerAddress, '--host', '127.0.0.1', '--name', 'cli-joiner', '--preload', preload, '--ready-json'], { SKEIN_PACKAGES_DIR: base });
+    try {
+      const ready = await readyOf(cli);
+      const useThree = fromSource<() => Promise<string>>("async () => (await import('skein-fixture-three')).version");
+      expect(await client.submitWith({ workers: [ready.address], pure: false }, useThree).result()).toBe('3.0.0');
+      // The worker's preload ran after the install.
+      expect(await client.runWith({ workers: [ready.address] }, () => (globalThis as { __three?: string }).__three ?? null)).toEqual({ [ready.address]: '3.0.0' });
+    } finally {
+      cli.kill('SIGTERM');
+      await cli.exited;
+    }
+  });
+});
+
+describe('--preload and --module names without ./', () => {
+  let dir: string;
+  const procs: Proc[] = [];
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'skein-env-preload-'));
+  });
+  afterAll(async () => {
+    for (const p of procs) {
+      p.kill('SIGTERM');
+      await p.exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('`--preload x.mjs` is the file x.mjs in the cwd, as `--module x.mjs` is, on the scheduler and a worker', async () => {
+    writeFileSync(join(dir, 'hello-preload.mjs'), "export function setup(ctx) { globalThis.__helloPreload = ctx.name; console.error('hello-preload set up'); }\n");
+    const s = startProcess([SKEIN_BIN, 'scheduler', '--port', '0', '--no-dashboard', '--host', '127.0.0.1', '--preload', 'hello-preload.mjs', '--ready-json'], {}, dir);
+    procs.push(s);
+    const sched = await readyOf(s);
+    await s.waitFor(/hello-preload set up/);
+    const w = startProcess([SKEIN_BIN, 'worker', sched.address, '--no-nanny', '--host', '127.0.0.1', '--preload', 'hello-preload.mjs', '--ready-json'], {}, dir);
+    procs.push(w);
+    const ready = await readyOf(w);
+    const client = await Client.connect(sched.address);
+    try {
+      const got = await client.run(() => (globalThis as { __helloPreload?: string }).__helloPreload ?? null);
+      expect(got).toEqual({ [ready.address]: `preload:${join(dir, 'hello-preload.mjs')}` });
     } finally {
       await client.close();
     }

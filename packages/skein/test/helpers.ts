@@ -16,8 +16,8 @@ export interface Proc {
 }
 
 /** Starts `node <script> ...args` and collects its output lines. */
-export function startProcess(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+export function startProcess(args: string[], env: Record<string, string> = {}, cwd?: string): Proc {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, ...(cwd ? { cwd } : {}) });
   const stdout: string[] = [];
   const stderr: string[] = [];
   const waiters: Array<() => void> = [];

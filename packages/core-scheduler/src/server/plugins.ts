@@ -12,6 +12,7 @@ import {
   pluginResultToWire,
   SkeinError,
   checkPluginKind,
+  checkPluginSpecSize,
   createLogger,
   runPreloads,
   toSkeinError,
@@ -93,13 +94,15 @@ export class SchedulerPlugins {
     if (!spec.module === !spec.source) {
       throw new InvalidArgumentError(`Plugin ${JSON.stringify(spec.name)}: give exactly one of module (a path or package name) and source (the module's text).`);
     }
+    let options: unknown;
     if (spec.optionsJson) {
       try {
-        JSON.parse(spec.optionsJson);
+        options = JSON.parse(spec.optionsJson);
       } catch (err) {
         throw new InvalidArgumentError(`Plugin ${JSON.stringify(spec.name)}: options_json is not valid JSON (${(err as Error).message}).`);
       }
     }
+    checkPluginSpecSize(spec, options);
     if (spec.name.startsWith('preload:')) {
       throw new InvalidArgumentError(`Plugin ${JSON.stringify(spec.name)}: names starting with "preload:" are kept for --preload modules; choose another name.`);
     }

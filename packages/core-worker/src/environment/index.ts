@@ -10,6 +10,6 @@
  * const root = clusterPackagesRoot('127.0.0.1', 8786);
  * await installPackages(root, { packages: ['left-pad@1.3.0'], id: 'once' });
  */
-export { clusterPackagesRoot, npmPrefix, uploadsPrefix, PACKAGES_DIR_ENV, PACKAGES_ROOT_ENV, currentPackagesRoot, activatePackages } from '../runtime/packages.js';
+export { clusterPackagesRoot, packagesRoot, packagesDirArg, defaultPackagesBase, securePackagesRoot, npmPrefix, uploadsPrefix, PACKAGES_DIR_ENV, PACKAGES_ROOT_ENV, currentPackagesRoot, activatePackages } from '../runtime/packages.js';
 export { installPackages, checkNpmRequest, DEFAULT_NPM_FLAGS, type NpmInstallRequest, type NpmInstallOutcome, type NpmInstallOptions } from './npm.js';
 export { writeUpload, uploadsDirectory, type UploadedFile } from './uploads.js';

@@ -6,11 +6,12 @@
  * npm again. Dask's InstallPlugin with its per-host lock.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError, NpmInstallError, TimeoutError } from '@skein/common';
-import { npmPrefix } from '../runtime/packages.js';
+import { npmPrefix, securePackagesRoot } from '../runtime/packages.js';
 
 export interface NpmInstallRequest {
   /** What `npm install` gets: names, `name@version`, tarball paths, folders, git URLs. */
@@ -49,27 +50,36 @@ interface Recorded {
 const LOCK = '.skein-install.lock';
 const OUTCOMES = '.skein-installs.json';
 
+/**
+ * Checks NpmInstall's packages and npmOptions. An error names the bad field and its type, never its
+ * value: npm options (and package URLs) may hold registry auth tokens.
+ */
 export function checkNpmRequest(r: { packages?: unknown; npmOptions?: unknown }, where: string): { packages: string[]; npmOptions: string[] } {
   const list = (v: unknown, what: string): string[] => {
     if (v === undefined) return [];
-    if (!Array.isArray(v) || v.some((p) => typeof p !== 'string' || p === '' || p.includes('\0'))) {
-      throw new InvalidArgumentError(`${where}: ${what} must be an array of non-empty strings, got ${JSON.stringify(v)?.slice(0, 120)}.`);
-    }
+    if (!Array.isArray(v)) throw new InvalidArgumentError(`${where}: ${what} must be an array of non-empty strings, got ${v === null ? 'null' : typeof v}.`);
+    v.forEach((p: unknown, i) => {
+      if (typeof p !== 'string') throw new InvalidArgumentError(`${where}: ${what}[${i}] must be a non-empty string, got ${p === null ? 'null' : typeof p}.`);
+      if (p === '' || p.includes('\0')) throw new InvalidArgumentError(`${where}: ${what}[${i}] is ${p === '' ? 'empty' : 'a string with a NUL character'}; give a non-empty string.`);
+    });
     return [...(v as string[])];
   };
   const packages = list(r.packages, 'packages');
   if (packages.length === 0) throw new InvalidArgumentError(`${where}: packages is empty; name at least one package, e.g. { packages: ['left-pad@1.3.0'] }.`);
   const npmOptions = list(r.npmOptions, 'npmOptions');
-  for (const o of npmOptions) {
-    if (!o.startsWith('-')) throw new InvalidArgumentError(`${where}: npmOptions holds flags such as '--legacy-peer-deps'; ${JSON.stringify(o)} is not one (put packages in packages).`);
-  }
+  npmOptions.forEach((o, i) => {
+    if (!o.startsWith('-')) {
+      throw new InvalidArgumentError(`${where}: npmOptions[${i}] does not start with '-'; npmOptions holds flags such as '--legacy-peer-deps' or '--//registry.example.com/:_authToken=...' (put packages in packages).`);
+    }
+  });
   return { packages, npmOptions };
 }
 
+/** The outcomes recorded on this host, by request id (stored as an array of [id, outcome] pairs: ids are client data). */
 function readOutcomes(file: string): Map<string, Recorded> {
   try {
-    const o = JSON.parse(readFileSync(file, 'utf8')) as Record<string, Recorded>;
-    return new Map(Object.entries(o));
+    const o = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+    return Array.isArray(o) ? new Map(o as Array<[string, Recorded]>) : new Map();
   } catch {
     return new Map();
   }
@@ -80,7 +90,7 @@ function writeOutcome(dir: string, id: string, r: Recorded): void {
   const all = readOutcomes(file);
   all.set(id, r);
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(Object.fromEntries(all)));
+  writeFileSync(tmp, JSON.stringify([...all]));
   renameSync(tmp, file);
 }
 
@@ -93,42 +103,90 @@ function alive(pid: number): boolean {
   }
 }
 
-/**
- * Takes the host's install lock in `dir` (a file created exclusively, holding this host and pid).
- * A lock whose holder on this host is gone, or older than `staleMs`, is broken. Resolves with
- * the release function.
- */
-async function lock(dir: string, deadline: number, staleMs: number): Promise<() => void> {
-  const file = join(dir, LOCK);
-  for (let wait = 20; ; wait = Math.min(250, wait * 2)) {
+/** Test seams of lock(): beforeBreak runs after a waiter judged the lock stale and before it breaks it. */
+export interface LockHooks {
+  beforeBreak?: () => Promise<void>;
+}
+
+interface Holder {
+  host?: string;
+  pid?: number;
+  token?: string;
+  at?: number;
+}
+
+function readHolder(file: string): { holder: Holder; text: string } | undefined {
+  try {
+    const text = readFileSync(file, 'utf8');
+    let holder: Holder = {};
     try {
-      const fd = openSync(file, 'wx');
-      writeSync(fd, JSON.stringify({ host: hostname(), pid: process.pid }));
-      closeSync(fd);
+      holder = JSON.parse(text) as Holder;
+    } catch {
+      // not ours: judged by its age alone
+    }
+    return { holder, text };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Takes the host's install lock in `dir`: a file holding this host, pid and a unique token, put in
+ * place atomically (written beside it, then hard-linked to the lock's name, which fails when the
+ * lock exists), so a waiter never sees half a lock. A lock whose holder on this host is gone, or
+ * older than `staleMs`, is broken by renaming it to a name of the breaker's own and checking that
+ * what it renamed is the holder it judged stale; if it is not (another waiter broke the stale lock
+ * and took a fresh one meanwhile), the fresh lock is put back. Resolves with the release function,
+ * which removes the lock only while it still holds this call's token.
+ */
+export async function lock(dir: string, deadline: number, staleMs: number, hooks: LockHooks = {}): Promise<() => void> {
+  const file = join(dir, LOCK);
+  const token = `${hostname()}-${process.pid}-${randomBytes(8).toString('hex')}`;
+  const mine = join(dir, `${LOCK}.${token}`);
+  // Takes whatever is at `file` out of the way under a name of our own and returns its text.
+  const takeAway = (): { aside: string; text: string } | undefined => {
+    const aside = join(dir, `${LOCK}.${token}.aside-${randomBytes(4).toString('hex')}`);
+    try {
+      renameSync(file, aside);
+    } catch {
+      return undefined; // gone already
+    }
+    return { aside, text: readFileSync(aside, 'utf8') };
+  };
+  const putBack = (aside: string): void => {
+    try {
+      linkSync(aside, file);
+    } catch {
+      // Someone took the free lock in between; the holder we displaced finds out at its release.
+    }
+    rmSync(aside, { force: true });
+  };
+  for (let wait = 20; ; wait = Math.min(250, wait * 2)) {
+    const text = JSON.stringify({ host: hostname(), pid: process.pid, token, at: Date.now() } satisfies Holder);
+    writeFileSync(mine, text);
+    try {
+      linkSync(mine, file);
+      rmSync(mine, { force: true });
       return () => {
-        try {
-          unlinkSync(file);
-        } catch {
-          // already gone
-        }
+        const got = takeAway();
+        if (!got) return;
+        if (got.text === text) rmSync(got.aside, { force: true });
+        else putBack(got.aside); // not ours any more: another waiter broke it and holds it now
       };
     } catch (err) {
+      rmSync(mine, { force: true });
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    let holder: { host?: string; pid?: number } = {};
-    try {
-      holder = JSON.parse(readFileSync(file, 'utf8')) as typeof holder;
-    } catch {
-      // being written, or removed meanwhile
-    }
-    const age = Date.now() - (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+    const seen = readHolder(file);
+    if (!seen) continue; // released meanwhile
+    const { holder } = seen;
+    const at = typeof holder.at === 'number' ? holder.at : (statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
     const dead = holder.host === hostname() && typeof holder.pid === 'number' && !alive(holder.pid);
-    if (dead || age > staleMs) {
-      try {
-        unlinkSync(file);
-      } catch {
-        // another waiter broke it first
-      }
+    if (dead || Date.now() - at > staleMs) {
+      if (hooks.beforeBreak) await hooks.beforeBreak();
+      const got = takeAway();
+      if (got && got.text !== seen.text) putBack(got.aside);
+      else if (got) rmSync(got.aside, { force: true });
       continue;
     }
     if (Date.now() > deadline) {
@@ -170,7 +228,7 @@ export async function installPackages(root: string, request: NpmInstallRequest, 
   const { packages, npmOptions } = checkNpmRequest(request, 'NpmInstall');
   if (!request.id) throw new InvalidArgumentError('NpmInstall: the request has no id.');
   const timeoutMs = options.timeoutMs ?? 300_000;
-  const dir = npmPrefix(root);
+  const dir = npmPrefix(securePackagesRoot(root));
   mkdirSync(dir, { recursive: true });
   const manifest = join(dir, 'package.json');
   if (!statSync(manifest, { throwIfNoEntry: false })) {

@@ -11,18 +11,20 @@ import { installPackages, checkNpmRequest } from '../environment/npm.js';
 import { activatePackages, currentPackagesRoot } from '../runtime/packages.js';
 
 interface Ctx {
-  worker: { schedulerAddress: string; address: string };
+  worker: { schedulerAddress: string; address: string; packagesRoot?: string };
   log: { info(msg: string): void };
 }
 
 export default function createNpmInstall(options: unknown) {
-  const o = (options ?? {}) as { packages?: unknown; npmOptions?: unknown; id?: unknown };
+  const o = (options ?? {}) as { packages?: unknown; npmOptions?: unknown; id?: unknown; timeoutMs?: unknown };
   const request = checkNpmRequest(o, 'NpmInstall');
   if (typeof o.id !== 'string' || !o.id) throw new InvalidArgumentError('NpmInstall: options.id is missing (build the plugin with NpmInstall() from @skein/client).');
   const id = o.id;
+  if (o.timeoutMs !== undefined && !(typeof o.timeoutMs === 'number' && o.timeoutMs >= 0)) throw new InvalidArgumentError(`NpmInstall: options.timeoutMs must be a number of milliseconds, got ${typeof o.timeoutMs}.`);
+  const timeoutMs = (o.timeoutMs as number | undefined) || undefined;
   return {
     async setup(ctx: Ctx): Promise<void> {
-      const outcome = await installPackages(currentPackagesRoot(ctx.worker.schedulerAddress), { ...request, id });
+      const outcome = await installPackages(ctx.worker.packagesRoot ?? currentPackagesRoot(ctx.worker.schedulerAddress), { ...request, id }, { timeoutMs });
       activatePackages();
       ctx.log.info(
         outcome.ran

@@ -9,7 +9,7 @@ import { writeUpload, type UploadedFile } from '../environment/uploads.js';
 import { activatePackages, currentPackagesRoot } from '../runtime/packages.js';
 
 interface Ctx {
-  worker: { schedulerAddress: string };
+  worker: { schedulerAddress: string; packagesRoot?: string };
   log: { info(msg: string): void };
 }
 
@@ -22,7 +22,7 @@ export default function createUpload(options: unknown) {
   const { name, kind } = o as { name: string; kind: 'file' | 'directory' };
   return {
     setup(ctx: Ctx): void {
-      const at = writeUpload(currentPackagesRoot(ctx.worker.schedulerAddress), name, files, kind);
+      const at = writeUpload(ctx.worker.packagesRoot ?? currentPackagesRoot(ctx.worker.schedulerAddress), name, files, kind);
       activatePackages();
       ctx.log.info(`uploaded ${kind} ${name} to ${at}`);
     },

@@ -12,8 +12,12 @@ interface Ctx {
 
 export default function createEnviron(options: unknown) {
   const vars = (options as { vars?: unknown } | undefined)?.vars;
-  if (!vars || typeof vars !== 'object' || Array.isArray(vars) || Object.values(vars).some((v) => typeof v !== 'string')) {
-    throw new InvalidArgumentError(`Environ: options.vars must be an object of variable names to strings, got ${JSON.stringify(vars)?.slice(0, 120)}.`);
+  // Errors name the variable and the type, never a value (values may be secrets).
+  if (!vars || typeof vars !== 'object' || Array.isArray(vars)) {
+    throw new InvalidArgumentError(`Environ: options.vars must be an object of variable names to strings, got ${vars === null ? 'null' : Array.isArray(vars) ? 'an array' : typeof vars} (build the plugin with Environ() from @skein/client).`);
+  }
+  for (const [k, v] of Object.entries(vars)) {
+    if (typeof v !== 'string') throw new InvalidArgumentError(`Environ: options.vars.${k} must be a string, got ${v === null ? 'null' : typeof v}.`);
   }
   const entries = Object.entries(vars as Record<string, string>);
   return {

@@ -8,29 +8,25 @@
  * own error output and restarts nothing.
  */
 import { InvalidArgumentError } from '@skein/common';
-import { checkNpmRequest, clusterPackagesRoot, installPackages, PACKAGES_DIR_ENV } from '@skein/core-worker/environment';
+import { checkNpmRequest, installPackages } from '@skein/core-worker/environment';
 
 interface Ctx {
-  nanny: { schedulerAddress: string; readonly workerEnv?: Readonly<Record<string, string>> };
+  /** packagesRoot: the directory the nanny's worker's tasks import from (its --packages-dir, else SKEIN_PACKAGES_DIR, else the default). */
+  nanny: { readonly packagesRoot: string };
   log: { info(msg: string): void };
 }
 
-/** The cluster's package directory as the nanny's workers compute it (the base from their environment). */
-function rootFor(ctx: Ctx): string {
-  const m = /^(?:[a-z]+:\/\/)?\[?([^\]]+?)\]?:(\d+)$/.exec(ctx.nanny.schedulerAddress);
-  if (!m) throw new InvalidArgumentError(`NpmInstall: cannot read the scheduler address ${ctx.nanny.schedulerAddress}.`);
-  return clusterPackagesRoot(m[1]!, Number(m[2]), ctx.nanny.workerEnv?.[PACKAGES_DIR_ENV]);
-}
-
 export default function createNpmInstall(options: unknown) {
-  const o = (options ?? {}) as { packages?: unknown; npmOptions?: unknown; id?: unknown };
+  const o = (options ?? {}) as { packages?: unknown; npmOptions?: unknown; id?: unknown; timeoutMs?: unknown };
   const request = checkNpmRequest(o, 'NpmInstall');
   if (typeof o.id !== 'string' || !o.id) throw new InvalidArgumentError('NpmInstall: options.id is missing (build the plugin with NpmInstall() from @skein/client).');
   const id = o.id;
+  if (o.timeoutMs !== undefined && !(typeof o.timeoutMs === 'number' && o.timeoutMs >= 0)) throw new InvalidArgumentError(`NpmInstall: options.timeoutMs must be a number of milliseconds, got ${typeof o.timeoutMs}.`);
+  const timeoutMs = (o.timeoutMs as number | undefined) || undefined;
   return {
     restart: true,
     async setup(ctx: Ctx): Promise<void> {
-      const outcome = await installPackages(rootFor(ctx), { ...request, id });
+      const outcome = await installPackages(ctx.nanny.packagesRoot, { ...request, id }, { timeoutMs });
       ctx.log.info(`${outcome.ran ? 'installed' : 'found installed'} ${request.packages.join(' ')} in ${outcome.directory}; restarting the worker`);
     },
   };
