@@ -21,7 +21,9 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PYTHON = process.env.SKEIN_BENCH_PYTHON ?? '/usr/bin/python3';
-const WORKLOADS = ['map', 'latency', 'tree', 'transfer', 'memory', 'startup'];
+const WORKLOADS = ['map', 'latency', 'tree', 'transfer', 'memory', 'startup', 'scale-tasks', 'scale-workers'];
+// Run only when named with --only (minutes at full size; bench/scale.mjs, Skein only).
+const OPT_IN = new Set(['scale-tasks', 'scale-workers']);
 // "higher" = higher is better
 const DIRECTION = {
   map: 'higher', 'latency-p50': 'lower', 'latency-p99': 'lower', tree: 'higher',
@@ -219,7 +221,7 @@ function table(records, haveDask, haveTls) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  const workloads = opts.only ?? WORKLOADS;
+  const workloads = opts.only ?? WORKLOADS.filter((w) => !OPT_IN.has(w));
   const mode = opts.short ? 'short' : 'full';
   const info = machineInfo();
 
@@ -259,12 +261,15 @@ async function main() {
   const t0 = Date.now();
   for (const w of workloads) {
     const jobs = [];
-    if (!opts.skipSkein) {
+    if (OPT_IN.has(w)) {
+      // bench/scale.mjs: how the cost grows with tasks and workers (Skein only, no Dask side yet).
+      if (!opts.skipSkein) jobs.push(['skein', process.execPath, ['--expose-gc', path.join(here, 'scale.mjs'), '--part', w.slice(6), ...shortArgs, ...repeatArgs]]);
+    } else if (!opts.skipSkein) {
       jobs.push(['skein', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, ...shortArgs, ...repeatArgs]]);
       // (memory's separate client process has no credentials: plaintext only)
       if (opts.tls && w !== 'memory') jobs.push(['skein-tls', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, '--tls', ...shortArgs, ...repeatArgs]]);
     }
-    if (dask) {
+    if (dask && !OPT_IN.has(w)) {
       const py = path.join(here, 'dask', 'bench_dask.py');
       jobs.push(['dask', PYTHON, [py, '--workload', w, ...shortArgs, ...daskRepeatArgs]]);
       if (bestWorkloads.includes(w)) jobs.push(['dask-best', PYTHON, [py, '--workload', w, '--best', ...shortArgs, ...daskRepeatArgs]]);
