@@ -1,6 +1,7 @@
 import { InvalidTransitionError, TransitionLog, pureKeyMatches, taskError, type ErrorInfo } from '@skein/common/lite';
 import { NOT_PURE, PURE_UNCHECKED, PURE_VERIFIED, Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
+import { LoadIndex } from './placement.js';
 import { TASK_STATES } from './types.js';
 import type {
   ClientReport,
@@ -82,6 +83,13 @@ const HISTORY_SAMPLES = 600;
 /** Tasks of one victim looked at per steal attempt (the rest wait for the next attempt). */
 const MAX_STEAL_SCAN = 1000;
 
+/** Whether two lists hold the same tasks in the same order. */
+function sameTasks(a: readonly TaskRecord[], b: readonly TaskRecord[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Whether the tasks do not all have the same priority. */
 function mixedPriorities(tasks: readonly TaskRecord[]): boolean {
   const first = tasks[0]?.priority;
@@ -123,6 +131,9 @@ export class SchedulerState {
   private avgDurationMs = -1;
   private actions: SchedulerAction[] = [];
   private runningCache: WorkerRecord[] | null = null;
+  /** The running workers by load and the steal victims (rebuilt with runningCache). */
+  private readonly load = new LoadIndex();
+  private workerSeq = 0;
   private readonly pendingFrees = new Map<string, Extract<SchedulerAction, { type: 'FreeKeys' }>>();
   /** Retiring workers that wait for copies of their results (pendingReplicas set). */
   private readonly retiringWithCopies = new Set<WorkerRecord>();
@@ -344,6 +355,8 @@ export class SchedulerState {
     for (const s of Object.keys(this.counts) as TaskStateName[]) {
       if (s !== 'forgotten' && (counted[s] ?? 0) !== this.counts[s]) fail(`count of ${s}: ${this.counts[s]} != ${counted[s] ?? 0}`);
     }
+    const index = this.load.problem(this.workers, this.runningCache);
+    if (index !== null) fail(index);
     for (const ws of this.workers.values()) {
       for (const ts of ws.processing) if (ts.processingOn !== ws) fail(`${ws.address} processing ${ts.key} owned by ${ts.processingOn?.address}`);
       for (const ts of ws.hasWhat) if (!ts.whoHas.includes(ws)) fail(`${ws.address} hasWhat ${ts.key} without whoHas`);
@@ -558,6 +571,7 @@ export class SchedulerState {
     // Inputs that are not older than their task (a graph listing a task before its inputs, or a
     // cycle) need the cycle check; a graph in dependency order, the usual case, costs nothing.
     let unordered = false;
+    let lastDeps: TaskRecord[] | null = null;
     for (let i = 0; i < added.length; i++) {
       const ts = added[i]!;
       const depKeys = addedDefs[i]!.dependencies;
@@ -575,7 +589,9 @@ export class SchedulerState {
         if (conflicts?.has(depKey)) conflicting ??= depKey;
       }
       if (missing) deps.length = nDeps;
-      ts.setDependencies(deps);
+      // Consecutive tasks with the same inputs (a map over one shared input) share one list.
+      if (lastDeps !== null && sameTasks(lastDeps, deps)) ts.setDependencies(lastDeps);
+      else ts.setDependencies((lastDeps = deps));
       for (const dep of deps) dep.addDependent(ts);
       if (conflicting !== undefined && !missing) {
         ts.exception = this.pureConflict(conflicting, `Task ${ts.key} uses ${conflicting}, whose result is not this client's: `);
@@ -864,6 +880,7 @@ export class SchedulerState {
       spec.nannyAddress,
       this.opts.now(),
     );
+    ws.order = ++this.workerSeq;
     this.workers.set(ws.address, ws);
     this.runningCache = null;
     // What a (re)connecting worker says it holds is not taken: nothing shows it computed or was
@@ -882,6 +899,7 @@ export class SchedulerState {
     this.workers.delete(address);
     this.retiringWithCopies.delete(ws);
     this.runningCache = null;
+    this.load.forget(ws);
     for (const ts of ws.processing) {
       if (!expected) {
         ts.suspicious++;
@@ -1071,7 +1089,9 @@ export class SchedulerState {
       ws.processing.clear();
       ws.hasWhat.clear();
       ws.nbytes = 0;
+      this.load.forget(ws);
     }
+    this.runningCache = null;
     for (const s of Object.keys(this.counts) as TaskStateName[]) this.counts[s] = 0;
   }
 
@@ -1227,6 +1247,7 @@ export class SchedulerState {
   private assign(ts: TaskRecord, ws: WorkerRecord): void {
     ts.processingOn = ws;
     ws.processing.add(ts);
+    this.loadChanged(ws);
     // Most tasks of a map have no inputs: they share the frozen empty lists.
     const hasDeps = ts.dependencies.length > 0;
     const whoHas: WhoHasInfo[] = hasDeps ? [] : NO_WHO_HAS;
@@ -1259,6 +1280,7 @@ export class SchedulerState {
       case 'processing': {
         const ws = ts.processingOn!;
         ws.processing.delete(ts);
+        this.loadChanged(ws);
         ts.processingOn = null;
         if (ts.stealingFrom) ts.stealingFrom = null;
         if (this.workers.get(ws.address) === ws) {
@@ -1284,6 +1306,7 @@ export class SchedulerState {
   private readonly processingToMemory: Transition = (ts) => {
     const ws = ts.processingOn!;
     ws.processing.delete(ts);
+    this.loadChanged(ws);
     ts.processingOn = null;
     ts.stealingFrom = null;
     this.freedSlots.add(ws);
@@ -1344,6 +1367,7 @@ export class SchedulerState {
     } else if (from === 'processing') {
       const ws = ts.processingOn!;
       ws.processing.delete(ts);
+      this.loadChanged(ws);
       ts.processingOn = null;
       ts.stealingFrom = null;
       if (this.workers.get(ws.address) === ws) this.freedSlots.add(ws);
@@ -1399,7 +1423,11 @@ export class SchedulerState {
 
   /** Workers that accept new tasks (cached until a worker joins, leaves or changes status). */
   private running(): WorkerRecord[] {
-    return (this.runningCache ??= [...this.workers.values()].filter((w) => w.status === 'running'));
+    if (this.runningCache === null) {
+      this.runningCache = [...this.workers.values()].filter((w) => w.status === 'running');
+      this.load.rebuild(this.runningCache);
+    }
+    return this.runningCache;
   }
 
   private validWorkers(ts: TaskRecord): WorkerRecord[] | string {
@@ -1457,6 +1485,8 @@ export class SchedulerState {
   }
 
   private leastBusyWithSlot(valid: WorkerRecord[]): WorkerRecord | undefined {
+    // Any running worker will do (the common case): the index, not a scan of every worker.
+    if (valid === this.runningCache) return this.load.leastBusy(this.hasSlot);
     let best: WorkerRecord | undefined;
     let bestLoad = Infinity;
     for (const ws of valid) {
@@ -1471,6 +1501,13 @@ export class SchedulerState {
     return best;
   }
 
+  private readonly hasSlot = (ws: WorkerRecord): boolean => ws.processing.size < this.slots(ws);
+
+  /** `ws.processing` changed: keep the load index and the steal victims up to date. */
+  private loadChanged(ws: WorkerRecord): void {
+    this.load.changed(ws, this.workers.get(ws.address) === ws);
+  }
+
   private bestWorkerFor(ts: TaskRecord, valid: WorkerRecord[]): WorkerRecord {
     const candidates = new Set<WorkerRecord>();
     const validSet = valid.length > 32 ? new Set(valid) : null;
@@ -1479,8 +1516,11 @@ export class SchedulerState {
     }
     if (candidates.size === 0 || valid.length <= 32) for (const w of valid) candidates.add(w);
     else {
-      let idle = valid[0]!;
-      for (const w of valid) if (w.processing.size / w.nthreads < idle.processing.size / idle.nthreads) idle = w;
+      let idle = valid === this.runningCache ? this.load.leastBusy() : undefined;
+      if (idle === undefined) {
+        idle = valid[0]!;
+        for (const w of valid) if (w.processing.size / w.nthreads < idle.processing.size / idle.nthreads) idle = w;
+      }
       candidates.add(idle);
     }
     let best: WorkerRecord | undefined;
@@ -1536,10 +1576,12 @@ export class SchedulerState {
     let want = this.slots(idle) - idle.processing.size;
     if (want <= 0) return;
     // Called whenever a thread frees with nothing queued (hot): no allocation unless there is a victim.
-    let victims: WorkerRecord[] | null = null;
-    for (const w of this.workers.values()) if (w !== idle && w.processing.size > w.nthreads) (victims ??= []).push(w);
-    if (victims === null) return;
-    victims.sort((a, b) => b.processing.size / b.nthreads - a.processing.size / a.nthreads);
+    const over = this.load.overloaded;
+    if (over.size === 0 || (over.size === 1 && over.has(idle))) return;
+    const victims: WorkerRecord[] = [];
+    for (const w of over) if (w !== idle) victims.push(w);
+    // In registration order first, as the workers are, then the most loaded first.
+    victims.sort((a, b) => b.processing.size / b.nthreads - a.processing.size / a.nthreads || a.order - b.order);
     for (const victim of victims) {
       let excess = Math.ceil((victim.processing.size - victim.nthreads) / 2);
       // The oldest ones are the ones most likely running; a bounded look at the rest.

@@ -1,0 +1,146 @@
+import type { WorkerRecord } from './records.js';
+
+/** The running workers with one number of threads, as a binary min-heap by (tasks processing, registration order). */
+interface Group {
+  nthreads: number;
+  heap: WorkerRecord[];
+}
+
+function less(a: WorkerRecord, b: WorkerRecord): boolean {
+  const x = a.processing.size;
+  const y = b.processing.size;
+  return x !== y ? x < y : a.order < b.order;
+}
+
+/**
+ * Where the scheduler finds the least busy worker and the workers to steal from without a scan
+ * of every worker per task (bench/scale.mjs, scale-workers): the running workers in one min-heap
+ * per distinct number of threads, ordered by tasks processing, and the set of workers (running or
+ * not) that hold more tasks than threads. Workers of one group share their slot count, so the top
+ * of each heap stands for its group; a placement looks at one worker per group, O(groups), and a
+ * task assigned or done moves its worker in O(log workers).
+ *
+ * The choice is the one a scan of the running workers in registration order makes: the lowest
+ * load (tasks per thread), the first registered among equals.
+ */
+export class LoadIndex {
+  private groups: Group[] = [];
+  /** Workers with more tasks than threads (steal victims), registered ones only. */
+  readonly overloaded = new Set<WorkerRecord>();
+
+  /** The running workers changed (joined, left, paused, resumed, retiring): regroup them. */
+  rebuild(running: readonly WorkerRecord[]): void {
+    for (const g of this.groups) for (const w of g.heap) w.loadPos = -1;
+    const byThreads = new Map<number, WorkerRecord[]>();
+    for (const w of running) {
+      let heap = byThreads.get(w.nthreads);
+      if (!heap) byThreads.set(w.nthreads, (heap = []));
+      heap.push(w);
+    }
+    this.groups = [];
+    for (const [nthreads, heap] of byThreads) {
+      // A sorted array is a heap.
+      heap.sort((a, b) => (less(a, b) ? -1 : less(b, a) ? 1 : 0));
+      const g = this.groups.length;
+      heap.forEach((w, i) => {
+        w.loadPos = i;
+        w.loadGroup = g;
+      });
+      this.groups.push({ nthreads, heap });
+    }
+  }
+
+  /** `ws.processing` changed size; `registered`: ws is still one of the state's workers. */
+  changed(ws: WorkerRecord, registered: boolean): void {
+    const over = registered && ws.processing.size > ws.nthreads;
+    if (over !== ws.overloaded) {
+      ws.overloaded = over;
+      if (over) this.overloaded.add(ws);
+      else this.overloaded.delete(ws);
+    }
+    if (ws.loadPos < 0) return;
+    const heap = this.groups[ws.loadGroup]!.heap;
+    this.up(heap, this.down(heap, ws.loadPos));
+  }
+
+  /** A worker left the state (or lost all its tasks at once): no longer a victim. */
+  forget(ws: WorkerRecord): void {
+    if (ws.overloaded) {
+      ws.overloaded = false;
+      this.overloaded.delete(ws);
+    }
+  }
+
+  /**
+   * The running worker with the lowest load (the first registered among equals), among those
+   * `hasRoom` accepts when given; hasRoom must answer the same for workers with the same number
+   * of threads and tasks, and no for more tasks if no for fewer (a slot count per thread count).
+   */
+  leastBusy(hasRoom?: (ws: WorkerRecord) => boolean): WorkerRecord | undefined {
+    let best: WorkerRecord | undefined;
+    let bestLoad = Infinity;
+    for (const g of this.groups) {
+      const top = g.heap[0];
+      if (top === undefined || (hasRoom !== undefined && !hasRoom(top))) continue;
+      const load = top.processing.size / top.nthreads;
+      if (load < bestLoad || (load === bestLoad && best !== undefined && top.order < best.order)) {
+        best = top;
+        bestLoad = load;
+      }
+    }
+    return best;
+  }
+
+  /** What is wrong with the index against the state's workers and running list (validateState), or null. */
+  problem(workers: ReadonlyMap<string, WorkerRecord>, running: readonly WorkerRecord[] | null): string | null {
+    for (const w of this.overloaded) if (workers.get(w.address) !== w) return `steal victim ${w.address} is not registered`;
+    for (const w of workers.values()) {
+      if (w.overloaded !== w.processing.size > w.nthreads || w.overloaded !== this.overloaded.has(w)) return `${w.address} overloaded=${w.overloaded} with ${w.processing.size} tasks on ${w.nthreads} threads`;
+    }
+    if (running === null) return null;
+    let members = 0;
+    for (const [g, { nthreads, heap }] of this.groups.entries()) {
+      for (let i = 0; i < heap.length; i++) {
+        const w = heap[i]!;
+        members++;
+        if (w.loadPos !== i || w.loadGroup !== g || w.nthreads !== nthreads) return `${w.address} misplaced in the load index`;
+        if (i > 0 && less(w, heap[(i - 1) >> 1]!)) return `load heap order broken at ${w.address}`;
+      }
+    }
+    if (members !== running.length || running.some((w) => w.loadPos < 0)) return `the load index holds ${members} workers, ${running.length} run`;
+    return null;
+  }
+
+  private up(heap: WorkerRecord[], i: number): number {
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!less(heap[i]!, heap[p]!)) break;
+      this.swap(heap, i, p);
+      i = p;
+    }
+    return i;
+  }
+
+  private down(heap: WorkerRecord[], i: number): number {
+    const n = heap.length;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < n && less(heap[l]!, heap[m]!)) m = l;
+      if (r < n && less(heap[r]!, heap[m]!)) m = r;
+      if (m === i) return i;
+      this.swap(heap, i, m);
+      i = m;
+    }
+  }
+
+  private swap(heap: WorkerRecord[], i: number, j: number): void {
+    const a = heap[i]!;
+    const b = heap[j]!;
+    heap[i] = b;
+    heap[j] = a;
+    a.loadPos = j;
+    b.loadPos = i;
+  }
+}
