@@ -273,7 +273,7 @@ async function stubHost(pk, address, count, prefix) {
   const { common, protocol } = pk;
   const client = new protocol.SchedulerServiceClient(common.grpcTarget(address), common.insecureChannel(), common.CHANNEL_OPTIONS);
   const fns = new Map();
-  const timers = [];
+  const beats = [];
   let done = 0;
   const run = (fnMsg, hash, args) => {
     let f = fns.get(hash);
@@ -315,14 +315,16 @@ async function stubHost(pk, address, count, prefix) {
         const k = cmd.kind;
         if (!k) continue;
         if (k.$case === 'welcome') {
+          // Every Welcome sets the interval (the scheduler sends one again when it changes it).
           const ms = k.value.heartbeatIntervalMs || 1000;
+          clearTimeout(beats[i]);
+          clearInterval(beats[i]);
           // Spread over the interval, as independent workers are.
-          const start = setTimeout(() => {
+          beats[i] = setTimeout(() => {
             const beat = () => call.write({ messages: [{ kind: { $case: 'heartbeat', value: { executing: 0, ready: 0, memoryRss: 50e6, managedBytes: 0, cpuPercent: 0, nowMs: Date.now(), spilledBytes: 0, paused: false } } }] });
             beat();
-            timers.push(setInterval(beat, ms));
+            beats[i] = setInterval(beat, ms);
           }, Math.random() * ms);
-          timers.push(start);
         } else if (k.$case === 'computeBatch') {
           const b = k.value;
           const t = b.tasks;
@@ -371,7 +373,7 @@ async function stubHost(pk, address, count, prefix) {
   }
   process.stdout.write('READY\n');
   for await (const line of createInterface({ input: process.stdin })) if (line.trim() === 'EXIT') break;
-  for (const t of timers) clearInterval(t);
+  for (const t of beats) clearInterval(t);
   for (const c of streams) c.end();
   client.close();
   log(`stub host ${prefix}: ${done} tasks run`);
