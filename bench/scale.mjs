@@ -262,7 +262,7 @@ async function startProfile() {
 }
 
 /**
- * Stub workers: `count` WorkerSession streams over one channel, each registering as its own
+ * Stub workers: `count` WorkerSession streams, each on a connection of its own and registering as its own
  * worker (an address nothing listens on: values travel inline). They speak the worker's side of
  * the protocol (batches: true): heartbeats at the interval the Welcome gives, and every
  * ComputeBatch/ComputeTask answered at once with one TasksFinished, its function run here (for
@@ -271,7 +271,14 @@ async function startProfile() {
  */
 async function stubHost(pk, address, count, prefix) {
   const { common, protocol } = pk;
-  const client = new protocol.SchedulerServiceClient(common.grpcTarget(address), common.insecureChannel(), common.CHANNEL_OPTIONS);
+  // A connection per stub, as separate workers have (grpc-js would share one otherwise): every
+  // heartbeat costs the scheduler a read of its own.
+  const clients = [];
+  const connect = () => {
+    const c = new protocol.SchedulerServiceClient(common.grpcTarget(address), common.insecureChannel(), { ...common.CHANNEL_OPTIONS, 'grpc.use_local_subchannel_pool': 1 });
+    clients.push(c);
+    return c;
+  };
   const fns = new Map();
   const beats = [];
   let done = 0;
@@ -286,7 +293,7 @@ async function stubHost(pk, address, count, prefix) {
   };
   const streams = [];
   for (let i = 0; i < count; i++) {
-    const call = client.workerSession();
+    const call = connect().workerSession();
     streams.push(call);
     const finish = (keys, values, stimulusId) => {
       const now = Date.now();
@@ -375,7 +382,7 @@ async function stubHost(pk, address, count, prefix) {
   for await (const line of createInterface({ input: process.stdin })) if (line.trim() === 'EXIT') break;
   for (const t of beats) clearInterval(t);
   for (const c of streams) c.end();
-  client.close();
+  for (const c of clients) c.close();
   log(`stub host ${prefix}: ${done} tasks run`);
   process.exit(0);
 }
