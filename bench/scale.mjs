@@ -390,7 +390,9 @@ async function stubHost(pk, address, count, prefix) {
 async function workersRun(pk, w, args, emit) {
   const kids = [];
   const spawnKid = (argv) => {
-    const child = spawn(process.execPath, [fileURLToPath(import.meta.url), ...argv, ...rootArgs(args)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    // SKEIN_SCALE_SCHEDULER_FLAGS: node flags for the scheduler's process (e.g. --cpu-prof).
+    const flags = argv[0] === '--sched-host' ? (process.env.SKEIN_SCALE_SCHEDULER_FLAGS ?? '').split(' ').filter(Boolean) : [];
+    const child = spawn(process.execPath, [...flags, fileURLToPath(import.meta.url), ...argv, ...rootArgs(args)], { stdio: ['pipe', 'pipe', 'inherit'] });
     kids.push(child);
     return { child, next: lineReader(child.stdout) };
   };

@@ -6,6 +6,13 @@ interface Group {
   heap: WorkerRecord[];
 }
 
+/** Steal victims: the most loaded first (tasks per thread), the first registered among equals. */
+function moreLoaded(a: WorkerRecord, b: WorkerRecord): boolean {
+  const x = a.processing.size / a.nthreads;
+  const y = b.processing.size / b.nthreads;
+  return x !== y ? x > y : a.order < b.order;
+}
+
 function less(a: WorkerRecord, b: WorkerRecord): boolean {
   const x = a.processing.size;
   const y = b.processing.size;
@@ -25,8 +32,13 @@ function less(a: WorkerRecord, b: WorkerRecord): boolean {
  */
 export class LoadIndex {
   private groups: Group[] = [];
-  /** Workers with more tasks than threads (steal victims), registered ones only. */
-  readonly overloaded = new Set<WorkerRecord>();
+  /** Workers with more tasks than threads (steal victims), registered ones only: a max-heap by load (see moreLoaded). */
+  private readonly victims: WorkerRecord[] = [];
+
+  /** How many workers hold more tasks than threads. */
+  get overloadedCount(): number {
+    return this.victims.length;
+  }
 
   /** The running workers changed (joined, left, paused, resumed, retiring): regroup them. */
   rebuild(running: readonly WorkerRecord[]): void {
@@ -55,9 +67,12 @@ export class LoadIndex {
     const over = registered && ws.processing.size > ws.nthreads;
     if (over !== ws.overloaded) {
       ws.overloaded = over;
-      if (over) this.overloaded.add(ws);
-      else this.overloaded.delete(ws);
-    }
+      if (over) {
+        ws.victimPos = this.victims.length;
+        this.victims.push(ws);
+        this.victimUp(ws.victimPos);
+      } else this.removeVictim(ws);
+    } else if (over) this.victimUp(this.victimDown(ws.victimPos));
     if (ws.loadPos < 0) return;
     const heap = this.groups[ws.loadGroup]!.heap;
     this.up(heap, this.down(heap, ws.loadPos));
@@ -67,8 +82,96 @@ export class LoadIndex {
   forget(ws: WorkerRecord): void {
     if (ws.overloaded) {
       ws.overloaded = false;
-      this.overloaded.delete(ws);
+      this.removeVictim(ws);
     }
+  }
+
+  /**
+   * The steal victims but `except`, the most loaded first (the first registered among equals), as
+   * far as the caller reads: O(log workers) per victim read, not a sort of every victim.
+   */
+  *victimsByLoad(except: WorkerRecord): Generator<WorkerRecord> {
+    const h = this.victims;
+    if (h.length === 0) return;
+    // Best-first walk of the heap: a frontier of positions, the most loaded on top.
+    const frontier = [0];
+    const better = (i: number, j: number) => moreLoaded(h[frontier[i]!]!, h[frontier[j]!]!);
+    while (frontier.length > 0) {
+      const top = frontier[0]!;
+      const last = frontier.pop()!;
+      if (frontier.length > 0) {
+        frontier[0] = last;
+        for (let i = 0; ; ) {
+          const l = 2 * i + 1;
+          const r = l + 1;
+          let m = i;
+          if (l < frontier.length && better(l, m)) m = l;
+          if (r < frontier.length && better(r, m)) m = r;
+          if (m === i) break;
+          [frontier[i], frontier[m]] = [frontier[m]!, frontier[i]!];
+          i = m;
+        }
+      }
+      for (const c of [2 * top + 1, 2 * top + 2]) {
+        if (c >= h.length) continue;
+        frontier.push(c);
+        for (let i = frontier.length - 1; i > 0; ) {
+          const p = (i - 1) >> 1;
+          if (!better(i, p)) break;
+          [frontier[i], frontier[p]] = [frontier[p]!, frontier[i]!];
+          i = p;
+        }
+      }
+      const w = h[top]!;
+      if (w !== except) yield w;
+    }
+  }
+
+  private removeVictim(ws: WorkerRecord): void {
+    const h = this.victims;
+    const i = ws.victimPos;
+    ws.victimPos = -1;
+    const last = h.pop()!;
+    if (last === ws) return;
+    h[i] = last;
+    last.victimPos = i;
+    this.victimUp(this.victimDown(i));
+  }
+
+  private victimUp(i: number): number {
+    const h = this.victims;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!moreLoaded(h[i]!, h[p]!)) break;
+      this.victimSwap(i, p);
+      i = p;
+    }
+    return i;
+  }
+
+  private victimDown(i: number): number {
+    const h = this.victims;
+    const n = h.length;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < n && moreLoaded(h[l]!, h[m]!)) m = l;
+      if (r < n && moreLoaded(h[r]!, h[m]!)) m = r;
+      if (m === i) return i;
+      this.victimSwap(i, m);
+      i = m;
+    }
+  }
+
+  private victimSwap(i: number, j: number): void {
+    const h = this.victims;
+    const a = h[i]!;
+    const b = h[j]!;
+    h[i] = b;
+    h[j] = a;
+    a.victimPos = j;
+    b.victimPos = i;
   }
 
   /**
@@ -93,9 +196,14 @@ export class LoadIndex {
 
   /** What is wrong with the index against the state's workers and running list (validateState), or null. */
   problem(workers: ReadonlyMap<string, WorkerRecord>, running: readonly WorkerRecord[] | null): string | null {
-    for (const w of this.overloaded) if (workers.get(w.address) !== w) return `steal victim ${w.address} is not registered`;
+    for (const [i, w] of this.victims.entries()) {
+      if (workers.get(w.address) !== w) return `steal victim ${w.address} is not registered`;
+      if (w.victimPos !== i) return `steal victim ${w.address} misplaced`;
+      if (i > 0 && moreLoaded(w, this.victims[(i - 1) >> 1]!)) return `steal victim heap order broken at ${w.address}`;
+    }
     for (const w of workers.values()) {
-      if (w.overloaded !== w.processing.size > w.nthreads || w.overloaded !== this.overloaded.has(w)) return `${w.address} overloaded=${w.overloaded} with ${w.processing.size} tasks on ${w.nthreads} threads`;
+      const listed = w.victimPos >= 0 && this.victims[w.victimPos] === w;
+      if (w.overloaded !== w.processing.size > w.nthreads || w.overloaded !== listed) return `${w.address} overloaded=${w.overloaded} with ${w.processing.size} tasks on ${w.nthreads} threads`;
     }
     if (running === null) return null;
     let members = 0;

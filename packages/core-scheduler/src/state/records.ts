@@ -341,6 +341,7 @@ export class WorkerRecord {
   loadPos = -1;
   loadGroup = 0;
   overloaded = false;
+  victimPos = -1;
 
   constructor(
     readonly address: string,

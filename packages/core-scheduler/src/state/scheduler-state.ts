@@ -1576,13 +1576,9 @@ export class SchedulerState {
     let want = this.slots(idle) - idle.processing.size;
     if (want <= 0) return;
     // Called whenever a thread frees with nothing queued (hot): no allocation unless there is a victim.
-    const over = this.load.overloaded;
-    if (over.size === 0 || (over.size === 1 && over.has(idle))) return;
-    const victims: WorkerRecord[] = [];
-    for (const w of over) if (w !== idle) victims.push(w);
-    // In registration order first, as the workers are, then the most loaded first.
-    victims.sort((a, b) => b.processing.size / b.nthreads - a.processing.size / a.nthreads || a.order - b.order);
-    for (const victim of victims) {
+    if (this.load.overloadedCount === 0 || (this.load.overloadedCount === 1 && idle.overloaded)) return;
+    // The most loaded first, the first registered among equals; read only as far as needed.
+    for (const victim of this.load.victimsByLoad(idle)) {
       let excess = Math.ceil((victim.processing.size - victim.nthreads) / 2);
       // The oldest ones are the ones most likely running; a bounded look at the rest.
       let skip = victim.nthreads;
