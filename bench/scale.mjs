@@ -484,7 +484,7 @@ export function parseScaleArgs(argv) {
     const shared = rest.findIndex((x) => x.startsWith('--'));
     if (shared >= 0) Object.assign(args, { ...parseScaleArgs(rest.slice(shared)), role: [args.role[0], ...rest.slice(0, shared)] });
   }
-  args.sizes ??= args.short ? [10_000, 100_000] : [10_000, 100_000, 1_000_000];
+  args.sizes ??= args.short ? [10_000, 50_000] : [10_000, 100_000, 1_000_000];
   args.workers ??= [10, 100, 1000];
   args.repeat ??= 1;
   args.idleMs ??= args.short ? 3000 : 10_000;
