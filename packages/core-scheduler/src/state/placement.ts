@@ -87,43 +87,58 @@ export class LoadIndex {
   }
 
   /**
-   * The steal victims but `except`, the most loaded first (the first registered among equals), as
-   * far as the caller reads: O(log workers) per victim read, not a sort of every victim.
+   * Up to `max` steal victims but `except`, the most loaded first (the first registered among
+   * equals), into `out` (emptied first): O(max log max), not a sort of every victim.
    */
-  *victimsByLoad(except: WorkerRecord): Generator<WorkerRecord> {
+  topVictims(except: WorkerRecord, max: number, out: WorkerRecord[]): void {
+    out.length = 0;
     const h = this.victims;
     if (h.length === 0) return;
-    // Best-first walk of the heap: a frontier of positions, the most loaded on top.
-    const frontier = [0];
-    const better = (i: number, j: number) => moreLoaded(h[frontier[i]!]!, h[frontier[j]!]!);
-    while (frontier.length > 0) {
-      const top = frontier[0]!;
-      const last = frontier.pop()!;
-      if (frontier.length > 0) {
-        frontier[0] = last;
-        for (let i = 0; ; ) {
-          const l = 2 * i + 1;
-          const r = l + 1;
-          let m = i;
-          if (l < frontier.length && better(l, m)) m = l;
-          if (r < frontier.length && better(r, m)) m = r;
-          if (m === i) break;
-          [frontier[i], frontier[m]] = [frontier[m]!, frontier[i]!];
-          i = m;
-        }
+    // Best-first walk of the heap: a frontier of heap positions, itself a heap, the most loaded on top.
+    const f = this.frontier;
+    f.length = 0;
+    f.push(0);
+    while (f.length > 0 && out.length < max) {
+      const top = f[0]!;
+      const last = f.pop()!;
+      if (f.length > 0) {
+        f[0] = last;
+        this.frontierDown(h, f);
       }
-      for (const c of [2 * top + 1, 2 * top + 2]) {
-        if (c >= h.length) continue;
-        frontier.push(c);
-        for (let i = frontier.length - 1; i > 0; ) {
-          const p = (i - 1) >> 1;
-          if (!better(i, p)) break;
-          [frontier[i], frontier[p]] = [frontier[p]!, frontier[i]!];
-          i = p;
-        }
+      for (let c = 2 * top + 1; c <= 2 * top + 2 && c < h.length; c++) {
+        f.push(c);
+        this.frontierUp(h, f);
       }
       const w = h[top]!;
-      if (w !== except) yield w;
+      if (w !== except) out.push(w);
+    }
+  }
+
+  private readonly frontier: number[] = [];
+
+  private frontierDown(h: readonly WorkerRecord[], f: number[]): void {
+    for (let i = 0; ; ) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < f.length && moreLoaded(h[f[l]!]!, h[f[m]!]!)) m = l;
+      if (r < f.length && moreLoaded(h[f[r]!]!, h[f[m]!]!)) m = r;
+      if (m === i) return;
+      const t = f[i]!;
+      f[i] = f[m]!;
+      f[m] = t;
+      i = m;
+    }
+  }
+
+  private frontierUp(h: readonly WorkerRecord[], f: number[]): void {
+    for (let i = f.length - 1; i > 0; ) {
+      const p = (i - 1) >> 1;
+      if (!moreLoaded(h[f[i]!]!, h[f[p]!]!)) return;
+      const t = f[i]!;
+      f[i] = f[p]!;
+      f[p] = t;
+      i = p;
     }
   }
 

@@ -82,6 +82,8 @@ const MAX_TRANSITIONS_PER_EVENT = 10_000_000;
 const HISTORY_SAMPLES = 600;
 /** Tasks of one victim looked at per steal attempt (the rest wait for the next attempt). */
 const MAX_STEAL_SCAN = 1000;
+/** Victims asked per steal attempt. */
+const MAX_STEAL_VICTIMS = 32;
 
 /** Whether two lists hold the same tasks in the same order. */
 function sameTasks(a: readonly TaskRecord[], b: readonly TaskRecord[]): boolean {
@@ -134,6 +136,7 @@ export class SchedulerState {
   /** The running workers by load and the steal victims (rebuilt with runningCache). */
   private readonly load = new LoadIndex();
   private workerSeq = 0;
+  private readonly victimsScratch: WorkerRecord[] = [];
   private readonly pendingFrees = new Map<string, Extract<SchedulerAction, { type: 'FreeKeys' }>>();
   /** Retiring workers that wait for copies of their results (pendingReplicas set). */
   private readonly retiringWithCopies = new Set<WorkerRecord>();
@@ -1577,8 +1580,10 @@ export class SchedulerState {
     if (want <= 0) return;
     // Called whenever a thread frees with nothing queued (hot): no allocation unless there is a victim.
     if (this.load.overloadedCount === 0 || (this.load.overloadedCount === 1 && idle.overloaded)) return;
-    // The most loaded first, the first registered among equals; read only as far as needed.
-    for (const victim of this.load.victimsByLoad(idle)) {
+    // The most loaded first, the first registered among equals; a bounded number per call (the
+    // next freed thread or Tick asks the next ones), so a call costs the same with 1,000 workers.
+    this.load.topVictims(idle, MAX_STEAL_VICTIMS, this.victimsScratch);
+    for (const victim of this.victimsScratch) {
       let excess = Math.ceil((victim.processing.size - victim.nthreads) / 2);
       // The oldest ones are the ones most likely running; a bounded look at the rest.
       let skip = victim.nthreads;
