@@ -27,7 +27,10 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PYTHON = process.env.SKEIN_BENCH_PYTHON ?? '/usr/bin/python3';
-const WORKLOADS = ['map', 'latency', 'tree', 'fanin', 'transfer', 'memory', 'startup', 'peers', 'clients', 'coldstart', 'deps'];
+const WORKLOADS = ['map', 'latency', 'tree', 'fanin', 'transfer', 'memory', 'startup', 'peers', 'clients', 'coldstart', 'deps', 'scale-tasks', 'scale-workers'];
+// bench/scale.mjs (Skein only): minutes at full size, so a full run has them only when named with
+// --only; a --short run (CI) has them at their short sizes.
+const OPT_IN = new Set(['scale-tasks', 'scale-workers']);
 /** Workloads with a Skein side only (and no TLS variant). */
 const SKEIN_ONLY = new Set(['clients', 'deps']);
 /**
@@ -95,8 +98,8 @@ function parseArgs(argv) {
 }
 
 /** The workloads to run, in suite order; `peers` brings in map, latency and fanin. */
-function expandWorkloads(only) {
-  const want = new Set(only ?? WORKLOADS);
+function expandWorkloads(only, short) {
+  const want = new Set(only ?? WORKLOADS.filter((w) => short || !OPT_IN.has(w)));
   if (want.has('peers')) for (const w of PEER_WORKLOADS) want.add(w);
   return WORKLOADS.filter((w) => want.has(w));
 }
@@ -315,7 +318,7 @@ function peersTable(records) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  const workloads = expandWorkloads(opts.only);
+  const workloads = expandWorkloads(opts.only, opts.short);
   const mode = opts.short ? 'short' : 'full';
   const info = machineInfo();
 
@@ -371,6 +374,9 @@ async function main() {
     const jobs = [];
     if (w === 'peers') {
       // its jobs run inside map, latency and fanin, right after Skein's (below)
+    } else if (OPT_IN.has(w)) {
+      // bench/scale.mjs: how the cost grows with tasks and workers (Skein only, no Dask side yet).
+      if (!opts.skipSkein) jobs.push(['skein', process.execPath, ['--expose-gc', path.join(here, 'scale.mjs'), '--part', w.slice(6), ...shortArgs, ...repeatArgs]]);
     } else if (SKEIN_ONLY.has(w)) {
       if (!opts.skipSkein) jobs.push(['skein', process.execPath, ['--expose-gc', path.join(here, 'skein', 'bench_skein.mjs'), '--workload', w, ...shortArgs, ...repeatArgs]]);
     } else if (!opts.skipSkein) {
@@ -385,7 +391,7 @@ async function main() {
       jobs.push(['bullmq-c50', process.execPath, [path.join(here, 'peers', 'bench_bullmq.mjs'), '--concurrency', '50', ...wl]]);
       jobs.push(['piscina', process.execPath, [path.join(here, 'peers', 'bench_piscina.mjs'), ...wl]]);
     }
-    if (dask && w !== 'peers' && !SKEIN_ONLY.has(w)) {
+    if (dask && w !== 'peers' && !SKEIN_ONLY.has(w) && !OPT_IN.has(w)) {
       const py = path.join(here, 'dask', 'bench_dask.py');
       if (!DASK_BEST_ONLY.has(w)) jobs.push(['dask', PYTHON, [py, '--workload', w, ...shortArgs, ...daskRepeatArgs]]);
       if (bestWorkloads.includes(w)) jobs.push(['dask-best', PYTHON, [py, '--workload', w, '--best', ...shortArgs, ...daskRepeatArgs]]);

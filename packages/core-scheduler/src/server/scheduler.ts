@@ -275,6 +275,28 @@ export const SCHEDULER_ROLES: RoleTable<SchedulerServiceServer> = {
   getPlugins: ['worker', 'nanny'],
 };
 
+/** Workers per heartbeat interval before the interval the scheduler gives them grows (heartbeatIntervalMs). */
+const HEARTBEATS_PER_INTERVAL = 100;
+
+/**
+ * The heartbeat interval for a cluster of `n` workers (Dask's heartbeat_interval): `base` up to
+ * HEARTBEATS_PER_INTERVAL workers, then doubled each time the workers double, so that the
+ * scheduler hears about HEARTBEATS_PER_INTERVAL to twice as many heartbeats per `base` however
+ * many workers there are (each costs the scheduler a message); at most a third of the worker TTL,
+ * so a live worker is never taken for a silent one. `current` (the interval the workers have)
+ * comes down only once the workers are a quarter of what would raise it again (no flapping
+ * around a step).
+ */
+export function heartbeatIntervalMs(n: number, base: number, ttlMs: number, current = base): number {
+  let factor = 1;
+  while (n > HEARTBEATS_PER_INTERVAL * factor) factor *= 2;
+  const cap = Math.max(base, ttlMs / 3);
+  const wanted = Math.min(base * factor, cap);
+  if (wanted >= current || current > cap) return wanted;
+  // Coming down: keep the current interval while the workers are more than a quarter of its step.
+  return n > (HEARTBEATS_PER_INTERVAL * (current / base)) / 4 ? current : wanted;
+}
+
 /** How long a ReportWorkerDeath names the cause of the worker's session ending (ms). */
 const DEATH_REPORT_MS = 10_000;
 
@@ -361,6 +383,8 @@ export class Scheduler {
   private idleSince: number | undefined;
   private boundPort = 0;
   private stimulusSeq = 0;
+  /** The heartbeat interval the workers were given (see heartbeatIntervalMs). */
+  private heartbeatMs: number;
   private dashboard: Dashboard | undefined;
   readonly options: CompiledSchedulerOptions;
   private readonly log: Logger;
@@ -369,6 +393,7 @@ export class Scheduler {
 
   private constructor(options: CompiledSchedulerOptions) {
     this.options = options;
+    this.heartbeatMs = options.heartbeatMs;
     this.log = options.logger;
     this.state = new SchedulerState({
       now: () => Date.now(),
@@ -961,12 +986,26 @@ export class Scheduler {
     return undefined;
   }
 
+  /**
+   * The workers changed in number: when the heartbeat interval for this many changes, every
+   * connected worker is sent a Welcome again with the new interval (a worker takes the interval of
+   * each Welcome it gets; protocol README, "Workers"). A newly registered worker gets it in its own Welcome.
+   */
+  private rescaleHeartbeats(joining?: WorkerConn): void {
+    const next = heartbeatIntervalMs(this.workers.size, this.options.heartbeatMs, this.options.workerTtlMs, this.heartbeatMs);
+    if (next === this.heartbeatMs) return;
+    this.heartbeatMs = next;
+    if (this.lifecycle.closing) return;
+    this.log.info(`${this.workers.size} workers: heartbeats every ${next} ms`);
+    for (const w of this.workers.values()) if (w !== joining && !w.closing) this.toWorker(w, { kind: { $case: 'welcome', value: this.welcome() } });
+  }
+
   private welcome() {
     return {
       protocolVersion: PROTOCOL_VERSION,
       schedulerId: this.id,
       schedulerAddress: this.address,
-      heartbeatIntervalMs: this.options.heartbeatMs,
+      heartbeatIntervalMs: this.heartbeatMs,
       batches: true,
       maxMessageBytes: this.options.maxMessageBytes,
       maxKeysPerUpdate: Math.min(this.options.maxKeysPerUpdate, 2 ** 31 - 1),
@@ -1040,6 +1079,7 @@ export class Scheduler {
           }
           conn = c;
           this.workers.set(c.address, c);
+          this.rescaleHeartbeats(c);
           c.out.push({ kind: { $case: 'welcome', value: this.welcome() } });
           this.handle({ type: 'WorkerAdded', worker: workerSpecFromHello(hello), stimulusId: this.stimulus(`worker-added-${c.address}`) });
           const added = this.state.workers.get(c.address);
@@ -1088,6 +1128,7 @@ export class Scheduler {
     if (this.workers.get(conn.address) !== conn) return;
     this.workers.delete(conn.address);
     this.unsent.delete(conn);
+    this.rescaleHeartbeats();
     if (tell && !conn.ended) {
       conn.closing = true;
       conn.ended = true; // the Batcher's last flush must not end the stream with an OK status

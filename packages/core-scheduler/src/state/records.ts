@@ -28,6 +28,34 @@ export const NOT_PURE = 0;
 export const PURE_UNCHECKED = 1;
 export const PURE_VERIFIED = 2;
 
+/**
+ * What few tasks ever need (a failure, a steal, restrictions, copies asked for): kept off the task
+ * record, in one object made on the first use, so that a record of the common task is smaller
+ * (see bench/scale.mjs, scale-tasks-memory).
+ */
+class TaskExtra {
+  exception: ErrorInfo | null = null;
+  exceptionBlame = '';
+  refused = false;
+  suspicious = 0;
+  lastDeathReason = '';
+  broadcast = false;
+  stealingFrom: WorkerRecord | null = null;
+  stealId = '';
+  replicaTargets: Set<WorkerRecord> | null = null;
+  restrictions: Restrictions | null = null;
+  /** Encodings that do not fit TaskRecord.bits (a peer's enum values beyond 255, or negative). */
+  argsEncoding = 0;
+  resultEncoding = 0;
+}
+
+// TaskRecord.bits: the argument and result encodings (protobuf enums, small) and the purity.
+const ENC_MASK = 0xff;
+const RESULT_SHIFT = 8;
+const PURITY_SHIFT = 16;
+/** Set in bits when the encodings live in TaskExtra instead. */
+const WIDE = 1 << 15;
+
 export class TaskRecord {
   state: TaskStateName = 'released';
   /** Set once, exactly sized, when the graph is linked (see setDependencies). */
@@ -47,35 +75,12 @@ export class TaskRecord {
   inline: EncodedValue | null = null;
   nbytes = -1;
   typeName = '';
-  exception: ErrorInfo | null = null;
-  /** Key of the task whose error this one carries. */
-  exceptionBlame = '';
-  /**
-   * Refused when submitted: unknown inputs, a dependency cycle or bad restrictions (its exception
-   * says which); it errs as soon as it is wanted.
-   */
-  refused = false;
   retriesLeft: number;
-  /** Number of workers that died while running this task. */
-  suspicious = 0;
-  lastDeathReason = '';
   sequence: number;
   /** The task's group: the key prefix before the token (the function name); shared string. */
   readonly group: string;
-  broadcast = false;
   /** The client whose definition made this task (it shares it with whoever submits the key again). */
   owner = '';
-  /**
-   * Its key is pure (TaskSpec.pure): PURE_UNCHECKED until another client submits it as pure, then
-   * PURE_VERIFIED (the key matches the definition, and every input is verified too) or NOT_PURE.
-   */
-  purity: number;
-  /** A steal request is outstanding to this worker. */
-  stealingFrom: WorkerRecord | null = null;
-  /** That request's stimulus id (unique per request): only a reply carrying it answers it. */
-  stealId = '';
-  /** Workers asked to copy this result (AcquireReplicas) that have not said they hold it (AddKeys). */
-  replicaTargets: Set<WorkerRecord> | null = null;
   /** The transition recommended for this task and not applied yet (see Recommendations). */
   recommended: TaskStateName | null = null;
   recSeq = 0;
@@ -85,28 +90,144 @@ export class TaskRecord {
   priority: number;
   /** The function, shared by every task that calls it. */
   readonly fn: FunctionId;
-  readonly argsEncoding: number;
-  readonly resultEncoding: number;
   /** The argument bytes: a one-byte string when small, else an owned copy. */
   private readonly args: string | Uint8Array;
-  readonly restrictions: Restrictions | null;
+  /** argsEncoding, resultEncoding and purity, packed (see the accessors). */
+  private bits: number;
+  /** The rarely used fields (see TaskExtra), or null while none was set. */
+  private x: TaskExtra | null = null;
 
   constructor(def: TaskDef, fn: FunctionId, group: string, sequence: number) {
     this.key = def.key;
     this.fn = fn;
     this.group = group;
     this.retriesLeft = def.retries;
-    this.purity = def.pure ? PURE_UNCHECKED : NOT_PURE;
     this.priority = def.priority;
     this.sequence = sequence;
     const data = def.args.data;
-    this.argsEncoding = def.args.encoding;
-    this.resultEncoding = def.resultEncoding;
+    const enc = def.args.encoding;
+    const res = def.resultEncoding;
+    const purity = (def.pure ? PURE_UNCHECKED : NOT_PURE) << PURITY_SHIFT;
+    if ((enc & ENC_MASK) === enc && (res & ENC_MASK) === res && res < 0x80) this.bits = enc | (res << RESULT_SHIFT) | purity;
+    else {
+      this.bits = WIDE | purity;
+      const x = this.extra();
+      x.argsEncoding = enc;
+      x.resultEncoding = res;
+    }
     this.args = data.length <= ARGS_AS_STRING_MAX ? latin1(data) : data.slice();
-    this.restrictions =
-      def.workers.length || def.resources.size > 0
-        ? { resources: def.resources, workers: def.workers, allowOtherWorkers: def.allowOtherWorkers }
-        : null;
+    if (def.workers.length || def.resources.size > 0) {
+      this.extra().restrictions = { resources: def.resources, workers: def.workers, allowOtherWorkers: def.allowOtherWorkers };
+    }
+  }
+
+  private extra(): TaskExtra {
+    return (this.x ??= new TaskExtra());
+  }
+
+  get argsEncoding(): number {
+    return (this.bits & WIDE) === 0 ? this.bits & ENC_MASK : this.x!.argsEncoding;
+  }
+
+  get resultEncoding(): number {
+    return (this.bits & WIDE) === 0 ? (this.bits >>> RESULT_SHIFT) & ENC_MASK : this.x!.resultEncoding;
+  }
+
+  /**
+   * Its key is pure (TaskSpec.pure): PURE_UNCHECKED until another client submits it as pure, then
+   * PURE_VERIFIED (the key matches the definition, and every input is verified too) or NOT_PURE.
+   */
+  get purity(): number {
+    return this.bits >>> PURITY_SHIFT;
+  }
+
+  set purity(p: number) {
+    this.bits = (this.bits & 0xffff) | (p << PURITY_SHIFT);
+  }
+
+  get restrictions(): Restrictions | null {
+    return this.x === null ? null : this.x.restrictions;
+  }
+
+  get exception(): ErrorInfo | null {
+    return this.x === null ? null : this.x.exception;
+  }
+
+  set exception(v: ErrorInfo | null) {
+    if (v !== null || this.x !== null) this.extra().exception = v;
+  }
+
+  /** Key of the task whose error this one carries. */
+  get exceptionBlame(): string {
+    return this.x === null ? '' : this.x.exceptionBlame;
+  }
+
+  set exceptionBlame(v: string) {
+    if (v !== '' || this.x !== null) this.extra().exceptionBlame = v;
+  }
+
+  /**
+   * Refused when submitted: unknown inputs, a dependency cycle or bad restrictions (its exception
+   * says which); it errs as soon as it is wanted.
+   */
+  get refused(): boolean {
+    return this.x !== null && this.x.refused;
+  }
+
+  set refused(v: boolean) {
+    if (v || this.x !== null) this.extra().refused = v;
+  }
+
+  /** Number of workers that died while running this task. */
+  get suspicious(): number {
+    return this.x === null ? 0 : this.x.suspicious;
+  }
+
+  set suspicious(v: number) {
+    if (v !== 0 || this.x !== null) this.extra().suspicious = v;
+  }
+
+  get lastDeathReason(): string {
+    return this.x === null ? '' : this.x.lastDeathReason;
+  }
+
+  set lastDeathReason(v: string) {
+    if (v !== '' || this.x !== null) this.extra().lastDeathReason = v;
+  }
+
+  get broadcast(): boolean {
+    return this.x !== null && this.x.broadcast;
+  }
+
+  set broadcast(v: boolean) {
+    if (v || this.x !== null) this.extra().broadcast = v;
+  }
+
+  /** A steal request is outstanding to this worker. */
+  get stealingFrom(): WorkerRecord | null {
+    return this.x === null ? null : this.x.stealingFrom;
+  }
+
+  set stealingFrom(v: WorkerRecord | null) {
+    if (v !== null || this.x !== null) this.extra().stealingFrom = v;
+  }
+
+  /** That request's stimulus id (unique per request): only a reply carrying it answers it. */
+  get stealId(): string {
+    return this.x === null ? '' : this.x.stealId;
+  }
+
+  set stealId(v: string) {
+    if (v !== '' || this.x !== null) this.extra().stealId = v;
+  }
+
+  /** Workers asked to copy this result (AcquireReplicas) that have not said they hold it (AddKeys). */
+  get replicaTargets(): Set<WorkerRecord> | null {
+    return this.x === null ? null : this.x.replicaTargets;
+  }
+
+  set replicaTargets(v: Set<WorkerRecord> | null) {
+    if (v !== null || this.x !== null) this.extra().replicaTargets = v;
   }
 
   readonly key: string;
@@ -117,7 +238,7 @@ export class TaskRecord {
   }
 
   get restricted(): boolean {
-    return this.restrictions !== null;
+    return this.x !== null && this.x.restrictions !== null;
   }
 
   /** The definition again, for a Compute message (allocates; called once per assignment). */
@@ -214,6 +335,13 @@ export class WorkerRecord {
   readonly history: MetricSample[] = [];
   /** Keys this worker must copy to peers before it may close (retirement). */
   pendingReplicas: Set<TaskRecord> | null = null;
+  /** Registration order (the order of SchedulerState.workers). */
+  order = 0;
+  /** Its place in the LoadIndex (placement.ts): heap position (-1: not running) and group; whether it is a steal victim. */
+  loadPos = -1;
+  loadGroup = 0;
+  overloaded = false;
+  victimPos = -1;
 
   constructor(
     readonly address: string,

@@ -1,6 +1,7 @@
 import { InvalidTransitionError, TransitionLog, pureKeyMatches, taskError, type ErrorInfo } from '@skein/common/lite';
 import { NOT_PURE, PURE_UNCHECKED, PURE_VERIFIED, Recommendations, TaskHeap, TaskRecord, WorkerRecord } from './records.js';
 import { SchedulerTelemetry } from './telemetry.js';
+import { LoadIndex } from './placement.js';
 import { TASK_STATES } from './types.js';
 import type {
   ClientReport,
@@ -81,6 +82,15 @@ const MAX_TRANSITIONS_PER_EVENT = 10_000_000;
 const HISTORY_SAMPLES = 600;
 /** Tasks of one victim looked at per steal attempt (the rest wait for the next attempt). */
 const MAX_STEAL_SCAN = 1000;
+/** Victims asked per steal attempt. */
+const MAX_STEAL_VICTIMS = 32;
+
+/** Whether two lists hold the same tasks in the same order. */
+function sameTasks(a: readonly TaskRecord[], b: readonly TaskRecord[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 /** Whether the tasks do not all have the same priority. */
 function mixedPriorities(tasks: readonly TaskRecord[]): boolean {
@@ -123,6 +133,10 @@ export class SchedulerState {
   private avgDurationMs = -1;
   private actions: SchedulerAction[] = [];
   private runningCache: WorkerRecord[] | null = null;
+  /** The running workers by load and the steal victims (rebuilt with runningCache). */
+  private readonly load = new LoadIndex();
+  private workerSeq = 0;
+  private readonly victimsScratch: WorkerRecord[] = [];
   private readonly pendingFrees = new Map<string, Extract<SchedulerAction, { type: 'FreeKeys' }>>();
   /** Retiring workers that wait for copies of their results (pendingReplicas set). */
   private readonly retiringWithCopies = new Set<WorkerRecord>();
@@ -346,6 +360,8 @@ export class SchedulerState {
     for (const s of Object.keys(this.counts) as TaskStateName[]) {
       if (s !== 'forgotten' && (counted[s] ?? 0) !== this.counts[s]) fail(`count of ${s}: ${this.counts[s]} != ${counted[s] ?? 0}`);
     }
+    const index = this.load.problem(this.workers, this.runningCache);
+    if (index !== null) fail(index);
     for (const ws of this.workers.values()) {
       for (const ts of ws.processing) if (ts.processingOn !== ws) fail(`${ws.address} processing ${ts.key} owned by ${ts.processingOn?.address}`);
       for (const ts of ws.hasWhat) if (!ts.whoHas.includes(ws)) fail(`${ws.address} hasWhat ${ts.key} without whoHas`);
@@ -560,6 +576,7 @@ export class SchedulerState {
     // Inputs that are not older than their task (a graph listing a task before its inputs, or a
     // cycle) need the cycle check; a graph in dependency order, the usual case, costs nothing.
     let unordered = false;
+    let lastDeps: TaskRecord[] | null = null;
     for (let i = 0; i < added.length; i++) {
       const ts = added[i]!;
       const depKeys = addedDefs[i]!.dependencies;
@@ -577,7 +594,9 @@ export class SchedulerState {
         if (conflicts?.has(depKey)) conflicting ??= depKey;
       }
       if (missing) deps.length = nDeps;
-      ts.setDependencies(deps);
+      // Consecutive tasks with the same inputs (a map over one shared input) share one list.
+      if (lastDeps !== null && sameTasks(lastDeps, deps)) ts.setDependencies(lastDeps);
+      else ts.setDependencies((lastDeps = deps));
       for (const dep of deps) dep.addDependent(ts);
       if (conflicting !== undefined && !missing) {
         ts.exception = this.pureConflict(conflicting, `Task ${ts.key} uses ${conflicting}, whose result is not this client's: `);
@@ -866,6 +885,7 @@ export class SchedulerState {
       spec.nannyAddress,
       this.opts.now(),
     );
+    ws.order = ++this.workerSeq;
     this.workers.set(ws.address, ws);
     this.runningCache = null;
     // What a (re)connecting worker says it holds is not taken: nothing shows it computed or was
@@ -884,6 +904,7 @@ export class SchedulerState {
     this.workers.delete(address);
     this.retiringWithCopies.delete(ws);
     this.runningCache = null;
+    this.load.forget(ws);
     for (const ts of ws.processing) {
       if (!expected) {
         ts.suspicious++;
@@ -1074,7 +1095,9 @@ export class SchedulerState {
       ws.processing.clear();
       ws.hasWhat.clear();
       ws.nbytes = 0;
+      this.load.forget(ws);
     }
+    this.runningCache = null;
     for (const s of Object.keys(this.counts) as TaskStateName[]) this.counts[s] = 0;
   }
 
@@ -1231,6 +1254,7 @@ export class SchedulerState {
   private assign(ts: TaskRecord, ws: WorkerRecord): void {
     ts.processingOn = ws;
     ws.processing.add(ts);
+    this.loadChanged(ws);
     // Most tasks of a map have no inputs: they share the frozen empty lists.
     const hasDeps = ts.dependencies.length > 0;
     const whoHas: WhoHasInfo[] = hasDeps ? [] : NO_WHO_HAS;
@@ -1263,6 +1287,7 @@ export class SchedulerState {
       case 'processing': {
         const ws = ts.processingOn!;
         ws.processing.delete(ts);
+        this.loadChanged(ws);
         ts.processingOn = null;
         if (ts.stealingFrom) ts.stealingFrom = null;
         if (this.workers.get(ws.address) === ws) {
@@ -1288,6 +1313,7 @@ export class SchedulerState {
   private readonly processingToMemory: Transition = (ts) => {
     const ws = ts.processingOn!;
     ws.processing.delete(ts);
+    this.loadChanged(ws);
     ts.processingOn = null;
     ts.stealingFrom = null;
     this.freedSlots.add(ws);
@@ -1348,6 +1374,7 @@ export class SchedulerState {
     } else if (from === 'processing') {
       const ws = ts.processingOn!;
       ws.processing.delete(ts);
+      this.loadChanged(ws);
       ts.processingOn = null;
       ts.stealingFrom = null;
       if (this.workers.get(ws.address) === ws) this.freedSlots.add(ws);
@@ -1403,7 +1430,11 @@ export class SchedulerState {
 
   /** Workers that accept new tasks (cached until a worker joins, leaves or changes status). */
   private running(): WorkerRecord[] {
-    return (this.runningCache ??= [...this.workers.values()].filter((w) => w.status === 'running'));
+    if (this.runningCache === null) {
+      this.runningCache = [...this.workers.values()].filter((w) => w.status === 'running');
+      this.load.rebuild(this.runningCache);
+    }
+    return this.runningCache;
   }
 
   private validWorkers(ts: TaskRecord): WorkerRecord[] | string {
@@ -1461,6 +1492,8 @@ export class SchedulerState {
   }
 
   private leastBusyWithSlot(valid: WorkerRecord[]): WorkerRecord | undefined {
+    // Any running worker will do (the common case): the index, not a scan of every worker.
+    if (valid === this.runningCache) return this.load.leastBusy(this.hasSlot);
     let best: WorkerRecord | undefined;
     let bestLoad = Infinity;
     for (const ws of valid) {
@@ -1475,6 +1508,13 @@ export class SchedulerState {
     return best;
   }
 
+  private readonly hasSlot = (ws: WorkerRecord): boolean => ws.processing.size < this.slots(ws);
+
+  /** `ws.processing` changed: keep the load index and the steal victims up to date. */
+  private loadChanged(ws: WorkerRecord): void {
+    this.load.changed(ws, this.workers.get(ws.address) === ws);
+  }
+
   private bestWorkerFor(ts: TaskRecord, valid: WorkerRecord[]): WorkerRecord {
     const candidates = new Set<WorkerRecord>();
     const validSet = valid.length > 32 ? new Set(valid) : null;
@@ -1483,8 +1523,11 @@ export class SchedulerState {
     }
     if (candidates.size === 0 || valid.length <= 32) for (const w of valid) candidates.add(w);
     else {
-      let idle = valid[0]!;
-      for (const w of valid) if (w.processing.size / w.nthreads < idle.processing.size / idle.nthreads) idle = w;
+      let idle = valid === this.runningCache ? this.load.leastBusy() : undefined;
+      if (idle === undefined) {
+        idle = valid[0]!;
+        for (const w of valid) if (w.processing.size / w.nthreads < idle.processing.size / idle.nthreads) idle = w;
+      }
       candidates.add(idle);
     }
     let best: WorkerRecord | undefined;
@@ -1540,11 +1583,11 @@ export class SchedulerState {
     let want = this.slots(idle) - idle.processing.size;
     if (want <= 0) return;
     // Called whenever a thread frees with nothing queued (hot): no allocation unless there is a victim.
-    let victims: WorkerRecord[] | null = null;
-    for (const w of this.workers.values()) if (w !== idle && w.processing.size > w.nthreads) (victims ??= []).push(w);
-    if (victims === null) return;
-    victims.sort((a, b) => b.processing.size / b.nthreads - a.processing.size / a.nthreads);
-    for (const victim of victims) {
+    if (this.load.overloadedCount === 0 || (this.load.overloadedCount === 1 && idle.overloaded)) return;
+    // The most loaded first, the first registered among equals; a bounded number per call (the
+    // next freed thread or Tick asks the next ones), so a call costs the same with 1,000 workers.
+    this.load.topVictims(idle, MAX_STEAL_VICTIMS, this.victimsScratch);
+    for (const victim of this.victimsScratch) {
       let excess = Math.ceil((victim.processing.size - victim.nthreads) / 2);
       // The oldest ones are the ones most likely running; a bounded look at the rest.
       let skip = victim.nthreads;
