@@ -42,6 +42,7 @@ function sessions(address: string, n: number, prefix: string) {
               pid: 1,
               nannyAddress: '',
               batches: true,
+              versions: undefined,
             },
           },
         },
