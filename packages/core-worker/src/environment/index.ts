@@ -11,5 +11,5 @@
  * await installPackages(root, { packages: ['left-pad@1.3.0'], id: 'once' });
  */
 export { clusterPackagesRoot, packagesRoot, packagesDirArg, defaultPackagesBase, securePackagesRoot, npmPrefix, uploadsPrefix, PACKAGES_DIR_ENV, PACKAGES_ROOT_ENV, currentPackagesRoot, activatePackages } from '../runtime/packages.js';
-export { installPackages, checkNpmRequest, DEFAULT_NPM_FLAGS, type NpmInstallRequest, type NpmInstallOutcome, type NpmInstallOptions } from './npm.js';
+export { installPackages, checkNpmRequest, checkNpmInstallOptions, DEFAULT_NPM_FLAGS, type NpmInstallRequest, type NpmInstallOutcome, type NpmInstallOptions } from './npm.js';
 export { writeUpload, uploadsDirectory, type UploadedFile } from './uploads.js';

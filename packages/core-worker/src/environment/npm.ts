@@ -75,6 +75,18 @@ export function checkNpmRequest(r: { packages?: unknown; npmOptions?: unknown },
   return { packages, npmOptions };
 }
 
+/**
+ * The options of the NpmInstall plugins (the worker's and the nanny's), as @skein/client's
+ * NpmInstall builds them: `{ packages, npmOptions?, id, timeoutMs? }`, checked with clear errors.
+ */
+export function checkNpmInstallOptions(options: unknown): { request: NpmInstallRequest; timeoutMs: number | undefined } {
+  const o = (options ?? {}) as { packages?: unknown; npmOptions?: unknown; id?: unknown; timeoutMs?: unknown };
+  const { packages, npmOptions } = checkNpmRequest(o, 'NpmInstall');
+  if (typeof o.id !== 'string' || !o.id) throw new InvalidArgumentError('NpmInstall: options.id is missing (build the plugin with NpmInstall() from @skein/client).');
+  if (o.timeoutMs !== undefined && !(typeof o.timeoutMs === 'number' && o.timeoutMs >= 0)) throw new InvalidArgumentError(`NpmInstall: options.timeoutMs must be a number of milliseconds, got ${typeof o.timeoutMs}.`);
+  return { request: { packages, npmOptions, id: o.id }, timeoutMs: (o.timeoutMs as number | undefined) || undefined };
+}
+
 /** The outcomes recorded on this host, by request id (stored as an array of [id, outcome] pairs: ids are client data). */
 function readOutcomes(file: string): Map<string, Recorded> {
   try {

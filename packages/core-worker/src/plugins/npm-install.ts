@@ -6,8 +6,7 @@
  * the packages at once: their imports fall back to that directory. Options:
  * `{ packages, npmOptions?, id }` (see @skein/client's NpmInstall).
  */
-import { InvalidArgumentError } from '@skein/common';
-import { installPackages, checkNpmRequest } from '../environment/npm.js';
+import { installPackages, checkNpmInstallOptions } from '../environment/npm.js';
 import { activatePackages, currentPackagesRoot } from '../runtime/packages.js';
 
 interface Ctx {
@@ -16,15 +15,10 @@ interface Ctx {
 }
 
 export default function createNpmInstall(options: unknown) {
-  const o = (options ?? {}) as { packages?: unknown; npmOptions?: unknown; id?: unknown; timeoutMs?: unknown };
-  const request = checkNpmRequest(o, 'NpmInstall');
-  if (typeof o.id !== 'string' || !o.id) throw new InvalidArgumentError('NpmInstall: options.id is missing (build the plugin with NpmInstall() from @skein/client).');
-  const id = o.id;
-  if (o.timeoutMs !== undefined && !(typeof o.timeoutMs === 'number' && o.timeoutMs >= 0)) throw new InvalidArgumentError(`NpmInstall: options.timeoutMs must be a number of milliseconds, got ${typeof o.timeoutMs}.`);
-  const timeoutMs = (o.timeoutMs as number | undefined) || undefined;
+  const { request, timeoutMs } = checkNpmInstallOptions(options);
   return {
     async setup(ctx: Ctx): Promise<void> {
-      const outcome = await installPackages(ctx.worker.packagesRoot ?? currentPackagesRoot(ctx.worker.schedulerAddress), { ...request, id }, { timeoutMs });
+      const outcome = await installPackages(ctx.worker.packagesRoot ?? currentPackagesRoot(ctx.worker.schedulerAddress), request, { timeoutMs });
       activatePackages();
       ctx.log.info(
         outcome.ran
