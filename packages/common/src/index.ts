@@ -159,4 +159,5 @@ export {
   type Importer,
 } from './plugins.js';
 export { MAX_UPLOAD_BYTES, UPLOAD_PLUGIN_MODULE, checkPluginSpecSize } from './plugin-limits.js';
+export { fetchRegisteredPlugins } from './plugin-fetch.js';
 export { resolveModuleArg } from './module-path.js';

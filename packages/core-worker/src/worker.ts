@@ -7,8 +7,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { Metadata, type Server } from '@grpc/grpc-js';
-import { SchedulerServiceClient, WorkerServiceService, type ComputeBatch, type GetStatusResponse, type PluginSpec, type PluginResult, type WorkerCommand } from '@skein/protocol';
+import type { Server } from '@grpc/grpc-js';
+import { WorkerServiceService, type ComputeBatch, type GetStatusResponse, type PluginSpec, type PluginResult, type WorkerCommand } from '@skein/protocol';
 import {
   InternalError,
   InvalidArgumentError,
@@ -16,6 +16,7 @@ import {
   localVersions,
   PluginHost,
   runPreloads,
+  fetchRegisteredPlugins,
   pluginResultToWire,
   SkeinError,
   bindServer,
@@ -290,7 +291,7 @@ export class Worker {
     await runPreloads(this.plugins, this.options.preload, 'worker');
     let specs: PluginSpec[];
     try {
-      specs = await this.fetchPlugins();
+      specs = await fetchRegisteredPlugins(this.options.security, this.options.scheduler, 'worker', Math.min(10_000, this.options.connectTimeoutMs));
     } catch (err) {
       this.log.debug(`could not fetch the registered plugins before registering (${(err as Error).message}); the scheduler sends them at registration`);
       return;
@@ -301,18 +302,6 @@ export class Worker {
         throw new SkeinError('failed_precondition', `Plugin ${JSON.stringify(spec.name)} failed its setup (failWorker is set): ${r.error?.type}: ${r.error?.message}`);
       }
     }
-  }
-
-  private fetchPlugins(): Promise<PluginSpec[]> {
-    const dial = this.options.security.dial(this.options.scheduler, 'worker', 'scheduler');
-    const client = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
-    return new Promise<PluginSpec[]>((resolve, reject) => {
-      client.getPlugins({ kind: 'worker' }, new Metadata(), { deadline: Date.now() + Math.min(10_000, this.options.connectTimeoutMs) }, (err, res) => {
-        client.close();
-        if (err) reject(err);
-        else resolve(res!.plugins);
-      });
-    });
   }
 
   /** SetupPlugin from the scheduler; a failure with failWorker set closes this worker after the answer. */

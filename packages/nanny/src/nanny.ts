@@ -26,6 +26,7 @@ import {
   Lifecycle,
   PluginHost,
   runPreloads,
+  fetchRegisteredPlugins,
   pluginResultToWire,
   SkeinError,
   Security,
@@ -312,15 +313,7 @@ export class Nanny {
     await runPreloads(this.plugins, this.options.preload, 'nanny');
     let specs: PluginSpec[];
     try {
-      specs = await new Promise<PluginSpec[]>((resolve, reject) => {
-        const dial = this.options.security.dial(this.options.scheduler, 'nanny', 'scheduler');
-        const client = new SchedulerServiceClient(dial.target, dial.credentials, dial.options);
-        client.getPlugins({ kind: 'nanny' }, new Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => {
-          client.close();
-          if (err) reject(err);
-          else resolve(res!.plugins);
-        });
-      });
+      specs = await fetchRegisteredPlugins(this.options.security, this.options.scheduler, 'nanny', 10_000);
     } catch (err) {
       // The scheduler hands them over when the worker registers.
       this.log.debug(`could not fetch the registered nanny plugins (${(err as Error).message}); the scheduler sends them when the worker registers`);
