@@ -7,11 +7,12 @@ import { createHash } from 'node:crypto';
 import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir, userInfo } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { InvalidArgumentError, TimeoutError, toRemoteError, type PluginOutcome } from './errors.js';
 import type { PluginResult } from '@skein/protocol';
 import type { Logger } from './log.js';
+import { resolveModuleArg } from './module-path.js';
 
 export type PluginKind = 'worker' | 'scheduler' | 'nanny';
 
@@ -112,7 +113,9 @@ export async function importPluginModule(spec: { module: string; source: string 
   const m = spec.module;
   if (!m) throw new InvalidArgumentError('A plugin needs a module (a path or package name) or its source text; both are empty.');
   if (m.startsWith('file:')) return (await import(m)) as Record<string, unknown>;
-  if (isAbsolute(m) || m.startsWith('./') || m.startsWith('../')) return (await import(pathToFileURL(resolve(m)).href)) as Record<string, unknown>;
+  // The one rule of what names a path (resolveModuleArg), as for --preload and --module.
+  const path = resolveModuleArg(m);
+  if (isAbsolute(path)) return (await import(pathToFileURL(path).href)) as Record<string, unknown>;
   try {
     return (await importer(m)) as Record<string, unknown>;
   } catch (err) {
